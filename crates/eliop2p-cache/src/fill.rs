@@ -1,0 +1,281 @@
+//! In-progress chunk fills shared between one writer and any number of readers.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::{Bytes, BytesMut};
+use eliop2p_core::ChunkId;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::memory::{CacheShared, Chunk};
+
+/// Why a fill did not produce a chunk. Cloned to every reader of the fill.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum FillError {
+    /// The source (origin) failed; the message is for logs and error bodies.
+    #[error("source failed: {0}")]
+    Source(Arc<str>),
+    #[error("chunk length mismatch: expected {expected} bytes, got {got}")]
+    LengthMismatch { expected: u64, got: u64 },
+    /// The writer went away without finishing (its task was cancelled or panicked).
+    #[error("fill abandoned")]
+    Abandoned,
+}
+
+/// Bytes are published to readers in segments of at least this size (except the first
+/// and the last), which bounds per-segment overhead without delaying the first byte.
+const PUBLISH_BYTES: usize = 64 * 1024;
+
+struct FillState {
+    segments: Vec<Bytes>,
+    published: u64,
+    outcome: Option<Result<Arc<Chunk>, FillError>>,
+}
+
+/// A chunk being filled. Readers hold an `Arc<Fill>`; the cache holds one too until
+/// the fill ends.
+pub struct Fill {
+    id: ChunkId,
+    expected_len: u64,
+    state: Mutex<FillState>,
+    changed_tx: watch::Sender<()>,
+}
+
+impl Fill {
+    pub(crate) fn new(id: ChunkId, expected_len: u64) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            expected_len,
+            state: Mutex::new(FillState {
+                segments: Vec::new(),
+                published: 0,
+                outcome: None,
+            }),
+            changed_tx: watch::channel(()).0,
+        })
+    }
+
+    pub fn id(&self) -> ChunkId {
+        self.id
+    }
+
+    pub fn expected_len(&self) -> u64 {
+        self.expected_len
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FillState> {
+        // A poisoned lock means a panic while pushing a segment; the state itself
+        // (a list of immutable segments) is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the fill ends and returns its outcome.
+    pub async fn wait(self: &Arc<Self>) -> Result<Arc<Chunk>, FillError> {
+        let mut rx = self.changed_tx.subscribe();
+        loop {
+            rx.borrow_and_update();
+            if let Some(outcome) = self.lock().outcome.clone() {
+                return outcome;
+            }
+            if rx.changed().await.is_err() {
+                return Err(FillError::Abandoned);
+            }
+        }
+    }
+
+    /// Bytes published so far (a fill in progress can already serve these).
+    pub fn published(&self) -> u64 {
+        self.lock().published
+    }
+}
+
+/// The leader's handle: push bytes, then `finish`. Dropping it unfinished fails the
+/// fill with [`FillError::Abandoned`].
+pub struct FillWriter {
+    fill: Arc<Fill>,
+    cache: Weak<CacheShared>,
+    pending: BytesMut,
+    hasher: Sha256,
+    received: u64,
+    done: bool,
+}
+
+impl FillWriter {
+    pub(crate) fn new(fill: Arc<Fill>, cache: Weak<CacheShared>) -> Self {
+        Self {
+            fill,
+            cache,
+            pending: BytesMut::new(),
+            hasher: Sha256::new(),
+            received: 0,
+            done: false,
+        }
+    }
+
+    pub fn fill(&self) -> &Arc<Fill> {
+        &self.fill
+    }
+
+    /// Appends bytes. Fails (and fails the fill) if more bytes arrive than expected.
+    pub fn push(&mut self, data: &[u8]) -> Result<(), FillError> {
+        self.received += data.len() as u64;
+        if self.received > self.fill.expected_len {
+            let err = FillError::LengthMismatch {
+                expected: self.fill.expected_len,
+                got: self.received,
+            };
+            self.fail(err.clone());
+            return Err(err);
+        }
+        self.hasher.update(data);
+        self.pending.extend_from_slice(data);
+        let first = self.fill.lock().published == 0;
+        if first || self.pending.len() >= PUBLISH_BYTES {
+            self.publish();
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let seg = self.pending.split().freeze();
+        {
+            let mut st = self.fill.lock();
+            st.published += seg.len() as u64;
+            st.segments.push(seg);
+        }
+        self.fill.changed_tx.send_replace(());
+    }
+
+    /// Completes the fill: checks the length, assembles the chunk with its SHA-256,
+    /// inserts it into the cache and wakes every reader.
+    pub fn finish(mut self) -> Result<Arc<Chunk>, FillError> {
+        self.publish();
+        if self.received != self.fill.expected_len {
+            let err = FillError::LengthMismatch {
+                expected: self.fill.expected_len,
+                got: self.received,
+            };
+            self.fail(err.clone());
+            return Err(err);
+        }
+        let sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        let data = {
+            let st = self.fill.lock();
+            if st.segments.len() == 1 {
+                st.segments[0].clone()
+            } else {
+                let mut buf = BytesMut::with_capacity(self.received as usize);
+                for s in &st.segments {
+                    buf.extend_from_slice(s);
+                }
+                buf.freeze()
+            }
+        };
+        let chunk = Arc::new(Chunk { data, sha256 });
+        self.done = true;
+        if let Some(cache) = self.cache.upgrade() {
+            cache.complete(&self.fill, Ok(chunk.clone()));
+        }
+        self.end(Ok(chunk.clone()));
+        Ok(chunk)
+    }
+
+    /// Fails the fill; readers get `err`, nothing is cached.
+    pub fn fail(&mut self, err: FillError) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if let Some(cache) = self.cache.upgrade() {
+            cache.complete(&self.fill, Err(err.clone()));
+        }
+        self.end(Err(err));
+    }
+
+    fn end(&self, outcome: Result<Arc<Chunk>, FillError>) {
+        {
+            let mut st = self.fill.lock();
+            st.outcome = Some(outcome);
+            // Readers switch to the assembled chunk; drop the segment list.
+            st.segments = Vec::new();
+        }
+        self.fill.changed_tx.send_replace(());
+    }
+}
+
+impl Drop for FillWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            self.fail(FillError::Abandoned);
+        }
+    }
+}
+
+/// Streams `[start, end)` of a chunk from a fill, as bytes arrive; after the fill
+/// completes it serves the rest from the assembled chunk in one slice.
+pub struct FillReader {
+    fill: Arc<Fill>,
+    changed_rx: watch::Receiver<()>,
+    /// Next byte (chunk offset) to hand out.
+    pos: u64,
+    end: u64,
+    /// Segment index and the chunk offset at which that segment starts.
+    seg_idx: usize,
+    seg_start: u64,
+}
+
+impl FillReader {
+    pub fn new(fill: Arc<Fill>, start: u64, end: u64) -> Self {
+        let changed_rx = fill.changed_tx.subscribe();
+        Self {
+            fill,
+            changed_rx,
+            pos: start,
+            end,
+            seg_idx: 0,
+            seg_start: 0,
+        }
+    }
+
+    /// The next piece of the range, `None` at the end of the range.
+    pub async fn next(&mut self) -> Option<Result<Bytes, FillError>> {
+        if self.pos >= self.end {
+            return None;
+        }
+        loop {
+            self.changed_rx.borrow_and_update();
+            {
+                let st = self.fill.lock();
+                match &st.outcome {
+                    Some(Ok(chunk)) => {
+                        let out = chunk.data.slice(self.pos as usize..self.end as usize);
+                        self.pos = self.end;
+                        return Some(Ok(out));
+                    }
+                    Some(Err(e)) => return Some(Err(e.clone())),
+                    None => {}
+                }
+                while self.seg_idx < st.segments.len() {
+                    let seg = &st.segments[self.seg_idx];
+                    let seg_end = self.seg_start + seg.len() as u64;
+                    if self.pos < seg_end {
+                        let from = (self.pos - self.seg_start) as usize;
+                        let to = (self.end.min(seg_end) - self.seg_start) as usize;
+                        let out = seg.slice(from..to);
+                        self.pos += out.len() as u64;
+                        return Some(Ok(out));
+                    }
+                    self.seg_idx += 1;
+                    self.seg_start = seg_end;
+                }
+            }
+            if self.changed_rx.changed().await.is_err() {
+                return Some(Err(FillError::Abandoned));
+            }
+        }
+    }
+}

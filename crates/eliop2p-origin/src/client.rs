@@ -1,0 +1,285 @@
+//! The pooled, signing, retrying HTTP client for the origin.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use reqsign_aws_v4::{Credential, RequestSigner};
+use reqsign_core::{Context, SignRequest};
+use thiserror::Error;
+
+use crate::encode_key;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body of a request to the origin: empty, in memory, or a client's upload streamed through.
+pub type OriginBody = BoxBody<Bytes, BoxError>;
+
+pub fn empty_body() -> OriginBody {
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+}
+
+pub fn full_body(bytes: Bytes) -> OriginBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// Path-style `http://host/bucket/key` or virtual-host style `http://bucket.host/key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addressing {
+    Path,
+    Virtual,
+}
+
+impl std::str::FromStr for Addressing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "path" => Ok(Addressing::Path),
+            "virtual" => Ok(Addressing::Virtual),
+            other => Err(format!("expected \"path\" or \"virtual\", got {other:?}")),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct OriginConfig {
+    /// `http://host:port` or `https://host`.
+    pub endpoint: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub addressing: Addressing,
+    pub connect_timeout: Duration,
+    /// Time allowed until the response head arrives.
+    pub request_timeout: Duration,
+    /// Retries (after the first try) on 5xx and connection errors, for requests without a body.
+    pub max_retries: u32,
+}
+
+impl OriginConfig {
+    /// A config for tests and the demo: path style, short timeouts, two retries.
+    pub fn for_endpoint(endpoint: &str, access_key: &str, secret_key: &str) -> Self {
+        Self {
+            endpoint: endpoint.to_owned(),
+            region: "us-east-1".to_owned(),
+            access_key: access_key.to_owned(),
+            secret_key: secret_key.to_owned(),
+            addressing: Addressing::Path,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            max_retries: 2,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum OriginError {
+    /// Connection refused, reset, DNS or TLS failure: retrying elsewhere or later may help.
+    #[error("origin unreachable: {0}")]
+    Unreachable(String),
+    #[error("origin did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The request could not be built (bad endpoint, unencodable header): not retryable.
+    #[error("invalid origin request: {0}")]
+    InvalidRequest(String),
+    #[error("signing the origin request failed: {0}")]
+    Signing(String),
+}
+
+/// One request to the origin, described in S3 terms; the client turns it into a URI
+/// according to the addressing style and signs it.
+pub struct OriginRequest {
+    pub method: Method,
+    pub bucket: Option<String>,
+    /// Object key (decoded); `None` for bucket-level requests.
+    pub key: Option<String>,
+    /// Raw query string without `?`, forwarded unchanged.
+    pub query: Option<String>,
+    /// Extra headers; all of them are signed.
+    pub headers: HeaderMap,
+    /// `None` means no body, which also makes the request safe to retry.
+    pub body: Option<OriginBody>,
+}
+
+impl OriginRequest {
+    pub fn new(method: Method, bucket: &str, key: Option<&str>) -> Self {
+        Self {
+            method,
+            bucket: Some(bucket.to_owned()),
+            key: key.map(str::to_owned),
+            query: None,
+            headers: HeaderMap::new(),
+            body: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct OriginClient {
+    client: Client<HttpsConnector<HttpConnector>, OriginBody>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    signer: std::sync::Arc<RequestSigner>,
+    credential: Credential,
+    ctx: Context,
+    cfg: OriginConfig,
+    /// Stable identity of this origin, part of every chunk id.
+    origin_id: String,
+}
+
+impl OriginClient {
+    pub fn new(cfg: OriginConfig) -> Result<Self, OriginError> {
+        let uri: Uri = cfg
+            .endpoint
+            .parse()
+            .map_err(|e| OriginError::InvalidRequest(format!("endpoint {:?}: {e}", cfg.endpoint)))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| OriginError::InvalidRequest(format!("endpoint {:?} has no scheme", cfg.endpoint)))?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(OriginError::InvalidRequest(format!("endpoint scheme {scheme} is not http or https")));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| OriginError::InvalidRequest(format!("endpoint {:?} has no host", cfg.endpoint)))?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| OriginError::InvalidRequest(format!("loading TLS roots: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(https);
+        let credential = Credential {
+            access_key_id: cfg.access_key.clone(),
+            secret_access_key: cfg.secret_key.clone(),
+            session_token: None,
+            expires_in: None,
+        };
+        let origin_id = format!("{}://{}", scheme, authority);
+        Ok(Self {
+            client,
+            scheme,
+            authority,
+            signer: std::sync::Arc::new(RequestSigner::new("s3", &cfg.region)),
+            credential,
+            ctx: Context::new(),
+            cfg,
+            origin_id,
+        })
+    }
+
+    pub fn origin_id(&self) -> &str {
+        &self.origin_id
+    }
+
+    fn build_uri(&self, req: &OriginRequest) -> Result<(Uri, HeaderValue), OriginError> {
+        let mut path = String::from("/");
+        let mut authority = self.authority.to_string();
+        if let Some(bucket) = &req.bucket {
+            match self.cfg.addressing {
+                Addressing::Path => {
+                    path.push_str(&encode_key(bucket));
+                    if req.key.is_some() {
+                        path.push('/');
+                    }
+                }
+                Addressing::Virtual => authority = format!("{bucket}.{authority}"),
+            }
+        }
+        if let Some(key) = &req.key {
+            path.push_str(&encode_key(key));
+        }
+        if let Some(q) = req.query.as_deref().filter(|q| !q.is_empty()) {
+            path.push('?');
+            path.push_str(q);
+        }
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(authority.as_str())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
+        let host = HeaderValue::from_str(&authority).map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
+        Ok((uri, host))
+    }
+
+    async fn signed(&self, req: &OriginRequest, body: OriginBody) -> Result<Request<OriginBody>, OriginError> {
+        let (uri, host) = self.build_uri(req)?;
+        let mut builder = Request::builder().method(req.method.clone()).uri(uri);
+        if let Some(h) = builder.headers_mut() {
+            h.clone_from(&req.headers);
+            h.insert(HOST, host);
+        }
+        let request = builder
+            .body(())
+            .map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
+        let (mut parts, ()) = request.into_parts();
+        self.signer
+            .sign_request(&self.ctx, &mut parts, Some(&self.credential), None)
+            .await
+            .map_err(|e| OriginError::Signing(e.to_string()))?;
+        Ok(Request::from_parts(parts, body))
+    }
+
+    /// Sends a request, retrying bodiless requests on connection errors and 5xx with
+    /// exponential backoff. A final 5xx is returned as a response (the caller relays it).
+    pub async fn send(&self, mut req: OriginRequest) -> Result<Response<Incoming>, OriginError> {
+        let body = req.body.take();
+        let retryable = body.is_none();
+        if let Some(body) = body {
+            let request = self.signed(&req, body).await?;
+            return self.send_once(request).await;
+        }
+        let mut attempt = 0;
+        loop {
+            let request = self.signed(&req, empty_body()).await?;
+            let result = self.send_once(request).await;
+            let retry = match &result {
+                Ok(resp) => resp.status().is_server_error() && resp.status() != StatusCode::NOT_IMPLEMENTED,
+                Err(OriginError::Unreachable(_) | OriginError::Timeout(_)) => true,
+                Err(_) => false,
+            };
+            if !retry || !retryable || attempt >= self.cfg.max_retries {
+                return result;
+            }
+            let backoff = Duration::from_millis(50u64 << attempt.min(6));
+            tracing::debug!(attempt, ?backoff, method = %req.method, "retrying origin request");
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
+        }
+    }
+
+    async fn send_once(&self, request: Request<OriginBody>) -> Result<Response<Incoming>, OriginError> {
+        match tokio::time::timeout(self.cfg.request_timeout, self.client.request(request)).await {
+            Err(_) => Err(OriginError::Timeout(self.cfg.request_timeout)),
+            Ok(Err(e)) => Err(OriginError::Unreachable(error_chain(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}

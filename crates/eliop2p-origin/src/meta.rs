@@ -1,0 +1,83 @@
+//! Object metadata as the origin reports it on HEAD.
+
+use std::time::SystemTime;
+
+use eliop2p_core::ETag;
+use http::HeaderMap;
+use http::header::{self, HeaderName, HeaderValue};
+
+/// What the node needs to answer a GET from cache: identity (ETag), size, dates and
+/// the representation headers the origin would have sent itself.
+#[derive(Clone, Debug)]
+pub struct ObjectMeta {
+    pub etag: ETag,
+    pub size: u64,
+    pub last_modified: Option<SystemTime>,
+    /// Content-Type, Cache-Control, x-amz-meta-*, ... copied verbatim to responses.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Representation headers worth replaying on cached responses.
+fn is_replayed(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(
+        n,
+        "content-type"
+            | "content-encoding"
+            | "content-disposition"
+            | "content-language"
+            | "cache-control"
+            | "expires"
+            | "x-amz-version-id"
+            | "x-amz-storage-class"
+            | "x-amz-website-redirect-location"
+            | "x-amz-server-side-encryption"
+    ) || n.starts_with("x-amz-meta-")
+}
+
+impl ObjectMeta {
+    /// Builds metadata from a successful HEAD (or GET) response; `None` when the
+    /// response lacks an ETag or a length, which the cache cannot work without.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let etag = ETag::new(headers.get(header::ETAG)?.to_str().ok()?);
+        let size = headers
+            .get(header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()?;
+        let last_modified = headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| httpdate::parse_http_date(s).ok());
+        let headers = headers
+            .iter()
+            .filter(|(n, _)| is_replayed(n))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        Some(Self {
+            etag,
+            size,
+            last_modified,
+            headers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn needs_etag_and_length() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(ObjectMeta::from_headers(&h).is_none());
+        h.insert(header::ETAG, HeaderValue::from_static("\"x\""));
+        h.insert("x-amz-meta-a", HeaderValue::from_static("1"));
+        h.insert(header::SERVER, HeaderValue::from_static("s"));
+        let m = ObjectMeta::from_headers(&h).unwrap();
+        assert_eq!(m.size, 5);
+        assert_eq!(m.headers.len(), 1);
+    }
+}

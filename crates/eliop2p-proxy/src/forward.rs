@@ -1,0 +1,146 @@
+//! Relaying requests the cache does not answer (ListObjectsV2, PutObject,
+//! DeleteObject, multipart uploads, ...) to the origin, re-signed with the node's
+//! credentials, streaming both bodies.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use eliop2p_origin::OriginRequest;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::ProxyBody;
+use crate::request::S3Target;
+use crate::server::ProxyState;
+
+/// Headers that belong to one hop or to the client's own signature.
+fn is_dropped_request_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "authorization"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "expect"
+            | "x-amz-date"
+            | "x-amz-security-token"
+    )
+}
+
+fn is_hop_by_hop_response_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+    )
+}
+
+/// Query parameters of a client's presigned URL: the node signs with its own
+/// credentials, so they must not reach the origin, and they never enter a cache key.
+pub(crate) fn is_signature_param(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    matches!(
+        lower.as_str(),
+        "x-amz-algorithm"
+            | "x-amz-credential"
+            | "x-amz-date"
+            | "x-amz-expires"
+            | "x-amz-signedheaders"
+            | "x-amz-signature"
+            | "x-amz-security-token"
+            | "awsaccesskeyid"
+            | "signature"
+            | "expires"
+    )
+}
+
+/// The query without signature parameters (raw, still encoded).
+pub(crate) fn strip_signature_params(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            let name = p.split_once('=').map_or(*p, |(n, _)| n);
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            !is_signature_param(&name)
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+pub(crate) async fn forward(state: &Arc<ProxyState>, req: Request<Incoming>, target: S3Target) -> Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    let resource = parts.uri.path().to_owned();
+    let mut headers = HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if !is_dropped_request_header(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(sha) = headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok())
+        && sha.starts_with("STREAMING-AWS4-HMAC-SHA256")
+    {
+        // aws-chunked bodies carry per-chunk signatures chained to the client's own
+        // signing key; the node cannot re-sign them in node auth mode.
+        return state.error_at(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "chunk-signed (STREAMING-AWS4-HMAC-SHA256-PAYLOAD) uploads cannot be re-signed by the node; send a signed or UNSIGNED-PAYLOAD body",
+            &resource,
+        );
+    }
+    let has_body = parts.headers.contains_key(header::CONTENT_LENGTH) && parts.headers[header::CONTENT_LENGTH] != "0"
+        || parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let query = parts.uri.query().map(strip_signature_params);
+    let origin_req = OriginRequest {
+        method: parts.method.clone(),
+        bucket: target.bucket.clone(),
+        key: target.key.clone(),
+        query,
+        headers,
+        body: has_body.then(|| body.map_err(Into::into).boxed()),
+    };
+    let mutates = matches!(parts.method, Method::PUT | Method::POST | Method::DELETE);
+    if mutates {
+        state.invalidate_target(&target);
+    }
+    state.metrics.origin_forward.fetch_add(1, Relaxed);
+    let resp = match state.origin.send(origin_req).await {
+        Ok(r) => r,
+        Err(e) => {
+            state.metrics.origin_errors.fetch_add(1, Relaxed);
+            return state.error_at(StatusCode::BAD_GATEWAY, "BadGateway", &format!("origin request failed: {e}"), &resource);
+        }
+    };
+    if mutates {
+        // Again after the origin applied it: a GET racing the write may have
+        // re-cached the old version in between.
+        state.invalidate_target(&target);
+    }
+    let (rparts, rbody) = resp.into_parts();
+    let mut out = Response::new(ProxyBody::Origin(rbody));
+    *out.status_mut() = rparts.status;
+    for (name, value) in &rparts.headers {
+        if !is_hop_by_hop_response_header(name) {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strips_presign_params_only() {
+        let q = "list-type=2&X-Amz-Signature=abc&prefix=a%2Fb&X-Amz-Credential=x&x-id=GetObject";
+        assert_eq!(super::strip_signature_params(q), "list-type=2&prefix=a%2Fb&x-id=GetObject");
+        assert_eq!(super::strip_signature_params(""), "");
+    }
+}

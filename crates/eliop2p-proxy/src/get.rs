@@ -1,0 +1,342 @@
+//! GetObject and HeadObject through the chunk cache.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use eliop2p_cache::{Chunk, Fill, FillError, FillReader, FillWriter, Lookup};
+use eliop2p_core::range::{RangeError, RangeRequest};
+use eliop2p_core::{ByteRange, ChunkId, ChunkLayout, ChunkSlice, ObjectKey};
+use eliop2p_origin::{ObjectMeta, OriginRequest};
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::{BoxError, ProxyBody};
+use crate::meta::{MetaError, MetaLookup};
+use crate::metrics::Source;
+use crate::server::ProxyState;
+
+/// How a GET or HEAD ends when it is not served from cache.
+pub(crate) enum Outcome {
+    Response(Response<ProxyBody>),
+    /// Relay the client's request to the origin (its exact status and body).
+    Forward,
+}
+
+pub(crate) async fn serve(state: &Arc<ProxyState>, req: &Request<Incoming>, key: ObjectKey) -> Outcome {
+    // One retry: a fill that fails before the first byte (typically because the object
+    // changed at the origin) refreshes the metadata and starts over.
+    for attempt in 0..2 {
+        let meta = match lookup_meta(state, &key).await {
+            Ok(m) => m,
+            Err(o) => return o,
+        };
+        if let Some(resp) = preconditions(&meta, req.headers()) {
+            return Outcome::Response(resp);
+        }
+        let (status, range) = match req.headers().get(header::RANGE).map(|v| v.to_str().map(RangeRequest::parse)) {
+            None | Some(Ok(Ok(RangeRequest::Multiple))) => (StatusCode::OK, ByteRange::new(0, meta.size)),
+            Some(Ok(Ok(RangeRequest::Single(spec)))) => match spec.resolve(meta.size) {
+                Ok(r) => (StatusCode::PARTIAL_CONTENT, r),
+                Err(_) => {
+                    let mut resp = state.error(StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange", "The requested range is not satisfiable", &key);
+                    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.size)) {
+                        resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                    }
+                    return Outcome::Response(resp);
+                }
+            },
+            Some(Err(_) | Ok(Err(RangeError::Malformed | RangeError::Unsatisfiable))) => {
+                return Outcome::Response(state.error(StatusCode::BAD_REQUEST, "InvalidArgument", "Invalid Range header: expected bytes=first-last, bytes=first- or bytes=-suffix", &key));
+            }
+        };
+        let layout = ChunkLayout::new(state.cfg.chunk_size, meta.size);
+        let slices: VecDeque<ChunkSlice> = layout.slices(range).collect();
+        let all_cached = slices.iter().all(|s| state.cache.get(&chunk_id(state, &key, &meta, s.index)).is_some());
+        let mut resp = Response::builder().status(status);
+        let headers = resp.headers_mut().expect("builder without errors so far");
+        object_headers(headers, &meta);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(range.len()));
+        if status == StatusCode::PARTIAL_CONTENT
+            && let Ok(v) = HeaderValue::from_str(&range.content_range(meta.size))
+        {
+            headers.insert(header::CONTENT_RANGE, v);
+        }
+        headers.insert("x-cache", HeaderValue::from_static(if all_cached { "HIT" } else { "MISS" }));
+        headers.insert("x-cache-source", HeaderValue::from_static(if all_cached { "memory" } else { "origin" }));
+        if req.method() == Method::HEAD || range.is_empty() {
+            return Outcome::Response(resp.body(ProxyBody::Empty).expect("valid response parts"));
+        }
+        let mut stream = ChunkStream {
+            state: state.clone(),
+            key: key.clone(),
+            meta: meta.clone(),
+            unprepared: slices,
+            prepared: VecDeque::new(),
+            current: None,
+        };
+        // Wait for the first bytes before committing to a status: an early failure
+        // still gets a clean error response instead of a cut body.
+        let first = match stream.next().await {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                tracing::warn!(object = %key, error = %e, attempt, "fill failed before the first byte");
+                state.meta.invalidate(&key);
+                if attempt == 0 {
+                    continue;
+                }
+                return Outcome::Response(state.error(StatusCode::BAD_GATEWAY, "BadGateway", &format!("origin fetch failed: {e}"), &key));
+            }
+            None => Bytes::new(),
+        };
+        let total = range.len();
+        let body = futures_util::stream::unfold((Some(first), stream), |(first, mut stream)| async move {
+            if let Some(b) = first {
+                return Some((Ok(b), (None, stream)));
+            }
+            match stream.next().await? {
+                Ok(b) => Some((Ok(b), (None, stream))),
+                Err(e) => {
+                    stream.state.metrics.aborted_responses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(object = %stream.key, error = %e, "aborting response after a failed fill");
+                    Some((Err(Box::new(e) as BoxError), (None, stream)))
+                }
+            }
+        });
+        return Outcome::Response(
+            resp.body(ProxyBody::Stream {
+                stream: Box::pin(body),
+                len: total,
+            })
+            .expect("valid response parts"),
+        );
+    }
+    unreachable!("the loop returns on its second attempt")
+}
+
+async fn lookup_meta(state: &Arc<ProxyState>, key: &ObjectKey) -> Result<Arc<ObjectMeta>, Outcome> {
+    let m = &state.metrics;
+    match state.meta.get(key, &state.origin, || {
+        m.origin_head.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    })
+    .await
+    {
+        MetaLookup::Cached(meta) => {
+            m.metadata_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(meta)
+        }
+        MetaLookup::Fetched(Ok(meta)) => {
+            m.metadata_misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(meta)
+        }
+        MetaLookup::Fetched(Err(MetaError::Status(status))) => {
+            tracing::debug!(object = %key, %status, "origin refused HEAD; relaying the request itself");
+            Err(Outcome::Forward)
+        }
+        MetaLookup::Fetched(Err(MetaError::Unusable)) => Err(Outcome::Forward),
+        MetaLookup::Fetched(Err(MetaError::Origin(e))) => {
+            m.origin_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(Outcome::Response(state.error(StatusCode::BAD_GATEWAY, "BadGateway", &format!("origin request failed: {e}"), key)))
+        }
+    }
+}
+
+fn chunk_id(state: &ProxyState, key: &ObjectKey, meta: &ObjectMeta, index: u64) -> ChunkId {
+    ChunkId::derive(state.origin.origin_id(), key, &meta.etag, state.cfg.chunk_size, index)
+}
+
+/// The chunk ids of an object version, for invalidation.
+pub(crate) fn all_chunk_ids(state: &ProxyState, key: &ObjectKey, meta: &ObjectMeta) -> Vec<ChunkId> {
+    let n = ChunkLayout::new(state.cfg.chunk_size, meta.size).num_chunks();
+    (0..n).map(|i| chunk_id(state, key, meta, i)).collect()
+}
+
+fn object_headers(headers: &mut HeaderMap, meta: &ObjectMeta) {
+    for (n, v) in &meta.headers {
+        headers.insert(n.clone(), v.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(meta.etag.as_str()) {
+        headers.insert(header::ETAG, v);
+    }
+    if let Some(lm) = meta.last_modified
+        && let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(lm))
+    {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+}
+
+fn header_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
+    httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
+}
+
+/// Conditional request evaluation in the order of RFC 9110 section 13.2.2, which is
+/// what S3 implements: a 412 or 304 response, or `None` to serve the object.
+fn preconditions(meta: &ObjectMeta, headers: &HeaderMap) -> Option<Response<ProxyBody>> {
+    let failed = if let Some(im) = headers.get(header::IF_MATCH) {
+        !im.to_str().is_ok_and(|v| meta.etag.matches_header_list(v))
+    } else if let (Some(since), Some(lm)) = (header_date(headers, header::IF_UNMODIFIED_SINCE), meta.last_modified) {
+        lm > since
+    } else {
+        false
+    };
+    if failed {
+        let body = eliop2p_core::s3xml::error_body("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", "", "");
+        let mut resp = Response::new(ProxyBody::full(body));
+        *resp.status_mut() = StatusCode::PRECONDITION_FAILED;
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        return Some(resp);
+    }
+    let not_modified = if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
+        inm.to_str().is_ok_and(|v| meta.etag.matches_header_list(v))
+    } else if let (Some(since), Some(lm)) = (header_date(headers, header::IF_MODIFIED_SINCE), meta.last_modified) {
+        lm <= since
+    } else {
+        false
+    };
+    if not_modified {
+        let mut resp = Response::new(ProxyBody::Empty);
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        object_headers(resp.headers_mut(), meta);
+        return Some(resp);
+    }
+    None
+}
+
+/// Where the bytes of one chunk slice will come from.
+enum Prepared {
+    Ready(Arc<Chunk>),
+    Fill(Arc<Fill>),
+}
+
+enum Current {
+    Bytes(Option<Bytes>),
+    Fill(FillReader),
+}
+
+/// Streams the chunk slices of one response, with read-ahead fills for the next
+/// chunks of the same range.
+struct ChunkStream {
+    state: Arc<ProxyState>,
+    key: ObjectKey,
+    meta: Arc<ObjectMeta>,
+    unprepared: VecDeque<ChunkSlice>,
+    prepared: VecDeque<(ChunkSlice, Prepared)>,
+    current: Option<(Current, Source)>,
+}
+
+impl ChunkStream {
+    fn prepare_ahead(&mut self) {
+        let window = 1 + self.state.cfg.readahead_chunks;
+        while self.prepared.len() < window {
+            let Some(slice) = self.unprepared.pop_front() else { break };
+            let layout = ChunkLayout::new(self.state.cfg.chunk_size, self.meta.size);
+            let chunk_range = layout.chunk_range(slice.index);
+            let id = chunk_id(&self.state, &self.key, &self.meta, slice.index);
+            let prepared = match self.state.cache.lookup(id, chunk_range.len()) {
+                Lookup::Hit(chunk) => Prepared::Ready(chunk),
+                Lookup::Joined(fill) => Prepared::Fill(fill),
+                Lookup::Leader(writer) => {
+                    let fill = writer.fill().clone();
+                    let state = self.state.clone();
+                    let key = self.key.clone();
+                    let meta = self.meta.clone();
+                    // The fill runs on its own task: a client that goes away neither
+                    // cancels it for others nor leaves a partial chunk.
+                    self.state.fills.spawn(run_fill(state, writer, key, meta, chunk_range));
+                    Prepared::Fill(fill)
+                }
+            };
+            self.prepared.push_back((slice, prepared));
+        }
+    }
+
+    async fn next(&mut self) -> Option<Result<Bytes, FillError>> {
+        loop {
+            if let Some((cur, source)) = &mut self.current {
+                let item = match cur {
+                    Current::Bytes(b) => b.take().map(Ok),
+                    Current::Fill(reader) => reader.next().await,
+                };
+                match item {
+                    Some(Ok(b)) => {
+                        self.state.metrics.add_bytes(*source, b.len() as u64);
+                        return Some(Ok(b));
+                    }
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => self.current = None,
+                }
+            }
+            self.prepare_ahead();
+            let (slice, prepared) = self.prepared.pop_front()?;
+            let (start, end) = (slice.offset as usize, (slice.offset + slice.len) as usize);
+            self.current = Some(match prepared {
+                Prepared::Ready(chunk) => (Current::Bytes(Some(chunk.data.slice(start..end))), Source::Memory),
+                Prepared::Fill(fill) => (Current::Fill(FillReader::new(fill, start as u64, end as u64)), Source::Origin),
+            });
+        }
+    }
+}
+
+/// Fetches one chunk from the origin into the cache.
+async fn run_fill(state: Arc<ProxyState>, mut writer: FillWriter, key: ObjectKey, meta: Arc<ObjectMeta>, range: ByteRange) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let fail = |writer: &mut FillWriter, msg: String| {
+        tracing::warn!(object = %key, chunk_id = %writer.fill().id(), error = %msg, "chunk fill failed");
+        writer.fail(FillError::Source(msg.into()));
+    };
+    state.metrics.origin_get.fetch_add(1, Relaxed);
+    let mut req = OriginRequest::new(Method::GET, &key.bucket, Some(&key.key));
+    let range_value = format!("bytes={}-{}", range.start, range.end - 1);
+    req.headers.insert(header::RANGE, HeaderValue::from_str(&range_value).expect("ascii"));
+    if let Ok(v) = HeaderValue::from_str(meta.etag.as_str()) {
+        req.headers.insert(header::IF_MATCH, v);
+    }
+    let resp = match state.origin.send(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            state.metrics.origin_errors.fetch_add(1, Relaxed);
+            return fail(&mut writer, e.to_string());
+        }
+    };
+    let status = resp.status();
+    let whole = range.start == 0 && range.end == meta.size;
+    if !(status == StatusCode::PARTIAL_CONTENT || status == StatusCode::OK && whole) {
+        if status == StatusCode::PRECONDITION_FAILED {
+            state.meta.invalidate(&key);
+        }
+        return fail(&mut writer, format!("origin answered {status} to a chunk GET"));
+    }
+    let same_etag = resp
+        .headers()
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| eliop2p_core::ETag::new(v).opaque() == meta.etag.opaque());
+    if !same_etag {
+        state.meta.invalidate(&key);
+        return fail(&mut writer, "object changed at the origin (etag differs)".to_owned());
+    }
+    let mut body = resp.into_body();
+    let idle = state.cfg.fill_idle_timeout;
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return fail(&mut writer, format!("origin body stalled for {idle:?}")),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return fail(&mut writer, format!("origin body: {e}")),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    state.metrics.origin_fill_bytes.fetch_add(data.len() as u64, Relaxed);
+                    if writer.push(&data).is_err() {
+                        return; // length mismatch: the writer already failed the fill
+                    }
+                }
+            }
+        }
+    }
+    if let Err(e) = writer.finish() {
+        tracing::warn!(object = %key, error = %e, "chunk fill incomplete");
+    }
+}

@@ -1,0 +1,22 @@
+//! The S3-speaking HTTP proxy of a node, the node's admin listener, and the
+//! composition of one node (proxy + cache + origin client).
+//!
+//! GetObject and HeadObject are answered through the chunk cache: metadata from a
+//! TTL cache refreshed by HEAD, bytes chunk by chunk from memory or from single-flight
+//! origin fills streamed to the client as they arrive. Every other S3 request is
+//! forwarded to the origin, re-signed with the node's credentials, and streamed back.
+
+mod admin;
+mod body;
+mod forward;
+mod get;
+mod meta;
+mod metrics;
+mod node;
+mod request;
+mod server;
+
+pub use body::ProxyBody;
+pub use metrics::Metrics;
+pub use node::{AdminConfig, NodeConfig, NodeHandle, ProxyConfig, spawn_node};
+pub use request::{S3Target, parse_target};

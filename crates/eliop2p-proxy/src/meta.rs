@@ -1,0 +1,118 @@
+//! Object metadata cache: one HEAD per object per TTL, shared by concurrent requests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eliop2p_core::ObjectKey;
+use eliop2p_origin::{ObjectMeta, OriginClient, OriginError, OriginRequest};
+use http::{Method, StatusCode};
+use tokio::sync::OnceCell;
+
+/// Why metadata could not be had.
+#[derive(Clone, Debug)]
+pub enum MetaError {
+    /// The origin answered HEAD with this non-success status: the caller relays the
+    /// client's own request so the client sees the origin's exact answer and body.
+    Status(StatusCode),
+    /// A 2xx without the ETag or Content-Length the cache needs.
+    Unusable,
+    Origin(Arc<str>),
+}
+
+impl From<&OriginError> for MetaError {
+    fn from(e: &OriginError) -> Self {
+        MetaError::Origin(e.to_string().into())
+    }
+}
+
+struct Slot {
+    cell: OnceCell<Result<Arc<ObjectMeta>, MetaError>>,
+    born: Instant,
+}
+
+pub struct MetaCache {
+    slots: Mutex<HashMap<ObjectKey, Arc<Slot>>>,
+    ttl: Duration,
+    max_entries: usize,
+}
+
+pub enum MetaLookup {
+    Cached(Arc<ObjectMeta>),
+    Fetched(Result<Arc<ObjectMeta>, MetaError>),
+}
+
+impl MetaCache {
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+            ttl,
+            max_entries,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fresh metadata, from the cache or by one HEAD shared with concurrent callers.
+    /// `on_head` is called once per HEAD actually sent.
+    pub async fn get(&self, key: &ObjectKey, origin: &OriginClient, on_head: impl FnOnce()) -> MetaLookup {
+        let slot = {
+            let mut slots = self.lock();
+            match slots.get(key) {
+                Some(s) if s.born.elapsed() < self.ttl => {
+                    if let Some(Ok(meta)) = s.cell.get() {
+                        return MetaLookup::Cached(meta.clone());
+                    }
+                    s.clone()
+                }
+                _ => {
+                    if slots.len() >= self.max_entries {
+                        let ttl = self.ttl;
+                        slots.retain(|_, s| s.born.elapsed() < ttl);
+                        if slots.len() >= self.max_entries {
+                            slots.clear();
+                        }
+                    }
+                    let s = Arc::new(Slot {
+                        cell: OnceCell::new(),
+                        born: Instant::now(),
+                    });
+                    slots.insert(key.clone(), s.clone());
+                    s
+                }
+            }
+        };
+        let result = slot
+            .cell
+            .get_or_init(|| async {
+                on_head();
+                let req = OriginRequest::new(Method::HEAD, &key.bucket, Some(&key.key));
+                match origin.send(req).await {
+                    Err(e) => Err(MetaError::from(&e)),
+                    Ok(resp) if resp.status().is_success() => ObjectMeta::from_headers(resp.headers())
+                        .map(Arc::new)
+                        .ok_or(MetaError::Unusable),
+                    Ok(resp) => Err(MetaError::Status(resp.status())),
+                }
+            })
+            .await
+            .clone();
+        if result.is_err() {
+            // Failures are not cached: the next request asks again.
+            let mut slots = self.lock();
+            if slots.get(key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                slots.remove(key);
+            }
+        }
+        MetaLookup::Fetched(result)
+    }
+
+    /// Forgets an object (after a PUT or DELETE through the node, or an ETag change
+    /// seen during a fill); returns what was cached.
+    pub fn invalidate(&self, key: &ObjectKey) -> Option<Arc<ObjectMeta>> {
+        let slot = self.lock().remove(key)?;
+        slot.cell.get()?.as_ref().ok().cloned()
+    }
+}

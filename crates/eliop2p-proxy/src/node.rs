@@ -1,0 +1,108 @@
+//! One node: its configuration, and `spawn_node`, which wires the origin client, the
+//! cache and the listeners together and returns a handle that shuts them down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eliop2p_cache::{ChunkCache, MemoryCacheConfig};
+use eliop2p_origin::{OriginClient, OriginConfig, OriginError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::Metrics;
+use crate::server::ProxyState;
+
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Host suffixes for virtual-host style requests (`<bucket>.<domain>`).
+    pub virtual_host_domains: Vec<String>,
+    pub chunk_size: u64,
+    pub metadata_ttl: Duration,
+    pub metadata_max_entries: usize,
+    /// Chunks of the same response fetched ahead of the one being sent.
+    pub readahead_chunks: usize,
+    /// A chunk fill whose origin body is silent this long fails.
+    pub fill_idle_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            virtual_host_domains: vec!["localhost".to_owned()],
+            chunk_size: 16 << 20,
+            metadata_ttl: Duration::from_secs(30),
+            metadata_max_entries: 100_000,
+            readahead_chunks: 2,
+            fill_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AdminConfig {}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub origin: OriginConfig,
+    pub memory: MemoryCacheConfig,
+    /// How long shutdown waits for in-flight responses.
+    pub shutdown_grace: Duration,
+}
+
+pub struct NodeHandle {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    state: Arc<ProxyState>,
+    grace: Duration,
+}
+
+impl NodeHandle {
+    /// Prometheus text of the node's metrics.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(self.state.cache.stats(), self.state.cache.capacity())
+    }
+
+    /// Stops accepting, lets in-flight responses finish within the grace period, and
+    /// returns whether everything finished in time.
+    pub async fn shutdown(self) -> bool {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.state.fills.close();
+        let done = async {
+            self.tracker.wait().await;
+            self.state.fills.wait().await;
+        };
+        tokio::time::timeout(self.grace, done).await.is_ok()
+    }
+}
+
+/// Starts a node on the given listeners (bound by the caller, so tests use port 0).
+pub fn spawn_node(cfg: NodeConfig, proxy_listener: TcpListener, admin_listener: TcpListener) -> Result<NodeHandle, OriginError> {
+    let origin = OriginClient::new(cfg.origin.clone())?;
+    let cache = ChunkCache::new(cfg.memory.clone());
+    let metrics = Arc::new(Metrics::default());
+    let state = Arc::new(ProxyState::new(cfg.proxy.clone(), origin, cache, metrics.clone()));
+    let proxy_addr = proxy_listener.local_addr().map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tracker.spawn(crate::server::run(proxy_listener, state.clone(), cancel.clone(), tracker.clone()));
+    tracker.spawn(crate::admin::run(admin_listener, state.clone(), cancel.clone(), tracker.clone()));
+    tracing::info!(%proxy_addr, %admin_addr, origin = %cfg.origin.endpoint, "node started");
+    Ok(NodeHandle {
+        proxy_addr,
+        admin_addr,
+        metrics,
+        cancel,
+        tracker,
+        state,
+        grace: cfg.shutdown_grace,
+    })
+}

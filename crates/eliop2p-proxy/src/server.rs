@@ -1,0 +1,161 @@
+//! The proxy's accept loop and request routing.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use eliop2p_cache::ChunkCache;
+use eliop2p_core::ObjectKey;
+use eliop2p_origin::OriginClient;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::body::ProxyBody;
+use crate::forward::{self, is_signature_param};
+use crate::get::{self, Outcome};
+use crate::meta::MetaCache;
+use crate::metrics::Metrics;
+use crate::node::ProxyConfig;
+use crate::request::{S3Target, parse_target};
+
+pub(crate) struct ProxyState {
+    pub cfg: ProxyConfig,
+    pub origin: OriginClient,
+    pub cache: ChunkCache,
+    pub meta: MetaCache,
+    pub metrics: Arc<Metrics>,
+    /// Chunk fills run here, detached from the requests that started them.
+    pub fills: TaskTracker,
+    next_request_id: AtomicU64,
+}
+
+impl ProxyState {
+    pub fn new(cfg: ProxyConfig, origin: OriginClient, cache: ChunkCache, metrics: Arc<Metrics>) -> Self {
+        let meta = MetaCache::new(cfg.metadata_ttl, cfg.metadata_max_entries);
+        Self {
+            cfg,
+            origin,
+            cache,
+            meta,
+            metrics,
+            fills: TaskTracker::new(),
+            next_request_id: AtomicU64::new(1),
+        }
+    }
+
+    /// An S3 XML error response about an object.
+    pub fn error(&self, status: StatusCode, code: &str, message: &str, key: &ObjectKey) -> Response<ProxyBody> {
+        self.error_at(status, code, message, &format!("/{}/{}", key.bucket, key.key))
+    }
+
+    pub fn error_at(&self, status: StatusCode, code: &str, message: &str, resource: &str) -> Response<ProxyBody> {
+        let id = format!("{:016X}", self.next_request_id.fetch_add(1, Relaxed));
+        let body = eliop2p_core::s3xml::error_body(code, message, resource, &id);
+        let mut resp = Response::new(ProxyBody::full(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            h.insert("x-amz-request-id", v);
+        }
+        resp
+    }
+
+    /// Drops what is cached about an object (metadata and the chunks of the cached
+    /// version) before and after a write through the node.
+    pub fn invalidate_target(&self, target: &S3Target) {
+        let (Some(bucket), Some(key)) = (&target.bucket, &target.key) else { return };
+        let key = ObjectKey::new(bucket.clone(), key.clone());
+        if let Some(meta) = self.meta.invalidate(&key) {
+            for id in get::all_chunk_ids(self, &key, &meta) {
+                self.cache.remove(&id);
+            }
+        }
+    }
+
+    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let method = req.method().clone();
+        let resp = self.route(req).await;
+        self.metrics.record_request(method.as_str(), resp.status().as_u16());
+        resp
+    }
+
+    async fn route(self: &Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let target = match parse_target(req.uri().path(), req.headers(), &self.cfg.virtual_host_domains) {
+            Ok(t) => t,
+            Err(e) => return self.error_at(StatusCode::BAD_REQUEST, "InvalidURI", e.0, req.uri().path()),
+        };
+        let cacheable = matches!(*req.method(), Method::GET | Method::HEAD)
+            && target.key.is_some()
+            && req.uri().query().is_none_or(query_is_cacheable);
+        if cacheable && let (Some(bucket), Some(key)) = (&target.bucket, &target.key) {
+            let key = ObjectKey::new(bucket.clone(), key.clone());
+            match get::serve(self, &req, key).await {
+                Outcome::Response(r) => return r,
+                Outcome::Forward => {}
+            }
+        }
+        forward::forward(self, req, target).await
+    }
+}
+
+/// A GET whose query only carries signature parameters or SDK hints reads the
+/// current object; anything else (versionId, partNumber, response-* overrides,
+/// sub-resources like ?acl) goes to the origin.
+fn query_is_cacheable(query: &str) -> bool {
+    query.split('&').filter(|p| !p.is_empty()).all(|p| {
+        let name = p.split_once('=').map_or(p, |(n, _)| n);
+        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        name == "x-id" || is_signature_param(&name)
+    })
+}
+
+/// Accepts connections until `cancel`; each connection finishes its in-flight
+/// request after cancellation (graceful shutdown) and is tracked by `tracker`.
+pub(crate) async fn run(listener: TcpListener, state: Arc<ProxyState>, cancel: CancellationToken, tracker: TaskTracker) {
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(state.handle(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(30))
+                .max_buf_size(256 * 1024)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
