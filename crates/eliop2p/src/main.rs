@@ -1,1 +1,156 @@
-fn main() {}
+//! The `eliop2p` binary: the composition root. Only this crate reads files,
+//! environment variables and signals; every component gets its config as a value.
+
+mod config;
+mod demo;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use config::{Effective, KEYS, KeyDef};
+
+fn key_args(cmd: Command) -> Command {
+    KEYS.iter().fold(cmd, |cmd, def| {
+        cmd.arg(
+            Arg::new(def.name())
+                .long(def.flag())
+                .value_name("VALUE")
+                .help(format!("{} [env {}] [default {:?}]", def.help, def.env(), def.default))
+                .help_heading("Configuration keys"),
+        )
+    })
+}
+
+fn cli() -> Command {
+    Command::new("eliop2p")
+        .about("P2P chunk cache in front of S3-compatible object storage")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(key_args(
+            Command::new("node")
+                .about("Run a caching node: S3 proxy, chunk cache, admin listener")
+                .arg(Arg::new("config").long("config").value_name("FILE").help("TOML config file"))
+                .arg(Arg::new("print-config").long("print-config").action(ArgAction::SetTrue).help("Print the effective config as TOML and exit")),
+        ))
+        .subcommand(key_args(
+            Command::new("demo")
+                .about("Start an in-process S3-compatible origin with sample objects and a node in front of it")
+                .arg(Arg::new("once").long("once").action(ArgAction::SetTrue).help("Run the scripted reads, print the table and exit")),
+        ))
+}
+
+fn flags(m: &ArgMatches) -> Vec<(&'static KeyDef, String)> {
+    KEYS.iter()
+        .filter_map(|def| m.get_one::<String>(&def.name()).map(|v| (def, v.clone())))
+        .collect()
+}
+
+fn load(m: &ArgMatches, extra_flags: Vec<(&'static KeyDef, String)>) -> anyhow::Result<Effective> {
+    let file = match m.try_get_one::<String>("config").ok().flatten() {
+        Some(path) => Some((path.clone(), std::fs::read_to_string(path).with_context(|| format!("reading config file {path}"))?)),
+        None => None,
+    };
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut all = extra_flags;
+    all.extend(flags(m));
+    Effective::load(file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())), &env, &all)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {what} listener on {addr}"))
+}
+
+async fn run_node(eff: Effective) -> anyhow::Result<()> {
+    let cfg = eff.node_config()?;
+    let proxy = bind(eff.addr("proxy.listen"), "proxy").await?;
+    let admin = bind(eff.addr("admin.listen"), "admin").await?;
+    let node = eliop2p_proxy::spawn_node(cfg, proxy, admin)?;
+    println!("eliop2p node: proxy on http://{}, admin on http://{}", node.proxy_addr, node.admin_addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    if !node.shutdown().await {
+        tracing::warn!("in-flight work did not finish within the grace period");
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let matches = cli().get_matches();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match matches.subcommand() {
+        Some(("node", m)) => {
+            let eff = load(m, Vec::new())?;
+            if m.get_flag("print-config") {
+                print!("{}", eff.to_toml());
+                return Ok(());
+            }
+            init_tracing();
+            rt.block_on(run_node(eff))
+        }
+        Some(("demo", m)) => {
+            init_tracing();
+            let once = m.get_flag("once");
+            rt.block_on(async {
+                let eff_for = |endpoint: &str| {
+                    let mut extra = vec![
+                        (find_key("origin.endpoint"), endpoint.to_owned()),
+                        (find_key("origin.access_key"), eliop2p_testkit::ACCESS_KEY.to_owned()),
+                        (find_key("origin.secret_key"), eliop2p_testkit::SECRET_KEY.to_owned()),
+                        (find_key("origin.addressing"), "path".to_owned()),
+                    ];
+                    if m.get_one::<String>("proxy.listen").is_none() {
+                        extra.push((find_key("proxy.listen"), "127.0.0.1:8080".to_owned()));
+                    }
+                    load(m, extra)
+                };
+                demo::run(eff_for, once, shutdown_signal()).await
+            })
+        }
+        _ => unreachable!("clap enforces a subcommand"),
+    }?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+fn find_key(name: &str) -> &'static KeyDef {
+    KEYS.iter().find(|k| k.name() == name).expect("a key named in this file")
+}

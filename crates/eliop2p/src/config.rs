@@ -1,0 +1,343 @@
+//! Configuration: every key has a kind, a default, an environment variable
+//! (`ELIOP2P_<SECTION>_<KEY>`) and a command-line flag (`--<section>-<key>`).
+//! Precedence: flag > environment > file > default. Unknown keys and bad values are
+//! errors that name the key and where it came from.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use eliop2p_cache::MemoryCacheConfig;
+use eliop2p_core::units::{parse_duration_ms, parse_size};
+use eliop2p_origin::{Addressing, OriginConfig};
+use eliop2p_proxy::{AdminConfig, NodeConfig, ProxyConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Secret,
+    Addr,
+    Int,
+    Size,
+    Duration,
+    List,
+    Choice(&'static [&'static str]),
+}
+
+pub struct KeyDef {
+    pub section: &'static str,
+    pub key: &'static str,
+    pub kind: Kind,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+impl KeyDef {
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.section, self.key)
+    }
+    pub fn env(&self) -> String {
+        format!("ELIOP2P_{}_{}", self.section, self.key).to_ascii_uppercase()
+    }
+    pub fn flag(&self) -> String {
+        format!("{}-{}", self.section, self.key).replace('_', "-")
+    }
+}
+
+macro_rules! key {
+    ($s:literal, $k:literal, $kind:expr, $d:literal, $h:literal) => {
+        KeyDef { section: $s, key: $k, kind: $kind, default: $d, help: $h }
+    };
+}
+
+/// Every configuration key. `docs/configuration.md` documents the same table.
+pub const KEYS: &[KeyDef] = &[
+    key!("proxy", "listen", Kind::Addr, "0.0.0.0:8080", "address of the S3 proxy"),
+    key!("proxy", "virtual_host_domains", Kind::List, "localhost", "domains for virtual-host style requests (<bucket>.<domain>)"),
+    key!("proxy", "readahead_chunks", Kind::Int, "2", "chunks of one response fetched ahead of the one being sent"),
+    key!("admin", "listen", Kind::Addr, "127.0.0.1:9091", "address of the admin listener (/metrics, /healthz)"),
+    key!("origin", "endpoint", Kind::Str, "", "origin URL, e.g. https://s3.us-east-1.amazonaws.com (required)"),
+    key!("origin", "region", Kind::Str, "us-east-1", "signing region"),
+    key!("origin", "access_key", Kind::Str, "", "access key id the node signs origin requests with"),
+    key!("origin", "secret_key", Kind::Secret, "", "secret access key"),
+    key!("origin", "addressing", Kind::Choice(&["path", "virtual"]), "path", "path-style or virtual-host style origin URLs"),
+    key!("origin", "connect_timeout", Kind::Duration, "5s", "TCP/TLS connect timeout"),
+    key!("origin", "request_timeout", Kind::Duration, "30s", "time to the response head, and the longest silence inside a chunk body"),
+    key!("origin", "max_retries", Kind::Int, "3", "retries with backoff for bodiless requests on 5xx and connection errors"),
+    key!("cache", "memory_size", Kind::Size, "4GiB", "capacity of the memory tier"),
+    key!("cache", "chunk_size", Kind::Size, "16MiB", "chunk size (unit of caching and integrity)"),
+    key!("cache", "metadata_ttl", Kind::Duration, "30s", "how long object metadata (ETag, size) is trusted before a HEAD"),
+    key!("cache", "metadata_max_entries", Kind::Int, "100000", "objects whose metadata is kept"),
+    key!("node", "shutdown_grace", Kind::Duration, "30s", "how long shutdown waits for in-flight responses"),
+];
+
+/// Environment variables with the ELIOP2P_ prefix that are not config keys.
+const ENV_NOT_KEYS: &[&str] = &["ELIOP2P_LOG", "ELIOP2P_TEST_"];
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Str(String),
+    Int(u64),
+    List(Vec<String>),
+}
+
+/// Validated values by key name, with the source of each.
+pub struct Effective {
+    values: BTreeMap<String, (Value, String)>,
+}
+
+fn find(name: &str) -> Option<&'static KeyDef> {
+    KEYS.iter().find(|k| k.name() == name)
+}
+
+/// Checks a value from any source against the key's kind.
+fn validate(def: &KeyDef, raw: &toml::Value, source: &str) -> anyhow::Result<Value> {
+    let name = def.name();
+    let bad = |why: String| anyhow::anyhow!("config key {name} (from {source}): {why}");
+    let as_text = |v: &toml::Value| -> Option<String> {
+        match v {
+            toml::Value::String(s) => Some(s.clone()),
+            toml::Value::Integer(i) => Some(i.to_string()),
+            _ => None,
+        }
+    };
+    match def.kind {
+        Kind::Str | Kind::Secret => match raw {
+            toml::Value::String(s) => Ok(Value::Str(s.clone())),
+            other => Err(bad(format!("expected a string, got {}", other.type_str()))),
+        },
+        Kind::Addr => {
+            let s = as_text(raw).ok_or_else(|| bad("expected \"host:port\"".into()))?;
+            s.parse::<SocketAddr>()
+                .map_err(|e| bad(format!("invalid address {s:?}: {e}")))?;
+            Ok(Value::Str(s))
+        }
+        Kind::Int => match raw {
+            toml::Value::Integer(i) if *i >= 0 => Ok(Value::Int(*i as u64)),
+            toml::Value::String(s) => s.trim().parse().map(Value::Int).map_err(|_| bad(format!("expected a non-negative integer, got {s:?}"))),
+            other => Err(bad(format!("expected a non-negative integer, got {other}"))),
+        },
+        Kind::Size => {
+            let s = as_text(raw).ok_or_else(|| bad("expected a size like \"4GiB\" or a byte count".into()))?;
+            parse_size(&s).map_err(|e| bad(e.to_string()))?;
+            Ok(Value::Str(s))
+        }
+        Kind::Duration => {
+            let s = as_text(raw).ok_or_else(|| bad("expected a duration like \"30s\"".into()))?;
+            parse_duration_ms(&s).map_err(|e| bad(e.to_string()))?;
+            Ok(Value::Str(s))
+        }
+        Kind::List => match raw {
+            toml::Value::String(s) => Ok(Value::List(s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect())),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| bad("expected a list of strings".into())))
+                .collect::<anyhow::Result<_>>()
+                .map(Value::List),
+            other => Err(bad(format!("expected a list of strings, got {}", other.type_str()))),
+        },
+        Kind::Choice(options) => {
+            let s = raw.as_str().ok_or_else(|| bad(format!("expected one of {options:?}")))?;
+            if !options.contains(&s) {
+                return Err(bad(format!("expected one of {options:?}, got {s:?}")));
+            }
+            Ok(Value::Str(s.to_owned()))
+        }
+    }
+}
+
+impl Effective {
+    /// Merges defaults, the file's text, the environment and flags (all as given).
+    pub fn load(file: Option<(&str, &str)>, env: &[(String, String)], flags: &[(&'static KeyDef, String)]) -> anyhow::Result<Self> {
+        let mut values = BTreeMap::new();
+        for def in KEYS {
+            let v = validate(def, &toml::Value::String(def.default.to_owned()), "default")?;
+            values.insert(def.name(), (v, "default".to_owned()));
+        }
+        if let Some((path, text)) = file {
+            let table: toml::Table = text.parse().with_context(|| format!("config file {path} is not valid TOML"))?;
+            for (section, body) in &table {
+                let toml::Value::Table(body) = body else {
+                    bail!("config file {path}: {section} must be a [section] table");
+                };
+                for (key, raw) in body {
+                    let name = format!("{section}.{key}");
+                    let def = find(&name).ok_or_else(|| anyhow::anyhow!("unknown config key {name} in {path}"))?;
+                    values.insert(name, (validate(def, raw, path)?, format!("file {path}")));
+                }
+            }
+        }
+        for (var, val) in env {
+            if !var.starts_with("ELIOP2P_") || ENV_NOT_KEYS.iter().any(|p| var.starts_with(p)) {
+                continue;
+            }
+            let def = KEYS
+                .iter()
+                .find(|k| k.env() == *var)
+                .ok_or_else(|| anyhow::anyhow!("unknown config key in environment variable {var}"))?;
+            let source = format!("env {var}");
+            values.insert(def.name(), (validate(def, &toml::Value::String(val.clone()), &source)?, source));
+        }
+        for (def, val) in flags {
+            let source = format!("flag --{}", def.flag());
+            values.insert(def.name(), (validate(def, &toml::Value::String(val.clone()), &source)?, source));
+        }
+        Ok(Self { values })
+    }
+
+    fn raw(&self, name: &str) -> &Value {
+        // Every key has at least its default: KEYS is the only source of names.
+        &self.values[name].0
+    }
+
+    fn str(&self, name: &str) -> String {
+        match self.raw(name) {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            Value::List(l) => l.join(","),
+        }
+    }
+
+    fn int(&self, name: &str) -> u64 {
+        match self.raw(name) {
+            Value::Int(i) => *i,
+            other => unreachable!("{name} validated as an integer, got {other:?}"),
+        }
+    }
+
+    fn size(&self, name: &str) -> u64 {
+        parse_size(&self.str(name)).expect("validated at load")
+    }
+
+    fn duration(&self, name: &str) -> Duration {
+        Duration::from_millis(parse_duration_ms(&self.str(name)).expect("validated at load"))
+    }
+
+    fn list(&self, name: &str) -> Vec<String> {
+        match self.raw(name) {
+            Value::List(l) => l.clone(),
+            other => unreachable!("{name} validated as a list, got {other:?}"),
+        }
+    }
+
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.str(name).parse().expect("validated at load")
+    }
+
+    /// The effective configuration as TOML (secrets redacted), with sources.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        let mut section = "";
+        for def in KEYS {
+            if def.section != section {
+                section = def.section;
+                let _ = writeln!(out, "{}[{section}]", if out.is_empty() { "" } else { "\n" });
+            }
+            let (value, source) = &self.values[&def.name()];
+            let text = match (value, def.kind) {
+                (Value::Str(s), Kind::Secret) if !s.is_empty() => "\"<redacted>\"".to_owned(),
+                (Value::Str(s), _) => toml::Value::String(s.clone()).to_string(),
+                (Value::Int(i), _) => i.to_string(),
+                (Value::List(l), _) => toml::Value::Array(l.iter().cloned().map(toml::Value::String).collect()).to_string(),
+            };
+            let _ = writeln!(out, "{} = {text}  # {source}", def.key);
+        }
+        out
+    }
+
+    /// The node's configuration, with cross-key checks.
+    pub fn node_config(&self) -> anyhow::Result<NodeConfig> {
+        let endpoint = self.str("origin.endpoint");
+        if endpoint.is_empty() {
+            bail!("config key origin.endpoint is required (set it in the config file, ELIOP2P_ORIGIN_ENDPOINT or --origin-endpoint)");
+        }
+        let chunk_size = self.size("cache.chunk_size");
+        if !(64 * 1024..=1 << 30).contains(&chunk_size) {
+            bail!("config key cache.chunk_size: must be between 64KiB and 1GiB, got {chunk_size} bytes");
+        }
+        let addressing: Addressing = self.str("origin.addressing").parse().map_err(|e| anyhow::anyhow!("config key origin.addressing: {e}"))?;
+        let origin = OriginConfig {
+            endpoint,
+            region: self.str("origin.region"),
+            access_key: self.str("origin.access_key"),
+            secret_key: self.str("origin.secret_key"),
+            addressing,
+            connect_timeout: self.duration("origin.connect_timeout"),
+            request_timeout: self.duration("origin.request_timeout"),
+            max_retries: self.int("origin.max_retries").min(10) as u32,
+        };
+        Ok(NodeConfig {
+            proxy: ProxyConfig {
+                virtual_host_domains: self.list("proxy.virtual_host_domains"),
+                chunk_size,
+                metadata_ttl: self.duration("cache.metadata_ttl"),
+                metadata_max_entries: self.int("cache.metadata_max_entries").max(1) as usize,
+                readahead_chunks: self.int("proxy.readahead_chunks").min(64) as usize,
+                fill_idle_timeout: origin.request_timeout,
+            },
+            admin: AdminConfig::default(),
+            memory: MemoryCacheConfig {
+                capacity: self.size("cache.memory_size"),
+            },
+            origin,
+            shutdown_grace: self.duration("node.shutdown_grace"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn precedence_flag_env_file_default() {
+        let file = "[cache]\nmemory_size = \"1GiB\"\nchunk_size = 1048576\n[origin]\nendpoint = \"http://a\"\n";
+        let flag = (find("cache.memory_size").unwrap(), "3GiB".to_owned());
+        let e = Effective::load(Some(("f.toml", file)), &env(&[("ELIOP2P_CACHE_MEMORY_SIZE", "2GiB")]), &[flag]).unwrap();
+        assert_eq!(e.size("cache.memory_size"), 3 << 30);
+        let e = Effective::load(Some(("f.toml", file)), &env(&[("ELIOP2P_CACHE_MEMORY_SIZE", "2GiB")]), &[]).unwrap();
+        assert_eq!(e.size("cache.memory_size"), 2 << 30);
+        let e = Effective::load(Some(("f.toml", file)), &[], &[]).unwrap();
+        assert_eq!(e.size("cache.memory_size"), 1 << 30);
+        assert_eq!(e.size("cache.chunk_size"), 1 << 20);
+        let e = Effective::load(None, &[], &[]).unwrap();
+        assert_eq!(e.size("cache.memory_size"), 4 << 30);
+        assert_eq!(e.addr("proxy.listen").port(), 8080);
+    }
+
+    #[test]
+    fn lists_from_env_are_comma_separated() {
+        let e = Effective::load(None, &env(&[("ELIOP2P_PROXY_VIRTUAL_HOST_DOMAINS", "a.example, b.example")]), &[]).unwrap();
+        assert_eq!(e.list("proxy.virtual_host_domains"), vec!["a.example", "b.example"]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |r: anyhow::Result<Effective>| format!("{:#}", r.err().expect("an error"));
+        assert!(err(Effective::load(Some(("f", "[cache]\nmemroy_size = 1\n")), &[], &[])).contains("unknown config key cache.memroy_size"));
+        assert!(err(Effective::load(Some(("f", "[cache]\nmemory_size = \"4XB\"\n")), &[], &[])).contains("config key cache.memory_size (from f)"));
+        assert!(err(Effective::load(None, &env(&[("ELIOP2P_CACHE_CHUNKSIZE", "1")]), &[])).contains("ELIOP2P_CACHE_CHUNKSIZE"));
+        assert!(err(Effective::load(None, &env(&[("ELIOP2P_PROXY_LISTEN", "nowhere")]), &[])).contains("config key proxy.listen (from env ELIOP2P_PROXY_LISTEN)"));
+        assert!(err(Effective::load(Some(("f", "[origin]\naddressing = \"dns\"\n")), &[], &[])).contains("origin.addressing"));
+        assert!(err(Effective::load(Some(("f", "not toml [")), &[], &[])).contains("not valid TOML"));
+        let e = Effective::load(None, &[], &[]).unwrap();
+        assert!(format!("{:#}", e.node_config().unwrap_err()).contains("origin.endpoint is required"));
+    }
+
+    #[test]
+    fn printed_config_reloads_and_redacts() {
+        let e = Effective::load(None, &env(&[("ELIOP2P_ORIGIN_SECRET_KEY", "hunter2"), ("ELIOP2P_ORIGIN_ENDPOINT", "http://o:1")]), &[]).unwrap();
+        let text = e.to_toml();
+        assert!(!text.contains("hunter2"));
+        assert!(text.contains("secret_key = \"<redacted>\""));
+        let again = Effective::load(Some(("printed", &text)), &[], &[]).unwrap();
+        assert_eq!(again.str("origin.endpoint"), "http://o:1");
+        assert!(again.node_config().is_ok());
+    }
+}
