@@ -24,6 +24,10 @@ use crate::metrics::Metrics;
 use crate::node::ProxyConfig;
 use crate::request::{S3Target, parse_target};
 
+/// Upper bound on the request head the node accepts (S3 allows 8 KiB of user
+/// metadata; this leaves room for signatures and long keys).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 pub(crate) struct ProxyState {
     pub cfg: ProxyConfig,
     pub origin: OriginClient,
@@ -87,6 +91,15 @@ impl ProxyState {
     }
 
     async fn route(self: &Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let header_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            return self.error_at(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "RequestHeaderSectionTooLarge",
+                &format!("request headers total {header_bytes} bytes, more than the {MAX_HEADER_BYTES} allowed"),
+                req.uri().path(),
+            );
+        }
         let target = match parse_target(req.uri().path(), req.headers(), &self.cfg.virtual_host_domains) {
             Ok(t) => t,
             Err(e) => return self.error_at(StatusCode::BAD_REQUEST, "InvalidURI", e.0, req.uri().path()),
