@@ -23,6 +23,9 @@ impl Source {
     }
 }
 
+/// A counter family: name, help, and (labels, value) series.
+type Family<'a> = (&'a str, &'a str, &'a [(&'a str, u64)]);
+
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
@@ -63,7 +66,7 @@ impl Metrics {
                 let _ = writeln!(out, "eliop2p_proxy_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}");
             }
         }
-        let counters: [(&str, &str, &[(&str, u64)]); 9] = [
+        let counters: [Family<'_>; 9] = [
             (
                 "eliop2p_proxy_bytes_served_total",
                 "Body bytes of GET responses, by the tier they came from.",

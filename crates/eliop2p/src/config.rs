@@ -341,3 +341,15 @@ mod tests {
         assert!(again.node_config().is_ok());
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    #[test]
+    fn configuration_doc_lists_every_key() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for def in super::KEYS {
+            assert!(doc.contains(&format!("`{}`", def.name())), "docs/configuration.md misses {}", def.name());
+            assert!(doc.contains(&def.env()), "docs/configuration.md misses {}", def.env());
+        }
+    }
+}
