@@ -1,1 +1,337 @@
-fn main() {}
+//! eliop2p-bench: starts an origin (in-process s3s-fs, SigV4-checking) and a node on
+//! loopback and prints tables of direct-origin vs node MISS vs node HIT, with ratios
+//! against the direct origin measured in the same run, plus nginx serving the same
+//! bytes from the page cache when nginx is installed.
+//!
+//! `cargo run --release -p eliop2p-bench [-- --quick]`
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use eliop2p_origin::{OriginClient, OriginRequest};
+use eliop2p_proxy::NodeHandle;
+use eliop2p_testkit::{TestOrigin, sha256_hex, start_node, test_data};
+use http::Method;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+const MIB: usize = 1 << 20;
+
+struct Opts {
+    large: usize,
+    small_count: usize,
+    small_size: usize,
+    conns: usize,
+    secs: f64,
+    runs: usize,
+}
+
+/// One measured transfer.
+#[derive(Clone, Copy)]
+struct Sample {
+    secs: f64,
+    ttfb: f64,
+    bytes: u64,
+}
+
+impl Sample {
+    fn mbps(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.secs
+    }
+}
+
+fn median(mut v: Vec<Sample>) -> Sample {
+    v.sort_by(|a, b| a.mbps().total_cmp(&b.mbps()));
+    v[v.len() / 2]
+}
+
+/// GET over a fresh HTTP/1 connection, reading and discarding the body.
+async fn plain_get(addr: SocketAddr, path: &str) -> anyhow::Result<Sample> {
+    let t0 = Instant::now();
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path).header("host", addr.to_string()).body(Empty::<Bytes>::new())?;
+    let resp = send.send_request(req).await?;
+    if !resp.status().is_success() {
+        bail!("GET {path}: {}", resp.status());
+    }
+    drain(resp.into_body(), t0).await
+}
+
+async fn drain(mut body: hyper::body::Incoming, t0: Instant) -> anyhow::Result<Sample> {
+    let mut ttfb = None;
+    let mut bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(d) = frame?.into_data() {
+            ttfb.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+            bytes += d.len() as u64;
+        }
+    }
+    Ok(Sample {
+        secs: t0.elapsed().as_secs_f64(),
+        ttfb: ttfb.unwrap_or(0.0),
+        bytes,
+    })
+}
+
+/// Signed GET straight at the origin.
+async fn direct_get(client: &OriginClient, bucket: &str, key: &str) -> anyhow::Result<Sample> {
+    let t0 = Instant::now();
+    let resp = client.send(OriginRequest::new(Method::GET, bucket, Some(key))).await?;
+    if !resp.status().is_success() {
+        bail!("direct GET: {}", resp.status());
+    }
+    drain(resp.into_body(), t0).await
+}
+
+/// Closed-loop load: `conns` keep-alive connections issue GETs for `secs`.
+async fn load(addr: SocketAddr, paths: Arc<Vec<String>>, conns: usize, secs: f64) -> anyhow::Result<(f64, f64, f64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (paths, stop, done) = (paths.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut lat = Vec::new();
+            let mut i = c * 7919;
+            let host = addr.to_string();
+            while !stop.load(Ordering::Relaxed) {
+                let path = &paths[i % paths.len()];
+                i += 1;
+                let t = Instant::now();
+                send.ready().await?;
+                let req = http::Request::get(path.as_str()).header("host", host.as_str()).body(Empty::<Bytes>::new())?;
+                let resp = send.send_request(req).await?;
+                if !resp.status().is_success() {
+                    bail!("GET {path}: {}", resp.status());
+                }
+                resp.into_body().collect().await?;
+                lat.push(t.elapsed().as_secs_f64());
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0) * 1e3;
+    Ok((done.load(Ordering::Relaxed) as f64 / elapsed, pct(0.5), pct(0.99)))
+}
+
+/// Small objects read through the origin client (each request signed), concurrently.
+async fn direct_small(client: &OriginClient, keys: &[String], conns: usize, secs: f64) -> anyhow::Result<f64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let keys = Arc::new(keys.to_vec());
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (client, keys, stop, done) = (client.clone(), keys.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = c * 7919;
+            while !stop.load(Ordering::Relaxed) {
+                let resp = client.send(OriginRequest::new(Method::GET, "bench", Some(&keys[i % keys.len()]))).await?;
+                i += 1;
+                resp.into_body().collect().await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64())
+}
+
+struct Nginx {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM to the master so that it stops its workers too.
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx serving `files` statically (page cache), if nginx is installed.
+async fn start_nginx(files: &[(&str, &Bytes)]) -> anyhow::Result<Option<Nginx>> {
+    let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let Some(bin) = bin else { return Ok(None) };
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("www");
+    for (name, data) in files {
+        let p = root.join(name);
+        std::fs::create_dir_all(p.parent().expect("has parent"))?;
+        std::fs::write(&p, data)?;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; worker_processes 2; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;\n\
+             client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+             server {{ listen 127.0.0.1:{port}; root {r}; }} }}\n",
+            d = dir.path().display(),
+            r = root.display()
+        ),
+    )?;
+    let child = std::process::Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting nginx")?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("nginx did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Some(Nginx { child, addr, _dir: dir }))
+}
+
+fn row(name: &str, s: Sample, base: Sample) {
+    println!(
+        "| {:<22} | {:>9.0} | {:>9.2} | {:>10.2}x | {:>+12.2} |",
+        name,
+        s.mbps(),
+        s.ttfb * 1e3,
+        s.mbps() / base.mbps(),
+        (s.ttfb - base.ttfb) * 1e3
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let o = if quick {
+        Opts { large: 128 * MIB, small_count: 200, small_size: 4096, conns: 64, secs: 1.0, runs: 1 }
+    } else {
+        Opts { large: 1024 * MIB, small_count: 1000, small_size: 4096, conns: 64, secs: 3.0, runs: 3 }
+    };
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("bench").await?;
+    let large = test_data(o.large, 1);
+    origin.put("bench", "large.bin", large.clone()).await?;
+    let mut small_keys = Vec::new();
+    let small = test_data(o.small_size, 2);
+    for i in 0..o.small_count {
+        let k = format!("small/{i:05}");
+        origin.put("bench", &k, small.clone()).await?;
+        small_keys.push(k);
+    }
+    let direct = OriginClient::new(origin.origin_config())?;
+    let fresh_node = || start_node(&origin, |c| c.memory.capacity = (o.large as u64) * 2);
+    let nginx = start_nginx(&[("bench/large.bin", &large), ("small.bin", &small)]).await?;
+
+    println!("eliop2p bench: loopback, {} cores, origin = in-process s3s-fs (SigV4 checked), release build", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!();
+    println!("## large object: {} MiB, chunk 16 MiB, median of {} runs", o.large / MIB, o.runs);
+    println!();
+    println!("| {:<22} | {:>9} | {:>9} | {:>11} | {:>12} |", "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms");
+    println!("|{:-<24}|{:->11}|{:->11}|{:->13}|{:->14}|", "", "", "", "", "");
+    let mut d = Vec::new();
+    for _ in 0..o.runs {
+        d.push(direct_get(&direct, "bench", "large.bin").await?);
+    }
+    let base = median(d);
+    row("direct origin", base, base);
+    let mut miss = Vec::new();
+    let mut hit = Vec::new();
+    for run in 0..o.runs {
+        let node = fresh_node().await?;
+        miss.push(plain_get(node.proxy_addr, "/bench/large.bin").await?);
+        for _ in 0..(if run == 0 { o.runs } else { 0 }) {
+            hit.push(plain_get(node.proxy_addr, "/bench/large.bin").await?);
+        }
+        if run == 0 {
+            verify(&node, &large).await?;
+        }
+        node.shutdown().await;
+    }
+    row("node MISS", median(miss), base);
+    row("node HIT (memory)", median(hit), base);
+    if let Some(ng) = &nginx {
+        let mut v = Vec::new();
+        for _ in 0..o.runs {
+            v.push(plain_get(ng.addr, "/bench/large.bin").await?);
+        }
+        row("nginx static (pagecache)", median(v), base);
+    }
+
+    println!();
+    println!("## small objects: {} x {} B, {} connections, {} s each", o.small_count, o.small_size, o.conns, o.secs);
+    println!();
+    println!("| {:<22} | {:>10} | {:>8} | {:>8} | {:>11} |", "path", "req/s", "p50 ms", "p99 ms", "vs direct");
+    println!("|{:-<24}|{:->12}|{:->10}|{:->10}|{:->13}|", "", "", "", "", "");
+    let direct_rps = direct_small(&direct, &small_keys, o.conns, o.secs).await?;
+    println!("| {:<22} | {:>10.0} | {:>8} | {:>8} | {:>10.2}x |", "direct origin", direct_rps, "-", "-", 1.0);
+    let node = fresh_node().await?;
+    let paths: Arc<Vec<String>> = Arc::new(small_keys.iter().map(|k| format!("/bench/{k}")).collect());
+    // MISS: every object read once, cold, 64 at a time.
+    let t0 = Instant::now();
+    let mut cold = Vec::new();
+    for chunk in paths.chunks(o.conns) {
+        for p in chunk {
+            let (addr, p) = (node.proxy_addr, p.clone());
+            cold.push(tokio::spawn(async move { plain_get(addr, &p).await }));
+        }
+        for t in cold.drain(..) {
+            t.await??;
+        }
+    }
+    let miss_rps = paths.len() as f64 / t0.elapsed().as_secs_f64();
+    println!("| {:<22} | {:>10.0} | {:>8} | {:>8} | {:>10.2}x |", "node MISS (cold, new conn)", miss_rps, "-", "-", miss_rps / direct_rps);
+    let (rps, p50, p99) = load(node.proxy_addr, paths.clone(), o.conns, o.secs).await?;
+    println!("| {:<22} | {:>10.0} | {:>8.2} | {:>8.2} | {:>10.2}x |", "node HIT (memory)", rps, p50, p99, rps / direct_rps);
+    node.shutdown().await;
+    if let Some(ng) = &nginx {
+        let (rps, p50, p99) = load(ng.addr, Arc::new(vec!["/small.bin".to_owned()]), o.conns, o.secs).await?;
+        println!("| {:<22} | {:>10.0} | {:>8.2} | {:>8.2} | {:>10.2}x |", "nginx static (4 KiB)", rps, p50, p99, rps / direct_rps);
+    }
+    println!();
+    println!("load generator runs in the same process and on the same cores as the node and origin.");
+    origin.stop().await;
+    Ok(())
+}
+
+/// One untimed read checked against the source's SHA-256.
+async fn verify(node: &NodeHandle, data: &Bytes) -> anyhow::Result<()> {
+    let c = eliop2p_testkit::TestClient::new();
+    let r = c.get(&format!("http://{}/bench/large.bin", node.proxy_addr), &[]).await?;
+    anyhow::ensure!(sha256_hex(&r.body) == sha256_hex(data), "node returned wrong bytes");
+    Ok(())
+}
