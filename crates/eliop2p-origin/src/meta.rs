@@ -39,13 +39,20 @@ impl ObjectMeta {
     /// Builds metadata from a successful HEAD (or GET) response; `None` when the
     /// response lacks an ETag or a length, which the cache cannot work without.
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let size = headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?;
+        Self::with_size(headers, size)
+    }
+
+    /// Builds metadata from a 206 answer to a ranged GET: the object size is the
+    /// total in `Content-Range: bytes a-b/total`.
+    pub fn from_partial_response(headers: &HeaderMap) -> Option<Self> {
+        let cr = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+        let total = cr.strip_prefix("bytes ")?.split_once('/')?.1;
+        Self::with_size(headers, total.parse().ok()?)
+    }
+
+    fn with_size(headers: &HeaderMap, size: u64) -> Option<Self> {
         let etag = ETag::new(headers.get(header::ETAG)?.to_str().ok()?);
-        let size = headers
-            .get(header::CONTENT_LENGTH)?
-            .to_str()
-            .ok()?
-            .parse()
-            .ok()?;
         let last_modified = headers
             .get(header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
@@ -79,5 +86,16 @@ mod tests {
         let m = ObjectMeta::from_headers(&h).unwrap();
         assert_eq!(m.size, 5);
         assert_eq!(m.headers.len(), 1);
+    }
+
+    #[test]
+    fn size_from_content_range() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ETAG, HeaderValue::from_static("\"x\""));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        h.insert(header::CONTENT_RANGE, HeaderValue::from_static("bytes 0-9/12345"));
+        assert_eq!(ObjectMeta::from_partial_response(&h).unwrap().size, 12345);
+        h.insert(header::CONTENT_RANGE, HeaderValue::from_static("bytes 0-9/*"));
+        assert!(ObjectMeta::from_partial_response(&h).is_none());
     }
 }

@@ -55,19 +55,25 @@ impl MetaCache {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Fresh metadata, from the cache or by one HEAD shared with concurrent callers.
-    /// `on_head` is called once per HEAD actually sent.
-    pub async fn get(&self, key: &ObjectKey, origin: &OriginClient, on_head: impl FnOnce()) -> MetaLookup {
-        let slot = {
+    /// Fresh metadata, from the cache or by one `fetch` shared with concurrent
+    /// callers. `fetch` is told whether the object was known before (an expired
+    /// entry): a refresh, for which a HEAD is cheapest.
+    pub async fn get<F, Fut>(&self, key: &ObjectKey, fetch: F) -> MetaLookup
+    where
+        F: FnOnce(bool) -> Fut,
+        Fut: std::future::Future<Output = Result<Arc<ObjectMeta>, MetaError>>,
+    {
+        let (slot, refresh) = {
             let mut slots = self.lock();
             match slots.get(key) {
                 Some(s) if s.born.elapsed() < self.ttl => {
                     if let Some(Ok(meta)) = s.cell.get() {
                         return MetaLookup::Cached(meta.clone());
                     }
-                    s.clone()
+                    (s.clone(), false)
                 }
-                _ => {
+                existing => {
+                    let refresh = existing.is_some();
                     if slots.len() >= self.max_entries {
                         let ttl = self.ttl;
                         slots.retain(|_, s| s.born.elapsed() < ttl);
@@ -80,25 +86,11 @@ impl MetaCache {
                         born: Instant::now(),
                     });
                     slots.insert(key.clone(), s.clone());
-                    s
+                    (s, refresh)
                 }
             }
         };
-        let result = slot
-            .cell
-            .get_or_init(|| async {
-                on_head();
-                let req = OriginRequest::new(Method::HEAD, &key.bucket, Some(&key.key));
-                match origin.send(req).await {
-                    Err(e) => Err(MetaError::from(&e)),
-                    Ok(resp) if resp.status().is_success() => ObjectMeta::from_headers(resp.headers())
-                        .map(Arc::new)
-                        .ok_or(MetaError::Unusable),
-                    Ok(resp) => Err(MetaError::Status(resp.status())),
-                }
-            })
-            .await
-            .clone();
+        let result = slot.cell.get_or_init(|| fetch(refresh)).await.clone();
         if result.is_err() {
             // Failures are not cached: the next request asks again.
             let mut slots = self.lock();
@@ -107,6 +99,18 @@ impl MetaCache {
             }
         }
         MetaLookup::Fetched(result)
+    }
+
+    /// Metadata by HEAD.
+    pub async fn head(origin: &OriginClient, key: &ObjectKey) -> Result<Arc<ObjectMeta>, MetaError> {
+        let req = OriginRequest::new(Method::HEAD, &key.bucket, Some(&key.key));
+        match origin.send(req).await {
+            Err(e) => Err(MetaError::from(&e)),
+            Ok(resp) if resp.status().is_success() => ObjectMeta::from_headers(resp.headers())
+                .map(Arc::new)
+                .ok_or(MetaError::Unusable),
+            Ok(resp) => Err(MetaError::Status(resp.status())),
+        }
     }
 
     /// Forgets an object (after a PUT or DELETE through the node, or an ETag change

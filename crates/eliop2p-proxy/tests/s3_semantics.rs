@@ -202,9 +202,9 @@ async fn virtual_host_requests_and_admin_endpoints() -> anyhow::Result<()> {
         "eliop2p_proxy_requests_total{method=\"GET\",status=\"200\"} 1",
         "eliop2p_proxy_bytes_served_total{source=\"origin\"} 7",
         "eliop2p_origin_requests_total{kind=\"get\"} 1",
-        "eliop2p_origin_requests_total{kind=\"head\"} 1",
+        "eliop2p_origin_requests_total{kind=\"head\"} 0",
         "eliop2p_cache_entries{tier=\"memory\"} 1",
-        "eliop2p_cache_lookups_total{tier=\"memory\",result=\"join\"} 0",
+        "eliop2p_cache_lookups_total{tier=\"memory\",result=\"join\"} 1",
     ] {
         assert!(text.contains(family), "missing {family} in\n{text}");
     }
@@ -236,6 +236,32 @@ async fn shutdown_finishes_in_flight_responses() -> anyhow::Result<()> {
     assert!(shutdown.await?, "shutdown finished within its grace period");
     // No longer accepting.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    origin.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_5xx_is_retried_then_relayed() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("flaky").await?;
+    let data = test_data(70_000, 8);
+    origin.put("flaky", "obj", data.clone()).await?;
+    let node = start_node(&origin, |c| c.origin.max_retries = 2).await?;
+    let c = TestClient::new();
+    let u = format!("{}/flaky/obj", base(&node));
+    // Two injected 503s (the first GET, then its first retry): the second retry succeeds.
+    origin.clear_log();
+    origin.fail_next(2);
+    let r = c.get(&u, &[]).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, data);
+    assert_eq!(origin.gets_of("flaky", "obj").len(), 3, "one GET and two retries");
+    // More failures than retries on a forwarded request: the origin's 503 and body.
+    origin.fail_next(3);
+    let r = c.get(&format!("{}/flaky?list-type=2", base(&node)), &[]).await?;
+    assert_eq!(r.status, 503);
+    assert!(String::from_utf8_lossy(&r.body).contains("<Code>SlowDown</Code>"));
+    node.shutdown().await;
     origin.stop().await;
     Ok(())
 }

@@ -39,6 +39,8 @@ pub struct TestOrigin {
     pub addr: SocketAddr,
     pub endpoint: String,
     log: Arc<Mutex<Vec<LoggedRequest>>>,
+    /// Requests still to be answered with an injected 503 before serving normally.
+    fail_next: Arc<std::sync::atomic::AtomicUsize>,
     client: OriginClient,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -66,10 +68,12 @@ impl TestOrigin {
         let addr = listener.local_addr()?;
         let endpoint = format!("http://{addr}");
         let log = Arc::new(Mutex::new(Vec::new()));
+        let fail_next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         {
             let log = log.clone();
+            let fail_next = fail_next.clone();
             let cancel = cancel.clone();
             let conns = tracker.clone();
             tracker.spawn(async move {
@@ -81,6 +85,7 @@ impl TestOrigin {
                     let _ = stream.set_nodelay(true);
                     let service = service.clone();
                     let log = log.clone();
+                    let fail_next = fail_next.clone();
                     let cancel = cancel.clone();
                     conns.spawn(async move {
                         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -90,7 +95,21 @@ impl TestOrigin {
                                 query: req.uri().query().map(str::to_owned),
                                 range: req.headers().get(http::header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned),
                             });
-                            Service::call(&service, req)
+                            let inject = fail_next
+                                .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1))
+                                .is_ok();
+                            let fut = (!inject).then(|| Service::call(&service, req));
+                            async move {
+                                match fut {
+                                    Some(f) => f.await,
+                                    None => {
+                                        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>injected by the test</Message></Error>";
+                                        let mut resp = http::Response::new(s3s::Body::from(body.to_owned()));
+                                        *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                                        Ok(resp)
+                                    }
+                                }
+                            }
                         });
                         let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
                         tokio::select! {
@@ -106,6 +125,7 @@ impl TestOrigin {
             addr,
             endpoint,
             log,
+            fail_next,
             client,
             cancel,
             tracker,
@@ -145,6 +165,11 @@ impl TestOrigin {
             bail!("put {bucket}/{key}: {status}: {}", String::from_utf8_lossy(&body));
         }
         Ok(etag)
+    }
+
+    /// The next `n` requests (of any kind) get `503 SlowDown` instead of an answer.
+    pub fn fail_next(&self, n: usize) {
+        self.fail_next.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn requests(&self) -> Vec<LoggedRequest> {
