@@ -1,13 +1,10 @@
 //! The admin listener: `/metrics` (Prometheus text) and `/healthz`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,34 +29,9 @@ fn answer(state: &ProxyState, req: &Request<Incoming>) -> Response<ProxyBody> {
 }
 
 pub(crate) async fn run(listener: TcpListener, state: Arc<ProxyState>, cancel: CancellationToken, tracker: TaskTracker) {
-    loop {
-        let stream = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let state = state.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            let svc = service_fn(move |req| {
-                let resp = answer(&state, &req);
-                async move { Ok::<_, Infallible>(resp) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
+    crate::server::serve(listener, cancel, tracker.clone(), move |req| {
+        let resp = answer(&state, &req);
+        async move { resp }
+    })
+    .await
 }

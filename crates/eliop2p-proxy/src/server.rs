@@ -129,9 +129,14 @@ fn query_is_cacheable(query: &str) -> bool {
     })
 }
 
-/// Accepts connections until `cancel`; each connection finishes its in-flight
-/// request after cancellation (graceful shutdown) and is tracked by `tracker`.
-pub(crate) async fn run(listener: TcpListener, state: Arc<ProxyState>, cancel: CancellationToken, tracker: TaskTracker) {
+/// Accepts connections until `cancel` and serves each with `handler`; each
+/// connection finishes its in-flight request after cancellation (graceful
+/// shutdown) and is tracked by `tracker`. Shared by the proxy and admin listeners.
+pub(crate) async fn serve<H, Fut>(listener: TcpListener, cancel: CancellationToken, tracker: TaskTracker, handler: H)
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<ProxyBody>> + Send + 'static,
+{
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -145,17 +150,16 @@ pub(crate) async fn run(listener: TcpListener, state: Arc<ProxyState>, cancel: C
             },
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let handler = handler.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
             let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(state.handle(req).await) }
+                let fut = handler(req);
+                async move { Ok::<_, Infallible>(fut.await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(30))
-                .max_buf_size(256 * 1024)
                 .serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {
@@ -171,4 +175,13 @@ pub(crate) async fn run(listener: TcpListener, state: Arc<ProxyState>, cancel: C
             }
         });
     }
+}
+
+/// The S3 proxy listener.
+pub(crate) async fn run(listener: TcpListener, state: Arc<ProxyState>, cancel: CancellationToken, tracker: TaskTracker) {
+    serve(listener, cancel, tracker.clone(), move |req| {
+        let state = state.clone();
+        async move { state.handle(req).await }
+    })
+    .await
 }
