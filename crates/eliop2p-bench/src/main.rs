@@ -286,7 +286,7 @@ async fn main() -> anyhow::Result<()> {
         small_keys.push(k);
     }
     let direct = OriginClient::new(origin.origin_config())?;
-    let fresh_node = || start_node(&origin, |c| c.memory.capacity = (o.large as u64) * 2);
+    let fresh_node = || start_node(&origin, |c| c.cache.memory_capacity = (o.large as u64) * 2);
     let nginx = start_nginx(&[("bench/large.bin", &large), ("small.bin", &small)]).await?;
 
     println!("eliop2p bench: loopback, {} cores, origin = in-process s3s-fs (SigV4 checked), release build", std::thread::available_parallelism().map_or(0, |n| n.get()));

@@ -1,5 +1,5 @@
-//! The chunk cache: an in-memory tier (L1) of verified, immutable chunks, and the
-//! single-flight fills that create them.
+//! The chunk cache: a memory tier (L1) and a disk tier (L2) of verified, immutable
+//! chunks, the single-flight fills that create them, and the eviction policy.
 //!
 //! The cache knows nothing about origins or HTTP. A caller that misses becomes the
 //! *leader* of a [`Fill`] and pushes bytes into a [`FillWriter`]; everyone else who asks
@@ -7,8 +7,10 @@
 //! through a [`FillReader`]. Only a complete chunk whose length matches is inserted,
 //! with its SHA-256; a failed or abandoned fill leaves nothing behind.
 
+pub mod disk;
 mod fill;
 mod memory;
+pub mod policy;
 
 pub use fill::{Fill, FillError, FillReader, FillWriter};
-pub use memory::{CacheStats, Chunk, ChunkCache, Lookup, MemoryCacheConfig};
+pub use memory::{CacheConfig, CacheStats, Chunk, ChunkCache, DiskChunk, DiskTierConfig, Lookup, TierStats, VerifyOnStart};

@@ -1,14 +1,26 @@
-//! The memory tier: byte-weighted LRU of complete chunks plus the table of fills in
-//! progress (the single-flight point).
+//! The two-tier chunk cache: the memory tier (L1) of complete chunks, the fills in
+//! progress (the single-flight point), and the disk tier (L2) behind a bounded
+//! write-behind queue.
+//!
+//! Flow: a completed fill is admitted to L1 by the policy and queued for L2 (write
+//! behind; when the queue is full the write is skipped and counted, L1 keeps
+//! serving). A chunk evicted from L1 that is not on disk is queued for L2
+//! (demotion). An L2 hit is served from disk by range; when the chunk turns Hot it is
+//! read back, verified, and promoted to L1. Each tier holds a chunk at most once.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use eliop2p_core::ChunkId;
+use tokio::sync::{broadcast, mpsc};
 
+use crate::disk::{DiskError, DiskStore};
 use crate::fill::{Fill, FillError, FillWriter};
+use crate::policy::{EvictionWeights, Heat, Policy, PolicyConfig, Watermarks};
 
 /// A complete, verified chunk. Immutable once built.
 #[derive(Debug)]
@@ -18,29 +30,118 @@ pub struct Chunk {
     pub sha256: [u8; 32],
 }
 
-#[derive(Clone, Debug)]
-pub struct MemoryCacheConfig {
-    /// Capacity in bytes of chunk data held in memory.
-    pub capacity: u64,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyOnStart {
+    /// Trust headers; pieces are still verified on their first read.
+    No,
+    /// Fully verify about 1% of the chunks (at least 16) in the background.
+    Sample,
+    /// Fully verify every chunk in the background.
+    Full,
 }
 
-/// Counters exported as metrics.
+impl std::str::FromStr for VerifyOnStart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "false" => Ok(Self::No),
+            "sample" => Ok(Self::Sample),
+            "full" => Ok(Self::Full),
+            other => Err(format!("expected false, sample or full, got {other:?}")),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DiskTierConfig {
+    pub path: PathBuf,
+    pub capacity: u64,
+    pub verify_on_start: VerifyOnStart,
+    /// Chunks waiting to be written; beyond this, writes are skipped.
+    pub write_queue: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub memory_capacity: u64,
+    pub chunk_size: u64,
+    pub disk: Option<DiskTierConfig>,
+    pub weights: EvictionWeights,
+    pub heat_window: Duration,
+    pub hot_threshold: f64,
+    pub warm_threshold: f64,
+    pub protect_recent: Duration,
+    pub watermarks: Watermarks,
+}
+
+impl CacheConfig {
+    /// Memory only, default policy.
+    pub fn memory_only(memory_capacity: u64, chunk_size: u64) -> Self {
+        Self {
+            memory_capacity,
+            chunk_size,
+            disk: None,
+            weights: EvictionWeights::default(),
+            heat_window: Duration::from_secs(60),
+            hot_threshold: 8.0,
+            warm_threshold: 2.0,
+            protect_recent: Duration::ZERO,
+            watermarks: Watermarks { high: 0.9, low: 0.8 },
+        }
+    }
+
+    fn policy(&self, capacity: u64) -> PolicyConfig {
+        let mut p = PolicyConfig::new(self.chunk_size, capacity);
+        p.weights = self.weights;
+        p.heat_window = self.heat_window;
+        p.hot_threshold = self.hot_threshold;
+        p.warm_threshold = self.warm_threshold;
+        p.protect_recent = self.protect_recent;
+        p
+    }
+}
+
+/// Counters of one tier, exported as metrics.
+#[derive(Default, Debug)]
+pub struct TierStats {
+    pub hits: AtomicU64,
+    pub bytes: AtomicU64,
+    pub entries: AtomicU64,
+    /// Evictions to make room for a new chunk.
+    pub evictions_capacity: AtomicU64,
+    /// Evictions to bring usage from the high to the low watermark.
+    pub evictions_watermark: AtomicU64,
+    /// Chunks dropped because their object was overwritten or deleted.
+    pub removals_invalidated: AtomicU64,
+}
+
 #[derive(Default, Debug)]
 pub struct CacheStats {
-    pub hits: AtomicU64,
+    pub memory: TierStats,
+    pub disk: TierStats,
     pub misses: AtomicU64,
     /// Lookups that joined a fill another request had started.
     pub joins: AtomicU64,
     pub fills_completed: AtomicU64,
     pub fills_failed: AtomicU64,
-    pub evictions: AtomicU64,
-    pub bytes: AtomicU64,
-    pub entries: AtomicU64,
+    pub not_admitted: AtomicU64,
+    pub demotions: AtomicU64,
+    pub promotions: AtomicU64,
+    pub disk_writes: AtomicU64,
+    pub disk_write_errors: AtomicU64,
+    /// Write-behind skipped because the queue was full.
+    pub disk_write_skipped: AtomicU64,
+    pub disk_queue_depth: AtomicU64,
+    pub corrupt_chunks: AtomicU64,
+    pub disk_open_errors: AtomicU64,
+    pub verified_on_start: AtomicU64,
 }
 
 /// Result of [`ChunkCache::lookup`].
 pub enum Lookup {
     Hit(Arc<Chunk>),
+    /// On the disk tier: read it by range.
+    Disk(DiskChunk),
     /// Another request is filling this chunk: read from the fill.
     Joined(Arc<Fill>),
     /// Nobody has it: the caller must fill it through the writer.
@@ -48,159 +149,506 @@ pub enum Lookup {
 }
 
 enum Slot {
-    Ready { chunk: Arc<Chunk>, tick: u64 },
+    Ready(Arc<Chunk>),
     Filling(Arc<Fill>),
 }
 
-struct Inner {
+struct Memory {
     slots: HashMap<ChunkId, Slot>,
-    /// Recency order of ready chunks: tick -> id, oldest first.
-    lru: BTreeMap<u64, ChunkId>,
-    next_tick: u64,
-    bytes: u64,
+    policy: Policy,
+}
+
+struct DiskTier {
+    store: Arc<DiskStore>,
+    policy: Mutex<Policy>,
+    capacity: u64,
+    write_tx: mpsc::Sender<(ChunkId, Arc<Chunk>)>,
+    /// Queued or being written, to avoid duplicate writes.
+    pending: Mutex<HashSet<ChunkId>>,
+    promoting: Mutex<HashSet<ChunkId>>,
 }
 
 pub(crate) struct CacheShared {
-    inner: Mutex<Inner>,
-    capacity: u64,
+    memory: Mutex<Memory>,
+    disk: Option<DiskTier>,
+    cfg: CacheConfig,
     stats: CacheStats,
+    epoch: Instant,
+    removed_tx: broadcast::Sender<ChunkId>,
+    last_disk_error_log: Mutex<Option<Instant>>,
 }
 
-/// The L1 chunk cache. Cheap to clone (shared state).
+/// The chunk cache. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct ChunkCache {
     shared: Arc<CacheShared>,
 }
 
-impl ChunkCache {
-    pub fn new(cfg: MemoryCacheConfig) -> Self {
-        Self {
-            shared: Arc::new(CacheShared {
-                inner: Mutex::new(Inner {
-                    slots: HashMap::new(),
-                    lru: BTreeMap::new(),
-                    next_tick: 0,
-                    bytes: 0,
-                }),
-                capacity: cfg.capacity,
-                stats: CacheStats::default(),
-            }),
+/// A chunk on the disk tier, read by range off the async workers.
+pub struct DiskChunk {
+    pub id: ChunkId,
+    pub len: u64,
+    shared: Arc<CacheShared>,
+}
+
+impl DiskChunk {
+    /// Bytes `[start, end)`, verified per piece. A corrupt chunk is deleted from the
+    /// tier and counted; the caller refetches it.
+    pub async fn read_range(&self, start: u64, end: u64) -> Result<Bytes, DiskError> {
+        let Some(tier) = &self.shared.disk else { return Err(DiskError::NotFound) };
+        let store = tier.store.clone();
+        let id = self.id;
+        let r = tokio::task::spawn_blocking(move || store.read_range(&id, start, end))
+            .await
+            .unwrap_or_else(|e| Err(DiskError::Io(std::io::Error::other(e))));
+        if let Err(DiskError::Corrupt(_) | DiskError::NotFound) = &r {
+            self.shared.forget_disk(&id, true);
         }
+        r
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section leaves its state consistent before it can panic.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ChunkCache {
+    /// Opens the cache; with a disk tier, rebuilds its index from chunk headers
+    /// (blocking work runs off the async workers). An unusable disk path disables the
+    /// disk tier with an error log; the memory tier keeps working.
+    pub async fn open(cfg: CacheConfig) -> Self {
+        let (removed_tx, _) = broadcast::channel(4096);
+        let stats = CacheStats::default();
+        let mut disk_parts = None;
+        if let Some(dcfg) = cfg.disk.clone().filter(|d| d.capacity > 0) {
+            let path = dcfg.path.clone();
+            match tokio::task::spawn_blocking(move || DiskStore::open(&path)).await {
+                Ok(Ok((store, report))) => {
+                    tracing::info!(path = %dcfg.path.display(), chunks = report.chunks, bytes = report.bytes, temp_files_removed = report.temp_files_removed, bad_files_removed = report.bad_files_removed, "disk tier opened");
+                    stats.corrupt_chunks.fetch_add(report.bad_files_removed, Relaxed);
+                    disk_parts = Some((dcfg, Arc::new(store)));
+                }
+                Ok(Err(e)) => {
+                    stats.disk_open_errors.fetch_add(1, Relaxed);
+                    tracing::error!(path = %dcfg.path.display(), error = %e, "disk tier unusable, serving from memory and origin only");
+                }
+                Err(e) => tracing::error!(error = %e, "disk tier open task failed"),
+            }
+        }
+        let (write_tx, write_rx) = mpsc::channel(disk_parts.as_ref().map_or(1, |(d, _)| d.write_queue.max(1)));
+        let disk = disk_parts.as_ref().map(|(dcfg, store)| {
+            let mut policy = Policy::new(cfg.policy(dcfg.capacity));
+            for (id, len) in store.ids() {
+                policy.insert(id, len, 1, Duration::ZERO);
+            }
+            DiskTier {
+                store: store.clone(),
+                policy: Mutex::new(policy),
+                capacity: dcfg.capacity,
+                write_tx,
+                pending: Mutex::new(HashSet::new()),
+                promoting: Mutex::new(HashSet::new()),
+            }
+        });
+        let shared = Arc::new(CacheShared {
+            memory: Mutex::new(Memory {
+                slots: HashMap::new(),
+                policy: Policy::new(cfg.policy(cfg.memory_capacity)),
+            }),
+            disk,
+            cfg,
+            stats,
+            epoch: Instant::now(),
+            removed_tx,
+            last_disk_error_log: Mutex::new(None),
+        });
+        shared.publish_sizes();
+        if let Some((dcfg, _)) = disk_parts {
+            tokio::spawn(write_behind(Arc::downgrade(&shared), write_rx));
+            if dcfg.verify_on_start != VerifyOnStart::No {
+                tokio::spawn(verify_on_start(shared.clone(), dcfg.verify_on_start));
+            }
+        }
+        Self { shared }
     }
 
     pub fn stats(&self) -> &CacheStats {
         &self.shared.stats
     }
 
-    pub fn capacity(&self) -> u64 {
-        self.shared.capacity
+    pub fn memory_capacity(&self) -> u64 {
+        self.shared.cfg.memory_capacity
     }
 
-    /// Finds a chunk, joins its fill, or makes the caller the leader of a new fill of
-    /// `expected_len` bytes.
+    pub fn disk_capacity(&self) -> u64 {
+        self.shared.disk.as_ref().map_or(0, |d| d.capacity)
+    }
+
+    /// Resident chunks per heat level `[cold, warm, hot]`, per tier `[memory, disk]`.
+    pub fn heat_counts(&self) -> [[u64; 3]; 2] {
+        let now = self.shared.now();
+        let mem = lock(&self.shared.memory).policy.heat_counts(now);
+        let disk = self.shared.disk.as_ref().map_or([0; 3], |d| lock(&d.policy).heat_counts(now));
+        [mem, disk]
+    }
+
+    /// Chunk ids removed from the cache (evicted, corrupt, invalidated), for
+    /// announcing to peers. Lagging receivers lose the oldest events.
+    pub fn subscribe_removals(&self) -> broadcast::Receiver<ChunkId> {
+        self.shared.removed_tx.subscribe()
+    }
+
+    /// Finds a chunk in memory or on disk, joins its fill, or makes the caller the
+    /// leader of a new fill of `expected_len` bytes.
     pub fn lookup(&self, id: ChunkId, expected_len: u64) -> Lookup {
         let s = &self.shared;
-        let mut inner = s.lock();
-        let inner = &mut *inner;
-        match inner.slots.get_mut(&id) {
-            Some(Slot::Ready { chunk, tick }) => {
-                let chunk = chunk.clone();
-                inner.lru.remove(tick);
-                *tick = inner.next_tick;
-                inner.lru.insert(inner.next_tick, id);
-                inner.next_tick += 1;
-                s.stats.hits.fetch_add(1, Ordering::Relaxed);
-                Lookup::Hit(chunk)
+        let now = s.now();
+        {
+            let mut mem = lock(&s.memory);
+            let mem = &mut *mem;
+            mem.policy.record_access(&id, now);
+            match mem.slots.get(&id) {
+                Some(Slot::Ready(chunk)) => {
+                    s.stats.memory.hits.fetch_add(1, Relaxed);
+                    return Lookup::Hit(chunk.clone());
+                }
+                Some(Slot::Filling(fill)) => {
+                    s.stats.joins.fetch_add(1, Relaxed);
+                    return Lookup::Joined(fill.clone());
+                }
+                None => {}
             }
-            Some(Slot::Filling(fill)) => {
-                s.stats.joins.fetch_add(1, Ordering::Relaxed);
-                Lookup::Joined(fill.clone())
+            if let Some(tier) = &s.disk
+                && let Some(entry) = tier.store.entry(&id)
+            {
+                s.stats.disk.hits.fetch_add(1, Relaxed);
+                let heat = lock(&tier.policy).record_access(&id, now);
+                if heat == Some(Heat::Hot) {
+                    s.clone().promote(id);
+                }
+                return Lookup::Disk(DiskChunk {
+                    id,
+                    len: entry.len,
+                    shared: s.clone(),
+                });
             }
-            None => {
-                s.stats.misses.fetch_add(1, Ordering::Relaxed);
-                let fill = Fill::new(id, expected_len);
-                inner.slots.insert(id, Slot::Filling(fill.clone()));
-                Lookup::Leader(FillWriter::new(fill, Arc::downgrade(&self.shared)))
-            }
+            s.stats.misses.fetch_add(1, Relaxed);
+            let fill = Fill::new(id, expected_len);
+            mem.slots.insert(id, Slot::Filling(fill.clone()));
+            Lookup::Leader(FillWriter::new(fill, Arc::downgrade(s)))
         }
     }
 
-    /// A ready chunk, without starting a fill.
+    /// Whether a chunk is in memory or on disk now (no fill is started).
+    pub fn is_cached(&self, id: &ChunkId) -> Option<&'static str> {
+        if matches!(lock(&self.shared.memory).slots.get(id), Some(Slot::Ready(_))) {
+            return Some("memory");
+        }
+        self.shared.disk.as_ref().filter(|d| d.store.contains(id)).map(|_| "disk")
+    }
+
+    /// A ready chunk in memory, without starting a fill.
     pub fn get(&self, id: &ChunkId) -> Option<Arc<Chunk>> {
-        match self.shared.lock().slots.get(id) {
-            Some(Slot::Ready { chunk, .. }) => Some(chunk.clone()),
+        match lock(&self.shared.memory).slots.get(id) {
+            Some(Slot::Ready(chunk)) => Some(chunk.clone()),
             _ => None,
         }
     }
 
-    /// Drops a chunk (ready or not); a fill in progress completes for its readers
-    /// but is not inserted.
-    pub fn remove(&self, id: &ChunkId) -> bool {
+    /// Drops a chunk from both tiers (its object changed); a fill in progress
+    /// completes for its readers but is not inserted.
+    pub fn remove(&self, id: &ChunkId) {
         let s = &self.shared;
-        let mut inner = s.lock();
-        match inner.slots.remove(id) {
-            Some(Slot::Ready { chunk, tick }) => {
-                inner.lru.remove(&tick);
-                inner.bytes -= chunk.data.len() as u64;
-                s.publish_size(&inner);
-                true
+        {
+            let mut mem = lock(&s.memory);
+            if let Some(Slot::Ready(_)) = mem.slots.remove(id) {
+                mem.policy.remove(id);
+                s.stats.memory.removals_invalidated.fetch_add(1, Relaxed);
             }
-            Some(Slot::Filling(_)) => true,
-            None => false,
         }
+        if let Some(tier) = &s.disk
+            && tier.store.contains(id)
+        {
+            s.stats.disk.removals_invalidated.fetch_add(1, Relaxed);
+            s.forget_disk(id, false);
+        }
+        let _ = s.removed_tx.send(*id);
+        s.publish_sizes();
     }
 }
 
 impl CacheShared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // Every critical section leaves `Inner` consistent before it can panic.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
     }
 
-    fn publish_size(&self, inner: &Inner) {
-        self.stats.bytes.store(inner.bytes, Ordering::Relaxed);
-        self.stats
-            .entries
-            .store(inner.lru.len() as u64, Ordering::Relaxed);
+    fn publish_sizes(&self) {
+        {
+            let mem = lock(&self.memory);
+            self.stats.memory.bytes.store(mem.policy.bytes(), Relaxed);
+            self.stats.memory.entries.store(mem.policy.len() as u64, Relaxed);
+        }
+        if let Some(tier) = &self.disk {
+            let p = lock(&tier.policy);
+            self.stats.disk.bytes.store(p.bytes(), Relaxed);
+            self.stats.disk.entries.store(p.len() as u64, Relaxed);
+        }
+    }
+
+    /// Removes a chunk from the disk tier (file and policy), off the async workers.
+    fn forget_disk(&self, id: &ChunkId, corrupt: bool) {
+        let Some(tier) = &self.disk else { return };
+        if lock(&tier.policy).remove(id).is_some() && corrupt {
+            self.stats.corrupt_chunks.fetch_add(1, Relaxed);
+        }
+        let store = tier.store.clone();
+        let id = *id;
+        let remove = move || {
+            if let Err(e) = store.remove(&id) {
+                tracing::warn!(chunk_id = %id, error = %e, "removing chunk file failed");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
+        self.publish_sizes();
+    }
+
+    /// Queues a chunk for the disk tier unless it is there or queued already.
+    fn queue_disk_write(&self, id: ChunkId, chunk: &Arc<Chunk>) -> bool {
+        let Some(tier) = &self.disk else { return false };
+        if tier.store.contains(&id) || !lock(&tier.pending).insert(id) {
+            return false;
+        }
+        match tier.write_tx.try_send((id, chunk.clone())) {
+            Ok(()) => {
+                self.stats.disk_queue_depth.fetch_add(1, Relaxed);
+                true
+            }
+            Err(_) => {
+                lock(&tier.pending).remove(&id);
+                self.stats.disk_write_skipped.fetch_add(1, Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Inserts a complete chunk into memory, subject to admission; evicts (and
+    /// demotes) victims to make room and down to the low watermark.
+    fn insert_memory(&self, id: ChunkId, chunk: &Arc<Chunk>) -> bool {
+        let size = chunk.data.len() as u64;
+        let cap = self.cfg.memory_capacity;
+        let now = self.now();
+        let mut demote = Vec::new();
+        let admitted = {
+            let mut mem = lock(&self.memory);
+            let mem = &mut *mem;
+            if !mem.policy.admit(&id, size, cap) {
+                false
+            } else {
+                let mut ok = true;
+                while mem.policy.bytes() + size > cap {
+                    match mem.policy.evict_one(now) {
+                        Some((victim, _)) => {
+                            if let Some(Slot::Ready(c)) = mem.slots.remove(&victim) {
+                                demote.push((victim, c));
+                            }
+                            self.stats.memory.evictions_capacity.fetch_add(1, Relaxed);
+                        }
+                        None => {
+                            ok = false; // everything left is protected
+                            break;
+                        }
+                    }
+                }
+                if ok {
+                    mem.policy.insert(id, size, 1, now);
+                    mem.slots.insert(id, Slot::Ready(chunk.clone()));
+                    let mut excess = self.cfg.watermarks.excess(mem.policy.bytes(), cap);
+                    while excess > 0 {
+                        let Some((victim, freed)) = mem.policy.evict_one(now) else { break };
+                        if let Some(Slot::Ready(c)) = mem.slots.remove(&victim) {
+                            demote.push((victim, c));
+                        }
+                        self.stats.memory.evictions_watermark.fetch_add(1, Relaxed);
+                        excess = excess.saturating_sub(freed);
+                    }
+                }
+                ok
+            }
+        };
+        for (victim, c) in demote {
+            if self.queue_disk_write(victim, &c) {
+                self.stats.demotions.fetch_add(1, Relaxed);
+            } else if !self.disk.as_ref().is_some_and(|d| d.store.contains(&victim)) {
+                // Gone from every tier.
+                let _ = self.removed_tx.send(victim);
+            }
+        }
+        if !admitted {
+            self.stats.not_admitted.fetch_add(1, Relaxed);
+        }
+        self.publish_sizes();
+        admitted
     }
 
     /// Called by the writer when its fill ends.
     pub(crate) fn complete(&self, fill: &Arc<Fill>, outcome: Result<Arc<Chunk>, FillError>) {
-        let mut inner = self.lock();
         let id = fill.id();
-        // Only the fill that is still registered may replace its slot: a removal
-        // (invalidation) in the meantime must win.
-        let registered = matches!(inner.slots.get(&id), Some(Slot::Filling(f)) if Arc::ptr_eq(f, fill));
-        if !registered {
-            return;
+        {
+            let mut mem = lock(&self.memory);
+            // Only the fill still registered may replace its slot: an invalidation in
+            // the meantime must win.
+            let registered = matches!(mem.slots.get(&id), Some(Slot::Filling(f)) if Arc::ptr_eq(f, fill));
+            if !registered {
+                return;
+            }
+            mem.slots.remove(&id);
         }
-        inner.slots.remove(&id);
         match outcome {
             Err(_) => {
-                self.stats.fills_failed.fetch_add(1, Ordering::Relaxed);
+                self.stats.fills_failed.fetch_add(1, Relaxed);
             }
             Ok(chunk) => {
-                self.stats.fills_completed.fetch_add(1, Ordering::Relaxed);
-                let size = chunk.data.len() as u64;
-                if size > self.capacity {
-                    return;
-                }
-                while inner.bytes + size > self.capacity {
-                    let Some((_, victim)) = inner.lru.pop_first() else { break };
-                    if let Some(Slot::Ready { chunk, .. }) = inner.slots.remove(&victim) {
-                        inner.bytes -= chunk.data.len() as u64;
-                        self.stats.evictions.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                let tick = inner.next_tick;
-                inner.next_tick += 1;
-                inner.lru.insert(tick, id);
-                inner.slots.insert(id, Slot::Ready { chunk, tick });
-                inner.bytes += size;
+                self.stats.fills_completed.fetch_add(1, Relaxed);
+                self.insert_memory(id, &chunk);
+                self.queue_disk_write(id, &chunk);
             }
         }
-        self.publish_size(&inner);
     }
+
+    /// Reads a Hot disk chunk back (fully verified) and inserts it into memory.
+    fn promote(self: Arc<Self>, id: ChunkId) {
+        let Some(tier) = &self.disk else { return };
+        if !lock(&tier.promoting).insert(id) {
+            return;
+        }
+        let store = tier.store.clone();
+        tokio::spawn(async move {
+            let read = tokio::task::spawn_blocking(move || store.read_verified(&id)).await;
+            match read {
+                Ok(Ok(data)) => {
+                    use sha2::Digest;
+                    let sha256: [u8; 32] = sha2::Sha256::digest(&data).into();
+                    let chunk = Arc::new(Chunk { data, sha256 });
+                    if self.insert_memory(id, &chunk) {
+                        self.stats.promotions.fetch_add(1, Relaxed);
+                    }
+                }
+                Ok(Err(DiskError::Corrupt(_))) => self.forget_disk(&id, true),
+                Ok(Err(e)) => tracing::debug!(chunk_id = %id, error = %e, "promotion read failed"),
+                Err(e) => tracing::warn!(error = %e, "promotion task failed"),
+            }
+            if let Some(tier) = &self.disk {
+                lock(&tier.promoting).remove(&id);
+            }
+        });
+    }
+
+    fn log_disk_error(&self, e: &std::io::Error) {
+        self.stats.disk_write_errors.fetch_add(1, Relaxed);
+        let mut last = lock(&self.last_disk_error_log);
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::error!(error = %e, errors_total = self.stats.disk_write_errors.load(Relaxed), "disk tier write failed; serving from memory and origin (logged at most every 10s)");
+        }
+    }
+}
+
+/// The write-behind worker: writes queued chunks, then evicts the disk tier back
+/// under its capacity and watermarks.
+async fn write_behind(shared: std::sync::Weak<CacheShared>, mut rx: mpsc::Receiver<(ChunkId, Arc<Chunk>)>) {
+    while let Some((id, chunk)) = rx.recv().await {
+        let Some(s) = shared.upgrade() else { break };
+        s.stats.disk_queue_depth.fetch_sub(1, Relaxed);
+        let Some(tier) = &s.disk else { break };
+        let size = chunk.data.len() as u64;
+        let admitted = lock(&tier.policy).admit(&id, size, tier.capacity);
+        if admitted {
+            let store = tier.store.clone();
+            let c = chunk.clone();
+            let written = tokio::task::spawn_blocking(move || store.write(&id, &c.data, &c.sha256)).await;
+            match written {
+                Ok(Ok(())) => {
+                    s.stats.disk_writes.fetch_add(1, Relaxed);
+                    let now = s.now();
+                    let mut victims = Vec::new();
+                    {
+                        let mut p = lock(&tier.policy);
+                        p.insert(id, size, 1, now);
+                        while p.bytes() > tier.capacity {
+                            let Some((v, _)) = p.evict_one(now) else { break };
+                            victims.push(v);
+                            s.stats.disk.evictions_capacity.fetch_add(1, Relaxed);
+                        }
+                        let mut excess = s.cfg.watermarks.excess(p.bytes(), tier.capacity);
+                        while excess > 0 {
+                            let Some((v, freed)) = p.evict_one(now) else { break };
+                            victims.push(v);
+                            s.stats.disk.evictions_watermark.fetch_add(1, Relaxed);
+                            excess = excess.saturating_sub(freed);
+                        }
+                    }
+                    if !victims.is_empty() {
+                        let store = tier.store.clone();
+                        let removed = victims.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            for v in &removed {
+                                let _ = store.remove(v);
+                            }
+                        })
+                        .await;
+                        for v in victims {
+                            if s.get_memory(&v).is_none() {
+                                let _ = s.removed_tx.send(v);
+                            }
+                        }
+                    }
+                }
+                Ok(Err(e)) => s.log_disk_error(&e),
+                Err(e) => tracing::warn!(error = %e, "disk write task failed"),
+            }
+        } else {
+            s.stats.not_admitted.fetch_add(1, Relaxed);
+        }
+        lock(&tier.pending).remove(&id);
+        s.publish_sizes();
+    }
+}
+
+impl CacheShared {
+    fn get_memory(&self, id: &ChunkId) -> Option<Arc<Chunk>> {
+        match lock(&self.memory).slots.get(id) {
+            Some(Slot::Ready(c)) => Some(c.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Background verification of chunks found on disk at start.
+async fn verify_on_start(shared: Arc<CacheShared>, mode: VerifyOnStart) {
+    let Some(tier) = &shared.disk else { return };
+    let mut ids: Vec<ChunkId> = tier.store.ids().into_iter().map(|(id, _)| id).collect();
+    ids.sort();
+    if mode == VerifyOnStart::Sample {
+        // Ids are hashes: every k-th in sorted order is an unbiased sample.
+        let step = (ids.len() / 100).max(1);
+        let want = (ids.len() / 100).max(16);
+        ids = ids.into_iter().step_by(step).take(want).collect();
+    }
+    for id in ids {
+        let store = tier.store.clone();
+        match tokio::task::spawn_blocking(move || store.read_verified(&id)).await {
+            Ok(Ok(_)) => {
+                shared.stats.verified_on_start.fetch_add(1, Relaxed);
+            }
+            Ok(Err(DiskError::Corrupt(_))) => shared.forget_disk(&id, true),
+            Ok(Err(_)) | Err(_) => {}
+        }
+    }
+    tracing::info!(verified = shared.stats.verified_on_start.load(Relaxed), corrupt = shared.stats.corrupt_chunks.load(Relaxed), "verification at start done");
 }
 
 #[cfg(test)]
@@ -219,9 +667,19 @@ mod tests {
         }
     }
 
+    fn fill(cache: &ChunkCache, n: u8, data: &[u8]) {
+        let mut w = leader(cache, n, data.len() as u64);
+        w.push(data).unwrap();
+        w.finish().unwrap();
+    }
+
+    async fn mem(capacity: u64) -> ChunkCache {
+        ChunkCache::open(CacheConfig::memory_only(capacity, 4)).await
+    }
+
     #[tokio::test]
     async fn single_flight_and_streaming_readers() {
-        let cache = ChunkCache::new(MemoryCacheConfig { capacity: 1 << 20 });
+        let cache = mem(1 << 20).await;
         let mut w = leader(&cache, 1, 6);
         let fill = match cache.lookup(id(1), 6) {
             Lookup::Joined(f) => f,
@@ -231,7 +689,7 @@ mod tests {
         w.push(b"abc").unwrap();
         // The first bytes are readable before the chunk is complete.
         assert_eq!(reader.next().await.unwrap().unwrap(), Bytes::from_static(b"bc"));
-        let late = FillReader::new(fill, 0, 6);
+        let mut late = FillReader::new(fill, 0, 6);
         w.push(b"def").unwrap();
         let chunk = w.finish().unwrap();
         assert_eq!(&chunk.data[..], b"abcdef");
@@ -239,19 +697,18 @@ mod tests {
         assert_eq!(chunk.sha256, expect);
         assert_eq!(reader.next().await.unwrap().unwrap(), Bytes::from_static(b"de"));
         assert!(reader.next().await.is_none());
-        let mut late = late;
         let mut all = Vec::new();
         while let Some(b) = late.next().await {
             all.extend_from_slice(&b.unwrap());
         }
         assert_eq!(all, b"abcdef");
         assert!(matches!(cache.lookup(id(1), 6), Lookup::Hit(_)));
-        assert_eq!(cache.stats().joins.load(Ordering::Relaxed), 1);
+        assert_eq!(cache.stats().joins.load(Relaxed), 1);
     }
 
     #[tokio::test]
     async fn abandoned_or_short_fill_leaves_nothing() {
-        let cache = ChunkCache::new(MemoryCacheConfig { capacity: 1 << 20 });
+        let cache = mem(1 << 20).await;
         let mut w = leader(&cache, 2, 10);
         let fill = w.fill().clone();
         w.push(b"12345").unwrap();
@@ -263,28 +720,20 @@ mod tests {
         assert!(w.push(b"123").is_err());
         drop(w);
         assert!(cache.get(&id(2)).is_none());
-        assert_eq!(cache.stats().bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(cache.stats().memory.bytes.load(Relaxed), 0);
     }
 
     #[tokio::test]
-    async fn byte_weighted_lru_eviction() {
-        let cache = ChunkCache::new(MemoryCacheConfig { capacity: 10 });
+    async fn memory_tier_stays_within_capacity() {
+        let cache = mem(10).await;
         for n in 0..3 {
-            let mut w = leader(&cache, n, 4);
-            w.push(b"xxxx").unwrap();
-            w.finish().unwrap();
+            fill(&cache, n, b"xxxx");
         }
-        // 12 bytes > 10: the oldest went.
-        assert!(cache.get(&id(0)).is_none());
-        // Touch 1, insert 3: 2 is now the oldest.
-        assert!(matches!(cache.lookup(id(1), 4), Lookup::Hit(_)));
-        let mut w = leader(&cache, 3, 4);
-        w.push(b"yyyy").unwrap();
-        w.finish().unwrap();
-        assert!(cache.get(&id(2)).is_none());
-        assert!(cache.get(&id(1)).is_some());
-        assert_eq!(cache.stats().bytes.load(Ordering::Relaxed), 8);
-        // Larger than the whole cache: served to readers but not kept.
+        // Never more than the capacity; the watermark (0.9/0.8) trims to 8 bytes.
+        assert!(cache.stats().memory.bytes.load(Relaxed) <= 8);
+        let evicted = cache.stats().memory.evictions_capacity.load(Relaxed) + cache.stats().memory.evictions_watermark.load(Relaxed);
+        assert!(evicted >= 1);
+        // Larger than the whole tier: served to readers but not kept.
         let mut w = leader(&cache, 9, 11);
         w.push(&[0u8; 11]).unwrap();
         assert_eq!(w.finish().unwrap().data.len(), 11);
@@ -293,11 +742,96 @@ mod tests {
 
     #[tokio::test]
     async fn removal_during_fill_wins() {
-        let cache = ChunkCache::new(MemoryCacheConfig { capacity: 100 });
+        let cache = mem(100).await;
         let mut w = leader(&cache, 4, 1);
-        assert!(cache.remove(&id(4)));
+        cache.remove(&id(4));
         w.push(b"z").unwrap();
         w.finish().unwrap();
         assert!(cache.get(&id(4)).is_none());
+    }
+
+    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn tiered(dir: &std::path::Path, memory: u64, disk: u64) -> CacheConfig {
+        let mut cfg = CacheConfig::memory_only(memory, 1 << 20);
+        cfg.disk = Some(DiskTierConfig {
+            path: dir.to_owned(),
+            capacity: disk,
+            verify_on_start: VerifyOnStart::No,
+            write_queue: 16,
+        });
+        cfg.hot_threshold = 3.0;
+        cfg
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn write_behind_disk_hits_promotion_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        {
+            // Memory holds one chunk; the disk holds all.
+            let cache = ChunkCache::open(tiered(dir.path(), 4 << 20, 64 << 20)).await;
+            for n in 0..4 {
+                fill(&cache, n, &data);
+            }
+            wait_for("write-behind", || cache.stats().disk_writes.load(Relaxed) == 4).await;
+            assert!(cache.stats().memory.bytes.load(Relaxed) <= 4 << 20);
+            let on_disk = (0..4).filter(|n| cache.is_cached(&id(*n)) == Some("disk")).count();
+            assert!(on_disk >= 3, "evicted chunks are served from disk");
+            // Disk hits by range, byte-exact; the third access makes it Hot: promoted.
+            let victim = (0..4).find(|n| cache.is_cached(&id(*n)) == Some("disk")).unwrap();
+            for _ in 0..3 {
+                let Lookup::Disk(d) = cache.lookup(id(victim), data.len() as u64) else { panic!("disk hit expected") };
+                assert_eq!(&d.read_range(1_048_570, 1_048_590).await.unwrap()[..], &data[1_048_570..1_048_590]);
+            }
+            wait_for("promotion", || cache.stats().promotions.load(Relaxed) == 1).await;
+            assert_eq!(cache.is_cached(&id(victim)), Some("memory"));
+        }
+        // A new process: the disk index is rebuilt from headers.
+        let cache = ChunkCache::open(tiered(dir.path(), 4 << 20, 64 << 20)).await;
+        assert_eq!(cache.stats().disk.entries.load(Relaxed), 4);
+        let Lookup::Disk(d) = cache.lookup(id(2), data.len() as u64) else { panic!("disk hit after restart") };
+        assert_eq!(&d.read_range(0, data.len() as u64).await.unwrap()[..], &data[..]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn corrupt_disk_chunk_is_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 2_000_000];
+        {
+            let cache = ChunkCache::open(tiered(dir.path(), 1 << 30, 64 << 20)).await;
+            fill(&cache, 1, &data);
+            wait_for("write-behind", || cache.stats().disk_writes.load(Relaxed) == 1).await;
+        }
+        let path = {
+            let hex = id(1).to_hex();
+            dir.path().join("chunks").join(&hex[..2]).join(format!("{hex}.chunk"))
+        };
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 1] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let cache = ChunkCache::open(tiered(dir.path(), 1 << 30, 64 << 20)).await;
+        let Lookup::Disk(d) = cache.lookup(id(1), data.len() as u64) else { panic!("disk hit expected") };
+        assert!(matches!(d.read_range(1_500_000, 1_999_999).await, Err(DiskError::Corrupt(_))));
+        assert_eq!(cache.stats().corrupt_chunks.load(Relaxed), 1);
+        assert!(matches!(cache.lookup(id(1), data.len() as u64), Lookup::Leader(_)), "refetch");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unusable_disk_path_keeps_memory_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let cache = ChunkCache::open(tiered(&file.join("cache"), 1 << 20, 1 << 20)).await;
+        assert_eq!(cache.stats().disk_open_errors.load(Relaxed), 1);
+        fill(&cache, 1, b"still works");
+        assert!(cache.get(&id(1)).is_some());
     }
 }

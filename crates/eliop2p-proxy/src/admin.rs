@@ -1,4 +1,4 @@
-//! The admin listener: `/metrics` (Prometheus text) and `/healthz`.
+//! The admin listener: `/metrics` (Prometheus text), `/stats` (JSON) and `/healthz`.
 
 use std::sync::Arc;
 
@@ -14,13 +14,10 @@ use crate::server::ProxyState;
 
 fn answer(state: &ProxyState, req: &Request<Incoming>) -> Response<ProxyBody> {
     let (status, ctype, body) = match req.uri().path() {
-        "/metrics" => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            state.metrics.render(state.cache.stats(), state.cache.capacity()),
-        ),
+        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render(&state.cache)),
+        "/stats" => (StatusCode::OK, "application/json", state.metrics.stats_json(&state.cache).to_string()),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics or /healthz\n".to_owned()),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /stats or /healthz\n".to_owned()),
     };
     let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = status;

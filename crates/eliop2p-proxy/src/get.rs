@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use eliop2p_cache::{Chunk, Fill, FillError, FillReader, FillWriter, Lookup};
+use eliop2p_cache::{Chunk, DiskChunk, Fill, FillError, FillReader, FillWriter, Lookup};
 use eliop2p_core::range::{RangeError, RangeRequest};
 use eliop2p_core::{ByteRange, ChunkId, ChunkLayout, ChunkSlice, ObjectKey};
 use eliop2p_origin::{ObjectMeta, OriginRequest};
@@ -56,7 +56,18 @@ pub(crate) async fn serve(state: &Arc<ProxyState>, req: &Request<Incoming>, key:
         };
         let layout = ChunkLayout::new(state.cfg.chunk_size, meta.size);
         let slices: VecDeque<ChunkSlice> = layout.slices(range).collect();
-        let all_cached = slices.iter().all(|s| state.cache.get(&chunk_id(state, &key, &meta, s.index)).is_some());
+        // HIT when every chunk is cached; the source names the slowest tier involved.
+        let mut source = Some("memory");
+        for sl in &slices {
+            match state.cache.is_cached(&chunk_id(state, &key, &meta, sl.index)) {
+                Some("memory") => {}
+                Some(tier) => source = source.map(|_| tier),
+                None => {
+                    source = None;
+                    break;
+                }
+            }
+        }
         let mut resp = Response::builder().status(status);
         let headers = resp.headers_mut().expect("builder without errors so far");
         object_headers(headers, &meta);
@@ -66,8 +77,8 @@ pub(crate) async fn serve(state: &Arc<ProxyState>, req: &Request<Incoming>, key:
         {
             headers.insert(header::CONTENT_RANGE, v);
         }
-        headers.insert("x-cache", HeaderValue::from_static(if all_cached { "HIT" } else { "MISS" }));
-        headers.insert("x-cache-source", HeaderValue::from_static(if all_cached { "memory" } else { "origin" }));
+        headers.insert("x-cache", HeaderValue::from_static(if source.is_some() { "HIT" } else { "MISS" }));
+        headers.insert("x-cache-source", HeaderValue::from_static(source.unwrap_or("origin")));
         if req.method() == Method::HEAD || range.is_empty() {
             return Outcome::Response(resp.body(ProxyBody::Empty).expect("valid response parts"));
         }
@@ -78,6 +89,7 @@ pub(crate) async fn serve(state: &Arc<ProxyState>, req: &Request<Incoming>, key:
             unprepared: slices,
             prepared: VecDeque::new(),
             current: None,
+            current_index: 0,
         };
         // Wait for the first bytes before committing to a status: an early failure
         // still gets a clean error response instead of a cut body.
@@ -245,13 +257,19 @@ fn preconditions(meta: &ObjectMeta, headers: &HeaderMap) -> Option<Response<Prox
 /// Where the bytes of one chunk slice will come from.
 enum Prepared {
     Ready(Arc<Chunk>),
+    Disk(DiskChunk),
     Fill(Arc<Fill>),
 }
 
 enum Current {
     Bytes(Option<Bytes>),
+    /// Reading `[pos, end)` of a disk chunk in blocks.
+    Disk { chunk: DiskChunk, pos: u64, end: u64 },
     Fill(FillReader),
 }
+
+/// Disk reads are issued in blocks of this size (a multiple of the 1 MiB piece).
+const DISK_READ_BLOCK: u64 = 4 << 20;
 
 /// Streams the chunk slices of one response, with read-ahead fills for the next
 /// chunks of the same range.
@@ -262,31 +280,46 @@ struct ChunkStream {
     unprepared: VecDeque<ChunkSlice>,
     prepared: VecDeque<(ChunkSlice, Prepared)>,
     current: Option<(Current, Source)>,
+    current_index: u64,
 }
 
 impl ChunkStream {
+    /// Looks a chunk up, starting its fill from the origin if nobody has it.
+    fn prepare(&self, index: u64) -> Prepared {
+        let layout = ChunkLayout::new(self.state.cfg.chunk_size, self.meta.size);
+        let chunk_range = layout.chunk_range(index);
+        let id = chunk_id(&self.state, &self.key, &self.meta, index);
+        match self.state.cache.lookup(id, chunk_range.len()) {
+            Lookup::Hit(chunk) => Prepared::Ready(chunk),
+            Lookup::Disk(chunk) => Prepared::Disk(chunk),
+            Lookup::Joined(fill) => Prepared::Fill(fill),
+            Lookup::Leader(writer) => {
+                let fill = writer.fill().clone();
+                let state = self.state.clone();
+                let key = self.key.clone();
+                let meta = self.meta.clone();
+                // The fill runs on its own task: a client that goes away neither
+                // cancels it for others nor leaves a partial chunk.
+                self.state.fills.spawn(run_fill(state, writer, key, meta, chunk_range));
+                Prepared::Fill(fill)
+            }
+        }
+    }
+
     fn prepare_ahead(&mut self) {
         let window = 1 + self.state.cfg.readahead_chunks;
         while self.prepared.len() < window {
             let Some(slice) = self.unprepared.pop_front() else { break };
-            let layout = ChunkLayout::new(self.state.cfg.chunk_size, self.meta.size);
-            let chunk_range = layout.chunk_range(slice.index);
-            let id = chunk_id(&self.state, &self.key, &self.meta, slice.index);
-            let prepared = match self.state.cache.lookup(id, chunk_range.len()) {
-                Lookup::Hit(chunk) => Prepared::Ready(chunk),
-                Lookup::Joined(fill) => Prepared::Fill(fill),
-                Lookup::Leader(writer) => {
-                    let fill = writer.fill().clone();
-                    let state = self.state.clone();
-                    let key = self.key.clone();
-                    let meta = self.meta.clone();
-                    // The fill runs on its own task: a client that goes away neither
-                    // cancels it for others nor leaves a partial chunk.
-                    self.state.fills.spawn(run_fill(state, writer, key, meta, chunk_range));
-                    Prepared::Fill(fill)
-                }
-            };
+            let prepared = self.prepare(slice.index);
             self.prepared.push_back((slice, prepared));
+        }
+    }
+
+    fn start(prepared: Prepared, start: u64, end: u64) -> (Current, Source) {
+        match prepared {
+            Prepared::Ready(chunk) => (Current::Bytes(Some(chunk.data.slice(start as usize..end as usize))), Source::Memory),
+            Prepared::Disk(chunk) => (Current::Disk { chunk, pos: start, end }, Source::Disk),
+            Prepared::Fill(fill) => (Current::Fill(FillReader::new(fill, start, end)), Source::Origin),
         }
     }
 
@@ -296,6 +329,25 @@ impl ChunkStream {
                 let item = match cur {
                     Current::Bytes(b) => b.take().map(Ok),
                     Current::Fill(reader) => reader.next().await,
+                    Current::Disk { chunk, pos, end } if *pos < *end => {
+                        let block_end = ((*pos / DISK_READ_BLOCK + 1) * DISK_READ_BLOCK).min(*end);
+                        match chunk.read_range(*pos, block_end).await {
+                            Ok(b) => {
+                                *pos = block_end;
+                                Some(Ok(b))
+                            }
+                            Err(e) => {
+                                // The chunk was corrupt (now deleted) or vanished:
+                                // refetch the rest of this slice, seamlessly.
+                                tracing::warn!(object = %self.key, chunk_id = %chunk.id, error = %e, "disk read failed, refetching");
+                                let (index, from, to) = (self.current_index, *pos, *end);
+                                let prepared = self.prepare(index);
+                                self.current = Some(Self::start(prepared, from, to));
+                                continue;
+                            }
+                        }
+                    }
+                    Current::Disk { .. } => None,
                 };
                 match item {
                     Some(Ok(b)) => {
@@ -308,11 +360,8 @@ impl ChunkStream {
             }
             self.prepare_ahead();
             let (slice, prepared) = self.prepared.pop_front()?;
-            let (start, end) = (slice.offset as usize, (slice.offset + slice.len) as usize);
-            self.current = Some(match prepared {
-                Prepared::Ready(chunk) => (Current::Bytes(Some(chunk.data.slice(start..end))), Source::Memory),
-                Prepared::Fill(fill) => (Current::Fill(FillReader::new(fill, start as u64, end as u64)), Source::Origin),
-            });
+            self.current_index = slice.index;
+            self.current = Some(Self::start(prepared, slice.offset, slice.offset + slice.len));
         }
     }
 }

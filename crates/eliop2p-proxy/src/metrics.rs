@@ -5,12 +5,13 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use eliop2p_cache::CacheStats;
+use eliop2p_cache::ChunkCache;
 
 /// Where the bytes of a response came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
     Memory,
+    Disk,
     Origin,
 }
 
@@ -18,6 +19,7 @@ impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Memory => "memory",
+            Source::Disk => "disk",
             Source::Origin => "origin",
         }
     }
@@ -30,6 +32,7 @@ type Family<'a> = (&'a str, &'a str, &'a [(&'a str, u64)]);
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     pub bytes_memory: AtomicU64,
+    pub bytes_disk: AtomicU64,
     pub bytes_origin: AtomicU64,
     /// Requests sent to the origin, by kind.
     pub origin_head: AtomicU64,
@@ -53,12 +56,17 @@ impl Metrics {
     pub fn add_bytes(&self, source: Source, n: u64) {
         match source {
             Source::Memory => self.bytes_memory.fetch_add(n, Relaxed),
+            Source::Disk => self.bytes_disk.fetch_add(n, Relaxed),
             Source::Origin => self.bytes_origin.fetch_add(n, Relaxed),
         };
     }
 
-    pub fn render(&self, cache: &CacheStats, cache_capacity: u64) -> String {
-        let mut out = String::with_capacity(4096);
+    /// Prometheus text of the proxy's and the cache's metrics.
+    pub fn render(&self, cache: &ChunkCache) -> String {
+        let c = cache.stats();
+        let (m, d) = (&c.memory, &c.disk);
+        let heat = cache.heat_counts();
+        let mut out = String::with_capacity(8192);
         out.push_str("# HELP eliop2p_proxy_requests_total HTTP requests answered by the proxy, by method and status.\n# TYPE eliop2p_proxy_requests_total counter\n");
         {
             let map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
@@ -66,63 +74,130 @@ impl Metrics {
                 let _ = writeln!(out, "eliop2p_proxy_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}");
             }
         }
-        let counters: [Family<'_>; 9] = [
+        let v = |a: &AtomicU64| a.load(Relaxed);
+        let counters: [Family<'_>; 17] = [
             (
                 "eliop2p_proxy_bytes_served_total",
                 "Body bytes of GET responses, by the tier they came from.",
-                &[("source=\"memory\"", self.bytes_memory.load(Relaxed)), ("source=\"origin\"", self.bytes_origin.load(Relaxed))],
+                &[("source=\"memory\"", v(&self.bytes_memory)), ("source=\"disk\"", v(&self.bytes_disk)), ("source=\"origin\"", v(&self.bytes_origin))],
             ),
             (
                 "eliop2p_origin_requests_total",
                 "Requests the node sent to the origin, by kind.",
-                &[
-                    ("kind=\"head\"", self.origin_head.load(Relaxed)),
-                    ("kind=\"get\"", self.origin_get.load(Relaxed)),
-                    ("kind=\"forward\"", self.origin_forward.load(Relaxed)),
-                ],
+                &[("kind=\"head\"", v(&self.origin_head)), ("kind=\"get\"", v(&self.origin_get)), ("kind=\"forward\"", v(&self.origin_forward))],
             ),
-            ("eliop2p_origin_errors_total", "Origin requests that failed without an HTTP answer.", &[("", self.origin_errors.load(Relaxed))]),
-            ("eliop2p_origin_bytes_total", "Chunk bytes received from the origin.", &[("", self.origin_fill_bytes.load(Relaxed))]),
+            ("eliop2p_origin_errors_total", "Origin requests that failed without an HTTP answer.", &[("", v(&self.origin_errors))]),
+            ("eliop2p_origin_bytes_total", "Chunk bytes received from the origin.", &[("", v(&self.origin_fill_bytes))]),
             (
                 "eliop2p_metadata_lookups_total",
                 "Object metadata lookups, by result.",
-                &[("result=\"hit\"", self.metadata_hits.load(Relaxed)), ("result=\"miss\"", self.metadata_misses.load(Relaxed))],
+                &[("result=\"hit\"", v(&self.metadata_hits)), ("result=\"miss\"", v(&self.metadata_misses))],
             ),
             (
                 "eliop2p_cache_lookups_total",
-                "Chunk lookups in the memory tier, by result (join = single-flight join of a fill in progress).",
+                "Chunk lookups, by result (join = single-flight join of a fill in progress).",
                 &[
-                    ("tier=\"memory\",result=\"hit\"", cache.hits.load(Relaxed)),
-                    ("tier=\"memory\",result=\"miss\"", cache.misses.load(Relaxed)),
-                    ("tier=\"memory\",result=\"join\"", cache.joins.load(Relaxed)),
+                    ("result=\"hit\",tier=\"memory\"", v(&m.hits)),
+                    ("result=\"hit\",tier=\"disk\"", v(&d.hits)),
+                    ("result=\"miss\",tier=\"none\"", v(&c.misses)),
+                    ("result=\"join\",tier=\"none\"", v(&c.joins)),
                 ],
             ),
             (
                 "eliop2p_cache_fills_total",
                 "Chunk fills, by outcome.",
-                &[("outcome=\"ok\"", cache.fills_completed.load(Relaxed)), ("outcome=\"failed\"", cache.fills_failed.load(Relaxed))],
+                &[("outcome=\"ok\"", v(&c.fills_completed)), ("outcome=\"failed\"", v(&c.fills_failed))],
             ),
-            ("eliop2p_cache_evictions_total", "Chunks evicted from the memory tier.", &[("tier=\"memory\"", cache.evictions.load(Relaxed))]),
-            ("eliop2p_proxy_aborted_responses_total", "Responses cut short because a fill failed after the headers were sent.", &[("", self.aborted_responses.load(Relaxed))]),
+            (
+                "eliop2p_cache_evictions_total",
+                "Chunks evicted, by tier and reason.",
+                &[
+                    ("tier=\"memory\",reason=\"capacity\"", v(&m.evictions_capacity)),
+                    ("tier=\"memory\",reason=\"watermark\"", v(&m.evictions_watermark)),
+                    ("tier=\"memory\",reason=\"invalidated\"", v(&m.removals_invalidated)),
+                    ("tier=\"disk\",reason=\"capacity\"", v(&d.evictions_capacity)),
+                    ("tier=\"disk\",reason=\"watermark\"", v(&d.evictions_watermark)),
+                    ("tier=\"disk\",reason=\"invalidated\"", v(&d.removals_invalidated)),
+                ],
+            ),
+            ("eliop2p_cache_not_admitted_total", "Chunks the policy declined to keep (TinyLFU admission).", &[("", v(&c.not_admitted))]),
+            ("eliop2p_cache_demotions_total", "Chunks written to disk when evicted from memory.", &[("", v(&c.demotions))]),
+            ("eliop2p_cache_promotions_total", "Hot disk chunks read back into memory.", &[("", v(&c.promotions))]),
+            ("eliop2p_cache_disk_writes_total", "Chunks written to the disk tier.", &[("", v(&c.disk_writes))]),
+            ("eliop2p_cache_disk_write_errors_total", "Failed disk tier writes (disk full, unwritable path).", &[("", v(&c.disk_write_errors))]),
+            ("eliop2p_cache_disk_writes_skipped_total", "Write-behinds skipped because the write queue was full.", &[("", v(&c.disk_write_skipped))]),
+            ("eliop2p_cache_corrupt_chunks_total", "Chunks found corrupt on disk (deleted and refetched).", &[("", v(&c.corrupt_chunks))]),
+            ("eliop2p_cache_disk_open_errors_total", "Disk tier paths that could not be opened (tier disabled).", &[("", v(&c.disk_open_errors))]),
+            ("eliop2p_proxy_aborted_responses_total", "Responses cut short because a fill failed after the headers were sent.", &[("", v(&self.aborted_responses))]),
         ];
         for (name, help, series) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (labels, v) in series {
+            for (labels, value) in series {
                 if labels.is_empty() {
-                    let _ = writeln!(out, "{name} {v}");
+                    let _ = writeln!(out, "{name} {value}");
                 } else {
-                    let _ = writeln!(out, "{name}{{{labels}}} {v}");
+                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
                 }
             }
         }
-        let gauges: [(&str, &str, u64); 3] = [
-            ("eliop2p_cache_bytes", "Bytes of chunk data held in the memory tier.", cache.bytes.load(Relaxed)),
-            ("eliop2p_cache_entries", "Chunks held in the memory tier.", cache.entries.load(Relaxed)),
-            ("eliop2p_cache_capacity_bytes", "Configured capacity of the memory tier.", cache_capacity),
+        let gauges: [Family<'_>; 5] = [
+            ("eliop2p_cache_bytes", "Bytes of chunk data held, by tier.", &[("tier=\"memory\"", v(&m.bytes)), ("tier=\"disk\"", v(&d.bytes))]),
+            ("eliop2p_cache_entries", "Chunks held, by tier.", &[("tier=\"memory\"", v(&m.entries)), ("tier=\"disk\"", v(&d.entries))]),
+            (
+                "eliop2p_cache_capacity_bytes",
+                "Configured capacity, by tier.",
+                &[("tier=\"memory\"", cache.memory_capacity()), ("tier=\"disk\"", cache.disk_capacity())],
+            ),
+            (
+                "eliop2p_cache_chunks_by_heat",
+                "Chunks held, by tier and heat level.",
+                &[
+                    ("tier=\"memory\",heat=\"cold\"", heat[0][0]),
+                    ("tier=\"memory\",heat=\"warm\"", heat[0][1]),
+                    ("tier=\"memory\",heat=\"hot\"", heat[0][2]),
+                    ("tier=\"disk\",heat=\"cold\"", heat[1][0]),
+                    ("tier=\"disk\",heat=\"warm\"", heat[1][1]),
+                    ("tier=\"disk\",heat=\"hot\"", heat[1][2]),
+                ],
+            ),
+            ("eliop2p_cache_disk_write_queue_depth", "Chunks waiting to be written to disk.", &[("", v(&c.disk_queue_depth))]),
         ];
-        for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{tier=\"memory\"}} {v}");
+        for (name, help, series) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (labels, value) in series {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{name} {value}");
+                } else {
+                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
+                }
+            }
         }
         out
+    }
+
+    /// The same numbers as JSON, for `/stats`.
+    pub fn stats_json(&self, cache: &ChunkCache) -> serde_json::Value {
+        let c = cache.stats();
+        let v = |a: &AtomicU64| a.load(Relaxed);
+        let heat = cache.heat_counts();
+        let tier = |t: &eliop2p_cache::TierStats, capacity: u64, h: [u64; 3]| {
+            serde_json::json!({
+                "bytes": v(&t.bytes), "entries": v(&t.entries), "capacity_bytes": capacity, "hits": v(&t.hits),
+                "evictions": {"capacity": v(&t.evictions_capacity), "watermark": v(&t.evictions_watermark), "invalidated": v(&t.removals_invalidated)},
+                "heat": {"cold": h[0], "warm": h[1], "hot": h[2]},
+            })
+        };
+        serde_json::json!({
+            "memory": tier(&c.memory, cache.memory_capacity(), heat[0]),
+            "disk": tier(&c.disk, cache.disk_capacity(), heat[1]),
+            "misses": v(&c.misses), "joins": v(&c.joins),
+            "fills": {"ok": v(&c.fills_completed), "failed": v(&c.fills_failed)},
+            "not_admitted": v(&c.not_admitted), "demotions": v(&c.demotions), "promotions": v(&c.promotions),
+            "disk_writes": v(&c.disk_writes), "disk_write_errors": v(&c.disk_write_errors), "disk_writes_skipped": v(&c.disk_write_skipped),
+            "disk_write_queue_depth": v(&c.disk_queue_depth), "corrupt_chunks": v(&c.corrupt_chunks),
+            "verified_on_start": v(&c.verified_on_start),
+            "bytes_served": {"memory": v(&self.bytes_memory), "disk": v(&self.bytes_disk), "origin": v(&self.bytes_origin)},
+            "origin_requests": {"head": v(&self.origin_head), "get": v(&self.origin_get), "forward": v(&self.origin_forward)},
+        })
     }
 }

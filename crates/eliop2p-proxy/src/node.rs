@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eliop2p_cache::{ChunkCache, MemoryCacheConfig};
+use eliop2p_cache::{CacheConfig, ChunkCache};
 use eliop2p_origin::{OriginClient, OriginConfig, OriginError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -48,7 +48,7 @@ pub struct NodeConfig {
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
     pub origin: OriginConfig,
-    pub memory: MemoryCacheConfig,
+    pub cache: CacheConfig,
     /// How long shutdown waits for in-flight responses.
     pub shutdown_grace: Duration,
 }
@@ -57,6 +57,7 @@ pub struct NodeHandle {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    pub cache: ChunkCache,
     cancel: CancellationToken,
     tracker: TaskTracker,
     state: Arc<ProxyState>,
@@ -66,7 +67,7 @@ pub struct NodeHandle {
 impl NodeHandle {
     /// Prometheus text of the node's metrics.
     pub fn render_metrics(&self) -> String {
-        self.metrics.render(self.state.cache.stats(), self.state.cache.capacity())
+        self.metrics.render(&self.state.cache)
     }
 
     /// Stops accepting, lets in-flight responses finish within the grace period, and
@@ -84,9 +85,10 @@ impl NodeHandle {
 }
 
 /// Starts a node on the given listeners (bound by the caller, so tests use port 0).
-pub fn spawn_node(cfg: NodeConfig, proxy_listener: TcpListener, admin_listener: TcpListener) -> Result<NodeHandle, OriginError> {
+/// Opening the disk tier (index rebuild from chunk headers) happens here.
+pub async fn spawn_node(cfg: NodeConfig, proxy_listener: TcpListener, admin_listener: TcpListener) -> Result<NodeHandle, OriginError> {
     let origin = OriginClient::new(cfg.origin.clone())?;
-    let cache = ChunkCache::new(cfg.memory.clone());
+    let cache = ChunkCache::open(cfg.cache.clone()).await;
     let metrics = Arc::new(Metrics::default());
     let state = Arc::new(ProxyState::new(cfg.proxy.clone(), origin, cache, metrics.clone()));
     let proxy_addr = proxy_listener.local_addr().map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
@@ -100,6 +102,7 @@ pub fn spawn_node(cfg: NodeConfig, proxy_listener: TcpListener, admin_listener: 
         proxy_addr,
         admin_addr,
         metrics,
+        cache: state.cache.clone(),
         cancel,
         tracker,
         state,

@@ -78,7 +78,9 @@ impl ProxyState {
         let key = ObjectKey::new(bucket.clone(), key.clone());
         if let Some(meta) = self.meta.invalidate(&key) {
             for id in get::all_chunk_ids(self, &key, &meta) {
-                self.cache.remove(&id);
+                if self.cache.is_cached(&id).is_some() {
+                    self.cache.remove(&id);
+                }
             }
         }
     }

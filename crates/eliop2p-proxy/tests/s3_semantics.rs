@@ -204,7 +204,7 @@ async fn virtual_host_requests_and_admin_endpoints() -> anyhow::Result<()> {
         "eliop2p_origin_requests_total{kind=\"get\"} 1",
         "eliop2p_origin_requests_total{kind=\"head\"} 0",
         "eliop2p_cache_entries{tier=\"memory\"} 1",
-        "eliop2p_cache_lookups_total{tier=\"memory\",result=\"join\"} 1",
+        "eliop2p_cache_lookups_total{result=\"join\",tier=\"none\"} 1",
     ] {
         assert!(text.contains(family), "missing {family} in\n{text}");
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use eliop2p_cache::MemoryCacheConfig;
+use eliop2p_cache::CacheConfig;
 use eliop2p_origin::{OriginClient, OriginConfig, OriginRequest, encode_key, full_body};
 use eliop2p_proxy::{AdminConfig, NodeConfig, NodeHandle, ProxyConfig, spawn_node};
 use http::{HeaderMap, Method, StatusCode};
@@ -199,7 +199,7 @@ pub fn node_config(origin: OriginConfig) -> NodeConfig {
         proxy: ProxyConfig::default(),
         admin: AdminConfig::default(),
         origin,
-        memory: MemoryCacheConfig { capacity: 1 << 30 },
+        cache: CacheConfig::memory_only(1 << 30, 16 << 20),
         shutdown_grace: Duration::from_secs(5),
     }
 }
@@ -210,7 +210,7 @@ pub async fn start_node(origin: &TestOrigin, tweak: impl FnOnce(&mut NodeConfig)
     tweak(&mut cfg);
     let proxy = TcpListener::bind("127.0.0.1:0").await?;
     let admin = TcpListener::bind("127.0.0.1:0").await?;
-    Ok(spawn_node(cfg, proxy, admin)?)
+    Ok(spawn_node(cfg, proxy, admin).await?)
 }
 
 /// A plain HTTP/1 client for tests.

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use eliop2p_cache::MemoryCacheConfig;
+use eliop2p_cache::policy::{EvictionWeights, Watermarks};
+use eliop2p_cache::{CacheConfig, DiskTierConfig};
 use eliop2p_core::units::{parse_duration_ms, parse_size};
 use eliop2p_origin::{Addressing, OriginConfig};
 use eliop2p_proxy::{AdminConfig, NodeConfig, ProxyConfig};
@@ -20,6 +21,7 @@ pub enum Kind {
     Secret,
     Addr,
     Int,
+    Float,
     Size,
     Duration,
     List,
@@ -70,6 +72,17 @@ pub const KEYS: &[KeyDef] = &[
     key!("cache", "chunk_size", Kind::Size, "16MiB", "chunk size (unit of caching and integrity)"),
     key!("cache", "metadata_ttl", Kind::Duration, "30s", "how long object metadata (ETag, size) is trusted before a HEAD"),
     key!("cache", "metadata_max_entries", Kind::Int, "100000", "objects whose metadata is kept"),
+    key!("cache", "disk_path", Kind::Str, "/var/cache/eliop2p", "directory of the disk tier (only eliop2p's files go there)"),
+    key!("cache", "disk_size", Kind::Size, "0", "capacity of the disk tier; 0 disables it"),
+    key!("cache", "eviction_weights", Kind::Str, "recency=1,frequency=1,replicas=0.5,size=1", "weights of the eviction priority factors"),
+    key!("cache", "eviction_high", Kind::Float, "0.9", "usage fraction of a tier above which eviction starts"),
+    key!("cache", "eviction_low", Kind::Float, "0.8", "usage fraction of a tier eviction brings it down to"),
+    key!("cache", "protect_recent", Kind::Duration, "10s", "chunks accessed more recently than this are never evicted"),
+    key!("cache", "heat_window", Kind::Duration, "60s", "sliding window of the heat (accesses per window, decayed)"),
+    key!("cache", "hot_threshold", Kind::Float, "8", "accesses per window from which a chunk is Hot (promoted from disk to memory)"),
+    key!("cache", "warm_threshold", Kind::Float, "2", "accesses per window from which a chunk is Warm"),
+    key!("cache", "verify_on_start", Kind::Choice(&["false", "sample", "full"]), "sample", "verification of disk chunks at start, in the background"),
+    key!("cache", "write_queue", Kind::Int, "64", "chunks waiting for the disk tier before write-behind is skipped"),
     key!("node", "shutdown_grace", Kind::Duration, "30s", "how long shutdown waits for in-flight responses"),
 ];
 
@@ -118,6 +131,12 @@ fn validate(def: &KeyDef, raw: &toml::Value, source: &str) -> anyhow::Result<Val
             toml::Value::Integer(i) if *i >= 0 => Ok(Value::Int(*i as u64)),
             toml::Value::String(s) => s.trim().parse().map(Value::Int).map_err(|_| bad(format!("expected a non-negative integer, got {s:?}"))),
             other => Err(bad(format!("expected a non-negative integer, got {other}"))),
+        },
+        Kind::Float => match raw {
+            toml::Value::Float(f) if *f >= 0.0 => Ok(Value::Str(f.to_string())),
+            toml::Value::Integer(i) if *i >= 0 => Ok(Value::Str(i.to_string())),
+            toml::Value::String(s) if s.trim().parse::<f64>().is_ok_and(|f| f >= 0.0 && f.is_finite()) => Ok(Value::Str(s.trim().to_owned())),
+            other => Err(bad(format!("expected a non-negative number, got {other}"))),
         },
         Kind::Size => {
             let s = as_text(raw).ok_or_else(|| bad("expected a size like \"4GiB\" or a byte count".into()))?;
@@ -215,6 +234,10 @@ impl Effective {
         Duration::from_millis(parse_duration_ms(&self.str(name)).expect("validated at load"))
     }
 
+    fn float(&self, name: &str) -> f64 {
+        self.str(name).parse().expect("validated at load")
+    }
+
     fn list(&self, name: &str) -> Vec<String> {
         match self.raw(name) {
             Value::List(l) => l.clone(),
@@ -238,6 +261,7 @@ impl Effective {
             let (value, source) = &self.values[&def.name()];
             let text = match (value, def.kind) {
                 (Value::Str(s), Kind::Secret) if !s.is_empty() => "\"<redacted>\"".to_owned(),
+                (Value::Str(s), Kind::Float) => s.clone(),
                 (Value::Str(s), _) => toml::Value::String(s.clone()).to_string(),
                 (Value::Int(i), _) => i.to_string(),
                 (Value::List(l), _) => toml::Value::Array(l.iter().cloned().map(toml::Value::String).collect()).to_string(),
@@ -245,6 +269,44 @@ impl Effective {
             let _ = writeln!(out, "{} = {text}  # {source}", def.key);
         }
         out
+    }
+
+    fn cache_config(&self, chunk_size: u64) -> anyhow::Result<CacheConfig> {
+        let weights: EvictionWeights = self
+            .str("cache.eviction_weights")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("config key cache.eviction_weights: {e}"))?;
+        let (high, low) = (self.float("cache.eviction_high"), self.float("cache.eviction_low"));
+        if !(0.0 < low && low <= high && high <= 1.0) {
+            bail!("config keys cache.eviction_low and cache.eviction_high: need 0 < low <= high <= 1, got low {low}, high {high}");
+        }
+        let (hot, warm) = (self.float("cache.hot_threshold"), self.float("cache.warm_threshold"));
+        if warm > hot {
+            bail!("config keys cache.warm_threshold and cache.hot_threshold: warm ({warm}) must not exceed hot ({hot})");
+        }
+        let disk_size = self.size("cache.disk_size");
+        let disk = (disk_size > 0).then(|| DiskTierConfig {
+            path: self.str("cache.disk_path").into(),
+            capacity: disk_size,
+            verify_on_start: self.str("cache.verify_on_start").parse().expect("validated choice"),
+            write_queue: self.int("cache.write_queue").clamp(1, 4096) as usize,
+        });
+        if let Some(d) = &disk
+            && d.path.as_os_str().is_empty()
+        {
+            bail!("config key cache.disk_path: required when cache.disk_size > 0");
+        }
+        Ok(CacheConfig {
+            memory_capacity: self.size("cache.memory_size"),
+            chunk_size,
+            disk,
+            weights,
+            heat_window: self.duration("cache.heat_window"),
+            hot_threshold: hot,
+            warm_threshold: warm,
+            protect_recent: self.duration("cache.protect_recent"),
+            watermarks: Watermarks { high, low },
+        })
     }
 
     /// The node's configuration, with cross-key checks.
@@ -278,9 +340,7 @@ impl Effective {
                 fill_idle_timeout: origin.request_timeout,
             },
             admin: AdminConfig::default(),
-            memory: MemoryCacheConfig {
-                capacity: self.size("cache.memory_size"),
-            },
+            cache: self.cache_config(chunk_size)?,
             origin,
             shutdown_grace: self.duration("node.shutdown_grace"),
         })

@@ -24,7 +24,7 @@ pub async fn run(
     let cfg = eff.node_config()?;
     let proxy = crate::bind(eff.addr("proxy.listen"), "proxy").await?;
     let admin = crate::bind(eff.addr("admin.listen"), "admin").await?;
-    let node = eliop2p_proxy::spawn_node(cfg, proxy, admin)?;
+    let node = eliop2p_proxy::spawn_node(cfg, proxy, admin).await?;
     let p = node.proxy_addr;
 
     println!("eliop2p demo");

@@ -93,7 +93,7 @@ async fn run_node(eff: Effective) -> anyhow::Result<()> {
     let cfg = eff.node_config()?;
     let proxy = bind(eff.addr("proxy.listen"), "proxy").await?;
     let admin = bind(eff.addr("admin.listen"), "admin").await?;
-    let node = eliop2p_proxy::spawn_node(cfg, proxy, admin)?;
+    let node = eliop2p_proxy::spawn_node(cfg, proxy, admin).await?;
     println!("eliop2p node: proxy on http://{}, admin on http://{}", node.proxy_addr, node.admin_addr);
     shutdown_signal().await;
     tracing::info!("shutting down");
