@@ -257,7 +257,7 @@ async fn start_nginx(files: &[(&str, &Bytes)]) -> anyhow::Result<Option<Nginx>> 
 
 fn row(name: &str, s: Sample, base: Sample) {
     println!(
-        "| {:<22} | {:>9.0} | {:>9.2} | {:>10.2}x | {:>+12.2} |",
+        "| {:<28} | {:>9.0} | {:>9.2} | {:>10.2}x | {:>+12.2} |",
         name,
         s.mbps(),
         s.ttfb * 1e3,
@@ -293,8 +293,8 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("## large object: {} MiB, chunk 16 MiB, median of {} runs", o.large / MIB, o.runs);
     println!();
-    println!("| {:<22} | {:>9} | {:>9} | {:>11} | {:>12} |", "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms");
-    println!("|{:-<24}|{:->11}|{:->11}|{:->13}|{:->14}|", "", "", "", "", "");
+    println!("| {:<28} | {:>9} | {:>9} | {:>11} | {:>12} |", "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms");
+    println!("|{:-<30}|{:->11}|{:->11}|{:->13}|{:->14}|", "", "", "", "", "");
     let mut d = Vec::new();
     for _ in 0..o.runs {
         d.push(direct_get(&direct, "bench", "large.bin").await?);
@@ -324,6 +324,8 @@ async fn main() -> anyhow::Result<()> {
         row("nginx static (pagecache)", median(v), base);
     }
 
+    disk_tier(&origin, &o, &large, base, nginx.as_ref()).await?;
+
     println!();
     println!("## small objects: {} x {} B, {} connections, {} s each", o.small_count, o.small_size, o.conns, o.secs);
     println!();
@@ -347,6 +349,159 @@ async fn main() -> anyhow::Result<()> {
     println!("load generator runs in the same process and on the same cores as the node and origin.");
     origin.stop().await;
     Ok(())
+}
+
+/// Drops the kernel page cache where allowed (root, not in a restricted container).
+fn drop_page_cache() -> bool {
+    let _ = std::process::Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+fn metric(node: &NodeHandle, series: &str) -> u64 {
+    node.render_metrics().lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+}
+
+/// L2 (disk tier) HITs: the large object and random 4 KiB ranges, against nginx
+/// serving the same bytes from a file; and the index rebuild time for 10,000 chunks.
+async fn disk_tier(origin: &TestOrigin, o: &Opts, large: &Bytes, base: Sample, nginx: Option<&Nginx>) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir_in(std::env::var("ELIOP2P_BENCH_DISK").unwrap_or_else(|_| std::env::temp_dir().display().to_string()))?;
+    let path = dir.path().to_owned();
+    let node = start_node(origin, move |c| {
+        c.cache.memory_capacity = 64 * MIB as u64;
+        c.cache.hot_threshold = 1e9; // measure the disk tier, not promotion to memory
+        c.cache.disk = Some(eliop2p_cache::DiskTierConfig {
+            path,
+            capacity: 4 << 30,
+            verify_on_start: eliop2p_cache::VerifyOnStart::No,
+            write_queue: 1024,
+        });
+    })
+    .await?;
+    let chunks = (o.large as u64).div_ceil(16 * MIB as u64);
+    plain_get(node.proxy_addr, "/bench/large.bin").await?;
+    while metric(&node, "eliop2p_cache_disk_writes_total") < chunks {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    verify(&node, large).await?;
+    println!();
+    println!("## disk tier (L2): {} MiB object, memory tier 64 MiB", o.large / MIB);
+    println!();
+    println!("| {:<28} | {:>9} | {:>9} | {:>11} | {:>12} |", "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms");
+    println!("|{:-<30}|{:->11}|{:->11}|{:->13}|{:->14}|", "", "", "", "", "");
+    let dropped = drop_page_cache();
+    let cold = plain_get(node.proxy_addr, "/bench/large.bin").await?;
+    let cold_label = if dropped { "node L2 HIT (cache dropped)" } else { "node L2 HIT (first read)" };
+    row(cold_label, cold, base);
+    let mut warm = Vec::new();
+    for _ in 0..o.runs {
+        warm.push(plain_get(node.proxy_addr, "/bench/large.bin").await?);
+    }
+    let warm = median(warm);
+    row("node L2 HIT (page cache)", warm, base);
+    if let Some(ng) = nginx {
+        if drop_page_cache() {
+            row("nginx static (cache dropped)", plain_get(ng.addr, "/bench/large.bin").await?, base);
+        }
+        let mut v = Vec::new();
+        for _ in 0..o.runs {
+            v.push(plain_get(ng.addr, "/bench/large.bin").await?);
+        }
+        let ng_warm = median(v);
+        row("nginx static (page cache)", ng_warm, base);
+        println!("\nL2 HIT / nginx (page cache): {:.2}x", warm.mbps() / ng_warm.mbps());
+    }
+    // Random 4 KiB ranges of the large object.
+    let ranges: Arc<Vec<String>> = Arc::new((0..4096u64).map(|i| {
+        let off = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % (o.large as u64 - 4096)) & !4095;
+        format!("{off}")
+    }).collect());
+    println!();
+    println!("| {:<26} | {:>10} | {:>8} | {:>8} |", "4 KiB random ranges", "req/s", "p50 ms", "p99 ms");
+    println!("|{:-<28}|{:->12}|{:->10}|{:->10}|", "", "", "", "");
+    let (rps, p50, p99) = load_ranges(node.proxy_addr, "/bench/large.bin", ranges.clone(), o.conns, o.secs).await?;
+    println!("| {:<26} | {:>10.0} | {:>8.2} | {:>8.2} |", "node L2 HIT", rps, p50, p99);
+    if let Some(ng) = nginx {
+        let (rps, p50, p99) = load_ranges(ng.addr, "/bench/large.bin", ranges, o.conns, o.secs).await?;
+        println!("| {:<26} | {:>10.0} | {:>8.2} | {:>8.2} |", "nginx static", rps, p50, p99);
+    }
+    node.shutdown().await;
+
+    // Restart: rebuilding the index of 10,000 chunks from their headers.
+    let dir = tempfile::tempdir()?;
+    let n = 10_000u32;
+    let t = Instant::now();
+    let written = {
+        let (store, _) = eliop2p_cache::disk::DiskStore::open(dir.path())?;
+        let data = vec![7u8; 64 * 1024];
+        let sha: [u8; 32] = {
+            use sha2::Digest;
+            sha2::Sha256::digest(&data).into()
+        };
+        for i in 0..n {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            store.write(&eliop2p_core::ChunkId::from_bytes(b), &data, &sha)?;
+        }
+        t.elapsed()
+    };
+    drop_page_cache();
+    let t = Instant::now();
+    let (_, report) = eliop2p_cache::disk::DiskStore::open(dir.path())?;
+    println!();
+    println!(
+        "restart: index of {} chunks rebuilt from headers in {:.2} s (page cache dropped: {}); writing them took {:.1} s (fsync each)",
+        report.chunks,
+        t.elapsed().as_secs_f64(),
+        drop_page_cache(),
+        written.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Closed-loop ranged GETs of one object (`ranges` holds start offsets, 4 KiB each).
+async fn load_ranges(addr: SocketAddr, path: &str, starts: Arc<Vec<String>>, conns: usize, secs: f64) -> anyhow::Result<(f64, f64, f64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (starts, stop, path) = (starts.clone(), stop.clone(), path.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut lat = Vec::new();
+            let mut i = c * 7919;
+            while !stop.load(Ordering::Relaxed) {
+                let start: u64 = starts[i % starts.len()].parse()?;
+                i += 1;
+                let t = Instant::now();
+                send.ready().await?;
+                let req = http::Request::get(path.as_str())
+                    .header("host", addr.to_string())
+                    .header("range", format!("bytes={}-{}", start, start + 4095))
+                    .body(Empty::<Bytes>::new())?;
+                let resp = send.send_request(req).await?;
+                if resp.status() != 206 {
+                    bail!("ranged GET: {}", resp.status());
+                }
+                let body = resp.into_body().collect().await?.to_bytes();
+                anyhow::ensure!(body.len() == 4096, "short range");
+                lat.push(t.elapsed().as_secs_f64());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let n = lat.len();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat.get(((n as f64 * p) as usize).min(n.saturating_sub(1))).copied().unwrap_or(0.0) * 1e3;
+    Ok((n as f64 / t0.elapsed().as_secs_f64(), pct(0.5), pct(0.99)))
 }
 
 /// One untimed read checked against the source's SHA-256.
