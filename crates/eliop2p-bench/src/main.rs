@@ -269,6 +269,7 @@ fn row(name: &str, s: Sample, base: Sample) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
+    let only_disk = std::env::args().any(|a| a == "--disk-only");
     let o = if quick {
         Opts { large: 128 * MIB, small_count: 200, small_size: 4096, conns: 64, secs: 1.0, runs: 1 }
     } else {
@@ -300,6 +301,12 @@ async fn main() -> anyhow::Result<()> {
         d.push(direct_get(&direct, "bench", "large.bin").await?);
     }
     let base = median(d);
+    if only_disk {
+        row("direct origin", base, base);
+        disk_tier(&origin, &o, &large, base, nginx.as_ref()).await?;
+        origin.stop().await;
+        return Ok(());
+    }
     row("direct origin", base, base);
     let mut miss = Vec::new();
     let mut hit = Vec::new();

@@ -185,6 +185,7 @@ pub struct ChunkCache {
 }
 
 /// A chunk on the disk tier, read by range off the async workers.
+#[derive(Clone)]
 pub struct DiskChunk {
     pub id: ChunkId,
     pub len: u64,
@@ -192,6 +193,14 @@ pub struct DiskChunk {
 }
 
 impl DiskChunk {
+    /// Starts kernel read-ahead of `[start, end)` without waiting for it.
+    pub fn prefetch(&self, start: u64, end: u64) {
+        let Some(tier) = &self.shared.disk else { return };
+        let store = tier.store.clone();
+        let id = self.id;
+        drop(tokio::task::spawn_blocking(move || store.prefetch(&id, start, end)));
+    }
+
     /// Bytes `[start, end)`, verified per piece. A corrupt chunk is deleted from the
     /// tier and counted; the caller refetches it.
     pub async fn read_range(&self, start: u64, end: u64) -> Result<Bytes, DiskError> {

@@ -263,8 +263,14 @@ enum Prepared {
 
 enum Current {
     Bytes(Option<Bytes>),
-    /// Reading `[pos, end)` of a disk chunk in blocks.
-    Disk { chunk: DiskChunk, pos: u64, end: u64 },
+    /// Reading `[pos, end)` of a disk chunk in blocks, the next block already in
+    /// flight while the current one is sent.
+    Disk {
+        chunk: DiskChunk,
+        pos: u64,
+        end: u64,
+        next: Option<tokio::task::JoinHandle<Result<Bytes, eliop2p_cache::disk::DiskError>>>,
+    },
     Fill(FillReader),
 }
 
@@ -311,6 +317,11 @@ impl ChunkStream {
         while self.prepared.len() < window {
             let Some(slice) = self.unprepared.pop_front() else { break };
             let prepared = self.prepare(slice.index);
+            if let Prepared::Disk(chunk) = &prepared
+                && slice.len > DISK_READ_BLOCK
+            {
+                chunk.prefetch(slice.offset, slice.offset + slice.len);
+            }
             self.prepared.push_back((slice, prepared));
         }
     }
@@ -318,7 +329,7 @@ impl ChunkStream {
     fn start(prepared: Prepared, start: u64, end: u64) -> (Current, Source) {
         match prepared {
             Prepared::Ready(chunk) => (Current::Bytes(Some(chunk.data.slice(start as usize..end as usize))), Source::Memory),
-            Prepared::Disk(chunk) => (Current::Disk { chunk, pos: start, end }, Source::Disk),
+            Prepared::Disk(chunk) => (Current::Disk { chunk, pos: start, end, next: None }, Source::Disk),
             Prepared::Fill(fill) => (Current::Fill(FillReader::new(fill, start, end)), Source::Origin),
         }
     }
@@ -329,11 +340,19 @@ impl ChunkStream {
                 let item = match cur {
                     Current::Bytes(b) => b.take().map(Ok),
                     Current::Fill(reader) => reader.next().await,
-                    Current::Disk { chunk, pos, end } if *pos < *end => {
+                    Current::Disk { chunk, pos, end, next } if *pos < *end => {
                         let block_end = ((*pos / DISK_READ_BLOCK + 1) * DISK_READ_BLOCK).min(*end);
-                        match chunk.read_range(*pos, block_end).await {
+                        let read = match next.take() {
+                            Some(handle) => handle.await.unwrap_or_else(|e| Err(eliop2p_cache::disk::DiskError::Io(std::io::Error::other(e)))),
+                            None => chunk.read_range(*pos, block_end).await,
+                        };
+                        match read {
                             Ok(b) => {
                                 *pos = block_end;
+                                if *pos < *end {
+                                    let (c, a, z) = (chunk.clone(), *pos, ((*pos / DISK_READ_BLOCK + 1) * DISK_READ_BLOCK).min(*end));
+                                    *next = Some(tokio::spawn(async move { c.read_range(a, z).await }));
+                                }
                                 Some(Ok(b))
                             }
                             Err(e) => {
