@@ -56,7 +56,9 @@ async fn plain_get(addr: SocketAddr, path: &str) -> anyhow::Result<Sample> {
     stream.set_nodelay(true)?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = http::Request::get(path).header("host", addr.to_string()).body(Empty::<Bytes>::new())?;
+    let req = http::Request::get(path)
+        .header("host", addr.to_string())
+        .body(Empty::<Bytes>::new())?;
     let resp = send.send_request(req).await?;
     if !resp.status().is_success() {
         bail!("GET {path}: {}", resp.status());
@@ -83,7 +85,9 @@ async fn drain(mut body: hyper::body::Incoming, t0: Instant) -> anyhow::Result<S
 /// Signed GET straight at the origin.
 async fn direct_get(client: &OriginClient, bucket: &str, key: &str) -> anyhow::Result<Sample> {
     let t0 = Instant::now();
-    let resp = client.send(OriginRequest::new(Method::GET, bucket, Some(key))).await?;
+    let resp = client
+        .send(OriginRequest::new(Method::GET, bucket, Some(key)))
+        .await?;
     if !resp.status().is_success() {
         bail!("direct GET: {}", resp.status());
     }
@@ -91,7 +95,12 @@ async fn direct_get(client: &OriginClient, bucket: &str, key: &str) -> anyhow::R
 }
 
 /// Closed-loop load: `conns` keep-alive connections issue GETs for `secs`.
-async fn load(addr: SocketAddr, paths: Arc<Vec<String>>, conns: usize, secs: f64) -> anyhow::Result<(f64, f64, f64)> {
+async fn load(
+    addr: SocketAddr,
+    paths: Arc<Vec<String>>,
+    conns: usize,
+    secs: f64,
+) -> anyhow::Result<(f64, f64, f64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -100,7 +109,8 @@ async fn load(addr: SocketAddr, paths: Arc<Vec<String>>, conns: usize, secs: f64
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             let mut lat = Vec::new();
             let mut i = c * 7919;
@@ -110,7 +120,9 @@ async fn load(addr: SocketAddr, paths: Arc<Vec<String>>, conns: usize, secs: f64
                 i += 1;
                 let t = Instant::now();
                 send.ready().await?;
-                let req = http::Request::get(path.as_str()).header("host", host.as_str()).body(Empty::<Bytes>::new())?;
+                let req = http::Request::get(path.as_str())
+                    .header("host", host.as_str())
+                    .body(Empty::<Bytes>::new())?;
                 let resp = send.send_request(req).await?;
                 if !resp.status().is_success() {
                     bail!("GET {path}: {}", resp.status());
@@ -131,12 +143,25 @@ async fn load(addr: SocketAddr, paths: Arc<Vec<String>>, conns: usize, secs: f64
     }
     let elapsed = t0.elapsed().as_secs_f64();
     lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0) * 1e3;
-    Ok((done.load(Ordering::Relaxed) as f64 / elapsed, pct(0.5), pct(0.99)))
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+            * 1e3
+    };
+    Ok((
+        done.load(Ordering::Relaxed) as f64 / elapsed,
+        pct(0.5),
+        pct(0.99),
+    ))
 }
 
 /// Reads every path exactly once over `conns` keep-alive connections; requests/s.
-async fn read_all_once(addr: SocketAddr, paths: Arc<Vec<String>>, conns: usize) -> anyhow::Result<f64> {
+async fn read_all_once(
+    addr: SocketAddr,
+    paths: Arc<Vec<String>>,
+    conns: usize,
+) -> anyhow::Result<f64> {
     let next = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -145,13 +170,16 @@ async fn read_all_once(addr: SocketAddr, paths: Arc<Vec<String>>, conns: usize) 
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(path) = paths.get(i) else { break };
                 send.ready().await?;
-                let req = http::Request::get(path.as_str()).header("host", addr.to_string()).body(Empty::<Bytes>::new())?;
+                let req = http::Request::get(path.as_str())
+                    .header("host", addr.to_string())
+                    .body(Empty::<Bytes>::new())?;
                 let resp = send.send_request(req).await?;
                 if !resp.status().is_success() {
                     bail!("GET {path}: {}", resp.status());
@@ -168,7 +196,12 @@ async fn read_all_once(addr: SocketAddr, paths: Arc<Vec<String>>, conns: usize) 
 }
 
 /// Small objects read through the origin client (each request signed), concurrently.
-async fn direct_small(client: &OriginClient, keys: &[String], conns: usize, secs: f64) -> anyhow::Result<f64> {
+async fn direct_small(
+    client: &OriginClient,
+    keys: &[String],
+    conns: usize,
+    secs: f64,
+) -> anyhow::Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let keys = Arc::new(keys.to_vec());
@@ -178,7 +211,13 @@ async fn direct_small(client: &OriginClient, keys: &[String], conns: usize, secs
         tasks.push(tokio::spawn(async move {
             let mut i = c * 7919;
             while !stop.load(Ordering::Relaxed) {
-                let resp = client.send(OriginRequest::new(Method::GET, "bench", Some(&keys[i % keys.len()]))).await?;
+                let resp = client
+                    .send(OriginRequest::new(
+                        Method::GET,
+                        "bench",
+                        Some(&keys[i % keys.len()]),
+                    ))
+                    .await?;
                 i += 1;
                 resp.into_body().collect().await?;
                 done.fetch_add(1, Ordering::Relaxed);
@@ -204,14 +243,18 @@ struct Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGTERM to the master so that it stops its workers too.
-        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }
 
 /// nginx serving `files` statically (page cache), if nginx is installed.
 async fn start_nginx(files: &[(&str, &Bytes)]) -> anyhow::Result<Option<Nginx>> {
-    let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
     let Some(bin) = bin else { return Ok(None) };
     let dir = tempfile::tempdir()?;
     let root = dir.path().join("www");
@@ -220,7 +263,9 @@ async fn start_nginx(files: &[(&str, &Bytes)]) -> anyhow::Result<Option<Nginx>> 
         std::fs::create_dir_all(p.parent().expect("has parent"))?;
         std::fs::write(&p, data)?;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let conf = dir.path().join("nginx.conf");
     std::fs::write(
         &conf,
@@ -252,7 +297,11 @@ async fn start_nginx(files: &[(&str, &Bytes)]) -> anyhow::Result<Option<Nginx>> 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(Some(Nginx { child, addr, _dir: dir }))
+    Ok(Some(Nginx {
+        child,
+        addr,
+        _dir: dir,
+    }))
 }
 
 fn row(name: &str, s: Sample, base: Sample) {
@@ -271,9 +320,23 @@ async fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let only_disk = std::env::args().any(|a| a == "--disk-only");
     let o = if quick {
-        Opts { large: 128 * MIB, small_count: 200, small_size: 4096, conns: 64, secs: 1.0, runs: 1 }
+        Opts {
+            large: 128 * MIB,
+            small_count: 200,
+            small_size: 4096,
+            conns: 64,
+            secs: 1.0,
+            runs: 1,
+        }
     } else {
-        Opts { large: 1024 * MIB, small_count: 1000, small_size: 4096, conns: 64, secs: 3.0, runs: 3 }
+        Opts {
+            large: 1024 * MIB,
+            small_count: 1000,
+            small_size: 4096,
+            conns: 64,
+            secs: 3.0,
+            runs: 3,
+        }
     };
     let origin = TestOrigin::start().await?;
     origin.create_bucket("bench").await?;
@@ -290,12 +353,25 @@ async fn main() -> anyhow::Result<()> {
     let fresh_node = || start_node(&origin, |c| c.cache.memory_capacity = (o.large as u64) * 2);
     let nginx = start_nginx(&[("bench/large.bin", &large), ("small.bin", &small)]).await?;
 
-    println!("eliop2p bench: loopback, {} cores, origin = in-process s3s-fs (SigV4 checked), release build", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "eliop2p bench: loopback, {} cores, origin = in-process s3s-fs (SigV4 checked), release build",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!();
-    println!("## large object: {} MiB, chunk 16 MiB, median of {} runs", o.large / MIB, o.runs);
+    println!(
+        "## large object: {} MiB, chunk 16 MiB, median of {} runs",
+        o.large / MIB,
+        o.runs
+    );
     println!();
-    println!("| {:<28} | {:>9} | {:>9} | {:>11} | {:>12} |", "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms");
-    println!("|{:-<30}|{:->11}|{:->11}|{:->13}|{:->14}|", "", "", "", "", "");
+    println!(
+        "| {:<28} | {:>9} | {:>9} | {:>11} | {:>12} |",
+        "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms"
+    );
+    println!(
+        "|{:-<30}|{:->11}|{:->11}|{:->13}|{:->14}|",
+        "", "", "", "", ""
+    );
     let mut d = Vec::new();
     for _ in 0..o.runs {
         d.push(direct_get(&direct, "bench", "large.bin").await?);
@@ -334,26 +410,68 @@ async fn main() -> anyhow::Result<()> {
     disk_tier(&origin, &o, &large, base, nginx.as_ref()).await?;
 
     println!();
-    println!("## small objects: {} x {} B, {} connections, {} s each", o.small_count, o.small_size, o.conns, o.secs);
+    println!(
+        "## small objects: {} x {} B, {} connections, {} s each",
+        o.small_count, o.small_size, o.conns, o.secs
+    );
     println!();
-    println!("| {:<22} | {:>10} | {:>8} | {:>8} | {:>11} |", "path", "req/s", "p50 ms", "p99 ms", "vs direct");
-    println!("|{:-<24}|{:->12}|{:->10}|{:->10}|{:->13}|", "", "", "", "", "");
+    println!(
+        "| {:<22} | {:>10} | {:>8} | {:>8} | {:>11} |",
+        "path", "req/s", "p50 ms", "p99 ms", "vs direct"
+    );
+    println!(
+        "|{:-<24}|{:->12}|{:->10}|{:->10}|{:->13}|",
+        "", "", "", "", ""
+    );
     let direct_rps = direct_small(&direct, &small_keys, o.conns, o.secs).await?;
-    println!("| {:<22} | {:>10.0} | {:>8} | {:>8} | {:>10.2}x |", "direct origin", direct_rps, "-", "-", 1.0);
+    println!(
+        "| {:<22} | {:>10.0} | {:>8} | {:>8} | {:>10.2}x |",
+        "direct origin", direct_rps, "-", "-", 1.0
+    );
     let node = fresh_node().await?;
-    let paths: Arc<Vec<String>> = Arc::new(small_keys.iter().map(|k| format!("/bench/{k}")).collect());
+    let paths: Arc<Vec<String>> =
+        Arc::new(small_keys.iter().map(|k| format!("/bench/{k}")).collect());
     // MISS: every object read once, cold, over keep-alive connections.
     let miss_rps = read_all_once(node.proxy_addr, paths.clone(), o.conns).await?;
-    println!("| {:<22} | {:>10.0} | {:>8} | {:>8} | {:>10.2}x |", "node MISS (cold)", miss_rps, "-", "-", miss_rps / direct_rps);
+    println!(
+        "| {:<22} | {:>10.0} | {:>8} | {:>8} | {:>10.2}x |",
+        "node MISS (cold)",
+        miss_rps,
+        "-",
+        "-",
+        miss_rps / direct_rps
+    );
     let (rps, p50, p99) = load(node.proxy_addr, paths.clone(), o.conns, o.secs).await?;
-    println!("| {:<22} | {:>10.0} | {:>8.2} | {:>8.2} | {:>10.2}x |", "node HIT (memory)", rps, p50, p99, rps / direct_rps);
+    println!(
+        "| {:<22} | {:>10.0} | {:>8.2} | {:>8.2} | {:>10.2}x |",
+        "node HIT (memory)",
+        rps,
+        p50,
+        p99,
+        rps / direct_rps
+    );
     node.shutdown().await;
     if let Some(ng) = &nginx {
-        let (rps, p50, p99) = load(ng.addr, Arc::new(vec!["/small.bin".to_owned()]), o.conns, o.secs).await?;
-        println!("| {:<22} | {:>10.0} | {:>8.2} | {:>8.2} | {:>10.2}x |", "nginx static (4 KiB)", rps, p50, p99, rps / direct_rps);
+        let (rps, p50, p99) = load(
+            ng.addr,
+            Arc::new(vec!["/small.bin".to_owned()]),
+            o.conns,
+            o.secs,
+        )
+        .await?;
+        println!(
+            "| {:<22} | {:>10.0} | {:>8.2} | {:>8.2} | {:>10.2}x |",
+            "nginx static (4 KiB)",
+            rps,
+            p50,
+            p99,
+            rps / direct_rps
+        );
     }
     println!();
-    println!("load generator runs in the same process and on the same cores as the node and origin.");
+    println!(
+        "load generator runs in the same process and on the same cores as the node and origin."
+    );
     origin.stop().await;
     Ok(())
 }
@@ -365,13 +483,25 @@ fn drop_page_cache() -> bool {
 }
 
 fn metric(node: &NodeHandle, series: &str) -> u64 {
-    node.render_metrics().lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+    node.render_metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
 }
 
 /// L2 (disk tier) HITs: the large object and random 4 KiB ranges, against nginx
 /// serving the same bytes from a file; and the index rebuild time for 10,000 chunks.
-async fn disk_tier(origin: &TestOrigin, o: &Opts, large: &Bytes, base: Sample, nginx: Option<&Nginx>) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir_in(std::env::var("ELIOP2P_BENCH_DISK").unwrap_or_else(|_| std::env::temp_dir().display().to_string()))?;
+async fn disk_tier(
+    origin: &TestOrigin,
+    o: &Opts,
+    large: &Bytes,
+    base: Sample,
+    nginx: Option<&Nginx>,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir_in(
+        std::env::var("ELIOP2P_BENCH_DISK")
+            .unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
+    )?;
     let path = dir.path().to_owned();
     let node = start_node(origin, move |c| {
         c.cache.memory_capacity = 64 * MIB as u64;
@@ -391,13 +521,26 @@ async fn disk_tier(origin: &TestOrigin, o: &Opts, large: &Bytes, base: Sample, n
     }
     verify(&node, large).await?;
     println!();
-    println!("## disk tier (L2): {} MiB object, memory tier 64 MiB", o.large / MIB);
+    println!(
+        "## disk tier (L2): {} MiB object, memory tier 64 MiB",
+        o.large / MIB
+    );
     println!();
-    println!("| {:<28} | {:>9} | {:>9} | {:>11} | {:>12} |", "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms");
-    println!("|{:-<30}|{:->11}|{:->11}|{:->13}|{:->14}|", "", "", "", "", "");
+    println!(
+        "| {:<28} | {:>9} | {:>9} | {:>11} | {:>12} |",
+        "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms"
+    );
+    println!(
+        "|{:-<30}|{:->11}|{:->11}|{:->13}|{:->14}|",
+        "", "", "", "", ""
+    );
     let dropped = drop_page_cache();
     let cold = plain_get(node.proxy_addr, "/bench/large.bin").await?;
-    let cold_label = if dropped { "node L2 HIT (cache dropped)" } else { "node L2 HIT (first read)" };
+    let cold_label = if dropped {
+        "node L2 HIT (cache dropped)"
+    } else {
+        "node L2 HIT (first read)"
+    };
     row(cold_label, cold, base);
     let mut warm = Vec::new();
     for _ in 0..o.runs {
@@ -407,7 +550,11 @@ async fn disk_tier(origin: &TestOrigin, o: &Opts, large: &Bytes, base: Sample, n
     row("node L2 HIT (page cache)", warm, base);
     if let Some(ng) = nginx {
         if drop_page_cache() {
-            row("nginx static (cache dropped)", plain_get(ng.addr, "/bench/large.bin").await?, base);
+            row(
+                "nginx static (cache dropped)",
+                plain_get(ng.addr, "/bench/large.bin").await?,
+                base,
+            );
         }
         let mut v = Vec::new();
         for _ in 0..o.runs {
@@ -415,21 +562,45 @@ async fn disk_tier(origin: &TestOrigin, o: &Opts, large: &Bytes, base: Sample, n
         }
         let ng_warm = median(v);
         row("nginx static (page cache)", ng_warm, base);
-        println!("\nL2 HIT / nginx (page cache): {:.2}x", warm.mbps() / ng_warm.mbps());
+        println!(
+            "\nL2 HIT / nginx (page cache): {:.2}x",
+            warm.mbps() / ng_warm.mbps()
+        );
     }
     // Random 4 KiB ranges of the large object.
-    let ranges: Arc<Vec<String>> = Arc::new((0..4096u64).map(|i| {
-        let off = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % (o.large as u64 - 4096)) & !4095;
-        format!("{off}")
-    }).collect());
+    let ranges: Arc<Vec<String>> = Arc::new(
+        (0..4096u64)
+            .map(|i| {
+                let off = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % (o.large as u64 - 4096)) & !4095;
+                format!("{off}")
+            })
+            .collect(),
+    );
     println!();
-    println!("| {:<26} | {:>10} | {:>8} | {:>8} |", "4 KiB random ranges", "req/s", "p50 ms", "p99 ms");
+    println!(
+        "| {:<26} | {:>10} | {:>8} | {:>8} |",
+        "4 KiB random ranges", "req/s", "p50 ms", "p99 ms"
+    );
     println!("|{:-<28}|{:->12}|{:->10}|{:->10}|", "", "", "", "");
-    let (rps, p50, p99) = load_ranges(node.proxy_addr, "/bench/large.bin", ranges.clone(), o.conns, o.secs).await?;
-    println!("| {:<26} | {:>10.0} | {:>8.2} | {:>8.2} |", "node L2 HIT", rps, p50, p99);
+    let (rps, p50, p99) = load_ranges(
+        node.proxy_addr,
+        "/bench/large.bin",
+        ranges.clone(),
+        o.conns,
+        o.secs,
+    )
+    .await?;
+    println!(
+        "| {:<26} | {:>10.0} | {:>8.2} | {:>8.2} |",
+        "node L2 HIT", rps, p50, p99
+    );
     if let Some(ng) = nginx {
-        let (rps, p50, p99) = load_ranges(ng.addr, "/bench/large.bin", ranges, o.conns, o.secs).await?;
-        println!("| {:<26} | {:>10.0} | {:>8.2} | {:>8.2} |", "nginx static", rps, p50, p99);
+        let (rps, p50, p99) =
+            load_ranges(ng.addr, "/bench/large.bin", ranges, o.conns, o.secs).await?;
+        println!(
+            "| {:<26} | {:>10.0} | {:>8.2} | {:>8.2} |",
+            "nginx static", rps, p50, p99
+        );
     }
     node.shutdown().await;
 
@@ -466,7 +637,13 @@ async fn disk_tier(origin: &TestOrigin, o: &Opts, large: &Bytes, base: Sample, n
 }
 
 /// Closed-loop ranged GETs of one object (`ranges` holds start offsets, 4 KiB each).
-async fn load_ranges(addr: SocketAddr, path: &str, starts: Arc<Vec<String>>, conns: usize, secs: f64) -> anyhow::Result<(f64, f64, f64)> {
+async fn load_ranges(
+    addr: SocketAddr,
+    path: &str,
+    starts: Arc<Vec<String>>,
+    conns: usize,
+    secs: f64,
+) -> anyhow::Result<(f64, f64, f64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 0..conns {
@@ -474,7 +651,8 @@ async fn load_ranges(addr: SocketAddr, path: &str, starts: Arc<Vec<String>>, con
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             let mut lat = Vec::new();
             let mut i = c * 7919;
@@ -507,14 +685,24 @@ async fn load_ranges(addr: SocketAddr, path: &str, starts: Arc<Vec<String>>, con
     }
     let n = lat.len();
     lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat.get(((n as f64 * p) as usize).min(n.saturating_sub(1))).copied().unwrap_or(0.0) * 1e3;
+    let pct = |p: f64| {
+        lat.get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+            * 1e3
+    };
     Ok((n as f64 / t0.elapsed().as_secs_f64(), pct(0.5), pct(0.99)))
 }
 
 /// One untimed read checked against the source's SHA-256.
 async fn verify(node: &NodeHandle, data: &Bytes) -> anyhow::Result<()> {
     let c = eliop2p_testkit::TestClient::new();
-    let r = c.get(&format!("http://{}/bench/large.bin", node.proxy_addr), &[]).await?;
-    anyhow::ensure!(sha256_hex(&r.body) == sha256_hex(data), "node returned wrong bytes");
+    let r = c
+        .get(&format!("http://{}/bench/large.bin", node.proxy_addr), &[])
+        .await?;
+    anyhow::ensure!(
+        sha256_hex(&r.body) == sha256_hex(data),
+        "node returned wrong bytes"
+    );
     Ok(())
 }

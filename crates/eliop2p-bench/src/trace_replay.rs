@@ -56,7 +56,11 @@ impl Zipf {
 
 fn size_of(key: u64) -> u64 {
     let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    if h % 100 < 85 { CHUNK } else { MIB + (h >> 8) % (15 * MIB) }
+    if h % 100 < 85 {
+        CHUNK
+    } else {
+        MIB + (h >> 8) % (15 * MIB)
+    }
 }
 
 /// A trace: (key, size) requests.
@@ -193,10 +197,20 @@ fn main() {
     let avg = (0..keys as u64).map(size_of).sum::<u64>() / keys as u64;
     let capacity = keys as u64 * avg / 10;
     let requests = 400_000;
-    println!("trace-replay: {keys} chunks in the working set (avg {:.1} MiB), cache {:.1} GiB (1/10 of it), {requests} requests per trace", avg as f64 / MIB as f64, capacity as f64 / (1u64 << 30) as f64);
+    println!(
+        "trace-replay: {keys} chunks in the working set (avg {:.1} MiB), cache {:.1} GiB (1/10 of it), {requests} requests per trace",
+        avg as f64 / MIB as f64,
+        capacity as f64 / (1u64 << 30) as f64
+    );
     println!();
-    println!("| {:<11} | {:>8} | {:>16} | {:>8} | {:>13} |", "trace", "LRU", "W-TinyLFU (moka)", "eliop2p", "ours vs best");
-    println!("|{:-<13}|{:->10}|{:->18}|{:->10}|{:->15}|", "", "", "", "", "");
+    println!(
+        "| {:<11} | {:>8} | {:>16} | {:>8} | {:>13} |",
+        "trace", "LRU", "W-TinyLFU (moka)", "eliop2p", "ours vs best"
+    );
+    println!(
+        "|{:-<13}|{:->10}|{:->18}|{:->10}|{:->15}|",
+        "", "", "", "", ""
+    );
     for name in ["zipf-0.8", "zipf-1.0", "zipf+scans", "shifting"] {
         let t = trace(name, keys, requests, capacity);
         let lru = run_lru(&t, capacity);

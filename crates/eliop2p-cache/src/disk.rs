@@ -97,7 +97,10 @@ fn encode_header(id: &ChunkId, data: &[u8], sha256: &[u8; 32]) -> Vec<u8> {
 
 /// Parses and checks a header; `file_len` must match header + data exactly.
 fn decode_header(buf: &[u8], expect_id: &ChunkId, file_len: u64) -> Result<DiskEntry, String> {
-    let take = |at: usize, n: usize| buf.get(at..at + n).ok_or_else(|| "header truncated".to_owned());
+    let take = |at: usize, n: usize| {
+        buf.get(at..at + n)
+            .ok_or_else(|| "header truncated".to_owned())
+    };
     if take(0, 8)? != MAGIC {
         return Err("bad magic".into());
     }
@@ -114,15 +117,22 @@ fn decode_header(buf: &[u8], expect_id: &ChunkId, file_len: u64) -> Result<DiskE
     }
     let len = u64::from_be_bytes(take(44, 8)?.try_into().expect("8 bytes"));
     let sha256: [u8; 32] = take(52, 32)?.try_into().expect("32 bytes");
-    let piece_size = u64::from(u32::from_be_bytes(take(84, 4)?.try_into().expect("4 bytes")));
+    let piece_size = u64::from(u32::from_be_bytes(
+        take(84, 4)?.try_into().expect("4 bytes"),
+    ));
     let n = u32::from_be_bytes(take(88, 4)?.try_into().expect("4 bytes")) as usize;
     if piece_size == 0 || n != piece_count(len, piece_size) || header_len != 92 + 32 * n + 32 {
         return Err("inconsistent piece table".into());
     }
     if file_len != header_len as u64 + len {
-        return Err(format!("file is {file_len} bytes, header says {}", header_len as u64 + len));
+        return Err(format!(
+            "file is {file_len} bytes, header says {}",
+            header_len as u64 + len
+        ));
     }
-    let piece_hashes = (0..n).map(|i| take(92 + 32 * i, 32).map(|s| s.try_into().expect("32 bytes"))).collect::<Result<_, _>>()?;
+    let piece_hashes = (0..n)
+        .map(|i| take(92 + 32 * i, 32).map(|s| s.try_into().expect("32 bytes")))
+        .collect::<Result<_, _>>()?;
     Ok(DiskEntry {
         len,
         sha256,
@@ -191,7 +201,10 @@ impl DiskStore {
 
     fn path(&self, id: &ChunkId) -> PathBuf {
         let hex = id.to_hex();
-        self.root.join("chunks").join(&hex[..2]).join(format!("{hex}.chunk"))
+        self.root
+            .join("chunks")
+            .join(&hex[..2])
+            .join(format!("{hex}.chunk"))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChunkId, Arc<DiskEntry>>> {
@@ -217,7 +230,10 @@ impl DiskStore {
         let dir = final_path.parent().expect("sharded path has a parent");
         fs::create_dir_all(dir)?;
         let seq = self.temp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.root.join("tmp").join(format!("{}.{}.{seq}.tmp", id.to_hex(), std::process::id()));
+        let tmp =
+            self.root
+                .join("tmp")
+                .join(format!("{}.{}.{seq}.tmp", id.to_hex(), std::process::id()));
         let result = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(&header)?;
@@ -230,7 +246,8 @@ impl DiskStore {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        let entry = decode_header(&header, id, (header.len() + data.len()) as u64).map_err(io::Error::other)?;
+        let entry = decode_header(&header, id, (header.len() + data.len()) as u64)
+            .map_err(io::Error::other)?;
         // Freshly written from verified memory: every piece is known good.
         for v in &entry.verified {
             v.store(true, Ordering::Relaxed);
@@ -260,12 +277,19 @@ impl DiskStore {
     pub fn prefetch(&self, id: &ChunkId, start: u64, end: u64) {
         use std::os::fd::AsRawFd;
         let Some(entry) = self.entry(id) else { return };
-        let Ok(file) = File::open(self.path(id)) else { return };
+        let Ok(file) = File::open(self.path(id)) else {
+            return;
+        };
         let (off, len) = (entry.header_len + start, end.saturating_sub(start));
         // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is
         // valid for the lifetime of `file`.
         unsafe {
-            libc::posix_fadvise(file.as_raw_fd(), off as libc::off_t, len as libc::off_t, libc::POSIX_FADV_WILLNEED);
+            libc::posix_fadvise(
+                file.as_raw_fd(),
+                off as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_WILLNEED,
+            );
         }
     }
 
@@ -274,14 +298,19 @@ impl DiskStore {
     pub fn read_range(&self, id: &ChunkId, start: u64, end: u64) -> Result<Bytes, DiskError> {
         let entry = self.entry(id).ok_or(DiskError::NotFound)?;
         if start > end || end > entry.len {
-            return Err(DiskError::Io(io::Error::new(io::ErrorKind::InvalidInput, "range outside the chunk")));
+            return Err(DiskError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range outside the chunk",
+            )));
         }
         if start == end {
             return Ok(Bytes::new());
         }
         let file = match File::open(self.path(id)) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.corrupt(id, "file vanished".into())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(self.corrupt(id, "file vanished".into()));
+            }
             Err(e) => return Err(e.into()),
         };
         let ps = entry.piece_size;
@@ -296,7 +325,11 @@ impl DiskStore {
         };
         let mut buf = BytesMut::zeroed((read_end - read_start) as usize);
         if let Err(e) = file.read_exact_at(&mut buf, entry.header_len + read_start) {
-            return Err(if e.kind() == io::ErrorKind::UnexpectedEof { self.corrupt(id, "file truncated".into()) } else { e.into() });
+            return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+                self.corrupt(id, "file truncated".into())
+            } else {
+                e.into()
+            });
         }
         if !all_verified {
             for p in first..=last {
@@ -316,7 +349,13 @@ impl DiskStore {
     /// memory and for sending to peers).
     pub fn read_verified(&self, id: &ChunkId) -> Result<Bytes, DiskError> {
         let entry = self.entry(id).ok_or(DiskError::NotFound)?;
-        let mut file = File::open(self.path(id)).map_err(|e| if e.kind() == io::ErrorKind::NotFound { self.corrupt(id, "file vanished".into()) } else { e.into() })?;
+        let mut file = File::open(self.path(id)).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                self.corrupt(id, "file vanished".into())
+            } else {
+                e.into()
+            }
+        })?;
         let mut all = Vec::with_capacity((entry.header_len + entry.len) as usize);
         file.read_to_end(&mut all)?;
         if all.len() as u64 != entry.header_len + entry.len {
@@ -340,14 +379,16 @@ fn read_header(path: &Path, id: &ChunkId) -> Result<DiskEntry, String> {
     let mut f = File::open(path).map_err(|e| e.to_string())?;
     let file_len = f.metadata().map_err(|e| e.to_string())?.len();
     let mut fixed = [0u8; 12];
-    f.read_exact(&mut fixed).map_err(|_| "shorter than a header".to_owned())?;
+    f.read_exact(&mut fixed)
+        .map_err(|_| "shorter than a header".to_owned())?;
     let header_len = u32::from_be_bytes(fixed[8..12].try_into().expect("4 bytes")) as usize;
     if !(96..=MAX_HEADER).contains(&header_len) {
         return Err(format!("bad header length {header_len}"));
     }
     let mut buf = vec![0u8; header_len];
     buf[..12].copy_from_slice(&fixed);
-    f.read_exact(&mut buf[12..]).map_err(|_| "header truncated".to_owned())?;
+    f.read_exact(&mut buf[12..])
+        .map_err(|_| "header truncated".to_owned())?;
     decode_header(&buf, id, file_len)
 }
 
@@ -377,9 +418,22 @@ mod tests {
         drop(store);
         std::fs::write(dir.path().join("tmp/leftover.tmp"), b"partial").unwrap();
         let (store, report) = DiskStore::open(dir.path()).unwrap();
-        assert_eq!(report, OpenReport { chunks: 1, bytes: d.len() as u64, temp_files_removed: 1, bad_files_removed: 0 });
-        let r = store.read_range(&id, PIECE_SIZE - 3, 2 * PIECE_SIZE + 7).unwrap();
-        assert_eq!(&r[..], &d[PIECE_SIZE as usize - 3..2 * PIECE_SIZE as usize + 7]);
+        assert_eq!(
+            report,
+            OpenReport {
+                chunks: 1,
+                bytes: d.len() as u64,
+                temp_files_removed: 1,
+                bad_files_removed: 0
+            }
+        );
+        let r = store
+            .read_range(&id, PIECE_SIZE - 3, 2 * PIECE_SIZE + 7)
+            .unwrap();
+        assert_eq!(
+            &r[..],
+            &d[PIECE_SIZE as usize - 3..2 * PIECE_SIZE as usize + 7]
+        );
         assert_eq!(&store.read_verified(&id).unwrap()[..], &d[..]);
         assert_eq!(store.read_range(&id, 0, 0).unwrap().len(), 0);
         assert!(store.read_range(&id, 0, d.len() as u64 + 1).is_err());
@@ -405,7 +459,10 @@ mod tests {
         assert_eq!(report.chunks, 1, "headers alone look fine");
         // A read of the intact first piece succeeds; the damaged second piece fails.
         assert_eq!(&store.read_range(&id, 0, 4).unwrap()[..], &d[..4]);
-        assert!(matches!(store.read_range(&id, PIECE_SIZE, PIECE_SIZE + 1), Err(DiskError::Corrupt(_))));
+        assert!(matches!(
+            store.read_range(&id, PIECE_SIZE, PIECE_SIZE + 1),
+            Err(DiskError::Corrupt(_))
+        ));
         assert!(!store.contains(&id));
         assert!(!path.exists());
     }

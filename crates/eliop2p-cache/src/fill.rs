@@ -37,6 +37,8 @@ struct FillState {
 /// the fill ends.
 pub struct Fill {
     id: ChunkId,
+    /// Where the leader gets the bytes from (0 = origin, 1 = peer), for reporting.
+    from_peer: std::sync::atomic::AtomicBool,
     expected_len: u64,
     state: Mutex<FillState>,
     changed_tx: watch::Sender<()>,
@@ -46,6 +48,7 @@ impl Fill {
     pub(crate) fn new(id: ChunkId, expected_len: u64) -> Arc<Self> {
         Arc::new(Self {
             id,
+            from_peer: std::sync::atomic::AtomicBool::new(false),
             expected_len,
             state: Mutex::new(FillState {
                 segments: Vec::new(),
@@ -58,6 +61,16 @@ impl Fill {
 
     pub fn id(&self) -> ChunkId {
         self.id
+    }
+
+    /// Marks the fill as fed by peers (default: the origin).
+    pub fn set_from_peer(&self, yes: bool) {
+        self.from_peer
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn from_peer(&self) -> bool {
+        self.from_peer.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn expected_len(&self) -> u64 {
@@ -239,6 +252,10 @@ impl FillReader {
             seg_idx: 0,
             seg_start: 0,
         }
+    }
+
+    pub fn fill(&self) -> &Arc<Fill> {
+        &self.fill
     }
 
     /// The next piece of the range, `None` at the end of the range.

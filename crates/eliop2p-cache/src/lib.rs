@@ -13,4 +13,7 @@ mod memory;
 pub mod policy;
 
 pub use fill::{Fill, FillError, FillReader, FillWriter};
-pub use memory::{CacheConfig, CacheStats, Chunk, ChunkCache, DiskChunk, DiskTierConfig, Lookup, TierStats, VerifyOnStart};
+pub use memory::{
+    CacheConfig, CacheStats, Chunk, ChunkCache, DiskChunk, DiskTierConfig, Held, Lookup, TierStats,
+    VerifyOnStart,
+};

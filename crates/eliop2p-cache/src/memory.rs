@@ -86,7 +86,10 @@ impl CacheConfig {
             hot_threshold: 8.0,
             warm_threshold: 2.0,
             protect_recent: Duration::ZERO,
-            watermarks: Watermarks { high: 0.9, low: 0.8 },
+            watermarks: Watermarks {
+                high: 0.9,
+                low: 0.8,
+            },
         }
     }
 
@@ -135,6 +138,13 @@ pub struct CacheStats {
     pub corrupt_chunks: AtomicU64,
     pub disk_open_errors: AtomicU64,
     pub verified_on_start: AtomicU64,
+}
+
+/// What [`ChunkCache::peek`] finds.
+pub enum Held {
+    Memory(Arc<Chunk>),
+    Disk(DiskChunk),
+    Filling(Arc<Fill>),
 }
 
 /// Result of [`ChunkCache::lookup`].
@@ -189,22 +199,29 @@ pub struct ChunkCache {
 pub struct DiskChunk {
     pub id: ChunkId,
     pub len: u64,
+    pub sha256: [u8; 32],
     shared: Arc<CacheShared>,
 }
 
 impl DiskChunk {
     /// Starts kernel read-ahead of `[start, end)` without waiting for it.
     pub fn prefetch(&self, start: u64, end: u64) {
-        let Some(tier) = &self.shared.disk else { return };
+        let Some(tier) = &self.shared.disk else {
+            return;
+        };
         let store = tier.store.clone();
         let id = self.id;
-        drop(tokio::task::spawn_blocking(move || store.prefetch(&id, start, end)));
+        drop(tokio::task::spawn_blocking(move || {
+            store.prefetch(&id, start, end)
+        }));
     }
 
     /// Bytes `[start, end)`, verified per piece. A corrupt chunk is deleted from the
     /// tier and counted; the caller refetches it.
     pub async fn read_range(&self, start: u64, end: u64) -> Result<Bytes, DiskError> {
-        let Some(tier) = &self.shared.disk else { return Err(DiskError::NotFound) };
+        let Some(tier) = &self.shared.disk else {
+            return Err(DiskError::NotFound);
+        };
         let store = tier.store.clone();
         let id = self.id;
         let r = tokio::task::spawn_blocking(move || store.read_range(&id, start, end))
@@ -235,7 +252,9 @@ impl ChunkCache {
             match tokio::task::spawn_blocking(move || DiskStore::open(&path)).await {
                 Ok(Ok((store, report))) => {
                     tracing::info!(path = %dcfg.path.display(), chunks = report.chunks, bytes = report.bytes, temp_files_removed = report.temp_files_removed, bad_files_removed = report.bad_files_removed, "disk tier opened");
-                    stats.corrupt_chunks.fetch_add(report.bad_files_removed, Relaxed);
+                    stats
+                        .corrupt_chunks
+                        .fetch_add(report.bad_files_removed, Relaxed);
                     disk_parts = Some((dcfg, Arc::new(store)));
                 }
                 Ok(Err(e)) => {
@@ -245,7 +264,8 @@ impl ChunkCache {
                 Err(e) => tracing::error!(error = %e, "disk tier open task failed"),
             }
         }
-        let (write_tx, write_rx) = mpsc::channel(disk_parts.as_ref().map_or(1, |(d, _)| d.write_queue.max(1)));
+        let (write_tx, write_rx) =
+            mpsc::channel(disk_parts.as_ref().map_or(1, |(d, _)| d.write_queue.max(1)));
         let disk = disk_parts.as_ref().map(|(dcfg, store)| {
             let mut policy = Policy::new(cfg.policy(dcfg.capacity));
             for (id, len) in store.ids() {
@@ -298,7 +318,11 @@ impl ChunkCache {
     pub fn heat_counts(&self) -> [[u64; 3]; 2] {
         let now = self.shared.now();
         let mem = lock(&self.shared.memory).policy.heat_counts(now);
-        let disk = self.shared.disk.as_ref().map_or([0; 3], |d| lock(&d.policy).heat_counts(now));
+        let disk = self
+            .shared
+            .disk
+            .as_ref()
+            .map_or([0; 3], |d| lock(&d.policy).heat_counts(now));
         [mem, disk]
     }
 
@@ -339,6 +363,7 @@ impl ChunkCache {
                 return Lookup::Disk(DiskChunk {
                     id,
                     len: entry.len,
+                    sha256: entry.sha256,
                     shared: s.clone(),
                 });
             }
@@ -349,12 +374,38 @@ impl ChunkCache {
         }
     }
 
+    /// What this node holds of a chunk, without counting an access or starting a
+    /// fill: for serving peers.
+    pub fn peek(&self, id: &ChunkId) -> Option<Held> {
+        let s = &self.shared;
+        match lock(&s.memory).slots.get(id) {
+            Some(Slot::Ready(c)) => return Some(Held::Memory(c.clone())),
+            Some(Slot::Filling(f)) => return Some(Held::Filling(f.clone())),
+            None => {}
+        }
+        let tier = s.disk.as_ref()?;
+        let entry = tier.store.entry(id)?;
+        Some(Held::Disk(DiskChunk {
+            id: *id,
+            len: entry.len,
+            sha256: entry.sha256,
+            shared: s.clone(),
+        }))
+    }
+
     /// Whether a chunk is in memory or on disk now (no fill is started).
     pub fn is_cached(&self, id: &ChunkId) -> Option<&'static str> {
-        if matches!(lock(&self.shared.memory).slots.get(id), Some(Slot::Ready(_))) {
+        if matches!(
+            lock(&self.shared.memory).slots.get(id),
+            Some(Slot::Ready(_))
+        ) {
             return Some("memory");
         }
-        self.shared.disk.as_ref().filter(|d| d.store.contains(id)).map(|_| "disk")
+        self.shared
+            .disk
+            .as_ref()
+            .filter(|d| d.store.contains(id))
+            .map(|_| "disk")
     }
 
     /// A ready chunk in memory, without starting a fill.
@@ -396,7 +447,10 @@ impl CacheShared {
         {
             let mem = lock(&self.memory);
             self.stats.memory.bytes.store(mem.policy.bytes(), Relaxed);
-            self.stats.memory.entries.store(mem.policy.len() as u64, Relaxed);
+            self.stats
+                .memory
+                .entries
+                .store(mem.policy.len() as u64, Relaxed);
         }
         if let Some(tier) = &self.disk {
             let p = lock(&tier.policy);
@@ -477,7 +531,9 @@ impl CacheShared {
                     mem.slots.insert(id, Slot::Ready(chunk.clone()));
                     let mut excess = self.cfg.watermarks.excess(mem.policy.bytes(), cap);
                     while excess > 0 {
-                        let Some((victim, freed)) = mem.policy.evict_one(now) else { break };
+                        let Some((victim, freed)) = mem.policy.evict_one(now) else {
+                            break;
+                        };
                         if let Some(Slot::Ready(c)) = mem.slots.remove(&victim) {
                             demote.push((victim, c));
                         }
@@ -491,7 +547,11 @@ impl CacheShared {
         for (victim, c) in demote {
             if self.queue_disk_write(victim, &c) {
                 self.stats.demotions.fetch_add(1, Relaxed);
-            } else if !self.disk.as_ref().is_some_and(|d| d.store.contains(&victim)) {
+            } else if !self
+                .disk
+                .as_ref()
+                .is_some_and(|d| d.store.contains(&victim))
+            {
                 // Gone from every tier.
                 let _ = self.removed_tx.send(victim);
             }
@@ -510,7 +570,8 @@ impl CacheShared {
             let mut mem = lock(&self.memory);
             // Only the fill still registered may replace its slot: an invalidation in
             // the meantime must win.
-            let registered = matches!(mem.slots.get(&id), Some(Slot::Filling(f)) if Arc::ptr_eq(f, fill));
+            let registered =
+                matches!(mem.slots.get(&id), Some(Slot::Filling(f)) if Arc::ptr_eq(f, fill));
             if !registered {
                 return;
             }
@@ -568,7 +629,10 @@ impl CacheShared {
 
 /// The write-behind worker: writes queued chunks, then evicts the disk tier back
 /// under its capacity and watermarks.
-async fn write_behind(shared: std::sync::Weak<CacheShared>, mut rx: mpsc::Receiver<(ChunkId, Arc<Chunk>)>) {
+async fn write_behind(
+    shared: std::sync::Weak<CacheShared>,
+    mut rx: mpsc::Receiver<(ChunkId, Arc<Chunk>)>,
+) {
     while let Some((id, chunk)) = rx.recv().await {
         let Some(s) = shared.upgrade() else { break };
         s.stats.disk_queue_depth.fetch_sub(1, Relaxed);
@@ -578,7 +642,8 @@ async fn write_behind(shared: std::sync::Weak<CacheShared>, mut rx: mpsc::Receiv
         if admitted {
             let store = tier.store.clone();
             let c = chunk.clone();
-            let written = tokio::task::spawn_blocking(move || store.write(&id, &c.data, &c.sha256)).await;
+            let written =
+                tokio::task::spawn_blocking(move || store.write(&id, &c.data, &c.sha256)).await;
             match written {
                 Ok(Ok(())) => {
                     s.stats.disk_writes.fetch_add(1, Relaxed);
@@ -588,13 +653,17 @@ async fn write_behind(shared: std::sync::Weak<CacheShared>, mut rx: mpsc::Receiv
                         let mut p = lock(&tier.policy);
                         p.insert(id, size, 1, now);
                         while p.bytes() > tier.capacity {
-                            let Some((v, _)) = p.evict_one(now) else { break };
+                            let Some((v, _)) = p.evict_one(now) else {
+                                break;
+                            };
                             victims.push(v);
                             s.stats.disk.evictions_capacity.fetch_add(1, Relaxed);
                         }
                         let mut excess = s.cfg.watermarks.excess(p.bytes(), tier.capacity);
                         while excess > 0 {
-                            let Some((v, freed)) = p.evict_one(now) else { break };
+                            let Some((v, freed)) = p.evict_one(now) else {
+                                break;
+                            };
                             victims.push(v);
                             s.stats.disk.evictions_watermark.fetch_add(1, Relaxed);
                             excess = excess.saturating_sub(freed);
@@ -657,7 +726,11 @@ async fn verify_on_start(shared: Arc<CacheShared>, mode: VerifyOnStart) {
             Ok(Err(_)) | Err(_) => {}
         }
     }
-    tracing::info!(verified = shared.stats.verified_on_start.load(Relaxed), corrupt = shared.stats.corrupt_chunks.load(Relaxed), "verification at start done");
+    tracing::info!(
+        verified = shared.stats.verified_on_start.load(Relaxed),
+        corrupt = shared.stats.corrupt_chunks.load(Relaxed),
+        "verification at start done"
+    );
 }
 
 #[cfg(test)]
@@ -697,14 +770,22 @@ mod tests {
         let mut reader = FillReader::new(fill.clone(), 1, 5);
         w.push(b"abc").unwrap();
         // The first bytes are readable before the chunk is complete.
-        assert_eq!(reader.next().await.unwrap().unwrap(), Bytes::from_static(b"bc"));
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            Bytes::from_static(b"bc")
+        );
         let mut late = FillReader::new(fill, 0, 6);
         w.push(b"def").unwrap();
         let chunk = w.finish().unwrap();
         assert_eq!(&chunk.data[..], b"abcdef");
-        let expect: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(b"abcdef")).into();
+        let expect: [u8; 32] =
+            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(b"abcdef"))
+                .into();
         assert_eq!(chunk.sha256, expect);
-        assert_eq!(reader.next().await.unwrap().unwrap(), Bytes::from_static(b"de"));
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            Bytes::from_static(b"de")
+        );
         assert!(reader.next().await.is_none());
         let mut all = Vec::new();
         while let Some(b) = late.next().await {
@@ -724,7 +805,13 @@ mod tests {
         drop(w);
         assert_eq!(fill.wait().await.unwrap_err(), FillError::Abandoned);
         let w = leader(&cache, 2, 10);
-        assert!(matches!(w.finish(), Err(FillError::LengthMismatch { expected: 10, got: 0 })));
+        assert!(matches!(
+            w.finish(),
+            Err(FillError::LengthMismatch {
+                expected: 10,
+                got: 0
+            })
+        ));
         let mut w = leader(&cache, 2, 2);
         assert!(w.push(b"123").is_err());
         drop(w);
@@ -740,7 +827,8 @@ mod tests {
         }
         // Never more than the capacity; the watermark (0.9/0.8) trims to 8 bytes.
         assert!(cache.stats().memory.bytes.load(Relaxed) <= 8);
-        let evicted = cache.stats().memory.evictions_capacity.load(Relaxed) + cache.stats().memory.evictions_watermark.load(Relaxed);
+        let evicted = cache.stats().memory.evictions_capacity.load(Relaxed)
+            + cache.stats().memory.evictions_watermark.load(Relaxed);
         assert!(evicted >= 1);
         // Larger than the whole tier: served to readers but not kept.
         let mut w = leader(&cache, 9, 11);
@@ -789,15 +877,27 @@ mod tests {
             for n in 0..4 {
                 fill(&cache, n, &data);
             }
-            wait_for("write-behind", || cache.stats().disk_writes.load(Relaxed) == 4).await;
+            wait_for("write-behind", || {
+                cache.stats().disk_writes.load(Relaxed) == 4
+            })
+            .await;
             assert!(cache.stats().memory.bytes.load(Relaxed) <= 4 << 20);
-            let on_disk = (0..4).filter(|n| cache.is_cached(&id(*n)) == Some("disk")).count();
+            let on_disk = (0..4)
+                .filter(|n| cache.is_cached(&id(*n)) == Some("disk"))
+                .count();
             assert!(on_disk >= 3, "evicted chunks are served from disk");
             // Disk hits by range, byte-exact; the third access makes it Hot: promoted.
-            let victim = (0..4).find(|n| cache.is_cached(&id(*n)) == Some("disk")).unwrap();
+            let victim = (0..4)
+                .find(|n| cache.is_cached(&id(*n)) == Some("disk"))
+                .unwrap();
             for _ in 0..3 {
-                let Lookup::Disk(d) = cache.lookup(id(victim), data.len() as u64) else { panic!("disk hit expected") };
-                assert_eq!(&d.read_range(1_048_570, 1_048_590).await.unwrap()[..], &data[1_048_570..1_048_590]);
+                let Lookup::Disk(d) = cache.lookup(id(victim), data.len() as u64) else {
+                    panic!("disk hit expected")
+                };
+                assert_eq!(
+                    &d.read_range(1_048_570, 1_048_590).await.unwrap()[..],
+                    &data[1_048_570..1_048_590]
+                );
             }
             wait_for("promotion", || cache.stats().promotions.load(Relaxed) == 1).await;
             assert_eq!(cache.is_cached(&id(victim)), Some("memory"));
@@ -805,8 +905,13 @@ mod tests {
         // A new process: the disk index is rebuilt from headers.
         let cache = ChunkCache::open(tiered(dir.path(), 4 << 20, 64 << 20)).await;
         assert_eq!(cache.stats().disk.entries.load(Relaxed), 4);
-        let Lookup::Disk(d) = cache.lookup(id(2), data.len() as u64) else { panic!("disk hit after restart") };
-        assert_eq!(&d.read_range(0, data.len() as u64).await.unwrap()[..], &data[..]);
+        let Lookup::Disk(d) = cache.lookup(id(2), data.len() as u64) else {
+            panic!("disk hit after restart")
+        };
+        assert_eq!(
+            &d.read_range(0, data.len() as u64).await.unwrap()[..],
+            &data[..]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -816,21 +921,35 @@ mod tests {
         {
             let cache = ChunkCache::open(tiered(dir.path(), 1 << 30, 64 << 20)).await;
             fill(&cache, 1, &data);
-            wait_for("write-behind", || cache.stats().disk_writes.load(Relaxed) == 1).await;
+            wait_for("write-behind", || {
+                cache.stats().disk_writes.load(Relaxed) == 1
+            })
+            .await;
         }
         let path = {
             let hex = id(1).to_hex();
-            dir.path().join("chunks").join(&hex[..2]).join(format!("{hex}.chunk"))
+            dir.path()
+                .join("chunks")
+                .join(&hex[..2])
+                .join(format!("{hex}.chunk"))
         };
         let mut bytes = std::fs::read(&path).unwrap();
         let n = bytes.len();
         bytes[n - 1] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         let cache = ChunkCache::open(tiered(dir.path(), 1 << 30, 64 << 20)).await;
-        let Lookup::Disk(d) = cache.lookup(id(1), data.len() as u64) else { panic!("disk hit expected") };
-        assert!(matches!(d.read_range(1_500_000, 1_999_999).await, Err(DiskError::Corrupt(_))));
+        let Lookup::Disk(d) = cache.lookup(id(1), data.len() as u64) else {
+            panic!("disk hit expected")
+        };
+        assert!(matches!(
+            d.read_range(1_500_000, 1_999_999).await,
+            Err(DiskError::Corrupt(_))
+        ));
         assert_eq!(cache.stats().corrupt_chunks.load(Relaxed), 1);
-        assert!(matches!(cache.lookup(id(1), data.len() as u64), Lookup::Leader(_)), "refetch");
+        assert!(
+            matches!(cache.lookup(id(1), data.len() as u64), Lookup::Leader(_)),
+            "refetch"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,17 +53,28 @@ impl std::str::FromStr for EvictionWeights {
     fn from_str(s: &str) -> Result<Self, String> {
         let mut w = Self::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, value) = part.split_once('=').ok_or_else(|| format!("expected name=value, got {part:?}"))?;
-            let v: f64 = value.trim().parse().map_err(|_| format!("weight {name:?} is not a number: {value:?}"))?;
+            let (name, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("expected name=value, got {part:?}"))?;
+            let v: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("weight {name:?} is not a number: {value:?}"))?;
             if !(0.0..=100.0).contains(&v) {
-                return Err(format!("weight {name:?} must be between 0 and 100, got {v}"));
+                return Err(format!(
+                    "weight {name:?} must be between 0 and 100, got {v}"
+                ));
             }
             match name.trim() {
                 "recency" => w.recency = v,
                 "frequency" => w.frequency = v,
                 "replicas" => w.replicas = v,
                 "size" => w.size = v,
-                other => return Err(format!("unknown weight {other:?} (recency, frequency, replicas, size)")),
+                other => {
+                    return Err(format!(
+                        "unknown weight {other:?} (recency, frequency, replicas, size)"
+                    ));
+                }
             }
         }
         Ok(w)
@@ -160,7 +171,12 @@ impl FrequencySketch {
     }
 
     fn estimate(&self, id: &ChunkId) -> u8 {
-        self.slots(id).into_iter().enumerate().map(|(row, slot)| self.rows[row][slot]).min().unwrap_or(0)
+        self.slots(id)
+            .into_iter()
+            .enumerate()
+            .map(|(row, slot)| self.rows[row][slot])
+            .min()
+            .unwrap_or(0)
     }
 }
 
@@ -269,7 +285,9 @@ impl Policy {
     }
 
     fn requeue(&mut self, id: ChunkId) {
-        let Some(e) = self.entries.get(&id) else { return };
+        let Some(e) = self.entries.get(&id) else {
+            return;
+        };
         let (size, replicas, old) = (e.size, e.replicas, e.key);
         let p = Priority(self.priority(&id, size, replicas));
         self.seq += 1;
@@ -356,7 +374,11 @@ impl Policy {
         let victim = self
             .queue
             .iter()
-            .find(|(_, id)| self.entries.get(id).is_some_and(|e| now.saturating_sub(e.last_access) >= protect || protect.is_zero()))
+            .find(|(_, id)| {
+                self.entries.get(id).is_some_and(|e| {
+                    now.saturating_sub(e.last_access) >= protect || protect.is_zero()
+                })
+            })
             .map(|(k, id)| (*k, *id));
         let ((p, _), id) = victim?;
         self.inflation = self.inflation.max(p.0);
@@ -454,11 +476,19 @@ mod tests {
         let mut p = policy();
         p.insert(id(1), 16, 1, T0);
         p.insert(id(2), 16, 5, T0);
-        assert_eq!(p.evict_one(T0).unwrap().0, id(2), "many replicas elsewhere: cheaper to lose");
+        assert_eq!(
+            p.evict_one(T0).unwrap().0,
+            id(2),
+            "many replicas elsewhere: cheaper to lose"
+        );
         let mut p = policy();
         p.insert(id(1), 16, 1, T0);
         p.insert(id(2), 64, 1, T0);
-        assert_eq!(p.evict_one(T0).unwrap().0, id(2), "bigger chunk: less value per byte");
+        assert_eq!(
+            p.evict_one(T0).unwrap().0,
+            id(2),
+            "bigger chunk: less value per byte"
+        );
         p.set_replicas(&id(1), 3);
         assert_eq!(p.info(&id(1), T0).unwrap().replicas, 3);
     }
@@ -477,8 +507,14 @@ mod tests {
         assert_eq!(p.record_access(&id(1), T0), Some(Heat::Hot));
         assert_eq!(p.heat_counts(T0), [0, 0, 1]);
         // One window later heat has halved: 4 -> 2 (warm); three windows: cold.
-        assert_eq!(p.info(&id(1), Duration::from_secs(10)).unwrap().heat, Heat::Warm);
-        assert_eq!(p.info(&id(1), Duration::from_secs(30)).unwrap().heat, Heat::Cold);
+        assert_eq!(
+            p.info(&id(1), Duration::from_secs(10)).unwrap().heat,
+            Heat::Warm
+        );
+        assert_eq!(
+            p.info(&id(1), Duration::from_secs(30)).unwrap().heat,
+            Heat::Cold
+        );
         assert_eq!(p.record_access(&id(2), T0), None, "not resident");
     }
 
@@ -490,7 +526,10 @@ mod tests {
         p.insert(id(1), 16, 1, T0);
         p.insert(id(2), 16, 1, Duration::from_secs(4));
         assert_eq!(p.evict_one(Duration::from_secs(6)).unwrap().0, id(1));
-        assert!(p.evict_one(Duration::from_secs(6)).is_none(), "id 2 is protected until t=9");
+        assert!(
+            p.evict_one(Duration::from_secs(6)).is_none(),
+            "id 2 is protected until t=9"
+        );
         assert_eq!(p.evict_one(Duration::from_secs(9)).unwrap().0, id(2));
     }
 
@@ -503,7 +542,10 @@ mod tests {
                 p.record_access(&id(n), T0);
             }
         }
-        assert!(!p.admit(&id(999), 16, 160), "a once-seen chunk does not displace a frequent one");
+        assert!(
+            !p.admit(&id(999), 16, 160),
+            "a once-seen chunk does not displace a frequent one"
+        );
         for _ in 0..6 {
             p.record_access(&id(999), T0);
         }
@@ -514,7 +556,10 @@ mod tests {
 
     #[test]
     fn watermarks() {
-        let w = Watermarks { high: 0.9, low: 0.8 };
+        let w = Watermarks {
+            high: 0.9,
+            low: 0.8,
+        };
         assert_eq!(w.excess(85, 100), 0);
         assert_eq!(w.excess(95, 100), 15);
     }
@@ -523,7 +568,12 @@ mod tests {
     fn weights_parse_and_errors_name_the_factor() {
         let w: EvictionWeights = "recency=2, size=0".parse().unwrap();
         assert_eq!((w.recency, w.frequency, w.size), (2.0, 1.0, 0.0));
-        assert!("heat=1".parse::<EvictionWeights>().unwrap_err().contains("heat"));
+        assert!(
+            "heat=1"
+                .parse::<EvictionWeights>()
+                .unwrap_err()
+                .contains("heat")
+        );
         assert!("size=x".parse::<EvictionWeights>().is_err());
         assert!("size=-1".parse::<EvictionWeights>().is_err());
     }

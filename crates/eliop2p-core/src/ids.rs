@@ -57,9 +57,10 @@ impl ETag {
     /// Strong-or-weak equality as S3 applies it to `If-Match` / `If-None-Match` lists:
     /// `*` matches anything, otherwise the opaque tags must be equal.
     pub fn matches_header_list(&self, header: &str) -> bool {
-        header.split(',').map(str::trim).any(|candidate| {
-            candidate == "*" || ETag::new(candidate).opaque() == self.opaque()
-        })
+        header
+            .split(',')
+            .map(str::trim)
+            .any(|candidate| candidate == "*" || ETag::new(candidate).opaque() == self.opaque())
     }
 }
 
@@ -76,7 +77,13 @@ pub struct ChunkId([u8; 32]);
 impl ChunkId {
     /// Derives the id from every input that determines the chunk's bytes. Fields are
     /// length-prefixed so that no two different tuples hash the same input.
-    pub fn derive(origin: &str, object: &ObjectKey, etag: &ETag, chunk_size: u64, index: u64) -> Self {
+    pub fn derive(
+        origin: &str,
+        object: &ObjectKey,
+        etag: &ETag,
+        chunk_size: u64,
+        index: u64,
+    ) -> Self {
         let mut h = Sha256::new();
         for field in [origin, &object.bucket, &object.key, etag.opaque()] {
             h.update((field.len() as u64).to_be_bytes());
@@ -129,7 +136,10 @@ mod tests {
         let etag = ETag::new("\"e1\"");
         let base = ChunkId::derive("o", &obj, &etag, 16, 0);
         assert_ne!(base, ChunkId::derive("o2", &obj, &etag, 16, 0));
-        assert_ne!(base, ChunkId::derive("o", &ObjectKey::new("b", "k2"), &etag, 16, 0));
+        assert_ne!(
+            base,
+            ChunkId::derive("o", &ObjectKey::new("b", "k2"), &etag, 16, 0)
+        );
         assert_ne!(base, ChunkId::derive("o", &obj, &ETag::new("e2"), 16, 0));
         assert_ne!(base, ChunkId::derive("o", &obj, &etag, 32, 0));
         assert_ne!(base, ChunkId::derive("o", &obj, &etag, 16, 1));

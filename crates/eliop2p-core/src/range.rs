@@ -146,7 +146,10 @@ pub struct ChunkSlice {
 
 impl ChunkLayout {
     pub fn new(chunk_size: u64, object_size: u64) -> Self {
-        assert!(chunk_size > 0, "chunk size is validated by the config to be > 0");
+        assert!(
+            chunk_size > 0,
+            "chunk size is validated by the config to be > 0"
+        );
         Self {
             chunk_size,
             object_size,
@@ -192,18 +195,48 @@ mod tests {
     #[test]
     fn parses_the_three_shapes() {
         use RangeSpec::*;
-        assert_eq!(RangeRequest::parse("bytes=0-9"), Ok(RangeRequest::Single(FromTo(0, 9))));
-        assert_eq!(RangeRequest::parse("bytes=5-"), Ok(RangeRequest::Single(From(5))));
-        assert_eq!(RangeRequest::parse("bytes=-5"), Ok(RangeRequest::Single(Suffix(5))));
-        assert_eq!(RangeRequest::parse("bytes=0-1,4-5"), Ok(RangeRequest::Multiple));
+        assert_eq!(
+            RangeRequest::parse("bytes=0-9"),
+            Ok(RangeRequest::Single(FromTo(0, 9)))
+        );
+        assert_eq!(
+            RangeRequest::parse("bytes=5-"),
+            Ok(RangeRequest::Single(From(5)))
+        );
+        assert_eq!(
+            RangeRequest::parse("bytes=-5"),
+            Ok(RangeRequest::Single(Suffix(5)))
+        );
+        assert_eq!(
+            RangeRequest::parse("bytes=0-1,4-5"),
+            Ok(RangeRequest::Multiple)
+        );
     }
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "bytes=", "bytes=-", "bytes=a-b", "items=0-1", "bytes=5-2", "bytes=1-2-3", "bytes= -", "bytes=+1-2", "bytes=0-1,x"] {
-            assert_eq!(RangeRequest::parse(bad), Err(RangeError::Malformed), "{bad:?}");
+        for bad in [
+            "",
+            "bytes=",
+            "bytes=-",
+            "bytes=a-b",
+            "items=0-1",
+            "bytes=5-2",
+            "bytes=1-2-3",
+            "bytes= -",
+            "bytes=+1-2",
+            "bytes=0-1,x",
+        ] {
+            assert_eq!(
+                RangeRequest::parse(bad),
+                Err(RangeError::Malformed),
+                "{bad:?}"
+            );
         }
-        assert_eq!(RangeRequest::parse("bytes=99999999999999999999999-"), Err(RangeError::Malformed));
+        assert_eq!(
+            RangeRequest::parse("bytes=99999999999999999999999-"),
+            Err(RangeError::Malformed)
+        );
     }
 
     #[test]

@@ -11,9 +11,11 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| UnitError(format!("invalid size {s:?}: expected a number of bytes or e.g. \"4GiB\"")))?;
+    let n: u64 = num.parse().map_err(|_| {
+        UnitError(format!(
+            "invalid size {s:?}: expected a number of bytes or e.g. \"4GiB\""
+        ))
+    })?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" | "K" | "k" => 1 << 10,
@@ -24,9 +26,14 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         "TB" => 1_000_000_000_000,
-        other => return Err(UnitError(format!("invalid size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"))),
+        other => {
+            return Err(UnitError(format!(
+                "invalid size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+            )));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| UnitError(format!("size {s:?} overflows")))
+    n.checked_mul(mult)
+        .ok_or_else(|| UnitError(format!("size {s:?} overflows")))
 }
 
 /// Parses a duration into milliseconds.
@@ -34,17 +41,24 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, UnitError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| UnitError(format!("invalid duration {s:?}: expected e.g. \"30s\", \"5m\", \"250ms\"")))?;
+    let n: u64 = num.parse().map_err(|_| {
+        UnitError(format!(
+            "invalid duration {s:?}: expected e.g. \"30s\", \"5m\", \"250ms\""
+        ))
+    })?;
     let mult: u64 = match unit.trim() {
         "ms" => 1,
         "" | "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
-        other => return Err(UnitError(format!("invalid duration unit {other:?} in {s:?} (use ms, s, m, h)"))),
+        other => {
+            return Err(UnitError(format!(
+                "invalid duration unit {other:?} in {s:?} (use ms, s, m, h)"
+            )));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| UnitError(format!("duration {s:?} overflows")))
+    n.checked_mul(mult)
+        .ok_or_else(|| UnitError(format!("duration {s:?} overflows")))
 }
 
 #[cfg(test)]

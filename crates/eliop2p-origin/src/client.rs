@@ -22,7 +22,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type OriginBody = BoxBody<Bytes, BoxError>;
 
 pub fn empty_body() -> OriginBody {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn full_body(bytes: Bytes) -> OriginBody {
@@ -135,21 +137,20 @@ pub struct OriginClient {
 
 impl OriginClient {
     pub fn new(cfg: OriginConfig) -> Result<Self, OriginError> {
-        let uri: Uri = cfg
-            .endpoint
-            .parse()
-            .map_err(|e| OriginError::InvalidRequest(format!("endpoint {:?}: {e}", cfg.endpoint)))?;
-        let scheme = uri
-            .scheme()
-            .cloned()
-            .ok_or_else(|| OriginError::InvalidRequest(format!("endpoint {:?} has no scheme", cfg.endpoint)))?;
+        let uri: Uri = cfg.endpoint.parse().map_err(|e| {
+            OriginError::InvalidRequest(format!("endpoint {:?}: {e}", cfg.endpoint))
+        })?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| {
+            OriginError::InvalidRequest(format!("endpoint {:?} has no scheme", cfg.endpoint))
+        })?;
         if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
-            return Err(OriginError::InvalidRequest(format!("endpoint scheme {scheme} is not http or https")));
+            return Err(OriginError::InvalidRequest(format!(
+                "endpoint scheme {scheme} is not http or https"
+            )));
         }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| OriginError::InvalidRequest(format!("endpoint {:?} has no host", cfg.endpoint)))?;
+        let authority = uri.authority().cloned().ok_or_else(|| {
+            OriginError::InvalidRequest(format!("endpoint {:?} has no host", cfg.endpoint))
+        })?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -214,11 +215,16 @@ impl OriginClient {
             .path_and_query(path)
             .build()
             .map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
-        let host = HeaderValue::from_str(&authority).map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
+        let host = HeaderValue::from_str(&authority)
+            .map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
         Ok((uri, host))
     }
 
-    async fn signed(&self, req: &OriginRequest, body: OriginBody) -> Result<Request<OriginBody>, OriginError> {
+    async fn signed(
+        &self,
+        req: &OriginRequest,
+        body: OriginBody,
+    ) -> Result<Request<OriginBody>, OriginError> {
         let (uri, host) = self.build_uri(req)?;
         let mut builder = Request::builder().method(req.method.clone()).uri(uri);
         if let Some(h) = builder.headers_mut() {
@@ -250,7 +256,9 @@ impl OriginClient {
             let request = self.signed(&req, empty_body()).await?;
             let result = self.send_once(request).await;
             let retry = match &result {
-                Ok(resp) => resp.status().is_server_error() && resp.status() != StatusCode::NOT_IMPLEMENTED,
+                Ok(resp) => {
+                    resp.status().is_server_error() && resp.status() != StatusCode::NOT_IMPLEMENTED
+                }
                 Err(OriginError::Unreachable(_) | OriginError::Timeout(_)) => true,
                 Err(_) => false,
             };
@@ -264,7 +272,10 @@ impl OriginClient {
         }
     }
 
-    async fn send_once(&self, request: Request<OriginBody>) -> Result<Response<Incoming>, OriginError> {
+    async fn send_once(
+        &self,
+        request: Request<OriginBody>,
+    ) -> Result<Response<Incoming>, OriginError> {
         match tokio::time::timeout(self.cfg.request_timeout, self.client.request(request)).await {
             Err(_) => Err(OriginError::Timeout(self.cfg.request_timeout)),
             Ok(Err(e)) => Err(OriginError::Unreachable(error_chain(&e))),

@@ -9,7 +9,10 @@
 mod client;
 mod meta;
 
-pub use client::{Addressing, OriginBody, OriginClient, OriginConfig, OriginError, OriginRequest, empty_body, full_body};
+pub use client::{
+    Addressing, OriginBody, OriginClient, OriginConfig, OriginError, OriginRequest, empty_body,
+    full_body,
+};
 pub use meta::ObjectMeta;
 
 /// Percent-encodes an object key for a URI path the way S3 canonicalises it: every

@@ -39,7 +39,12 @@ impl ObjectMeta {
     /// Builds metadata from a successful HEAD (or GET) response; `None` when the
     /// response lacks an ETag or a length, which the cache cannot work without.
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        let size = headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?;
+        let size = headers
+            .get(header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()?;
         Self::with_size(headers, size)
     }
 
@@ -93,9 +98,15 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ETAG, HeaderValue::from_static("\"x\""));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
-        h.insert(header::CONTENT_RANGE, HeaderValue::from_static("bytes 0-9/12345"));
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes 0-9/12345"),
+        );
         assert_eq!(ObjectMeta::from_partial_response(&h).unwrap().size, 12345);
-        h.insert(header::CONTENT_RANGE, HeaderValue::from_static("bytes 0-9/*"));
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes 0-9/*"),
+        );
         assert!(ObjectMeta::from_partial_response(&h).is_none());
     }
 }

@@ -17,7 +17,10 @@ pub enum ProxyBody {
     /// A body relayed from the origin.
     Origin(hyper::body::Incoming),
     /// Chunk slices; `len` is the exact total, for the size hint.
-    Stream { stream: ByteStream, len: u64 },
+    Stream {
+        stream: ByteStream,
+        len: u64,
+    },
 }
 
 impl ProxyBody {
@@ -30,12 +33,18 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut *self {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Origin(inc) => Pin::new(inc).poll_frame(cx).map_err(Into::into),
-            ProxyBody::Stream { stream, .. } => stream.as_mut().poll_next(cx).map(|o| o.map(|r| r.map(Frame::data))),
+            ProxyBody::Stream { stream, .. } => stream
+                .as_mut()
+                .poll_next(cx)
+                .map(|o| o.map(|r| r.map(Frame::data))),
         }
     }
 

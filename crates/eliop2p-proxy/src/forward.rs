@@ -38,7 +38,13 @@ fn is_dropped_request_header(name: &HeaderName) -> bool {
 fn is_hop_by_hop_response_header(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
     )
 }
 
@@ -75,7 +81,11 @@ pub(crate) fn strip_signature_params(query: &str) -> String {
         .join("&")
 }
 
-pub(crate) async fn forward(state: &Arc<ProxyState>, req: Request<Incoming>, target: S3Target) -> Response<ProxyBody> {
+pub(crate) async fn forward(
+    state: &Arc<ProxyState>,
+    req: Request<Incoming>,
+    target: S3Target,
+) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
     let resource = parts.uri.path().to_owned();
     let mut headers = HeaderMap::new();
@@ -84,7 +94,9 @@ pub(crate) async fn forward(state: &Arc<ProxyState>, req: Request<Incoming>, tar
             headers.append(name.clone(), value.clone());
         }
     }
-    if let Some(sha) = headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok())
+    if let Some(sha) = headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
         && sha.starts_with("STREAMING-AWS4-HMAC-SHA256")
     {
         // aws-chunked bodies carry per-chunk signatures chained to the client's own
@@ -96,7 +108,8 @@ pub(crate) async fn forward(state: &Arc<ProxyState>, req: Request<Incoming>, tar
             &resource,
         );
     }
-    let has_body = parts.headers.contains_key(header::CONTENT_LENGTH) && parts.headers[header::CONTENT_LENGTH] != "0"
+    let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)
+        && parts.headers[header::CONTENT_LENGTH] != "0"
         || parts.headers.contains_key(header::TRANSFER_ENCODING);
     let query = parts.uri.query().map(strip_signature_params);
     let origin_req = OriginRequest {
@@ -116,7 +129,12 @@ pub(crate) async fn forward(state: &Arc<ProxyState>, req: Request<Incoming>, tar
         Ok(r) => r,
         Err(e) => {
             state.metrics.origin_errors.fetch_add(1, Relaxed);
-            return state.error_at(StatusCode::BAD_GATEWAY, "BadGateway", &format!("origin request failed: {e}"), &resource);
+            return state.error_at(
+                StatusCode::BAD_GATEWAY,
+                "BadGateway",
+                &format!("origin request failed: {e}"),
+                &resource,
+            );
         }
     };
     if mutates {
@@ -140,7 +158,10 @@ mod tests {
     #[test]
     fn strips_presign_params_only() {
         let q = "list-type=2&X-Amz-Signature=abc&prefix=a%2Fb&X-Amz-Credential=x&x-id=GetObject";
-        assert_eq!(super::strip_signature_params(q), "list-type=2&prefix=a%2Fb&x-id=GetObject");
+        assert_eq!(
+            super::strip_signature_params(q),
+            "list-type=2&prefix=a%2Fb&x-id=GetObject"
+        );
         assert_eq!(super::strip_signature_params(""), "");
     }
 }

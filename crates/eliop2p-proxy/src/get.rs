@@ -27,7 +27,11 @@ pub(crate) enum Outcome {
     Forward,
 }
 
-pub(crate) async fn serve(state: &Arc<ProxyState>, req: &Request<Incoming>, key: ObjectKey) -> Outcome {
+pub(crate) async fn serve(
+    state: &Arc<ProxyState>,
+    req: &Request<Incoming>,
+    key: ObjectKey,
+) -> Outcome {
     // One retry: a fill that fails before the first byte (typically because the object
     // changed at the origin) refreshes the metadata and starts over.
     for attempt in 0..2 {
@@ -38,12 +42,23 @@ pub(crate) async fn serve(state: &Arc<ProxyState>, req: &Request<Incoming>, key:
         if let Some(resp) = preconditions(&meta, req.headers()) {
             return Outcome::Response(resp);
         }
-        let (status, range) = match req.headers().get(header::RANGE).map(|v| v.to_str().map(RangeRequest::parse)) {
-            None | Some(Ok(Ok(RangeRequest::Multiple))) => (StatusCode::OK, ByteRange::new(0, meta.size)),
+        let (status, range) = match req
+            .headers()
+            .get(header::RANGE)
+            .map(|v| v.to_str().map(RangeRequest::parse))
+        {
+            None | Some(Ok(Ok(RangeRequest::Multiple))) => {
+                (StatusCode::OK, ByteRange::new(0, meta.size))
+            }
             Some(Ok(Ok(RangeRequest::Single(spec)))) => match spec.resolve(meta.size) {
                 Ok(r) => (StatusCode::PARTIAL_CONTENT, r),
                 Err(_) => {
-                    let mut resp = state.error(StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange", "The requested range is not satisfiable", &key);
+                    let mut resp = state.error(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "InvalidRange",
+                        "The requested range is not satisfiable",
+                        &key,
+                    );
                     if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.size)) {
                         resp.headers_mut().insert(header::CONTENT_RANGE, v);
                     }
@@ -59,7 +74,10 @@ pub(crate) async fn serve(state: &Arc<ProxyState>, req: &Request<Incoming>, key:
         // HIT when every chunk is cached; the source names the slowest tier involved.
         let mut source = Some("memory");
         for sl in &slices {
-            match state.cache.is_cached(&chunk_id(state, &key, &meta, sl.index)) {
+            match state
+                .cache
+                .is_cached(&chunk_id(state, &key, &meta, sl.index))
+            {
                 Some("memory") => {}
                 Some(tier) => source = source.map(|_| tier),
                 None => {
@@ -77,8 +95,14 @@ pub(crate) async fn serve(state: &Arc<ProxyState>, req: &Request<Incoming>, key:
         {
             headers.insert(header::CONTENT_RANGE, v);
         }
-        headers.insert("x-cache", HeaderValue::from_static(if source.is_some() { "HIT" } else { "MISS" }));
-        headers.insert("x-cache-source", HeaderValue::from_static(source.unwrap_or("origin")));
+        headers.insert(
+            "x-cache",
+            HeaderValue::from_static(if source.is_some() { "HIT" } else { "MISS" }),
+        );
+        headers.insert(
+            "x-cache-source",
+            HeaderValue::from_static(source.unwrap_or("origin")),
+        );
         if req.method() == Method::HEAD || range.is_empty() {
             return Outcome::Response(resp.body(ProxyBody::Empty).expect("valid response parts"));
         }
@@ -90,6 +114,7 @@ pub(crate) async fn serve(state: &Arc<ProxyState>, req: &Request<Incoming>, key:
             prepared: VecDeque::new(),
             current: None,
             current_index: 0,
+            first_from_peer: false,
         };
         // Wait for the first bytes before committing to a status: an early failure
         // still gets a clean error response instead of a cut body.
@@ -101,24 +126,37 @@ pub(crate) async fn serve(state: &Arc<ProxyState>, req: &Request<Incoming>, key:
                 if attempt == 0 {
                     continue;
                 }
-                return Outcome::Response(state.error(StatusCode::BAD_GATEWAY, "BadGateway", &format!("origin fetch failed: {e}"), &key));
+                return Outcome::Response(state.error(
+                    StatusCode::BAD_GATEWAY,
+                    "BadGateway",
+                    &format!("origin fetch failed: {e}"),
+                    &key,
+                ));
             }
             None => Bytes::new(),
         };
+        if source.is_none() && stream.first_from_peer {
+            resp.headers_mut()
+                .expect("builder without errors so far")
+                .insert("x-cache-source", HeaderValue::from_static("peer"));
+        }
         let total = range.len();
-        let body = futures_util::stream::unfold((Some(first), stream), |(first, mut stream)| async move {
-            if let Some(b) = first {
-                return Some((Ok(b), (None, stream)));
-            }
-            match stream.next().await? {
-                Ok(b) => Some((Ok(b), (None, stream))),
-                Err(e) => {
-                    stream.state.metrics.aborted_responses.fetch_add(1, Relaxed);
-                    tracing::warn!(object = %stream.key, error = %e, "aborting response after a failed fill");
-                    Some((Err(Box::new(e) as BoxError), (None, stream)))
+        let body = futures_util::stream::unfold(
+            (Some(first), stream),
+            |(first, mut stream)| async move {
+                if let Some(b) = first {
+                    return Some((Ok(b), (None, stream)));
                 }
-            }
-        });
+                match stream.next().await? {
+                    Ok(b) => Some((Ok(b), (None, stream))),
+                    Err(e) => {
+                        stream.state.metrics.aborted_responses.fetch_add(1, Relaxed);
+                        tracing::warn!(object = %stream.key, error = %e, "aborting response after a failed fill");
+                        Some((Err(Box::new(e) as BoxError), (None, stream)))
+                    }
+                }
+            },
+        );
         return Outcome::Response(
             resp.body(ProxyBody::Stream {
                 stream: Box::pin(body),
@@ -133,7 +171,8 @@ pub(crate) async fn serve(state: &Arc<ProxyState>, req: &Request<Incoming>, key:
 async fn lookup_meta(state: &Arc<ProxyState>, key: &ObjectKey) -> Result<Arc<ObjectMeta>, Outcome> {
     let m = &state.metrics;
     let fetch = |refresh: bool| async move {
-        if refresh {
+        // With peers, chunk 0 may come from them: learn the metadata by HEAD.
+        if refresh || state.peers().is_some() {
             m.origin_head.fetch_add(1, Relaxed);
             MetaCache::head(&state.origin, key).await
         } else {
@@ -156,7 +195,12 @@ async fn lookup_meta(state: &Arc<ProxyState>, key: &ObjectKey) -> Result<Arc<Obj
         MetaLookup::Fetched(Err(MetaError::Unusable)) => Err(Outcome::Forward),
         MetaLookup::Fetched(Err(MetaError::Origin(e))) => {
             m.origin_errors.fetch_add(1, Relaxed);
-            Err(Outcome::Response(state.error(StatusCode::BAD_GATEWAY, "BadGateway", &format!("origin request failed: {e}"), key)))
+            Err(Outcome::Response(state.error(
+                StatusCode::BAD_GATEWAY,
+                "BadGateway",
+                &format!("origin request failed: {e}"),
+                key,
+            )))
         }
     }
 }
@@ -164,13 +208,21 @@ async fn lookup_meta(state: &Arc<ProxyState>, key: &ObjectKey) -> Result<Arc<Obj
 /// Learns an object's metadata for the first time with a GET of its first chunk
 /// instead of a HEAD: one origin round trip instead of two for a cold read (which
 /// halves origin requests for small objects), and the body becomes chunk 0's fill.
-async fn first_chunk_meta(state: &Arc<ProxyState>, key: &ObjectKey) -> Result<Arc<ObjectMeta>, MetaError> {
+async fn first_chunk_meta(
+    state: &Arc<ProxyState>,
+    key: &ObjectKey,
+) -> Result<Arc<ObjectMeta>, MetaError> {
     let chunk_size = state.cfg.chunk_size;
     state.metrics.origin_get.fetch_add(1, Relaxed);
     let mut req = OriginRequest::new(Method::GET, &key.bucket, Some(&key.key));
     let range = format!("bytes=0-{}", chunk_size - 1);
-    req.headers.insert(header::RANGE, HeaderValue::from_str(&range).expect("ascii"));
-    let resp = state.origin.send(req).await.map_err(|e| MetaError::from(&e))?;
+    req.headers
+        .insert(header::RANGE, HeaderValue::from_str(&range).expect("ascii"));
+    let resp = state
+        .origin
+        .send(req)
+        .await
+        .map_err(|e| MetaError::from(&e))?;
     let status = resp.status();
     let meta = match status {
         StatusCode::PARTIAL_CONTENT => ObjectMeta::from_partial_response(resp.headers()),
@@ -185,19 +237,36 @@ async fn first_chunk_meta(state: &Arc<ProxyState>, key: &ObjectKey) -> Result<Ar
     let meta = meta.map(Arc::new).ok_or(MetaError::Unusable)?;
     let first = ChunkLayout::new(chunk_size, meta.size).chunk_range(0);
     // A 200 carries the whole object: it is chunk 0 only if the object fits in one.
-    let body_is_chunk0 = !first.is_empty() && (status == StatusCode::PARTIAL_CONTENT || meta.size == first.len());
-    if body_is_chunk0 && let Lookup::Leader(writer) = state.cache.lookup(chunk_id(state, key, &meta, 0), first.len()) {
-        state.fills.spawn(pump(state.clone(), key.clone(), writer, resp.into_body()));
+    let body_is_chunk0 =
+        !first.is_empty() && (status == StatusCode::PARTIAL_CONTENT || meta.size == first.len());
+    if body_is_chunk0
+        && let Lookup::Leader(writer) = state
+            .cache
+            .lookup(chunk_id(state, key, &meta, 0), first.len())
+    {
+        state
+            .fills
+            .spawn(pump(state.clone(), key.clone(), writer, resp.into_body()));
     }
     Ok(meta)
 }
 
 fn chunk_id(state: &ProxyState, key: &ObjectKey, meta: &ObjectMeta, index: u64) -> ChunkId {
-    ChunkId::derive(state.origin.origin_id(), key, &meta.etag, state.cfg.chunk_size, index)
+    ChunkId::derive(
+        state.origin.origin_id(),
+        key,
+        &meta.etag,
+        state.cfg.chunk_size,
+        index,
+    )
 }
 
 /// The chunk ids of an object version, for invalidation.
-pub(crate) fn all_chunk_ids(state: &ProxyState, key: &ObjectKey, meta: &ObjectMeta) -> Vec<ChunkId> {
+pub(crate) fn all_chunk_ids(
+    state: &ProxyState,
+    key: &ObjectKey,
+    meta: &ObjectMeta,
+) -> Vec<ChunkId> {
     let n = ChunkLayout::new(state.cfg.chunk_size, meta.size).num_chunks();
     (0..n).map(|i| chunk_id(state, key, meta, i)).collect()
 }
@@ -226,21 +295,35 @@ fn header_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTi
 fn preconditions(meta: &ObjectMeta, headers: &HeaderMap) -> Option<Response<ProxyBody>> {
     let failed = if let Some(im) = headers.get(header::IF_MATCH) {
         !im.to_str().is_ok_and(|v| meta.etag.matches_header_list(v))
-    } else if let (Some(since), Some(lm)) = (header_date(headers, header::IF_UNMODIFIED_SINCE), meta.last_modified) {
+    } else if let (Some(since), Some(lm)) = (
+        header_date(headers, header::IF_UNMODIFIED_SINCE),
+        meta.last_modified,
+    ) {
         lm > since
     } else {
         false
     };
     if failed {
-        let body = eliop2p_core::s3xml::error_body("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", "", "");
+        let body = eliop2p_core::s3xml::error_body(
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+            "",
+            "",
+        );
         let mut resp = Response::new(ProxyBody::full(body));
         *resp.status_mut() = StatusCode::PRECONDITION_FAILED;
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml"),
+        );
         return Some(resp);
     }
     let not_modified = if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
         inm.to_str().is_ok_and(|v| meta.etag.matches_header_list(v))
-    } else if let (Some(since), Some(lm)) = (header_date(headers, header::IF_MODIFIED_SINCE), meta.last_modified) {
+    } else if let (Some(since), Some(lm)) = (
+        header_date(headers, header::IF_MODIFIED_SINCE),
+        meta.last_modified,
+    ) {
         lm <= since
     } else {
         false
@@ -287,6 +370,8 @@ struct ChunkStream {
     prepared: VecDeque<(ChunkSlice, Prepared)>,
     current: Option<(Current, Source)>,
     current_index: u64,
+    /// The first bytes of the response came from peers.
+    first_from_peer: bool,
 }
 
 impl ChunkStream {
@@ -301,12 +386,15 @@ impl ChunkStream {
             Lookup::Joined(fill) => Prepared::Fill(fill),
             Lookup::Leader(writer) => {
                 let fill = writer.fill().clone();
+                fill.set_from_peer(self.state.peers().is_some());
                 let state = self.state.clone();
                 let key = self.key.clone();
                 let meta = self.meta.clone();
                 // The fill runs on its own task: a client that goes away neither
                 // cancels it for others nor leaves a partial chunk.
-                self.state.fills.spawn(run_fill(state, writer, key, meta, chunk_range));
+                self.state
+                    .fills
+                    .spawn(run_fill(state, writer, key, meta, chunk_range));
                 Prepared::Fill(fill)
             }
         }
@@ -315,7 +403,9 @@ impl ChunkStream {
     fn prepare_ahead(&mut self) {
         let window = 1 + self.state.cfg.readahead_chunks;
         while self.prepared.len() < window {
-            let Some(slice) = self.unprepared.pop_front() else { break };
+            let Some(slice) = self.unprepared.pop_front() else {
+                break;
+            };
             let prepared = self.prepare(slice.index);
             if let Prepared::Disk(chunk) = &prepared
                 && slice.len > DISK_READ_BLOCK
@@ -328,9 +418,27 @@ impl ChunkStream {
 
     fn start(prepared: Prepared, start: u64, end: u64) -> (Current, Source) {
         match prepared {
-            Prepared::Ready(chunk) => (Current::Bytes(Some(chunk.data.slice(start as usize..end as usize))), Source::Memory),
-            Prepared::Disk(chunk) => (Current::Disk { chunk, pos: start, end, next: None }, Source::Disk),
-            Prepared::Fill(fill) => (Current::Fill(FillReader::new(fill, start, end)), Source::Origin),
+            Prepared::Ready(chunk) => (
+                Current::Bytes(Some(chunk.data.slice(start as usize..end as usize))),
+                Source::Memory,
+            ),
+            Prepared::Disk(chunk) => (
+                Current::Disk {
+                    chunk,
+                    pos: start,
+                    end,
+                    next: None,
+                },
+                Source::Disk,
+            ),
+            Prepared::Fill(fill) => {
+                let source = if fill.from_peer() {
+                    Source::Peer
+                } else {
+                    Source::Origin
+                };
+                (Current::Fill(FillReader::new(fill, start, end)), source)
+            }
         }
     }
 
@@ -339,19 +447,40 @@ impl ChunkStream {
             if let Some((cur, source)) = &mut self.current {
                 let item = match cur {
                     Current::Bytes(b) => b.take().map(Ok),
-                    Current::Fill(reader) => reader.next().await,
-                    Current::Disk { chunk, pos, end, next } if *pos < *end => {
+                    Current::Fill(reader) => {
+                        let next = reader.next().await;
+                        // Who feeds the fill is known once its bytes flow.
+                        *source = if reader.fill().from_peer() {
+                            Source::Peer
+                        } else {
+                            Source::Origin
+                        };
+                        next
+                    }
+                    Current::Disk {
+                        chunk,
+                        pos,
+                        end,
+                        next,
+                    } if *pos < *end => {
                         let block_end = ((*pos / DISK_READ_BLOCK + 1) * DISK_READ_BLOCK).min(*end);
                         let read = match next.take() {
-                            Some(handle) => handle.await.unwrap_or_else(|e| Err(eliop2p_cache::disk::DiskError::Io(std::io::Error::other(e)))),
+                            Some(handle) => handle.await.unwrap_or_else(|e| {
+                                Err(eliop2p_cache::disk::DiskError::Io(std::io::Error::other(e)))
+                            }),
                             None => chunk.read_range(*pos, block_end).await,
                         };
                         match read {
                             Ok(b) => {
                                 *pos = block_end;
                                 if *pos < *end {
-                                    let (c, a, z) = (chunk.clone(), *pos, ((*pos / DISK_READ_BLOCK + 1) * DISK_READ_BLOCK).min(*end));
-                                    *next = Some(tokio::spawn(async move { c.read_range(a, z).await }));
+                                    let (c, a, z) = (
+                                        chunk.clone(),
+                                        *pos,
+                                        ((*pos / DISK_READ_BLOCK + 1) * DISK_READ_BLOCK).min(*end),
+                                    );
+                                    *next =
+                                        Some(tokio::spawn(async move { c.read_range(a, z).await }));
                                 }
                                 Some(Ok(b))
                             }
@@ -370,6 +499,9 @@ impl ChunkStream {
                 };
                 match item {
                     Some(Ok(b)) => {
+                        if *source == Source::Peer {
+                            self.first_from_peer = true;
+                        }
                         self.state.metrics.add_bytes(*source, b.len() as u64);
                         return Some(Ok(b));
                     }
@@ -380,21 +512,54 @@ impl ChunkStream {
             self.prepare_ahead();
             let (slice, prepared) = self.prepared.pop_front()?;
             self.current_index = slice.index;
-            self.current = Some(Self::start(prepared, slice.offset, slice.offset + slice.len));
+            self.current = Some(Self::start(
+                prepared,
+                slice.offset,
+                slice.offset + slice.len,
+            ));
         }
     }
 }
 
 /// Fetches one chunk from the origin into the cache.
-async fn run_fill(state: Arc<ProxyState>, mut writer: FillWriter, key: ObjectKey, meta: Arc<ObjectMeta>, range: ByteRange) {
+async fn run_fill(
+    state: Arc<ProxyState>,
+    mut writer: FillWriter,
+    key: ObjectKey,
+    meta: Arc<ObjectMeta>,
+    range: ByteRange,
+) {
     let fail = |writer: &mut FillWriter, msg: String| {
         tracing::warn!(object = %key, chunk_id = %writer.fill().id(), error = %msg, "chunk fill failed");
         writer.fail(FillError::Source(msg.into()));
     };
+    let mut range = range;
+    if let Some(p2p) = state.peers() {
+        let id = writer.fill().id();
+        match p2p.download(id, range.len(), &mut writer).await {
+            Ok(()) => {
+                if let Err(e) = writer.finish() {
+                    tracing::warn!(object = %key, error = %e, "chunk from peers incomplete");
+                }
+                return;
+            }
+            Err(incomplete) => {
+                // The rest of the chunk comes from the origin, from the last checkpoint.
+                if incomplete.delivered == 0 {
+                    writer.fill().set_from_peer(false);
+                }
+                range = ByteRange::new(range.start + incomplete.delivered, range.end);
+                tracing::debug!(object = %key, delivered = incomplete.delivered, "continuing from the origin");
+            }
+        }
+    }
     state.metrics.origin_get.fetch_add(1, Relaxed);
     let mut req = OriginRequest::new(Method::GET, &key.bucket, Some(&key.key));
     let range_value = format!("bytes={}-{}", range.start, range.end - 1);
-    req.headers.insert(header::RANGE, HeaderValue::from_str(&range_value).expect("ascii"));
+    req.headers.insert(
+        header::RANGE,
+        HeaderValue::from_str(&range_value).expect("ascii"),
+    );
     if let Ok(v) = HeaderValue::from_str(meta.etag.as_str()) {
         req.headers.insert(header::IF_MATCH, v);
     }
@@ -411,7 +576,10 @@ async fn run_fill(state: Arc<ProxyState>, mut writer: FillWriter, key: ObjectKey
         if status == StatusCode::PRECONDITION_FAILED {
             state.meta.invalidate(&key);
         }
-        return fail(&mut writer, format!("origin answered {status} to a chunk GET"));
+        return fail(
+            &mut writer,
+            format!("origin answered {status} to a chunk GET"),
+        );
     }
     let same_etag = resp
         .headers()
@@ -420,7 +588,10 @@ async fn run_fill(state: Arc<ProxyState>, mut writer: FillWriter, key: ObjectKey
         .is_some_and(|v| eliop2p_core::ETag::new(v).opaque() == meta.etag.opaque());
     if !same_etag {
         state.meta.invalidate(&key);
-        return fail(&mut writer, "object changed at the origin (etag differs)".to_owned());
+        return fail(
+            &mut writer,
+            "object changed at the origin (etag differs)".to_owned(),
+        );
     }
     pump(state.clone(), key, writer, resp.into_body()).await;
 }
@@ -435,7 +606,10 @@ async fn pump(state: Arc<ProxyState>, key: ObjectKey, mut writer: FillWriter, mu
             Ok(Some(Err(e))) => format!("origin body: {e}"),
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
-                    state.metrics.origin_fill_bytes.fetch_add(data.len() as u64, Relaxed);
+                    state
+                        .metrics
+                        .origin_fill_bytes
+                        .fetch_add(data.len() as u64, Relaxed);
                     if writer.push(&data).is_err() {
                         return; // length mismatch: the writer already failed the fill
                     }

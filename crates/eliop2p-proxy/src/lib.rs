@@ -18,5 +18,7 @@ mod server;
 
 pub use body::ProxyBody;
 pub use metrics::Metrics;
-pub use node::{AdminConfig, NodeConfig, NodeHandle, ProxyConfig, spawn_node};
+pub use node::{
+    AdminConfig, NodeConfig, NodeError, NodeHandle, ProxyConfig, spawn_node, spawn_node_with_p2p,
+};
 pub use request::{S3Target, parse_target};

@@ -102,7 +102,10 @@ impl MetaCache {
     }
 
     /// Metadata by HEAD.
-    pub async fn head(origin: &OriginClient, key: &ObjectKey) -> Result<Arc<ObjectMeta>, MetaError> {
+    pub async fn head(
+        origin: &OriginClient,
+        key: &ObjectKey,
+    ) -> Result<Arc<ObjectMeta>, MetaError> {
         let req = OriginRequest::new(Method::HEAD, &key.bucket, Some(&key.key));
         match origin.send(req).await {
             Err(e) => Err(MetaError::from(&e)),

@@ -12,6 +12,7 @@ use eliop2p_cache::ChunkCache;
 pub enum Source {
     Memory,
     Disk,
+    Peer,
     Origin,
 }
 
@@ -20,6 +21,7 @@ impl Source {
         match self {
             Source::Memory => "memory",
             Source::Disk => "disk",
+            Source::Peer => "peer",
             Source::Origin => "origin",
         }
     }
@@ -33,6 +35,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     pub bytes_memory: AtomicU64,
     pub bytes_disk: AtomicU64,
+    pub bytes_peer: AtomicU64,
     pub bytes_origin: AtomicU64,
     /// Requests sent to the origin, by kind.
     pub origin_head: AtomicU64,
@@ -57,6 +60,7 @@ impl Metrics {
         match source {
             Source::Memory => self.bytes_memory.fetch_add(n, Relaxed),
             Source::Disk => self.bytes_disk.fetch_add(n, Relaxed),
+            Source::Peer => self.bytes_peer.fetch_add(n, Relaxed),
             Source::Origin => self.bytes_origin.fetch_add(n, Relaxed),
         };
     }
@@ -71,7 +75,10 @@ impl Metrics {
         {
             let map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
             for ((method, status), n) in map.iter() {
-                let _ = writeln!(out, "eliop2p_proxy_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "eliop2p_proxy_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}"
+                );
             }
         }
         let v = |a: &AtomicU64| a.load(Relaxed);
@@ -79,19 +86,39 @@ impl Metrics {
             (
                 "eliop2p_proxy_bytes_served_total",
                 "Body bytes of GET responses, by the tier they came from.",
-                &[("source=\"memory\"", v(&self.bytes_memory)), ("source=\"disk\"", v(&self.bytes_disk)), ("source=\"origin\"", v(&self.bytes_origin))],
+                &[
+                    ("source=\"memory\"", v(&self.bytes_memory)),
+                    ("source=\"disk\"", v(&self.bytes_disk)),
+                    ("source=\"peer\"", v(&self.bytes_peer)),
+                    ("source=\"origin\"", v(&self.bytes_origin)),
+                ],
             ),
             (
                 "eliop2p_origin_requests_total",
                 "Requests the node sent to the origin, by kind.",
-                &[("kind=\"head\"", v(&self.origin_head)), ("kind=\"get\"", v(&self.origin_get)), ("kind=\"forward\"", v(&self.origin_forward))],
+                &[
+                    ("kind=\"head\"", v(&self.origin_head)),
+                    ("kind=\"get\"", v(&self.origin_get)),
+                    ("kind=\"forward\"", v(&self.origin_forward)),
+                ],
             ),
-            ("eliop2p_origin_errors_total", "Origin requests that failed without an HTTP answer.", &[("", v(&self.origin_errors))]),
-            ("eliop2p_origin_bytes_total", "Chunk bytes received from the origin.", &[("", v(&self.origin_fill_bytes))]),
+            (
+                "eliop2p_origin_errors_total",
+                "Origin requests that failed without an HTTP answer.",
+                &[("", v(&self.origin_errors))],
+            ),
+            (
+                "eliop2p_origin_bytes_total",
+                "Chunk bytes received from the origin.",
+                &[("", v(&self.origin_fill_bytes))],
+            ),
             (
                 "eliop2p_metadata_lookups_total",
                 "Object metadata lookups, by result.",
-                &[("result=\"hit\"", v(&self.metadata_hits)), ("result=\"miss\"", v(&self.metadata_misses))],
+                &[
+                    ("result=\"hit\"", v(&self.metadata_hits)),
+                    ("result=\"miss\"", v(&self.metadata_misses)),
+                ],
             ),
             (
                 "eliop2p_cache_lookups_total",
@@ -106,29 +133,86 @@ impl Metrics {
             (
                 "eliop2p_cache_fills_total",
                 "Chunk fills, by outcome.",
-                &[("outcome=\"ok\"", v(&c.fills_completed)), ("outcome=\"failed\"", v(&c.fills_failed))],
+                &[
+                    ("outcome=\"ok\"", v(&c.fills_completed)),
+                    ("outcome=\"failed\"", v(&c.fills_failed)),
+                ],
             ),
             (
                 "eliop2p_cache_evictions_total",
                 "Chunks evicted, by tier and reason.",
                 &[
-                    ("tier=\"memory\",reason=\"capacity\"", v(&m.evictions_capacity)),
-                    ("tier=\"memory\",reason=\"watermark\"", v(&m.evictions_watermark)),
-                    ("tier=\"memory\",reason=\"invalidated\"", v(&m.removals_invalidated)),
-                    ("tier=\"disk\",reason=\"capacity\"", v(&d.evictions_capacity)),
-                    ("tier=\"disk\",reason=\"watermark\"", v(&d.evictions_watermark)),
-                    ("tier=\"disk\",reason=\"invalidated\"", v(&d.removals_invalidated)),
+                    (
+                        "tier=\"memory\",reason=\"capacity\"",
+                        v(&m.evictions_capacity),
+                    ),
+                    (
+                        "tier=\"memory\",reason=\"watermark\"",
+                        v(&m.evictions_watermark),
+                    ),
+                    (
+                        "tier=\"memory\",reason=\"invalidated\"",
+                        v(&m.removals_invalidated),
+                    ),
+                    (
+                        "tier=\"disk\",reason=\"capacity\"",
+                        v(&d.evictions_capacity),
+                    ),
+                    (
+                        "tier=\"disk\",reason=\"watermark\"",
+                        v(&d.evictions_watermark),
+                    ),
+                    (
+                        "tier=\"disk\",reason=\"invalidated\"",
+                        v(&d.removals_invalidated),
+                    ),
                 ],
             ),
-            ("eliop2p_cache_not_admitted_total", "Chunks the policy declined to keep (TinyLFU admission).", &[("", v(&c.not_admitted))]),
-            ("eliop2p_cache_demotions_total", "Chunks written to disk when evicted from memory.", &[("", v(&c.demotions))]),
-            ("eliop2p_cache_promotions_total", "Hot disk chunks read back into memory.", &[("", v(&c.promotions))]),
-            ("eliop2p_cache_disk_writes_total", "Chunks written to the disk tier.", &[("", v(&c.disk_writes))]),
-            ("eliop2p_cache_disk_write_errors_total", "Failed disk tier writes (disk full, unwritable path).", &[("", v(&c.disk_write_errors))]),
-            ("eliop2p_cache_disk_writes_skipped_total", "Write-behinds skipped because the write queue was full.", &[("", v(&c.disk_write_skipped))]),
-            ("eliop2p_cache_corrupt_chunks_total", "Chunks found corrupt on disk (deleted and refetched).", &[("", v(&c.corrupt_chunks))]),
-            ("eliop2p_cache_disk_open_errors_total", "Disk tier paths that could not be opened (tier disabled).", &[("", v(&c.disk_open_errors))]),
-            ("eliop2p_proxy_aborted_responses_total", "Responses cut short because a fill failed after the headers were sent.", &[("", v(&self.aborted_responses))]),
+            (
+                "eliop2p_cache_not_admitted_total",
+                "Chunks the policy declined to keep (TinyLFU admission).",
+                &[("", v(&c.not_admitted))],
+            ),
+            (
+                "eliop2p_cache_demotions_total",
+                "Chunks written to disk when evicted from memory.",
+                &[("", v(&c.demotions))],
+            ),
+            (
+                "eliop2p_cache_promotions_total",
+                "Hot disk chunks read back into memory.",
+                &[("", v(&c.promotions))],
+            ),
+            (
+                "eliop2p_cache_disk_writes_total",
+                "Chunks written to the disk tier.",
+                &[("", v(&c.disk_writes))],
+            ),
+            (
+                "eliop2p_cache_disk_write_errors_total",
+                "Failed disk tier writes (disk full, unwritable path).",
+                &[("", v(&c.disk_write_errors))],
+            ),
+            (
+                "eliop2p_cache_disk_writes_skipped_total",
+                "Write-behinds skipped because the write queue was full.",
+                &[("", v(&c.disk_write_skipped))],
+            ),
+            (
+                "eliop2p_cache_corrupt_chunks_total",
+                "Chunks found corrupt on disk (deleted and refetched).",
+                &[("", v(&c.corrupt_chunks))],
+            ),
+            (
+                "eliop2p_cache_disk_open_errors_total",
+                "Disk tier paths that could not be opened (tier disabled).",
+                &[("", v(&c.disk_open_errors))],
+            ),
+            (
+                "eliop2p_proxy_aborted_responses_total",
+                "Responses cut short because a fill failed after the headers were sent.",
+                &[("", v(&self.aborted_responses))],
+            ),
         ];
         for (name, help, series) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -141,12 +225,29 @@ impl Metrics {
             }
         }
         let gauges: [Family<'_>; 5] = [
-            ("eliop2p_cache_bytes", "Bytes of chunk data held, by tier.", &[("tier=\"memory\"", v(&m.bytes)), ("tier=\"disk\"", v(&d.bytes))]),
-            ("eliop2p_cache_entries", "Chunks held, by tier.", &[("tier=\"memory\"", v(&m.entries)), ("tier=\"disk\"", v(&d.entries))]),
+            (
+                "eliop2p_cache_bytes",
+                "Bytes of chunk data held, by tier.",
+                &[
+                    ("tier=\"memory\"", v(&m.bytes)),
+                    ("tier=\"disk\"", v(&d.bytes)),
+                ],
+            ),
+            (
+                "eliop2p_cache_entries",
+                "Chunks held, by tier.",
+                &[
+                    ("tier=\"memory\"", v(&m.entries)),
+                    ("tier=\"disk\"", v(&d.entries)),
+                ],
+            ),
             (
                 "eliop2p_cache_capacity_bytes",
                 "Configured capacity, by tier.",
-                &[("tier=\"memory\"", cache.memory_capacity()), ("tier=\"disk\"", cache.disk_capacity())],
+                &[
+                    ("tier=\"memory\"", cache.memory_capacity()),
+                    ("tier=\"disk\"", cache.disk_capacity()),
+                ],
             ),
             (
                 "eliop2p_cache_chunks_by_heat",
@@ -160,7 +261,11 @@ impl Metrics {
                     ("tier=\"disk\",heat=\"hot\"", heat[1][2]),
                 ],
             ),
-            ("eliop2p_cache_disk_write_queue_depth", "Chunks waiting to be written to disk.", &[("", v(&c.disk_queue_depth))]),
+            (
+                "eliop2p_cache_disk_write_queue_depth",
+                "Chunks waiting to be written to disk.",
+                &[("", v(&c.disk_queue_depth))],
+            ),
         ];
         for (name, help, series) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -196,7 +301,7 @@ impl Metrics {
             "disk_writes": v(&c.disk_writes), "disk_write_errors": v(&c.disk_write_errors), "disk_writes_skipped": v(&c.disk_write_skipped),
             "disk_write_queue_depth": v(&c.disk_queue_depth), "corrupt_chunks": v(&c.corrupt_chunks),
             "verified_on_start": v(&c.verified_on_start),
-            "bytes_served": {"memory": v(&self.bytes_memory), "disk": v(&self.bytes_disk), "origin": v(&self.bytes_origin)},
+            "bytes_served": {"memory": v(&self.bytes_memory), "disk": v(&self.bytes_disk), "peer": v(&self.bytes_peer), "origin": v(&self.bytes_origin)},
             "origin_requests": {"head": v(&self.origin_head), "get": v(&self.origin_get), "forward": v(&self.origin_forward)},
         })
     }

@@ -51,11 +51,14 @@ pub struct NodeConfig {
     pub cache: CacheConfig,
     /// How long shutdown waits for in-flight responses.
     pub shutdown_grace: Duration,
+    /// The P2P layer; `None` runs a standalone node.
+    pub p2p: Option<eliop2p_p2p::P2pConfig>,
 }
 
 pub struct NodeHandle {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub p2p_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub cache: ChunkCache,
     cancel: CancellationToken,
@@ -67,7 +70,7 @@ pub struct NodeHandle {
 impl NodeHandle {
     /// Prometheus text of the node's metrics.
     pub fn render_metrics(&self) -> String {
-        self.metrics.render(&self.state.cache)
+        self.state.render_metrics()
     }
 
     /// Stops accepting, lets in-flight responses finish within the grace period, and
@@ -86,21 +89,76 @@ impl NodeHandle {
 
 /// Starts a node on the given listeners (bound by the caller, so tests use port 0).
 /// Opening the disk tier (index rebuild from chunk headers) happens here.
-pub async fn spawn_node(cfg: NodeConfig, proxy_listener: TcpListener, admin_listener: TcpListener) -> Result<NodeHandle, OriginError> {
+pub async fn spawn_node(
+    cfg: NodeConfig,
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+) -> Result<NodeHandle, NodeError> {
+    spawn_node_with_p2p(cfg, proxy_listener, admin_listener, None).await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    #[error(transparent)]
+    P2p(#[from] eliop2p_p2p::P2pError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("p2p is configured but no p2p listener was given")]
+    MissingP2pListener,
+}
+
+/// Starts a node with its P2P listener (port 9000 by default) when `cfg.p2p` is set.
+pub async fn spawn_node_with_p2p(
+    cfg: NodeConfig,
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+    p2p_listener: Option<TcpListener>,
+) -> Result<NodeHandle, NodeError> {
     let origin = OriginClient::new(cfg.origin.clone())?;
     let cache = ChunkCache::open(cfg.cache.clone()).await;
     let metrics = Arc::new(Metrics::default());
-    let state = Arc::new(ProxyState::new(cfg.proxy.clone(), origin, cache, metrics.clone()));
-    let proxy_addr = proxy_listener.local_addr().map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
-    let admin_addr = admin_listener.local_addr().map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    tracker.spawn(crate::server::run(proxy_listener, state.clone(), cancel.clone(), tracker.clone()));
-    tracker.spawn(crate::admin::run(admin_listener, state.clone(), cancel.clone(), tracker.clone()));
-    tracing::info!(%proxy_addr, %admin_addr, origin = %cfg.origin.endpoint, "node started");
+    let p2p = match (cfg.p2p.clone(), p2p_listener) {
+        (Some(pc), Some(l)) => Some(eliop2p_p2p::spawn_p2p(
+            pc,
+            l,
+            cache.clone(),
+            cancel.clone(),
+            &tracker,
+        )?),
+        (Some(_), None) => return Err(NodeError::MissingP2pListener),
+        (None, _) => None,
+    };
+    let p2p_addr = p2p.as_ref().map(|p| p.local_addr);
+    let state = Arc::new(ProxyState::new(
+        cfg.proxy.clone(),
+        origin,
+        cache,
+        metrics.clone(),
+        p2p,
+    ));
+    let proxy_addr = proxy_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    tracker.spawn(crate::server::run(
+        proxy_listener,
+        state.clone(),
+        cancel.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(crate::admin::run(
+        admin_listener,
+        state.clone(),
+        cancel.clone(),
+        tracker.clone(),
+    ));
+    tracing::info!(%proxy_addr, %admin_addr, p2p_addr = ?p2p_addr, origin = %cfg.origin.endpoint, "node started");
     Ok(NodeHandle {
         proxy_addr,
         admin_addr,
+        p2p_addr,
         metrics,
         cache: state.cache.clone(),
         cancel,

@@ -19,7 +19,8 @@ pub struct BadTarget(pub &'static str);
 
 fn decode(s: &str) -> Result<String, BadTarget> {
     let bytes: Vec<u8> = percent_encoding::percent_decode_str(s).collect();
-    String::from_utf8(bytes).map_err(|_| BadTarget("the request path is not valid UTF-8 after percent-decoding"))
+    String::from_utf8(bytes)
+        .map_err(|_| BadTarget("the request path is not valid UTF-8 after percent-decoding"))
 }
 
 /// The bucket named by the Host header, if the host is `<bucket>.<domain>` for one of
@@ -37,7 +38,11 @@ fn virtual_bucket<'a>(headers: &'a HeaderMap, domains: &[String]) -> Option<&'a 
 }
 
 /// Parses the target of a request from its raw (still percent-encoded) path and Host.
-pub fn parse_target(raw_path: &str, headers: &HeaderMap, domains: &[String]) -> Result<S3Target, BadTarget> {
+pub fn parse_target(
+    raw_path: &str,
+    headers: &HeaderMap,
+    domains: &[String],
+) -> Result<S3Target, BadTarget> {
     let path = raw_path
         .strip_prefix('/')
         .ok_or(BadTarget("the request path must start with '/'"))?;
@@ -49,7 +54,10 @@ pub fn parse_target(raw_path: &str, headers: &HeaderMap, domains: &[String]) -> 
         });
     }
     if path.is_empty() {
-        return Ok(S3Target { bucket: None, key: None });
+        return Ok(S3Target {
+            bucket: None,
+            key: None,
+        });
     }
     let (bucket, key) = match path.split_once('/') {
         Some((b, k)) => (b, k),
@@ -92,10 +100,22 @@ mod tests {
         assert_eq!(parse_target("/", &h, &d), Ok(t(None, None)));
         assert_eq!(parse_target("/b", &h, &d), Ok(t(Some("b"), None)));
         assert_eq!(parse_target("/b/", &h, &d), Ok(t(Some("b"), None)));
-        assert_eq!(parse_target("/b/a//c", &h, &d), Ok(t(Some("b"), Some("a//c"))));
-        assert_eq!(parse_target("/b/a/./c", &h, &d), Ok(t(Some("b"), Some("a/./c"))));
-        assert_eq!(parse_target("/b/%2e%2e/x", &h, &d), Ok(t(Some("b"), Some("../x"))));
-        assert_eq!(parse_target("/b/a+b%20c%C3%BC", &h, &d), Ok(t(Some("b"), Some("a+b cü"))));
+        assert_eq!(
+            parse_target("/b/a//c", &h, &d),
+            Ok(t(Some("b"), Some("a//c")))
+        );
+        assert_eq!(
+            parse_target("/b/a/./c", &h, &d),
+            Ok(t(Some("b"), Some("a/./c")))
+        );
+        assert_eq!(
+            parse_target("/b/%2e%2e/x", &h, &d),
+            Ok(t(Some("b"), Some("../x")))
+        );
+        assert_eq!(
+            parse_target("/b/a+b%20c%C3%BC", &h, &d),
+            Ok(t(Some("b"), Some("a+b cü")))
+        );
         assert!(parse_target("/b/%FF", &h, &d).is_err());
         assert!(parse_target("//k", &h, &d).is_err());
         assert!(parse_target("*", &h, &d).is_err());
@@ -104,9 +124,21 @@ mod tests {
     #[test]
     fn virtual_host_style() {
         let d = vec!["localhost".to_owned(), "s3.example.com".to_owned()];
-        assert_eq!(parse_target("/k/x", &host("bkt.localhost:8080"), &d), Ok(t(Some("bkt"), Some("k/x"))));
-        assert_eq!(parse_target("/", &host("my.bkt.s3.example.com"), &d), Ok(t(Some("my.bkt"), None)));
-        assert_eq!(parse_target("/b/k", &host("localhost:8080"), &d), Ok(t(Some("b"), Some("k"))));
-        assert_eq!(parse_target("/b/k", &host("other.host"), &d), Ok(t(Some("b"), Some("k"))));
+        assert_eq!(
+            parse_target("/k/x", &host("bkt.localhost:8080"), &d),
+            Ok(t(Some("bkt"), Some("k/x")))
+        );
+        assert_eq!(
+            parse_target("/", &host("my.bkt.s3.example.com"), &d),
+            Ok(t(Some("my.bkt"), None))
+        );
+        assert_eq!(
+            parse_target("/b/k", &host("localhost:8080"), &d),
+            Ok(t(Some("b"), Some("k")))
+        );
+        assert_eq!(
+            parse_target("/b/k", &host("other.host"), &d),
+            Ok(t(Some("b"), Some("k")))
+        );
     }
 }

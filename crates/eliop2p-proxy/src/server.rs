@@ -34,13 +34,20 @@ pub(crate) struct ProxyState {
     pub cache: ChunkCache,
     pub meta: MetaCache,
     pub metrics: Arc<Metrics>,
+    pub p2p: Option<eliop2p_p2p::P2pHandle>,
     /// Chunk fills run here, detached from the requests that started them.
     pub fills: TaskTracker,
     next_request_id: AtomicU64,
 }
 
 impl ProxyState {
-    pub fn new(cfg: ProxyConfig, origin: OriginClient, cache: ChunkCache, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        cfg: ProxyConfig,
+        origin: OriginClient,
+        cache: ChunkCache,
+        metrics: Arc<Metrics>,
+        p2p: Option<eliop2p_p2p::P2pHandle>,
+    ) -> Self {
         let meta = MetaCache::new(cfg.metadata_ttl, cfg.metadata_max_entries);
         Self {
             cfg,
@@ -48,23 +55,58 @@ impl ProxyState {
             cache,
             meta,
             metrics,
+            p2p,
             fills: TaskTracker::new(),
             next_request_id: AtomicU64::new(1),
         }
     }
 
-    /// An S3 XML error response about an object.
-    pub fn error(&self, status: StatusCode, code: &str, message: &str, key: &ObjectKey) -> Response<ProxyBody> {
-        self.error_at(status, code, message, &format!("/{}/{}", key.bucket, key.key))
+    /// Prometheus text of everything this node measures.
+    pub fn render_metrics(&self) -> String {
+        let mut text = self.metrics.render(&self.cache);
+        if let Some(p) = &self.p2p {
+            text.push_str(&p.render_metrics());
+        }
+        text
     }
 
-    pub fn error_at(&self, status: StatusCode, code: &str, message: &str, resource: &str) -> Response<ProxyBody> {
+    /// The P2P layer, when it has peers to ask.
+    pub fn peers(&self) -> Option<&eliop2p_p2p::P2pHandle> {
+        self.p2p.as_ref().filter(|p| p.has_peers())
+    }
+
+    /// An S3 XML error response about an object.
+    pub fn error(
+        &self,
+        status: StatusCode,
+        code: &str,
+        message: &str,
+        key: &ObjectKey,
+    ) -> Response<ProxyBody> {
+        self.error_at(
+            status,
+            code,
+            message,
+            &format!("/{}/{}", key.bucket, key.key),
+        )
+    }
+
+    pub fn error_at(
+        &self,
+        status: StatusCode,
+        code: &str,
+        message: &str,
+        resource: &str,
+    ) -> Response<ProxyBody> {
         let id = format!("{:016X}", self.next_request_id.fetch_add(1, Relaxed));
         let body = eliop2p_core::s3xml::error_body(code, message, resource, &id);
         let mut resp = Response::new(ProxyBody::full(body));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml"),
+        );
         if let Ok(v) = HeaderValue::from_str(&id) {
             h.insert("x-amz-request-id", v);
         }
@@ -74,7 +116,9 @@ impl ProxyState {
     /// Drops what is cached about an object (metadata and the chunks of the cached
     /// version) before and after a write through the node.
     pub fn invalidate_target(&self, target: &S3Target) {
-        let (Some(bucket), Some(key)) = (&target.bucket, &target.key) else { return };
+        let (Some(bucket), Some(key)) = (&target.bucket, &target.key) else {
+            return;
+        };
         let key = ObjectKey::new(bucket.clone(), key.clone());
         if let Some(meta) = self.meta.invalidate(&key) {
             for id in get::all_chunk_ids(self, &key, &meta) {
@@ -88,12 +132,17 @@ impl ProxyState {
     pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
         let method = req.method().clone();
         let resp = self.route(req).await;
-        self.metrics.record_request(method.as_str(), resp.status().as_u16());
+        self.metrics
+            .record_request(method.as_str(), resp.status().as_u16());
         resp
     }
 
     async fn route(self: &Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
-        let header_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
         if header_bytes > MAX_HEADER_BYTES {
             return self.error_at(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -102,9 +151,15 @@ impl ProxyState {
                 req.uri().path(),
             );
         }
-        let target = match parse_target(req.uri().path(), req.headers(), &self.cfg.virtual_host_domains) {
+        let target = match parse_target(
+            req.uri().path(),
+            req.headers(),
+            &self.cfg.virtual_host_domains,
+        ) {
             Ok(t) => t,
-            Err(e) => return self.error_at(StatusCode::BAD_REQUEST, "InvalidURI", e.0, req.uri().path()),
+            Err(e) => {
+                return self.error_at(StatusCode::BAD_REQUEST, "InvalidURI", e.0, req.uri().path());
+            }
         };
         let cacheable = matches!(*req.method(), Method::GET | Method::HEAD)
             && target.key.is_some()
@@ -134,8 +189,12 @@ fn query_is_cacheable(query: &str) -> bool {
 /// Accepts connections until `cancel` and serves each with `handler`; each
 /// connection finishes its in-flight request after cancellation (graceful
 /// shutdown) and is tracked by `tracker`. Shared by the proxy and admin listeners.
-pub(crate) async fn serve<H, Fut>(listener: TcpListener, cancel: CancellationToken, tracker: TaskTracker, handler: H)
-where
+pub(crate) async fn serve<H, Fut>(
+    listener: TcpListener,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    handler: H,
+) where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<ProxyBody>> + Send + 'static,
 {
@@ -180,7 +239,12 @@ where
 }
 
 /// The S3 proxy listener.
-pub(crate) async fn run(listener: TcpListener, state: Arc<ProxyState>, cancel: CancellationToken, tracker: TaskTracker) {
+pub(crate) async fn run(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
     serve(listener, cancel, tracker.clone(), move |req| {
         let state = state.clone();
         async move { state.handle(req).await }

@@ -55,14 +55,22 @@ async fn reads_beyond_memory_come_from_disk_and_survive_restart() -> anyhow::Res
         let u = format!("http://{}/tier/big", node.proxy_addr);
         let r = c.get(&u, &[]).await?;
         assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
-        wait_until("write-behind of 21 chunks", || metric(&node, "eliop2p_cache_disk_writes_total") == 21).await;
+        wait_until("write-behind of 21 chunks", || {
+            metric(&node, "eliop2p_cache_disk_writes_total") == 21
+        })
+        .await;
         let r = c.get(&u, &[]).await?;
         assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "L2 read byte-exact");
         assert_eq!(r.header("x-cache"), Some("HIT"));
         assert_eq!(r.header("x-cache-source"), Some("disk"));
         assert!(metric(&node, "eliop2p_proxy_bytes_served_total{source=\"disk\"}") > 0);
         // Ranges across chunk boundaries, from disk.
-        for (a, b) in [(MIB - 5, MIB + 5), (0, 1), (20 * MIB, 20 * MIB + 122), (3 * MIB + 17, 9 * MIB)] {
+        for (a, b) in [
+            (MIB - 5, MIB + 5),
+            (0, 1),
+            (20 * MIB, 20 * MIB + 122),
+            (3 * MIB + 17, 9 * MIB),
+        ] {
             let r = c.get(&u, &[("range", &format!("bytes={a}-{b}"))]).await?;
             assert_eq!(r.body, data.slice(a as usize..=b as usize), "{a}-{b}");
         }
@@ -72,14 +80,26 @@ async fn reads_beyond_memory_come_from_disk_and_survive_restart() -> anyhow::Res
     origin.clear_log();
     let node = disk_node(&origin, dir.path()).await?;
     assert_eq!(metric(&node, "eliop2p_cache_entries{tier=\"disk\"}"), 21);
-    let r = c.get(&format!("http://{}/tier/big", node.proxy_addr), &[]).await?;
+    let r = c
+        .get(&format!("http://{}/tier/big", node.proxy_addr), &[])
+        .await?;
     assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
     assert_eq!(r.header("x-cache-source"), Some("disk"));
     // One origin request to learn the object's current ETag (the metadata is not
     // persisted); no chunk bytes come from the origin.
-    assert_eq!(origin.gets_of("tier", "big").len(), 1, "only the metadata lookup");
-    assert_eq!(metric(&node, "eliop2p_origin_bytes_total"), 0, "served from disk after restart");
-    let stats = c.get(&format!("http://{}/stats", node.admin_addr), &[]).await?;
+    assert_eq!(
+        origin.gets_of("tier", "big").len(),
+        1,
+        "only the metadata lookup"
+    );
+    assert_eq!(
+        metric(&node, "eliop2p_origin_bytes_total"),
+        0,
+        "served from disk after restart"
+    );
+    let stats = c
+        .get(&format!("http://{}/stats", node.admin_addr), &[])
+        .await?;
     let json: serde_json::Value = serde_json::from_slice(&stats.body)?;
     assert_eq!(json["disk"]["entries"], 21);
     node.shutdown().await;
@@ -97,8 +117,12 @@ async fn corrupt_or_truncated_chunk_files_are_refetched() -> anyhow::Result<()> 
     let c = TestClient::new();
     {
         let node = disk_node(&origin, dir.path()).await?;
-        c.get(&format!("http://{}/rot/obj", node.proxy_addr), &[]).await?;
-        wait_until("write-behind", || metric(&node, "eliop2p_cache_disk_writes_total") == 6).await;
+        c.get(&format!("http://{}/rot/obj", node.proxy_addr), &[])
+            .await?;
+        wait_until("write-behind", || {
+            metric(&node, "eliop2p_cache_disk_writes_total") == 6
+        })
+        .await;
         node.shutdown().await;
     }
     // Flip a byte in one chunk file and truncate another.
@@ -115,11 +139,21 @@ async fn corrupt_or_truncated_chunk_files_are_refetched() -> anyhow::Result<()> 
     // The truncated file is caught by its length when the index is rebuilt.
     assert_eq!(metric(&node, "eliop2p_cache_corrupt_chunks_total"), 1);
     origin.clear_log();
-    let r = c.get(&format!("http://{}/rot/obj", node.proxy_addr), &[]).await?;
+    let r = c
+        .get(&format!("http://{}/rot/obj", node.proxy_addr), &[])
+        .await?;
     assert_eq!(r.status, 200);
     assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "never a wrong byte");
-    assert_eq!(metric(&node, "eliop2p_cache_corrupt_chunks_total"), 2, "the flipped byte too");
-    assert_eq!(metric(&node, "eliop2p_origin_bytes_total"), 2 * MIB, "exactly the two bad chunks refetched");
+    assert_eq!(
+        metric(&node, "eliop2p_cache_corrupt_chunks_total"),
+        2,
+        "the flipped byte too"
+    );
+    assert_eq!(
+        metric(&node, "eliop2p_origin_bytes_total"),
+        2 * MIB,
+        "exactly the two bad chunks refetched"
+    );
     node.shutdown().await;
     origin.stop().await;
     Ok(())
@@ -156,7 +190,10 @@ async fn unwritable_disk_keeps_serving() -> anyhow::Result<()> {
         assert_eq!(r.status, 200);
         assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
     }
-    wait_until("write errors counted", || metric(&node, "eliop2p_cache_disk_write_errors_total") > 0).await;
+    wait_until("write errors counted", || {
+        metric(&node, "eliop2p_cache_disk_write_errors_total") > 0
+    })
+    .await;
     assert_eq!(metric(&node, "eliop2p_cache_entries{tier=\"disk\"}"), 0);
     node.shutdown().await;
     origin.stop().await;

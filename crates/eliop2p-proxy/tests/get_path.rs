@@ -9,7 +9,12 @@ use eliop2p_testkit::{TestClient, TestOrigin, sha256_hex, start_node, test_data}
 const MIB: usize = 1 << 20;
 
 fn url(node: &eliop2p_proxy::NodeHandle, bucket: &str, key: &str) -> String {
-    format!("http://{}/{}/{}", node.proxy_addr, bucket, eliop2p_origin::encode_key(key))
+    format!(
+        "http://{}/{}/{}",
+        node.proxy_addr,
+        bucket,
+        eliop2p_origin::encode_key(key)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,15 +24,25 @@ async fn every_size_is_byte_exact_miss_then_hit() -> anyhow::Result<()> {
     let node = start_node(&origin, |_| {}).await?;
     let client = TestClient::new();
     let chunk = 16 * MIB;
-    for (i, size) in [0, 1, chunk - 1, chunk, chunk + 1, 100 * MIB].into_iter().enumerate() {
+    for (i, size) in [0, 1, chunk - 1, chunk, chunk + 1, 100 * MIB]
+        .into_iter()
+        .enumerate()
+    {
         let data = test_data(size, i as u64);
         let key = format!("obj-{size}");
         origin.put("data", &key, data.clone()).await?;
         let first = client.get(&url(&node, "data", &key), &[]).await?;
         assert_eq!(first.status, 200, "size {size}");
         assert_eq!(first.body.len(), size);
-        assert_eq!(sha256_hex(&first.body), sha256_hex(&data), "size {size} MISS");
-        assert_eq!(first.header("content-length"), Some(size.to_string().as_str()));
+        assert_eq!(
+            sha256_hex(&first.body),
+            sha256_hex(&data),
+            "size {size} MISS"
+        );
+        assert_eq!(
+            first.header("content-length"),
+            Some(size.to_string().as_str())
+        );
         assert_eq!(first.header("accept-ranges"), Some("bytes"));
         assert!(first.header("etag").is_some() && first.header("last-modified").is_some());
         if size > 0 {
@@ -35,18 +50,29 @@ async fn every_size_is_byte_exact_miss_then_hit() -> anyhow::Result<()> {
             assert_eq!(first.header("x-cache-source"), Some("origin"));
         }
         let second = client.get(&url(&node, "data", &key), &[]).await?;
-        assert_eq!(sha256_hex(&second.body), sha256_hex(&data), "size {size} HIT");
+        assert_eq!(
+            sha256_hex(&second.body),
+            sha256_hex(&data),
+            "size {size} HIT"
+        );
         assert_eq!(second.header("x-cache"), Some("HIT"), "size {size}");
         assert_eq!(second.header("x-cache-source"), Some("memory"));
         // Each chunk was fetched from the origin exactly once, by range; the first
         // one doubled as the metadata lookup (an empty object: one probe, then HEAD).
         let gets = origin.gets_of("data", &key);
-        assert_eq!(gets.len(), size.div_ceil(chunk).max(1), "size {size}: {gets:?}");
+        assert_eq!(
+            gets.len(),
+            size.div_ceil(chunk).max(1),
+            "size {size}: {gets:?}"
+        );
         assert!(gets.iter().all(|g| g.range.is_some()));
     }
     let metrics = node.render_metrics();
     assert!(metrics.contains("eliop2p_proxy_bytes_served_total{source=\"memory\"}"));
-    assert!(metrics.contains("eliop2p_proxy_requests_total{method=\"GET\",status=\"200\"} 12"), "{metrics}");
+    assert!(
+        metrics.contains("eliop2p_proxy_requests_total{method=\"GET\",status=\"200\"} 12"),
+        "{metrics}"
+    );
     node.shutdown().await;
     origin.stop().await;
     Ok(())
@@ -67,13 +93,21 @@ async fn every_range_shape_across_chunk_boundaries() -> anyhow::Result<()> {
         (format!("bytes=0-{}", size - 1), 0, size),
         ("bytes=0-0".into(), 0, 1),
         (format!("bytes={}-{}", m - 1, m), m - 1, m + 1),
-        (format!("bytes={}-{}", m - 10, 3 * m + 10), m - 10, 3 * m + 11),
+        (
+            format!("bytes={}-{}", m - 10, 3 * m + 10),
+            m - 10,
+            3 * m + 11,
+        ),
         (format!("bytes={}-", 2 * m + 5), 2 * m + 5, size),
         ("bytes=-1".into(), size - 1, size),
         (format!("bytes=-{}", m + 3), size - m - 3, size),
         (format!("bytes=-{}", size * 2), 0, size),
         (format!("bytes=10-{}", size * 5), 10, size),
-        (format!("bytes={}-{}", 3 * m, 3 * m + 99), 3 * m, 3 * m + 100),
+        (
+            format!("bytes={}-{}", 3 * m, 3 * m + 99),
+            3 * m,
+            3 * m + 100,
+        ),
     ];
     // Twice: the first pass fills chunks (MISS), the second is served from memory.
     for pass in 0..2 {
@@ -81,14 +115,25 @@ async fn every_range_shape_across_chunk_boundaries() -> anyhow::Result<()> {
             let r = client.get(&u, &[("range", range)]).await?;
             assert_eq!(r.status, 206, "{range} pass {pass}");
             assert_eq!(r.body, data.slice(*start..*end), "{range} pass {pass}");
-            assert_eq!(r.header("content-range"), Some(format!("bytes {}-{}/{}", start, end - 1, size).as_str()));
-            assert_eq!(r.header("content-length"), Some((end - start).to_string().as_str()));
+            assert_eq!(
+                r.header("content-range"),
+                Some(format!("bytes {}-{}/{}", start, end - 1, size).as_str())
+            );
+            assert_eq!(
+                r.header("content-length"),
+                Some((end - start).to_string().as_str())
+            );
         }
     }
     // Not satisfiable.
-    let r = client.get(&u, &[("range", &format!("bytes={size}-"))]).await?;
+    let r = client
+        .get(&u, &[("range", &format!("bytes={size}-"))])
+        .await?;
     assert_eq!(r.status, 416);
-    assert_eq!(r.header("content-range"), Some(format!("bytes */{size}").as_str()));
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes */{size}").as_str())
+    );
     assert!(String::from_utf8_lossy(&r.body).contains("<Code>InvalidRange</Code>"));
     // Malformed: a clear 400 with an S3 error body.
     for bad in ["bytes=abc", "bytes=5-2", "items=0-1", "bytes="] {
@@ -101,10 +146,25 @@ async fn every_range_shape_across_chunk_boundaries() -> anyhow::Result<()> {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, data);
     // HEAD with and without a range.
-    let h = client.request(http::Method::HEAD, &u, &[], Bytes::new()).await?;
-    assert_eq!((h.status.as_u16(), h.header("content-length")), (200, Some(size.to_string().as_str())));
-    let h = client.request(http::Method::HEAD, &u, &[("range", "bytes=0-9")], Bytes::new()).await?;
-    assert_eq!((h.status.as_u16(), h.header("content-length")), (206, Some("10")));
+    let h = client
+        .request(http::Method::HEAD, &u, &[], Bytes::new())
+        .await?;
+    assert_eq!(
+        (h.status.as_u16(), h.header("content-length")),
+        (200, Some(size.to_string().as_str()))
+    );
+    let h = client
+        .request(
+            http::Method::HEAD,
+            &u,
+            &[("range", "bytes=0-9")],
+            Bytes::new(),
+        )
+        .await?;
+    assert_eq!(
+        (h.status.as_u16(), h.header("content-length")),
+        (206, Some("10"))
+    );
     assert!(h.body.is_empty());
     // Four chunks, each fetched once.
     assert_eq!(origin.gets_of("rng", "obj").len(), 4);
@@ -134,12 +194,19 @@ async fn concurrent_cold_reads_fetch_each_chunk_once() -> anyhow::Result<()> {
         assert_eq!(sha256_hex(&r.body), want);
     }
     let gets = origin.gets_of("hot", "model.bin");
-    let mut ranges: Vec<_> = gets.iter().map(|g| g.range.clone().unwrap_or_default()).collect();
+    let mut ranges: Vec<_> = gets
+        .iter()
+        .map(|g| g.range.clone().unwrap_or_default())
+        .collect();
     ranges.sort();
     ranges.dedup();
     assert_eq!(gets.len(), 5, "one origin GET per chunk: {gets:?}");
     assert_eq!(ranges.len(), 5);
-    let heads = origin.requests().iter().filter(|r| r.method == http::Method::HEAD).count();
+    let heads = origin
+        .requests()
+        .iter()
+        .filter(|r| r.method == http::Method::HEAD)
+        .count();
     assert_eq!(heads, 0, "metadata came with the first chunk, once");
     node.shutdown().await;
     origin.stop().await;
@@ -191,9 +258,12 @@ async fn client_disconnect_neither_cancels_nor_corrupts_the_fill() -> anyhow::Re
     // A raw connection that reads a little and hangs up.
     {
         let stream = tokio::net::TcpStream::connect(node.proxy_addr).await?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         let conn_task = tokio::spawn(conn);
-        let req = http::Request::get(&u).header("host", node.proxy_addr.to_string()).body(http_body_util::Empty::<Bytes>::new())?;
+        let req = http::Request::get(&u)
+            .header("host", node.proxy_addr.to_string())
+            .body(http_body_util::Empty::<Bytes>::new())?;
         let resp = send.send_request(req).await?;
         let mut body = resp.into_body();
         let first = body.frame().await.expect("a frame")?;

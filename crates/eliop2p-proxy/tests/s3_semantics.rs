@@ -16,7 +16,9 @@ fn base(node: &eliop2p_proxy::NodeHandle) -> String {
 async fn conditional_requests_behave_as_s3() -> anyhow::Result<()> {
     let origin = TestOrigin::start().await?;
     origin.create_bucket("cond").await?;
-    let etag = origin.put("cond", "k", Bytes::from_static(b"0123456789")).await?;
+    let etag = origin
+        .put("cond", "k", Bytes::from_static(b"0123456789"))
+        .await?;
     let node = start_node(&origin, |_| {}).await?;
     let c = TestClient::new();
     let u = format!("{}/cond/k", base(&node));
@@ -33,10 +35,22 @@ async fn conditional_requests_behave_as_s3() -> anyhow::Result<()> {
         (vec![("if-unmodified-since", past)], 412),
         (vec![("if-unmodified-since", future)], 200),
         // If-Match true wins over If-Unmodified-Since false (RFC 9110 order, as S3).
-        (vec![("if-match", etag.as_str()), ("if-unmodified-since", past)], 200),
+        (
+            vec![("if-match", etag.as_str()), ("if-unmodified-since", past)],
+            200,
+        ),
         // If-None-Match false decides; If-Modified-Since is not consulted.
-        (vec![("if-none-match", "\"other\""), ("if-modified-since", future)], 200),
-        (vec![("if-none-match", etag.as_str()), ("range", "bytes=0-1")], 304),
+        (
+            vec![
+                ("if-none-match", "\"other\""),
+                ("if-modified-since", future),
+            ],
+            200,
+        ),
+        (
+            vec![("if-none-match", etag.as_str()), ("range", "bytes=0-1")],
+            304,
+        ),
     ];
     for (headers, want) in cases {
         let r = c.get(&u, &headers).await?;
@@ -46,7 +60,9 @@ async fn conditional_requests_behave_as_s3() -> anyhow::Result<()> {
                 assert!(r.body.is_empty());
                 assert_eq!(r.header("etag"), Some(etag.as_str()));
             }
-            412 => assert!(String::from_utf8_lossy(&r.body).contains("<Code>PreconditionFailed</Code>")),
+            412 => assert!(
+                String::from_utf8_lossy(&r.body).contains("<Code>PreconditionFailed</Code>")
+            ),
             _ => assert_eq!(&r.body[..], b"0123456789"),
         }
     }
@@ -60,28 +76,60 @@ async fn writes_through_the_node_are_forwarded_and_invalidate() -> anyhow::Resul
     let origin = TestOrigin::start().await?;
     origin.create_bucket("wrt").await?;
     // A long TTL: only the invalidation can make the new bytes visible.
-    let node = start_node(&origin, |c| c.proxy.metadata_ttl = Duration::from_secs(3600)).await?;
+    let node = start_node(&origin, |c| {
+        c.proxy.metadata_ttl = Duration::from_secs(3600)
+    })
+    .await?;
     let c = TestClient::new();
     let b = base(&node);
     let v1 = test_data(300_000, 1);
-    let put = c.request(Method::PUT, &format!("{b}/wrt/dir/obj"), &[("content-type", "application/x-test")], v1.clone()).await?;
+    let put = c
+        .request(
+            Method::PUT,
+            &format!("{b}/wrt/dir/obj"),
+            &[("content-type", "application/x-test")],
+            v1.clone(),
+        )
+        .await?;
     assert_eq!(put.status, 200, "{:?}", String::from_utf8_lossy(&put.body));
     let r = c.get(&format!("{b}/wrt/dir/obj"), &[]).await?;
     assert_eq!(r.body, v1);
     assert_eq!(r.header("content-type"), Some("application/x-test"));
-    assert_eq!(c.get(&format!("{b}/wrt/dir/obj"), &[]).await?.header("x-cache"), Some("HIT"));
+    assert_eq!(
+        c.get(&format!("{b}/wrt/dir/obj"), &[])
+            .await?
+            .header("x-cache"),
+        Some("HIT")
+    );
     let v2 = test_data(200_000, 2);
-    assert_eq!(c.request(Method::PUT, &format!("{b}/wrt/dir/obj"), &[], v2.clone()).await?.status, 200);
+    assert_eq!(
+        c.request(Method::PUT, &format!("{b}/wrt/dir/obj"), &[], v2.clone())
+            .await?
+            .status,
+        200
+    );
     let r = c.get(&format!("{b}/wrt/dir/obj"), &[]).await?;
     assert_eq!(sha256_hex(&r.body), sha256_hex(&v2));
     assert_eq!(r.header("x-cache"), Some("MISS"));
     // ListObjectsV2 is forwarded and answered by the origin.
-    let list = c.get(&format!("{b}/wrt?list-type=2&prefix=dir%2F"), &[]).await?;
+    let list = c
+        .get(&format!("{b}/wrt?list-type=2&prefix=dir%2F"), &[])
+        .await?;
     assert_eq!(list.status, 200);
     let text = String::from_utf8_lossy(&list.body);
     assert!(text.contains("<Key>dir/obj</Key>"), "{text}");
     // DELETE then GET: the origin's own 404 with its XML body.
-    assert_eq!(c.request(Method::DELETE, &format!("{b}/wrt/dir/obj"), &[], Bytes::new()).await?.status, 204);
+    assert_eq!(
+        c.request(
+            Method::DELETE,
+            &format!("{b}/wrt/dir/obj"),
+            &[],
+            Bytes::new()
+        )
+        .await?
+        .status,
+        204
+    );
     let gone = c.get(&format!("{b}/wrt/dir/obj"), &[]).await?;
     assert_eq!(gone.status, 404);
     assert!(String::from_utf8_lossy(&gone.body).contains("NoSuchKey"));
@@ -96,7 +144,15 @@ async fn odd_key_bytes_reach_the_origin_unchanged() -> anyhow::Result<()> {
     origin.create_bucket("odd").await?;
     let node = start_node(&origin, |_| {}).await?;
     let c = TestClient::new();
-    let keys = ["with space", "plus+sign", "ünïcödé/日本", "a//b", "semi;colon=eq&amp", "tilde~star*", "pct%25literal"];
+    let keys = [
+        "with space",
+        "plus+sign",
+        "ünïcödé/日本",
+        "a//b",
+        "semi;colon=eq&amp",
+        "tilde~star*",
+        "pct%25literal",
+    ];
     for (i, key) in keys.iter().enumerate() {
         let data = test_data(1000 + i, i as u64);
         origin.put("odd", key, data.clone()).await?;
@@ -112,11 +168,16 @@ async fn odd_key_bytes_reach_the_origin_unchanged() -> anyhow::Result<()> {
         let gets = origin.gets_of("odd", key);
         assert_eq!(gets.len(), 1, "{key}: one GET with the exact key path");
     }
-    let list = c.get(&format!("{}/odd?list-type=2", base(&node)), &[]).await?;
+    let list = c
+        .get(&format!("{}/odd?list-type=2", base(&node)), &[])
+        .await?;
     let text = String::from_utf8_lossy(&list.body);
     for key in keys.iter().filter(|k| !k.contains("//")) {
         let escaped = key.replace('&', "&amp;");
-        assert!(text.contains(&format!("<Key>{escaped}</Key>")), "{key} missing from {text}");
+        assert!(
+            text.contains(&format!("<Key>{escaped}</Key>")),
+            "{key} missing from {text}"
+        );
     }
     node.shutdown().await;
     origin.stop().await;
@@ -127,7 +188,9 @@ async fn odd_key_bytes_reach_the_origin_unchanged() -> anyhow::Result<()> {
 async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
     let origin = TestOrigin::start().await?;
     origin.create_bucket("bad").await?;
-    origin.put("bad", "x", Bytes::from_static(b"secret-x")).await?;
+    origin
+        .put("bad", "x", Bytes::from_static(b"secret-x"))
+        .await?;
     let node = start_node(&origin, |_| {}).await?;
     let c = TestClient::new();
     let b = base(&node);
@@ -136,7 +199,11 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
     assert_eq!(r.status, 404);
     // s3s-fs answers NoSuchKey here where AWS says NoSuchBucket: what matters is that
     // the node relays the origin's own code and body.
-    assert!(String::from_utf8_lossy(&r.body).contains("<Code>NoSuch"), "{:?}", r.body);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("<Code>NoSuch"),
+        "{:?}",
+        r.body
+    );
     let r = c.get(&format!("{b}/bad/missing"), &[]).await?;
     assert_eq!(r.status, 404);
     assert!(String::from_utf8_lossy(&r.body).contains("NoSuchKey"));
@@ -144,27 +211,42 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
     // and the object "x" is not served for them.
     // ("./x" is not listed: s3s-fs stores keys as paths and itself resolves it to "x";
     // the node sends the key "./x" unchanged, checked below.)
-    for path in ["/bad/../x", "/bad/%2e%2e/x", "/bad/%2E%2E/%2E%2E/etc/passwd"] {
+    for path in [
+        "/bad/../x",
+        "/bad/%2e%2e/x",
+        "/bad/%2E%2E/%2E%2E/etc/passwd",
+    ] {
         let r = c.get(&format!("{b}{path}"), &[]).await?;
         assert!(r.status.is_client_error(), "{path}: {}", r.status);
         assert_ne!(&r.body[..], b"secret-x", "{path}");
     }
     c.get(&format!("{b}/bad/./x"), &[]).await?;
-    assert!(origin.requests().iter().any(|r| r.path == "/bad/./x"), "dot segment kept");
-    assert!(origin.requests().iter().any(|r| r.path == "/bad/../x"), "dot-dot segment kept");
+    assert!(
+        origin.requests().iter().any(|r| r.path == "/bad/./x"),
+        "dot segment kept"
+    );
+    assert!(
+        origin.requests().iter().any(|r| r.path == "/bad/../x"),
+        "dot-dot segment kept"
+    );
     // Not UTF-8 after decoding.
     let r = c.get(&format!("{b}/bad/%FF%FE"), &[]).await?;
     assert_eq!(r.status, 400);
     assert!(String::from_utf8_lossy(&r.body).contains("<Code>InvalidURI</Code>"));
     // Oversized headers.
     let huge = "v".repeat(300 * 1024);
-    let r = c.get(&format!("{b}/bad/x"), &[("x-amz-meta-big", &huge)]).await;
+    let r = c
+        .get(&format!("{b}/bad/x"), &[("x-amz-meta-big", &huge)])
+        .await;
     match r {
         Ok(r) => assert_eq!(r.status, 431),
         Err(e) => panic!("expected 431, got a connection error: {e:#}"),
     }
     // The node is still healthy and correct after all of that.
-    assert_eq!(&c.get(&format!("{b}/bad/x"), &[]).await?.body[..], b"secret-x");
+    assert_eq!(
+        &c.get(&format!("{b}/bad/x"), &[]).await?.body[..],
+        b"secret-x"
+    );
     // Unreachable origin: 502 with an S3 XML error.
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let dead_addr = dead.local_addr()?;
@@ -174,10 +256,17 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
         c.origin.max_retries = 1;
     })
     .await?;
-    let r = c.get(&format!("http://{}/bad/x", orphan.proxy_addr), &[]).await?;
+    let r = c
+        .get(&format!("http://{}/bad/x", orphan.proxy_addr), &[])
+        .await?;
     assert_eq!(r.status, 502);
     assert!(String::from_utf8_lossy(&r.body).contains("<Code>BadGateway</Code>"));
-    let r = c.get(&format!("http://{}/bad?list-type=2", orphan.proxy_addr), &[]).await?;
+    let r = c
+        .get(
+            &format!("http://{}/bad?list-type=2", orphan.proxy_addr),
+            &[],
+        )
+        .await?;
     assert_eq!(r.status, 502);
     orphan.shutdown().await;
     node.shutdown().await;
@@ -189,14 +278,20 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
 async fn virtual_host_requests_and_admin_endpoints() -> anyhow::Result<()> {
     let origin = TestOrigin::start().await?;
     origin.create_bucket("vhost").await?;
-    origin.put("vhost", "a/b.txt", Bytes::from_static(b"virtual")).await?;
+    origin
+        .put("vhost", "a/b.txt", Bytes::from_static(b"virtual"))
+        .await?;
     let node = start_node(&origin, |_| {}).await?;
     let c = TestClient::new();
     let host = format!("vhost.localhost:{}", node.proxy_addr.port());
-    let r = c.get(&format!("{}/a/b.txt", base(&node)), &[("host", &host)]).await?;
+    let r = c
+        .get(&format!("{}/a/b.txt", base(&node)), &[("host", &host)])
+        .await?;
     assert_eq!(r.status, 200);
     assert_eq!(&r.body[..], b"virtual");
-    let m = c.get(&format!("http://{}/metrics", node.admin_addr), &[]).await?;
+    let m = c
+        .get(&format!("http://{}/metrics", node.admin_addr), &[])
+        .await?;
     let text = String::from_utf8_lossy(&m.body);
     for family in [
         "eliop2p_proxy_requests_total{method=\"GET\",status=\"200\"} 1",
@@ -208,7 +303,9 @@ async fn virtual_host_requests_and_admin_endpoints() -> anyhow::Result<()> {
     ] {
         assert!(text.contains(family), "missing {family} in\n{text}");
     }
-    let h = c.get(&format!("http://{}/healthz", node.admin_addr), &[]).await?;
+    let h = c
+        .get(&format!("http://{}/healthz", node.admin_addr), &[])
+        .await?;
     assert_eq!(h.status, 200);
     node.shutdown().await;
     origin.stop().await;
@@ -225,9 +322,12 @@ async fn shutdown_finishes_in_flight_responses() -> anyhow::Result<()> {
     let node = start_node(&origin, |_| {}).await?;
     let addr = node.proxy_addr;
     let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = http::Request::get(format!("http://{addr}/sdn/big")).header("host", addr.to_string()).body(http_body_util::Empty::<Bytes>::new())?;
+    let req = http::Request::get(format!("http://{addr}/sdn/big"))
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<Bytes>::new())?;
     let resp = send.send_request(req).await?;
     assert_eq!(resp.status(), 200);
     let shutdown = tokio::spawn(node.shutdown());
@@ -255,10 +355,16 @@ async fn origin_5xx_is_retried_then_relayed() -> anyhow::Result<()> {
     let r = c.get(&u, &[]).await?;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, data);
-    assert_eq!(origin.gets_of("flaky", "obj").len(), 3, "one GET and two retries");
+    assert_eq!(
+        origin.gets_of("flaky", "obj").len(),
+        3,
+        "one GET and two retries"
+    );
     // More failures than retries on a forwarded request: the origin's 503 and body.
     origin.fail_next(3);
-    let r = c.get(&format!("{}/flaky?list-type=2", base(&node)), &[]).await?;
+    let r = c
+        .get(&format!("{}/flaky?list-type=2", base(&node)), &[])
+        .await?;
     assert_eq!(r.status, 503);
     assert!(String::from_utf8_lossy(&r.body).contains("<Code>SlowDown</Code>"));
     node.shutdown().await;

@@ -120,7 +120,9 @@ impl TestOrigin {
                 }
             });
         }
-        let client = OriginClient::new(OriginConfig::for_endpoint(&endpoint, ACCESS_KEY, SECRET_KEY))?;
+        let client = OriginClient::new(OriginConfig::for_endpoint(
+            &endpoint, ACCESS_KEY, SECRET_KEY,
+        ))?;
         Ok(Self {
             addr,
             endpoint,
@@ -143,11 +145,17 @@ impl TestOrigin {
     }
 
     pub async fn create_bucket(&self, bucket: &str) -> anyhow::Result<()> {
-        let resp = self.client.send(OriginRequest::new(Method::PUT, bucket, None)).await?;
+        let resp = self
+            .client
+            .send(OriginRequest::new(Method::PUT, bucket, None))
+            .await?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.into_body().collect().await?.to_bytes();
-            bail!("create bucket {bucket}: {status}: {}", String::from_utf8_lossy(&body));
+            bail!(
+                "create bucket {bucket}: {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
         Ok(())
     }
@@ -155,14 +163,23 @@ impl TestOrigin {
     /// PUTs an object through S3 (so the origin records its ETag) and returns the ETag.
     pub async fn put(&self, bucket: &str, key: &str, data: Bytes) -> anyhow::Result<String> {
         let mut req = OriginRequest::new(Method::PUT, bucket, Some(key));
-        req.headers.insert(http::header::CONTENT_LENGTH, data.len().into());
+        req.headers
+            .insert(http::header::CONTENT_LENGTH, data.len().into());
         req.body = Some(full_body(data));
         let resp = self.client.send(req).await?;
         let status = resp.status();
-        let etag = resp.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let etag = resp
+            .headers()
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let body = resp.into_body().collect().await?.to_bytes();
         if !status.is_success() {
-            bail!("put {bucket}/{key}: {status}: {}", String::from_utf8_lossy(&body));
+            bail!(
+                "put {bucket}/{key}: {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
         Ok(etag)
     }
@@ -183,7 +200,10 @@ impl TestOrigin {
     /// GET requests the origin received for one object.
     pub fn gets_of(&self, bucket: &str, key: &str) -> Vec<LoggedRequest> {
         let path = format!("/{}/{}", encode_key(bucket), encode_key(key));
-        self.requests().into_iter().filter(|r| r.method == Method::GET && r.path == path).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == Method::GET && r.path == path)
+            .collect()
     }
 
     pub async fn stop(self) {
@@ -201,11 +221,15 @@ pub fn node_config(origin: OriginConfig) -> NodeConfig {
         origin,
         cache: CacheConfig::memory_only(1 << 30, 16 << 20),
         shutdown_grace: Duration::from_secs(5),
+        p2p: None,
     }
 }
 
 /// Starts a node on loopback port 0 in front of `origin`.
-pub async fn start_node(origin: &TestOrigin, tweak: impl FnOnce(&mut NodeConfig)) -> anyhow::Result<NodeHandle> {
+pub async fn start_node(
+    origin: &TestOrigin,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> anyhow::Result<NodeHandle> {
     let mut cfg = node_config(origin.origin_config());
     tweak(&mut cfg);
     let proxy = TcpListener::bind("127.0.0.1:0").await?;
@@ -213,10 +237,41 @@ pub async fn start_node(origin: &TestOrigin, tweak: impl FnOnce(&mut NodeConfig)
     Ok(spawn_node(cfg, proxy, admin).await?)
 }
 
+/// Binds loopback port-0 listeners for a cluster of `n` nodes' P2P layers, so each
+/// node can be given the others' addresses before any of them starts.
+pub async fn p2p_listeners(n: usize) -> anyhow::Result<Vec<TcpListener>> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(TcpListener::bind("127.0.0.1:0").await?);
+    }
+    Ok(v)
+}
+
+/// Starts a node with a P2P layer on `p2p` whose static peers are `peers`.
+pub async fn start_p2p_node(
+    origin: &TestOrigin,
+    p2p: TcpListener,
+    peers: Vec<SocketAddr>,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> anyhow::Result<NodeHandle> {
+    let mut cfg = node_config(origin.origin_config());
+    let mut pc = eliop2p_p2p::P2pConfig::new(&format!("node-{}", p2p.local_addr()?.port()));
+    pc.cluster_secret = Some(b"test-cluster-secret".to_vec());
+    pc.static_peers = peers;
+    cfg.p2p = Some(pc);
+    tweak(&mut cfg);
+    let proxy = TcpListener::bind("127.0.0.1:0").await?;
+    let admin = TcpListener::bind("127.0.0.1:0").await?;
+    Ok(eliop2p_proxy::spawn_node_with_p2p(cfg, proxy, admin, Some(p2p)).await?)
+}
+
 /// A plain HTTP/1 client for tests.
 #[derive(Clone)]
 pub struct TestClient {
-    client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
 }
 
 /// A whole response.
@@ -247,12 +302,22 @@ impl TestClient {
         Self { client }
     }
 
-    pub async fn request(&self, method: Method, url: &str, headers: &[(&str, &str)], body: Bytes) -> anyhow::Result<TestResponse> {
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> anyhow::Result<TestResponse> {
         let mut b = http::Request::builder().method(method).uri(url);
         for (n, v) in headers {
             b = b.header(*n, *v);
         }
-        let resp = self.client.request(b.body(Full::new(body))?).await.context("request")?;
+        let resp = self
+            .client
+            .request(b.body(Full::new(body))?)
+            .await
+            .context("request")?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.context("response body")?.to_bytes();
         Ok(TestResponse {

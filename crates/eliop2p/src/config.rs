@@ -50,40 +50,271 @@ impl KeyDef {
 
 macro_rules! key {
     ($s:literal, $k:literal, $kind:expr, $d:literal, $h:literal) => {
-        KeyDef { section: $s, key: $k, kind: $kind, default: $d, help: $h }
+        KeyDef {
+            section: $s,
+            key: $k,
+            kind: $kind,
+            default: $d,
+            help: $h,
+        }
     };
 }
 
 /// Every configuration key. `docs/configuration.md` documents the same table.
 pub const KEYS: &[KeyDef] = &[
-    key!("proxy", "listen", Kind::Addr, "0.0.0.0:8080", "address of the S3 proxy"),
-    key!("proxy", "virtual_host_domains", Kind::List, "localhost", "domains for virtual-host style requests (<bucket>.<domain>)"),
-    key!("proxy", "readahead_chunks", Kind::Int, "2", "chunks of one response fetched ahead of the one being sent"),
-    key!("admin", "listen", Kind::Addr, "127.0.0.1:9091", "address of the admin listener (/metrics, /healthz)"),
-    key!("origin", "endpoint", Kind::Str, "", "origin URL, e.g. https://s3.us-east-1.amazonaws.com (required)"),
+    key!(
+        "proxy",
+        "listen",
+        Kind::Addr,
+        "0.0.0.0:8080",
+        "address of the S3 proxy"
+    ),
+    key!(
+        "proxy",
+        "virtual_host_domains",
+        Kind::List,
+        "localhost",
+        "domains for virtual-host style requests (<bucket>.<domain>)"
+    ),
+    key!(
+        "proxy",
+        "readahead_chunks",
+        Kind::Int,
+        "2",
+        "chunks of one response fetched ahead of the one being sent"
+    ),
+    key!(
+        "admin",
+        "listen",
+        Kind::Addr,
+        "127.0.0.1:9091",
+        "address of the admin listener (/metrics, /healthz)"
+    ),
+    key!(
+        "origin",
+        "endpoint",
+        Kind::Str,
+        "",
+        "origin URL, e.g. https://s3.us-east-1.amazonaws.com (required)"
+    ),
     key!("origin", "region", Kind::Str, "us-east-1", "signing region"),
-    key!("origin", "access_key", Kind::Str, "", "access key id the node signs origin requests with"),
-    key!("origin", "secret_key", Kind::Secret, "", "secret access key"),
-    key!("origin", "addressing", Kind::Choice(&["path", "virtual"]), "path", "path-style or virtual-host style origin URLs"),
-    key!("origin", "connect_timeout", Kind::Duration, "5s", "TCP/TLS connect timeout"),
-    key!("origin", "request_timeout", Kind::Duration, "30s", "time to the response head, and the longest silence inside a chunk body"),
-    key!("origin", "max_retries", Kind::Int, "3", "retries with backoff for bodiless requests on 5xx and connection errors"),
-    key!("cache", "memory_size", Kind::Size, "4GiB", "capacity of the memory tier"),
-    key!("cache", "chunk_size", Kind::Size, "16MiB", "chunk size (unit of caching and integrity)"),
-    key!("cache", "metadata_ttl", Kind::Duration, "30s", "how long object metadata (ETag, size) is trusted before a HEAD"),
-    key!("cache", "metadata_max_entries", Kind::Int, "100000", "objects whose metadata is kept"),
-    key!("cache", "disk_path", Kind::Str, "/var/cache/eliop2p", "directory of the disk tier (only eliop2p's files go there)"),
-    key!("cache", "disk_size", Kind::Size, "0", "capacity of the disk tier; 0 disables it"),
-    key!("cache", "eviction_weights", Kind::Str, "recency=1,frequency=1,replicas=0.5,size=1", "weights of the eviction priority factors"),
-    key!("cache", "eviction_high", Kind::Float, "0.9", "usage fraction of a tier above which eviction starts"),
-    key!("cache", "eviction_low", Kind::Float, "0.8", "usage fraction of a tier eviction brings it down to"),
-    key!("cache", "protect_recent", Kind::Duration, "10s", "chunks accessed more recently than this are never evicted"),
-    key!("cache", "heat_window", Kind::Duration, "60s", "sliding window of the heat (accesses per window, decayed)"),
-    key!("cache", "hot_threshold", Kind::Float, "8", "accesses per window from which a chunk is Hot (promoted from disk to memory)"),
-    key!("cache", "warm_threshold", Kind::Float, "2", "accesses per window from which a chunk is Warm"),
-    key!("cache", "verify_on_start", Kind::Choice(&["false", "sample", "full"]), "sample", "verification of disk chunks at start, in the background"),
-    key!("cache", "write_queue", Kind::Int, "64", "chunks waiting for the disk tier before write-behind is skipped"),
-    key!("node", "shutdown_grace", Kind::Duration, "30s", "how long shutdown waits for in-flight responses"),
+    key!(
+        "origin",
+        "access_key",
+        Kind::Str,
+        "",
+        "access key id the node signs origin requests with"
+    ),
+    key!(
+        "origin",
+        "secret_key",
+        Kind::Secret,
+        "",
+        "secret access key"
+    ),
+    key!(
+        "origin",
+        "addressing",
+        Kind::Choice(&["path", "virtual"]),
+        "path",
+        "path-style or virtual-host style origin URLs"
+    ),
+    key!(
+        "origin",
+        "connect_timeout",
+        Kind::Duration,
+        "5s",
+        "TCP/TLS connect timeout"
+    ),
+    key!(
+        "origin",
+        "request_timeout",
+        Kind::Duration,
+        "30s",
+        "time to the response head, and the longest silence inside a chunk body"
+    ),
+    key!(
+        "origin",
+        "max_retries",
+        Kind::Int,
+        "3",
+        "retries with backoff for bodiless requests on 5xx and connection errors"
+    ),
+    key!(
+        "cache",
+        "memory_size",
+        Kind::Size,
+        "4GiB",
+        "capacity of the memory tier"
+    ),
+    key!(
+        "cache",
+        "chunk_size",
+        Kind::Size,
+        "16MiB",
+        "chunk size (unit of caching and integrity)"
+    ),
+    key!(
+        "cache",
+        "metadata_ttl",
+        Kind::Duration,
+        "30s",
+        "how long object metadata (ETag, size) is trusted before a HEAD"
+    ),
+    key!(
+        "cache",
+        "metadata_max_entries",
+        Kind::Int,
+        "100000",
+        "objects whose metadata is kept"
+    ),
+    key!(
+        "cache",
+        "disk_path",
+        Kind::Str,
+        "/var/cache/eliop2p",
+        "directory of the disk tier (only eliop2p's files go there)"
+    ),
+    key!(
+        "cache",
+        "disk_size",
+        Kind::Size,
+        "0",
+        "capacity of the disk tier; 0 disables it"
+    ),
+    key!(
+        "cache",
+        "eviction_weights",
+        Kind::Str,
+        "recency=1,frequency=1,replicas=0.5,size=1",
+        "weights of the eviction priority factors"
+    ),
+    key!(
+        "cache",
+        "eviction_high",
+        Kind::Float,
+        "0.9",
+        "usage fraction of a tier above which eviction starts"
+    ),
+    key!(
+        "cache",
+        "eviction_low",
+        Kind::Float,
+        "0.8",
+        "usage fraction of a tier eviction brings it down to"
+    ),
+    key!(
+        "cache",
+        "protect_recent",
+        Kind::Duration,
+        "10s",
+        "chunks accessed more recently than this are never evicted"
+    ),
+    key!(
+        "cache",
+        "heat_window",
+        Kind::Duration,
+        "60s",
+        "sliding window of the heat (accesses per window, decayed)"
+    ),
+    key!(
+        "cache",
+        "hot_threshold",
+        Kind::Float,
+        "8",
+        "accesses per window from which a chunk is Hot (promoted from disk to memory)"
+    ),
+    key!(
+        "cache",
+        "warm_threshold",
+        Kind::Float,
+        "2",
+        "accesses per window from which a chunk is Warm"
+    ),
+    key!(
+        "cache",
+        "verify_on_start",
+        Kind::Choice(&["false", "sample", "full"]),
+        "sample",
+        "verification of disk chunks at start, in the background"
+    ),
+    key!(
+        "cache",
+        "write_queue",
+        Kind::Int,
+        "64",
+        "chunks waiting for the disk tier before write-behind is skipped"
+    ),
+    key!(
+        "p2p",
+        "listen",
+        Kind::Addr,
+        "0.0.0.0:9000",
+        "address of the P2P transfer listener"
+    ),
+    key!(
+        "p2p",
+        "static_peers",
+        Kind::List,
+        "",
+        "other nodes' P2P addresses (host:port) to fetch chunks from"
+    ),
+    key!(
+        "p2p",
+        "cluster_secret",
+        Kind::Secret,
+        "",
+        "shared secret of the cluster for the peer handshake"
+    ),
+    key!(
+        "p2p",
+        "cluster_secret_file",
+        Kind::Str,
+        "",
+        "file holding the cluster secret (read at start)"
+    ),
+    key!(
+        "p2p",
+        "allow_unauthenticated",
+        Kind::Choice(&["false", "true"]),
+        "false",
+        "allow P2P without a secret on a non-loopback address"
+    ),
+    key!(
+        "p2p",
+        "selection_k",
+        Kind::Int,
+        "5",
+        "peers downloaded from in parallel per chunk (1-10)"
+    ),
+    key!(
+        "p2p",
+        "max_upload_rate",
+        Kind::Size,
+        "0",
+        "bytes/s sent to peers, all connections together; 0 = unlimited"
+    ),
+    key!(
+        "p2p",
+        "max_download_rate",
+        Kind::Size,
+        "0",
+        "bytes/s received from peers; 0 = unlimited"
+    ),
+    key!(
+        "p2p",
+        "piece_timeout",
+        Kind::Duration,
+        "5s",
+        "a 1 MiB piece not received in this time goes to another peer"
+    ),
+    key!(
+        "node",
+        "shutdown_grace",
+        Kind::Duration,
+        "30s",
+        "how long shutdown waits for in-flight responses"
+    ),
 ];
 
 /// Environment variables with the ELIOP2P_ prefix that are not config keys.
@@ -129,17 +360,28 @@ fn validate(def: &KeyDef, raw: &toml::Value, source: &str) -> anyhow::Result<Val
         }
         Kind::Int => match raw {
             toml::Value::Integer(i) if *i >= 0 => Ok(Value::Int(*i as u64)),
-            toml::Value::String(s) => s.trim().parse().map(Value::Int).map_err(|_| bad(format!("expected a non-negative integer, got {s:?}"))),
+            toml::Value::String(s) => s
+                .trim()
+                .parse()
+                .map(Value::Int)
+                .map_err(|_| bad(format!("expected a non-negative integer, got {s:?}"))),
             other => Err(bad(format!("expected a non-negative integer, got {other}"))),
         },
         Kind::Float => match raw {
             toml::Value::Float(f) if *f >= 0.0 => Ok(Value::Str(f.to_string())),
             toml::Value::Integer(i) if *i >= 0 => Ok(Value::Str(i.to_string())),
-            toml::Value::String(s) if s.trim().parse::<f64>().is_ok_and(|f| f >= 0.0 && f.is_finite()) => Ok(Value::Str(s.trim().to_owned())),
+            toml::Value::String(s)
+                if s.trim()
+                    .parse::<f64>()
+                    .is_ok_and(|f| f >= 0.0 && f.is_finite()) =>
+            {
+                Ok(Value::Str(s.trim().to_owned()))
+            }
             other => Err(bad(format!("expected a non-negative number, got {other}"))),
         },
         Kind::Size => {
-            let s = as_text(raw).ok_or_else(|| bad("expected a size like \"4GiB\" or a byte count".into()))?;
+            let s = as_text(raw)
+                .ok_or_else(|| bad("expected a size like \"4GiB\" or a byte count".into()))?;
             parse_size(&s).map_err(|e| bad(e.to_string()))?;
             Ok(Value::Str(s))
         }
@@ -149,16 +391,31 @@ fn validate(def: &KeyDef, raw: &toml::Value, source: &str) -> anyhow::Result<Val
             Ok(Value::Str(s))
         }
         Kind::List => match raw {
-            toml::Value::String(s) => Ok(Value::List(s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect())),
+            toml::Value::String(s) => Ok(Value::List(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            )),
             toml::Value::Array(items) => items
                 .iter()
-                .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| bad("expected a list of strings".into())))
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| bad("expected a list of strings".into()))
+                })
                 .collect::<anyhow::Result<_>>()
                 .map(Value::List),
-            other => Err(bad(format!("expected a list of strings, got {}", other.type_str()))),
+            other => Err(bad(format!(
+                "expected a list of strings, got {}",
+                other.type_str()
+            ))),
         },
         Kind::Choice(options) => {
-            let s = raw.as_str().ok_or_else(|| bad(format!("expected one of {options:?}")))?;
+            let s = raw
+                .as_str()
+                .ok_or_else(|| bad(format!("expected one of {options:?}")))?;
             if !options.contains(&s) {
                 return Err(bad(format!("expected one of {options:?}, got {s:?}")));
             }
@@ -169,21 +426,28 @@ fn validate(def: &KeyDef, raw: &toml::Value, source: &str) -> anyhow::Result<Val
 
 impl Effective {
     /// Merges defaults, the file's text, the environment and flags (all as given).
-    pub fn load(file: Option<(&str, &str)>, env: &[(String, String)], flags: &[(&'static KeyDef, String)]) -> anyhow::Result<Self> {
+    pub fn load(
+        file: Option<(&str, &str)>,
+        env: &[(String, String)],
+        flags: &[(&'static KeyDef, String)],
+    ) -> anyhow::Result<Self> {
         let mut values = BTreeMap::new();
         for def in KEYS {
             let v = validate(def, &toml::Value::String(def.default.to_owned()), "default")?;
             values.insert(def.name(), (v, "default".to_owned()));
         }
         if let Some((path, text)) = file {
-            let table: toml::Table = text.parse().with_context(|| format!("config file {path} is not valid TOML"))?;
+            let table: toml::Table = text
+                .parse()
+                .with_context(|| format!("config file {path} is not valid TOML"))?;
             for (section, body) in &table {
                 let toml::Value::Table(body) = body else {
                     bail!("config file {path}: {section} must be a [section] table");
                 };
                 for (key, raw) in body {
                     let name = format!("{section}.{key}");
-                    let def = find(&name).ok_or_else(|| anyhow::anyhow!("unknown config key {name} in {path}"))?;
+                    let def = find(&name)
+                        .ok_or_else(|| anyhow::anyhow!("unknown config key {name} in {path}"))?;
                     values.insert(name, (validate(def, raw, path)?, format!("file {path}")));
                 }
             }
@@ -192,16 +456,27 @@ impl Effective {
             if !var.starts_with("ELIOP2P_") || ENV_NOT_KEYS.iter().any(|p| var.starts_with(p)) {
                 continue;
             }
-            let def = KEYS
-                .iter()
-                .find(|k| k.env() == *var)
-                .ok_or_else(|| anyhow::anyhow!("unknown config key in environment variable {var}"))?;
+            let def = KEYS.iter().find(|k| k.env() == *var).ok_or_else(|| {
+                anyhow::anyhow!("unknown config key in environment variable {var}")
+            })?;
             let source = format!("env {var}");
-            values.insert(def.name(), (validate(def, &toml::Value::String(val.clone()), &source)?, source));
+            values.insert(
+                def.name(),
+                (
+                    validate(def, &toml::Value::String(val.clone()), &source)?,
+                    source,
+                ),
+            );
         }
         for (def, val) in flags {
             let source = format!("flag --{}", def.flag());
-            values.insert(def.name(), (validate(def, &toml::Value::String(val.clone()), &source)?, source));
+            values.insert(
+                def.name(),
+                (
+                    validate(def, &toml::Value::String(val.clone()), &source)?,
+                    source,
+                ),
+            );
         }
         Ok(Self { values })
     }
@@ -264,11 +539,61 @@ impl Effective {
                 (Value::Str(s), Kind::Float) => s.clone(),
                 (Value::Str(s), _) => toml::Value::String(s.clone()).to_string(),
                 (Value::Int(i), _) => i.to_string(),
-                (Value::List(l), _) => toml::Value::Array(l.iter().cloned().map(toml::Value::String).collect()).to_string(),
+                (Value::List(l), _) => {
+                    toml::Value::Array(l.iter().cloned().map(toml::Value::String).collect())
+                        .to_string()
+                }
             };
             let _ = writeln!(out, "{} = {text}  # {source}", def.key);
         }
         out
+    }
+
+    /// The P2P layer's config; `None` (standalone node) when there is neither a
+    /// secret nor a peer to talk to.
+    fn p2p_config(&self) -> anyhow::Result<Option<eliop2p_p2p::P2pConfig>> {
+        let mut secret = self.str("p2p.cluster_secret").into_bytes();
+        let file = self.str("p2p.cluster_secret_file");
+        if !file.is_empty() {
+            secret = std::fs::read(&file).map_err(|e| {
+                anyhow::anyhow!("config key p2p.cluster_secret_file: reading {file}: {e}")
+            })?;
+            while secret.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                secret.pop();
+            }
+        }
+        let peers = self
+            .list("p2p.static_peers")
+            .iter()
+            .map(|p| {
+                p.parse().map_err(|e| {
+                    anyhow::anyhow!("config key p2p.static_peers: {p:?} is not host:port: {e}")
+                })
+            })
+            .collect::<anyhow::Result<Vec<std::net::SocketAddr>>>()?;
+        let allow = self.str("p2p.allow_unauthenticated") == "true";
+        if secret.is_empty() && peers.is_empty() && !allow {
+            return Ok(None);
+        }
+        let k = self.int("p2p.selection_k");
+        if !(1..=10).contains(&k) {
+            bail!("config key p2p.selection_k: must be 1 to 10, got {k}");
+        }
+        let listen = self.addr("p2p.listen");
+        if secret.is_empty() && !allow && !listen.ip().is_loopback() {
+            bail!(
+                "config key p2p.cluster_secret: required to listen for peers on {listen} (or set p2p.allow_unauthenticated = true)"
+            );
+        }
+        let mut pc = eliop2p_p2p::P2pConfig::new(&format!("{listen}"));
+        pc.cluster_secret = (!secret.is_empty()).then_some(secret);
+        pc.allow_unauthenticated = allow;
+        pc.static_peers = peers;
+        pc.selection_k = k as usize;
+        pc.max_upload_rate = self.size("p2p.max_upload_rate");
+        pc.max_download_rate = self.size("p2p.max_download_rate");
+        pc.piece_timeout = self.duration("p2p.piece_timeout");
+        Ok(Some(pc))
     }
 
     fn cache_config(&self, chunk_size: u64) -> anyhow::Result<CacheConfig> {
@@ -276,19 +601,32 @@ impl Effective {
             .str("cache.eviction_weights")
             .parse()
             .map_err(|e| anyhow::anyhow!("config key cache.eviction_weights: {e}"))?;
-        let (high, low) = (self.float("cache.eviction_high"), self.float("cache.eviction_low"));
+        let (high, low) = (
+            self.float("cache.eviction_high"),
+            self.float("cache.eviction_low"),
+        );
         if !(0.0 < low && low <= high && high <= 1.0) {
-            bail!("config keys cache.eviction_low and cache.eviction_high: need 0 < low <= high <= 1, got low {low}, high {high}");
+            bail!(
+                "config keys cache.eviction_low and cache.eviction_high: need 0 < low <= high <= 1, got low {low}, high {high}"
+            );
         }
-        let (hot, warm) = (self.float("cache.hot_threshold"), self.float("cache.warm_threshold"));
+        let (hot, warm) = (
+            self.float("cache.hot_threshold"),
+            self.float("cache.warm_threshold"),
+        );
         if warm > hot {
-            bail!("config keys cache.warm_threshold and cache.hot_threshold: warm ({warm}) must not exceed hot ({hot})");
+            bail!(
+                "config keys cache.warm_threshold and cache.hot_threshold: warm ({warm}) must not exceed hot ({hot})"
+            );
         }
         let disk_size = self.size("cache.disk_size");
         let disk = (disk_size > 0).then(|| DiskTierConfig {
             path: self.str("cache.disk_path").into(),
             capacity: disk_size,
-            verify_on_start: self.str("cache.verify_on_start").parse().expect("validated choice"),
+            verify_on_start: self
+                .str("cache.verify_on_start")
+                .parse()
+                .expect("validated choice"),
             write_queue: self.int("cache.write_queue").clamp(1, 4096) as usize,
         });
         if let Some(d) = &disk
@@ -313,13 +651,20 @@ impl Effective {
     pub fn node_config(&self) -> anyhow::Result<NodeConfig> {
         let endpoint = self.str("origin.endpoint");
         if endpoint.is_empty() {
-            bail!("config key origin.endpoint is required (set it in the config file, ELIOP2P_ORIGIN_ENDPOINT or --origin-endpoint)");
+            bail!(
+                "config key origin.endpoint is required (set it in the config file, ELIOP2P_ORIGIN_ENDPOINT or --origin-endpoint)"
+            );
         }
         let chunk_size = self.size("cache.chunk_size");
         if !(64 * 1024..=1 << 30).contains(&chunk_size) {
-            bail!("config key cache.chunk_size: must be between 64KiB and 1GiB, got {chunk_size} bytes");
+            bail!(
+                "config key cache.chunk_size: must be between 64KiB and 1GiB, got {chunk_size} bytes"
+            );
         }
-        let addressing: Addressing = self.str("origin.addressing").parse().map_err(|e| anyhow::anyhow!("config key origin.addressing: {e}"))?;
+        let addressing: Addressing = self
+            .str("origin.addressing")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("config key origin.addressing: {e}"))?;
         let origin = OriginConfig {
             endpoint,
             region: self.str("origin.region"),
@@ -343,6 +688,7 @@ impl Effective {
             cache: self.cache_config(chunk_size)?,
             origin,
             shutdown_grace: self.duration("node.shutdown_grace"),
+            p2p: self.p2p_config()?,
         })
     }
 }
@@ -352,16 +698,29 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn precedence_flag_env_file_default() {
         let file = "[cache]\nmemory_size = \"1GiB\"\nchunk_size = 1048576\n[origin]\nendpoint = \"http://a\"\n";
         let flag = (find("cache.memory_size").unwrap(), "3GiB".to_owned());
-        let e = Effective::load(Some(("f.toml", file)), &env(&[("ELIOP2P_CACHE_MEMORY_SIZE", "2GiB")]), &[flag]).unwrap();
+        let e = Effective::load(
+            Some(("f.toml", file)),
+            &env(&[("ELIOP2P_CACHE_MEMORY_SIZE", "2GiB")]),
+            &[flag],
+        )
+        .unwrap();
         assert_eq!(e.size("cache.memory_size"), 3 << 30);
-        let e = Effective::load(Some(("f.toml", file)), &env(&[("ELIOP2P_CACHE_MEMORY_SIZE", "2GiB")]), &[]).unwrap();
+        let e = Effective::load(
+            Some(("f.toml", file)),
+            &env(&[("ELIOP2P_CACHE_MEMORY_SIZE", "2GiB")]),
+            &[],
+        )
+        .unwrap();
         assert_eq!(e.size("cache.memory_size"), 2 << 30);
         let e = Effective::load(Some(("f.toml", file)), &[], &[]).unwrap();
         assert_eq!(e.size("cache.memory_size"), 1 << 30);
@@ -373,26 +732,81 @@ mod tests {
 
     #[test]
     fn lists_from_env_are_comma_separated() {
-        let e = Effective::load(None, &env(&[("ELIOP2P_PROXY_VIRTUAL_HOST_DOMAINS", "a.example, b.example")]), &[]).unwrap();
-        assert_eq!(e.list("proxy.virtual_host_domains"), vec!["a.example", "b.example"]);
+        let e = Effective::load(
+            None,
+            &env(&[("ELIOP2P_PROXY_VIRTUAL_HOST_DOMAINS", "a.example, b.example")]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            e.list("proxy.virtual_host_domains"),
+            vec!["a.example", "b.example"]
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
         let err = |r: anyhow::Result<Effective>| format!("{:#}", r.err().expect("an error"));
-        assert!(err(Effective::load(Some(("f", "[cache]\nmemroy_size = 1\n")), &[], &[])).contains("unknown config key cache.memroy_size"));
-        assert!(err(Effective::load(Some(("f", "[cache]\nmemory_size = \"4XB\"\n")), &[], &[])).contains("config key cache.memory_size (from f)"));
-        assert!(err(Effective::load(None, &env(&[("ELIOP2P_CACHE_CHUNKSIZE", "1")]), &[])).contains("ELIOP2P_CACHE_CHUNKSIZE"));
-        assert!(err(Effective::load(None, &env(&[("ELIOP2P_PROXY_LISTEN", "nowhere")]), &[])).contains("config key proxy.listen (from env ELIOP2P_PROXY_LISTEN)"));
-        assert!(err(Effective::load(Some(("f", "[origin]\naddressing = \"dns\"\n")), &[], &[])).contains("origin.addressing"));
-        assert!(err(Effective::load(Some(("f", "not toml [")), &[], &[])).contains("not valid TOML"));
+        assert!(
+            err(Effective::load(
+                Some(("f", "[cache]\nmemroy_size = 1\n")),
+                &[],
+                &[]
+            ))
+            .contains("unknown config key cache.memroy_size")
+        );
+        assert!(
+            err(Effective::load(
+                Some(("f", "[cache]\nmemory_size = \"4XB\"\n")),
+                &[],
+                &[]
+            ))
+            .contains("config key cache.memory_size (from f)")
+        );
+        assert!(
+            err(Effective::load(
+                None,
+                &env(&[("ELIOP2P_CACHE_CHUNKSIZE", "1")]),
+                &[]
+            ))
+            .contains("ELIOP2P_CACHE_CHUNKSIZE")
+        );
+        assert!(
+            err(Effective::load(
+                None,
+                &env(&[("ELIOP2P_PROXY_LISTEN", "nowhere")]),
+                &[]
+            ))
+            .contains("config key proxy.listen (from env ELIOP2P_PROXY_LISTEN)")
+        );
+        assert!(
+            err(Effective::load(
+                Some(("f", "[origin]\naddressing = \"dns\"\n")),
+                &[],
+                &[]
+            ))
+            .contains("origin.addressing")
+        );
+        assert!(
+            err(Effective::load(Some(("f", "not toml [")), &[], &[])).contains("not valid TOML")
+        );
         let e = Effective::load(None, &[], &[]).unwrap();
-        assert!(format!("{:#}", e.node_config().unwrap_err()).contains("origin.endpoint is required"));
+        assert!(
+            format!("{:#}", e.node_config().unwrap_err()).contains("origin.endpoint is required")
+        );
     }
 
     #[test]
     fn printed_config_reloads_and_redacts() {
-        let e = Effective::load(None, &env(&[("ELIOP2P_ORIGIN_SECRET_KEY", "hunter2"), ("ELIOP2P_ORIGIN_ENDPOINT", "http://o:1")]), &[]).unwrap();
+        let e = Effective::load(
+            None,
+            &env(&[
+                ("ELIOP2P_ORIGIN_SECRET_KEY", "hunter2"),
+                ("ELIOP2P_ORIGIN_ENDPOINT", "http://o:1"),
+            ]),
+            &[],
+        )
+        .unwrap();
         let text = e.to_toml();
         assert!(!text.contains("hunter2"));
         assert!(text.contains("secret_key = \"<redacted>\""));
@@ -408,8 +822,16 @@ mod doc_tests {
     fn configuration_doc_lists_every_key() {
         let doc = include_str!("../../../docs/configuration.md");
         for def in super::KEYS {
-            assert!(doc.contains(&format!("`{}`", def.name())), "docs/configuration.md misses {}", def.name());
-            assert!(doc.contains(&def.env()), "docs/configuration.md misses {}", def.env());
+            assert!(
+                doc.contains(&format!("`{}`", def.name())),
+                "docs/configuration.md misses {}",
+                def.name()
+            );
+            assert!(
+                doc.contains(&def.env()),
+                "docs/configuration.md misses {}",
+                def.env()
+            );
         }
     }
 }

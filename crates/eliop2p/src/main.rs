@@ -16,7 +16,12 @@ fn key_args(cmd: Command) -> Command {
             Arg::new(def.name())
                 .long(def.flag())
                 .value_name("VALUE")
-                .help(format!("{} [env {}] [default {:?}]", def.help, def.env(), def.default))
+                .help(format!(
+                    "{} [env {}] [default {:?}]",
+                    def.help,
+                    def.env(),
+                    def.default
+                ))
                 .help_heading("Configuration keys"),
         )
     })
@@ -49,18 +54,29 @@ fn flags(m: &ArgMatches) -> Vec<(&'static KeyDef, String)> {
 
 fn load(m: &ArgMatches, extra_flags: Vec<(&'static KeyDef, String)>) -> anyhow::Result<Effective> {
     let file = match m.try_get_one::<String>("config").ok().flatten() {
-        Some(path) => Some((path.clone(), std::fs::read_to_string(path).with_context(|| format!("reading config file {path}"))?)),
+        Some(path) => Some((
+            path.clone(),
+            std::fs::read_to_string(path).with_context(|| format!("reading config file {path}"))?,
+        )),
         None => None,
     };
     let env: Vec<(String, String)> = std::env::vars().collect();
     let mut all = extra_flags;
     all.extend(flags(m));
-    Effective::load(file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())), &env, &all)
+    Effective::load(
+        file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
+        &env,
+        &all,
+    )
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Resolves on SIGTERM or ctrl-c.
@@ -68,14 +84,15 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -86,15 +103,28 @@ async fn shutdown_signal() {
 }
 
 async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {what} listener on {addr}"))
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {what} listener on {addr}"))
 }
 
 async fn run_node(eff: Effective) -> anyhow::Result<()> {
     let cfg = eff.node_config()?;
     let proxy = bind(eff.addr("proxy.listen"), "proxy").await?;
     let admin = bind(eff.addr("admin.listen"), "admin").await?;
-    let node = eliop2p_proxy::spawn_node(cfg, proxy, admin).await?;
-    println!("eliop2p node: proxy on http://{}, admin on http://{}", node.proxy_addr, node.admin_addr);
+    let p2p = match cfg.p2p {
+        Some(_) => Some(bind(eff.addr("p2p.listen"), "p2p").await?),
+        None => None,
+    };
+    let node = eliop2p_proxy::spawn_node_with_p2p(cfg, proxy, admin, p2p).await?;
+    let p2p_note = node
+        .p2p_addr
+        .map(|a| format!(", p2p on {a}"))
+        .unwrap_or_default();
+    println!(
+        "eliop2p node: proxy on http://{}, admin on http://{}{p2p_note}",
+        node.proxy_addr, node.admin_addr
+    );
     shutdown_signal().await;
     tracing::info!("shutting down");
     if !node.shutdown().await {
@@ -115,7 +145,9 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     let matches = cli().get_matches();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match matches.subcommand() {
         Some(("node", m)) => {
             let eff = load(m, Vec::new())?;
@@ -133,8 +165,14 @@ fn real_main() -> anyhow::Result<()> {
                 let eff_for = |endpoint: &str| {
                     let mut extra = vec![
                         (find_key("origin.endpoint"), endpoint.to_owned()),
-                        (find_key("origin.access_key"), eliop2p_testkit::ACCESS_KEY.to_owned()),
-                        (find_key("origin.secret_key"), eliop2p_testkit::SECRET_KEY.to_owned()),
+                        (
+                            find_key("origin.access_key"),
+                            eliop2p_testkit::ACCESS_KEY.to_owned(),
+                        ),
+                        (
+                            find_key("origin.secret_key"),
+                            eliop2p_testkit::SECRET_KEY.to_owned(),
+                        ),
                         (find_key("origin.addressing"), "path".to_owned()),
                     ];
                     if m.get_one::<String>("proxy.listen").is_none() {
@@ -152,5 +190,7 @@ fn real_main() -> anyhow::Result<()> {
 }
 
 fn find_key(name: &str) -> &'static KeyDef {
-    KEYS.iter().find(|k| k.name() == name).expect("a key named in this file")
+    KEYS.iter()
+        .find(|k| k.name() == name)
+        .expect("a key named in this file")
 }

@@ -11,24 +11,48 @@ const BIN: &str = env!("CARGO_BIN_EXE_eliop2p");
 
 #[test]
 fn bad_config_names_the_key_and_exits_2() {
-    let out = Command::new(BIN).args(["node", "--cache-memory-size", "4XB"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["node", "--cache-memory-size", "4XB"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("config key cache.memory_size (from flag --cache-memory-size)"), "{err}");
-    let out = Command::new(BIN).args(["node"]).env("ELIOP2P_ORIGIN_ENDPIONT", "x").output().unwrap();
+    assert!(
+        err.contains("config key cache.memory_size (from flag --cache-memory-size)"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["node"])
+        .env("ELIOP2P_ORIGIN_ENDPIONT", "x")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("ELIOP2P_ORIGIN_ENDPIONT"));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("node.toml");
     std::fs::write(&file, "[cache]\nchunk_size = \"16MiB\"\nheat = 3\n").unwrap();
-    let out = Command::new(BIN).args(["node", "--config"]).arg(&file).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["node", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown config key cache.heat"));
 }
 
 #[test]
 fn example_config_is_valid() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/eliop2p.example.toml");
-    let out = Command::new(BIN).args(["node", "--print-config", "--config", example]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/eliop2p.example.toml"
+    );
+    let out = Command::new(BIN)
+        .args(["node", "--print-config", "--config", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("memory_size = \"8GiB\"  # file"), "{text}");
 }
@@ -40,7 +64,13 @@ async fn node_process_serves_and_exits_cleanly_on_sigterm() -> anyhow::Result<()
     let data = test_data(5 << 20, 4);
     origin.put("proc", "obj", data.clone()).await?;
     let mut child = Command::new(BIN)
-        .args(["node", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "node",
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .env("ELIOP2P_ORIGIN_ENDPOINT", &origin.endpoint)
         .env("ELIOP2P_ORIGIN_ACCESS_KEY", ACCESS_KEY)
         .env("ELIOP2P_ORIGIN_SECRET_KEY", SECRET_KEY)
@@ -55,12 +85,27 @@ async fn node_process_serves_and_exits_cleanly_on_sigterm() -> anyhow::Result<()
     })
     .await??;
     // "eliop2p node: proxy on http://ADDR, admin on http://ADDR"
-    let proxy = line.split("proxy on ").nth(1).and_then(|s| s.split(',').next()).expect("address line").to_owned();
+    let proxy = line
+        .split("proxy on ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .expect("address line")
+        .to_owned();
     let c = TestClient::new();
     let r = c.get(&format!("{proxy}/proc/obj"), &[]).await?;
     assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
-    assert_eq!(c.get(&format!("{proxy}/proc/obj"), &[]).await?.header("x-cache"), Some("HIT"));
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?.success());
+    assert_eq!(
+        c.get(&format!("{proxy}/proc/obj"), &[])
+            .await?
+            .header("x-cache"),
+        Some("HIT")
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait()? {
@@ -77,22 +122,44 @@ async fn node_process_serves_and_exits_cleanly_on_sigterm() -> anyhow::Result<()
 #[test]
 fn demo_once_prints_miss_then_hit() {
     let out = Command::new(BIN)
-        .args(["demo", "--once", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--once",
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .stderr(Stdio::null())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    let cold = text.lines().find(|l| l.trim_start().starts_with("cold")).expect("cold row");
-    let warm = text.lines().find(|l| l.trim_start().starts_with("warm")).expect("warm row");
+    let cold = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("cold"))
+        .expect("cold row");
+    let warm = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("warm"))
+        .expect("warm row");
     assert!(cold.contains("MISS") && cold.contains("ok"), "{cold}");
     assert!(warm.contains("HIT") && warm.contains("ok"), "{warm}");
 }
 
 /// Starts `eliop2p node` with a disk tier; returns the child and its proxy and admin URLs.
-fn spawn_disk_node(origin: &TestOrigin, disk: &std::path::Path) -> anyhow::Result<(std::process::Child, String, String)> {
+fn spawn_disk_node(
+    origin: &TestOrigin,
+    disk: &std::path::Path,
+) -> anyhow::Result<(std::process::Child, String, String)> {
     let mut child = Command::new(BIN)
-        .args(["node", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "node",
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .env("ELIOP2P_ORIGIN_ENDPOINT", &origin.endpoint)
         .env("ELIOP2P_ORIGIN_ACCESS_KEY", ACCESS_KEY)
         .env("ELIOP2P_ORIGIN_SECRET_KEY", SECRET_KEY)
@@ -108,13 +175,25 @@ fn spawn_disk_node(origin: &TestOrigin, disk: &std::path::Path) -> anyhow::Resul
         .spawn()?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    let proxy = line.split("proxy on ").nth(1).and_then(|s| s.split(',').next()).expect("address line").to_owned();
-    let admin = line.split("admin on ").nth(1).expect("admin address").trim().to_owned();
+    let proxy = line
+        .split("proxy on ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .expect("address line")
+        .to_owned();
+    let admin = line
+        .split("admin on ")
+        .nth(1)
+        .expect("admin address")
+        .trim()
+        .to_owned();
     Ok((child, proxy, admin))
 }
 
 fn metric_value(text: &str, series: &str) -> u64 {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +203,9 @@ async fn sigkill_during_fills_leaves_nothing_served_wrong() -> anyhow::Result<()
     let mut objects = Vec::new();
     for i in 0..16 {
         let data = test_data((4 << 20) + i * 1000, 100 + i as u64);
-        origin.put("crash", &format!("obj-{i}"), data.clone()).await?;
+        origin
+            .put("crash", &format!("obj-{i}"), data.clone())
+            .await?;
         objects.push(data);
     }
     let disk = tempfile::tempdir()?;
@@ -139,13 +220,22 @@ async fn sigkill_during_fills_leaves_nothing_served_wrong() -> anyhow::Result<()
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let m = c.get(&format!("{admin}/metrics"), &[]).await?;
-        if metric_value(&String::from_utf8_lossy(&m.body), "eliop2p_cache_disk_writes_total") >= 8 {
+        if metric_value(
+            &String::from_utf8_lossy(&m.body),
+            "eliop2p_cache_disk_writes_total",
+        ) >= 8
+        {
             break;
         }
         assert!(Instant::now() < deadline, "disk writes never started");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(Command::new("kill").args(["-KILL", &child.id().to_string()]).status()?.success());
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status()?
+            .success()
+    );
     child.wait()?;
     for t in burst {
         let _ = t.await?; // cut short or complete: either is fine for a killed node
@@ -155,13 +245,29 @@ async fn sigkill_during_fills_leaves_nothing_served_wrong() -> anyhow::Result<()
     for (i, data) in objects.iter().enumerate() {
         let r = c.get(&format!("{proxy}/crash/obj-{i}"), &[]).await?;
         assert_eq!(r.status, 200);
-        assert_eq!(sha256_hex(&r.body), sha256_hex(data), "object {i} after the crash");
+        assert_eq!(
+            sha256_hex(&r.body),
+            sha256_hex(data),
+            "object {i} after the crash"
+        );
     }
     let m = c.get(&format!("{admin}/metrics"), &[]).await?;
     let text = String::from_utf8_lossy(&m.body);
-    assert!(metric_value(&text, "eliop2p_proxy_bytes_served_total{source=\"disk\"}") > 0, "chunks written before the crash are served after it");
-    assert_eq!(metric_value(&text, "eliop2p_cache_corrupt_chunks_total"), 0, "rename-after-fsync: no partial chunk under a real name");
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?.success());
+    assert!(
+        metric_value(&text, "eliop2p_proxy_bytes_served_total{source=\"disk\"}") > 0,
+        "chunks written before the crash are served after it"
+    );
+    assert_eq!(
+        metric_value(&text, "eliop2p_cache_corrupt_chunks_total"),
+        0,
+        "rename-after-fsync: no partial chunk under a real name"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?
+            .success()
+    );
     assert!(child.wait()?.success());
     origin.stop().await;
     Ok(())

@@ -9,7 +9,13 @@ use eliop2p_testkit::{ACCESS_KEY, SECRET_KEY, TestOrigin, sha256_hex, start_node
 
 fn client_env(cmd: &mut Command) -> &mut Command {
     // The machine's CA-bundle variables confuse some clients on plain-http loopback.
-    for var in ["AWS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"] {
+    for var in [
+        "AWS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+    ] {
         cmd.env_remove(var);
     }
     cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
@@ -25,8 +31,12 @@ async fn boto3_and_aws_cli_through_the_node() -> anyhow::Result<()> {
     let origin = TestOrigin::start().await?;
     origin.create_bucket("clients").await?;
     let big = test_data(40 << 20, 11);
-    origin.put("clients", "datasets/shard 0001.bin", big.clone()).await?;
-    origin.put("clients", "small.txt", "tiny object\n".into()).await?;
+    origin
+        .put("clients", "datasets/shard 0001.bin", big.clone())
+        .await?;
+    origin
+        .put("clients", "small.txt", "tiny object\n".into())
+        .await?;
     let node = start_node(&origin, |c| c.proxy.chunk_size = 4 << 20).await?;
     let node_url = format!("http://{}", node.proxy_addr);
 
@@ -58,23 +68,47 @@ async fn boto3_and_aws_cli_through_the_node() -> anyhow::Result<()> {
         let (node_url, dest) = (node_url.clone(), dest.clone());
         move || {
             client_env(&mut Command::new("aws"))
-                .args(["--endpoint-url", &node_url, "s3", "cp", "s3://clients/datasets/shard 0001.bin"])
+                .args([
+                    "--endpoint-url",
+                    &node_url,
+                    "s3",
+                    "cp",
+                    "s3://clients/datasets/shard 0001.bin",
+                ])
                 .arg(&dest)
                 .output()
         }
     })
     .await??;
-    assert!(out.status.success(), "aws s3 cp: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "aws s3 cp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(sha256_hex(&std::fs::read(&dest)?), sha256_hex(&big));
     let out = tokio::task::spawn_blocking(move || {
         client_env(&mut Command::new("aws"))
-            .args(["--endpoint-url", &node_url, "s3", "ls", "s3://clients/", "--recursive"])
+            .args([
+                "--endpoint-url",
+                &node_url,
+                "s3",
+                "ls",
+                "s3://clients/",
+                "--recursive",
+            ])
             .output()
     })
     .await??;
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "aws s3 ls: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(listing.contains("datasets/shard 0001.bin") && listing.contains("small.txt"), "{listing}");
+    assert!(
+        out.status.success(),
+        "aws s3 ls: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        listing.contains("datasets/shard 0001.bin") && listing.contains("small.txt"),
+        "{listing}"
+    );
     node.shutdown().await;
     origin.stop().await;
     Ok(())

@@ -1,0 +1,345 @@
+//! One authenticated, pipelined connection: framing over TCP, the HMAC handshake,
+//! and the client side's request multiplexing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use eliop2p_core::ChunkId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec::{self, Frame, Limits, MessageType};
+use crate::proto::{self, Reason};
+use crate::{P2pError, P2pShared};
+
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const SERVER_LABEL: &[u8] = b"eliop2p-server-v1";
+const CLIENT_LABEL: &[u8] = b"eliop2p-client-v1";
+/// `Error` frames answering a piece request carry this flag.
+pub(crate) const FLAG_PIECE: u8 = 0x02;
+
+pub(crate) fn random_nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    // SAFETY: getrandom writes at most `n.len()` bytes into the buffer it is given.
+    let got = unsafe { libc_getrandom(&mut n) };
+    if got != 32 {
+        // The kernel's random source failing is not recoverable for authentication.
+        panic!("getrandom failed");
+    }
+    n
+}
+
+unsafe fn libc_getrandom(buf: &mut [u8; 32]) -> isize {
+    unsafe extern "C" {
+        fn getrandom(buf: *mut u8, buflen: usize, flags: u32) -> isize;
+    }
+    unsafe { getrandom(buf.as_mut_ptr(), buf.len(), 0) }
+}
+
+/// Reads frames from a socket into a buffer.
+pub(crate) struct FrameReader {
+    rd: OwnedReadHalf,
+    buf: BytesMut,
+    limits: Limits,
+}
+
+impl FrameReader {
+    pub fn new(rd: OwnedReadHalf, limits: Limits) -> Self {
+        Self {
+            rd,
+            buf: BytesMut::with_capacity(256 * 1024),
+            limits,
+        }
+    }
+
+    pub async fn next(&mut self) -> Result<Option<Frame>, P2pError> {
+        loop {
+            if let Some(f) = codec::decode(&mut self.buf, &self.limits)? {
+                return Ok(Some(f));
+            }
+            if self.buf.capacity() - self.buf.len() < 64 * 1024 {
+                self.buf.reserve(256 * 1024);
+            }
+            if self.rd.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(P2pError::Closed)
+                };
+            }
+        }
+    }
+
+    pub async fn expect(&mut self, t: MessageType) -> Result<Frame, P2pError> {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.next()).await {
+            Err(_) => Err(P2pError::Timeout),
+            Ok(Ok(Some(f))) if f.message_type == t => Ok(f),
+            Ok(Ok(Some(f))) if f.message_type == MessageType::Error => {
+                Err(P2pError::Refused(proto::parse_error(&f.data).1))
+            }
+            Ok(Ok(Some(f))) => Err(P2pError::Protocol(format!(
+                "expected {t:?}, got {:?}",
+                f.message_type
+            ))),
+            Ok(Ok(None)) => Err(P2pError::Closed),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+}
+
+pub(crate) async fn write_frame(wr: &mut OwnedWriteHalf, f: &Frame) -> Result<(), P2pError> {
+    let mut b = BytesMut::new();
+    f.encode(&mut b);
+    wr.write_all(&b).await?;
+    Ok(())
+}
+
+/// Server side of the handshake: HELLO -> CHALLENGE -> AUTH -> AUTH_OK.
+pub(crate) async fn accept_handshake(
+    reader: &mut FrameReader,
+    wr: &mut OwnedWriteHalf,
+    secret: &[u8],
+) -> Result<(), P2pError> {
+    let hello = reader.expect(MessageType::Hello).await?;
+    if hello.data.len() < 32 {
+        return Err(P2pError::Protocol("short hello".into()));
+    }
+    let nonce_c = &hello.data[..32];
+    let nonce_s = random_nonce();
+    let mut challenge = Vec::with_capacity(64);
+    challenge.extend_from_slice(&nonce_s);
+    challenge.extend_from_slice(&proto::proof(secret, SERVER_LABEL, nonce_c, &nonce_s));
+    write_frame(
+        wr,
+        &Frame::new(MessageType::Challenge, &[], challenge.into(), 0, 0),
+    )
+    .await?;
+    let auth = reader.expect(MessageType::Auth).await?;
+    if !proto::proofs_equal(
+        &auth.data,
+        &proto::proof(secret, CLIENT_LABEL, &nonce_s, nonce_c),
+    ) {
+        let _ = write_frame(
+            wr,
+            &Frame::new(
+                MessageType::Error,
+                &[],
+                proto::error_payload(Reason::AuthFailed, "authentication failed"),
+                0,
+                0,
+            ),
+        )
+        .await;
+        return Err(P2pError::AuthFailed);
+    }
+    write_frame(
+        wr,
+        &Frame::new(MessageType::AuthOk, &[], Bytes::new(), 0, 0),
+    )
+    .await
+}
+
+/// Client side: proves knowledge of the secret and checks the server's proof (a
+/// server without the secret cannot feed us data either).
+async fn connect_handshake(
+    reader: &mut FrameReader,
+    wr: &mut OwnedWriteHalf,
+    secret: &[u8],
+    node_id: &str,
+) -> Result<(), P2pError> {
+    let nonce_c = random_nonce();
+    let mut hello = nonce_c.to_vec();
+    hello.extend_from_slice(node_id.as_bytes());
+    write_frame(wr, &Frame::new(MessageType::Hello, &[], hello.into(), 0, 0)).await?;
+    let ch = reader.expect(MessageType::Challenge).await?;
+    if ch.data.len() != 64 {
+        return Err(P2pError::Protocol("bad challenge".into()));
+    }
+    let (nonce_s, server_proof) = ch.data.split_at(32);
+    if !proto::proofs_equal(
+        server_proof,
+        &proto::proof(secret, SERVER_LABEL, &nonce_c, nonce_s),
+    ) {
+        return Err(P2pError::AuthFailed);
+    }
+    let proof = proto::proof(secret, CLIENT_LABEL, nonce_s, &nonce_c);
+    write_frame(
+        wr,
+        &Frame::new(MessageType::Auth, &[], Bytes::copy_from_slice(&proof), 0, 0),
+    )
+    .await?;
+    reader.expect(MessageType::AuthOk).await.map(|_| ())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Bitmap(ChunkId, u32),
+    Piece(ChunkId, u32),
+}
+
+type Pending = Arc<Mutex<HashMap<Key, oneshot::Sender<Result<Frame, P2pError>>>>>;
+
+/// A client connection to one peer; requests are pipelined over it.
+pub(crate) struct PeerConn {
+    tx: mpsc::Sender<Bytes>,
+    pending: Pending,
+    closed: Arc<AtomicBool>,
+    next_request: AtomicU32,
+}
+
+impl PeerConn {
+    pub async fn connect(addr: SocketAddr, shared: &P2pShared) -> Result<Arc<Self>, P2pError> {
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| P2pError::Timeout)??;
+        stream.set_nodelay(true)?;
+        let (rd, mut wr) = stream.into_split();
+        let mut reader = FrameReader::new(rd, shared.limits);
+        if let Err(e) =
+            connect_handshake(&mut reader, &mut wr, &shared.secret, &shared.cfg.node_id).await
+        {
+            shared
+                .stats
+                .handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+        let pending: Pending = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(async move {
+            while let Some(b) = rx.recv().await {
+                if wr.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+        });
+        {
+            let (pending, closed) = (pending.clone(), closed.clone());
+            tokio::spawn(async move {
+                let err = loop {
+                    match reader.next().await {
+                        Ok(Some(f)) => dispatch(&pending, f),
+                        Ok(None) => break P2pError::Closed,
+                        Err(e) => break e,
+                    }
+                };
+                closed.store(true, Ordering::Relaxed);
+                tracing::debug!(peer = %addr, error = %err, "peer connection ended");
+                let waiters: Vec<_> = pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .drain()
+                    .collect();
+                for (_, w) in waiters {
+                    let _ = w.send(Err(P2pError::Closed));
+                }
+            });
+        }
+        Ok(Arc::new(Self {
+            tx,
+            pending,
+            closed,
+            next_request: AtomicU32::new(1),
+        }))
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed) || self.tx.is_closed()
+    }
+
+    async fn send(&self, f: Frame) -> Result<(), P2pError> {
+        let mut b = BytesMut::new();
+        f.encode(&mut b);
+        self.tx.send(b.freeze()).await.map_err(|_| P2pError::Closed)
+    }
+
+    fn register(&self, key: Key) -> oneshot::Receiver<Result<Frame, P2pError>> {
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, tx);
+        rx
+    }
+
+    pub async fn bitmap(&self, id: &ChunkId) -> Result<Frame, P2pError> {
+        let req = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let rx = self.register(Key::Bitmap(*id, req));
+        self.send(Frame::new(
+            MessageType::HaveQuery,
+            id.as_bytes(),
+            Bytes::new(),
+            req,
+            0,
+        ))
+        .await?;
+        rx.await.map_err(|_| P2pError::Closed)?
+    }
+
+    /// Requests pieces; one receiver per piece, in the given order.
+    pub async fn pieces(
+        &self,
+        id: &ChunkId,
+        pieces: &[u32],
+    ) -> Result<Vec<oneshot::Receiver<Result<Frame, P2pError>>>, P2pError> {
+        let rxs = pieces
+            .iter()
+            .map(|p| self.register(Key::Piece(*id, *p)))
+            .collect();
+        self.send(Frame::new(
+            MessageType::PieceRequest,
+            id.as_bytes(),
+            proto::encode_pieces(pieces),
+            0,
+            0,
+        ))
+        .await?;
+        Ok(rxs)
+    }
+
+    pub async fn cancel(&self, id: &ChunkId, pieces: &[u32]) {
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for piece in pieces {
+                p.remove(&Key::Piece(*id, *piece));
+            }
+        }
+        let _ = self
+            .send(Frame::new(
+                MessageType::Cancel,
+                id.as_bytes(),
+                proto::encode_pieces(pieces),
+                0,
+                0,
+            ))
+            .await;
+    }
+}
+
+fn dispatch(pending: &Pending, f: Frame) {
+    let Ok(raw): Result<[u8; 32], _> = f.chunk_id[..].try_into() else {
+        return;
+    };
+    let id = ChunkId::from_bytes(raw);
+    let key = match f.message_type {
+        MessageType::Bitmap => Key::Bitmap(id, f.sequence_number),
+        MessageType::PieceData => Key::Piece(id, f.sequence_number),
+        MessageType::Error if f.flags & FLAG_PIECE != 0 => Key::Piece(id, f.sequence_number),
+        MessageType::Error => Key::Bitmap(id, f.sequence_number),
+        _ => return,
+    };
+    if let Some(w) = pending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&key)
+    {
+        let _ = w.send(Ok(f));
+    }
+}

@@ -1,0 +1,271 @@
+//! Downloading one chunk from several peers at once: bitmaps, K-selection, pieces in
+//! parallel (rarest first, endgame duplicates), per-piece verification and 1 MiB
+//! checkpoints. Pieces are handed to the fill writer in order as soon as they are
+//! contiguous, so the HTTP client streams while the download runs.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use bytes::Bytes;
+use eliop2p_cache::FillWriter;
+use eliop2p_cache::disk::PIECE_SIZE;
+use eliop2p_core::ChunkId;
+use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
+
+use crate::codec::MessageType;
+use crate::conn::PeerConn;
+use crate::proto::{self, Bitmap};
+use crate::score::{self, PeerStats};
+use crate::{P2pError, P2pShared};
+
+/// Requests in flight per peer.
+const PER_PEER_INFLIGHT: usize = 4;
+
+/// How a peer download ended without the whole chunk.
+#[derive(Debug)]
+pub struct Incomplete {
+    /// Bytes already handed to the writer (a multiple of the piece size): the caller
+    /// fetches the rest from the origin.
+    pub delivered: u64,
+}
+
+struct PieceResult {
+    piece: u32,
+    peer: SocketAddr,
+    result: Result<Bytes, P2pError>,
+    secs: f64,
+}
+
+pub(crate) async fn download(
+    shared: &Arc<P2pShared>,
+    id: ChunkId,
+    len: u64,
+    writer: &mut FillWriter,
+) -> Result<(), Incomplete> {
+    let n = Bitmap::num_pieces(len, PIECE_SIZE as u32);
+    // 1. Who has what.
+    let mut probes = JoinSet::new();
+    for addr in shared.peers() {
+        let shared = shared.clone();
+        probes.spawn(async move {
+            let r = async {
+                let conn = shared.conn(addr).await?;
+                let f = tokio::time::timeout(shared.cfg.piece_timeout, conn.bitmap(&id))
+                    .await
+                    .map_err(|_| P2pError::Timeout)??;
+                if f.message_type != MessageType::Bitmap {
+                    return Err(P2pError::Refused(proto::parse_error(&f.data).1));
+                }
+                Bitmap::decode(&f.data, 1 << 16)
+                    .ok_or_else(|| P2pError::Protocol("bad bitmap".into()))
+            }
+            .await;
+            (addr, r)
+        });
+    }
+    let mut holders: Vec<(SocketAddr, Bitmap)> = Vec::new();
+    while let Some(Ok((addr, r))) = probes.join_next().await {
+        // A holder still filling from the origin will have every piece (they are
+        // awaited), so it counts as holding them all.
+        if let Ok(mut bm) = r
+            && bm.chunk_len == len
+            && bm.piece_size as u64 == PIECE_SIZE
+        {
+            if !bm.complete {
+                bm.have.iter_mut().for_each(|h| *h = true);
+            }
+            holders.push((addr, bm));
+        }
+    }
+    if holders.is_empty() {
+        return Err(Incomplete { delivered: 0 });
+    }
+    // 2. K-selection.
+    let candidates: Vec<(PeerStats, usize)> = holders
+        .iter()
+        .map(|(a, bm)| (shared.peer_stats(a), bm.have.iter().filter(|h| **h).count()))
+        .collect();
+    let chosen = score::select(&candidates, n, shared.cfg.selection_k);
+    let peers: Vec<(SocketAddr, Bitmap)> = chosen.into_iter().map(|i| holders[i].clone()).collect();
+    let expected_sha = peers
+        .iter()
+        .find(|(_, bm)| bm.complete)
+        .map(|(_, bm)| bm.sha256);
+    let availability = |p: u32| {
+        peers
+            .iter()
+            .filter(|(_, bm)| bm.have.get(p as usize).copied().unwrap_or(false))
+            .count()
+    };
+    let all: Vec<u32> = (0..n as u32).collect();
+    let mut queue: VecDeque<u32> = score::piece_order(&all, availability).into();
+    if queue.len() < n {
+        // Some piece nobody selected has: the origin supplies the chunk from there.
+        let first_missing = (0..n as u32).find(|p| availability(*p) == 0).unwrap_or(0);
+        queue.retain(|p| *p < first_missing);
+        if queue.is_empty() {
+            return Err(Incomplete { delivered: 0 });
+        }
+    }
+    let wanted: HashSet<u32> = queue.iter().copied().collect();
+    let mut active: Vec<SocketAddr> = peers.iter().map(|(a, _)| *a).collect();
+    let mut inflight: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut requested: HashMap<u32, Vec<SocketAddr>> = HashMap::new();
+    let mut received: BTreeMap<u32, Bytes> = BTreeMap::new();
+    let mut next_push = 0u32;
+    let mut hasher = Sha256::new();
+    let mut tasks: JoinSet<PieceResult> = JoinSet::new();
+    shared.stats.active_downloads.fetch_add(1, Relaxed);
+    let outcome = loop {
+        // 3. Keep every active peer busy with pieces it has, one piece per peer per
+        // round so the pieces spread over the selected peers.
+        let mut assigned = true;
+        while assigned {
+            assigned = false;
+            for addr in active.clone() {
+                if inflight.get(&addr).copied().unwrap_or(0) >= PER_PEER_INFLIGHT {
+                    continue;
+                }
+                let bm = &peers
+                    .iter()
+                    .find(|(a, _)| *a == addr)
+                    .expect("active peers are selected peers")
+                    .1;
+                let pick = queue.iter().position(|p| bm.have[*p as usize]);
+                let piece = match pick {
+                    Some(i) => queue.remove(i).expect("index from position"),
+                    None => {
+                        // Endgame: duplicate a piece in flight elsewhere, once.
+                        let dup = requested
+                            .iter()
+                            .find(|(p, who)| {
+                                who.len() == 1
+                                    && !who.contains(&addr)
+                                    && !received.contains_key(p)
+                                    && bm.have[**p as usize]
+                            })
+                            .map(|(p, _)| *p);
+                        match dup {
+                            Some(p) => p,
+                            None => continue,
+                        }
+                    }
+                };
+                assigned = true;
+                requested.entry(piece).or_default().push(addr);
+                *inflight.entry(addr).or_default() += 1;
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    let t = Instant::now();
+                    let result = fetch_piece(&shared, addr, id, piece).await;
+                    PieceResult {
+                        piece,
+                        peer: addr,
+                        result,
+                        secs: t.elapsed().as_secs_f64(),
+                    }
+                });
+            }
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break Err(());
+        };
+        let Ok(r) = joined else { continue };
+        *inflight.entry(r.peer).or_default() -= 1;
+        let expected_len = (len - u64::from(r.piece) * PIECE_SIZE).min(PIECE_SIZE);
+        match r.result {
+            Ok(data) if data.len() as u64 == expected_len => {
+                shared
+                    .stats
+                    .bytes_down
+                    .fetch_add(data.len() as u64, Relaxed);
+                shared.stats.pieces_down.fetch_add(1, Relaxed);
+                shared.with_peer_stats(r.peer, |s| {
+                    s.record_success(data.len() as u64, r.secs, r.secs)
+                });
+                received.entry(r.piece).or_insert(data);
+            }
+            other => {
+                let reason = match &other {
+                    Ok(_) => "bad_length",
+                    Err(P2pError::Timeout) => "timeout",
+                    Err(P2pError::Codec(_)) => "corrupt",
+                    Err(P2pError::Refused(_)) => "refused",
+                    Err(_) => "connection",
+                };
+                shared.stats.record_piece_failure(reason);
+                tracing::debug!(peer = %r.peer, piece = r.piece, reason, "piece failed, rescheduling");
+                shared.with_peer_stats(r.peer, |s| s.record_failure());
+                // A failing peer is dropped from this download; its pieces go elsewhere.
+                active.retain(|a| *a != r.peer);
+                if !received.contains_key(&r.piece) && wanted.contains(&r.piece) {
+                    queue.push_front(r.piece);
+                }
+                if let Some(who) = requested.get_mut(&r.piece) {
+                    who.retain(|a| *a != r.peer);
+                }
+            }
+        }
+        // 4. Hand contiguous verified pieces to the writer (the 1 MiB checkpoints).
+        while let Some(data) = received.remove(&next_push) {
+            hasher.update(&data);
+            let last = u64::from(next_push + 1) * PIECE_SIZE >= len;
+            if last && let Some(want) = expected_sha {
+                let got: [u8; 32] = std::mem::take(&mut hasher).finalize().into();
+                if got != want {
+                    shared.stats.verification_failures.fetch_add(1, Relaxed);
+                    tracing::warn!(chunk_id = %id, "chunk from peers does not match its SHA-256; discarding");
+                    break;
+                }
+            }
+            if writer.push(&data).is_err() {
+                break;
+            }
+            next_push += 1;
+        }
+        if u64::from(next_push) * PIECE_SIZE >= len {
+            break Ok(());
+        }
+        if active.is_empty() || (queue.is_empty() && tasks.is_empty()) {
+            break Err(());
+        }
+    };
+    shared.stats.active_downloads.fetch_sub(1, Relaxed);
+    tasks.abort_all();
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(()) => Err(Incomplete {
+            delivered: u64::from(next_push) * PIECE_SIZE,
+        }),
+    }
+}
+
+async fn fetch_piece(
+    shared: &Arc<P2pShared>,
+    addr: SocketAddr,
+    id: ChunkId,
+    piece: u32,
+) -> Result<Bytes, P2pError> {
+    let conn: Arc<PeerConn> = shared.conn(addr).await?;
+    let mut rxs = conn.pieces(&id, &[piece]).await?;
+    let rx = rxs.pop().expect("one receiver per requested piece");
+    let frame = match tokio::time::timeout(shared.cfg.piece_timeout, rx).await {
+        Err(_) => {
+            conn.cancel(&id, &[piece]).await;
+            return Err(P2pError::Timeout);
+        }
+        Ok(Err(_)) => return Err(P2pError::Closed),
+        Ok(Ok(r)) => r?,
+    };
+    match frame.message_type {
+        MessageType::PieceData => {
+            shared.download_limit.acquire(frame.data.len() as u64).await;
+            Ok(frame.data)
+        }
+        _ => Err(P2pError::Refused(proto::parse_error(&frame.data).1)),
+    }
+}

@@ -1,0 +1,309 @@
+//! The P2P transfer layer on TCP port 9000: the seed's frame format (`codec`),
+//! message payloads and the HMAC handshake (`proto`), the server that serves chunk
+//! pieces from memory, disk and fills in progress (`server`), and the downloader that
+//! fetches a chunk's pieces from several peers at once (`download`), with peer scoring
+//! (`score`) and bandwidth limits (`limit`). The wire format is in PROTOCOL.md.
+
+pub mod codec;
+mod conn;
+mod download;
+pub mod limit;
+pub mod proto;
+pub mod score;
+mod server;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eliop2p_cache::{ChunkCache, FillWriter};
+use eliop2p_core::ChunkId;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use download::Incomplete;
+
+#[derive(Clone, Debug)]
+pub struct P2pConfig {
+    pub node_id: String,
+    /// Shared secret of the cluster; `None` = no secret (loopback only, or with
+    /// `allow_unauthenticated`).
+    pub cluster_secret: Option<Vec<u8>>,
+    pub allow_unauthenticated: bool,
+    pub static_peers: Vec<SocketAddr>,
+    /// Peers chosen per chunk (1-10).
+    pub selection_k: usize,
+    /// Bytes per second, 0 = unlimited; shared by all connections.
+    pub max_upload_rate: u64,
+    pub max_download_rate: u64,
+    /// Pieces being served at once.
+    pub max_uploads: usize,
+    /// A piece not received (or not filled, when serving) within this is given up.
+    pub piece_timeout: Duration,
+}
+
+impl P2pConfig {
+    pub fn new(node_id: &str) -> Self {
+        Self {
+            node_id: node_id.to_owned(),
+            cluster_secret: None,
+            allow_unauthenticated: false,
+            static_peers: Vec::new(),
+            selection_k: 5,
+            max_upload_rate: 0,
+            max_download_rate: 0,
+            max_uploads: 64,
+            piece_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum P2pError {
+    #[error("peer i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame: {0}")]
+    Codec(#[from] codec::CodecError),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("peer authentication failed")]
+    AuthFailed,
+    #[error("peer refused: {0}")]
+    Refused(String),
+    #[error("peer timed out")]
+    Timeout,
+    #[error("peer connection closed")]
+    Closed,
+    #[error("p2p config: {0}")]
+    Config(String),
+}
+
+/// Transfer counters, exported as metrics.
+#[derive(Default)]
+pub struct P2pStats {
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+    pub pieces_up: AtomicU64,
+    pub pieces_down: AtomicU64,
+    pub active_uploads: AtomicU64,
+    pub active_downloads: AtomicU64,
+    pub handshake_failures: AtomicU64,
+    pub verification_failures: AtomicU64,
+    piece_failures: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl P2pStats {
+    fn record_piece_failure(&self, reason: &'static str) {
+        *self
+            .piece_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    pub fn piece_failures(&self, reason: &str) -> u64 {
+        self.piece_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(reason)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+pub(crate) struct P2pShared {
+    cfg: P2pConfig,
+    secret: Vec<u8>,
+    limits: codec::Limits,
+    cache: ChunkCache,
+    stats: Arc<P2pStats>,
+    upload_limit: limit::RateLimiter,
+    download_limit: limit::RateLimiter,
+    upload_slots: tokio::sync::Semaphore,
+    conns: tokio::sync::Mutex<HashMap<SocketAddr, Arc<conn::PeerConn>>>,
+    peer_stats: Mutex<HashMap<SocketAddr, score::PeerStats>>,
+    self_addr: SocketAddr,
+}
+
+impl P2pShared {
+    fn peers(&self) -> Vec<SocketAddr> {
+        self.cfg
+            .static_peers
+            .iter()
+            .copied()
+            .filter(|a| *a != self.self_addr)
+            .collect()
+    }
+
+    async fn conn(&self, addr: SocketAddr) -> Result<Arc<conn::PeerConn>, P2pError> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(&addr).filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let c = conn::PeerConn::connect(addr, self).await?;
+        conns.insert(addr, c.clone());
+        Ok(c)
+    }
+
+    fn peer_stats(&self, addr: &SocketAddr) -> score::PeerStats {
+        self.peer_stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn with_peer_stats(&self, addr: SocketAddr, f: impl FnOnce(&mut score::PeerStats)) {
+        f(self
+            .peer_stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(addr)
+            .or_default());
+    }
+}
+
+/// A running P2P layer: the server task and the downloader.
+#[derive(Clone)]
+pub struct P2pHandle {
+    shared: Arc<P2pShared>,
+    pub local_addr: SocketAddr,
+}
+
+/// Starts the P2P server on `listener` (bound by the caller). Refuses a listener on
+/// a non-loopback address without a cluster secret unless unauthenticated mode is
+/// explicitly allowed.
+pub fn spawn_p2p(
+    cfg: P2pConfig,
+    listener: TcpListener,
+    cache: ChunkCache,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<P2pHandle, P2pError> {
+    let local_addr = listener.local_addr()?;
+    if cfg.cluster_secret.is_none() && !local_addr.ip().is_loopback() && !cfg.allow_unauthenticated
+    {
+        return Err(P2pError::Config(format!(
+            "refusing to listen on {local_addr} without p2p.cluster_secret (set one, or p2p.allow_unauthenticated = true)"
+        )));
+    }
+    let secret = cfg.cluster_secret.clone().unwrap_or_default();
+    let shared = Arc::new(P2pShared {
+        secret,
+        limits: codec::Limits::default(),
+        cache,
+        stats: Arc::default(),
+        upload_limit: limit::RateLimiter::new(cfg.max_upload_rate),
+        download_limit: limit::RateLimiter::new(cfg.max_download_rate),
+        upload_slots: tokio::sync::Semaphore::new(cfg.max_uploads.max(1)),
+        conns: tokio::sync::Mutex::default(),
+        peer_stats: Mutex::default(),
+        self_addr: local_addr,
+        cfg,
+    });
+    tracker.spawn(server::run(
+        listener,
+        shared.clone(),
+        cancel,
+        tracker.clone(),
+    ));
+    Ok(P2pHandle { shared, local_addr })
+}
+
+impl P2pHandle {
+    pub fn has_peers(&self) -> bool {
+        !self.shared.peers().is_empty()
+    }
+
+    pub fn stats(&self) -> &P2pStats {
+        &self.shared.stats
+    }
+
+    /// Fetches a chunk from peers into `writer`. `Ok` when the writer has every
+    /// byte (the caller finishes it); otherwise how much was delivered, so the caller
+    /// continues from the origin at that offset.
+    pub async fn download(
+        &self,
+        id: ChunkId,
+        len: u64,
+        writer: &mut FillWriter,
+    ) -> Result<(), Incomplete> {
+        download::download(&self.shared, id, len, writer).await
+    }
+
+    /// Prometheus text of the transfer metrics.
+    pub fn render_metrics(&self) -> String {
+        let s = &self.shared.stats;
+        let mut out = String::new();
+        let counters: [(&str, &str, u64); 7] = [
+            (
+                "eliop2p_p2p_bytes_sent_total",
+                "Piece bytes sent to peers.",
+                s.bytes_up.load(Relaxed),
+            ),
+            (
+                "eliop2p_p2p_bytes_received_total",
+                "Piece bytes received from peers.",
+                s.bytes_down.load(Relaxed),
+            ),
+            (
+                "eliop2p_p2p_pieces_sent_total",
+                "Pieces sent to peers.",
+                s.pieces_up.load(Relaxed),
+            ),
+            (
+                "eliop2p_p2p_pieces_received_total",
+                "Pieces received and accepted.",
+                s.pieces_down.load(Relaxed),
+            ),
+            (
+                "eliop2p_p2p_handshake_failures_total",
+                "Connections that failed the cluster-secret handshake.",
+                s.handshake_failures.load(Relaxed),
+            ),
+            (
+                "eliop2p_p2p_verification_failures_total",
+                "Chunks from peers that failed their SHA-256.",
+                s.verification_failures.load(Relaxed),
+            ),
+            (
+                "eliop2p_p2p_throttled_seconds_total",
+                "Time transfers waited for the bandwidth limits.",
+                (self.shared.upload_limit.throttled_ns.load(Relaxed)
+                    + self.shared.download_limit.throttled_ns.load(Relaxed))
+                    / 1_000_000_000,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP eliop2p_p2p_piece_failures_total Pieces that failed, by reason.\n# TYPE eliop2p_p2p_piece_failures_total counter"
+        );
+        for reason in ["timeout", "corrupt", "refused", "connection", "bad_length"] {
+            let _ = writeln!(
+                out,
+                "eliop2p_p2p_piece_failures_total{{reason=\"{reason}\"}} {}",
+                s.piece_failures(reason)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP eliop2p_p2p_active_transfers Pieces being sent and chunks being downloaded.\n# TYPE eliop2p_p2p_active_transfers gauge\neliop2p_p2p_active_transfers{{direction=\"up\"}} {}\neliop2p_p2p_active_transfers{{direction=\"down\"}} {}",
+            s.active_uploads.load(Relaxed),
+            s.active_downloads.load(Relaxed)
+        );
+        out
+    }
+}

@@ -1,0 +1,200 @@
+//! Payloads of the P2P messages and the HMAC handshake (pure).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hmac::{KeyInit, Mac};
+use sha2::Sha256;
+
+/// Error reason codes (`Error` frames: `code u16 | utf-8 message`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Reason {
+    NotFound = 1,
+    Timeout = 2,
+    Busy = 3,
+    Internal = 4,
+    AuthFailed = 5,
+    BadRequest = 6,
+}
+
+impl Reason {
+    pub fn from_u16(v: u16) -> Self {
+        match v {
+            1 => Reason::NotFound,
+            2 => Reason::Timeout,
+            3 => Reason::Busy,
+            5 => Reason::AuthFailed,
+            6 => Reason::BadRequest,
+            _ => Reason::Internal,
+        }
+    }
+}
+
+pub fn error_payload(reason: Reason, message: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(2 + message.len());
+    b.put_u16(reason as u16);
+    b.put_slice(message.as_bytes());
+    b.freeze()
+}
+
+pub fn parse_error(data: &[u8]) -> (Reason, String) {
+    if data.len() < 2 {
+        return (Reason::Internal, String::new());
+    }
+    (
+        Reason::from_u16(u16::from_be_bytes([data[0], data[1]])),
+        String::from_utf8_lossy(&data[2..]).into_owned(),
+    )
+}
+
+/// Which pieces of a chunk a peer has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bitmap {
+    pub chunk_len: u64,
+    pub piece_size: u32,
+    /// The chunk is complete and `sha256` is its hash.
+    pub complete: bool,
+    pub sha256: [u8; 32],
+    pub have: Vec<bool>,
+}
+
+impl Bitmap {
+    pub fn num_pieces(chunk_len: u64, piece_size: u32) -> usize {
+        chunk_len.div_ceil(u64::from(piece_size.max(1))) as usize
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(45 + self.have.len() / 8 + 1);
+        b.put_u64(self.chunk_len);
+        b.put_u32(self.piece_size);
+        b.put_u8(u8::from(self.complete));
+        b.put_slice(&self.sha256);
+        let mut byte = 0u8;
+        for (i, h) in self.have.iter().enumerate() {
+            if *h {
+                byte |= 0x80 >> (i % 8);
+            }
+            if i % 8 == 7 {
+                b.put_u8(byte);
+                byte = 0;
+            }
+        }
+        if !self.have.len().is_multiple_of(8) {
+            b.put_u8(byte);
+        }
+        b.freeze()
+    }
+
+    pub fn decode(data: &[u8], max_pieces: usize) -> Option<Self> {
+        if data.len() < 45 {
+            return None;
+        }
+        let chunk_len = u64::from_be_bytes(data[0..8].try_into().ok()?);
+        let piece_size = u32::from_be_bytes(data[8..12].try_into().ok()?);
+        if piece_size == 0 {
+            return None;
+        }
+        let n = Self::num_pieces(chunk_len, piece_size);
+        if n > max_pieces || data.len() != 45 + n.div_ceil(8) {
+            return None;
+        }
+        let complete = data[12] == 1;
+        let sha256 = data[13..45].try_into().ok()?;
+        let have = (0..n)
+            .map(|i| data[45 + i / 8] & (0x80 >> (i % 8)) != 0)
+            .collect();
+        Some(Self {
+            chunk_len,
+            piece_size,
+            complete,
+            sha256,
+            have,
+        })
+    }
+}
+
+/// A list of piece indexes (`PieceRequest`, `Cancel`).
+pub fn encode_pieces(pieces: &[u32]) -> Bytes {
+    let mut b = BytesMut::with_capacity(pieces.len() * 4);
+    for p in pieces {
+        b.put_u32(*p);
+    }
+    b.freeze()
+}
+
+pub fn decode_pieces(data: &[u8], max: usize) -> Option<Vec<u32>> {
+    if !data.len().is_multiple_of(4) || data.len() / 4 > max {
+        return None;
+    }
+    Some(
+        data.chunks_exact(4)
+            .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")))
+            .collect(),
+    )
+}
+
+/// `HMAC-SHA256(secret, label | a | b)`: the handshake proofs. The labels differ per
+/// direction so a proof cannot be reflected back.
+pub fn proof(secret: &[u8], label: &[u8], a: &[u8], b: &[u8]) -> [u8; 32] {
+    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+        .expect("HMAC takes keys of any length");
+    mac.update(label);
+    mac.update(a);
+    mac.update(b);
+    mac.finalize().into_bytes().into()
+}
+
+/// Constant-time comparison of two proofs.
+pub fn proofs_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitmap_round_trip_and_bounds() {
+        for n in [0usize, 1, 7, 8, 9, 16, 17] {
+            let bm = Bitmap {
+                chunk_len: n as u64 * 10,
+                piece_size: 10,
+                complete: n % 2 == 0,
+                sha256: [3; 32],
+                have: (0..n).map(|i| i % 3 == 0).collect(),
+            };
+            assert_eq!(Bitmap::decode(&bm.encode(), 64), Some(bm));
+        }
+        let big = Bitmap {
+            chunk_len: 1000,
+            piece_size: 1,
+            complete: false,
+            sha256: [0; 32],
+            have: vec![true; 1000],
+        };
+        assert_eq!(Bitmap::decode(&big.encode(), 64), None, "too many pieces");
+        assert_eq!(Bitmap::decode(&[0; 44], 64), None);
+    }
+
+    #[test]
+    fn pieces_and_errors() {
+        assert_eq!(
+            decode_pieces(&encode_pieces(&[0, 5, 15]), 16),
+            Some(vec![0, 5, 15])
+        );
+        assert_eq!(decode_pieces(&[0, 0, 1], 16), None);
+        assert_eq!(decode_pieces(&encode_pieces(&[1; 17]), 16), None);
+        assert_eq!(
+            parse_error(&error_payload(Reason::NotFound, "no")),
+            (Reason::NotFound, "no".into())
+        );
+    }
+
+    #[test]
+    fn proofs_depend_on_secret_label_and_nonces() {
+        let p = proof(b"s", b"client", b"a", b"b");
+        assert!(proofs_equal(&p, &proof(b"s", b"client", b"a", b"b")));
+        assert!(!proofs_equal(&p, &proof(b"t", b"client", b"a", b"b")));
+        assert!(!proofs_equal(&p, &proof(b"s", b"server", b"a", b"b")));
+        assert!(!proofs_equal(&p, &proof(b"s", b"client", b"b", b"a")));
+    }
+}

@@ -1,0 +1,275 @@
+//! The P2P server: authenticates peers and serves bitmaps and pieces of chunks held
+//! in memory, on disk, or still filling (a piece not there yet is awaited).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use eliop2p_cache::disk::PIECE_SIZE;
+use eliop2p_cache::{FillReader, Held};
+use eliop2p_core::ChunkId;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::codec::{FLAG_FINAL, Frame, MessageType};
+use crate::conn::{FLAG_PIECE, FrameReader, accept_handshake};
+use crate::proto::{self, Bitmap, Reason};
+use crate::{P2pError, P2pShared};
+
+pub(crate) async fn run(
+    listener: TcpListener,
+    shared: Arc<P2pShared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "p2p accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                r = serve_conn(stream, shared.clone()) => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "p2p connection ended");
+                    }
+                }
+                _ = cancel.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2pError> {
+    stream.set_nodelay(true)?;
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = FrameReader::new(rd, shared.limits);
+    if let Err(e) = accept_handshake(&mut reader, &mut wr, &shared.secret).await {
+        shared.stats.handshake_failures.fetch_add(1, Relaxed);
+        return Err(e);
+    }
+    // One writer task; requests are served concurrently and their frames
+    // interleave on the connection (pipelining).
+    let (tx, mut rx) = mpsc::channel::<Bytes>(32);
+    let writer = tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+    });
+    let cancelled: Arc<std::sync::Mutex<std::collections::HashSet<(ChunkId, u32)>>> =
+        Arc::default();
+    while let Some(f) = reader.next().await? {
+        let Ok(raw): Result<[u8; 32], _> = f.chunk_id[..].try_into() else {
+            send(
+                &tx,
+                Frame::new(
+                    MessageType::Error,
+                    &f.chunk_id,
+                    proto::error_payload(Reason::BadRequest, "chunk id must be 32 bytes"),
+                    f.sequence_number,
+                    0,
+                ),
+            )
+            .await;
+            continue;
+        };
+        let id = ChunkId::from_bytes(raw);
+        match f.message_type {
+            MessageType::HaveQuery => {
+                let reply = match bitmap(&shared, &id) {
+                    Some(bm) => Frame::new(
+                        MessageType::Bitmap,
+                        id.as_bytes(),
+                        bm.encode(),
+                        f.sequence_number,
+                        FLAG_FINAL,
+                    ),
+                    None => Frame::new(
+                        MessageType::Error,
+                        id.as_bytes(),
+                        proto::error_payload(Reason::NotFound, "chunk not held"),
+                        f.sequence_number,
+                        FLAG_FINAL,
+                    ),
+                };
+                send(&tx, reply).await;
+            }
+            MessageType::PieceRequest => {
+                let Some(pieces) = proto::decode_pieces(&f.data, 4096) else {
+                    send(
+                        &tx,
+                        Frame::new(
+                            MessageType::Error,
+                            id.as_bytes(),
+                            proto::error_payload(Reason::BadRequest, "bad piece list"),
+                            0,
+                            FLAG_PIECE,
+                        ),
+                    )
+                    .await;
+                    continue;
+                };
+                let (shared, tx, cancelled) = (shared.clone(), tx.clone(), cancelled.clone());
+                tokio::spawn(async move {
+                    let n = pieces.len();
+                    for (i, p) in pieces.into_iter().enumerate() {
+                        if cancelled
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&(id, p))
+                        {
+                            continue;
+                        }
+                        let flags = if i + 1 == n { FLAG_FINAL } else { 0 };
+                        let frame = match serve_piece(&shared, &id, p).await {
+                            Ok(data) => {
+                                shared.upload_limit.acquire(data.len() as u64).await;
+                                shared.stats.bytes_up.fetch_add(data.len() as u64, Relaxed);
+                                shared.stats.pieces_up.fetch_add(1, Relaxed);
+                                Frame::new(MessageType::PieceData, id.as_bytes(), data, p, flags)
+                            }
+                            Err((reason, msg)) => Frame::new(
+                                MessageType::Error,
+                                id.as_bytes(),
+                                proto::error_payload(reason, &msg),
+                                p,
+                                flags | FLAG_PIECE,
+                            ),
+                        };
+                        if !send(&tx, frame).await {
+                            break;
+                        }
+                    }
+                });
+            }
+            MessageType::Cancel => {
+                if let Some(pieces) = proto::decode_pieces(&f.data, 4096) {
+                    let mut c = cancelled.lock().unwrap_or_else(|e| e.into_inner());
+                    for p in pieces {
+                        c.insert((id, p));
+                    }
+                }
+            }
+            other => {
+                tracing::debug!(message_type = ?other, "unexpected message on a p2p data connection");
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+    Ok(())
+}
+
+async fn send(tx: &mpsc::Sender<Bytes>, f: Frame) -> bool {
+    let mut b = bytes::BytesMut::new();
+    f.encode(&mut b);
+    tx.send(b.freeze()).await.is_ok()
+}
+
+fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {
+    let ps = PIECE_SIZE as u32;
+    Some(match shared.cache.peek(id)? {
+        Held::Memory(c) => Bitmap {
+            chunk_len: c.data.len() as u64,
+            piece_size: ps,
+            complete: true,
+            sha256: c.sha256,
+            have: vec![true; Bitmap::num_pieces(c.data.len() as u64, ps)],
+        },
+        Held::Disk(d) => Bitmap {
+            chunk_len: d.len,
+            piece_size: ps,
+            complete: true,
+            sha256: d.sha256,
+            have: vec![true; Bitmap::num_pieces(d.len, ps)],
+        },
+        // A fill fed by peers is not offered: two nodes must never wait on each other.
+        Held::Filling(f) if f.from_peer() => return None,
+        Held::Filling(f) => {
+            let len = f.expected_len();
+            let published = f.published();
+            let n = Bitmap::num_pieces(len, ps);
+            Bitmap {
+                chunk_len: len,
+                piece_size: ps,
+                complete: false,
+                sha256: [0; 32],
+                have: (0..n as u64)
+                    .map(|i| ((i + 1) * PIECE_SIZE).min(len) <= published)
+                    .collect(),
+            }
+        }
+    })
+}
+
+/// One piece's bytes from wherever this node holds the chunk. Disk reads are
+/// verified; a piece of a filling chunk is awaited up to the piece timeout.
+async fn serve_piece(
+    shared: &P2pShared,
+    id: &ChunkId,
+    piece: u32,
+) -> Result<Bytes, (Reason, String)> {
+    let _permit = shared
+        .upload_slots
+        .acquire()
+        .await
+        .map_err(|_| (Reason::Busy, "shutting down".to_owned()))?;
+    shared.stats.active_uploads.fetch_add(1, Relaxed);
+    let result = async {
+        let held = shared
+            .cache
+            .peek(id)
+            .ok_or((Reason::NotFound, "chunk not held".to_owned()))?;
+        let len = match &held {
+            Held::Memory(c) => c.data.len() as u64,
+            Held::Disk(d) => d.len,
+            Held::Filling(f) => f.expected_len(),
+        };
+        let start = u64::from(piece) * PIECE_SIZE;
+        if start >= len {
+            return Err((
+                Reason::BadRequest,
+                format!("piece {piece} beyond the chunk"),
+            ));
+        }
+        let end = (start + PIECE_SIZE).min(len);
+        match held {
+            Held::Memory(c) => Ok(c.data.slice(start as usize..end as usize)),
+            Held::Disk(d) => d
+                .read_range(start, end)
+                .await
+                .map_err(|e| (Reason::NotFound, e.to_string())),
+            Held::Filling(f) => {
+                let mut reader = FillReader::new(f, start, end);
+                let mut out = bytes::BytesMut::with_capacity((end - start) as usize);
+                let read = async {
+                    while let Some(b) = reader.next().await {
+                        out.extend_from_slice(&b.map_err(|e| (Reason::NotFound, e.to_string()))?);
+                    }
+                    Ok::<_, (Reason, String)>(())
+                };
+                match tokio::time::timeout(shared.cfg.piece_timeout, read).await {
+                    Ok(r) => r.map(|()| out.freeze()),
+                    Err(_) => Err((Reason::Timeout, "piece not filled in time".to_owned())),
+                }
+            }
+        }
+    }
+    .await;
+    shared.stats.active_uploads.fetch_sub(1, Relaxed);
+    result
+}

@@ -1,0 +1,371 @@
+//! Several real nodes on loopback with the real S3 origin: chunks move between
+//! nodes over the P2P protocol instead of coming from the origin.
+
+use std::time::{Duration, Instant};
+
+use eliop2p_proxy::NodeHandle;
+use eliop2p_testkit::{
+    TestClient, TestOrigin, p2p_listeners, sha256_hex, start_p2p_node, test_data,
+};
+
+const MIB: usize = 1 << 20;
+
+fn metric(node: &NodeHandle, series: &str) -> u64 {
+    node.render_metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `n` nodes that all know each other.
+async fn cluster(
+    origin: &TestOrigin,
+    n: usize,
+    tweak: impl Fn(usize, &mut eliop2p_proxy::NodeConfig),
+) -> anyhow::Result<Vec<NodeHandle>> {
+    let listeners = p2p_listeners(n).await?;
+    let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        nodes.push(start_p2p_node(origin, l, addrs.clone(), |c| tweak(i, c)).await?);
+    }
+    Ok(nodes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_node_reads_from_the_first_not_the_origin() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("p2p").await?;
+    let data = test_data(40 * MIB + 7, 1);
+    origin.put("p2p", "weights.bin", data.clone()).await?;
+    let nodes = cluster(&origin, 2, |_, _| {}).await?;
+    let c = TestClient::new();
+    let a = c
+        .get(
+            &format!("http://{}/p2p/weights.bin", nodes[0].proxy_addr),
+            &[],
+        )
+        .await?;
+    assert_eq!(sha256_hex(&a.body), sha256_hex(&data));
+    assert_eq!(a.header("x-cache-source"), Some("origin"));
+    let gets_after_a = origin.gets_of("p2p", "weights.bin").len();
+    assert_eq!(gets_after_a, 3, "three 16 MiB chunks from the origin");
+    let b = c
+        .get(
+            &format!("http://{}/p2p/weights.bin", nodes[1].proxy_addr),
+            &[],
+        )
+        .await?;
+    assert_eq!(b.status, 200);
+    assert_eq!(
+        sha256_hex(&b.body),
+        sha256_hex(&data),
+        "byte-exact from the peer"
+    );
+    assert_eq!(b.header("x-cache"), Some("MISS"));
+    assert_eq!(b.header("x-cache-source"), Some("peer"));
+    assert_eq!(
+        origin.gets_of("p2p", "weights.bin").len(),
+        gets_after_a,
+        "no origin GET for the second node"
+    );
+    assert_eq!(metric(&nodes[1], "eliop2p_p2p_pieces_received_total"), 41);
+    assert_eq!(
+        metric(&nodes[0], "eliop2p_p2p_bytes_sent_total"),
+        data.len() as u64
+    );
+    // Ranged read on the second node: now from its own memory.
+    let r = c
+        .get(
+            &format!("http://{}/p2p/weights.bin", nodes[1].proxy_addr),
+            &[("range", "bytes=100-200")],
+        )
+        .await?;
+    assert_eq!(r.body, data.slice(100..201));
+    for n in nodes {
+        n.shutdown().await;
+    }
+    origin.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_still_filling_is_streamed_to_a_peer() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("fill").await?;
+    let data = test_data(16 * MIB, 2);
+    origin.put("fill", "obj", data.clone()).await?;
+    let nodes = cluster(&origin, 2, |_, _| {}).await?;
+    let c = TestClient::new();
+    let (ca, ua) = (
+        c.clone(),
+        format!("http://{}/fill/obj", nodes[0].proxy_addr),
+    );
+    let first = tokio::spawn(async move { ca.get(&ua, &[]).await });
+    // Once A has started its fill, B asks: A serves the pieces it has and awaits
+    // the rest, so the origin is read once for the whole cluster.
+    wait_until("A's fill to start", || {
+        metric(&nodes[0], "eliop2p_origin_bytes_total") > 0
+    })
+    .await;
+    let b = c
+        .get(&format!("http://{}/fill/obj", nodes[1].proxy_addr), &[])
+        .await?;
+    assert_eq!(sha256_hex(&b.body), sha256_hex(&data));
+    assert_eq!(b.header("x-cache-source"), Some("peer"));
+    assert_eq!(sha256_hex(&first.await??.body), sha256_hex(&data));
+    assert_eq!(
+        origin.gets_of("fill", "obj").len(),
+        1,
+        "one origin read for both nodes"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+    origin.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_peer_killed_mid_chunk_the_rest_comes_from_another() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("kill").await?;
+    let data = test_data(16 * MIB, 3);
+    origin.put("kill", "obj", data.clone()).await?;
+    // Node 2 downloads slowly (4 MiB/s), so node 0 can be killed in the middle.
+    let mut nodes = cluster(&origin, 3, |i, c| {
+        if i == 2 {
+            c.p2p.as_mut().unwrap().max_download_rate = 4 * MIB as u64;
+            c.p2p.as_mut().unwrap().piece_timeout = Duration::from_secs(2);
+        }
+    })
+    .await?;
+    let c = TestClient::new();
+    for n in &nodes[..2] {
+        let r = c
+            .get(&format!("http://{}/kill/obj", n.proxy_addr), &[])
+            .await?;
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    }
+    let origin_gets = origin.gets_of("kill", "obj").len();
+    let (cb, ub) = (
+        c.clone(),
+        format!("http://{}/kill/obj", nodes[2].proxy_addr),
+    );
+    let reader = tokio::spawn(async move { cb.get(&ub, &[]).await });
+    wait_until("some pieces on node 2", || {
+        metric(&nodes[2], "eliop2p_p2p_pieces_received_total") >= 3
+    })
+    .await;
+    let killed = nodes.remove(0);
+    assert!(killed.shutdown().await);
+    let r = reader.await??;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        sha256_hex(&r.body),
+        sha256_hex(&data),
+        "completed byte-exact after losing a peer"
+    );
+    assert_eq!(
+        origin.gets_of("kill", "obj").len(),
+        origin_gets,
+        "completed from the other peer, not the origin"
+    );
+    let received = metric(&nodes[1], "eliop2p_p2p_pieces_received_total");
+    // 16 pieces, plus at most the few in flight to the killed peer or duplicated in
+    // the endgame: only missing pieces were fetched again.
+    assert!(
+        (16..=16 + 8).contains(&received),
+        "received {received} pieces"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+    origin.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_a_corrupt_chunk_is_skipped() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("rot").await?;
+    let data = test_data(4 * MIB, 4);
+    origin.put("rot", "obj", data.clone()).await?;
+    let disk = tempfile::tempdir()?;
+    let path = disk.path().to_owned();
+    // Node 0 keeps the chunk only on disk (tiny memory tier).
+    let nodes = cluster(&origin, 3, move |i, c| {
+        c.proxy.chunk_size = 4 * MIB as u64;
+        if i == 0 {
+            c.cache.memory_capacity = 1;
+            c.cache.disk = Some(eliop2p_cache::DiskTierConfig {
+                path: path.clone(),
+                capacity: 1 << 30,
+                verify_on_start: eliop2p_cache::VerifyOnStart::No,
+                write_queue: 16,
+            });
+        }
+    })
+    .await?;
+    let c = TestClient::new();
+    c.get(&format!("http://{}/rot/obj", nodes[0].proxy_addr), &[])
+        .await?;
+    wait_until("chunk on disk", || {
+        metric(&nodes[0], "eliop2p_cache_disk_writes_total") == 1
+    })
+    .await;
+    c.get(&format!("http://{}/rot/obj", nodes[1].proxy_addr), &[])
+        .await?;
+    // Rot a byte in node 0's chunk file, in its third piece. Node 0's memory has a
+    // fresh process view: pieces are verified on their first read.
+    let chunks = disk.path().join("chunks");
+    let shard = std::fs::read_dir(&chunks)?.next().expect("a shard")?.path();
+    let file = std::fs::read_dir(&shard)?
+        .next()
+        .expect("a chunk file")?
+        .path();
+    let mut bytes = std::fs::read(&file)?;
+    let n = bytes.len();
+    bytes[n - 2 * MIB + 77] ^= 0xFF;
+    std::fs::write(&file, bytes)?;
+    drop(nodes);
+    // Restart all three on the same ports is not needed: a new cluster where node 0
+    // reopens the rotten disk.
+    let path = disk.path().to_owned();
+    let nodes = cluster(&origin, 3, move |i, c| {
+        c.proxy.chunk_size = 4 * MIB as u64;
+        if i == 0 {
+            c.cache.memory_capacity = 1;
+            c.cache.disk = Some(eliop2p_cache::DiskTierConfig {
+                path: path.clone(),
+                capacity: 1 << 30,
+                verify_on_start: eliop2p_cache::VerifyOnStart::No,
+                write_queue: 16,
+            });
+        }
+    })
+    .await?;
+    // Node 1 reads from node 0, which finds its piece rotten while serving it: node 1
+    // gets the rest elsewhere (the origin here); node 2 then reads from both.
+    for i in [1, 2] {
+        let r = c
+            .get(&format!("http://{}/rot/obj", nodes[i].proxy_addr), &[])
+            .await?;
+        assert_eq!(
+            sha256_hex(&r.body),
+            sha256_hex(&data),
+            "never a wrong byte (node {i})"
+        );
+    }
+    assert_eq!(
+        metric(&nodes[0], "eliop2p_cache_corrupt_chunks_total"),
+        1,
+        "detected by the serving node"
+    );
+    let refused: u64 = nodes[1..]
+        .iter()
+        .map(|n| metric(n, "eliop2p_p2p_piece_failures_total{reason=\"refused\"}"))
+        .sum();
+    assert!(
+        refused >= 1,
+        "the rotten piece was refused and fetched elsewhere"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+    origin.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_cluster_secret_gets_no_data() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("sec").await?;
+    let data = test_data(2 * MIB, 5);
+    origin.put("sec", "obj", data.clone()).await?;
+    let nodes = cluster(&origin, 2, |i, c| {
+        if i == 1 {
+            c.p2p.as_mut().unwrap().cluster_secret = Some(b"not the cluster's secret".to_vec());
+        }
+    })
+    .await?;
+    let c = TestClient::new();
+    c.get(&format!("http://{}/sec/obj", nodes[0].proxy_addr), &[])
+        .await?;
+    let r = c
+        .get(&format!("http://{}/sec/obj", nodes[1].proxy_addr), &[])
+        .await?;
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    assert_eq!(
+        r.header("x-cache-source"),
+        Some("origin"),
+        "no bytes from a peer that failed the handshake"
+    );
+    assert!(metric(&nodes[0], "eliop2p_p2p_handshake_failures_total") >= 1);
+    assert_eq!(metric(&nodes[0], "eliop2p_p2p_bytes_sent_total"), 0);
+    // A raw outsider with no secret at all: it is refused before any chunk data.
+    let mut s = tokio::net::TcpStream::connect(nodes[0].p2p_addr.unwrap()).await?;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut hello = bytes::BytesMut::new();
+    eliop2p_p2p::codec::Frame::new(
+        eliop2p_p2p::codec::MessageType::HaveQuery,
+        &[0u8; 32],
+        bytes::Bytes::new(),
+        1,
+        0,
+    )
+    .encode(&mut hello);
+    s.write_all(&hello).await?;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(
+        buf.is_empty(),
+        "no frame for a peer that skipped the handshake"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+    origin.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_bandwidth_limit_is_respected() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("bwl").await?;
+    let data = test_data(64 * MIB, 6);
+    origin.put("bwl", "obj", data.clone()).await?;
+    let nodes = cluster(&origin, 2, |i, c| {
+        if i == 1 {
+            c.p2p.as_mut().unwrap().max_download_rate = 16 * MIB as u64;
+        }
+    })
+    .await?;
+    let c = TestClient::new();
+    c.get(&format!("http://{}/bwl/obj", nodes[0].proxy_addr), &[])
+        .await?;
+    let t = Instant::now();
+    let r = c
+        .get(&format!("http://{}/bwl/obj", nodes[1].proxy_addr), &[])
+        .await?;
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    assert_eq!(r.header("x-cache-source"), Some("peer"));
+    assert!(
+        (3.0..=6.0).contains(&secs),
+        "64 MiB at 16 MiB/s took {secs:.2} s"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+    origin.stop().await;
+    Ok(())
+}
