@@ -319,6 +319,7 @@ fn row(name: &str, s: Sample, base: Sample) {
 async fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let only_disk = std::env::args().any(|a| a == "--disk-only");
+    let only_p2p = std::env::args().any(|a| a == "--p2p-only");
     let o = if quick {
         Opts {
             large: 128 * MIB,
@@ -377,9 +378,16 @@ async fn main() -> anyhow::Result<()> {
         d.push(direct_get(&direct, "bench", "large.bin").await?);
     }
     let base = median(d);
+    if only_p2p {
+        row("direct origin", base, base);
+        p2p(&origin, &o, &large, base).await?;
+        origin.stop().await;
+        return Ok(());
+    }
     if only_disk {
         row("direct origin", base, base);
         disk_tier(&origin, &o, &large, base, nginx.as_ref()).await?;
+    p2p(&origin, &o, &large, base).await?;
         origin.stop().await;
         return Ok(());
     }
@@ -408,6 +416,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     disk_tier(&origin, &o, &large, base, nginx.as_ref()).await?;
+    p2p(&origin, &o, &large, base).await?;
 
     println!();
     println!(
@@ -473,6 +482,47 @@ async fn main() -> anyhow::Result<()> {
         "load generator runs in the same process and on the same cores as the node and origin."
     );
     origin.stop().await;
+    Ok(())
+}
+
+/// Node-to-node transfer: a node with an empty cache reads the large object from
+/// one peer, then another from three peers at once (pieces verified on arrival).
+async fn p2p(origin: &TestOrigin, o: &Opts, large: &Bytes, base: Sample) -> anyhow::Result<()> {
+    let listeners = eliop2p_testkit::p2p_listeners(5).await?;
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().expect("bound")).collect();
+    let cap = o.large as u64 * 2;
+    let mut nodes = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        // Holders: 0, 2, 3. Downloaders: 1 (from node 0 only), 4 (from 0, 2, 3).
+        let peers = match i {
+            1 => vec![addrs[0]],
+            4 => vec![addrs[0], addrs[2], addrs[3]],
+            _ => vec![],
+        };
+        nodes.push(eliop2p_testkit::start_p2p_node(origin, l, peers, |c| c.cache.memory_capacity = cap).await?);
+    }
+    for h in [0, 2, 3] {
+        plain_get(nodes[h].proxy_addr, "/bench/large.bin").await?;
+    }
+    println!();
+    println!("## node to node (P2P, loopback, SHA-256 per 1 MiB piece): {} MiB object", o.large / MIB);
+    println!();
+    println!("| {:<28} | {:>9} | {:>9} | {:>11} | {:>12} |", "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms");
+    println!("|{:-<30}|{:->11}|{:->11}|{:->13}|{:->14}|", "", "", "", "", "");
+    let one = plain_get(nodes[1].proxy_addr, "/bench/large.bin").await?;
+    row("node MISS from 1 peer", one, base);
+    let three = plain_get(nodes[4].proxy_addr, "/bench/large.bin").await?;
+    row("node MISS from 3 peers", three, base);
+    for i in [1, 4] {
+        let c = eliop2p_testkit::TestClient::new();
+        let r = c.get(&format!("http://{}/bench/large.bin", nodes[i].proxy_addr), &[]).await?;
+        anyhow::ensure!(sha256_hex(&r.body) == sha256_hex(large), "p2p node returned wrong bytes");
+        let origin_bytes = metric(&nodes[i], "eliop2p_origin_bytes_total");
+        anyhow::ensure!(origin_bytes == 0, "node {i} read {origin_bytes} bytes from the origin");
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
     Ok(())
 }
 

@@ -63,8 +63,8 @@ impl FrameReader {
             if let Some(f) = codec::decode(&mut self.buf, &self.limits)? {
                 return Ok(Some(f));
             }
-            if self.buf.capacity() - self.buf.len() < 64 * 1024 {
-                self.buf.reserve(256 * 1024);
+            if self.buf.capacity() - self.buf.len() < 256 * 1024 {
+                self.buf.reserve(2 << 20);
             }
             if self.rd.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {

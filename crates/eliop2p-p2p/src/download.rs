@@ -23,7 +23,7 @@ use crate::score::{self, PeerStats};
 use crate::{P2pError, P2pShared};
 
 /// Requests in flight per peer.
-const PER_PEER_INFLIGHT: usize = 4;
+const PER_PEER_INFLIGHT: usize = 8;
 
 /// How a peer download ended without the whole chunk.
 #[derive(Debug)]

@@ -62,11 +62,13 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     }
     // One writer task; requests are served concurrently and their frames
     // interleave on the connection (pipelining).
-    let (tx, mut rx) = mpsc::channel::<Bytes>(32);
+    let (tx, mut rx) = mpsc::channel::<[Bytes; 3]>(32);
     let writer = tokio::spawn(async move {
-        while let Some(b) = rx.recv().await {
-            if wr.write_all(&b).await.is_err() {
-                break;
+        'frames: while let Some(parts) = rx.recv().await {
+            for b in parts {
+                if wr.write_all(&b).await.is_err() {
+                    break 'frames;
+                }
             }
         }
     });
@@ -174,10 +176,8 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     Ok(())
 }
 
-async fn send(tx: &mpsc::Sender<Bytes>, f: Frame) -> bool {
-    let mut b = bytes::BytesMut::new();
-    f.encode(&mut b);
-    tx.send(b.freeze()).await.is_ok()
+async fn send(tx: &mpsc::Sender<[Bytes; 3]>, f: Frame) -> bool {
+    tx.send(f.to_parts()).await.is_ok()
 }
 
 fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {
