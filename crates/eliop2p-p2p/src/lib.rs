@@ -95,6 +95,9 @@ pub struct P2pStats {
     pub handshake_failures: AtomicU64,
     pub verification_failures: AtomicU64,
     piece_failures: Mutex<HashMap<&'static str, u64>>,
+    /// Bytes by (peer, direction): peers are named by their node id when sending
+    /// to them and by their P2P address when receiving from them.
+    peer_bytes: Mutex<HashMap<(String, &'static str), u64>>,
 }
 
 impl P2pStats {
@@ -105,6 +108,15 @@ impl P2pStats {
             .unwrap_or_else(|p| p.into_inner())
             .entry(reason)
             .or_default() += 1;
+    }
+
+    fn add_peer_bytes(&self, peer: &str, direction: &'static str, n: u64) {
+        let mut m = self.peer_bytes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = m.get_mut(&(peer.to_owned(), direction)) {
+            *v += n;
+        } else if m.len() < 4096 {
+            m.insert((peer.to_owned(), direction), n);
+        }
     }
 
     pub fn piece_failures(&self, reason: &str) -> u64 {
@@ -297,6 +309,16 @@ impl P2pHandle {
                 "eliop2p_p2p_piece_failures_total{{reason=\"{reason}\"}} {}",
                 s.piece_failures(reason)
             );
+        }
+        let _ = writeln!(out, "# HELP eliop2p_p2p_peer_bytes_total Piece bytes by peer and direction.\n# TYPE eliop2p_p2p_peer_bytes_total counter");
+        {
+            let m = s.peer_bytes.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rows: Vec<_> = m.iter().collect();
+            rows.sort();
+            for ((peer, dir), v) in rows {
+                let peer: String = peer.chars().filter(|c| *c != '"' && *c != '\\').collect();
+                let _ = writeln!(out, "eliop2p_p2p_peer_bytes_total{{peer=\"{peer}\",direction=\"{dir}\"}} {v}");
+            }
         }
         let _ = writeln!(
             out,

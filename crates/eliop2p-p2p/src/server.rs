@@ -56,10 +56,13 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     stream.set_nodelay(true)?;
     let (rd, mut wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, shared.limits);
-    if let Err(e) = accept_handshake(&mut reader, &mut wr, &shared.secret).await {
-        shared.stats.handshake_failures.fetch_add(1, Relaxed);
-        return Err(e);
-    }
+    let peer_id = match accept_handshake(&mut reader, &mut wr, &shared.secret).await {
+        Ok(id) => Arc::new(id),
+        Err(e) => {
+            shared.stats.handshake_failures.fetch_add(1, Relaxed);
+            return Err(e);
+        }
+    };
     // One writer task; requests are served concurrently and their frames
     // interleave on the connection (pipelining).
     let (tx, mut rx) = mpsc::channel::<[Bytes; 3]>(32);
@@ -125,7 +128,7 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                     .await;
                     continue;
                 };
-                let (shared, tx, cancelled) = (shared.clone(), tx.clone(), cancelled.clone());
+                let (shared, tx, cancelled, peer_id) = (shared.clone(), tx.clone(), cancelled.clone(), peer_id.clone());
                 tokio::spawn(async move {
                     let n = pieces.len();
                     for (i, p) in pieces.into_iter().enumerate() {
@@ -141,6 +144,7 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                             Ok(data) => {
                                 shared.upload_limit.acquire(data.len() as u64).await;
                                 shared.stats.bytes_up.fetch_add(data.len() as u64, Relaxed);
+                                shared.stats.add_peer_bytes(&peer_id, "sent", data.len() as u64);
                                 shared.stats.pieces_up.fetch_add(1, Relaxed);
                                 Frame::new(MessageType::PieceData, id.as_bytes(), data, p, flags)
                             }
