@@ -387,7 +387,7 @@ async fn main() -> anyhow::Result<()> {
     if only_disk {
         row("direct origin", base, base);
         disk_tier(&origin, &o, &large, base, nginx.as_ref()).await?;
-    p2p(&origin, &o, &large, base).await?;
+        p2p(&origin, &o, &large, base).await?;
         origin.stop().await;
         return Ok(());
     }
@@ -489,7 +489,10 @@ async fn main() -> anyhow::Result<()> {
 /// one peer, then another from three peers at once (pieces verified on arrival).
 async fn p2p(origin: &TestOrigin, o: &Opts, large: &Bytes, base: Sample) -> anyhow::Result<()> {
     let listeners = eliop2p_testkit::p2p_listeners(5).await?;
-    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().expect("bound")).collect();
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound"))
+        .collect();
     let cap = o.large as u64 * 2;
     let mut nodes = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
@@ -499,26 +502,49 @@ async fn p2p(origin: &TestOrigin, o: &Opts, large: &Bytes, base: Sample) -> anyh
             4 => vec![addrs[0], addrs[2], addrs[3]],
             _ => vec![],
         };
-        nodes.push(eliop2p_testkit::start_p2p_node(origin, l, peers, |c| c.cache.memory_capacity = cap).await?);
+        nodes.push(
+            eliop2p_testkit::start_p2p_node(origin, l, peers, |c| c.cache.memory_capacity = cap)
+                .await?,
+        );
     }
     for h in [0, 2, 3] {
         plain_get(nodes[h].proxy_addr, "/bench/large.bin").await?;
     }
     println!();
-    println!("## node to node (P2P, loopback, SHA-256 per 1 MiB piece): {} MiB object", o.large / MIB);
+    println!(
+        "## node to node (P2P, loopback, SHA-256 per 1 MiB piece): {} MiB object",
+        o.large / MIB
+    );
     println!();
-    println!("| {:<28} | {:>9} | {:>9} | {:>11} | {:>12} |", "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms");
-    println!("|{:-<30}|{:->11}|{:->11}|{:->13}|{:->14}|", "", "", "", "", "");
+    println!(
+        "| {:<28} | {:>9} | {:>9} | {:>11} | {:>12} |",
+        "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms"
+    );
+    println!(
+        "|{:-<30}|{:->11}|{:->11}|{:->13}|{:->14}|",
+        "", "", "", "", ""
+    );
     let one = plain_get(nodes[1].proxy_addr, "/bench/large.bin").await?;
     row("node MISS from 1 peer", one, base);
     let three = plain_get(nodes[4].proxy_addr, "/bench/large.bin").await?;
     row("node MISS from 3 peers", three, base);
     for i in [1, 4] {
         let c = eliop2p_testkit::TestClient::new();
-        let r = c.get(&format!("http://{}/bench/large.bin", nodes[i].proxy_addr), &[]).await?;
-        anyhow::ensure!(sha256_hex(&r.body) == sha256_hex(large), "p2p node returned wrong bytes");
+        let r = c
+            .get(
+                &format!("http://{}/bench/large.bin", nodes[i].proxy_addr),
+                &[],
+            )
+            .await?;
+        anyhow::ensure!(
+            sha256_hex(&r.body) == sha256_hex(large),
+            "p2p node returned wrong bytes"
+        );
         let origin_bytes = metric(&nodes[i], "eliop2p_origin_bytes_total");
-        anyhow::ensure!(origin_bytes == 0, "node {i} read {origin_bytes} bytes from the origin");
+        anyhow::ensure!(
+            origin_bytes == 0,
+            "node {i} read {origin_bytes} bytes from the origin"
+        );
     }
     for n in nodes {
         n.shutdown().await;

@@ -100,16 +100,21 @@ pub(crate) async fn write_frame(wr: &mut OwnedWriteHalf, f: &Frame) -> Result<()
     Ok(())
 }
 
-/// Server side of the handshake: HELLO -> CHALLENGE -> AUTH -> AUTH_OK.
+/// Server side of the handshake: HELLO -> CHALLENGE -> AUTH -> AUTH_OK. Returns
+/// the node id the peer announced.
 pub(crate) async fn accept_handshake(
     reader: &mut FrameReader,
     wr: &mut OwnedWriteHalf,
     secret: &[u8],
-) -> Result<(), P2pError> {
+) -> Result<String, P2pError> {
     let hello = reader.expect(MessageType::Hello).await?;
-    if hello.data.len() < 32 {
-        return Err(P2pError::Protocol("short hello".into()));
+    if hello.data.len() < 32 || hello.data.len() > 32 + 256 {
+        return Err(P2pError::Protocol("bad hello".into()));
     }
+    let node_id: String = String::from_utf8_lossy(&hello.data[32..])
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .collect();
     let nonce_c = &hello.data[..32];
     let nonce_s = random_nonce();
     let mut challenge = Vec::with_capacity(64);
@@ -142,7 +147,8 @@ pub(crate) async fn accept_handshake(
         wr,
         &Frame::new(MessageType::AuthOk, &[], Bytes::new(), 0, 0),
     )
-    .await
+    .await?;
+    Ok(node_id)
 }
 
 /// Client side: proves knowledge of the secret and checks the server's proof (a

@@ -310,14 +310,20 @@ impl P2pHandle {
                 s.piece_failures(reason)
             );
         }
-        let _ = writeln!(out, "# HELP eliop2p_p2p_peer_bytes_total Piece bytes by peer and direction.\n# TYPE eliop2p_p2p_peer_bytes_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP eliop2p_p2p_peer_bytes_total Piece bytes by peer and direction.\n# TYPE eliop2p_p2p_peer_bytes_total counter"
+        );
         {
             let m = s.peer_bytes.lock().unwrap_or_else(|p| p.into_inner());
             let mut rows: Vec<_> = m.iter().collect();
             rows.sort();
             for ((peer, dir), v) in rows {
                 let peer: String = peer.chars().filter(|c| *c != '"' && *c != '\\').collect();
-                let _ = writeln!(out, "eliop2p_p2p_peer_bytes_total{{peer=\"{peer}\",direction=\"{dir}\"}} {v}");
+                let _ = writeln!(
+                    out,
+                    "eliop2p_p2p_peer_bytes_total{{peer=\"{peer}\",direction=\"{dir}\"}} {v}"
+                );
             }
         }
         let _ = writeln!(

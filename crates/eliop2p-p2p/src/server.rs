@@ -128,7 +128,12 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                     .await;
                     continue;
                 };
-                let (shared, tx, cancelled, peer_id) = (shared.clone(), tx.clone(), cancelled.clone(), peer_id.clone());
+                let (shared, tx, cancelled, peer_id) = (
+                    shared.clone(),
+                    tx.clone(),
+                    cancelled.clone(),
+                    peer_id.clone(),
+                );
                 tokio::spawn(async move {
                     let n = pieces.len();
                     for (i, p) in pieces.into_iter().enumerate() {
@@ -144,7 +149,9 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                             Ok(data) => {
                                 shared.upload_limit.acquire(data.len() as u64).await;
                                 shared.stats.bytes_up.fetch_add(data.len() as u64, Relaxed);
-                                shared.stats.add_peer_bytes(&peer_id, "sent", data.len() as u64);
+                                shared
+                                    .stats
+                                    .add_peer_bytes(&peer_id, "sent", data.len() as u64);
                                 shared.stats.pieces_up.fetch_add(1, Relaxed);
                                 Frame::new(MessageType::PieceData, id.as_bytes(), data, p, flags)
                             }
