@@ -317,6 +317,7 @@ fn row(name: &str, s: Sample, base: Sample) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    eliop2p_cache::tune_allocator();
     let quick = std::env::args().any(|a| a == "--quick");
     let only_disk = std::env::args().any(|a| a == "--disk-only");
     let only_p2p = std::env::args().any(|a| a == "--p2p-only");

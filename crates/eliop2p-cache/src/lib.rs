@@ -17,3 +17,16 @@ pub use memory::{
     CacheConfig, CacheStats, Chunk, ChunkCache, DiskChunk, DiskTierConfig, Held, Lookup, TierStats,
     VerifyOnStart,
 };
+
+/// Keeps chunk-sized buffers (1-16 MiB) on the heap instead of fresh `mmap`s: with
+/// glibc's default threshold every piece and chunk buffer is mapped, zeroed by the
+/// kernel page by page and unmapped again, which costs more CPU than hashing it.
+/// Call once at process start (the binary's composition root does).
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters; called before heavy use.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
