@@ -688,14 +688,11 @@ async fn disk_tier(
     let written = {
         let (store, _) = eliop2p_cache::disk::DiskStore::open(dir.path())?;
         let data = vec![7u8; 64 * 1024];
-        let sha: [u8; 32] = {
-            use sha2::Digest;
-            sha2::Sha256::digest(&data).into()
-        };
+        let (pieces, _) = eliop2p_cache::hash_pieces(&data);
         for i in 0..n {
             let mut b = [0u8; 32];
             b[..4].copy_from_slice(&i.to_be_bytes());
-            store.write(&eliop2p_core::ChunkId::from_bytes(b), &data, &sha)?;
+            store.write(&eliop2p_core::ChunkId::from_bytes(b), &data, &pieces)?;
         }
         t.elapsed()
     };

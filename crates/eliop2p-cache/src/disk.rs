@@ -29,8 +29,8 @@ use eliop2p_core::ChunkId;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-const MAGIC: &[u8; 8] = b"ELIOCHK1";
-pub const PIECE_SIZE: u64 = 1 << 20;
+const MAGIC: &[u8; 8] = b"ELIOCHK2";
+pub use crate::PIECE_SIZE;
 /// Headers larger than this are corrupt (4 GiB chunks of 1 MiB pieces need 128 KiB).
 const MAX_HEADER: usize = 256 * 1024;
 
@@ -44,6 +44,9 @@ pub enum DiskError {
     #[error("disk I/O: {0}")]
     Io(#[from] io::Error),
 }
+
+/// A whole chunk read back and verified: data, piece hashes, chunk hash.
+pub type VerifiedChunk = (Bytes, Vec<[u8; 32]>, [u8; 32]);
 
 /// What the index keeps per chunk (from its header).
 pub struct DiskEntry {
@@ -75,19 +78,20 @@ fn piece_count(len: u64, piece_size: u64) -> usize {
     len.div_ceil(piece_size) as usize
 }
 
-fn encode_header(id: &ChunkId, data: &[u8], sha256: &[u8; 32]) -> Vec<u8> {
+fn encode_header(id: &ChunkId, data: &[u8], piece_hashes: &[[u8; 32]]) -> Vec<u8> {
     let n = piece_count(data.len() as u64, PIECE_SIZE);
+    let sha256 = crate::chunk_root(piece_hashes);
     let header_len = 8 + 4 + 32 + 8 + 32 + 4 + 4 + 32 * n + 32;
     let mut h = Vec::with_capacity(header_len);
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&(header_len as u32).to_be_bytes());
     h.extend_from_slice(id.as_bytes());
     h.extend_from_slice(&(data.len() as u64).to_be_bytes());
-    h.extend_from_slice(sha256);
+    h.extend_from_slice(&sha256);
     h.extend_from_slice(&(PIECE_SIZE as u32).to_be_bytes());
     h.extend_from_slice(&(n as u32).to_be_bytes());
-    for piece in data.chunks(PIECE_SIZE as usize) {
-        h.extend_from_slice(&Sha256::digest(piece));
+    for piece in piece_hashes {
+        h.extend_from_slice(piece);
     }
     let hh = Sha256::digest(&h);
     h.extend_from_slice(&hh);
@@ -224,8 +228,15 @@ impl DiskStore {
     }
 
     /// Writes a chunk durably: temp file, fsync, rename, fsync of the directory.
-    pub fn write(&self, id: &ChunkId, data: &[u8], sha256: &[u8; 32]) -> io::Result<()> {
-        let header = encode_header(id, data, sha256);
+    /// `piece_hashes` are those computed when the bytes were verified in memory.
+    pub fn write(&self, id: &ChunkId, data: &[u8], piece_hashes: &[[u8; 32]]) -> io::Result<()> {
+        if piece_hashes.len() != piece_count(data.len() as u64, PIECE_SIZE) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "piece hash count does not match the data",
+            ));
+        }
+        let header = encode_header(id, data, piece_hashes);
         let final_path = self.path(id);
         let dir = final_path.parent().expect("sharded path has a parent");
         fs::create_dir_all(dir)?;
@@ -346,8 +357,8 @@ impl DiskStore {
     }
 
     /// The whole chunk, every piece and the chunk hash verified (for promotion to
-    /// memory and for sending to peers).
-    pub fn read_verified(&self, id: &ChunkId) -> Result<Bytes, DiskError> {
+    /// memory and for sending to peers), with its piece hashes and chunk hash.
+    pub fn read_verified(&self, id: &ChunkId) -> Result<VerifiedChunk, DiskError> {
         let entry = self.entry(id).ok_or(DiskError::NotFound)?;
         let mut file = File::open(self.path(id)).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
@@ -368,10 +379,10 @@ impl DiskStore {
             }
             entry.verified[p].store(true, Ordering::Relaxed);
         }
-        if Sha256::digest(&data).as_slice() != entry.sha256 {
-            return Err(self.corrupt(id, "chunk hash mismatch".into()));
+        if crate::chunk_root(&entry.piece_hashes) != entry.sha256 {
+            return Err(self.corrupt(id, "chunk hash does not match its piece hashes".into()));
         }
-        Ok(data)
+        Ok((data, entry.piece_hashes.clone(), entry.sha256))
     }
 }
 
@@ -402,8 +413,7 @@ mod tests {
 
     fn put(store: &DiskStore, n: u8, d: &[u8]) -> ChunkId {
         let id = ChunkId::from_bytes([n; 32]);
-        let sha: [u8; 32] = Sha256::digest(d).into();
-        store.write(&id, d, &sha).unwrap();
+        store.write(&id, d, &crate::hash_pieces(d).0).unwrap();
         id
     }
 
@@ -434,7 +444,9 @@ mod tests {
             &r[..],
             &d[PIECE_SIZE as usize - 3..2 * PIECE_SIZE as usize + 7]
         );
-        assert_eq!(&store.read_verified(&id).unwrap()[..], &d[..]);
+        let (all, pieces, root) = store.read_verified(&id).unwrap();
+        assert_eq!(&all[..], &d[..]);
+        assert_eq!((pieces, root), crate::hash_pieces(&d));
         assert_eq!(store.read_range(&id, 0, 0).unwrap().len(), 0);
         assert!(store.read_range(&id, 0, d.len() as u64 + 1).is_err());
     }

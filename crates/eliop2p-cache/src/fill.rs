@@ -9,6 +9,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::memory::{CacheShared, Chunk};
+use crate::{PIECE_SIZE, chunk_root};
 
 /// Why a fill did not produce a chunk. Cloned to every reader of the fill.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -109,7 +110,9 @@ pub struct FillWriter {
     fill: Arc<Fill>,
     cache: Weak<CacheShared>,
     pending: BytesMut,
-    hasher: Sha256,
+    /// Hash of the piece being received, and the hashes of the pieces before it.
+    piece_hasher: Sha256,
+    piece_hashes: Vec<[u8; 32]>,
     received: u64,
     done: bool,
 }
@@ -120,7 +123,8 @@ impl FillWriter {
             fill,
             cache,
             pending: BytesMut::new(),
-            hasher: Sha256::new(),
+            piece_hasher: Sha256::new(),
+            piece_hashes: Vec::new(),
             received: 0,
             done: false,
         }
@@ -130,9 +134,8 @@ impl FillWriter {
         &self.fill
     }
 
-    /// Appends bytes. Fails (and fails the fill) if more bytes arrive than expected.
-    pub fn push(&mut self, data: &[u8]) -> Result<(), FillError> {
-        self.received += data.len() as u64;
+    fn check_len(&mut self, add: usize) -> Result<(), FillError> {
+        self.received += add as u64;
         if self.received > self.fill.expected_len {
             let err = FillError::LengthMismatch {
                 expected: self.fill.expected_len,
@@ -141,13 +144,52 @@ impl FillWriter {
             self.fail(err.clone());
             return Err(err);
         }
-        self.hasher.update(data);
+        Ok(())
+    }
+
+    /// Appends bytes, hashing them piece by piece. Fails (and fails the fill) if
+    /// more bytes arrive than expected.
+    pub fn push(&mut self, data: &[u8]) -> Result<(), FillError> {
+        let before = self.received;
+        self.check_len(data.len())?;
+        let mut rest = data;
+        let mut pos = before;
+        while !rest.is_empty() {
+            let room = (PIECE_SIZE - pos % PIECE_SIZE) as usize;
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.piece_hasher.update(now);
+            pos += now.len() as u64;
+            if pos.is_multiple_of(PIECE_SIZE) {
+                self.piece_hashes
+                    .push(std::mem::take(&mut self.piece_hasher).finalize().into());
+            }
+            rest = later;
+        }
+        self.append(data);
+        Ok(())
+    }
+
+    /// Appends one whole piece whose SHA-256 the caller already verified (pieces
+    /// from peers): no second hash pass. Pieces must come in order.
+    pub fn push_piece(&mut self, data: &[u8], sha256: [u8; 32]) -> Result<(), FillError> {
+        let aligned = self.received.is_multiple_of(PIECE_SIZE);
+        let whole = data.len() as u64 == PIECE_SIZE
+            || self.received + data.len() as u64 == self.fill.expected_len;
+        if !aligned || !whole {
+            return self.push(data);
+        }
+        self.check_len(data.len())?;
+        self.piece_hashes.push(sha256);
+        self.append(data);
+        Ok(())
+    }
+
+    fn append(&mut self, data: &[u8]) {
         self.pending.extend_from_slice(data);
         let first = self.fill.lock().published == 0;
         if first || self.pending.len() >= PUBLISH_BYTES {
             self.publish();
         }
-        Ok(())
     }
 
     fn publish(&mut self) {
@@ -175,7 +217,13 @@ impl FillWriter {
             self.fail(err.clone());
             return Err(err);
         }
-        let sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        // A short last piece still being hashed (not when it came whole via push_piece).
+        if (self.piece_hashes.len() as u64) < self.received.div_ceil(PIECE_SIZE) {
+            self.piece_hashes
+                .push(std::mem::take(&mut self.piece_hasher).finalize().into());
+        }
+        let piece_hashes = std::mem::take(&mut self.piece_hashes);
+        let sha256 = chunk_root(&piece_hashes);
         let data = {
             let st = self.fill.lock();
             if st.segments.len() == 1 {
@@ -188,7 +236,11 @@ impl FillWriter {
                 buf.freeze()
             }
         };
-        let chunk = Arc::new(Chunk { data, sha256 });
+        let chunk = Arc::new(Chunk {
+            data,
+            sha256,
+            piece_hashes,
+        });
         self.done = true;
         if let Some(cache) = self.cache.upgrade() {
             cache.complete(&self.fill, Ok(chunk.clone()));

@@ -12,6 +12,33 @@ mod fill;
 mod memory;
 pub mod policy;
 
+/// The unit of transfer, resume and verification inside a chunk.
+pub const PIECE_SIZE: u64 = 1 << 20;
+
+/// A chunk's identity hash: SHA-256 over the SHA-256 of each of its 1 MiB pieces in
+/// order (a hash list). Every byte is hashed once, as a piece, and the chunk hash
+/// follows from the piece hashes, so a piece verified on arrival from a peer or on
+/// a read from disk needs no second pass.
+pub fn chunk_root(piece_hashes: &[[u8; 32]]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in piece_hashes {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// Piece hashes and chunk root of `data`, computed in one pass.
+pub fn hash_pieces(data: &[u8]) -> (Vec<[u8; 32]>, [u8; 32]) {
+    use sha2::Digest;
+    let pieces: Vec<[u8; 32]> = data
+        .chunks(PIECE_SIZE as usize)
+        .map(|p| sha2::Sha256::digest(p).into())
+        .collect();
+    let root = chunk_root(&pieces);
+    (pieces, root)
+}
+
 pub use fill::{Fill, FillError, FillReader, FillWriter};
 pub use memory::{
     CacheConfig, CacheStats, Chunk, ChunkCache, DiskChunk, DiskTierConfig, Held, Lookup, TierStats,

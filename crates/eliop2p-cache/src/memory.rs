@@ -26,8 +26,10 @@ use crate::policy::{EvictionWeights, Heat, Policy, PolicyConfig, Watermarks};
 #[derive(Debug)]
 pub struct Chunk {
     pub data: Bytes,
-    /// SHA-256 of `data`, computed while the chunk was filled.
+    /// The chunk's hash ([`crate::chunk_root`] of its piece hashes).
     pub sha256: [u8; 32],
+    /// SHA-256 of each 1 MiB piece, computed while the chunk was filled.
+    pub piece_hashes: Vec<[u8; 32]>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -599,10 +601,12 @@ impl CacheShared {
         tokio::spawn(async move {
             let read = tokio::task::spawn_blocking(move || store.read_verified(&id)).await;
             match read {
-                Ok(Ok(data)) => {
-                    use sha2::Digest;
-                    let sha256: [u8; 32] = sha2::Sha256::digest(&data).into();
-                    let chunk = Arc::new(Chunk { data, sha256 });
+                Ok(Ok((data, piece_hashes, sha256))) => {
+                    let chunk = Arc::new(Chunk {
+                        data,
+                        sha256,
+                        piece_hashes,
+                    });
                     if self.insert_memory(id, &chunk) {
                         self.stats.promotions.fetch_add(1, Relaxed);
                     }
@@ -643,7 +647,8 @@ async fn write_behind(
             let store = tier.store.clone();
             let c = chunk.clone();
             let written =
-                tokio::task::spawn_blocking(move || store.write(&id, &c.data, &c.sha256)).await;
+                tokio::task::spawn_blocking(move || store.write(&id, &c.data, &c.piece_hashes))
+                    .await;
             match written {
                 Ok(Ok(())) => {
                     s.stats.disk_writes.fetch_add(1, Relaxed);
@@ -778,10 +783,10 @@ mod tests {
         w.push(b"def").unwrap();
         let chunk = w.finish().unwrap();
         assert_eq!(&chunk.data[..], b"abcdef");
-        let expect: [u8; 32] =
-            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(b"abcdef"))
-                .into();
-        assert_eq!(chunk.sha256, expect);
+        assert_eq!(
+            (chunk.piece_hashes.clone(), chunk.sha256),
+            crate::hash_pieces(b"abcdef")
+        );
         assert_eq!(
             reader.next().await.unwrap().unwrap(),
             Bytes::from_static(b"de")
@@ -794,6 +799,29 @@ mod tests {
         assert_eq!(all, b"abcdef");
         assert!(matches!(cache.lookup(id(1), 6), Lookup::Hit(_)));
         assert_eq!(cache.stats().joins.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn piece_hashes_do_not_depend_on_how_bytes_arrive() {
+        let data: Vec<u8> = (0..(3 << 20) + 12_345u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let want = crate::hash_pieces(&data);
+        let cache = mem(1 << 30).await;
+        // Odd-sized pushes straddling piece boundaries.
+        let mut w = leader(&cache, 7, data.len() as u64);
+        for part in data.chunks(333_333) {
+            w.push(part).unwrap();
+        }
+        let c = w.finish().unwrap();
+        assert_eq!((c.piece_hashes.clone(), c.sha256), want);
+        // Whole pieces with hashes verified elsewhere (from peers).
+        let mut w = leader(&cache, 8, data.len() as u64);
+        for (piece, hash) in data.chunks(crate::PIECE_SIZE as usize).zip(&want.0) {
+            w.push_piece(piece, *hash).unwrap();
+        }
+        let c = w.finish().unwrap();
+        assert_eq!((c.piece_hashes.clone(), c.sha256), want);
     }
 
     #[tokio::test]

@@ -70,6 +70,8 @@ pub struct Frame {
     pub message_type: MessageType,
     pub chunk_id: Bytes,
     pub data: Bytes,
+    /// SHA-256 of `data` (computed by `new`, given to `with_hash`, checked by `decode`).
+    pub sha256: [u8; 32],
     pub sequence_number: u32,
     pub flags: u8,
 }
@@ -82,10 +84,24 @@ impl Frame {
         sequence_number: u32,
         flags: u8,
     ) -> Self {
+        let sha256 = Sha256::digest(&data).into();
+        Self::with_hash(message_type, chunk_id, data, sha256, sequence_number, flags)
+    }
+
+    /// A frame whose data hash is already known (a piece hashed when it was filled).
+    pub fn with_hash(
+        message_type: MessageType,
+        chunk_id: &[u8],
+        data: Bytes,
+        sha256: [u8; 32],
+        sequence_number: u32,
+        flags: u8,
+    ) -> Self {
         Self {
             message_type,
             chunk_id: Bytes::copy_from_slice(chunk_id),
             data,
+            sha256,
             sequence_number,
             flags,
         }
@@ -97,7 +113,7 @@ impl Frame {
 
     /// Appends the frame; the SHA-256 of `data` is computed here.
     pub fn encode(&self, out: &mut BytesMut) {
-        self.encode_with_hash(out, Sha256::digest(&self.data).into());
+        self.encode_with_hash(out, self.sha256);
     }
 
     /// The frame as three buffers (head, data, tail) so large payloads are sent
@@ -111,7 +127,7 @@ impl Frame {
         head.put_slice(&self.chunk_id);
         head.put_u32(self.data.len() as u32);
         let mut tail = BytesMut::with_capacity(SUFFIX);
-        tail.put_slice(&Sha256::digest(&self.data));
+        tail.put_slice(&self.sha256);
         tail.put_u32(self.sequence_number);
         tail.put_u8(self.flags);
         [head.freeze(), self.data.clone(), tail.freeze()]
@@ -218,6 +234,7 @@ pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>, Code
         message_type,
         chunk_id,
         data,
+        sha256: sha,
         sequence_number,
         flags,
     }))

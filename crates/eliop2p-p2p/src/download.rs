@@ -13,7 +13,6 @@ use bytes::Bytes;
 use eliop2p_cache::FillWriter;
 use eliop2p_cache::disk::PIECE_SIZE;
 use eliop2p_core::ChunkId;
-use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 use crate::codec::MessageType;
@@ -36,7 +35,7 @@ pub struct Incomplete {
 struct PieceResult {
     piece: u32,
     peer: SocketAddr,
-    result: Result<Bytes, P2pError>,
+    result: Result<(Bytes, [u8; 32]), P2pError>,
     secs: f64,
 }
 
@@ -115,9 +114,9 @@ pub(crate) async fn download(
     let mut active: Vec<SocketAddr> = peers.iter().map(|(a, _)| *a).collect();
     let mut inflight: HashMap<SocketAddr, usize> = HashMap::new();
     let mut requested: HashMap<u32, Vec<SocketAddr>> = HashMap::new();
-    let mut received: BTreeMap<u32, Bytes> = BTreeMap::new();
+    let mut received: BTreeMap<u32, (Bytes, [u8; 32])> = BTreeMap::new();
+    let mut piece_hashes: Vec<[u8; 32]> = Vec::with_capacity(n);
     let mut next_push = 0u32;
-    let mut hasher = Sha256::new();
     let mut tasks: JoinSet<PieceResult> = JoinSet::new();
     shared.stats.active_downloads.fetch_add(1, Relaxed);
     let outcome = loop {
@@ -178,7 +177,7 @@ pub(crate) async fn download(
         *inflight.entry(r.peer).or_default() -= 1;
         let expected_len = (len - u64::from(r.piece) * PIECE_SIZE).min(PIECE_SIZE);
         match r.result {
-            Ok(data) if data.len() as u64 == expected_len => {
+            Ok((data, hash)) if data.len() as u64 == expected_len => {
                 shared
                     .stats
                     .bytes_down
@@ -187,7 +186,7 @@ pub(crate) async fn download(
                 shared.with_peer_stats(r.peer, |s| {
                     s.record_success(data.len() as u64, r.secs, r.secs)
                 });
-                received.entry(r.piece).or_insert(data);
+                received.entry(r.piece).or_insert((data, hash));
             }
             other => {
                 let reason = match &other {
@@ -211,18 +210,18 @@ pub(crate) async fn download(
             }
         }
         // 4. Hand contiguous verified pieces to the writer (the 1 MiB checkpoints).
-        while let Some(data) = received.remove(&next_push) {
-            hasher.update(&data);
+        while let Some((data, hash)) = received.remove(&next_push) {
+            piece_hashes.push(hash);
             let last = u64::from(next_push + 1) * PIECE_SIZE >= len;
             if last && let Some(want) = expected_sha {
-                let got: [u8; 32] = std::mem::take(&mut hasher).finalize().into();
-                if got != want {
+                // The chunk hash follows from the verified piece hashes.
+                if eliop2p_cache::chunk_root(&piece_hashes) != want {
                     shared.stats.verification_failures.fetch_add(1, Relaxed);
                     tracing::warn!(chunk_id = %id, "chunk from peers does not match its SHA-256; discarding");
                     break;
                 }
             }
-            if writer.push(&data).is_err() {
+            if writer.push_piece(&data, hash).is_err() {
                 break;
             }
             next_push += 1;
@@ -249,7 +248,7 @@ async fn fetch_piece(
     addr: SocketAddr,
     id: ChunkId,
     piece: u32,
-) -> Result<Bytes, P2pError> {
+) -> Result<(Bytes, [u8; 32]), P2pError> {
     let conn: Arc<PeerConn> = shared.conn(addr).await?;
     let mut rxs = conn.pieces(&id, &[piece]).await?;
     let rx = rxs.pop().expect("one receiver per requested piece");
@@ -264,7 +263,7 @@ async fn fetch_piece(
     match frame.message_type {
         MessageType::PieceData => {
             shared.download_limit.acquire(frame.data.len() as u64).await;
-            Ok(frame.data)
+            Ok((frame.data, frame.sha256))
         }
         _ => Err(P2pError::Refused(proto::parse_error(&frame.data).1)),
     }

@@ -146,14 +146,30 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                         }
                         let flags = if i + 1 == n { FLAG_FINAL } else { 0 };
                         let frame = match serve_piece(&shared, &id, p).await {
-                            Ok(data) => {
+                            Ok((data, hash)) => {
                                 shared.upload_limit.acquire(data.len() as u64).await;
                                 shared.stats.bytes_up.fetch_add(data.len() as u64, Relaxed);
                                 shared
                                     .stats
                                     .add_peer_bytes(&peer_id, "sent", data.len() as u64);
                                 shared.stats.pieces_up.fetch_add(1, Relaxed);
-                                Frame::new(MessageType::PieceData, id.as_bytes(), data, p, flags)
+                                match hash {
+                                    Some(h) => Frame::with_hash(
+                                        MessageType::PieceData,
+                                        id.as_bytes(),
+                                        data,
+                                        h,
+                                        p,
+                                        flags,
+                                    ),
+                                    None => Frame::new(
+                                        MessageType::PieceData,
+                                        id.as_bytes(),
+                                        data,
+                                        p,
+                                        flags,
+                                    ),
+                                }
                             }
                             Err((reason, msg)) => Frame::new(
                                 MessageType::Error,
@@ -233,7 +249,7 @@ async fn serve_piece(
     shared: &P2pShared,
     id: &ChunkId,
     piece: u32,
-) -> Result<Bytes, (Reason, String)> {
+) -> Result<(Bytes, Option<[u8; 32]>), (Reason, String)> {
     let _permit = shared
         .upload_slots
         .acquire()
@@ -259,10 +275,15 @@ async fn serve_piece(
         }
         let end = (start + PIECE_SIZE).min(len);
         match held {
-            Held::Memory(c) => Ok(c.data.slice(start as usize..end as usize)),
+            // Memory chunks carry their piece hashes: no hashing to serve them.
+            Held::Memory(c) => Ok((
+                c.data.slice(start as usize..end as usize),
+                c.piece_hashes.get(piece as usize).copied(),
+            )),
             Held::Disk(d) => d
                 .read_range(start, end)
                 .await
+                .map(|b| (b, None))
                 .map_err(|e| (Reason::NotFound, e.to_string())),
             Held::Filling(f) => {
                 let mut reader = FillReader::new(f, start, end);
@@ -274,7 +295,7 @@ async fn serve_piece(
                     Ok::<_, (Reason, String)>(())
                 };
                 match tokio::time::timeout(shared.cfg.piece_timeout, read).await {
-                    Ok(r) => r.map(|()| out.freeze()),
+                    Ok(r) => r.map(|()| (out.freeze(), None)),
                     Err(_) => Err((Reason::Timeout, "piece not filled in time".to_owned())),
                 }
             }
