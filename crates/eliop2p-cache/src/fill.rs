@@ -171,16 +171,24 @@ impl FillWriter {
 
     /// Appends one whole piece whose SHA-256 the caller already verified (pieces
     /// from peers): no second hash pass. Pieces must come in order.
-    pub fn push_piece(&mut self, data: &[u8], sha256: [u8; 32]) -> Result<(), FillError> {
+    /// The piece's buffer is published to readers as is, without a copy.
+    pub fn push_piece(&mut self, data: Bytes, sha256: [u8; 32]) -> Result<(), FillError> {
         let aligned = self.received.is_multiple_of(PIECE_SIZE);
         let whole = data.len() as u64 == PIECE_SIZE
             || self.received + data.len() as u64 == self.fill.expected_len;
         if !aligned || !whole {
-            return self.push(data);
+            return self.push(&data);
         }
         self.check_len(data.len())?;
         self.piece_hashes.push(sha256);
-        self.append(data);
+        self.publish();
+        self.pending = BytesMut::new();
+        {
+            let mut st = self.fill.lock();
+            st.published += data.len() as u64;
+            st.segments.push(data);
+        }
+        self.fill.changed_tx.send_replace(());
         Ok(())
     }
 

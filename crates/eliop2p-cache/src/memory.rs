@@ -818,7 +818,7 @@ mod tests {
         // Whole pieces with hashes verified elsewhere (from peers).
         let mut w = leader(&cache, 8, data.len() as u64);
         for (piece, hash) in data.chunks(crate::PIECE_SIZE as usize).zip(&want.0) {
-            w.push_piece(piece, *hash).unwrap();
+            w.push_piece(Bytes::copy_from_slice(piece), *hash).unwrap();
         }
         let c = w.finish().unwrap();
         assert_eq!((c.piece_hashes.clone(), c.sha256), want);

@@ -221,7 +221,7 @@ pub(crate) async fn download(
                     break;
                 }
             }
-            if writer.push_piece(&data, hash).is_err() {
+            if writer.push_piece(data, hash).is_err() {
                 break;
             }
             next_push += 1;
