@@ -94,18 +94,22 @@ async fn direct_get(client: &OriginClient, bucket: &str, key: &str) -> anyhow::R
     drain(resp.into_body(), t0).await
 }
 
-/// Closed-loop load: `conns` keep-alive connections issue GETs for `secs`.
-async fn load(
+/// One request of a closed loop: path and optional Range header; the loop checks
+/// the status (200, or 206 with the exact length for a range).
+type MakeRequest = Arc<dyn Fn(usize) -> (String, Option<(u64, u64)>) + Send + Sync>;
+
+/// Closed-loop load: `conns` keep-alive connections issue GETs for `secs`; returns
+/// requests/s and the p50/p99 latency in ms.
+async fn closed_loop(
     addr: SocketAddr,
-    paths: Arc<Vec<String>>,
     conns: usize,
     secs: f64,
+    make: MakeRequest,
 ) -> anyhow::Result<(f64, f64, f64)> {
     let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for c in 0..conns {
-        let (paths, stop, done) = (paths.clone(), stop.clone(), done.clone());
+        let (stop, make) = (stop.clone(), make.clone());
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
@@ -116,20 +120,24 @@ async fn load(
             let mut i = c * 7919;
             let host = addr.to_string();
             while !stop.load(Ordering::Relaxed) {
-                let path = &paths[i % paths.len()];
+                let (path, range) = make(i);
                 i += 1;
                 let t = Instant::now();
                 send.ready().await?;
-                let req = http::Request::get(path.as_str())
-                    .header("host", host.as_str())
-                    .body(Empty::<Bytes>::new())?;
-                let resp = send.send_request(req).await?;
-                if !resp.status().is_success() {
+                let mut req = http::Request::get(path.as_str()).header("host", host.as_str());
+                if let Some((a, b)) = range {
+                    req = req.header("range", format!("bytes={a}-{b}"));
+                }
+                let resp = send.send_request(req.body(Empty::<Bytes>::new())?).await?;
+                let want = if range.is_some() { 206 } else { 200 };
+                if resp.status() != want {
                     bail!("GET {path}: {}", resp.status());
                 }
-                resp.into_body().collect().await?;
+                let body = resp.into_body().collect().await?.to_bytes();
+                if let Some((a, b)) = range {
+                    anyhow::ensure!(body.len() as u64 == b - a + 1, "short range");
+                }
                 lat.push(t.elapsed().as_secs_f64());
-                done.fetch_add(1, Ordering::Relaxed);
             }
             anyhow::Ok(lat)
         }));
@@ -141,19 +149,31 @@ async fn load(
     for t in tasks {
         lat.extend(t.await??);
     }
-    let elapsed = t0.elapsed().as_secs_f64();
+    let n = lat.len();
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+        lat.get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
             .copied()
             .unwrap_or(0.0)
             * 1e3
     };
-    Ok((
-        done.load(Ordering::Relaxed) as f64 / elapsed,
-        pct(0.5),
-        pct(0.99),
-    ))
+    Ok((n as f64 / t0.elapsed().as_secs_f64(), pct(0.5), pct(0.99)))
+}
+
+/// Closed-loop whole-object GETs over `paths`.
+async fn load(
+    addr: SocketAddr,
+    paths: Arc<Vec<String>>,
+    conns: usize,
+    secs: f64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    closed_loop(
+        addr,
+        conns,
+        secs,
+        Arc::new(move |i| (paths[i % paths.len()].clone(), None)),
+    )
+    .await
 }
 
 /// Reads every path exactly once over `conns` keep-alive connections; requests/s.
@@ -710,7 +730,7 @@ async fn disk_tier(
     Ok(())
 }
 
-/// Closed-loop ranged GETs of one object (`ranges` holds start offsets, 4 KiB each).
+/// Closed-loop 4 KiB ranged GETs of one object (`starts` holds the offsets).
 async fn load_ranges(
     addr: SocketAddr,
     path: &str,
@@ -718,54 +738,19 @@ async fn load_ranges(
     conns: usize,
     secs: f64,
 ) -> anyhow::Result<(f64, f64, f64)> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for c in 0..conns {
-        let (starts, stop, path) = (starts.clone(), stop.clone(), path.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            let mut lat = Vec::new();
-            let mut i = c * 7919;
-            while !stop.load(Ordering::Relaxed) {
-                let start: u64 = starts[i % starts.len()].parse()?;
-                i += 1;
-                let t = Instant::now();
-                send.ready().await?;
-                let req = http::Request::get(path.as_str())
-                    .header("host", addr.to_string())
-                    .header("range", format!("bytes={}-{}", start, start + 4095))
-                    .body(Empty::<Bytes>::new())?;
-                let resp = send.send_request(req).await?;
-                if resp.status() != 206 {
-                    bail!("ranged GET: {}", resp.status());
-                }
-                let body = resp.into_body().collect().await?.to_bytes();
-                anyhow::ensure!(body.len() == 4096, "short range");
-                lat.push(t.elapsed().as_secs_f64());
-            }
-            anyhow::Ok(lat)
-        }));
-    }
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await??);
-    }
-    let n = lat.len();
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        lat.get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
-            .copied()
-            .unwrap_or(0.0)
-            * 1e3
-    };
-    Ok((n as f64 / t0.elapsed().as_secs_f64(), pct(0.5), pct(0.99)))
+    let path = path.to_owned();
+    closed_loop(
+        addr,
+        conns,
+        secs,
+        Arc::new(move |i| {
+            let a: u64 = starts[i % starts.len()]
+                .parse()
+                .expect("offsets are numbers");
+            (path.clone(), Some((a, a + 4095)))
+        }),
+    )
+    .await
 }
 
 /// One untimed read checked against the source's SHA-256.

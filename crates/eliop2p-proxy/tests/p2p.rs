@@ -193,16 +193,11 @@ async fn serving_peer_killed_mid_chunk_the_rest_comes_from_another() -> anyhow::
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_with_a_corrupt_chunk_is_skipped() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("rot").await?;
-    let data = test_data(4 * MIB, 4);
-    origin.put("rot", "obj", data.clone()).await?;
-    let disk = tempfile::tempdir()?;
-    let path = disk.path().to_owned();
-    // Node 0 keeps the chunk only on disk (tiny memory tier).
-    let nodes = cluster(&origin, 3, move |i, c| {
+/// Cluster tweak: 4 MiB chunks; node 0 with a 1-byte memory tier and a disk tier
+/// at `path`, so what it holds is only on disk.
+fn disk_only_node0(path: &std::path::Path) -> impl Fn(usize, &mut eliop2p_proxy::NodeConfig) {
+    let path = path.to_owned();
+    move |i, c| {
         c.proxy.chunk_size = 4 * MIB as u64;
         if i == 0 {
             c.cache.memory_capacity = 1;
@@ -213,8 +208,18 @@ async fn a_peer_with_a_corrupt_chunk_is_skipped() -> anyhow::Result<()> {
                 write_queue: 16,
             });
         }
-    })
-    .await?;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_a_corrupt_chunk_is_skipped() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("rot").await?;
+    let data = test_data(4 * MIB, 4);
+    origin.put("rot", "obj", data.clone()).await?;
+    let disk = tempfile::tempdir()?;
+    // Node 0 keeps the chunk only on disk (tiny memory tier).
+    let nodes = cluster(&origin, 3, disk_only_node0(disk.path())).await?;
     let c = TestClient::new();
     c.get(&format!("http://{}/rot/obj", nodes[0].proxy_addr), &[])
         .await?;
@@ -239,20 +244,7 @@ async fn a_peer_with_a_corrupt_chunk_is_skipped() -> anyhow::Result<()> {
     drop(nodes);
     // Restart all three on the same ports is not needed: a new cluster where node 0
     // reopens the rotten disk.
-    let path = disk.path().to_owned();
-    let nodes = cluster(&origin, 3, move |i, c| {
-        c.proxy.chunk_size = 4 * MIB as u64;
-        if i == 0 {
-            c.cache.memory_capacity = 1;
-            c.cache.disk = Some(eliop2p_cache::DiskTierConfig {
-                path: path.clone(),
-                capacity: 1 << 30,
-                verify_on_start: eliop2p_cache::VerifyOnStart::No,
-                write_queue: 16,
-            });
-        }
-    })
-    .await?;
+    let nodes = cluster(&origin, 3, disk_only_node0(disk.path())).await?;
     // Node 1 reads from node 0, which finds its piece rotten while serving it: node 1
     // gets the rest elsewhere (the origin here); node 2 then reads from both.
     for i in [1, 2] {
