@@ -21,8 +21,10 @@ use crate::proto::{self, Bitmap};
 use crate::score::{self, PeerStats};
 use crate::{P2pError, P2pShared};
 
-/// Requests in flight per peer.
+/// Pieces in flight per peer.
 const PER_PEER_INFLIGHT: usize = 8;
+/// Pieces asked for in one request (served back to back on the connection).
+const BATCH: usize = 4;
 
 /// How a peer download ended without the whole chunk.
 #[derive(Debug)]
@@ -117,7 +119,8 @@ pub(crate) async fn download(
     let mut received: BTreeMap<u32, (Bytes, [u8; 32])> = BTreeMap::new();
     let mut piece_hashes: Vec<[u8; 32]> = Vec::with_capacity(n);
     let mut next_push = 0u32;
-    let mut tasks: JoinSet<PieceResult> = JoinSet::new();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let (results_tx, mut results_rx) = tokio::sync::mpsc::unbounded_channel::<PieceResult>();
     shared.stats.active_downloads.fetch_add(1, Relaxed);
     let outcome = loop {
         // 3. Keep every active peer busy with pieces it has, one piece per peer per
@@ -155,25 +158,34 @@ pub(crate) async fn download(
                     }
                 };
                 assigned = true;
-                requested.entry(piece).or_default().push(addr);
-                *inflight.entry(addr).or_default() += 1;
-                let shared = shared.clone();
-                tasks.spawn(async move {
-                    let t = Instant::now();
-                    let result = fetch_piece(&shared, addr, id, piece).await;
-                    PieceResult {
-                        piece,
-                        peer: addr,
-                        result,
-                        secs: t.elapsed().as_secs_f64(),
+                // More pieces this peer has, into the same request.
+                let mut batch = vec![piece];
+                let room = PER_PEER_INFLIGHT - inflight.get(&addr).copied().unwrap_or(0);
+                while batch.len() < BATCH.min(room) {
+                    match queue.iter().position(|p| bm.have[*p as usize]) {
+                        Some(i) => batch.push(queue.remove(i).expect("index from position")),
+                        None => break,
                     }
-                });
+                }
+                for p in &batch {
+                    requested.entry(*p).or_default().push(addr);
+                }
+                *inflight.entry(addr).or_default() += batch.len();
+                tasks.spawn(fetch_batch(
+                    shared.clone(),
+                    addr,
+                    id,
+                    batch,
+                    results_tx.clone(),
+                ));
             }
         }
-        let Some(joined) = tasks.join_next().await else {
+        if inflight.values().sum::<usize>() == 0 {
+            break Err(());
+        }
+        let Some(r) = results_rx.recv().await else {
             break Err(());
         };
-        let Ok(r) = joined else { continue };
         *inflight.entry(r.peer).or_default() -= 1;
         let expected_len = (len - u64::from(r.piece) * PIECE_SIZE).min(PIECE_SIZE);
         match r.result {
@@ -229,7 +241,7 @@ pub(crate) async fn download(
         if u64::from(next_push) * PIECE_SIZE >= len {
             break Ok(());
         }
-        if active.is_empty() || (queue.is_empty() && tasks.is_empty()) {
+        if active.is_empty() || (queue.is_empty() && inflight.values().sum::<usize>() == 0) {
             break Err(());
         }
     };
@@ -243,28 +255,71 @@ pub(crate) async fn download(
     }
 }
 
-async fn fetch_piece(
-    shared: &Arc<P2pShared>,
+/// Requests `pieces` from one peer in one `PieceRequest` and reports each piece as
+/// it arrives (or fails). A stall of `piece_timeout` between pieces cancels the rest.
+async fn fetch_batch(
+    shared: Arc<P2pShared>,
     addr: SocketAddr,
     id: ChunkId,
-    piece: u32,
-) -> Result<(Bytes, [u8; 32]), P2pError> {
-    let conn: Arc<PeerConn> = shared.conn(addr).await?;
-    let mut rxs = conn.pieces(&id, &[piece]).await?;
-    let rx = rxs.pop().expect("one receiver per requested piece");
-    let frame = match tokio::time::timeout(shared.cfg.piece_timeout, rx).await {
-        Err(_) => {
-            conn.cancel(&id, &[piece]).await;
-            return Err(P2pError::Timeout);
-        }
-        Ok(Err(_)) => return Err(P2pError::Closed),
-        Ok(Ok(r)) => r?,
+    pieces: Vec<u32>,
+    tx: tokio::sync::mpsc::UnboundedSender<PieceResult>,
+) {
+    let t = Instant::now();
+    let report = |piece: u32, result: Result<(Bytes, [u8; 32]), P2pError>| {
+        let _ = tx.send(PieceResult {
+            piece,
+            peer: addr,
+            result,
+            secs: t.elapsed().as_secs_f64(),
+        });
     };
-    match frame.message_type {
-        MessageType::PieceData => {
-            shared.download_limit.acquire(frame.data.len() as u64).await;
-            Ok((frame.data, frame.sha256))
+    let conn: Arc<PeerConn> = match shared.conn(addr).await {
+        Ok(c) => c,
+        Err(e) => {
+            let timeout = matches!(e, P2pError::Timeout);
+            for p in pieces {
+                report(
+                    p,
+                    Err(if timeout {
+                        P2pError::Timeout
+                    } else {
+                        P2pError::Closed
+                    }),
+                );
+            }
+            return;
         }
-        _ => Err(P2pError::Refused(proto::parse_error(&frame.data).1)),
+    };
+    let rxs = match conn.pieces(&id, &pieces).await {
+        Ok(r) => r,
+        Err(_) => {
+            for p in pieces {
+                report(p, Err(P2pError::Closed));
+            }
+            return;
+        }
+    };
+    for (i, rx) in rxs.into_iter().enumerate() {
+        let piece = pieces[i];
+        let frame = match tokio::time::timeout(shared.cfg.piece_timeout, rx).await {
+            Err(_) => {
+                conn.cancel(&id, &pieces[i..]).await;
+                for p in &pieces[i..] {
+                    report(*p, Err(P2pError::Timeout));
+                }
+                return;
+            }
+            Ok(Err(_)) => Err(P2pError::Closed),
+            Ok(Ok(r)) => r,
+        };
+        let result = match frame {
+            Ok(f) if f.message_type == MessageType::PieceData => {
+                shared.download_limit.acquire(f.data.len() as u64).await;
+                Ok((f.data, f.sha256))
+            }
+            Ok(f) => Err(P2pError::Refused(proto::parse_error(&f.data).1)),
+            Err(e) => Err(e),
+        };
+        report(piece, result);
     }
 }
