@@ -63,34 +63,7 @@ async fn node_process_serves_and_exits_cleanly_on_sigterm() -> anyhow::Result<()
     origin.create_bucket("proc").await?;
     let data = test_data(5 << 20, 4);
     origin.put("proc", "obj", data.clone()).await?;
-    let mut child = Command::new(BIN)
-        .args([
-            "node",
-            "--proxy-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .env("ELIOP2P_ORIGIN_ENDPOINT", &origin.endpoint)
-        .env("ELIOP2P_ORIGIN_ACCESS_KEY", ACCESS_KEY)
-        .env("ELIOP2P_ORIGIN_SECRET_KEY", SECRET_KEY)
-        .env("ELIOP2P_CACHE_CHUNK_SIZE", "1MiB")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await??;
-    // "eliop2p node: proxy on http://ADDR, admin on http://ADDR"
-    let proxy = line
-        .split("proxy on ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .expect("address line")
-        .to_owned();
+    let (mut child, proxy, _admin) = spawn_node_process(&origin, &[])?;
     let c = TestClient::new();
     let r = c.get(&format!("{proxy}/proc/obj"), &[]).await?;
     assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
@@ -147,34 +120,31 @@ fn demo_once_prints_miss_then_hit() {
     assert!(warm.contains("HIT") && warm.contains("ok"), "{warm}");
 }
 
-/// Starts `eliop2p node` with a disk tier; returns the child and its proxy and admin URLs.
-fn spawn_disk_node(
+/// Starts `eliop2p node` configured through the environment (origin credentials
+/// plus `env`); returns the child and its proxy and admin URLs.
+fn spawn_node_process(
     origin: &TestOrigin,
-    disk: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
 ) -> anyhow::Result<(std::process::Child, String, String)> {
-    let mut child = Command::new(BIN)
-        .args([
-            "node",
-            "--proxy-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .env("ELIOP2P_ORIGIN_ENDPOINT", &origin.endpoint)
-        .env("ELIOP2P_ORIGIN_ACCESS_KEY", ACCESS_KEY)
-        .env("ELIOP2P_ORIGIN_SECRET_KEY", SECRET_KEY)
-        .env("ELIOP2P_CACHE_CHUNK_SIZE", "1MiB")
-        .env("ELIOP2P_CACHE_MEMORY_SIZE", "8MiB")
-        .env("ELIOP2P_CACHE_DISK_PATH", disk)
-        .env("ELIOP2P_CACHE_DISK_SIZE", "1GiB")
-        .env("ELIOP2P_CACHE_PROTECT_RECENT", "0s")
-        .env("ELIOP2P_CACHE_VERIFY_ON_START", "full")
-        .env("ELIOP2P_CACHE_WRITE_QUEUE", "1024")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "node",
+        "--proxy-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ])
+    .env("ELIOP2P_ORIGIN_ENDPOINT", &origin.endpoint)
+    .env("ELIOP2P_ORIGIN_ACCESS_KEY", ACCESS_KEY)
+    .env("ELIOP2P_ORIGIN_SECRET_KEY", SECRET_KEY)
+    .env("ELIOP2P_CACHE_CHUNK_SIZE", "1MiB");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    // "eliop2p node: proxy on http://ADDR, admin on http://ADDR"
     let proxy = line
         .split("proxy on ")
         .nth(1)
@@ -184,10 +154,30 @@ fn spawn_disk_node(
     let admin = line
         .split("admin on ")
         .nth(1)
+        .and_then(|s| s.split(',').next())
         .expect("admin address")
         .trim()
         .to_owned();
     Ok((child, proxy, admin))
+}
+
+/// A node process with a disk tier at `disk`.
+fn spawn_disk_node(
+    origin: &TestOrigin,
+    disk: &std::path::Path,
+) -> anyhow::Result<(std::process::Child, String, String)> {
+    let os = std::ffi::OsStr::new;
+    spawn_node_process(
+        origin,
+        &[
+            ("ELIOP2P_CACHE_MEMORY_SIZE", os("8MiB")),
+            ("ELIOP2P_CACHE_DISK_PATH", disk.as_os_str()),
+            ("ELIOP2P_CACHE_DISK_SIZE", os("1GiB")),
+            ("ELIOP2P_CACHE_PROTECT_RECENT", os("0s")),
+            ("ELIOP2P_CACHE_VERIFY_ON_START", os("full")),
+            ("ELIOP2P_CACHE_WRITE_QUEUE", os("1024")),
+        ],
+    )
 }
 
 fn metric_value(text: &str, series: &str) -> u64 {

@@ -1,0 +1,250 @@
+use super::*;
+use crate::FillReader;
+
+fn id(n: u8) -> ChunkId {
+    ChunkId::from_bytes([n; 32])
+}
+
+fn leader(cache: &ChunkCache, n: u8, len: u64) -> FillWriter {
+    match cache.lookup(id(n), len) {
+        Lookup::Leader(w) => w,
+        _ => panic!("expected to lead the fill"),
+    }
+}
+
+fn fill(cache: &ChunkCache, n: u8, data: &[u8]) {
+    let mut w = leader(cache, n, data.len() as u64);
+    w.push(data).unwrap();
+    w.finish().unwrap();
+}
+
+async fn mem(capacity: u64) -> ChunkCache {
+    ChunkCache::open(CacheConfig::memory_only(capacity, 4)).await
+}
+
+#[tokio::test]
+async fn single_flight_and_streaming_readers() {
+    let cache = mem(1 << 20).await;
+    let mut w = leader(&cache, 1, 6);
+    let fill = match cache.lookup(id(1), 6) {
+        Lookup::Joined(f) => f,
+        _ => panic!("second lookup must join"),
+    };
+    let mut reader = FillReader::new(fill.clone(), 1, 5);
+    w.push(b"abc").unwrap();
+    // The first bytes are readable before the chunk is complete.
+    assert_eq!(
+        reader.next().await.unwrap().unwrap(),
+        Bytes::from_static(b"bc")
+    );
+    let mut late = FillReader::new(fill, 0, 6);
+    w.push(b"def").unwrap();
+    let chunk = w.finish().unwrap();
+    assert_eq!(&chunk.data[..], b"abcdef");
+    assert_eq!(
+        (chunk.piece_hashes.clone(), chunk.sha256),
+        crate::hash_pieces(b"abcdef")
+    );
+    assert_eq!(
+        reader.next().await.unwrap().unwrap(),
+        Bytes::from_static(b"de")
+    );
+    assert!(reader.next().await.is_none());
+    let mut all = Vec::new();
+    while let Some(b) = late.next().await {
+        all.extend_from_slice(&b.unwrap());
+    }
+    assert_eq!(all, b"abcdef");
+    assert!(matches!(cache.lookup(id(1), 6), Lookup::Hit(_)));
+    assert_eq!(cache.stats().joins.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn piece_hashes_do_not_depend_on_how_bytes_arrive() {
+    let data: Vec<u8> = (0..(3 << 20) + 12_345u32)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let want = crate::hash_pieces(&data);
+    let cache = mem(1 << 30).await;
+    // Odd-sized pushes straddling piece boundaries.
+    let mut w = leader(&cache, 7, data.len() as u64);
+    for part in data.chunks(333_333) {
+        w.push(part).unwrap();
+    }
+    let c = w.finish().unwrap();
+    assert_eq!((c.piece_hashes.clone(), c.sha256), want);
+    // Whole pieces with hashes verified elsewhere (from peers).
+    let mut w = leader(&cache, 8, data.len() as u64);
+    for (piece, hash) in data.chunks(crate::PIECE_SIZE as usize).zip(&want.0) {
+        w.push_piece(Bytes::copy_from_slice(piece), *hash).unwrap();
+    }
+    let c = w.finish().unwrap();
+    assert_eq!((c.piece_hashes.clone(), c.sha256), want);
+}
+
+#[tokio::test]
+async fn abandoned_or_short_fill_leaves_nothing() {
+    let cache = mem(1 << 20).await;
+    let mut w = leader(&cache, 2, 10);
+    let fill = w.fill().clone();
+    w.push(b"12345").unwrap();
+    drop(w);
+    assert_eq!(fill.wait().await.unwrap_err(), FillError::Abandoned);
+    let w = leader(&cache, 2, 10);
+    assert!(matches!(
+        w.finish(),
+        Err(FillError::LengthMismatch {
+            expected: 10,
+            got: 0
+        })
+    ));
+    let mut w = leader(&cache, 2, 2);
+    assert!(w.push(b"123").is_err());
+    drop(w);
+    assert!(cache.get(&id(2)).is_none());
+    assert_eq!(cache.stats().memory.bytes.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn memory_tier_stays_within_capacity() {
+    let cache = mem(10).await;
+    for n in 0..3 {
+        fill(&cache, n, b"xxxx");
+    }
+    // Never more than the capacity; the watermark (0.9/0.8) trims to 8 bytes.
+    assert!(cache.stats().memory.bytes.load(Relaxed) <= 8);
+    let evicted = cache.stats().memory.evictions_capacity.load(Relaxed)
+        + cache.stats().memory.evictions_watermark.load(Relaxed);
+    assert!(evicted >= 1);
+    // Larger than the whole tier: served to readers but not kept.
+    let mut w = leader(&cache, 9, 11);
+    w.push(&[0u8; 11]).unwrap();
+    assert_eq!(w.finish().unwrap().data.len(), 11);
+    assert!(cache.get(&id(9)).is_none());
+}
+
+#[tokio::test]
+async fn removal_during_fill_wins() {
+    let cache = mem(100).await;
+    let mut w = leader(&cache, 4, 1);
+    cache.remove(&id(4));
+    w.push(b"z").unwrap();
+    w.finish().unwrap();
+    assert!(cache.get(&id(4)).is_none());
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn tiered(dir: &std::path::Path, memory: u64, disk: u64) -> CacheConfig {
+    let mut cfg = CacheConfig::memory_only(memory, 1 << 20);
+    cfg.disk = Some(DiskTierConfig {
+        path: dir.to_owned(),
+        capacity: disk,
+        verify_on_start: VerifyOnStart::No,
+        write_queue: 16,
+    });
+    cfg.hot_threshold = 3.0;
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_behind_disk_hits_promotion_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    {
+        // Memory holds one chunk; the disk holds all.
+        let cache = ChunkCache::open(tiered(dir.path(), 4 << 20, 64 << 20)).await;
+        for n in 0..4 {
+            fill(&cache, n, &data);
+        }
+        wait_for("write-behind", || {
+            cache.stats().disk_writes.load(Relaxed) == 4
+        })
+        .await;
+        assert!(cache.stats().memory.bytes.load(Relaxed) <= 4 << 20);
+        let on_disk = (0..4)
+            .filter(|n| cache.is_cached(&id(*n)) == Some("disk"))
+            .count();
+        assert!(on_disk >= 3, "evicted chunks are served from disk");
+        // Disk hits by range, byte-exact; the third access makes it Hot: promoted.
+        let victim = (0..4)
+            .find(|n| cache.is_cached(&id(*n)) == Some("disk"))
+            .unwrap();
+        for _ in 0..3 {
+            let Lookup::Disk(d) = cache.lookup(id(victim), data.len() as u64) else {
+                panic!("disk hit expected")
+            };
+            assert_eq!(
+                &d.read_range(1_048_570, 1_048_590).await.unwrap()[..],
+                &data[1_048_570..1_048_590]
+            );
+        }
+        wait_for("promotion", || cache.stats().promotions.load(Relaxed) == 1).await;
+        assert_eq!(cache.is_cached(&id(victim)), Some("memory"));
+    }
+    // A new process: the disk index is rebuilt from headers.
+    let cache = ChunkCache::open(tiered(dir.path(), 4 << 20, 64 << 20)).await;
+    assert_eq!(cache.stats().disk.entries.load(Relaxed), 4);
+    let Lookup::Disk(d) = cache.lookup(id(2), data.len() as u64) else {
+        panic!("disk hit after restart")
+    };
+    assert_eq!(
+        &d.read_range(0, data.len() as u64).await.unwrap()[..],
+        &data[..]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_disk_chunk_is_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = vec![7u8; 2_000_000];
+    {
+        let cache = ChunkCache::open(tiered(dir.path(), 1 << 30, 64 << 20)).await;
+        fill(&cache, 1, &data);
+        wait_for("write-behind", || {
+            cache.stats().disk_writes.load(Relaxed) == 1
+        })
+        .await;
+    }
+    let path = {
+        let hex = id(1).to_hex();
+        dir.path()
+            .join("chunks")
+            .join(&hex[..2])
+            .join(format!("{hex}.chunk"))
+    };
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let cache = ChunkCache::open(tiered(dir.path(), 1 << 30, 64 << 20)).await;
+    let Lookup::Disk(d) = cache.lookup(id(1), data.len() as u64) else {
+        panic!("disk hit expected")
+    };
+    assert!(matches!(
+        d.read_range(1_500_000, 1_999_999).await,
+        Err(DiskError::Corrupt(_))
+    ));
+    assert_eq!(cache.stats().corrupt_chunks.load(Relaxed), 1);
+    assert!(
+        matches!(cache.lookup(id(1), data.len() as u64), Lookup::Leader(_)),
+        "refetch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_disk_path_keeps_memory_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let cache = ChunkCache::open(tiered(&file.join("cache"), 1 << 20, 1 << 20)).await;
+    assert_eq!(cache.stats().disk_open_errors.load(Relaxed), 1);
+    fill(&cache, 1, b"still works");
+    assert!(cache.get(&id(1)).is_some());
+}
