@@ -324,6 +324,18 @@ async fn start_nginx(files: &[(&str, &Bytes)]) -> anyhow::Result<Option<Nginx>> 
     }))
 }
 
+/// Header of the transfer tables (the rows are printed by `row`).
+fn transfer_header() {
+    println!(
+        "| {:<28} | {:>9} | {:>9} | {:>11} | {:>12} |",
+        "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms"
+    );
+    println!(
+        "|{:-<30}|{:->11}|{:->11}|{:->13}|{:->14}|",
+        "", "", "", "", ""
+    );
+}
+
 fn row(name: &str, s: Sample, base: Sample) {
     println!(
         "| {:<28} | {:>9.0} | {:>9.2} | {:>10.2}x | {:>+12.2} |",
@@ -386,14 +398,7 @@ async fn main() -> anyhow::Result<()> {
         o.runs
     );
     println!();
-    println!(
-        "| {:<28} | {:>9} | {:>9} | {:>11} | {:>12} |",
-        "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms"
-    );
-    println!(
-        "|{:-<30}|{:->11}|{:->11}|{:->13}|{:->14}|",
-        "", "", "", "", ""
-    );
+    transfer_header();
     let mut d = Vec::new();
     for _ in 0..o.runs {
         d.push(direct_get(&direct, "bench", "large.bin").await?);
@@ -537,14 +542,7 @@ async fn p2p(origin: &TestOrigin, o: &Opts, large: &Bytes, base: Sample) -> anyh
         o.large / MIB
     );
     println!();
-    println!(
-        "| {:<28} | {:>9} | {:>9} | {:>11} | {:>12} |",
-        "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms"
-    );
-    println!(
-        "|{:-<30}|{:->11}|{:->11}|{:->13}|{:->14}|",
-        "", "", "", "", ""
-    );
+    transfer_header();
     let one = plain_get(nodes[1].proxy_addr, "/bench/large.bin").await?;
     row("node MISS from 1 peer", one, base);
     let three = plain_get(nodes[4].proxy_addr, "/bench/large.bin").await?;
@@ -623,14 +621,7 @@ async fn disk_tier(
         o.large / MIB
     );
     println!();
-    println!(
-        "| {:<28} | {:>9} | {:>9} | {:>11} | {:>12} |",
-        "path", "MB/s", "TTFB ms", "vs direct", "TTFB Δ ms"
-    );
-    println!(
-        "|{:-<30}|{:->11}|{:->11}|{:->13}|{:->14}|",
-        "", "", "", "", ""
-    );
+    transfer_header();
     let dropped = drop_page_cache();
     let cold = plain_get(node.proxy_addr, "/bench/large.bin").await?;
     let cold_label = if dropped {

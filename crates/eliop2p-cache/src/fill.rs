@@ -182,19 +182,14 @@ impl FillWriter {
         self.check_len(data.len())?;
         self.piece_hashes.push(sha256);
         self.publish();
-        self.pending = BytesMut::new();
-        {
-            let mut st = self.fill.lock();
-            st.published += data.len() as u64;
-            st.segments.push(data);
-        }
-        self.fill.changed_tx.send_replace(());
+        self.publish_segment(data);
         Ok(())
     }
 
     fn append(&mut self, data: &[u8]) {
         self.pending.extend_from_slice(data);
-        let first = self.fill.lock().published == 0;
+        // Nothing published yet iff every byte received is still pending.
+        let first = self.received == self.pending.len() as u64;
         if first || self.pending.len() >= PUBLISH_BYTES {
             self.publish();
         }
@@ -205,6 +200,10 @@ impl FillWriter {
             return;
         }
         let seg = self.pending.split().freeze();
+        self.publish_segment(seg);
+    }
+
+    fn publish_segment(&mut self, seg: Bytes) {
         {
             let mut st = self.fill.lock();
             st.published += seg.len() as u64;

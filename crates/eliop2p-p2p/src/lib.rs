@@ -13,7 +13,6 @@ pub mod score;
 mod server;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -21,6 +20,7 @@ use std::time::Duration;
 
 use eliop2p_cache::{ChunkCache, FillWriter};
 use eliop2p_core::ChunkId;
+use eliop2p_core::prom::{self, Kind};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -294,43 +294,44 @@ impl P2pHandle {
             ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+            prom::family(&mut out, name, Kind::Counter, help, [("", v)]);
         }
-        let _ = writeln!(
-            out,
-            "# HELP eliop2p_p2p_piece_failures_total Pieces that failed, by reason.\n# TYPE eliop2p_p2p_piece_failures_total counter"
+        let reasons = ["timeout", "corrupt", "refused", "connection", "bad_length"];
+        prom::family(
+            &mut out,
+            "eliop2p_p2p_piece_failures_total",
+            Kind::Counter,
+            "Pieces that failed, by reason.",
+            reasons.map(|r| (format!("reason=\"{r}\""), s.piece_failures(r))),
         );
-        for reason in ["timeout", "corrupt", "refused", "connection", "bad_length"] {
-            let _ = writeln!(
-                out,
-                "eliop2p_p2p_piece_failures_total{{reason=\"{reason}\"}} {}",
-                s.piece_failures(reason)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP eliop2p_p2p_peer_bytes_total Piece bytes by peer and direction.\n# TYPE eliop2p_p2p_peer_bytes_total counter"
-        );
-        {
+        let mut rows: Vec<(String, u64)> = {
             let m = s.peer_bytes.lock().unwrap_or_else(|p| p.into_inner());
-            let mut rows: Vec<_> = m.iter().collect();
-            rows.sort();
-            for ((peer, dir), v) in rows {
-                let peer: String = peer.chars().filter(|c| *c != '"' && *c != '\\').collect();
-                let _ = writeln!(
-                    out,
-                    "eliop2p_p2p_peer_bytes_total{{peer=\"{peer}\",direction=\"{dir}\"}} {v}"
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP eliop2p_p2p_active_transfers Pieces being sent and chunks being downloaded.\n# TYPE eliop2p_p2p_active_transfers gauge\neliop2p_p2p_active_transfers{{direction=\"up\"}} {}\neliop2p_p2p_active_transfers{{direction=\"down\"}} {}",
-            s.active_uploads.load(Relaxed),
-            s.active_downloads.load(Relaxed)
+            m.iter()
+                .map(|((peer, dir), v)| {
+                    (
+                        format!("peer=\"{}\",direction=\"{dir}\"", prom::label_value(peer)),
+                        *v,
+                    )
+                })
+                .collect()
+        };
+        rows.sort();
+        prom::family(
+            &mut out,
+            "eliop2p_p2p_peer_bytes_total",
+            Kind::Counter,
+            "Piece bytes by peer and direction.",
+            rows,
+        );
+        prom::family(
+            &mut out,
+            "eliop2p_p2p_active_transfers",
+            Kind::Gauge,
+            "Pieces being sent and chunks being downloaded.",
+            [
+                ("direction=\"up\"", s.active_uploads.load(Relaxed)),
+                ("direction=\"down\"", s.active_downloads.load(Relaxed)),
+            ],
         );
         out
     }

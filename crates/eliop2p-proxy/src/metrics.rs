@@ -1,11 +1,12 @@
 //! Node metrics, rendered in the Prometheus text format on the admin listener.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use eliop2p_cache::ChunkCache;
+use eliop2p_core::prom::{self, Kind};
+use http::Method;
 
 /// Where the bytes of a response came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +33,7 @@ type Family<'a> = (&'a str, &'a str, &'a [(&'a str, u64)]);
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    requests: Mutex<HashMap<(Method, u16), u64>>,
     pub bytes_memory: AtomicU64,
     pub bytes_disk: AtomicU64,
     pub bytes_peer: AtomicU64,
@@ -51,9 +52,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn record_request(&self, method: &str, status: u16) {
+    pub fn record_request(&self, method: &Method, status: u16) {
         let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry((method.to_owned(), status)).or_insert(0) += 1;
+        // Cloning a standard method does not allocate.
+        *map.entry((method.clone(), status)).or_insert(0) += 1;
     }
 
     pub fn add_bytes(&self, source: Source, n: u64) {
@@ -71,15 +73,29 @@ impl Metrics {
         let (m, d) = (&c.memory, &c.disk);
         let heat = cache.heat_counts();
         let mut out = String::with_capacity(8192);
-        out.push_str("# HELP eliop2p_proxy_requests_total HTTP requests answered by the proxy, by method and status.\n# TYPE eliop2p_proxy_requests_total counter\n");
         {
+            // Sorted, so the exposition is stable between scrapes.
             let map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-            for ((method, status), n) in map.iter() {
-                let _ = writeln!(
-                    out,
-                    "eliop2p_proxy_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}"
-                );
-            }
+            let mut rows: Vec<(String, u64)> = map
+                .iter()
+                .map(|((m, st), n)| {
+                    (
+                        format!(
+                            "method=\"{}\",status=\"{st}\"",
+                            prom::label_value(m.as_str())
+                        ),
+                        *n,
+                    )
+                })
+                .collect();
+            rows.sort();
+            prom::family(
+                &mut out,
+                "eliop2p_proxy_requests_total",
+                Kind::Counter,
+                "HTTP requests answered by the proxy, by method and status.",
+                rows,
+            );
         }
         let v = |a: &AtomicU64| a.load(Relaxed);
         let counters: [Family<'_>; 17] = [
@@ -215,14 +231,7 @@ impl Metrics {
             ),
         ];
         for (name, help, series) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (labels, value) in series {
-                if labels.is_empty() {
-                    let _ = writeln!(out, "{name} {value}");
-                } else {
-                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
-                }
-            }
+            prom::family(&mut out, name, Kind::Counter, help, series.iter().copied());
         }
         let gauges: [Family<'_>; 5] = [
             (
@@ -268,14 +277,7 @@ impl Metrics {
             ),
         ];
         for (name, help, series) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (labels, value) in series {
-                if labels.is_empty() {
-                    let _ = writeln!(out, "{name} {value}");
-                } else {
-                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
-                }
-            }
+            prom::family(&mut out, name, Kind::Gauge, help, series.iter().copied());
         }
         out
     }

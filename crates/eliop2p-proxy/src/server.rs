@@ -132,8 +132,7 @@ impl ProxyState {
     pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
         let method = req.method().clone();
         let resp = self.route(req).await;
-        self.metrics
-            .record_request(method.as_str(), resp.status().as_u16());
+        self.metrics.record_request(&method, resp.status().as_u16());
         resp
     }
 
