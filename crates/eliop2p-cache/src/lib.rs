@@ -41,7 +41,7 @@ pub fn hash_pieces(data: &[u8]) -> (Vec<[u8; 32]>, [u8; 32]) {
 
 pub use fill::{Fill, FillError, FillReader, FillWriter};
 pub use memory::{
-    CacheConfig, CacheStats, Chunk, ChunkCache, DiskChunk, DiskTierConfig, Held, Lookup, TierStats,
+    CacheConfig, CacheStats, Chunk, ChunkCache, ChunkEvent, DiskChunk, DiskTierConfig, Held, Lookup, TierStats,
     VerifyOnStart,
 };
 

@@ -142,6 +142,15 @@ pub struct CacheStats {
     pub verified_on_start: AtomicU64,
 }
 
+/// A change to what the cache holds, for announcing to the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkEvent {
+    /// A complete, verified chunk of this many bytes is now held.
+    Added(ChunkId, u64),
+    /// The chunk is gone from every tier (evicted, corrupt, invalidated).
+    Removed(ChunkId),
+}
+
 /// What [`ChunkCache::peek`] finds.
 pub enum Held {
     Memory(Arc<Chunk>),
@@ -186,7 +195,7 @@ pub(crate) struct CacheShared {
     cfg: CacheConfig,
     stats: CacheStats,
     epoch: Instant,
-    removed_tx: broadcast::Sender<ChunkId>,
+    events_tx: broadcast::Sender<ChunkEvent>,
     last_disk_error_log: Mutex<Option<Instant>>,
 }
 
@@ -246,7 +255,7 @@ impl ChunkCache {
     /// (blocking work runs off the async workers). An unusable disk path disables the
     /// disk tier with an error log; the memory tier keeps working.
     pub async fn open(cfg: CacheConfig) -> Self {
-        let (removed_tx, _) = broadcast::channel(4096);
+        let (events_tx, _) = broadcast::channel(8192);
         let stats = CacheStats::default();
         let mut disk_parts = None;
         if let Some(dcfg) = cfg.disk.clone().filter(|d| d.capacity > 0) {
@@ -291,7 +300,7 @@ impl ChunkCache {
             cfg,
             stats,
             epoch: Instant::now(),
-            removed_tx,
+            events_tx,
             last_disk_error_log: Mutex::new(None),
         });
         shared.publish_sizes();
@@ -328,10 +337,39 @@ impl ChunkCache {
         [mem, disk]
     }
 
-    /// Chunk ids removed from the cache (evicted, corrupt, invalidated), for
-    /// announcing to peers. Lagging receivers lose the oldest events.
-    pub fn subscribe_removals(&self) -> broadcast::Receiver<ChunkId> {
-        self.shared.removed_tx.subscribe()
+    /// Chunks added to and removed from the cache, for announcing to the cluster.
+    /// A lagging receiver loses the oldest events (and should resync from
+    /// [`ChunkCache::held`]).
+    pub fn subscribe_events(&self) -> broadcast::Receiver<ChunkEvent> {
+        self.shared.events_tx.subscribe()
+    }
+
+    /// Every complete chunk held in memory or on disk, with its length.
+    pub fn held(&self) -> Vec<(ChunkId, u64)> {
+        let s = &self.shared;
+        let mut out: Vec<(ChunkId, u64)> = lock(&s.memory)
+            .slots
+            .iter()
+            .filter_map(|(id, slot)| match slot {
+                Slot::Ready(c) => Some((*id, c.data.len() as u64)),
+                Slot::Filling(_) => None,
+            })
+            .collect();
+        if let Some(tier) = &s.disk {
+            let mem: HashSet<ChunkId> = out.iter().map(|(id, _)| *id).collect();
+            out.extend(tier.store.ids().into_iter().filter(|(id, _)| !mem.contains(id)));
+        }
+        out
+    }
+
+    /// The number of cluster nodes holding a chunk (this one included), which
+    /// eviction weighs: a chunk with many replicas is cheaper to drop.
+    pub fn set_replicas(&self, id: &ChunkId, replicas: u32) {
+        let s = &self.shared;
+        lock(&s.memory).policy.set_replicas(id, replicas);
+        if let Some(tier) = &s.disk {
+            lock(&tier.policy).set_replicas(id, replicas);
+        }
     }
 
     /// Finds a chunk in memory or on disk, joins its fill, or makes the caller the
@@ -435,7 +473,7 @@ impl ChunkCache {
             s.stats.disk.removals_invalidated.fetch_add(1, Relaxed);
             s.forget_disk(id, false);
         }
-        let _ = s.removed_tx.send(*id);
+        let _ = s.events_tx.send(ChunkEvent::Removed(*id));
         s.publish_sizes();
     }
 }
@@ -466,6 +504,9 @@ impl CacheShared {
         let Some(tier) = &self.disk else { return };
         if lock(&tier.policy).remove(id).is_some() && corrupt {
             self.stats.corrupt_chunks.fetch_add(1, Relaxed);
+            if self.get_memory(id).is_none() {
+                let _ = self.events_tx.send(ChunkEvent::Removed(*id));
+            }
         }
         let store = tier.store.clone();
         let id = *id;
@@ -555,7 +596,7 @@ impl CacheShared {
                 .is_some_and(|d| d.store.contains(&victim))
             {
                 // Gone from every tier.
-                let _ = self.removed_tx.send(victim);
+                let _ = self.events_tx.send(ChunkEvent::Removed(victim));
             }
         }
         if !admitted {
@@ -585,8 +626,12 @@ impl CacheShared {
             }
             Ok(chunk) => {
                 self.stats.fills_completed.fetch_add(1, Relaxed);
-                self.insert_memory(id, &chunk);
-                self.queue_disk_write(id, &chunk);
+                let in_memory = self.insert_memory(id, &chunk);
+                let to_disk = self.queue_disk_write(id, &chunk);
+                if in_memory || to_disk {
+                    let len = chunk.data.len() as u64;
+                    let _ = self.events_tx.send(ChunkEvent::Added(id, len));
+                }
             }
         }
     }
@@ -685,7 +730,7 @@ async fn write_behind(
                         .await;
                         for v in victims {
                             if s.get_memory(&v).is_none() {
-                                let _ = s.removed_tx.send(v);
+                                let _ = s.events_tx.send(ChunkEvent::Removed(v));
                             }
                         }
                     }

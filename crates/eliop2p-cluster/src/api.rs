@@ -1,0 +1,188 @@
+//! JSON bodies of the control-plane API (`/api/v1`), shared by the service and the
+//! node's client. Chunk ids travel as 64-character lowercase hex.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Chunk ids per report or location query.
+pub const MAX_BATCH: usize = 10_000;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Capacity {
+    #[serde(default)]
+    pub memory_bytes: u64,
+    #[serde(default)]
+    pub disk_bytes: u64,
+}
+
+/// `POST /api/v1/nodes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    pub node_id: String,
+    pub p2p_addr: SocketAddr,
+    #[serde(default)]
+    pub proxy_addr: Option<SocketAddr>,
+    #[serde(default)]
+    pub admin_addr: Option<SocketAddr>,
+    #[serde(default)]
+    pub capacity: Capacity,
+    /// Free-form labels; `zone` and `rack` spread replicas.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Registered {
+    pub node_id: String,
+    pub heartbeat_interval_ms: u64,
+}
+
+/// `PUT /api/v1/nodes/{id}/heartbeat`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Requests in flight.
+    #[serde(default)]
+    pub load: u64,
+    #[serde(default)]
+    pub memory_used_bytes: u64,
+    #[serde(default)]
+    pub disk_used_bytes: u64,
+    #[serde(default)]
+    pub chunks: u64,
+    /// Fraction of bytes served from cache (memory, disk or peers).
+    #[serde(default)]
+    pub hit_ratio: f64,
+    #[serde(default)]
+    pub bytes_from_origin: u64,
+    #[serde(default)]
+    pub bytes_from_peers: u64,
+    #[serde(default)]
+    pub bytes_to_peers: u64,
+    #[serde(default)]
+    pub bytes_served: u64,
+    /// Chunks this node reads often (hex ids), for replication.
+    #[serde(default)]
+    pub hot_chunks: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// Replication commands waiting for this node.
+    pub pending_commands: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    Online,
+    Suspect,
+    Dead,
+}
+
+/// An entry of `GET /api/v1/nodes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node_id: String,
+    pub p2p_addr: SocketAddr,
+    pub proxy_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    pub capacity: Capacity,
+    pub labels: BTreeMap<String, String>,
+    pub status: NodeStatus,
+    /// Milliseconds since the last heartbeat (or registration).
+    pub last_seen_ms: u64,
+    pub chunks_reported: u64,
+    pub heartbeat: Heartbeat,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeList {
+    pub nodes: Vec<NodeView>,
+}
+
+/// `POST /api/v1/nodes/{id}/chunks`: chunks added and removed since the last
+/// report; `full` replaces everything known about the node (after a restart).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkReport {
+    #[serde(default)]
+    pub full: bool,
+    #[serde(default)]
+    pub added: Vec<String>,
+    #[serde(default)]
+    pub removed: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReportAck {
+    pub chunks: u64,
+}
+
+/// `POST /api/v1/chunks/locations`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationQuery {
+    pub chunks: Vec<String>,
+    /// The asking node: its own entry is left out and holders in its zone come
+    /// first.
+    #[serde(default)]
+    pub node_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Holder {
+    pub node_id: String,
+    pub p2p_addr: SocketAddr,
+    #[serde(default)]
+    pub zone: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Locations {
+    /// Holders per requested chunk (online nodes only): same zone as the asker
+    /// first, then least loaded.
+    pub locations: BTreeMap<String, Vec<Holder>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandKind {
+    /// Fetch the chunk from peers and keep it.
+    Replicate,
+    /// Drop the chunk.
+    Evict,
+}
+
+/// A replication command (`GET /api/v1/nodes/{id}/commands`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub id: u64,
+    pub kind: CommandKind,
+    pub chunk: String,
+    pub len: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Commands {
+    pub commands: Vec<Command>,
+}
+
+/// `POST /api/v1/nodes/{id}/commands/{cmd}/ack`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandAck {
+    pub ok: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Every error: a machine-readable code and a sentence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}

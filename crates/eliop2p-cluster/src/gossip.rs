@@ -1,0 +1,669 @@
+//! Gossip membership, failure detection and chunk announcements as a state machine:
+//! [`Gossip::tick`] and [`Gossip::handle`] take the time and return the messages to
+//! send, so the same code runs on sockets (the P2P layer) and in the simulator.
+//!
+//! Membership is heartbeat gossip with push-pull anti-entropy: every node bumps its
+//! own heartbeat each round and sends its member table (`StateSync`) to `fanout`
+//! random live members, which merge it and answer with theirs. A member whose
+//! heartbeat has not advanced for `suspect_after` is suspect, for `dead_after` dead;
+//! a restarted node comes back with a higher generation. `NodeLeave` marks a member
+//! gone at once. The location index is partitioned by rendezvous hashing: a chunk's
+//! owner (and `backups` next ones) learn its holders from `ChunkAnnounce` /
+//! `ChunkRemove`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use eliop2p_core::ChunkId;
+use serde::{Deserialize, Serialize};
+
+use crate::index::LocationIndex;
+use crate::rendezvous;
+
+/// Chunk ids per announce/remove message.
+pub const MAX_CHUNKS_PER_MESSAGE: usize = 4096;
+/// Members per `StateSync`.
+pub const MAX_MEMBERS_PER_MESSAGE: usize = 8192;
+
+/// How a node is reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    /// P2P address (port 9000 by default).
+    pub p2p: SocketAddr,
+    /// HTTP proxy address, for operators and tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<SocketAddr>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub zone: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Alive,
+    Suspect,
+    Dead,
+    Left,
+}
+
+#[derive(Clone, Debug)]
+pub struct GossipConfig {
+    /// Milliseconds between rounds.
+    pub interval_ms: u64,
+    /// Members sent our table per round.
+    pub fanout: usize,
+    pub suspect_after_ms: u64,
+    pub dead_after_ms: u64,
+    /// Dead and left members stop being gossiped after this (kept as tombstones).
+    pub forget_after_ms: u64,
+    /// Rounds between join attempts to seeds that are not live members.
+    pub rejoin_every: u64,
+    /// Owners after the first that also index a chunk's holders.
+    pub backups: usize,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 1000,
+            fanout: 3,
+            suspect_after_ms: 5000,
+            dead_after_ms: 10_000,
+            forget_after_ms: 60_000,
+            rejoin_every: 10,
+            backups: 1,
+        }
+    }
+}
+
+impl GossipConfig {
+    /// Upper bound on how long a crashed node keeps being treated as live: its
+    /// last heartbeat reaches everyone within a few rounds (push-pull gossip spreads
+    /// in O(log n) rounds; 5 covers clusters of a thousand nodes at fanout 3), and it
+    /// is declared dead `dead_after` later.
+    pub fn detection_bound_ms(&self) -> u64 {
+        self.dead_after_ms + 5 * self.interval_ms
+    }
+}
+
+/// One member's state as gossiped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    pub node: NodeInfo,
+    pub generation: u64,
+    pub heartbeat: u64,
+    #[serde(default)]
+    pub left: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    NodeJoin(Digest),
+    NodeLeave(Digest),
+    ChunkAnnounce { from: String, chunks: Vec<ChunkId> },
+    ChunkRemove { from: String, chunks: Vec<ChunkId> },
+    StateSync { from: String, members: Vec<Digest>, reply: bool },
+}
+
+#[derive(Serialize, Deserialize)]
+struct ChunksWire {
+    from: String,
+    chunks: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SyncWire {
+    from: String,
+    members: Vec<Digest>,
+    reply: bool,
+}
+
+impl Message {
+    /// The frame message type (PROTOCOL.md): 0x20-0x24.
+    pub fn message_type(&self) -> u32 {
+        match self {
+            Message::NodeJoin(_) => 0x20,
+            Message::NodeLeave(_) => 0x21,
+            Message::ChunkAnnounce { .. } => 0x22,
+            Message::ChunkRemove { .. } => 0x23,
+            Message::StateSync { .. } => 0x24,
+        }
+    }
+
+    /// The frame payload (JSON).
+    pub fn payload(&self) -> Vec<u8> {
+        let chunks = |from: &str, c: &[ChunkId]| ChunksWire {
+            from: from.to_owned(),
+            chunks: c.iter().map(ChunkId::to_hex).collect(),
+        };
+        let r = match self {
+            Message::NodeJoin(d) | Message::NodeLeave(d) => serde_json::to_vec(d),
+            Message::ChunkAnnounce { from, chunks: c } | Message::ChunkRemove { from, chunks: c } => {
+                serde_json::to_vec(&chunks(from, c))
+            }
+            Message::StateSync {
+                from,
+                members,
+                reply,
+            } => serde_json::to_vec(&SyncWire {
+                from: from.clone(),
+                members: members.clone(),
+                reply: *reply,
+            }),
+        };
+        r.expect("gossip messages serialize")
+    }
+
+    pub fn decode(message_type: u32, payload: &[u8]) -> Result<Message, String> {
+        let bad = |e: serde_json::Error| format!("bad gossip payload: {e}");
+        let chunks = |p: &[u8]| -> Result<(String, Vec<ChunkId>), String> {
+            let w: ChunksWire = serde_json::from_slice(p).map_err(bad)?;
+            if w.chunks.len() > MAX_CHUNKS_PER_MESSAGE {
+                return Err(format!("more than {MAX_CHUNKS_PER_MESSAGE} chunk ids"));
+            }
+            let ids = w
+                .chunks
+                .iter()
+                .map(|h| ChunkId::from_hex(h).ok_or_else(|| format!("bad chunk id {h:?}")))
+                .collect::<Result<_, _>>()?;
+            Ok((w.from, ids))
+        };
+        Ok(match message_type {
+            0x20 => Message::NodeJoin(serde_json::from_slice(payload).map_err(bad)?),
+            0x21 => Message::NodeLeave(serde_json::from_slice(payload).map_err(bad)?),
+            0x22 => {
+                let (from, chunks) = chunks(payload)?;
+                Message::ChunkAnnounce { from, chunks }
+            }
+            0x23 => {
+                let (from, chunks) = chunks(payload)?;
+                Message::ChunkRemove { from, chunks }
+            }
+            0x24 => {
+                let w: SyncWire = serde_json::from_slice(payload).map_err(bad)?;
+                if w.members.len() > MAX_MEMBERS_PER_MESSAGE {
+                    return Err(format!("more than {MAX_MEMBERS_PER_MESSAGE} members"));
+                }
+                Message::StateSync {
+                    from: w.from,
+                    members: w.members,
+                    reply: w.reply,
+                }
+            }
+            t => return Err(format!("message type {t:#x} is not a gossip message")),
+        })
+    }
+}
+
+/// A message to send.
+#[derive(Clone, Debug)]
+pub struct Out {
+    pub to: SocketAddr,
+    pub msg: Message,
+}
+
+struct Entry {
+    node: NodeInfo,
+    hash: u64,
+    generation: u64,
+    heartbeat: u64,
+    left: bool,
+    /// Local time the heartbeat last advanced.
+    seen_at: u64,
+    /// Whether the death was already acted on (index dropped).
+    dead_handled: bool,
+}
+
+pub struct Gossip {
+    me: NodeInfo,
+    my_hash: u64,
+    generation: u64,
+    heartbeat: u64,
+    leaving: bool,
+    members: HashMap<String, Entry>,
+    seeds: Vec<SocketAddr>,
+    cfg: GossipConfig,
+    rng: u64,
+    now: u64,
+    rounds: u64,
+    index: LocationIndex,
+    changed: bool,
+}
+
+impl Gossip {
+    /// `generation` must grow across restarts of the same node id (wall-clock
+    /// milliseconds at start do).
+    pub fn new(me: NodeInfo, generation: u64, seeds: Vec<SocketAddr>, cfg: GossipConfig) -> Self {
+        let my_hash = rendezvous::node_hash(&me.id);
+        Self {
+            rng: my_hash ^ generation.rotate_left(17) | 1,
+            me,
+            my_hash,
+            generation,
+            heartbeat: 0,
+            leaving: false,
+            members: HashMap::new(),
+            seeds,
+            cfg,
+            now: 0,
+            rounds: 0,
+            index: LocationIndex::default(),
+            changed: false,
+        }
+    }
+
+    pub fn me(&self) -> &NodeInfo {
+        &self.me
+    }
+
+    pub fn config(&self) -> &GossipConfig {
+        &self.cfg
+    }
+
+    /// Adds seed addresses (e.g. P2P addresses learned from the control plane).
+    pub fn add_seeds(&mut self, seeds: impl IntoIterator<Item = SocketAddr>) {
+        for s in seeds {
+            if s != self.me.p2p && !self.seeds.contains(&s) {
+                self.seeds.push(s);
+            }
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn status_of(&self, e: &Entry) -> Status {
+        if e.left {
+            return Status::Left;
+        }
+        let age = self.now.saturating_sub(e.seen_at);
+        if age >= self.cfg.dead_after_ms {
+            Status::Dead
+        } else if age >= self.cfg.suspect_after_ms {
+            Status::Suspect
+        } else {
+            Status::Alive
+        }
+    }
+
+    fn is_live(&self, e: &Entry) -> bool {
+        matches!(self.status_of(e), Status::Alive | Status::Suspect)
+    }
+
+    /// Every known member but this node, with its status.
+    pub fn members(&self) -> Vec<(NodeInfo, Status)> {
+        let mut v: Vec<(NodeInfo, Status)> = self
+            .members
+            .values()
+            .map(|e| (e.node.clone(), self.status_of(e)))
+            .collect();
+        v.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        v
+    }
+
+    /// Live members (alive or suspect), this node excluded.
+    pub fn live_members(&self) -> Vec<NodeInfo> {
+        self.members
+            .values()
+            .filter(|e| self.is_live(e))
+            .map(|e| e.node.clone())
+            .collect()
+    }
+
+    pub fn status(&self, id: &str) -> Option<Status> {
+        self.members.get(id).map(|e| self.status_of(e))
+    }
+
+    fn digest(&self) -> Digest {
+        Digest {
+            node: self.me.clone(),
+            generation: self.generation,
+            heartbeat: self.heartbeat,
+            left: self.leaving,
+        }
+    }
+
+    fn table(&self) -> Vec<Digest> {
+        let mut v = vec![self.digest()];
+        v.extend(
+            self.members
+                .values()
+                .filter(|e| {
+                    self.is_live(e) || self.now.saturating_sub(e.seen_at) < self.cfg.forget_after_ms
+                })
+                .take(MAX_MEMBERS_PER_MESSAGE - 1)
+                .map(|e| Digest {
+                    node: e.node.clone(),
+                    generation: e.generation,
+                    heartbeat: e.heartbeat,
+                    left: e.left,
+                }),
+        );
+        v
+    }
+
+    /// Whether membership changed (a member joined, died or left) since the last
+    /// call: the caller re-announces its chunks, whose owners may have moved.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    fn merge(&mut self, d: &Digest) {
+        if d.node.id == self.me.id {
+            // Someone thinks this node left or holds an older heartbeat than a
+            // rumour: outbid it, unless this node is leaving.
+            if !self.leaving
+                && d.generation == self.generation
+                && d.left
+                && d.heartbeat >= self.heartbeat
+            {
+                self.heartbeat = d.heartbeat + 1;
+            }
+            return;
+        }
+        let now = self.now;
+        match self.members.get_mut(&d.node.id) {
+            None => {
+                self.members.insert(
+                    d.node.id.clone(),
+                    Entry {
+                        hash: rendezvous::node_hash(&d.node.id),
+                        node: d.node.clone(),
+                        generation: d.generation,
+                        heartbeat: d.heartbeat,
+                        left: d.left,
+                        seen_at: now,
+                        dead_handled: d.left,
+                    },
+                );
+                if !d.left {
+                    self.changed = true;
+                }
+            }
+            Some(e) => {
+                let newer = (d.generation, d.heartbeat) > (e.generation, e.heartbeat);
+                if newer {
+                    let was_gone = e.left || e.dead_handled;
+                    e.generation = d.generation;
+                    e.heartbeat = d.heartbeat;
+                    e.node = d.node.clone();
+                    e.seen_at = now;
+                    e.left = d.left;
+                    if was_gone && !d.left {
+                        e.dead_handled = false;
+                        self.changed = true;
+                    }
+                } else if d.left && !e.left && (d.generation, d.heartbeat) == (e.generation, e.heartbeat) {
+                    e.left = true;
+                }
+                if e.left && !e.dead_handled {
+                    e.dead_handled = true;
+                    let id = e.node.id.clone();
+                    self.index.drop_node(&id);
+                    self.changed = true;
+                }
+            }
+        }
+    }
+
+    /// Marks members dead whose heartbeat stopped, dropping their index entries.
+    fn detect(&mut self) {
+        let dead: Vec<String> = self
+            .members
+            .values()
+            .filter(|e| !e.dead_handled && self.status_of(e) == Status::Dead)
+            .map(|e| e.node.id.clone())
+            .collect();
+        for id in dead {
+            if let Some(e) = self.members.get_mut(&id) {
+                e.dead_handled = true;
+            }
+            self.index.drop_node(&id);
+            self.changed = true;
+        }
+    }
+
+    /// One gossip round at local time `now` (milliseconds).
+    pub fn tick(&mut self, now: u64) -> Vec<Out> {
+        self.now = now;
+        if self.leaving {
+            return Vec::new();
+        }
+        self.heartbeat += 1;
+        self.rounds += 1;
+        self.detect();
+        let mut out = Vec::new();
+        let live: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|e| self.is_live(e))
+            .map(|e| e.node.p2p)
+            .collect();
+        let rejoin = self.rounds % self.cfg.rejoin_every.max(1) == 1;
+        for s in self.seeds.clone() {
+            if (live.is_empty() || rejoin) && !live.contains(&s) {
+                out.push(Out {
+                    to: s,
+                    msg: Message::NodeJoin(self.digest()),
+                });
+            }
+        }
+        if !live.is_empty() {
+            let table = self.table();
+            let k = self.cfg.fanout.min(live.len());
+            let mut picked: Vec<usize> = Vec::with_capacity(k);
+            while picked.len() < k {
+                let i = (self.next_random() % live.len() as u64) as usize;
+                if !picked.contains(&i) {
+                    picked.push(i);
+                }
+            }
+            for i in picked {
+                out.push(Out {
+                    to: live[i],
+                    msg: Message::StateSync {
+                        from: self.me.id.clone(),
+                        members: table.clone(),
+                        reply: true,
+                    },
+                });
+            }
+        }
+        out
+    }
+
+    /// Handles a message received at local time `now`.
+    pub fn handle(&mut self, now: u64, msg: Message) -> Vec<Out> {
+        self.now = now.max(self.now);
+        if self.leaving {
+            return Vec::new();
+        }
+        match msg {
+            Message::NodeJoin(d) => {
+                let to = d.node.p2p;
+                self.merge(&d);
+                vec![Out {
+                    to,
+                    msg: Message::StateSync {
+                        from: self.me.id.clone(),
+                        members: self.table(),
+                        reply: false,
+                    },
+                }]
+            }
+            Message::NodeLeave(d) => {
+                let d = Digest { left: true, ..d };
+                self.merge(&d);
+                if let Some(e) = self.members.get_mut(&d.node.id)
+                    && !e.left
+                    && e.generation == d.generation
+                {
+                    e.left = true;
+                    e.dead_handled = true;
+                    self.index.drop_node(&d.node.id);
+                    self.changed = true;
+                }
+                Vec::new()
+            }
+            Message::StateSync {
+                from,
+                members,
+                reply,
+            } => {
+                let sender = members.iter().find(|d| d.node.id == from).map(|d| d.node.p2p);
+                for d in &members {
+                    self.merge(d);
+                }
+                match (reply, sender) {
+                    (true, Some(to)) => vec![Out {
+                        to,
+                        msg: Message::StateSync {
+                            from: self.me.id.clone(),
+                            members: self.table(),
+                            reply: false,
+                        },
+                    }],
+                    _ => Vec::new(),
+                }
+            }
+            Message::ChunkAnnounce { from, chunks } => {
+                if self.members.get(&from).is_some_and(|e| self.is_live(e)) || from == self.me.id {
+                    for c in chunks {
+                        self.index.add(&from, c);
+                    }
+                }
+                Vec::new()
+            }
+            Message::ChunkRemove { from, chunks } => {
+                for c in chunks {
+                    self.index.remove(&from, &c);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// The first `k` live nodes (this one included) in rendezvous order for a
+    /// chunk: its owner first.
+    pub fn owners(&self, chunk: &ChunkId, k: usize) -> Vec<NodeInfo> {
+        let mut best: Vec<(u64, &NodeInfo)> = Vec::with_capacity(k + 1);
+        let mut push = |w: u64, n| {
+            let pos = best.iter().position(|(bw, _)| w > *bw).unwrap_or(best.len());
+            if pos < k {
+                best.insert(pos, (w, n));
+                best.truncate(k);
+            }
+        };
+        if !self.leaving {
+            push(rendezvous::weight(chunk, self.my_hash), &self.me);
+        }
+        for e in self.members.values() {
+            if self.is_live(e) {
+                push(rendezvous::weight(chunk, e.hash), &e.node);
+            }
+        }
+        best.into_iter().map(|(_, n)| n.clone()).collect()
+    }
+
+    /// Whether this node is among the chunk's owner and backups.
+    pub fn indexes(&self, chunk: &ChunkId) -> bool {
+        self.owners(chunk, 1 + self.cfg.backups)
+            .iter()
+            .any(|n| n.id == self.me.id)
+    }
+
+    /// Live holders of a chunk known to this node's part of the index.
+    pub fn holders(&self, chunk: &ChunkId) -> Vec<NodeInfo> {
+        self.index
+            .holders(chunk)
+            .iter()
+            .filter_map(|id| {
+                if *id == self.me.id {
+                    return Some(self.me.clone());
+                }
+                let e = self.members.get(id)?;
+                self.is_live(e).then(|| e.node.clone())
+            })
+            .collect()
+    }
+
+    /// Chunks indexed here.
+    pub fn index_len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Tells the owners of these chunks that this node now holds (`added`) or no
+    /// longer holds (`removed`) them. Chunks this node indexes itself are recorded
+    /// directly.
+    pub fn announce(&mut self, added: &[ChunkId], removed: &[ChunkId]) -> Vec<Out> {
+        let mut batches: HashMap<(SocketAddr, bool), Vec<ChunkId>> = HashMap::new();
+        let k = 1 + self.cfg.backups;
+        for (list, add) in [(added, true), (removed, false)] {
+            for c in list {
+                for owner in self.owners(c, k) {
+                    if owner.id == self.me.id {
+                        let me = self.me.id.clone();
+                        if add {
+                            self.index.add(&me, *c);
+                        } else {
+                            self.index.remove(&me, c);
+                        }
+                    } else {
+                        batches.entry((owner.p2p, add)).or_default().push(*c);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for ((to, add), chunks) in batches {
+            for part in chunks.chunks(MAX_CHUNKS_PER_MESSAGE) {
+                let (from, chunks) = (self.me.id.clone(), part.to_vec());
+                out.push(Out {
+                    to,
+                    msg: if add {
+                        Message::ChunkAnnounce { from, chunks }
+                    } else {
+                        Message::ChunkRemove { from, chunks }
+                    },
+                });
+            }
+        }
+        out
+    }
+
+    /// Drops index entries for chunks this node no longer owns or backs up (after
+    /// membership changed); their new owners learn them from re-announcements.
+    pub fn prune_index(&mut self) {
+        let k = 1 + self.cfg.backups;
+        let me = self.me.id.clone();
+        let drop: std::collections::HashSet<ChunkId> = self
+            .index
+            .chunks()
+            .filter(|c| !self.owners(c, k).iter().any(|n| n.id == me))
+            .copied()
+            .collect();
+        self.index.retain(|c| !drop.contains(c));
+    }
+
+    /// Leaves the cluster: returns `NodeLeave` for every live member; afterwards the
+    /// node sends and answers nothing.
+    pub fn leave(&mut self) -> Vec<Out> {
+        self.heartbeat += 1;
+        self.leaving = true;
+        let d = self.digest();
+        self.members
+            .values()
+            .filter(|e| self.is_live(e))
+            .map(|e| Out {
+                to: e.node.p2p,
+                msg: Message::NodeLeave(d.clone()),
+            })
+            .collect()
+    }
+}
