@@ -348,6 +348,26 @@ impl Gossip {
         v
     }
 
+    /// Records a member reported live by another source (the control plane, in
+    /// control-plane mode): as if its heartbeat advanced now.
+    pub fn observe(&mut self, now: u64, node: NodeInfo) {
+        self.now = now.max(self.now);
+        if node.id == self.me.id {
+            return;
+        }
+        let (generation, heartbeat) = self
+            .members
+            .get(&node.id)
+            .map_or((0, 0), |e| (e.generation, e.heartbeat));
+        let d = Digest {
+            node,
+            generation,
+            heartbeat: heartbeat + 1,
+            left: false,
+        };
+        self.merge(&d);
+    }
+
     /// Whether membership changed (a member joined, died or left) since the last
     /// call: the caller re-announces its chunks, whose owners may have moved.
     pub fn take_changed(&mut self) -> bool {

@@ -187,6 +187,7 @@ async fn connect_handshake(
 enum Key {
     Bitmap(ChunkId, u32),
     Piece(ChunkId, u32),
+    Locate(ChunkId, u32),
 }
 
 type Pending = Arc<Mutex<HashMap<Key, oneshot::Sender<Result<Frame, P2pError>>>>>;
@@ -289,6 +290,26 @@ impl PeerConn {
         rx.await.map_err(|_| P2pError::Closed)?
     }
 
+    /// Sends a frame that has no answer (gossip).
+    pub async fn notify(&self, f: Frame) -> Result<(), P2pError> {
+        self.send(f).await
+    }
+
+    /// Asks who holds a chunk (`Locate`); the answer is a `Locations` frame.
+    pub async fn locate(&self, id: &ChunkId, payload: Bytes) -> Result<Frame, P2pError> {
+        let req = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let rx = self.register(Key::Locate(*id, req));
+        self.send(Frame::new(
+            MessageType::Locate,
+            id.as_bytes(),
+            payload,
+            req,
+            0,
+        ))
+        .await?;
+        rx.await.map_err(|_| P2pError::Closed)?
+    }
+
     /// Requests pieces; one receiver per piece, in the given order.
     pub async fn pieces(
         &self,
@@ -336,6 +357,7 @@ fn dispatch(pending: &Pending, f: Frame) {
     let id = ChunkId::from_bytes(raw);
     let key = match f.message_type {
         MessageType::Bitmap => Key::Bitmap(id, f.sequence_number),
+        MessageType::Locations => Key::Locate(id, f.sequence_number),
         MessageType::PieceData => Key::Piece(id, f.sequence_number),
         MessageType::Error if f.flags & FLAG_PIECE != 0 => Key::Piece(id, f.sequence_number),
         MessageType::Error => Key::Bitmap(id, f.sequence_number),

@@ -15,6 +15,7 @@ use eliop2p_cache::disk::PIECE_SIZE;
 use eliop2p_core::ChunkId;
 use tokio::task::JoinSet;
 
+use crate::cluster::FetchRequest;
 use crate::codec::MessageType;
 use crate::conn::PeerConn;
 use crate::proto::{self, Bitmap};
@@ -46,11 +47,19 @@ pub(crate) async fn download(
     id: ChunkId,
     len: u64,
     writer: &mut FillWriter,
-) -> Result<(), Incomplete> {
+    fetch: Option<&FetchRequest>,
+) -> Result<usize, Incomplete> {
     let n = Bitmap::num_pieces(len, PIECE_SIZE as u32);
-    // 1. Who has what.
+    // 1. Who has what: static peers, then the cluster's locations (the owner may
+    // start reading the chunk from the origin for everyone).
+    let mut candidates = shared.peers();
+    for a in crate::cluster::find_holders(shared, &id, fetch).await {
+        if !candidates.contains(&a) && a != shared.self_addr {
+            candidates.push(a);
+        }
+    }
     let mut probes = JoinSet::new();
-    for addr in shared.peers() {
+    for addr in candidates {
         let shared = shared.clone();
         probes.spawn(async move {
             let r = async {
@@ -248,7 +257,7 @@ pub(crate) async fn download(
     shared.stats.active_downloads.fetch_sub(1, Relaxed);
     tasks.abort_all();
     match outcome {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(holders.len()),
         Err(()) => Err(Incomplete {
             delivered: u64::from(next_push) * PIECE_SIZE,
         }),

@@ -4,6 +4,7 @@
 //! fetches a chunk's pieces from several peers at once (`download`), with peer scoring
 //! (`score`) and bandwidth limits (`limit`). The wire format is in PROTOCOL.md.
 
+pub mod cluster;
 pub mod codec;
 mod conn;
 mod download;
@@ -26,7 +27,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use cluster::{ClusterConfig, Directory, FetchRequest, Fetcher};
 pub use download::Incomplete;
+pub use eliop2p_cluster::{NodeInfo, Status};
 
 #[derive(Clone, Debug)]
 pub struct P2pConfig {
@@ -45,6 +48,8 @@ pub struct P2pConfig {
     pub max_uploads: usize,
     /// A piece not received (or not filled, when serving) within this is given up.
     pub piece_timeout: Duration,
+    /// Cluster membership and chunk locations; `None` = static peers only.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl P2pConfig {
@@ -59,6 +64,7 @@ impl P2pConfig {
             max_download_rate: 0,
             max_uploads: 64,
             piece_timeout: Duration::from_secs(5),
+            cluster: None,
         }
     }
 }
@@ -94,6 +100,8 @@ pub struct P2pStats {
     pub active_downloads: AtomicU64,
     pub handshake_failures: AtomicU64,
     pub verification_failures: AtomicU64,
+    /// Origin fills started because a peer asked this node (the chunk's owner).
+    pub fetches_for_peers: AtomicU64,
     piece_failures: Mutex<HashMap<&'static str, u64>>,
     /// Bytes by (peer, direction): peers are named by their node id when sending
     /// to them and by their P2P address when receiving from them.
@@ -141,6 +149,7 @@ pub(crate) struct P2pShared {
     conns: tokio::sync::Mutex<HashMap<SocketAddr, Arc<conn::PeerConn>>>,
     peer_stats: Mutex<HashMap<SocketAddr, score::PeerStats>>,
     self_addr: SocketAddr,
+    cluster: Option<cluster::Cluster>,
 }
 
 impl P2pShared {
@@ -153,14 +162,21 @@ impl P2pShared {
             .collect()
     }
 
+    /// The pooled connection to a peer, connecting (outside the pool's lock, so a
+    /// dead peer delays no one else) when there is none.
     async fn conn(&self, addr: SocketAddr) -> Result<Arc<conn::PeerConn>, P2pError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(&addr).filter(|c| !c.is_closed()) {
+        if let Some(c) = self.conns.lock().await.get(&addr).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
         let c = conn::PeerConn::connect(addr, self).await?;
-        conns.insert(addr, c.clone());
-        Ok(c)
+        let mut conns = self.conns.lock().await;
+        match conns.get(&addr).filter(|c| !c.is_closed()) {
+            Some(existing) => Ok(existing.clone()),
+            None => {
+                conns.insert(addr, c.clone());
+                Ok(c)
+            }
+        }
     }
 
     fn peer_stats(&self, addr: &SocketAddr) -> score::PeerStats {
@@ -207,7 +223,17 @@ pub fn spawn_p2p(
         )));
     }
     let secret = cfg.cluster_secret.clone().unwrap_or_default();
+    let cluster = cfg.cluster.clone().map(|cc| {
+        let me = NodeInfo {
+            id: cfg.node_id.clone(),
+            p2p: cc.advertise.unwrap_or(local_addr),
+            proxy: cc.proxy_addr,
+            zone: cc.zone.clone(),
+        };
+        cluster::Cluster::new(cc, me)
+    });
     let shared = Arc::new(P2pShared {
+        cluster,
         secret,
         limits: codec::Limits::default(),
         cache,
@@ -223,15 +249,65 @@ pub fn spawn_p2p(
     tracker.spawn(server::run(
         listener,
         shared.clone(),
-        cancel,
+        cancel.clone(),
         tracker.clone(),
     ));
+    tracker.spawn(cluster::run(shared.clone(), cancel));
     Ok(P2pHandle { shared, local_addr })
 }
 
 impl P2pHandle {
+    /// Whether any other node may hold chunks (static peers or live members).
     pub fn has_peers(&self) -> bool {
         !self.shared.peers().is_empty()
+            || self
+                .shared
+                .cluster
+                .as_ref()
+                .is_some_and(|c| !c.gossip().live_members().is_empty())
+    }
+
+    /// This node as peers see it (`None` without a cluster).
+    pub fn me(&self) -> Option<NodeInfo> {
+        self.shared.cluster.as_ref().map(|c| c.gossip().me().clone())
+    }
+
+    /// Members this node knows, with their status.
+    pub fn members(&self) -> Vec<(NodeInfo, Status)> {
+        self.shared
+            .cluster
+            .as_ref()
+            .map(|c| c.gossip().members())
+            .unwrap_or_default()
+    }
+
+    /// Lets this node read chunks from the origin for peers (fetch-through).
+    pub fn set_fetcher(&self, f: Arc<dyn Fetcher>) {
+        if let Some(c) = &self.shared.cluster {
+            let _ = c.fetcher.set(f);
+        }
+    }
+
+    /// Adds a chunk directory (the control plane) asked before the chunk's owner.
+    pub fn set_directory(&self, d: Arc<dyn Directory>) {
+        if let Some(c) = &self.shared.cluster {
+            let _ = c.directory.set(d);
+        }
+    }
+
+    /// Members reported online by the control plane: with gossip they are seeds to
+    /// join; without gossip they are the membership (refreshed on every call).
+    pub fn observe_members(&self, nodes: Vec<NodeInfo>) {
+        let Some(c) = &self.shared.cluster else { return };
+        let now = c.now_ms();
+        let mut g = c.gossip();
+        if c.cfg.gossip {
+            g.add_seeds(nodes.into_iter().map(|n| n.p2p));
+        } else {
+            for n in nodes {
+                g.observe(now, n);
+            }
+        }
     }
 
     pub fn stats(&self) -> &P2pStats {
@@ -241,20 +317,28 @@ impl P2pHandle {
     /// Fetches a chunk from peers into `writer`. `Ok` when the writer has every
     /// byte (the caller finishes it); otherwise how much was delivered, so the caller
     /// continues from the origin at that offset.
+    /// `fetch` lets the chunk's owner read it from the origin for the cluster when
+    /// nobody holds it. `Ok` carries the number of other nodes that held the chunk.
     pub async fn download(
         &self,
         id: ChunkId,
         len: u64,
         writer: &mut FillWriter,
-    ) -> Result<(), Incomplete> {
-        download::download(&self.shared, id, len, writer).await
+        fetch: Option<&FetchRequest>,
+    ) -> Result<usize, Incomplete> {
+        download::download(&self.shared, id, len, writer, fetch).await
     }
 
     /// Prometheus text of the transfer metrics.
     pub fn render_metrics(&self) -> String {
         let s = &self.shared.stats;
         let mut out = String::new();
-        let counters: [(&str, &str, u64); 7] = [
+        let counters: [(&str, &str, u64); 8] = [
+            (
+                "eliop2p_p2p_fetches_for_peers_total",
+                "Origin fills this node started as a chunk's owner for peers.",
+                s.fetches_for_peers.load(Relaxed),
+            ),
             (
                 "eliop2p_p2p_bytes_sent_total",
                 "Piece bytes sent to peers.",

@@ -78,6 +78,17 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     let cancelled: Arc<std::sync::Mutex<std::collections::HashSet<(ChunkId, u32)>>> =
         Arc::default();
     while let Some(f) = reader.next().await? {
+        if matches!(
+            f.message_type,
+            MessageType::NodeJoin
+                | MessageType::NodeLeave
+                | MessageType::ChunkAnnounce
+                | MessageType::ChunkRemove
+                | MessageType::StateSync
+        ) {
+            crate::cluster::on_gossip(&shared, &f);
+            continue;
+        }
         let Ok(raw): Result<[u8; 32], _> = f.chunk_id[..].try_into() else {
             send(
                 &tx,
@@ -184,6 +195,12 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                         }
                     }
                 });
+            }
+            MessageType::Locate => {
+                let mut reply = crate::cluster::on_locate(&shared, &id, &f.data);
+                reply.sequence_number = f.sequence_number;
+                reply.flags = FLAG_FINAL;
+                send(&tx, reply).await;
             }
             MessageType::Cancel => {
                 if let Some(pieces) = proto::decode_pieces(&f.data, 4096) {

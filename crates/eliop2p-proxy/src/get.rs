@@ -251,7 +251,12 @@ async fn first_chunk_meta(
     Ok(meta)
 }
 
-fn chunk_id(state: &ProxyState, key: &ObjectKey, meta: &ObjectMeta, index: u64) -> ChunkId {
+pub(crate) fn chunk_id(
+    state: &ProxyState,
+    key: &ObjectKey,
+    meta: &ObjectMeta,
+    index: u64,
+) -> ChunkId {
     ChunkId::derive(
         state.origin.origin_id(),
         key,
@@ -394,7 +399,7 @@ impl ChunkStream {
                 // cancels it for others nor leaves a partial chunk.
                 self.state
                     .fills
-                    .spawn(run_fill(state, writer, key, meta, chunk_range));
+                    .spawn(run_fill(state, writer, key, meta, chunk_range, false));
                 Prepared::Fill(fill)
             }
         }
@@ -521,25 +526,41 @@ impl ChunkStream {
     }
 }
 
-/// Fetches one chunk from the origin into the cache.
-async fn run_fill(
+/// Fills one chunk: from peers when the cluster has it (or its owner reads it
+/// from the origin for everyone), otherwise, or for the rest after a peer failure,
+/// from the origin. `origin_only` fills (this node is the owner, asked by a peer)
+/// go straight to the origin.
+pub(crate) async fn run_fill(
     state: Arc<ProxyState>,
     mut writer: FillWriter,
     key: ObjectKey,
     meta: Arc<ObjectMeta>,
     range: ByteRange,
+    origin_only: bool,
 ) {
     let fail = |writer: &mut FillWriter, msg: String| {
         tracing::warn!(object = %key, chunk_id = %writer.fill().id(), error = %msg, "chunk fill failed");
         writer.fail(FillError::Source(msg.into()));
     };
     let mut range = range;
-    if let Some(p2p) = state.peers() {
+    if let Some(p2p) = state.peers().filter(|_| !origin_only) {
         let id = writer.fill().id();
-        match p2p.download(id, range.len(), &mut writer).await {
-            Ok(()) => {
-                if let Err(e) = writer.finish() {
-                    tracing::warn!(object = %key, error = %e, "chunk from peers incomplete");
+        let chunk_size = state.cfg.chunk_size;
+        let fetch = eliop2p_p2p::FetchRequest {
+            bucket: key.bucket.clone(),
+            key: key.key.clone(),
+            etag: meta.etag.as_str().to_owned(),
+            object_size: meta.size,
+            chunk_size,
+            index: range.start / chunk_size,
+        };
+        match p2p.download(id, range.len(), &mut writer, Some(&fetch)).await {
+            Ok(other_holders) => {
+                match writer.finish() {
+                    Ok(_) => state.cache.set_replicas(&id, other_holders as u32 + 1),
+                    Err(e) => {
+                        tracing::warn!(object = %key, error = %e, "chunk from peers incomplete")
+                    }
                 }
                 return;
             }

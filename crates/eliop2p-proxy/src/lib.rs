@@ -8,6 +8,7 @@
 
 mod admin;
 mod body;
+mod cluster;
 mod forward;
 mod get;
 mod meta;

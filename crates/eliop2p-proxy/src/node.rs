@@ -121,7 +121,14 @@ pub async fn spawn_node_with_p2p(
     let metrics = Arc::new(Metrics::default());
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let p2p = match (cfg.p2p.clone(), p2p_listener) {
+    let proxy_addr = proxy_listener.local_addr()?;
+    let p2p_cfg = cfg.p2p.clone().map(|mut pc| {
+        if let Some(cc) = pc.cluster.as_mut() {
+            cc.proxy_addr.get_or_insert(proxy_addr);
+        }
+        pc
+    });
+    let p2p = match (p2p_cfg, p2p_listener) {
         (Some(pc), Some(l)) => Some(eliop2p_p2p::spawn_p2p(
             pc,
             l,
@@ -138,9 +145,11 @@ pub async fn spawn_node_with_p2p(
         origin,
         cache,
         metrics.clone(),
-        p2p,
+        p2p.clone(),
     ));
-    let proxy_addr = proxy_listener.local_addr()?;
+    if let Some(p2p) = &p2p {
+        p2p.set_fetcher(Arc::new(crate::cluster::NodeFetcher(Arc::downgrade(&state))));
+    }
     let admin_addr = admin_listener.local_addr()?;
     tracker.spawn(crate::server::run(
         proxy_listener,

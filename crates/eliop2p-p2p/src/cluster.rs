@@ -1,0 +1,383 @@
+//! The P2P layer's cluster side: gossip on the P2P port (the pure state machine of
+//! `eliop2p-cluster` driven by a timer and the sockets), chunk announcements from
+//! the cache's events, `Locate` queries to a chunk's owner, and fetch-through: the
+//! owner reads a chunk nobody holds from the origin once for the whole cluster.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use eliop2p_cache::{ChunkEvent, Held};
+use eliop2p_cluster::{Gossip, GossipConfig, Message, NodeInfo, Out};
+use eliop2p_core::ChunkId;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{Frame, MessageType};
+use crate::{P2pError, P2pShared};
+
+/// How this node takes part in the cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Gossip membership on the P2P port (modes `gossip` and `hybrid`); without it
+    /// members come from [`crate::P2pHandle::observe_members`] (mode `control-plane`).
+    pub gossip: bool,
+    pub seeds: Vec<SocketAddr>,
+    pub gossip_cfg: GossipConfig,
+    /// The P2P address peers reach this node at (default: the listener's).
+    pub advertise: Option<SocketAddr>,
+    pub proxy_addr: Option<SocketAddr>,
+    pub zone: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            gossip: true,
+            seeds: Vec::new(),
+            gossip_cfg: GossipConfig::default(),
+            advertise: None,
+            proxy_addr: None,
+            zone: String::new(),
+        }
+    }
+}
+
+/// What the owner needs to read a chunk from the origin for the cluster. The owner
+/// derives the chunk id from it with its own origin configuration and refuses a
+/// mismatch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRequest {
+    pub bucket: String,
+    pub key: String,
+    pub etag: String,
+    pub object_size: u64,
+    pub chunk_size: u64,
+    pub index: u64,
+}
+
+/// Starts origin fills on behalf of peers (implemented by the node).
+pub trait Fetcher: Send + Sync + 'static {
+    /// Starts filling the chunk from the origin unless it is held or filling.
+    fn fetch(&self, id: ChunkId, req: &FetchRequest) -> Result<(), String>;
+}
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A chunk directory outside the P2P layer (the control plane).
+pub trait Directory: Send + Sync + 'static {
+    /// Holders of a chunk; `None` when the directory cannot answer now.
+    fn locate(&self, id: ChunkId) -> BoxFuture<Option<Vec<NodeInfo>>>;
+}
+
+#[derive(Serialize, Deserialize)]
+struct LocateWire {
+    #[serde(default)]
+    fetch: Option<FetchRequest>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LocationsWire {
+    holders: Vec<NodeInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+pub(crate) struct Cluster {
+    pub cfg: ClusterConfig,
+    pub gossip: Mutex<Gossip>,
+    pub fetcher: OnceLock<Arc<dyn Fetcher>>,
+    pub directory: OnceLock<Arc<dyn Directory>>,
+    started: Instant,
+}
+
+impl Cluster {
+    pub fn new(cfg: ClusterConfig, me: NodeInfo) -> Self {
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        let gossip = Gossip::new(me, generation, cfg.seeds.clone(), cfg.gossip_cfg.clone());
+        Self {
+            cfg,
+            gossip: Mutex::new(gossip),
+            fetcher: OnceLock::new(),
+            directory: OnceLock::new(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn gossip(&self) -> std::sync::MutexGuard<'_, Gossip> {
+        self.gossip.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn frame_of(msg: &Message) -> Frame {
+    let t = MessageType::from_u32(msg.message_type()).expect("gossip types are frame types");
+    Frame::new(t, &[], Bytes::from(msg.payload()), 0, 0)
+}
+
+/// Sends gossip messages, each on its own task so a dead peer stalls nothing.
+pub(crate) fn send_all(shared: &Arc<P2pShared>, outs: Vec<Out>) {
+    if outs.is_empty() {
+        return;
+    }
+    let gossiping = shared.cluster.as_ref().is_some_and(|c| c.cfg.gossip);
+    if !gossiping {
+        return;
+    }
+    for o in outs {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let r = async {
+                let conn = shared.conn(o.to).await?;
+                conn.notify(frame_of(&o.msg)).await
+            }
+            .await;
+            if let Err(e) = r {
+                tracing::debug!(peer = %o.to, error = %e, "gossip send failed");
+            }
+        });
+    }
+}
+
+/// A gossip frame received by the server.
+pub(crate) fn on_gossip(shared: &Arc<P2pShared>, f: &Frame) {
+    let Some(cluster) = &shared.cluster else {
+        return;
+    };
+    let msg = match Message::decode(f.message_type as u32, &f.data) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!(error = %e, "bad gossip message");
+            return;
+        }
+    };
+    let outs = {
+        let now = cluster.now_ms();
+        cluster.gossip().handle(now, msg)
+    };
+    send_all(shared, outs);
+}
+
+/// Answers a `Locate`: the holders this node knows (itself first when it holds or
+/// fills the chunk from the origin); with a fetch request and no holder, starts the
+/// origin fill here and answers with itself.
+pub(crate) fn on_locate(shared: &Arc<P2pShared>, id: &ChunkId, data: &[u8]) -> Frame {
+    let answer = |holders: Vec<NodeInfo>, error: Option<String>| {
+        serde_json::to_vec(&LocationsWire { holders, error }).expect("serializes")
+    };
+    let Some(cluster) = &shared.cluster else {
+        return Frame::new(
+            MessageType::Locations,
+            id.as_bytes(),
+            answer(Vec::new(), Some("no cluster".into())).into(),
+            0,
+            0,
+        );
+    };
+    let req: LocateWire = match serde_json::from_slice(data) {
+        Ok(r) => r,
+        Err(e) => {
+            return Frame::new(
+                MessageType::Locations,
+                id.as_bytes(),
+                answer(Vec::new(), Some(format!("bad locate: {e}"))).into(),
+                0,
+                0,
+            );
+        }
+    };
+    let (me, mut holders) = {
+        let g = cluster.gossip();
+        (g.me().clone(), g.holders(id))
+    };
+    holders.retain(|h| h.id != me.id);
+    let held_here = match shared.cache.peek(id) {
+        Some(Held::Memory(_) | Held::Disk(_)) => true,
+        Some(Held::Filling(f)) => !f.from_peer(),
+        None => false,
+    };
+    let mut error = None;
+    if held_here {
+        holders.insert(0, me.clone());
+    } else if holders.is_empty()
+        && let Some(fetch) = req.fetch
+    {
+        match cluster.fetcher.get() {
+            Some(f) => match f.fetch(*id, &fetch) {
+                Ok(()) => {
+                    shared.stats.fetches_for_peers.fetch_add(1, Relaxed);
+                    holders.push(me.clone());
+                }
+                Err(e) => error = Some(e),
+            },
+            None => error = Some("this node does not fetch for peers".into()),
+        }
+    }
+    Frame::new(
+        MessageType::Locations,
+        id.as_bytes(),
+        answer(holders, error).into(),
+        0,
+        0,
+    )
+}
+
+/// Asks a peer who holds a chunk (and, with `fetch`, to read it from the origin if
+/// nobody does).
+pub(crate) async fn locate_remote(
+    shared: &Arc<P2pShared>,
+    addr: SocketAddr,
+    id: &ChunkId,
+    fetch: Option<&FetchRequest>,
+) -> Result<Vec<NodeInfo>, P2pError> {
+    let payload = serde_json::to_vec(&LocateWire {
+        fetch: fetch.cloned(),
+    })
+    .expect("serializes");
+    let conn = shared.conn(addr).await?;
+    let f = tokio::time::timeout(shared.cfg.piece_timeout, conn.locate(id, payload.into()))
+        .await
+        .map_err(|_| P2pError::Timeout)??;
+    let w: LocationsWire = serde_json::from_slice(&f.data)
+        .map_err(|e| P2pError::Protocol(format!("bad locations: {e}")))?;
+    if let Some(e) = w.error
+        && w.holders.is_empty()
+    {
+        return Err(P2pError::Refused(e));
+    }
+    Ok(w.holders)
+}
+
+/// Peers to probe for a chunk: the control plane's answer when it has holders,
+/// otherwise the chunk's owner (then its backup) by rendezvous hashing, which answers
+/// from its part of the index or, given `fetch`, reads the chunk from the origin for
+/// everyone. Empty when this node is the owner and nobody holds the chunk: the
+/// caller reads the origin.
+pub(crate) async fn find_holders(
+    shared: &Arc<P2pShared>,
+    id: &ChunkId,
+    fetch: Option<&FetchRequest>,
+) -> Vec<SocketAddr> {
+    let Some(cluster) = &shared.cluster else {
+        return Vec::new();
+    };
+    let my_id = shared.cfg.node_id.clone();
+    if let Some(dir) = cluster.directory.get()
+        && let Some(h) = dir.locate(*id).await
+    {
+        let h: Vec<SocketAddr> = h.into_iter().filter(|n| n.id != my_id).map(|n| n.p2p).collect();
+        if !h.is_empty() {
+            return h;
+        }
+    }
+    let owners = {
+        let g = cluster.gossip();
+        g.owners(id, 1 + g.config().backups)
+    };
+    for owner in owners {
+        if owner.id == my_id {
+            // This node indexes the chunk: its own index answers.
+            let h: Vec<SocketAddr> = cluster
+                .gossip()
+                .holders(id)
+                .into_iter()
+                .filter(|n| n.id != my_id)
+                .map(|n| n.p2p)
+                .collect();
+            return h;
+        }
+        match locate_remote(shared, owner.p2p, id, fetch).await {
+            Ok(h) => {
+                return h.into_iter().filter(|n| n.id != my_id).map(|n| n.p2p).collect();
+            }
+            Err(e) => {
+                tracing::debug!(owner = %owner.id, error = %e, "chunk owner did not answer, trying the next");
+                shared.with_peer_stats(owner.p2p, |s| s.record_failure());
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// The cluster task: gossip rounds, chunk announcements from cache events (batched
+/// per round), a full re-announcement when membership changes, and a graceful leave
+/// on shutdown.
+pub(crate) async fn run(shared: Arc<P2pShared>, cancel: CancellationToken) {
+    let Some(cluster) = shared.cluster.as_ref() else {
+        return;
+    };
+    let mut events = shared.cache.subscribe_events();
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        cluster.cfg.gossip_cfg.interval_ms.max(10),
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let mut resync = true;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {
+                let held = if resync || cluster.gossip().take_changed() {
+                    resync = false;
+                    Some(shared.cache.held())
+                } else {
+                    None
+                };
+                let outs = {
+                    let now = cluster.now_ms();
+                    let mut g = cluster.gossip();
+                    let mut outs = g.tick(now);
+                    if let Some(held) = held {
+                        g.prune_index();
+                        let ids: Vec<ChunkId> = held.into_iter().map(|(id, _)| id).collect();
+                        outs.extend(g.announce(&ids, &[]));
+                    }
+                    if !added.is_empty() || !removed.is_empty() {
+                        outs.extend(g.announce(&added, &removed));
+                        added.clear();
+                        removed.clear();
+                    }
+                    outs
+                };
+                send_all(&shared, outs);
+            }
+            ev = events.recv() => match ev {
+                Ok(ChunkEvent::Added(id, _)) => added.push(id),
+                Ok(ChunkEvent::Removed(id)) => removed.push(id),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => resync = true,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
+        }
+    }
+    // Graceful leave: tell every live member, briefly waiting for the sends.
+    let outs = cluster.gossip().leave();
+    if cluster.cfg.gossip {
+        let sends = outs.into_iter().map(|o| {
+            let shared = shared.clone();
+            async move {
+                if let Ok(conn) = shared.conn(o.to).await {
+                    let _ = conn.notify(frame_of(&o.msg)).await;
+                }
+            }
+        });
+        let all = futures_join_all(sends);
+        let _ = tokio::time::timeout(Duration::from_secs(1), all).await;
+    }
+}
+
+async fn futures_join_all<F: Future<Output = ()> + Send + 'static>(fs: impl Iterator<Item = F>) {
+    let mut set = tokio::task::JoinSet::new();
+    for f in fs {
+        set.spawn(f);
+    }
+    while set.join_next().await.is_some() {}
+}
