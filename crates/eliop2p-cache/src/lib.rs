@@ -41,8 +41,8 @@ pub fn hash_pieces(data: &[u8]) -> (Vec<[u8; 32]>, [u8; 32]) {
 
 pub use fill::{Fill, FillError, FillReader, FillWriter};
 pub use memory::{
-    CacheConfig, CacheStats, Chunk, ChunkCache, ChunkEvent, DiskChunk, DiskTierConfig, Held, Lookup, TierStats,
-    VerifyOnStart,
+    CacheConfig, CacheStats, Chunk, ChunkCache, ChunkEvent, DiskChunk, DiskTierConfig, Held,
+    Lookup, TierStats, VerifyOnStart,
 };
 
 /// Keeps chunk-sized buffers (1-16 MiB) on the heap instead of fresh `mmap`s: with

@@ -357,7 +357,12 @@ impl ChunkCache {
             .collect();
         if let Some(tier) = &s.disk {
             let mem: HashSet<ChunkId> = out.iter().map(|(id, _)| *id).collect();
-            out.extend(tier.store.ids().into_iter().filter(|(id, _)| !mem.contains(id)));
+            out.extend(
+                tier.store
+                    .ids()
+                    .into_iter()
+                    .filter(|(id, _)| !mem.contains(id)),
+            );
         }
         out
     }

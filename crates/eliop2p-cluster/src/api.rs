@@ -112,9 +112,16 @@ pub struct ChunkReport {
     #[serde(default)]
     pub full: bool,
     #[serde(default)]
-    pub added: Vec<String>,
+    pub added: Vec<ReportedChunk>,
     #[serde(default)]
     pub removed: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportedChunk {
+    pub id: String,
+    pub len: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

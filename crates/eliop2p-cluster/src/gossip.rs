@@ -101,9 +101,19 @@ pub struct Digest {
 pub enum Message {
     NodeJoin(Digest),
     NodeLeave(Digest),
-    ChunkAnnounce { from: String, chunks: Vec<ChunkId> },
-    ChunkRemove { from: String, chunks: Vec<ChunkId> },
-    StateSync { from: String, members: Vec<Digest>, reply: bool },
+    ChunkAnnounce {
+        from: String,
+        chunks: Vec<ChunkId>,
+    },
+    ChunkRemove {
+        from: String,
+        chunks: Vec<ChunkId>,
+    },
+    StateSync {
+        from: String,
+        members: Vec<Digest>,
+        reply: bool,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -139,9 +149,8 @@ impl Message {
         };
         let r = match self {
             Message::NodeJoin(d) | Message::NodeLeave(d) => serde_json::to_vec(d),
-            Message::ChunkAnnounce { from, chunks: c } | Message::ChunkRemove { from, chunks: c } => {
-                serde_json::to_vec(&chunks(from, c))
-            }
+            Message::ChunkAnnounce { from, chunks: c }
+            | Message::ChunkRemove { from, chunks: c } => serde_json::to_vec(&chunks(from, c)),
             Message::StateSync {
                 from,
                 members,
@@ -419,7 +428,10 @@ impl Gossip {
                         e.dead_handled = false;
                         self.changed = true;
                     }
-                } else if d.left && !e.left && (d.generation, d.heartbeat) == (e.generation, e.heartbeat) {
+                } else if d.left
+                    && !e.left
+                    && (d.generation, d.heartbeat) == (e.generation, e.heartbeat)
+                {
                     e.left = true;
                 }
                 if e.left && !e.dead_handled {
@@ -536,7 +548,10 @@ impl Gossip {
                 members,
                 reply,
             } => {
-                let sender = members.iter().find(|d| d.node.id == from).map(|d| d.node.p2p);
+                let sender = members
+                    .iter()
+                    .find(|d| d.node.id == from)
+                    .map(|d| d.node.p2p);
                 for d in &members {
                     self.merge(d);
                 }
@@ -574,7 +589,10 @@ impl Gossip {
     pub fn owners(&self, chunk: &ChunkId, k: usize) -> Vec<NodeInfo> {
         let mut best: Vec<(u64, &NodeInfo)> = Vec::with_capacity(k + 1);
         let mut push = |w: u64, n| {
-            let pos = best.iter().position(|(bw, _)| w > *bw).unwrap_or(best.len());
+            let pos = best
+                .iter()
+                .position(|(bw, _)| w > *bw)
+                .unwrap_or(best.len());
             if pos < k {
                 best.insert(pos, (w, n));
                 best.truncate(k);

@@ -17,7 +17,10 @@ impl LocationIndex {
         let h = self.holders.entry(chunk).or_default();
         if !h.iter().any(|n| n == node) {
             h.push(node.to_owned());
-            self.by_node.entry(node.to_owned()).or_default().insert(chunk);
+            self.by_node
+                .entry(node.to_owned())
+                .or_default()
+                .insert(chunk);
         }
     }
 

@@ -146,7 +146,9 @@ fn five_hundred_nodes_converge_detect_and_route() {
     let mut holders_of: HashMap<ChunkId, HashSet<String>> = HashMap::new();
     let mut outs = Vec::new();
     for (i, g) in sim.nodes.iter_mut().enumerate() {
-        let mine: Vec<ChunkId> = (0..4).map(|k| chunk(((i * 7 + k * 131) % 1000) as u64)).collect();
+        let mine: Vec<ChunkId> = (0..4)
+            .map(|k| chunk(((i * 7 + k * 131) % 1000) as u64))
+            .collect();
         for c in &mine {
             holders_of.entry(*c).or_default().insert(g.me().id.clone());
         }
@@ -200,9 +202,12 @@ fn five_hundred_nodes_converge_detect_and_route() {
     loop {
         sim.round();
         detect_rounds += 1;
-        let all_know = (0..n)
-            .filter(|i| !sim.dead.contains(i))
-            .all(|i| sim.nodes[i].live_members().iter().all(|m| m.id != victim_id));
+        let all_know = (0..n).filter(|i| !sim.dead.contains(i)).all(|i| {
+            sim.nodes[i]
+                .live_members()
+                .iter()
+                .all(|m| m.id != victim_id)
+        });
         if all_know {
             break;
         }
@@ -239,7 +244,11 @@ fn five_hundred_nodes_converge_detect_and_route() {
     }
     sim.deliver(outs);
     check_routing(&sim, &holders_of);
-    assert_eq!(owners_per_chunk(&sim), 1, "origin reads per chunk after the kill");
+    assert_eq!(
+        owners_per_chunk(&sim),
+        1,
+        "origin reads per chunk after the kill"
+    );
 
     // 5. A graceful leave is seen within one round by everyone it told.
     let leaver = 321;
@@ -247,7 +256,12 @@ fn five_hundred_nodes_converge_detect_and_route() {
     sim.deliver(outs);
     sim.dead.insert(leaver);
     for i in (0..n).filter(|i| !sim.dead.contains(i)) {
-        assert!(sim.nodes[i].live_members().iter().all(|m| m.id != "node-321"));
+        assert!(
+            sim.nodes[i]
+                .live_members()
+                .iter()
+                .all(|m| m.id != "node-321")
+        );
     }
 
     // 6. A restarted node (new generation) rejoins.

@@ -274,7 +274,11 @@ pub(crate) async fn find_holders(
     if let Some(dir) = cluster.directory.get()
         && let Some(h) = dir.locate(*id).await
     {
-        let h: Vec<SocketAddr> = h.into_iter().filter(|n| n.id != my_id).map(|n| n.p2p).collect();
+        let h: Vec<SocketAddr> = h
+            .into_iter()
+            .filter(|n| n.id != my_id)
+            .map(|n| n.p2p)
+            .collect();
         if !h.is_empty() {
             return h;
         }
@@ -297,7 +301,11 @@ pub(crate) async fn find_holders(
         }
         match locate_remote(shared, owner.p2p, id, fetch).await {
             Ok(h) => {
-                return h.into_iter().filter(|n| n.id != my_id).map(|n| n.p2p).collect();
+                return h
+                    .into_iter()
+                    .filter(|n| n.id != my_id)
+                    .map(|n| n.p2p)
+                    .collect();
             }
             Err(e) => {
                 tracing::debug!(owner = %owner.id, error = %e, "chunk owner did not answer, trying the next");

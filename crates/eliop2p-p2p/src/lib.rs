@@ -165,7 +165,13 @@ impl P2pShared {
     /// The pooled connection to a peer, connecting (outside the pool's lock, so a
     /// dead peer delays no one else) when there is none.
     async fn conn(&self, addr: SocketAddr) -> Result<Arc<conn::PeerConn>, P2pError> {
-        if let Some(c) = self.conns.lock().await.get(&addr).filter(|c| !c.is_closed()) {
+        if let Some(c) = self
+            .conns
+            .lock()
+            .await
+            .get(&addr)
+            .filter(|c| !c.is_closed())
+        {
             return Ok(c.clone());
         }
         let c = conn::PeerConn::connect(addr, self).await?;
@@ -269,7 +275,10 @@ impl P2pHandle {
 
     /// This node as peers see it (`None` without a cluster).
     pub fn me(&self) -> Option<NodeInfo> {
-        self.shared.cluster.as_ref().map(|c| c.gossip().me().clone())
+        self.shared
+            .cluster
+            .as_ref()
+            .map(|c| c.gossip().me().clone())
     }
 
     /// Members this node knows, with their status.
@@ -298,7 +307,9 @@ impl P2pHandle {
     /// Members reported online by the control plane: with gossip they are seeds to
     /// join; without gossip they are the membership (refreshed on every call).
     pub fn observe_members(&self, nodes: Vec<NodeInfo>) {
-        let Some(c) = &self.shared.cluster else { return };
+        let Some(c) = &self.shared.cluster else {
+            return;
+        };
         let now = c.now_ms();
         let mut g = c.gossip();
         if c.cfg.gossip {

@@ -554,7 +554,10 @@ pub(crate) async fn run_fill(
             chunk_size,
             index: range.start / chunk_size,
         };
-        match p2p.download(id, range.len(), &mut writer, Some(&fetch)).await {
+        match p2p
+            .download(id, range.len(), &mut writer, Some(&fetch))
+            .await
+        {
             Ok(other_holders) => {
                 match writer.finish() {
                     Ok(_) => state.cache.set_replicas(&id, other_holders as u32 + 1),

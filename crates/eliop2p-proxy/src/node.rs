@@ -148,7 +148,9 @@ pub async fn spawn_node_with_p2p(
         p2p.clone(),
     ));
     if let Some(p2p) = &p2p {
-        p2p.set_fetcher(Arc::new(crate::cluster::NodeFetcher(Arc::downgrade(&state))));
+        p2p.set_fetcher(Arc::new(crate::cluster::NodeFetcher(Arc::downgrade(
+            &state,
+        ))));
     }
     let admin_addr = admin_listener.local_addr()?;
     tracker.spawn(crate::server::run(

@@ -1,0 +1,512 @@
+//! The control plane service (`eliop2p control-plane`): node registry with
+//! heartbeats and liveness, chunk locations from nodes' reports, demand counting
+//! and replication commands, over a token-authenticated JSON API under `/api/v1`
+//! (axum). State is soft and kept in an embedded store so a restart answers at once.
+
+mod state;
+mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State as AxState};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use eliop2p_cluster::api::{self, ErrorBody};
+use eliop2p_core::prom::{self, Kind};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use state::{Op, State, StateError};
+pub use state::{ReplicationConfig, Timing};
+
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    /// Bearer token every `/api/v1` request must carry; `None` = no authentication.
+    pub token: Option<String>,
+    /// Where the store lives; `None` = memory only (state is lost on restart).
+    pub data_dir: Option<PathBuf>,
+    pub timing: Timing,
+    pub replication: ReplicationConfig,
+    /// Time between replication passes.
+    pub replication_interval: Duration,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            data_dir: None,
+            timing: Timing {
+                heartbeat_interval: Duration::from_secs(2),
+                suspect_after: Duration::from_secs(6),
+                dead_after: Duration::from_secs(15),
+            },
+            replication: ReplicationConfig {
+                min_replicas: 2,
+                hot_threshold: 4,
+                max_pending_per_node: 16,
+            },
+            replication_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct Shared {
+    cfg: ControlConfig,
+    state: Mutex<State>,
+    store_tx: Option<mpsc::UnboundedSender<Vec<Op>>>,
+    requests: Mutex<std::collections::BTreeMap<(&'static str, u16), u64>>,
+}
+
+impl Shared {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn persist(&self, ops: Vec<Op>) {
+        if let (Some(tx), false) = (&self.store_tx, ops.is_empty()) {
+            let _ = tx.send(ops);
+        }
+    }
+}
+
+pub struct ControlHandle {
+    pub addr: SocketAddr,
+    cancel: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ControlHandle {
+    /// Stops serving and waits until every change is in the store.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.server.await;
+        if let Some(w) = self.writer {
+            let _ = w.await;
+        }
+    }
+}
+
+/// Starts the control plane on `listener` (bound by the caller). With a data dir,
+/// state is loaded from the store first.
+pub async fn spawn_control_plane(
+    cfg: ControlConfig,
+    listener: TcpListener,
+) -> Result<ControlHandle, ControlError> {
+    let addr = listener.local_addr()?;
+    let mut state = State::new(cfg.timing.clone(), cfg.replication.clone());
+    let (store_tx, writer) = match &cfg.data_dir {
+        Some(dir) => {
+            let dir = dir.clone();
+            let (store, loaded) = tokio::task::spawn_blocking(move || store::Store::open(&dir))
+                .await
+                .map_err(|e| store::StoreError::Db(e.to_string()))??;
+            tracing::info!(
+                nodes = loaded.nodes.len(),
+                chunk_holdings = loaded.chunks.len(),
+                commands = loaded.commands.len(),
+                "control-plane state loaded"
+            );
+            state.restore(loaded.nodes, loaded.chunks, loaded.commands, Instant::now());
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(tokio::spawn(store::writer(store, rx))))
+        }
+        None => (None, None),
+    };
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        state: Mutex::new(state),
+        store_tx,
+        requests: Mutex::default(),
+    });
+    let cancel = CancellationToken::new();
+    // Replication passes.
+    {
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        let every = cfg.replication_interval.max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => {
+                        let ops = shared.state().plan_replication(Instant::now());
+                        shared.persist(ops);
+                    }
+                }
+            }
+        });
+    }
+    let app = router(shared.clone());
+    let c = cancel.clone();
+    let server = tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { c.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "control plane server failed");
+        }
+        // Dropping the last sender lets the writer finish.
+        drop(shared);
+    });
+    tracing::info!(%addr, "control plane started");
+    Ok(ControlHandle {
+        addr,
+        cancel,
+        server,
+        writer,
+    })
+}
+
+/// The OpenAPI document of `/api/v1`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+fn router(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route("/nodes", post(register).get(list_nodes))
+        .route("/nodes/{id}", get(get_node).delete(deregister))
+        .route("/nodes/{id}/heartbeat", put(heartbeat))
+        .route("/nodes/{id}/chunks", post(report))
+        .route("/nodes/{id}/commands", get(commands))
+        .route("/nodes/{id}/commands/{cmd}/ack", post(ack))
+        .route("/chunks/locations", post(locations))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), auth))
+        .route("/openapi.json", get(openapi));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "NotFound", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(8 << 20))
+        .layer(middleware::from_fn_with_state(shared.clone(), count))
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        }),
+    )
+        .into_response()
+}
+
+impl IntoResponse for StateError {
+    fn into_response(self) -> Response {
+        match self {
+            StateError::UnknownNode(id) => error(
+                StatusCode::NOT_FOUND,
+                "UnknownNode",
+                &format!("node {id:?} is not registered"),
+            ),
+            StateError::UnknownCommand(id) => error(
+                StatusCode::NOT_FOUND,
+                "UnknownCommand",
+                &format!("command {id} is not pending for this node"),
+            ),
+            StateError::BadChunkId(s) => error(
+                StatusCode::BAD_REQUEST,
+                "BadChunkId",
+                &format!("{s:?} is not a 64-character hex chunk id"),
+            ),
+            StateError::Invalid(m) => error(StatusCode::BAD_REQUEST, "BadRequest", &m),
+        }
+    }
+}
+
+/// `Json` whose rejections are JSON errors too.
+struct ApiJson<T>(T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => {
+                let status = rej.status();
+                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "BodyTooLarge"
+                } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                    "UnsupportedMediaType"
+                } else {
+                    "BadJson"
+                };
+                let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    status
+                };
+                Err(error(status, code, &rej.body_text()))
+            }
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(
+    AxState(s): AxState<Arc<Shared>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &s.cfg.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => {}
+            Some(_) => return error(StatusCode::UNAUTHORIZED, "BadToken", "wrong token"),
+            None => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "MissingToken",
+                    "send Authorization: Bearer <control_plane.token>",
+                );
+            }
+        }
+    }
+    next.run(req).await
+}
+
+async fn count(AxState(s): AxState<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        _ => "other",
+    };
+    let resp = next.run(req).await;
+    *s.requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((method, resp.status().as_u16()))
+        .or_default() += 1;
+    resp
+}
+
+fn check_batch(n: usize) -> Result<(), Response> {
+    if n > api::MAX_BATCH {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BatchTooLarge",
+            &format!("{n} chunk ids in one request; at most {}", api::MAX_BATCH),
+        ));
+    }
+    Ok(())
+}
+
+async fn register(
+    AxState(s): AxState<Arc<Shared>>,
+    ApiJson(reg): ApiJson<api::Register>,
+) -> Response {
+    let id = reg.node_id.clone();
+    let r = s.state().register(reg, Instant::now());
+    match r {
+        Ok(ops) => {
+            s.persist(ops);
+            tracing::info!(node = %id, "node registered");
+            Json(api::Registered {
+                node_id: id,
+                heartbeat_interval_ms: s.cfg.timing.heartbeat_interval.as_millis() as u64,
+            })
+            .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn heartbeat(
+    AxState(s): AxState<Arc<Shared>>,
+    Path(id): Path<String>,
+    ApiJson(hb): ApiJson<api::Heartbeat>,
+) -> Response {
+    if let Err(r) = check_batch(hb.hot_chunks.len()) {
+        return r;
+    }
+    let r = s.state().heartbeat(&id, hb, Instant::now());
+    match r {
+        Ok(pending_commands) => Json(api::HeartbeatAck { pending_commands }).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn list_nodes(AxState(s): AxState<Arc<Shared>>) -> Response {
+    let nodes = s.state().list(Instant::now());
+    Json(api::NodeList { nodes }).into_response()
+}
+
+async fn get_node(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let st = s.state();
+    match st.nodes.get(&id) {
+        Some(n) => Json(st.view(n, Instant::now())).into_response(),
+        None => StateError::UnknownNode(id).into_response(),
+    }
+}
+
+async fn deregister(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let r = s.state().deregister(&id);
+    match r {
+        Ok(ops) => {
+            s.persist(ops);
+            tracing::info!(node = %id, "node left");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn report(
+    AxState(s): AxState<Arc<Shared>>,
+    Path(id): Path<String>,
+    ApiJson(r): ApiJson<api::ChunkReport>,
+) -> Response {
+    if let Err(resp) = check_batch(r.added.len() + r.removed.len()) {
+        return resp;
+    }
+    let res = s.state().report(&id, r);
+    match res {
+        Ok((chunks, ops)) => {
+            s.persist(ops);
+            Json(api::ReportAck { chunks }).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn locations(
+    AxState(s): AxState<Arc<Shared>>,
+    ApiJson(q): ApiJson<api::LocationQuery>,
+) -> Response {
+    if let Err(r) = check_batch(q.chunks.len()) {
+        return r;
+    }
+    let r = s.state().locations(&q, Instant::now());
+    match r {
+        Ok(locations) => Json(api::Locations { locations }).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn commands(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match s.state().commands(&id) {
+        Ok(commands) => Json(api::Commands { commands }).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn ack(
+    AxState(s): AxState<Arc<Shared>>,
+    Path((id, cmd)): Path<(String, u64)>,
+    ApiJson(a): ApiJson<api::CommandAck>,
+) -> Response {
+    if let Some(e) = &a.error {
+        tracing::warn!(node = %id, command = cmd, error = %e, "replication command failed");
+    }
+    let r = s.state().ack(&id, cmd, a.ok);
+    match r {
+        Ok(ops) => {
+            s.persist(ops);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn metrics(AxState(s): AxState<Arc<Shared>>) -> Response {
+    let mut out = String::new();
+    {
+        let st = s.state();
+        let now = Instant::now();
+        let mut by_status = [0u64; 3];
+        for n in st.nodes.values() {
+            by_status[st.status(n, now) as usize] += 1;
+        }
+        prom::family(
+            &mut out,
+            "eliop2p_control_nodes",
+            Kind::Gauge,
+            "Registered nodes by status.",
+            [
+                ("status=\"online\"", by_status[0]),
+                ("status=\"suspect\"", by_status[1]),
+                ("status=\"dead\"", by_status[2]),
+            ],
+        );
+        prom::family(
+            &mut out,
+            "eliop2p_control_chunks",
+            Kind::Gauge,
+            "Chunks with at least one reported holder.",
+            [("", st.chunk_count() as u64)],
+        );
+        prom::family(
+            &mut out,
+            "eliop2p_control_location_queries_total",
+            Kind::Counter,
+            "Location queries answered.",
+            [("", st.location_queries)],
+        );
+        prom::family(
+            &mut out,
+            "eliop2p_control_commands_total",
+            Kind::Counter,
+            "Replication commands issued and acknowledged.",
+            [
+                ("state=\"issued\"", st.commands_issued),
+                ("state=\"ok\"", st.commands_acked_ok),
+                ("state=\"failed\"", st.commands_acked_failed),
+            ],
+        );
+    }
+    let rows: Vec<(String, u64)> = s
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|((m, st), v)| (format!("method=\"{m}\",status=\"{st}\""), *v))
+        .collect();
+    prom::family(
+        &mut out,
+        "eliop2p_control_requests_total",
+        Kind::Counter,
+        "API requests by method and status.",
+        rows,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

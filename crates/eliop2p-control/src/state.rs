@@ -1,0 +1,539 @@
+//! The control plane's soft state: nodes and their liveness, which node holds which
+//! chunk, demand per chunk, and replication commands. Every method takes the time,
+//! so liveness and replication are tested on a paused clock. Changes that must
+//! survive a restart are returned as [`Op`]s for the store.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use eliop2p_cluster::api::{
+    self, Command, CommandKind, Heartbeat, Holder, NodeStatus, NodeView, Register,
+};
+use eliop2p_core::ChunkId;
+use tokio::time::Instant;
+
+/// A durable change.
+#[derive(Debug)]
+pub enum Op {
+    PutNode(Register),
+    DeleteNode(String),
+    AddChunks(String, Vec<(ChunkId, u64)>),
+    RemoveChunks(String, Vec<ChunkId>),
+    ClearChunks(String),
+    PutCommand(String, Command),
+    DeleteCommand(u64),
+}
+
+#[derive(Clone, Debug)]
+pub struct Timing {
+    pub heartbeat_interval: Duration,
+    pub suspect_after: Duration,
+    pub dead_after: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    /// Hot chunks with fewer online holders get replicate commands (0 = off).
+    pub min_replicas: usize,
+    /// Demand (location queries and hot reports, decaying by half per pass) that
+    /// makes a chunk hot.
+    pub hot_threshold: u64,
+    /// Commands waiting per node at most.
+    pub max_pending_per_node: usize,
+}
+
+pub struct NodeEntry {
+    pub reg: Register,
+    pub last_seen: Instant,
+    pub heartbeat: Heartbeat,
+    pub chunks: HashSet<ChunkId>,
+}
+
+pub struct State {
+    pub timing: Timing,
+    pub replication: ReplicationConfig,
+    pub nodes: HashMap<String, NodeEntry>,
+    /// Holders per chunk, and chunk lengths (for replicate commands).
+    holders: HashMap<ChunkId, HashSet<String>>,
+    lens: HashMap<ChunkId, u64>,
+    demand: HashMap<ChunkId, u64>,
+    commands: HashMap<String, VecDeque<Command>>,
+    next_command: u64,
+    pub commands_issued: u64,
+    pub commands_acked_ok: u64,
+    pub commands_acked_failed: u64,
+    pub location_queries: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StateError {
+    UnknownNode(String),
+    UnknownCommand(u64),
+    BadChunkId(String),
+    Invalid(String),
+}
+
+fn parse_id(s: &str) -> Result<ChunkId, StateError> {
+    ChunkId::from_hex(s).ok_or_else(|| StateError::BadChunkId(s.to_owned()))
+}
+
+impl State {
+    pub fn new(timing: Timing, replication: ReplicationConfig) -> Self {
+        Self {
+            timing,
+            replication,
+            nodes: HashMap::new(),
+            holders: HashMap::new(),
+            lens: HashMap::new(),
+            demand: HashMap::new(),
+            commands: HashMap::new(),
+            next_command: 1,
+            commands_issued: 0,
+            commands_acked_ok: 0,
+            commands_acked_failed: 0,
+            location_queries: 0,
+        }
+    }
+
+    pub fn status(&self, n: &NodeEntry, now: Instant) -> NodeStatus {
+        let age = now.saturating_duration_since(n.last_seen);
+        if age >= self.timing.dead_after {
+            NodeStatus::Dead
+        } else if age >= self.timing.suspect_after {
+            NodeStatus::Suspect
+        } else {
+            NodeStatus::Online
+        }
+    }
+
+    fn online(&self, id: &str, now: Instant) -> bool {
+        self.nodes
+            .get(id)
+            .is_some_and(|n| self.status(n, now) == NodeStatus::Online)
+    }
+
+    /// Restores state loaded from the store: every node counts as just seen (it
+    /// has `suspect_after` to heartbeat again).
+    pub fn restore(
+        &mut self,
+        nodes: Vec<Register>,
+        chunks: Vec<(String, ChunkId, u64)>,
+        commands: Vec<(String, Command)>,
+        now: Instant,
+    ) {
+        for reg in nodes {
+            self.nodes.insert(
+                reg.node_id.clone(),
+                NodeEntry {
+                    reg,
+                    last_seen: now,
+                    heartbeat: Heartbeat::default(),
+                    chunks: HashSet::new(),
+                },
+            );
+        }
+        for (node, id, len) in chunks {
+            if let Some(n) = self.nodes.get_mut(&node) {
+                n.chunks.insert(id);
+                self.holders.entry(id).or_default().insert(node);
+                self.lens.insert(id, len);
+            }
+        }
+        for (node, c) in commands {
+            self.next_command = self.next_command.max(c.id + 1);
+            self.commands.entry(node).or_default().push_back(c);
+        }
+    }
+
+    pub fn register(&mut self, reg: Register, now: Instant) -> Result<Vec<Op>, StateError> {
+        if reg.node_id.is_empty() || reg.node_id.len() > 128 {
+            return Err(StateError::Invalid(
+                "node_id must be 1-128 characters".into(),
+            ));
+        }
+        let id = reg.node_id.clone();
+        match self.nodes.get_mut(&id) {
+            Some(n) => {
+                n.reg = reg.clone();
+                n.last_seen = now;
+            }
+            None => {
+                self.nodes.insert(
+                    id,
+                    NodeEntry {
+                        reg: reg.clone(),
+                        last_seen: now,
+                        heartbeat: Heartbeat::default(),
+                        chunks: HashSet::new(),
+                    },
+                );
+            }
+        }
+        Ok(vec![Op::PutNode(reg)])
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        id: &str,
+        hb: Heartbeat,
+        now: Instant,
+    ) -> Result<usize, StateError> {
+        let n = self
+            .nodes
+            .get_mut(id)
+            .ok_or_else(|| StateError::UnknownNode(id.to_owned()))?;
+        n.last_seen = now;
+        for h in hb.hot_chunks.iter().take(api::MAX_BATCH) {
+            if let Ok(c) = parse_id(h) {
+                *self.demand.entry(c).or_default() += 1;
+            }
+        }
+        n.heartbeat = hb;
+        Ok(self.commands.get(id).map_or(0, VecDeque::len))
+    }
+
+    pub fn deregister(&mut self, id: &str) -> Result<Vec<Op>, StateError> {
+        let n = self
+            .nodes
+            .remove(id)
+            .ok_or_else(|| StateError::UnknownNode(id.to_owned()))?;
+        for c in n.chunks {
+            self.drop_holder(&c, id);
+        }
+        let mut ops = vec![Op::DeleteNode(id.to_owned())];
+        for c in self.commands.remove(id).unwrap_or_default() {
+            ops.push(Op::DeleteCommand(c.id));
+        }
+        Ok(ops)
+    }
+
+    fn drop_holder(&mut self, c: &ChunkId, node: &str) {
+        if let Some(h) = self.holders.get_mut(c) {
+            h.remove(node);
+            if h.is_empty() {
+                self.holders.remove(c);
+                self.lens.remove(c);
+            }
+        }
+    }
+
+    pub fn report(&mut self, id: &str, r: api::ChunkReport) -> Result<(u64, Vec<Op>), StateError> {
+        if !self.nodes.contains_key(id) {
+            return Err(StateError::UnknownNode(id.to_owned()));
+        }
+        let added: Vec<(ChunkId, u64)> = r
+            .added
+            .iter()
+            .map(|c| parse_id(&c.id).map(|id| (id, c.len)))
+            .collect::<Result<_, _>>()?;
+        let removed: Vec<ChunkId> = r
+            .removed
+            .iter()
+            .map(|c| parse_id(c))
+            .collect::<Result<_, _>>()?;
+        let mut ops = Vec::new();
+        if r.full {
+            let old = std::mem::take(&mut self.nodes.get_mut(id).expect("checked").chunks);
+            for c in old {
+                self.drop_holder(&c, id);
+            }
+            ops.push(Op::ClearChunks(id.to_owned()));
+        }
+        for (c, len) in &added {
+            self.holders.entry(*c).or_default().insert(id.to_owned());
+            self.lens.insert(*c, *len);
+        }
+        for c in &removed {
+            self.drop_holder(c, id);
+        }
+        let n = self.nodes.get_mut(id).expect("checked");
+        n.chunks.extend(added.iter().map(|(c, _)| *c));
+        for c in &removed {
+            n.chunks.remove(c);
+        }
+        let count = n.chunks.len() as u64;
+        if !added.is_empty() {
+            ops.push(Op::AddChunks(id.to_owned(), added));
+        }
+        if !removed.is_empty() {
+            ops.push(Op::RemoveChunks(id.to_owned(), removed));
+        }
+        Ok((count, ops))
+    }
+
+    /// Online holders of each chunk: the asker's zone first, then least loaded.
+    /// Counts demand.
+    pub fn locations(
+        &mut self,
+        q: &api::LocationQuery,
+        now: Instant,
+    ) -> Result<BTreeMap<String, Vec<Holder>>, StateError> {
+        let ids: Vec<ChunkId> = q
+            .chunks
+            .iter()
+            .map(|c| parse_id(c))
+            .collect::<Result<_, _>>()?;
+        self.location_queries += 1;
+        let asker_zone = q
+            .node_id
+            .as_ref()
+            .and_then(|n| self.nodes.get(n))
+            .and_then(|n| n.reg.labels.get("zone").cloned())
+            .unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for (hex, id) in q.chunks.iter().zip(ids) {
+            *self.demand.entry(id).or_default() += 1;
+            let mut hs: Vec<(bool, u64, Holder)> = self
+                .holders
+                .get(&id)
+                .into_iter()
+                .flatten()
+                .filter(|n| Some(n.as_str()) != q.node_id.as_deref() && self.online(n, now))
+                .filter_map(|n| self.nodes.get(n))
+                .map(|n| {
+                    let zone = n.reg.labels.get("zone").cloned().unwrap_or_default();
+                    (
+                        zone != asker_zone,
+                        n.heartbeat.load,
+                        Holder {
+                            node_id: n.reg.node_id.clone(),
+                            p2p_addr: n.reg.p2p_addr,
+                            zone,
+                        },
+                    )
+                })
+                .collect();
+            hs.sort_by(|a, b| (a.0, a.1, &a.2.node_id).cmp(&(b.0, b.1, &b.2.node_id)));
+            out.insert(hex.clone(), hs.into_iter().map(|(_, _, h)| h).collect());
+        }
+        Ok(out)
+    }
+
+    pub fn view(&self, n: &NodeEntry, now: Instant) -> NodeView {
+        NodeView {
+            node_id: n.reg.node_id.clone(),
+            p2p_addr: n.reg.p2p_addr,
+            proxy_addr: n.reg.proxy_addr,
+            admin_addr: n.reg.admin_addr,
+            capacity: n.reg.capacity.clone(),
+            labels: n.reg.labels.clone(),
+            status: self.status(n, now),
+            last_seen_ms: now.saturating_duration_since(n.last_seen).as_millis() as u64,
+            chunks_reported: n.chunks.len() as u64,
+            heartbeat: n.heartbeat.clone(),
+        }
+    }
+
+    pub fn list(&self, now: Instant) -> Vec<NodeView> {
+        let mut v: Vec<NodeView> = self.nodes.values().map(|n| self.view(n, now)).collect();
+        v.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        v
+    }
+
+    pub fn commands(&self, id: &str) -> Result<Vec<Command>, StateError> {
+        if !self.nodes.contains_key(id) {
+            return Err(StateError::UnknownNode(id.to_owned()));
+        }
+        Ok(self
+            .commands
+            .get(id)
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    pub fn ack(&mut self, id: &str, cmd: u64, ok: bool) -> Result<Vec<Op>, StateError> {
+        let q = self
+            .commands
+            .get_mut(id)
+            .ok_or(StateError::UnknownCommand(cmd))?;
+        let pos = q
+            .iter()
+            .position(|c| c.id == cmd)
+            .ok_or(StateError::UnknownCommand(cmd))?;
+        q.remove(pos);
+        if ok {
+            self.commands_acked_ok += 1;
+        } else {
+            self.commands_acked_failed += 1;
+        }
+        Ok(vec![Op::DeleteCommand(cmd)])
+    }
+
+    /// Online holders of a chunk.
+    pub fn replicas(&self, id: &ChunkId, now: Instant) -> usize {
+        self.holders
+            .get(id)
+            .map_or(0, |h| h.iter().filter(|n| self.online(n, now)).count())
+    }
+
+    /// One replication pass: hot chunks with fewer than `min_replicas` online
+    /// holders get a replicate command for a node that lacks them, preferring a zone
+    /// that has no copy yet, then the least used cache. Demand then decays by half.
+    pub fn plan_replication(&mut self, now: Instant) -> Vec<Op> {
+        let mut ops = Vec::new();
+        let min = self.replication.min_replicas;
+        if min > 0 {
+            let mut hot: Vec<(u64, ChunkId)> = self
+                .demand
+                .iter()
+                .filter(|(_, d)| **d >= self.replication.hot_threshold)
+                .map(|(c, d)| (*d, *c))
+                .collect();
+            hot.sort_by(|a, b| b.cmp(a));
+            for (_, c) in hot {
+                let Some(&len) = self.lens.get(&c) else {
+                    continue; // nobody holds it: the next read fills it
+                };
+                let have = self.replicas(&c, now);
+                if have == 0 {
+                    continue;
+                }
+                let pending: HashSet<String> = self
+                    .commands
+                    .iter()
+                    .filter(|(_, q)| q.iter().any(|cmd| cmd.chunk == c.to_hex()))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let missing = min.saturating_sub(have + pending.len());
+                if missing == 0 {
+                    continue;
+                }
+                let holders = self.holders.get(&c).cloned().unwrap_or_default();
+                let zones: HashSet<String> = holders
+                    .iter()
+                    .filter_map(|h| self.nodes.get(h))
+                    .map(|n| n.reg.labels.get("zone").cloned().unwrap_or_default())
+                    .collect();
+                // One new copy per chunk per pass: new copies then seed the next.
+                {
+                    let target = self
+                        .nodes
+                        .values()
+                        .filter(|n| {
+                            let id = &n.reg.node_id;
+                            !holders.contains(id)
+                                && !pending.contains(id)
+                                && self.status(n, now) == NodeStatus::Online
+                                && self.commands.get(id).map_or(0, VecDeque::len)
+                                    < self.replication.max_pending_per_node
+                        })
+                        .min_by_key(|n| {
+                            let zone = n.reg.labels.get("zone").cloned().unwrap_or_default();
+                            (
+                                zones.contains(&zone),
+                                n.heartbeat.memory_used_bytes + n.heartbeat.disk_used_bytes,
+                                n.reg.node_id.clone(),
+                            )
+                        })
+                        .map(|n| {
+                            (
+                                n.reg.node_id.clone(),
+                                n.reg.labels.get("zone").cloned().unwrap_or_default(),
+                            )
+                        });
+                    let Some((target, _zone)) = target else {
+                        continue;
+                    };
+                    let cmd = Command {
+                        id: self.next_command,
+                        kind: CommandKind::Replicate,
+                        chunk: c.to_hex(),
+                        len,
+                    };
+                    self.next_command += 1;
+                    self.commands_issued += 1;
+                    self.commands
+                        .entry(target.clone())
+                        .or_default()
+                        .push_back(cmd.clone());
+                    ops.push(Op::PutCommand(target, cmd));
+                }
+            }
+        }
+        self.demand.retain(|_, d| {
+            *d /= 2;
+            *d > 0
+        });
+        ops
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        self.holders.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(id: &str) -> Register {
+        Register {
+            node_id: id.to_owned(),
+            p2p_addr: "127.0.0.1:9000".parse().unwrap(),
+            proxy_addr: None,
+            admin_addr: None,
+            capacity: api::Capacity::default(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn suspect_then_dead_on_a_paused_clock() {
+        let mut s = State::new(
+            Timing {
+                heartbeat_interval: Duration::from_secs(2),
+                suspect_after: Duration::from_secs(6),
+                dead_after: Duration::from_secs(15),
+            },
+            ReplicationConfig {
+                min_replicas: 2,
+                hot_threshold: 1,
+                max_pending_per_node: 4,
+            },
+        );
+        s.register(reg("a"), Instant::now()).unwrap();
+        s.register(reg("b"), Instant::now()).unwrap();
+        let id = ChunkId::from_bytes([1; 32]);
+        s.report(
+            "a",
+            api::ChunkReport {
+                full: false,
+                added: vec![api::ReportedChunk {
+                    id: id.to_hex(),
+                    len: 10,
+                }],
+                removed: vec![],
+            },
+        )
+        .unwrap();
+        let q = api::LocationQuery {
+            chunks: vec![id.to_hex()],
+            node_id: Some("b".into()),
+        };
+        let st = |s: &State, n: &str| s.status(&s.nodes[n], Instant::now());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        s.heartbeat("b", Heartbeat::default(), Instant::now())
+            .unwrap();
+        assert_eq!(st(&s, "a"), NodeStatus::Online);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(st(&s, "a"), NodeStatus::Suspect);
+        assert_eq!(st(&s, "b"), NodeStatus::Online);
+        // A suspect holder is not handed out, nor replicated from.
+        assert!(s.locations(&q, Instant::now()).unwrap()[&id.to_hex()].is_empty());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(st(&s, "a"), NodeStatus::Dead);
+        assert!(s.plan_replication(Instant::now()).is_empty());
+        // Back with a heartbeat.
+        s.heartbeat("a", Heartbeat::default(), Instant::now())
+            .unwrap();
+        s.heartbeat("b", Heartbeat::default(), Instant::now())
+            .unwrap();
+        assert_eq!(st(&s, "a"), NodeStatus::Online);
+        assert_eq!(
+            s.locations(&q, Instant::now()).unwrap()[&id.to_hex()].len(),
+            1
+        );
+        let ops = s.plan_replication(Instant::now());
+        assert!(matches!(&ops[..], [Op::PutCommand(n, c)] if n == "b" && c.len == 10));
+    }
+}

@@ -1,0 +1,422 @@
+//! The control plane's API over real HTTP: registration, heartbeats, liveness,
+//! chunk reports, locations, replication commands, auth, bad input, and state
+//! kept across a restart.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use eliop2p_control::{ControlConfig, ControlHandle, spawn_control_plane};
+use eliop2p_testkit::{TestClient, TestResponse};
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "cp-test-token";
+
+fn cfg(dir: Option<&std::path::Path>) -> ControlConfig {
+    let mut c = ControlConfig {
+        token: Some(TOKEN.to_owned()),
+        data_dir: dir.map(|d| d.to_path_buf()),
+        ..ControlConfig::default()
+    };
+    c.timing.suspect_after = Duration::from_millis(400);
+    c.timing.dead_after = Duration::from_millis(900);
+    c.replication_interval = Duration::from_millis(100);
+    c.replication.hot_threshold = 2;
+    c
+}
+
+async fn start(c: ControlConfig) -> ControlHandle {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_control_plane(c, l).await.unwrap()
+}
+
+struct Api {
+    base: String,
+    client: TestClient,
+}
+
+impl Api {
+    fn new(h: &ControlHandle) -> Self {
+        Self {
+            base: format!("http://{}", h.addr),
+            client: TestClient::new(),
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> TestResponse {
+        self.raw(method, path, body.map(|b| b.to_string()), Some(TOKEN))
+            .await
+    }
+
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        token: Option<&str>,
+    ) -> TestResponse {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a.as_str()));
+        }
+        self.client
+            .request(
+                method,
+                &format!("{}{path}", self.base),
+                &headers,
+                Bytes::from(body.unwrap_or_default()),
+            )
+            .await
+            .unwrap()
+    }
+}
+
+fn json_of(r: &TestResponse) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.body))
+}
+
+fn chunk(i: u8) -> String {
+    hex_of([i; 32])
+}
+
+fn hex_of(b: [u8; 32]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn register(api: &Api, id: &str, port: u16, zone: &str) {
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v1/nodes",
+            Some(json!({
+                "node_id": id,
+                "p2p_addr": format!("127.0.0.1:{port}"),
+                "capacity": {"memory_bytes": 1 << 30},
+                "labels": {"zone": zone},
+            })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(json_of(&r)["node_id"], id);
+}
+
+#[tokio::test]
+async fn registry_locations_and_liveness() {
+    let cp = start(cfg(None)).await;
+    let api = Api::new(&cp);
+    register(&api, "a", 9001, "z1").await;
+    register(&api, "b", 9002, "z2").await;
+    register(&api, "c", 9003, "z1").await;
+
+    // Reports: deltas, then a full resync replaces.
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v1/nodes/a/chunks",
+            Some(json!({"added": [{"id": chunk(1), "len": 100}, {"id": chunk(2), "len": 100}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(json_of(&r)["chunks"], 2);
+    for node in ["b", "c"] {
+        let r = api
+            .call(
+                Method::POST,
+                &format!("/api/v1/nodes/{node}/chunks"),
+                Some(json!({"added": [{"id": chunk(1), "len": 100}]})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v1/nodes/a/chunks",
+            Some(json!({"removed": [chunk(2)]})),
+        )
+        .await;
+    assert_eq!(json_of(&r)["chunks"], 1);
+
+    // Locations: the asker is left out, its zone comes first.
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v1/chunks/locations",
+            Some(json!({"chunks": [chunk(1), chunk(2)], "node_id": "c"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let l = json_of(&r);
+    let holders: Vec<&str> = l["locations"][chunk(1)]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(holders, ["a", "b"], "same zone (z1) first, asker left out");
+    assert_eq!(l["locations"][chunk(2)], json!([]));
+
+    // Liveness: only b heartbeats; a and c become suspect, then dead, and stop
+    // being handed out.
+    for _ in 0..12 {
+        let r = api
+            .call(
+                Method::PUT,
+                "/api/v1/nodes/b/heartbeat",
+                Some(json!({"load": 1, "hit_ratio": 0.5, "chunks": 1})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = api.call(Method::GET, "/api/v1/nodes", None).await;
+    let nodes = json_of(&r);
+    let status = |id: &str| {
+        nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("b"), "online");
+    assert_eq!(status("a"), "dead");
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v1/chunks/locations",
+            Some(json!({"chunks": [chunk(1)]})),
+        )
+        .await;
+    let l = json_of(&r);
+    assert_eq!(l["locations"][chunk(1)].as_array().unwrap().len(), 1);
+    assert_eq!(l["locations"][chunk(1)][0]["node_id"], "b");
+
+    // Leave.
+    let r = api.call(Method::DELETE, "/api/v1/nodes/b", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = api.call(Method::GET, "/api/v1/nodes/b", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(json_of(&r)["code"], "UnknownNode");
+
+    // Health, metrics and the OpenAPI document need no token.
+    let r = api.raw(Method::GET, "/healthz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = api.raw(Method::GET, "/metrics", None, None).await;
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(
+        text.contains("eliop2p_control_nodes{status=\"dead\"} 2"),
+        "{text}"
+    );
+    let r = api
+        .raw(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    let doc = json_of(&r);
+    for path in [
+        "/api/v1/nodes",
+        "/api/v1/nodes/{id}",
+        "/api/v1/nodes/{id}/heartbeat",
+        "/api/v1/nodes/{id}/chunks",
+        "/api/v1/chunks/locations",
+        "/api/v1/nodes/{id}/commands",
+        "/api/v1/nodes/{id}/commands/{cmd}/ack",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from OpenAPI"
+        );
+    }
+    cp.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let cp = start(cfg(None)).await;
+    let api = Api::new(&cp);
+    let body = Some(json!({"node_id": "a", "p2p_addr": "127.0.0.1:1"}).to_string());
+
+    let r = api
+        .raw(Method::POST, "/api/v1/nodes", body.clone(), None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(json_of(&r)["code"], "MissingToken");
+    let r = api
+        .raw(Method::POST, "/api/v1/nodes", body.clone(), Some("wrong"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(json_of(&r)["code"], "BadToken");
+
+    let r = api
+        .raw(
+            Method::POST,
+            "/api/v1/nodes",
+            Some("{not json".into()),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(&r)["code"], "BadJson");
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v1/nodes",
+            Some(json!({"node_id": "a", "p2p_addr": "nowhere"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        json_of(&r)["message"]
+            .as_str()
+            .unwrap()
+            .contains("p2p_addr"),
+        "{:?}",
+        r.body
+    );
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v1/nodes",
+            Some(json!({"node_id": "a", "p2p_addr": "127.0.0.1:1", "surprise": 1})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    let r = api
+        .call(
+            Method::PUT,
+            "/api/v1/nodes/ghost/heartbeat",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(json_of(&r)["code"], "UnknownNode");
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v1/nodes/ghost/chunks",
+            Some(json!({"added": []})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    register(&api, "a", 9001, "").await;
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v1/nodes/a/chunks",
+            Some(json!({"removed": ["xyz"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(&r)["code"], "BadChunkId");
+
+    let many: Vec<String> = (0..10_001).map(|i| format!("{i:064x}")).collect();
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v1/chunks/locations",
+            Some(json!({"chunks": many})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json_of(&r)["code"], "BatchTooLarge");
+
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v1/nodes/a/commands/99/ack",
+            Some(json!({"ok": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(json_of(&r)["code"], "UnknownCommand");
+    let r = api.call(Method::GET, "/api/v1/nope", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    cp.shutdown().await;
+}
+
+#[tokio::test]
+async fn hot_chunks_get_replicated_across_zones_and_state_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(cfg(Some(dir.path()))).await;
+    let api = Api::new(&cp);
+    register(&api, "a", 9001, "z1").await;
+    register(&api, "b", 9002, "z1").await;
+    register(&api, "c", 9003, "z2").await;
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v1/nodes/a/chunks",
+            Some(json!({"added": [{"id": chunk(7), "len": 4096}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Demand: the chunk is asked for repeatedly.
+    for _ in 0..4 {
+        api.call(
+            Method::POST,
+            "/api/v1/chunks/locations",
+            Some(json!({"chunks": [chunk(7)], "node_id": "b"})),
+        )
+        .await;
+    }
+    // The next pass commands one more replica, in the zone without a copy (c, z2).
+    let mut cmds = Value::Null;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = api
+            .call(Method::GET, "/api/v1/nodes/c/commands", None)
+            .await;
+        cmds = json_of(&r);
+        if !cmds["commands"].as_array().unwrap().is_empty() {
+            break;
+        }
+    }
+    let cmd = cmds["commands"][0].clone();
+    assert_eq!(cmd["kind"], "replicate");
+    assert_eq!(cmd["chunk"], chunk(7));
+    assert_eq!(cmd["len"], 4096);
+    let r = api
+        .call(Method::GET, "/api/v1/nodes/b/commands", None)
+        .await;
+    assert_eq!(
+        json_of(&r)["commands"],
+        json!([]),
+        "min_replicas is 2: one command"
+    );
+
+    // Restart before the ack: registrations, holdings and the command come back.
+    cp.shutdown().await;
+    let cp = start(cfg(Some(dir.path()))).await;
+    let api = Api::new(&cp);
+    let r = api.call(Method::GET, "/api/v1/nodes", None).await;
+    assert_eq!(json_of(&r)["nodes"].as_array().unwrap().len(), 3);
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v1/chunks/locations",
+            Some(json!({"chunks": [chunk(7)]})),
+        )
+        .await;
+    assert_eq!(json_of(&r)["locations"][chunk(7)][0]["node_id"], "a");
+    let r = api
+        .call(Method::GET, "/api/v1/nodes/c/commands", None)
+        .await;
+    assert_eq!(json_of(&r)["commands"][0], cmd);
+    let id = cmd["id"].as_u64().unwrap();
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/nodes/c/commands/{id}/ack"),
+            Some(json!({"ok": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = api
+        .call(Method::GET, "/api/v1/nodes/c/commands", None)
+        .await;
+    assert_eq!(json_of(&r)["commands"], json!([]));
+    cp.shutdown().await;
+}
