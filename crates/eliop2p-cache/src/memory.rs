@@ -337,6 +337,26 @@ impl ChunkCache {
         [mem, disk]
     }
 
+    /// Up to `limit` Hot chunks (memory and disk), hottest first: what the control
+    /// plane should consider replicating.
+    pub fn hot_chunks(&self, limit: usize) -> Vec<ChunkId> {
+        let now = self.shared.now();
+        let mut v = lock(&self.shared.memory)
+            .policy
+            .hottest(now, Heat::Hot, limit);
+        if let Some(tier) = &self.shared.disk {
+            for id in lock(&tier.policy).hottest(now, Heat::Hot, limit) {
+                if v.len() >= limit {
+                    break;
+                }
+                if !v.contains(&id) {
+                    v.push(id);
+                }
+            }
+        }
+        v
+    }
+
     /// Chunks added to and removed from the cache, for announcing to the cluster.
     /// A lagging receiver loses the oldest events (and should resync from
     /// [`ChunkCache::held`]).

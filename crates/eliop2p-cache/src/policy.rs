@@ -396,6 +396,18 @@ impl Policy {
     }
 
     /// Number of resident chunks per heat level (cold, warm, hot).
+    /// Up to `limit` resident chunks at the given heat level or above, hottest first.
+    pub fn hottest(&self, now: Duration, min: Heat, limit: usize) -> Vec<ChunkId> {
+        let mut v: Vec<(f64, ChunkId)> = self
+            .entries
+            .iter()
+            .map(|(id, e)| (self.decayed_heat(e, now), *id))
+            .filter(|(h, _)| self.heat_level(*h) >= min)
+            .collect();
+        v.sort_by(|a, b| b.0.total_cmp(&a.0));
+        v.into_iter().take(limit).map(|(_, id)| id).collect()
+    }
+
     pub fn heat_counts(&self, now: Duration) -> [u64; 3] {
         let mut out = [0u64; 3];
         for e in self.entries.values() {

@@ -67,7 +67,7 @@ impl Sim {
             self.messages += 1;
             // Every 64th message goes through the wire format, as on sockets, and
             // sizes the traffic.
-            let msg = if self.messages % 64 == 0 {
+            let msg = if self.messages.is_multiple_of(64) {
                 let payload = o.msg.payload();
                 self.sampled += 1;
                 self.sampled_bytes += payload.len() as u64;

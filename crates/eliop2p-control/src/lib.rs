@@ -316,15 +316,15 @@ async fn count(AxState(s): AxState<Arc<Shared>>, req: Request, next: Next) -> Re
     resp
 }
 
-fn check_batch(n: usize) -> Result<(), Response> {
-    if n > api::MAX_BATCH {
-        return Err(error(
+/// The 413 answer to a batch over the limit.
+fn check_batch(n: usize) -> Option<Response> {
+    (n > api::MAX_BATCH).then(|| {
+        error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "BatchTooLarge",
             &format!("{n} chunk ids in one request; at most {}", api::MAX_BATCH),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 async fn register(
@@ -352,7 +352,7 @@ async fn heartbeat(
     Path(id): Path<String>,
     ApiJson(hb): ApiJson<api::Heartbeat>,
 ) -> Response {
-    if let Err(r) = check_batch(hb.hot_chunks.len()) {
+    if let Some(r) = check_batch(hb.hot_chunks.len()) {
         return r;
     }
     let r = s.state().heartbeat(&id, hb, Instant::now());
@@ -392,7 +392,7 @@ async fn report(
     Path(id): Path<String>,
     ApiJson(r): ApiJson<api::ChunkReport>,
 ) -> Response {
-    if let Err(resp) = check_batch(r.added.len() + r.removed.len()) {
+    if let Some(resp) = check_batch(r.added.len() + r.removed.len()) {
         return resp;
     }
     let res = s.state().report(&id, r);
@@ -409,7 +409,7 @@ async fn locations(
     AxState(s): AxState<Arc<Shared>>,
     ApiJson(q): ApiJson<api::LocationQuery>,
 ) -> Response {
-    if let Err(r) = check_batch(q.chunks.len()) {
+    if let Some(r) = check_batch(q.chunks.len()) {
         return r;
     }
     let r = s.state().locations(&q, Instant::now());

@@ -366,6 +366,9 @@ pub(crate) async fn run(shared: Arc<P2pShared>, cancel: CancellationToken) {
             },
         }
     }
+    if shared.silent.load(Relaxed) {
+        return;
+    }
     // Graceful leave: tell every live member, briefly waiting for the sends.
     let outs = cluster.gossip().leave();
     if cluster.cfg.gossip {

@@ -150,6 +150,8 @@ pub(crate) struct P2pShared {
     peer_stats: Mutex<HashMap<SocketAddr, score::PeerStats>>,
     self_addr: SocketAddr,
     cluster: Option<cluster::Cluster>,
+    /// Stop without leaving the cluster (a crash, as far as peers can tell).
+    silent: std::sync::atomic::AtomicBool,
 }
 
 impl P2pShared {
@@ -240,6 +242,7 @@ pub fn spawn_p2p(
     });
     let shared = Arc::new(P2pShared {
         cluster,
+        silent: Default::default(),
         secret,
         limits: codec::Limits::default(),
         cache,
@@ -271,6 +274,22 @@ impl P2pHandle {
                 .cluster
                 .as_ref()
                 .is_some_and(|c| !c.gossip().live_members().is_empty())
+    }
+
+    /// Makes shutdown skip the graceful leave, as a crash would (for tests of failure
+    /// detection).
+    pub fn set_silent(&self) {
+        self.shared.silent.store(true, Relaxed);
+    }
+
+    pub fn is_silent(&self) -> bool {
+        self.shared.silent.load(Relaxed)
+    }
+
+    /// Live holders of a chunk as the cluster reports them (control plane, or the
+    /// chunk's owner), without starting any fetch.
+    pub async fn locate(&self, id: ChunkId) -> Vec<SocketAddr> {
+        cluster::find_holders(&self.shared, &id, None).await
     }
 
     /// This node as peers see it (`None` without a cluster).

@@ -1,12 +1,21 @@
 //! The node's side of the cluster: reading chunks from the origin for peers when
-//! this node is a chunk's owner (fetch-through).
+//! this node is a chunk's owner (fetch-through), and the control-plane client
+//! (registration, heartbeats, chunk reports, locations, replication commands).
 
-use std::sync::{Arc, Weak};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
-use eliop2p_cache::Lookup;
+use bytes::Bytes;
+use eliop2p_cache::{ChunkEvent, Lookup};
+use eliop2p_cluster::api;
 use eliop2p_core::{ByteRange, ChunkId, ETag, ObjectKey};
 use eliop2p_origin::ObjectMeta;
-use eliop2p_p2p::{FetchRequest, Fetcher};
+use eliop2p_p2p::cluster::BoxFuture;
+use eliop2p_p2p::{Directory, FetchRequest, Fetcher, NodeInfo};
+use http::{Method, StatusCode, header};
+use http_body_util::{BodyExt, Full};
 
 use crate::get::{chunk_id, run_fill};
 use crate::server::ProxyState;
@@ -52,5 +61,451 @@ impl Fetcher for NodeFetcher {
             ));
         }
         Ok(())
+    }
+}
+
+/// How a node talks to the control plane.
+#[derive(Clone, Debug)]
+pub struct ControlPlaneClientConfig {
+    /// `http://host:port` of the control plane.
+    pub endpoint: String,
+    pub token: Option<String>,
+    /// Registered with the node (`zone`, `rack`, ...).
+    pub labels: BTreeMap<String, String>,
+    pub heartbeat_interval: Duration,
+    /// Bytes per second replication commands may fetch on average (0 = unlimited).
+    pub replication_max_rate: u64,
+}
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+#[derive(Debug, thiserror::Error)]
+enum CpError {
+    #[error("control plane unreachable: {0}")]
+    Unreachable(String),
+    #[error("control plane answered {0}: {1}")]
+    Status(StatusCode, String),
+    #[error("control plane sent bad JSON: {0}")]
+    BadJson(String),
+}
+
+/// A small JSON client for the control plane API.
+#[derive(Clone)]
+pub(crate) struct CpClient {
+    http: HttpClient,
+    base: String,
+    token: Option<String>,
+    node_id: String,
+    /// Until when the control plane counts as down (location queries skip it).
+    down_until: Arc<Mutex<Option<Instant>>>,
+}
+
+impl CpClient {
+    fn new(cfg: &ControlPlaneClientConfig, node_id: &str) -> Self {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(1)));
+        connector.set_nodelay(true);
+        Self {
+            http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector),
+            base: cfg.endpoint.trim_end_matches('/').to_owned(),
+            token: cfg.token.clone(),
+            node_id: node_id.to_owned(),
+            down_until: Arc::default(),
+        }
+    }
+
+    fn is_down(&self) -> bool {
+        self.down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| Instant::now() < t)
+    }
+
+    fn mark(&self, up: bool) {
+        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
+            (!up).then(|| Instant::now() + Duration::from_secs(2));
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Option<T>, CpError> {
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(t) = &self.token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = b
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| CpError::Unreachable(e.to_string()))?;
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| CpError::Unreachable(e.to_string()))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| CpError::Unreachable(e.to_string()))?
+                .to_bytes();
+            Ok::<_, CpError>((status, body))
+        };
+        let r = tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(CpError::Unreachable("timed out".into())));
+        self.mark(r.is_ok());
+        let (status, body) = r?;
+        if !status.is_success() {
+            return Err(CpError::Status(
+                status,
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+        }
+        if status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| CpError::BadJson(e.to_string()))
+    }
+}
+
+impl Directory for CpClient {
+    fn locate(&self, id: ChunkId) -> BoxFuture<Option<Vec<NodeInfo>>> {
+        let c = self.clone();
+        Box::pin(async move {
+            if c.is_down() {
+                return None;
+            }
+            let q = api::LocationQuery {
+                chunks: vec![id.to_hex()],
+                node_id: Some(c.node_id.clone()),
+            };
+            let body = serde_json::to_vec(&q).expect("serializes");
+            let r: api::Locations = c
+                .call(
+                    Method::POST,
+                    "/api/v1/chunks/locations",
+                    Some(body),
+                    Duration::from_secs(1),
+                )
+                .await
+                .ok()??;
+            Some(
+                r.locations
+                    .into_values()
+                    .flatten()
+                    .map(|h| NodeInfo {
+                        id: h.node_id,
+                        p2p: h.p2p_addr,
+                        proxy: None,
+                        zone: h.zone,
+                    })
+                    .collect(),
+            )
+        })
+    }
+}
+
+/// Starts the control-plane side of a node: registration, heartbeats, chunk reports
+/// (a full list after every (re)registration, deltas after), membership for the
+/// P2P layer, replication commands, and deregistration on shutdown.
+pub(crate) fn start_control_plane_client(
+    state: Arc<ProxyState>,
+    p2p: eliop2p_p2p::P2pHandle,
+    cfg: ControlPlaneClientConfig,
+    admin_addr: std::net::SocketAddr,
+    cancel: tokio_util::sync::CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) {
+    let Some(me) = p2p.me() else { return };
+    let client = CpClient::new(&cfg, &me.id);
+    p2p.set_directory(Arc::new(client.clone()));
+    let commands_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tracker.spawn(async move {
+        let register = api::Register {
+            node_id: me.id.clone(),
+            p2p_addr: me.p2p,
+            proxy_addr: me.proxy,
+            admin_addr: Some(admin_addr),
+            capacity: api::Capacity {
+                memory_bytes: state.cache.memory_capacity(),
+                disk_bytes: state.cache.disk_capacity(),
+            },
+            labels: cfg.labels.clone(),
+        };
+        let register_body = serde_json::to_vec(&register).expect("serializes");
+        let mut events = state.cache.subscribe_events();
+        let mut registered = false;
+        let (mut added, mut removed): (Vec<api::ReportedChunk>, Vec<String>) = (Vec::new(), Vec::new());
+        let mut heartbeat = tokio::time::interval(cfg.heartbeat_interval.max(Duration::from_millis(50)));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush = tokio::time::interval(Duration::from_millis(100));
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = heartbeat.tick() => {
+                    if !registered {
+                        registered = register_and_resync(&client, &state, &register_body).await;
+                        if registered {
+                            added.clear();
+                            removed.clear();
+                        }
+                    }
+                    if registered {
+                        match send_heartbeat(&client, &state, &p2p).await {
+                            Ok(pending) => {
+                                if pending > 0 && !commands_running.swap(true, Relaxed) {
+                                    let (c, s, p, flag, rate) = (client.clone(), state.clone(), p2p.clone(), commands_running.clone(), cfg.replication_max_rate);
+                                    tokio::spawn(async move {
+                                        run_commands(&c, &s, &p, rate).await;
+                                        flag.store(false, Relaxed);
+                                    });
+                                }
+                            }
+                            Err(CpError::Status(StatusCode::NOT_FOUND, _)) => registered = false,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "heartbeat failed");
+                                // Reports made while it was away may be lost: resync on return.
+                                registered = false;
+                            }
+                        }
+                        if let Ok(Some(list)) = client
+                            .call::<api::NodeList>(Method::GET, "/api/v1/nodes", None, Duration::from_secs(2))
+                            .await
+                        {
+                            let online: Vec<NodeInfo> = list
+                                .nodes
+                                .into_iter()
+                                .filter(|n| n.status == api::NodeStatus::Online && n.node_id != me.id)
+                                .map(|n| NodeInfo {
+                                    id: n.node_id,
+                                    p2p: n.p2p_addr,
+                                    proxy: n.proxy_addr,
+                                    zone: n.labels.get("zone").cloned().unwrap_or_default(),
+                                })
+                                .collect();
+                            p2p.observe_members(online);
+                        }
+                    }
+                }
+                _ = flush.tick() => {
+                    if registered && (!added.is_empty() || !removed.is_empty()) {
+                        let report = api::ChunkReport {
+                            full: false,
+                            added: std::mem::take(&mut added),
+                            removed: std::mem::take(&mut removed),
+                        };
+                        let path = format!("/api/v1/nodes/{}/chunks", me.id);
+                        let body = serde_json::to_vec(&report).expect("serializes");
+                        if let Err(e) = client.call::<api::ReportAck>(Method::POST, &path, Some(body), Duration::from_secs(5)).await {
+                            tracing::debug!(error = %e, "chunk report failed; full resync on reconnect");
+                            registered = false;
+                        }
+                    }
+                }
+                ev = events.recv() => match ev {
+                    Ok(ChunkEvent::Added(id, len)) => {
+                        if added.len() + removed.len() >= api::MAX_BATCH {
+                            registered = false; // too much to send as deltas: resync
+                            added.clear();
+                            removed.clear();
+                        } else {
+                            added.push(api::ReportedChunk { id: id.to_hex(), len });
+                        }
+                    }
+                    Ok(ChunkEvent::Removed(id)) => {
+                        let hex = id.to_hex();
+                        added.retain(|c| c.id != hex);
+                        removed.push(hex);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => registered = false,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+                },
+            }
+        }
+        if p2p.is_silent() {
+            return; // crash simulation: no goodbye
+        }
+        // Graceful leave.
+        let path = format!("/api/v1/nodes/{}", me.id);
+        if let Err(e) = client.call::<()>(Method::DELETE, &path, None, Duration::from_secs(1)).await {
+            tracing::debug!(error = %e, "deregistration failed");
+        }
+    });
+}
+
+/// Registers and reports every held chunk (first batch `full`).
+async fn register_and_resync(client: &CpClient, state: &ProxyState, body: &[u8]) -> bool {
+    if let Err(e) = client
+        .call::<api::Registered>(
+            Method::POST,
+            "/api/v1/nodes",
+            Some(body.to_vec()),
+            Duration::from_secs(2),
+        )
+        .await
+    {
+        tracing::debug!(error = %e, "control plane registration failed");
+        return false;
+    }
+    let held = state.cache.held();
+    let path = format!("/api/v1/nodes/{}/chunks", client.node_id);
+    let mut first = true;
+    for part in held
+        .chunks(api::MAX_BATCH)
+        .chain((held.is_empty()).then_some(&[][..]))
+    {
+        let report = api::ChunkReport {
+            full: first,
+            added: part
+                .iter()
+                .map(|(id, len)| api::ReportedChunk {
+                    id: id.to_hex(),
+                    len: *len,
+                })
+                .collect(),
+            removed: Vec::new(),
+        };
+        first = false;
+        let body = serde_json::to_vec(&report).expect("serializes");
+        if let Err(e) = client
+            .call::<api::ReportAck>(Method::POST, &path, Some(body), Duration::from_secs(10))
+            .await
+        {
+            tracing::debug!(error = %e, "full chunk report failed");
+            return false;
+        }
+    }
+    tracing::info!(chunks = held.len(), "registered with the control plane");
+    true
+}
+
+async fn send_heartbeat(
+    client: &CpClient,
+    state: &ProxyState,
+    p2p: &eliop2p_p2p::P2pHandle,
+) -> Result<usize, CpError> {
+    let m = &state.metrics;
+    let (mem, disk, peer, origin) = (
+        m.bytes_memory.load(Relaxed),
+        m.bytes_disk.load(Relaxed),
+        m.bytes_peer.load(Relaxed),
+        m.bytes_origin.load(Relaxed),
+    );
+    let served = mem + disk + peer + origin;
+    let cs = state.cache.stats();
+    let hb = api::Heartbeat {
+        load: p2p.stats().active_downloads.load(Relaxed) + p2p.stats().active_uploads.load(Relaxed),
+        memory_used_bytes: cs.memory.bytes.load(Relaxed),
+        disk_used_bytes: cs.disk.bytes.load(Relaxed),
+        chunks: cs.memory.entries.load(Relaxed) + cs.disk.entries.load(Relaxed),
+        hit_ratio: if served == 0 {
+            0.0
+        } else {
+            (served - origin) as f64 / served as f64
+        },
+        bytes_from_origin: origin,
+        bytes_from_peers: peer,
+        bytes_to_peers: p2p.stats().bytes_up.load(Relaxed),
+        bytes_served: served,
+        hot_chunks: state
+            .cache
+            .hot_chunks(256)
+            .iter()
+            .map(ChunkId::to_hex)
+            .collect(),
+    };
+    let path = format!("/api/v1/nodes/{}/heartbeat", client.node_id);
+    let body = serde_json::to_vec(&hb).expect("serializes");
+    let ack: Option<api::HeartbeatAck> = client
+        .call(Method::PUT, &path, Some(body), Duration::from_secs(2))
+        .await?;
+    Ok(ack.map_or(0, |a| a.pending_commands))
+}
+
+/// Executes pending replication commands one at a time, within the byte budget.
+async fn run_commands(
+    client: &CpClient,
+    state: &ProxyState,
+    p2p: &eliop2p_p2p::P2pHandle,
+    max_rate: u64,
+) {
+    let path = format!("/api/v1/nodes/{}/commands", client.node_id);
+    let Ok(Some(list)) = client
+        .call::<api::Commands>(Method::GET, &path, None, Duration::from_secs(2))
+        .await
+    else {
+        return;
+    };
+    for cmd in list.commands {
+        let started = Instant::now();
+        let result = execute(state, p2p, &cmd).await;
+        state.metrics.replication_commands.fetch_add(1, Relaxed);
+        let ack = api::CommandAck {
+            ok: result.is_ok(),
+            error: result.as_ref().err().cloned(),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(command = cmd.id, chunk = %cmd.chunk, error = %e, "replication command failed");
+        }
+        let ack_path = format!("{path}/{}/ack", cmd.id);
+        let body = serde_json::to_vec(&ack).expect("serializes");
+        let _ = client
+            .call::<()>(Method::POST, &ack_path, Some(body), Duration::from_secs(2))
+            .await;
+        if max_rate > 0 && cmd.kind == api::CommandKind::Replicate && result.is_ok() {
+            let budget = Duration::from_secs_f64(cmd.len as f64 / max_rate as f64);
+            if let Some(rest) = budget.checked_sub(started.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
+        }
+    }
+}
+
+async fn execute(
+    state: &ProxyState,
+    p2p: &eliop2p_p2p::P2pHandle,
+    cmd: &api::Command,
+) -> Result<(), String> {
+    let id = ChunkId::from_hex(&cmd.chunk).ok_or("bad chunk id")?;
+    match cmd.kind {
+        api::CommandKind::Evict => {
+            state.cache.remove(&id);
+            Ok(())
+        }
+        api::CommandKind::Replicate => match state.cache.lookup(id, cmd.len) {
+            Lookup::Leader(mut writer) => {
+                match p2p.download(id, cmd.len, &mut writer, None).await {
+                    Ok(others) => {
+                        writer.finish().map_err(|e| e.to_string())?;
+                        state.metrics.replicated_bytes.fetch_add(cmd.len, Relaxed);
+                        state.cache.set_replicas(&id, others as u32 + 1);
+                        Ok(())
+                    }
+                    Err(_) => {
+                        writer.fail(eliop2p_cache::FillError::Source(
+                            "no peer supplied the chunk".into(),
+                        ));
+                        Err("no peer supplied the chunk".into())
+                    }
+                }
+            }
+            Lookup::Joined(fill) => fill.wait().await.map(|_| ()).map_err(|e| e.to_string()),
+            Lookup::Hit(_) | Lookup::Disk(_) => Ok(()),
+        },
     }
 }

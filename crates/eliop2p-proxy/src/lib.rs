@@ -18,6 +18,7 @@ mod request;
 mod server;
 
 pub use body::ProxyBody;
+pub use cluster::ControlPlaneClientConfig;
 pub use metrics::Metrics;
 pub use node::{
     AdminConfig, NodeConfig, NodeError, NodeHandle, ProxyConfig, spawn_node, spawn_node_with_p2p,

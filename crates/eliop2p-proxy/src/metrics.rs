@@ -49,6 +49,9 @@ pub struct Metrics {
     pub metadata_misses: AtomicU64,
     /// Responses whose body stream was cut because a fill failed after headers went out.
     pub aborted_responses: AtomicU64,
+    /// Replication commands executed, and the bytes they fetched.
+    pub replication_commands: AtomicU64,
+    pub replicated_bytes: AtomicU64,
 }
 
 impl Metrics {

@@ -53,12 +53,16 @@ pub struct NodeConfig {
     pub shutdown_grace: Duration,
     /// The P2P layer; `None` runs a standalone node.
     pub p2p: Option<eliop2p_p2p::P2pConfig>,
+    /// The control plane (modes `control-plane` and `hybrid`); needs `p2p` with a
+    /// cluster.
+    pub control_plane: Option<crate::cluster::ControlPlaneClientConfig>,
 }
 
 pub struct NodeHandle {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub p2p_addr: Option<SocketAddr>,
+    pub p2p: Option<eliop2p_p2p::P2pHandle>,
     pub metrics: Arc<Metrics>,
     pub cache: ChunkCache,
     cancel: CancellationToken,
@@ -71,6 +75,16 @@ impl NodeHandle {
     /// Prometheus text of the node's metrics.
     pub fn render_metrics(&self) -> String {
         self.state.render_metrics()
+    }
+
+    /// Stops at once without leaving the cluster or deregistering, as a crash would
+    /// look to peers (listeners close; nothing is awaited).
+    pub fn kill(self) {
+        if let Some(p) = &self.p2p {
+            p.set_silent();
+        }
+        self.cancel.cancel();
+        self.tracker.close();
     }
 
     /// Stops accepting, lets in-flight responses finish within the grace period, and
@@ -147,12 +161,22 @@ pub async fn spawn_node_with_p2p(
         metrics.clone(),
         p2p.clone(),
     ));
+    let admin_addr = admin_listener.local_addr()?;
     if let Some(p2p) = &p2p {
         p2p.set_fetcher(Arc::new(crate::cluster::NodeFetcher(Arc::downgrade(
             &state,
         ))));
+        if let Some(cp) = cfg.control_plane.clone() {
+            crate::cluster::start_control_plane_client(
+                state.clone(),
+                p2p.clone(),
+                cp,
+                admin_addr,
+                cancel.clone(),
+                &tracker,
+            );
+        }
     }
-    let admin_addr = admin_listener.local_addr()?;
     tracker.spawn(crate::server::run(
         proxy_listener,
         state.clone(),
@@ -170,6 +194,7 @@ pub async fn spawn_node_with_p2p(
         proxy_addr,
         admin_addr,
         p2p_addr,
+        p2p,
         metrics,
         cache: state.cache.clone(),
         cancel,

@@ -39,6 +39,10 @@ pub struct TestOrigin {
     pub addr: SocketAddr,
     pub endpoint: String,
     log: Arc<Mutex<Vec<LoggedRequest>>>,
+    /// Response body bytes sent, and the optional rate limit (bytes/s) shared by
+    /// every response, as one S3 connection would have.
+    bytes_sent: Arc<std::sync::atomic::AtomicU64>,
+    limiter: Arc<Throttle>,
     /// Requests still to be answered with an injected 503 before serving normally.
     fail_next: Arc<std::sync::atomic::AtomicUsize>,
     client: OriginClient,
@@ -68,6 +72,8 @@ impl TestOrigin {
         let addr = listener.local_addr()?;
         let endpoint = format!("http://{addr}");
         let log = Arc::new(Mutex::new(Vec::new()));
+        let bytes_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let limiter = Arc::new(Throttle::default());
         let fail_next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -76,6 +82,7 @@ impl TestOrigin {
             let fail_next = fail_next.clone();
             let cancel = cancel.clone();
             let conns = tracker.clone();
+            let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
             tracker.spawn(async move {
                 loop {
                     let stream = tokio::select! {
@@ -87,6 +94,7 @@ impl TestOrigin {
                     let log = log.clone();
                     let fail_next = fail_next.clone();
                     let cancel = cancel.clone();
+                    let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
                     conns.spawn(async move {
                         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                             log.lock().unwrap().push(LoggedRequest {
@@ -99,9 +107,20 @@ impl TestOrigin {
                                 .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1))
                                 .is_ok();
                             let fut = (!inject).then(|| Service::call(&service, req));
+                                let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
                             async move {
                                 match fut {
-                                    Some(f) => f.await,
+                                    Some(f) => f.await.map(|resp| {
+                                        resp.map(|b| {
+                                            s3s::Body::http_body_unsync(Throttled {
+                                                inner: b,
+                                                sleep: None,
+                                                pending: None,
+                                                counter: bytes_sent,
+                                                limiter,
+                                            })
+                                        })
+                                    }),
                                     None => {
                                         let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>injected by the test</Message></Error>";
                                         let mut resp = http::Response::new(s3s::Body::from(body.to_owned()));
@@ -127,6 +146,8 @@ impl TestOrigin {
             addr,
             endpoint,
             log,
+            bytes_sent,
+            limiter,
             fail_next,
             client,
             cancel,
@@ -193,6 +214,18 @@ impl TestOrigin {
         self.log.lock().unwrap().clone()
     }
 
+    /// Object bytes the origin has sent in response bodies.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Limits the rate of all response bodies together (bytes/s, 0 = unlimited).
+    pub fn set_rate_limit(&self, bytes_per_sec: u64) {
+        self.limiter
+            .rate
+            .store(bytes_per_sec, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn clear_log(&self) {
         self.log.lock().unwrap().clear();
     }
@@ -213,6 +246,77 @@ impl TestOrigin {
     }
 }
 
+/// A shared rate limit: each frame reserves its transmission time after the
+/// previous reservation.
+#[derive(Default)]
+struct Throttle {
+    rate: std::sync::atomic::AtomicU64,
+    next_free: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Throttle {
+    /// When a frame of `n` bytes may go out.
+    fn reserve(&self, n: u64) -> Option<tokio::time::Instant> {
+        let rate = self.rate.load(std::sync::atomic::Ordering::Relaxed);
+        if rate == 0 {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        let mut next = self.next_free.lock().unwrap();
+        let start = next.filter(|t| *t > now).unwrap_or(now);
+        *next = Some(start + Duration::from_secs_f64(n as f64 / rate as f64));
+        (start > now).then_some(start)
+    }
+}
+
+struct Throttled {
+    inner: s3s::Body,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    pending: Option<hyper::body::Frame<Bytes>>,
+    counter: Arc<std::sync::atomic::AtomicU64>,
+    limiter: Arc<Throttle>,
+}
+
+impl hyper::body::Body for Throttled {
+    type Data = Bytes;
+    type Error = s3s::StdError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Some(sleep) = this.sleep.as_mut() {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.sleep = None;
+            return Poll::Ready(this.pending.take().map(Ok));
+        }
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                this.counter
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                match this.limiter.reserve(n) {
+                    None => Poll::Ready(Some(Ok(frame))),
+                    Some(at) => {
+                        let mut sleep = Box::pin(tokio::time::sleep_until(at));
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                        this.sleep = Some(sleep);
+                        this.pending = Some(frame);
+                        Poll::Pending
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 /// A node config for tests: loopback, small chunks optional, short TTL.
 pub fn node_config(origin: OriginConfig) -> NodeConfig {
     NodeConfig {
@@ -222,6 +326,7 @@ pub fn node_config(origin: OriginConfig) -> NodeConfig {
         cache: CacheConfig::memory_only(1 << 30, 16 << 20),
         shutdown_grace: Duration::from_secs(5),
         p2p: None,
+        control_plane: None,
     }
 }
 
@@ -349,4 +454,208 @@ pub fn test_data(len: usize, seed: u64) -> Bytes {
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
+}
+
+/// How a [`TestCluster`]'s nodes find each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Discovery {
+    ControlPlane,
+    Gossip,
+    Hybrid,
+}
+
+/// Fast cluster timings for tests: 100 ms gossip rounds, dead after 1.2 s.
+pub fn test_gossip_config() -> eliop2p_cluster::GossipConfig {
+    eliop2p_cluster::GossipConfig {
+        interval_ms: 100,
+        fanout: 3,
+        suspect_after_ms: 600,
+        dead_after_ms: 1200,
+        forget_after_ms: 10_000,
+        rejoin_every: 5,
+        backups: 1,
+    }
+}
+
+pub const CONTROL_TOKEN: &str = "test-control-token";
+
+/// A control plane and `n` in-process nodes on loopback in front of one origin,
+/// with fast heartbeats and failure detection.
+pub struct TestCluster {
+    pub mode: Discovery,
+    pub nodes: Vec<Option<NodeHandle>>,
+    pub control: Option<eliop2p_control::ControlHandle>,
+    pub control_addr: Option<SocketAddr>,
+    control_dir: tempfile::TempDir,
+    control_tweak: fn(&mut eliop2p_control::ControlConfig),
+}
+
+impl TestCluster {
+    pub fn control_config(dir: &Path) -> eliop2p_control::ControlConfig {
+        let mut c = eliop2p_control::ControlConfig {
+            token: Some(CONTROL_TOKEN.to_owned()),
+            data_dir: Some(dir.to_owned()),
+            ..Default::default()
+        };
+        c.timing.heartbeat_interval = Duration::from_millis(100);
+        c.timing.suspect_after = Duration::from_millis(600);
+        c.timing.dead_after = Duration::from_millis(1200);
+        c.replication_interval = Duration::from_millis(200);
+        c
+    }
+
+    pub async fn start(origin: &TestOrigin, n: usize, mode: Discovery) -> anyhow::Result<Self> {
+        Self::start_with(origin, n, mode, |_, _| {}, |_| {}).await
+    }
+
+    /// `tweak(i, cfg)` adjusts node `i`'s config, `control_tweak` the control
+    /// plane's (also on restarts).
+    pub async fn start_with(
+        origin: &TestOrigin,
+        n: usize,
+        mode: Discovery,
+        tweak: impl Fn(usize, &mut NodeConfig),
+        control_tweak: fn(&mut eliop2p_control::ControlConfig),
+    ) -> anyhow::Result<Self> {
+        let control_dir = tempfile::tempdir()?;
+        let (control, control_addr) = if mode == Discovery::Gossip {
+            (None, None)
+        } else {
+            let l = TcpListener::bind("127.0.0.1:0").await?;
+            let mut cc = Self::control_config(control_dir.path());
+            control_tweak(&mut cc);
+            let h = eliop2p_control::spawn_control_plane(cc, l).await?;
+            let addr = h.addr;
+            (Some(h), Some(addr))
+        };
+        let listeners = p2p_listeners(n).await?;
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<_, _>>()?;
+        let mut nodes = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            let mut cfg = node_config(origin.origin_config());
+            let mut pc = eliop2p_p2p::P2pConfig::new(&format!("node-{i}"));
+            pc.cluster_secret = Some(b"test-cluster-secret".to_vec());
+            pc.piece_timeout = Duration::from_secs(3);
+            pc.cluster = Some(eliop2p_p2p::ClusterConfig {
+                gossip: mode != Discovery::ControlPlane,
+                // Everyone joins through node 0 (node 0 through node 1).
+                seeds: if mode == Discovery::ControlPlane {
+                    Vec::new()
+                } else {
+                    vec![addrs[if i == 0 { 1 } else { 0 }]]
+                },
+                gossip_cfg: test_gossip_config(),
+                advertise: None,
+                proxy_addr: None,
+                zone: format!("zone-{}", i % 2),
+            });
+            cfg.p2p = Some(pc);
+            if let Some(addr) = control_addr {
+                cfg.control_plane = Some(eliop2p_proxy::ControlPlaneClientConfig {
+                    endpoint: format!("http://{addr}"),
+                    token: Some(CONTROL_TOKEN.to_owned()),
+                    labels: [("zone".to_owned(), format!("zone-{}", i % 2))].into(),
+                    heartbeat_interval: Duration::from_millis(100),
+                    replication_max_rate: 0,
+                });
+            }
+            tweak(i, &mut cfg);
+            let proxy = TcpListener::bind("127.0.0.1:0").await?;
+            let admin = TcpListener::bind("127.0.0.1:0").await?;
+            nodes.push(Some(
+                eliop2p_proxy::spawn_node_with_p2p(cfg, proxy, admin, Some(l)).await?,
+            ));
+        }
+        let c = Self {
+            mode,
+            nodes,
+            control,
+            control_addr,
+            control_dir,
+            control_tweak,
+        };
+        c.wait_converged(Duration::from_secs(10)).await?;
+        Ok(c)
+    }
+
+    pub fn node(&self, i: usize) -> &NodeHandle {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    /// Path-style URL of an object through node `i`.
+    pub fn url(&self, i: usize, bucket: &str, key: &str) -> String {
+        format!(
+            "http://{}/{}/{}",
+            self.node(i).proxy_addr,
+            bucket,
+            encode_key(key)
+        )
+    }
+
+    /// Waits until every running node sees every other running node as live.
+    pub async fn wait_converged(&self, within: Duration) -> anyhow::Result<()> {
+        let running: Vec<String> = self
+            .nodes
+            .iter()
+            .flatten()
+            .filter_map(|n| n.p2p.as_ref()?.me().map(|m| m.id))
+            .collect();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let ok = self.nodes.iter().flatten().all(|n| {
+                let p = n.p2p.as_ref().expect("cluster nodes have p2p");
+                let me = p.me().expect("cluster").id;
+                let live: std::collections::HashSet<String> = p
+                    .members()
+                    .into_iter()
+                    .filter(|(_, s)| {
+                        matches!(s, eliop2p_p2p::Status::Alive | eliop2p_p2p::Status::Suspect)
+                    })
+                    .map(|(m, _)| m.id)
+                    .collect();
+                running.iter().all(|id| *id == me || live.contains(id))
+            });
+            if ok {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("cluster did not converge within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Crashes node `i` (no leave, no deregistration).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(n) = self.nodes[i].take() {
+            n.kill();
+        }
+    }
+
+    /// Stops the control plane (its state stays in the store).
+    pub async fn stop_control_plane(&mut self) {
+        if let Some(c) = self.control.take() {
+            c.shutdown().await;
+        }
+    }
+
+    /// Restarts the control plane on the same address over the same store.
+    pub async fn restart_control_plane(&mut self) -> anyhow::Result<()> {
+        let addr = self.control_addr.context("cluster has no control plane")?;
+        let l = TcpListener::bind(addr).await?;
+        let mut cc = Self::control_config(self.control_dir.path());
+        (self.control_tweak)(&mut cc);
+        self.control = Some(eliop2p_control::spawn_control_plane(cc, l).await?);
+        Ok(())
+    }
+
+    pub async fn shutdown(mut self) {
+        for n in self.nodes.iter_mut().filter_map(Option::take) {
+            n.shutdown().await;
+        }
+        self.stop_control_plane().await;
+    }
 }

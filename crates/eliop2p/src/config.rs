@@ -309,11 +309,158 @@ pub const KEYS: &[KeyDef] = &[
         "a 1 MiB piece not received in this time goes to another peer"
     ),
     key!(
+        "p2p",
+        "advertise_addr",
+        Kind::Str,
+        "",
+        "P2P address peers reach this node at (default: p2p.listen, or the address that routes to the control plane/seeds when listening on 0.0.0.0)"
+    ),
+    key!(
         "node",
         "shutdown_grace",
         Kind::Duration,
         "30s",
         "how long shutdown waits for in-flight responses"
+    ),
+    key!(
+        "node",
+        "id",
+        Kind::Str,
+        "",
+        "stable node id; default: generated once and kept in <cache.disk_path>/node-id (hostname-based without a disk tier)"
+    ),
+    key!(
+        "node",
+        "zone",
+        Kind::Str,
+        "",
+        "failure domain label (replicas spread over zones; same-zone peers come first)"
+    ),
+    key!(
+        "node",
+        "rack",
+        Kind::Str,
+        "",
+        "rack label, reported to the control plane"
+    ),
+    key!(
+        "discovery",
+        "mode",
+        Kind::Choice(&["auto", "control-plane", "gossip", "hybrid", "static"]),
+        "auto",
+        "how nodes find each other; auto = hybrid with a control plane endpoint, gossip with seeds, else static peers only"
+    ),
+    key!(
+        "discovery",
+        "seeds",
+        Kind::List,
+        "",
+        "P2P addresses (host:port) of nodes to join the gossip through"
+    ),
+    key!(
+        "discovery",
+        "gossip_interval",
+        Kind::Duration,
+        "1s",
+        "time between gossip rounds"
+    ),
+    key!(
+        "discovery",
+        "fanout",
+        Kind::Int,
+        "3",
+        "members each gossip round talks to"
+    ),
+    key!(
+        "discovery",
+        "suspect_after",
+        Kind::Duration,
+        "5s",
+        "a member silent this long is suspect"
+    ),
+    key!(
+        "discovery",
+        "dead_after",
+        Kind::Duration,
+        "10s",
+        "a member silent this long is dead: its chunks are no longer offered"
+    ),
+    key!(
+        "control_plane",
+        "endpoint",
+        Kind::Str,
+        "",
+        "URL of the control plane a node registers with, e.g. http://10.0.0.5:8081"
+    ),
+    key!(
+        "control_plane",
+        "token",
+        Kind::Secret,
+        "",
+        "bearer token of the control plane API (service and nodes)"
+    ),
+    key!(
+        "control_plane",
+        "listen",
+        Kind::Addr,
+        "0.0.0.0:8081",
+        "address of the control plane service (eliop2p control-plane)"
+    ),
+    key!(
+        "control_plane",
+        "data_dir",
+        Kind::Str,
+        "/var/lib/eliop2p/control-plane",
+        "directory of the control plane's store; empty keeps state in memory only"
+    ),
+    key!(
+        "control_plane",
+        "heartbeat_interval",
+        Kind::Duration,
+        "2s",
+        "time between node heartbeats"
+    ),
+    key!(
+        "control_plane",
+        "suspect_after",
+        Kind::Duration,
+        "6s",
+        "a node without heartbeats this long is suspect (its chunks are not handed out)"
+    ),
+    key!(
+        "control_plane",
+        "dead_after",
+        Kind::Duration,
+        "15s",
+        "a node without heartbeats this long is dead"
+    ),
+    key!(
+        "replication",
+        "min_replicas",
+        Kind::Int,
+        "2",
+        "hot chunks with fewer holders get replicate commands; 0 disables replication"
+    ),
+    key!(
+        "replication",
+        "hot_threshold",
+        Kind::Int,
+        "4",
+        "demand (location queries and hot reports, halved every pass) that makes a chunk hot"
+    ),
+    key!(
+        "replication",
+        "interval",
+        Kind::Duration,
+        "5s",
+        "time between replication passes of the control plane"
+    ),
+    key!(
+        "replication",
+        "max_rate",
+        Kind::Size,
+        "64MiB",
+        "bytes/s a node spends on replication commands on average; 0 = unlimited"
     ),
 ];
 
@@ -551,7 +698,7 @@ impl Effective {
 
     /// The P2P layer's config; `None` (standalone node) when there is neither a
     /// secret nor a peer to talk to.
-    fn p2p_config(&self) -> anyhow::Result<Option<eliop2p_p2p::P2pConfig>> {
+    fn p2p_config(&self, node_id: &str) -> anyhow::Result<Option<eliop2p_p2p::P2pConfig>> {
         let mut secret = self.str("p2p.cluster_secret").into_bytes();
         let file = self.str("p2p.cluster_secret_file");
         if !file.is_empty() {
@@ -572,7 +719,8 @@ impl Effective {
             })
             .collect::<anyhow::Result<Vec<std::net::SocketAddr>>>()?;
         let allow = self.str("p2p.allow_unauthenticated") == "true";
-        if secret.is_empty() && peers.is_empty() && !allow {
+        let mode = self.discovery_mode();
+        if secret.is_empty() && peers.is_empty() && !allow && mode == "static" {
             return Ok(None);
         }
         let k = self.int("p2p.selection_k");
@@ -585,7 +733,7 @@ impl Effective {
                 "config key p2p.cluster_secret: required to listen for peers on {listen} (or set p2p.allow_unauthenticated = true)"
             );
         }
-        let mut pc = eliop2p_p2p::P2pConfig::new(&format!("{listen}"));
+        let mut pc = eliop2p_p2p::P2pConfig::new(node_id);
         pc.cluster_secret = (!secret.is_empty()).then_some(secret);
         pc.allow_unauthenticated = allow;
         pc.static_peers = peers;
@@ -593,7 +741,155 @@ impl Effective {
         pc.max_upload_rate = self.size("p2p.max_upload_rate");
         pc.max_download_rate = self.size("p2p.max_download_rate");
         pc.piece_timeout = self.duration("p2p.piece_timeout");
+        if mode != "static" {
+            let seeds = self.addr_list("discovery.seeds")?;
+            let advertise = match self.str("p2p.advertise_addr").as_str() {
+                "" => None,
+                a => Some(a.parse().map_err(|e| {
+                    anyhow::anyhow!("config key p2p.advertise_addr: {a:?} is not ip:port: {e}")
+                })?),
+            };
+            let advertise = advertise.or_else(|| {
+                // Listening on every interface: advertise the address that routes
+                // towards the control plane or the first seed.
+                listen.ip().is_unspecified().then(|| {
+                    let toward = self
+                        .control_plane_host()
+                        .or_else(|| seeds.first().map(|s| s.to_string()))?;
+                    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+                    probe.connect(toward).ok()?;
+                    Some(SocketAddr::new(
+                        probe.local_addr().ok()?.ip(),
+                        listen.port(),
+                    ))
+                })?
+            });
+            let fanout = self.int("discovery.fanout").clamp(1, 16) as usize;
+            let (suspect, dead) = (
+                self.duration("discovery.suspect_after"),
+                self.duration("discovery.dead_after"),
+            );
+            if dead < suspect {
+                bail!(
+                    "config keys discovery.suspect_after and discovery.dead_after: dead_after ({dead:?}) must not be shorter than suspect_after ({suspect:?})"
+                );
+            }
+            pc.cluster = Some(eliop2p_p2p::ClusterConfig {
+                gossip: mode != "control-plane",
+                seeds,
+                gossip_cfg: eliop2p_cluster::GossipConfig {
+                    interval_ms: self
+                        .duration("discovery.gossip_interval")
+                        .as_millis()
+                        .max(10) as u64,
+                    fanout,
+                    suspect_after_ms: suspect.as_millis() as u64,
+                    dead_after_ms: dead.as_millis() as u64,
+                    ..Default::default()
+                },
+                advertise,
+                proxy_addr: None,
+                zone: self.str("node.zone"),
+            });
+        }
         Ok(Some(pc))
+    }
+
+    /// The discovery mode after resolving `auto`.
+    pub fn discovery_mode(&self) -> String {
+        match self.str("discovery.mode").as_str() {
+            "auto" if !self.str("control_plane.endpoint").is_empty() => "hybrid".into(),
+            "auto" if !self.list("discovery.seeds").is_empty() => "gossip".into(),
+            "auto" => "static".into(),
+            m => m.to_owned(),
+        }
+    }
+
+    fn control_plane_host(&self) -> Option<String> {
+        let e = self.str("control_plane.endpoint");
+        let uri: http::Uri = e.parse().ok()?;
+        let port = uri.port_u16().unwrap_or(80);
+        Some(format!("{}:{port}", uri.host()?))
+    }
+
+    fn addr_list(&self, key: &str) -> anyhow::Result<Vec<SocketAddr>> {
+        use std::net::ToSocketAddrs;
+        self.list(key)
+            .iter()
+            .map(|p| {
+                p.to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("config key {key}: {p:?} is not a reachable host:port")
+                    })
+            })
+            .collect()
+    }
+
+    /// The node's control-plane client, for modes `control-plane` and `hybrid`.
+    fn control_plane_client(
+        &self,
+    ) -> anyhow::Result<Option<eliop2p_proxy::ControlPlaneClientConfig>> {
+        let mode = self.discovery_mode();
+        let endpoint = self.str("control_plane.endpoint");
+        if mode != "control-plane" && mode != "hybrid" {
+            return Ok(None);
+        }
+        if endpoint.is_empty() {
+            bail!("config key control_plane.endpoint: required with discovery.mode = {mode}");
+        }
+        match endpoint.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
+            _ => bail!(
+                "config key control_plane.endpoint: {endpoint:?} must be an http://host:port URL"
+            ),
+        }
+        let mut labels = BTreeMap::new();
+        for l in ["zone", "rack"] {
+            let v = self.str(&format!("node.{l}"));
+            if !v.is_empty() {
+                labels.insert(l.to_owned(), v);
+            }
+        }
+        let token = self.str("control_plane.token");
+        Ok(Some(eliop2p_proxy::ControlPlaneClientConfig {
+            endpoint,
+            token: (!token.is_empty()).then_some(token),
+            labels,
+            heartbeat_interval: self.duration("control_plane.heartbeat_interval"),
+            replication_max_rate: self.size("replication.max_rate"),
+        }))
+    }
+
+    /// The control plane service's configuration.
+    pub fn control_config(&self) -> anyhow::Result<eliop2p_control::ControlConfig> {
+        let (suspect, dead) = (
+            self.duration("control_plane.suspect_after"),
+            self.duration("control_plane.dead_after"),
+        );
+        if dead < suspect {
+            bail!(
+                "config keys control_plane.suspect_after and control_plane.dead_after: dead_after ({dead:?}) must not be shorter than suspect_after ({suspect:?})"
+            );
+        }
+        let token = self.str("control_plane.token");
+        let dir = self.str("control_plane.data_dir");
+        Ok(eliop2p_control::ControlConfig {
+            token: (!token.is_empty()).then_some(token),
+            data_dir: (!dir.is_empty()).then(|| dir.into()),
+            timing: eliop2p_control::Timing {
+                heartbeat_interval: self.duration("control_plane.heartbeat_interval"),
+                suspect_after: suspect,
+                dead_after: dead,
+            },
+            replication: eliop2p_control::ReplicationConfig {
+                min_replicas: self.int("replication.min_replicas") as usize,
+                hot_threshold: self.int("replication.hot_threshold").max(1),
+                max_pending_per_node: 16,
+            },
+            replication_interval: self.duration("replication.interval"),
+        })
     }
 
     fn cache_config(&self, chunk_size: u64) -> anyhow::Result<CacheConfig> {
@@ -647,8 +943,9 @@ impl Effective {
         })
     }
 
-    /// The node's configuration, with cross-key checks.
-    pub fn node_config(&self) -> anyhow::Result<NodeConfig> {
+    /// The node's configuration, with cross-key checks. `node_id` comes from
+    /// [`Effective::node_id`].
+    pub fn node_config_with_id(&self, node_id: &str) -> anyhow::Result<NodeConfig> {
         let endpoint = self.str("origin.endpoint");
         if endpoint.is_empty() {
             bail!(
@@ -688,8 +985,73 @@ impl Effective {
             cache: self.cache_config(chunk_size)?,
             origin,
             shutdown_grace: self.duration("node.shutdown_grace"),
-            p2p: self.p2p_config()?,
+            p2p: self.p2p_config(node_id)?,
+            control_plane: self.control_plane_client()?,
         })
+    }
+
+    /// The node's configuration with its id resolved (and persisted if new).
+    pub fn node_config(&self) -> anyhow::Result<NodeConfig> {
+        let id = self.node_id()?;
+        self.node_config_with_id(&id)
+    }
+
+    /// `node.id`, or the id kept in `<cache.disk_path>/node-id` (generated on first
+    /// start), or without a disk tier `<hostname>-<p2p port>`.
+    pub fn node_id(&self) -> anyhow::Result<String> {
+        let valid = |id: &str| {
+            !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        };
+        let configured = self.str("node.id");
+        if !configured.is_empty() {
+            if !valid(&configured) {
+                bail!(
+                    "config key node.id: {configured:?} must be 1-128 characters of letters, digits, '-', '_', '.', ':'"
+                );
+            }
+            return Ok(configured);
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .unwrap_or_default()
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+            .collect::<String>();
+        let host = if host.is_empty() {
+            "node".to_owned()
+        } else {
+            host
+        };
+        if self.size("cache.disk_size") == 0 {
+            return Ok(format!("{host}-{}", self.addr("p2p.listen").port()));
+        }
+        let dir = std::path::PathBuf::from(self.str("cache.disk_path"));
+        let path = dir.join("node-id");
+        if let Ok(id) = std::fs::read_to_string(&path) {
+            let id = id.trim().to_owned();
+            if valid(&id) {
+                return Ok(id);
+            }
+        }
+        let mut rnd = [0u8; 4];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd))
+            .context("reading /dev/urandom for a node id")?;
+        let id = format!("{host}-{}", hex::encode(rnd));
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&path, format!("{id}\n")))
+            .with_context(|| {
+                format!(
+                    "config key cache.disk_path: cannot keep the node id in {}",
+                    path.display()
+                )
+            })?;
+        Ok(id)
     }
 }
 

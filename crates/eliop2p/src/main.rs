@@ -40,6 +40,12 @@ fn cli() -> Command {
                 .arg(Arg::new("print-config").long("print-config").action(ArgAction::SetTrue).help("Print the effective config as TOML and exit")),
         ))
         .subcommand(key_args(
+            Command::new("control-plane")
+                .about("Run the control plane: node registry, chunk locations, replication commands (REST under /api/v1)")
+                .arg(Arg::new("config").long("config").value_name("FILE").help("TOML config file"))
+                .arg(Arg::new("print-config").long("print-config").action(ArgAction::SetTrue).help("Print the effective config as TOML and exit")),
+        ))
+        .subcommand(key_args(
             Command::new("demo")
                 .about("Start an in-process S3-compatible origin with sample objects and a node in front of it")
                 .arg(Arg::new("once").long("once").action(ArgAction::SetTrue).help("Run the scripted reads, print the table and exit")),
@@ -133,6 +139,21 @@ async fn run_node(eff: Effective) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_control_plane(eff: Effective) -> anyhow::Result<()> {
+    let cfg = eff.control_config()?;
+    let listen = eff.addr("control_plane.listen");
+    if cfg.token.is_none() && !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "control plane without control_plane.token: anyone who reaches it can register nodes");
+    }
+    let l = bind(listen, "control plane").await?;
+    let cp = eliop2p_control::spawn_control_plane(cfg, l).await?;
+    println!("eliop2p control plane on http://{}", cp.addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    cp.shutdown().await;
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -158,6 +179,15 @@ fn real_main() -> anyhow::Result<()> {
             }
             init_tracing();
             rt.block_on(run_node(eff))
+        }
+        Some(("control-plane", m)) => {
+            let eff = load(m, Vec::new())?;
+            if m.get_flag("print-config") {
+                print!("{}", eff.to_toml());
+                return Ok(());
+            }
+            init_tracing();
+            rt.block_on(run_control_plane(eff))
         }
         Some(("demo", m)) => {
             init_tracing();

@@ -262,3 +262,107 @@ async fn sigkill_during_fills_leaves_nothing_served_wrong() -> anyhow::Result<()
     origin.stop().await;
     Ok(())
 }
+
+/// Reads the first stdout line of a child and returns the text after `marker`.
+fn first_line_addr(child: &mut std::process::Child, marker: &str) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line.split(marker)
+        .nth(1)
+        .and_then(|s| s.split([',', '\n']).next())
+        .unwrap_or_else(|| panic!("no {marker:?} in {line:?}"))
+        .trim()
+        .to_owned()
+}
+
+fn sigterm(child: &std::process::Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_and_nodes_as_processes() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("procs").await?;
+    let data = test_data(5 << 20, 77);
+    origin.put("procs", "obj", data.clone()).await?;
+    let cp_dir = tempfile::tempdir()?;
+    let mut cp = Command::new(BIN)
+        .args(["control-plane", "--control-plane-listen", "127.0.0.1:0"])
+        .env("ELIOP2P_CONTROL_PLANE_TOKEN", "proc-token")
+        .env("ELIOP2P_CONTROL_PLANE_DATA_DIR", cp_dir.path())
+        .env("ELIOP2P_CONTROL_PLANE_HEARTBEAT_INTERVAL", "200ms")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let cp_url = first_line_addr(&mut cp, "control plane on ");
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let cp_os = std::ffi::OsStr::new(cp_url.as_str());
+    let node_env = [
+        ("ELIOP2P_CONTROL_PLANE_ENDPOINT", cp_os),
+        ("ELIOP2P_CONTROL_PLANE_TOKEN", os("proc-token")),
+        ("ELIOP2P_CONTROL_PLANE_HEARTBEAT_INTERVAL", os("200ms")),
+        ("ELIOP2P_DISCOVERY_GOSSIP_INTERVAL", os("200ms")),
+        ("ELIOP2P_P2P_LISTEN", os("127.0.0.1:0")),
+        ("ELIOP2P_P2P_CLUSTER_SECRET", os("proc-secret")),
+    ];
+    let mut a_env = node_env.to_vec();
+    a_env.push(("ELIOP2P_NODE_ID", os("node-a")));
+    let mut b_env = node_env.to_vec();
+    b_env.push(("ELIOP2P_NODE_ID", os("node-b")));
+    let (mut a, a_proxy, _) = spawn_node_process(&origin, &a_env)?;
+    let (mut b, b_proxy, _) = spawn_node_process(&origin, &b_env)?;
+    let client = TestClient::new();
+    let auth = [("authorization", "Bearer proc-token")];
+    let online = async |client: &TestClient| -> Vec<String> {
+        let r = client
+            .get(&format!("{cp_url}/api/v1/nodes"), &auth)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["status"] == "online")
+            .map(|n| n["node_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while online(&client).await.len() < 2 {
+        assert!(Instant::now() < deadline, "nodes did not register");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the gossip (seeded from the control plane's list) join up too.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let r = client.get(&format!("{a_proxy}/procs/obj"), &[]).await?;
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    let cold = origin.gets_of("procs", "obj").len();
+    assert_eq!(cold, 5, "1 MiB chunks, each read once");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = client.get(&format!("{b_proxy}/procs/obj"), &[]).await?;
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    assert_eq!(
+        origin.gets_of("procs", "obj").len(),
+        cold,
+        "node b read from node a"
+    );
+
+    // A graceful stop deregisters.
+    sigterm(&b);
+    assert!(b.wait()?.success());
+    assert_eq!(online(&client).await, ["node-a"]);
+    sigterm(&a);
+    assert!(a.wait()?.success());
+    sigterm(&cp);
+    assert!(cp.wait()?.success());
+    origin.stop().await;
+    Ok(())
+}

@@ -113,3 +113,123 @@ fn printed_config_reloads_and_redacts() {
     assert_eq!(again.str("origin.endpoint"), "http://o:1");
     assert!(again.node_config().is_ok());
 }
+
+#[test]
+fn discovery_modes_and_their_errors() {
+    let base = [
+        ("ELIOP2P_ORIGIN_ENDPOINT", "http://127.0.0.1:1"),
+        ("ELIOP2P_P2P_CLUSTER_SECRET", "s"),
+        ("ELIOP2P_NODE_ID", "n1"),
+    ];
+    let with = |extra: &[(&str, &str)]| {
+        let mut v = base.to_vec();
+        v.extend_from_slice(extra);
+        Effective::load(None, &env(&v), &[]).unwrap()
+    };
+    // auto: hybrid with a control plane, gossip with seeds, static otherwise.
+    let e = with(&[("ELIOP2P_CONTROL_PLANE_ENDPOINT", "http://10.0.0.5:8081")]);
+    assert_eq!(e.discovery_mode(), "hybrid");
+    let n = e.node_config().unwrap();
+    let cc = n.p2p.as_ref().unwrap().cluster.as_ref().unwrap();
+    assert!(cc.gossip);
+    assert_eq!(
+        n.control_plane.as_ref().unwrap().endpoint,
+        "http://10.0.0.5:8081"
+    );
+    assert_eq!(n.p2p.as_ref().unwrap().node_id, "n1");
+    let e = with(&[("ELIOP2P_DISCOVERY_SEEDS", "127.0.0.1:9000,127.0.0.1:9001")]);
+    assert_eq!(e.discovery_mode(), "gossip");
+    let n = e.node_config().unwrap();
+    assert_eq!(n.p2p.unwrap().cluster.unwrap().seeds.len(), 2);
+    assert!(n.control_plane.is_none());
+    let e = with(&[]);
+    assert_eq!(e.discovery_mode(), "static");
+    assert!(e.node_config().unwrap().p2p.unwrap().cluster.is_none());
+    let e = with(&[
+        ("ELIOP2P_DISCOVERY_MODE", "control-plane"),
+        ("ELIOP2P_CONTROL_PLANE_ENDPOINT", "http://cp:8081"),
+    ]);
+    let n = e.node_config().unwrap();
+    assert!(!n.p2p.unwrap().cluster.unwrap().gossip);
+
+    let err = |extra: &[(&str, &str)]| format!("{:#}", with(extra).node_config().unwrap_err());
+    let m = err(&[("ELIOP2P_DISCOVERY_MODE", "control-plane")]);
+    assert!(m.contains("control_plane.endpoint"), "{m}");
+    let m = err(&[("ELIOP2P_CONTROL_PLANE_ENDPOINT", "ftp://x")]);
+    assert!(m.contains("control_plane.endpoint"), "{m}");
+    let m = err(&[("ELIOP2P_DISCOVERY_SEEDS", "not-an-address")]);
+    assert!(m.contains("discovery.seeds"), "{m}");
+    let m = err(&[("ELIOP2P_NODE_ID", "bad id!")]);
+    assert!(m.contains("node.id"), "{m}");
+    let m = err(&[
+        ("ELIOP2P_DISCOVERY_SEEDS", "127.0.0.1:9000"),
+        ("ELIOP2P_DISCOVERY_DEAD_AFTER", "1s"),
+    ]);
+    assert!(m.contains("discovery.dead_after"), "{m}");
+    let bad = Effective::load(None, &env(&[("ELIOP2P_DISCOVERY_MODE", "mesh")]), &[]);
+    let Err(bad) = bad else {
+        panic!("discovery.mode = mesh accepted")
+    };
+    assert!(format!("{bad:#}").contains("discovery.mode"));
+}
+
+#[test]
+fn node_id_is_generated_once_and_kept_in_the_cache_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache");
+    let e = Effective::load(
+        None,
+        &env(&[
+            ("ELIOP2P_CACHE_DISK_PATH", path.to_str().unwrap()),
+            ("ELIOP2P_CACHE_DISK_SIZE", "1GiB"),
+        ]),
+        &[],
+    )
+    .unwrap();
+    let first = e.node_id().unwrap();
+    assert!(!first.is_empty());
+    assert_eq!(e.node_id().unwrap(), first, "stable across starts");
+    assert_eq!(
+        std::fs::read_to_string(path.join("node-id"))
+            .unwrap()
+            .trim(),
+        first
+    );
+    let e = Effective::load(
+        None,
+        &env(&[
+            ("ELIOP2P_CACHE_DISK_PATH", path.to_str().unwrap()),
+            ("ELIOP2P_CACHE_DISK_SIZE", "1GiB"),
+            ("ELIOP2P_NODE_ID", "override-1"),
+        ]),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(e.node_id().unwrap(), "override-1");
+}
+
+#[test]
+fn control_plane_service_config() {
+    let e = Effective::load(
+        None,
+        &env(&[
+            ("ELIOP2P_CONTROL_PLANE_TOKEN", "t"),
+            ("ELIOP2P_CONTROL_PLANE_DATA_DIR", ""),
+            ("ELIOP2P_REPLICATION_MIN_REPLICAS", "3"),
+        ]),
+        &[],
+    )
+    .unwrap();
+    let c = e.control_config().unwrap();
+    assert_eq!(c.token.as_deref(), Some("t"));
+    assert!(c.data_dir.is_none());
+    assert_eq!(c.replication.min_replicas, 3);
+    assert_eq!(e.addr("control_plane.listen").port(), 8081);
+    let e = Effective::load(
+        None,
+        &env(&[("ELIOP2P_CONTROL_PLANE_DEAD_AFTER", "1s")]),
+        &[],
+    )
+    .unwrap();
+    assert!(format!("{:#}", e.control_config().unwrap_err()).contains("control_plane.dead_after"));
+}

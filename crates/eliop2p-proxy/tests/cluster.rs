@@ -1,0 +1,353 @@
+//! Clusters of in-process nodes on loopback with a real control plane and the real
+//! S3 origin: discovery in every mode, reads served by peers without the origin,
+//! failure detection, the control plane going away and coming back, cluster-wide
+//! single flight under a thundering herd, and replication commands.
+
+use std::time::Duration;
+
+use eliop2p_core::{ChunkId, ETag, ObjectKey};
+use eliop2p_testkit::{Discovery, TestClient, TestCluster, TestOrigin, sha256_hex, test_data};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+
+use http::StatusCode;
+
+const MIB: usize = 1 << 20;
+
+async fn origin_with(bucket: &str, key: &str, len: usize, seed: u64) -> (TestOrigin, bytes::Bytes) {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.create_bucket(bucket).await.unwrap();
+    let data = test_data(len, seed);
+    origin.put(bucket, key, data.clone()).await.unwrap();
+    (origin, data)
+}
+
+async fn get_ok(client: &TestClient, url: &str, expected: &[u8]) -> eliop2p_testkit::TestResponse {
+    let r = client.get(url, &[]).await.unwrap();
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{url}: {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(
+        sha256_hex(&r.body),
+        sha256_hex(expected),
+        "{url}: wrong bytes"
+    );
+    r
+}
+
+/// Waits until `cond` holds, polling.
+async fn eventually(what: &str, within: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_in_every_mode_read_from_each_other() {
+    for mode in [
+        Discovery::Gossip,
+        Discovery::ControlPlane,
+        Discovery::Hybrid,
+    ] {
+        let (origin, data) = origin_with("bkt", "data/obj.bin", 40 * MIB, 1).await;
+        let cluster = TestCluster::start(&origin, 5, mode).await.unwrap();
+        let client = TestClient::new();
+        // A cold read through node 0: one origin GET per chunk, whoever owns it.
+        get_ok(&client, &cluster.url(0, "bkt", "data/obj.bin"), &data).await;
+        let cold_gets = origin.gets_of("bkt", "data/obj.bin").len();
+        assert_eq!(cold_gets, 3, "{mode:?}: 40 MiB = 3 chunks, each read once");
+        // Announcements and reports land within a round or two.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Every other node reads it from peers: the origin sees nothing more.
+        for i in 1..5 {
+            let r = get_ok(&client, &cluster.url(i, "bkt", "data/obj.bin"), &data).await;
+            let src = r.header("x-cache-source").unwrap_or_default();
+            assert_ne!(src, "disk", "{mode:?}: node {i}");
+            let from_origin = cluster.node(i).metrics.bytes_origin.load(Relaxed);
+            assert_eq!(from_origin, 0, "{mode:?}: node {i} served origin bytes");
+        }
+        assert_eq!(
+            origin.gets_of("bkt", "data/obj.bin").len(),
+            cold_gets,
+            "{mode:?}: the origin was asked again"
+        );
+        cluster.shutdown().await;
+        origin.stop().await;
+    }
+}
+
+fn chunk_ids(
+    origin: &TestOrigin,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+    size: usize,
+) -> Vec<ChunkId> {
+    let chunk = 16 * MIB;
+    (0..size.div_ceil(chunk) as u64)
+        .map(|i| {
+            ChunkId::derive(
+                &origin.endpoint,
+                &ObjectKey::new(bucket, key),
+                &ETag::new(etag),
+                chunk as u64,
+                i,
+            )
+        })
+        .collect()
+}
+
+/// How many of `ids` node `i` is told `holder` holds.
+async fn offers(cluster: &TestCluster, i: usize, ids: &[ChunkId], holder: SocketAddr) -> usize {
+    let p2p = cluster.node(i).p2p.as_ref().unwrap();
+    let mut n = 0;
+    for id in ids {
+        n += usize::from(p2p.locate(*id).await.contains(&holder));
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_stops_being_offered_and_a_leaving_node_at_once() {
+    let (origin, data) = origin_with("bkt", "k", 40 * MIB, 2).await;
+    let mut cluster = TestCluster::start(&origin, 5, Discovery::Gossip)
+        .await
+        .unwrap();
+    let client = TestClient::new();
+    let r = get_ok(&client, &cluster.url(1, "bkt", "k"), &data).await;
+    let ids = chunk_ids(&origin, "bkt", "k", r.header("etag").unwrap(), data.len());
+    let victim = cluster.node(1).p2p_addr.unwrap();
+    // Node 1 is offered as a holder of every chunk.
+    eventually("node 1 offered", Duration::from_secs(3), async || {
+        offers(&cluster, 0, &ids, victim).await == ids.len()
+    })
+    .await;
+
+    // Crash: no goodbye. Within the detection bound nobody offers it.
+    cluster.kill(1);
+    let killed = tokio::time::Instant::now();
+    let bound = Duration::from_millis(eliop2p_testkit::test_gossip_config().detection_bound_ms());
+    eventually(
+        "the dead node withdrawn",
+        bound + Duration::from_secs(2),
+        async || {
+            for i in [0, 2, 3, 4] {
+                if offers(&cluster, i, &ids, victim).await > 0 {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let took = killed.elapsed();
+    println!("killed node withdrawn after {took:?} (bound {bound:?})");
+    assert!(
+        took <= bound + Duration::from_millis(500),
+        "took {took:?}, bound {bound:?}"
+    );
+    // Reads keep working, byte-exact.
+    get_ok(&client, &cluster.url(3, "bkt", "k"), &data).await;
+
+    // A graceful leave is seen within a round or two.
+    let leaver = cluster.nodes[4].take().unwrap();
+    let leaver_id = leaver.p2p.as_ref().unwrap().me().unwrap().id;
+    assert!(leaver.shutdown().await);
+    eventually("the leave seen", Duration::from_millis(300), async || {
+        [0, 2, 3].iter().all(|i| {
+            cluster
+                .node(*i)
+                .p2p
+                .as_ref()
+                .unwrap()
+                .members()
+                .iter()
+                .all(|(m, s)| m.id != leaver_id || *s == eliop2p_p2p::Status::Left)
+        })
+    })
+    .await;
+    cluster.shutdown().await;
+    origin.stop().await;
+}
+
+async fn cp_call(
+    cluster: &TestCluster,
+    method: http::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Option<serde_json::Value> {
+    let url = format!("http://{}{path}", cluster.control_addr.unwrap());
+    let auth = format!("Bearer {}", eliop2p_testkit::CONTROL_TOKEN);
+    let r = TestClient::new()
+        .request(
+            method,
+            &url,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body.map(|b| b.to_string()).unwrap_or_default().into(),
+        )
+        .await
+        .ok()?;
+    serde_json::from_slice(&r.body).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_survives_the_control_plane_and_resyncs_when_it_returns() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.create_bucket("bkt").await.unwrap();
+    let a = test_data(20 * MIB, 3);
+    let b = test_data(20 * MIB, 4);
+    origin.put("bkt", "a", a.clone()).await.unwrap();
+    origin.put("bkt", "b", b.clone()).await.unwrap();
+    let mut cluster = TestCluster::start(&origin, 4, Discovery::Hybrid)
+        .await
+        .unwrap();
+    let client = TestClient::new();
+    let r = get_ok(&client, &cluster.url(0, "bkt", "a"), &a).await;
+    let ids = chunk_ids(&origin, "bkt", "a", r.header("etag").unwrap(), a.len());
+    let gets_a = origin.gets_of("bkt", "a").len();
+
+    cluster.stop_control_plane().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Reads keep succeeding: cached objects from peers, new ones from the origin.
+    get_ok(&client, &cluster.url(2, "bkt", "a"), &a).await;
+    assert_eq!(origin.gets_of("bkt", "a").len(), gets_a, "peers served a");
+    assert_eq!(cluster.node(2).metrics.bytes_origin.load(Relaxed), 0);
+    get_ok(&client, &cluster.url(3, "bkt", "b"), &b).await;
+    get_ok(&client, &cluster.url(1, "bkt", "b"), &b).await;
+    assert_eq!(origin.gets_of("bkt", "b").len(), 2, "b: one read per chunk");
+
+    // Back: state from the store at once, then fresh reports from every node.
+    cluster.restart_control_plane().await.unwrap();
+    let nodes = cp_call(&cluster, http::Method::GET, "/api/v1/nodes", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        nodes["nodes"].as_array().unwrap().len(),
+        4,
+        "registrations restored"
+    );
+    let q = serde_json::json!({"chunks": [ids[0].to_hex()]});
+    let restored = cp_call(
+        &cluster,
+        http::Method::POST,
+        "/api/v1/chunks/locations",
+        Some(q.clone()),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !restored["locations"][ids[0].to_hex()]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "holdings restored from the store: {restored}"
+    );
+    eventually("fresh reports", Duration::from_secs(5), async || {
+        let nodes = cp_call(&cluster, http::Method::GET, "/api/v1/nodes", None).await;
+        let Some(nodes) = nodes else { return false };
+        let online = nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["status"] == "online")
+            .count();
+        let l = cp_call(
+            &cluster,
+            http::Method::POST,
+            "/api/v1/chunks/locations",
+            Some(q.clone()),
+        )
+        .await;
+        // a's chunk 0 is now held by node 0, its owner and node 2.
+        online == 4
+            && l.is_some_and(|l| l["locations"][ids[0].to_hex()].as_array().unwrap().len() >= 2)
+    })
+    .await;
+    cluster.shutdown().await;
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_chunks_are_replicated_by_command() {
+    let (origin, data) = origin_with("bkt", "hot", 8 * MIB, 5).await;
+    let cluster = TestCluster::start_with(
+        &origin,
+        3,
+        Discovery::ControlPlane,
+        |_, _| {},
+        |c| {
+            c.replication.min_replicas = 3;
+            c.replication.hot_threshold = 1;
+        },
+    )
+    .await
+    .unwrap();
+    let client = TestClient::new();
+    let r = get_ok(&client, &cluster.url(0, "bkt", "hot"), &data).await;
+    let id = chunk_ids(&origin, "bkt", "hot", r.header("etag").unwrap(), data.len())[0];
+    // Read often, the chunk turns Hot on node 0, whose heartbeats report it. The
+    // control plane sees the demand and too few replicas: the others are told to
+    // fetch it from peers.
+    for _ in 0..10 {
+        get_ok(&client, &cluster.url(0, "bkt", "hot"), &data).await;
+    }
+    eventually("three replicas", Duration::from_secs(10), async || {
+        (0..3).all(|i| cluster.node(i).cache.is_cached(&id).is_some())
+    })
+    .await;
+    let commands: u64 = (0..3)
+        .map(|i| cluster.node(i).metrics.replication_commands.load(Relaxed))
+        .sum();
+    assert!(commands >= 1, "replicas came from commands");
+    assert_eq!(
+        origin.gets_of("bkt", "hot").len(),
+        1,
+        "replicas came from peers"
+    );
+    cluster.shutdown().await;
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thundering_herd_costs_the_origin_one_read() {
+    let size = 256 * MIB;
+    let (origin, data) = origin_with("bkt", "herd.bin", size, 6).await;
+    let cluster = TestCluster::start(&origin, 8, Discovery::Gossip)
+        .await
+        .unwrap();
+    let before = origin.bytes_sent();
+    let client = TestClient::new();
+    let reads = (0..8).map(|i| {
+        let (client, url) = (client.clone(), cluster.url(i, "bkt", "herd.bin"));
+        tokio::spawn(async move { client.get(&url, &[]).await.unwrap() })
+    });
+    let expected = sha256_hex(&data);
+    for (i, r) in reads.enumerate() {
+        let r = r.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "node {i}");
+        assert_eq!(sha256_hex(&r.body), expected, "node {i}: wrong bytes");
+    }
+    let origin_bytes = origin.bytes_sent() - before;
+    println!(
+        "8 nodes x {} MiB at once: origin sent {:.3}x the object",
+        size / MIB,
+        origin_bytes as f64 / size as f64
+    );
+    assert!(
+        origin_bytes as f64 <= 1.05 * size as f64,
+        "origin sent {origin_bytes} bytes for a {size}-byte object"
+    );
+    cluster.shutdown().await;
+    origin.stop().await;
+}
