@@ -3,7 +3,11 @@
 //! against the direct origin measured in the same run, plus nginx serving the same
 //! bytes from the page cache when nginx is installed.
 //!
-//! `cargo run --release -p eliop2p-bench [-- --quick]`
+//! `cargo build --release && target/release/eliop2p-bench [--quick] [--disk-only |
+//! --p2p-only | --cluster-only]` (the cluster scenario runs nodes as processes when
+//! the `eliop2p` binary is next to this one).
+
+mod cluster;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -353,6 +357,7 @@ async fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let only_disk = std::env::args().any(|a| a == "--disk-only");
     let only_p2p = std::env::args().any(|a| a == "--p2p-only");
+    let only_cluster = std::env::args().any(|a| a == "--cluster-only");
     let o = if quick {
         Opts {
             large: 128 * MIB,
@@ -382,6 +387,11 @@ async fn main() -> anyhow::Result<()> {
         let k = format!("small/{i:05}");
         origin.put("bench", &k, small.clone()).await?;
         small_keys.push(k);
+    }
+    if only_cluster {
+        cluster::run(&origin, o.large).await?;
+        origin.stop().await;
+        return Ok(());
     }
     let direct = OriginClient::new(origin.origin_config())?;
     let fresh_node = || start_node(&origin, |c| c.cache.memory_capacity = (o.large as u64) * 2);
@@ -507,6 +517,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "load generator runs in the same process and on the same cores as the node and origin."
     );
+    cluster::run(&origin, o.large).await?;
     origin.stop().await;
     Ok(())
 }

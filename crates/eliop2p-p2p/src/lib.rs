@@ -437,6 +437,32 @@ impl P2pHandle {
             "Piece bytes by peer and direction.",
             rows,
         );
+        if let Some(c) = &self.shared.cluster {
+            let mut counts = [0u64; 4];
+            for (_, st) in c.gossip().members() {
+                counts[st as usize] += 1;
+            }
+            let index_len = c.gossip().index_len() as u64;
+            prom::family(
+                &mut out,
+                "eliop2p_cluster_members",
+                Kind::Gauge,
+                "Other members this node knows, by status.",
+                [
+                    ("status=\"alive\"", counts[0]),
+                    ("status=\"suspect\"", counts[1]),
+                    ("status=\"dead\"", counts[2]),
+                    ("status=\"left\"", counts[3]),
+                ],
+            );
+            prom::family(
+                &mut out,
+                "eliop2p_cluster_indexed_chunks",
+                Kind::Gauge,
+                "Chunks whose holders this node tracks as their owner or backup.",
+                [("", index_len)],
+            );
+        }
         prom::family(
             &mut out,
             "eliop2p_p2p_active_transfers",

@@ -255,17 +255,23 @@ struct Throttle {
 }
 
 impl Throttle {
-    /// When a frame of `n` bytes may go out.
+    /// When a frame of `n` bytes may go out: frames are scheduled back to back at
+    /// the rate, with up to 10 ms of unused time credited (so small frames do not
+    /// each pay a timer's granularity); `None` = now.
     fn reserve(&self, n: u64) -> Option<tokio::time::Instant> {
         let rate = self.rate.load(std::sync::atomic::Ordering::Relaxed);
         if rate == 0 {
             return None;
         }
         let now = tokio::time::Instant::now();
+        let credit = Duration::from_millis(10);
         let mut next = self.next_free.lock().unwrap();
-        let start = next.filter(|t| *t > now).unwrap_or(now);
+        let start = match *next {
+            Some(t) if t + credit > now => t,
+            _ => now - credit,
+        };
         *next = Some(start + Duration::from_secs_f64(n as f64 / rate as f64));
-        (start > now).then_some(start)
+        (start > now + Duration::from_millis(1)).then_some(start)
     }
 }
 
