@@ -23,8 +23,25 @@ struct Node {
     admin: SocketAddr,
 }
 
+/// Node processes, stopped (SIGTERM, then waited for) when dropped, also when the
+/// bench fails half-way.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
 enum Running {
-    Processes(Vec<Child>),
+    Processes(Children),
     InProcess(TestCluster),
 }
 
@@ -142,7 +159,12 @@ pub async fn run(origin: &TestOrigin, size: usize) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|---|");
     let direct = OriginClient::new(origin.origin_config())?;
-    for n in [1usize, 4, 8] {
+    // `--nodes=4,8` runs only those cluster sizes.
+    let counts: Vec<usize> = std::env::args()
+        .find_map(|a| a.strip_prefix("--nodes=").map(str::to_owned))
+        .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 4, 8]);
+    for n in counts {
         let key = format!("cluster/cold-{n}.bin");
         let data = eliop2p_testkit::test_data(size, 40 + n as u64);
         origin.put("bench", &key, data.clone()).await?;
@@ -168,13 +190,13 @@ pub async fn run(origin: &TestOrigin, size: usize) -> anyhow::Result<()> {
 
         // eliop2p: N nodes, each client through its own node.
         let (running, nodes) = if processes {
-            let mut children = Vec::new();
+            let mut children = Children(Vec::new());
             let mut nodes = Vec::new();
             let mut seed = None;
             for i in 0..n {
                 let (c, node, p2p) = spawn_process(&bin, origin, size, i, seed)?;
                 seed.get_or_insert(p2p);
-                children.push(c);
+                children.0.push(c);
                 nodes.push(node);
             }
             (Running::Processes(children), nodes)
@@ -242,14 +264,7 @@ pub async fn run(origin: &TestOrigin, size: usize) -> anyhow::Result<()> {
         }
         origin.set_rate_limit(0);
         match running {
-            Running::Processes(children) => {
-                for mut c in children {
-                    let _ = Command::new("kill")
-                        .args(["-TERM", &c.id().to_string()])
-                        .status();
-                    let _ = c.wait();
-                }
-            }
+            Running::Processes(children) => drop(children),
             Running::InProcess(c) => c.shutdown().await,
         }
         let gib = |b: u64| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);

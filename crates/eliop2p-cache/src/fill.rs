@@ -31,6 +31,9 @@ const PUBLISH_BYTES: usize = 64 * 1024;
 struct FillState {
     segments: Vec<Bytes>,
     published: u64,
+    /// SHA-256 of every complete 1 MiB piece so far, for serving peers without
+    /// hashing again.
+    piece_hashes: Vec<[u8; 32]>,
     outcome: Option<Result<Arc<Chunk>, FillError>>,
 }
 
@@ -54,6 +57,7 @@ impl Fill {
             state: Mutex::new(FillState {
                 segments: Vec::new(),
                 published: 0,
+                piece_hashes: Vec::new(),
                 outcome: None,
             }),
             changed_tx: watch::channel(()).0,
@@ -96,6 +100,11 @@ impl Fill {
                 return Err(FillError::Abandoned);
             }
         }
+    }
+
+    /// The SHA-256 of piece `index` once the writer has all of it.
+    pub fn piece_hash(&self, index: u32) -> Option<[u8; 32]> {
+        self.lock().piece_hashes.get(index as usize).copied()
     }
 
     /// Bytes published so far (a fill in progress can already serve these).
@@ -160,8 +169,9 @@ impl FillWriter {
             self.piece_hasher.update(now);
             pos += now.len() as u64;
             if pos.is_multiple_of(PIECE_SIZE) {
-                self.piece_hashes
-                    .push(std::mem::take(&mut self.piece_hasher).finalize().into());
+                let h: [u8; 32] = std::mem::take(&mut self.piece_hasher).finalize().into();
+                self.piece_hashes.push(h);
+                self.fill.lock().piece_hashes.push(h);
             }
             rest = later;
         }
@@ -181,6 +191,7 @@ impl FillWriter {
         }
         self.check_len(data.len())?;
         self.piece_hashes.push(sha256);
+        self.fill.lock().piece_hashes.push(sha256);
         self.publish();
         self.publish_segment(data);
         Ok(())

@@ -58,6 +58,10 @@ pub(crate) async fn download(
             candidates.push(a);
         }
     }
+    if candidates.is_empty() {
+        return Err(Incomplete { delivered: 0 });
+    }
+    writer.fill().set_from_peer(true);
     let mut probes = JoinSet::new();
     for addr in candidates {
         let shared = shared.clone();

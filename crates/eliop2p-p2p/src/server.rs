@@ -303,7 +303,7 @@ async fn serve_piece(
                 .map(|b| (b, None))
                 .map_err(|e| (Reason::NotFound, e.to_string())),
             Held::Filling(f) => {
-                let mut reader = FillReader::new(f, start, end);
+                let mut reader = FillReader::new(f.clone(), start, end);
                 let mut out = bytes::BytesMut::with_capacity((end - start) as usize);
                 let read = async {
                     while let Some(b) = reader.next().await {
@@ -312,7 +312,8 @@ async fn serve_piece(
                     Ok::<_, (Reason, String)>(())
                 };
                 match tokio::time::timeout(shared.cfg.piece_timeout, read).await {
-                    Ok(r) => r.map(|()| (out.freeze(), None)),
+                    // The writer hashed the piece as it arrived.
+                    Ok(r) => r.map(|()| (out.freeze(), f.piece_hash(piece))),
                     Err(_) => Err((Reason::Timeout, "piece not filled in time".to_owned())),
                 }
             }

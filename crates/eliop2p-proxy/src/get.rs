@@ -390,8 +390,10 @@ impl ChunkStream {
             Lookup::Disk(chunk) => Prepared::Disk(chunk),
             Lookup::Joined(fill) => Prepared::Fill(fill),
             Lookup::Leader(writer) => {
+                // Marked as fed by peers only once peers are found to hold it
+                // (`download`): until then it is an origin fill that the cluster may
+                // be offered, so this node's owner role never leaves a gap.
                 let fill = writer.fill().clone();
-                fill.set_from_peer(self.state.peers().is_some());
                 let state = self.state.clone();
                 let key = self.key.clone();
                 let meta = self.meta.clone();

@@ -101,7 +101,7 @@ impl Metrics {
             );
         }
         let v = |a: &AtomicU64| a.load(Relaxed);
-        let counters: [Family<'_>; 17] = [
+        let counters: [Family<'_>; 19] = [
             (
                 "eliop2p_proxy_bytes_served_total",
                 "Body bytes of GET responses, by the tier they came from.",
@@ -231,6 +231,16 @@ impl Metrics {
                 "eliop2p_proxy_aborted_responses_total",
                 "Responses cut short because a fill failed after the headers were sent.",
                 &[("", v(&self.aborted_responses))],
+            ),
+            (
+                "eliop2p_replication_commands_total",
+                "Replication commands from the control plane executed.",
+                &[("", v(&self.replication_commands))],
+            ),
+            (
+                "eliop2p_replication_bytes_total",
+                "Chunk bytes fetched from peers by replicate commands.",
+                &[("", v(&self.replicated_bytes))],
             ),
         ];
         for (name, help, series) in counters {
