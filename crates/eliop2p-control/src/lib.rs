@@ -53,6 +53,7 @@ impl Default for ControlConfig {
             replication: ReplicationConfig {
                 min_replicas: 2,
                 hot_threshold: 4,
+                max_replicas: 0,
                 max_pending_per_node: 16,
             },
             replication_interval: Duration::from_secs(5),

@@ -38,6 +38,9 @@ pub struct ReplicationConfig {
     /// Demand (location queries and hot reports, decaying by half per pass) that
     /// makes a chunk hot.
     pub hot_threshold: u64,
+    /// Cold chunks (no demand) with more online holders get evict commands for the
+    /// surplus (0 = no limit).
+    pub max_replicas: usize,
     /// Commands waiting per node at most.
     pub max_pending_per_node: usize,
 }
@@ -450,10 +453,69 @@ impl State {
                 }
             }
         }
+        if self.replication.max_replicas > 0 {
+            ops.extend(self.plan_evictions(now));
+        }
         self.demand.retain(|_, d| {
             *d /= 2;
             *d > 0
         });
+        ops
+    }
+
+    /// Cold chunks held by more than `max_replicas` online nodes: the fullest
+    /// holders are told to drop their copy (one per chunk per pass).
+    fn plan_evictions(&mut self, now: Instant) -> Vec<Op> {
+        let max = self.replication.max_replicas;
+        let surplus: Vec<(ChunkId, Vec<String>)> = self
+            .holders
+            .iter()
+            .filter(|(c, _)| !self.demand.contains_key(*c))
+            .map(|(c, h)| {
+                let online: Vec<String> =
+                    h.iter().filter(|n| self.online(n, now)).cloned().collect();
+                (*c, online)
+            })
+            .filter(|(_, online)| online.len() > max)
+            .collect();
+        let mut ops = Vec::new();
+        for (c, online) in surplus {
+            let hex = c.to_hex();
+            if self
+                .commands
+                .values()
+                .any(|q| q.iter().any(|cmd| cmd.chunk == hex))
+            {
+                continue;
+            }
+            let Some(victim) = online
+                .iter()
+                .filter(|n| {
+                    self.commands.get(*n).map_or(0, VecDeque::len)
+                        < self.replication.max_pending_per_node
+                })
+                .max_by_key(|n| {
+                    let hb = &self.nodes[*n].heartbeat;
+                    (hb.memory_used_bytes + hb.disk_used_bytes, (*n).clone())
+                })
+                .cloned()
+            else {
+                continue;
+            };
+            let cmd = Command {
+                id: self.next_command,
+                kind: CommandKind::Evict,
+                chunk: hex,
+                len: self.lens.get(&c).copied().unwrap_or(0),
+            };
+            self.next_command += 1;
+            self.commands_issued += 1;
+            self.commands
+                .entry(victim.clone())
+                .or_default()
+                .push_back(cmd.clone());
+            ops.push(Op::PutCommand(victim, cmd));
+        }
         ops
     }
 
@@ -488,6 +550,7 @@ mod tests {
             ReplicationConfig {
                 min_replicas: 2,
                 hot_threshold: 1,
+                max_replicas: 0,
                 max_pending_per_node: 4,
             },
         );
@@ -535,5 +598,50 @@ mod tests {
         );
         let ops = s.plan_replication(Instant::now());
         assert!(matches!(&ops[..], [Op::PutCommand(n, c)] if n == "b" && c.len == 10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn surplus_copies_of_cold_chunks_are_evicted() {
+        let mut s = State::new(
+            Timing {
+                heartbeat_interval: Duration::from_secs(2),
+                suspect_after: Duration::from_secs(6),
+                dead_after: Duration::from_secs(15),
+            },
+            ReplicationConfig {
+                min_replicas: 1,
+                hot_threshold: 100,
+                max_replicas: 2,
+                max_pending_per_node: 4,
+            },
+        );
+        let id = ChunkId::from_bytes([2; 32]);
+        for (n, used) in [("a", 10), ("b", 30), ("c", 20)] {
+            s.register(reg(n), Instant::now()).unwrap();
+            let hb = Heartbeat {
+                memory_used_bytes: used,
+                ..Heartbeat::default()
+            };
+            s.heartbeat(n, hb, Instant::now()).unwrap();
+            s.report(
+                n,
+                api::ChunkReport {
+                    full: false,
+                    added: vec![api::ReportedChunk {
+                        id: id.to_hex(),
+                        len: 10,
+                    }],
+                    removed: vec![],
+                },
+            )
+            .unwrap();
+        }
+        let ops = s.plan_replication(Instant::now());
+        assert!(
+            matches!(&ops[..], [Op::PutCommand(n, c)] if n == "b" && c.kind == CommandKind::Evict),
+            "the fullest holder drops its copy: {ops:?}"
+        );
+        // Pending: not issued twice.
+        assert!(s.plan_replication(Instant::now()).is_empty());
     }
 }

@@ -450,6 +450,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "replication",
+        "max_replicas",
+        Kind::Int,
+        "0",
+        "cold chunks with more online holders get evict commands for the surplus; 0 = no limit"
+    ),
+    key!(
+        "replication",
         "interval",
         Kind::Duration,
         "5s",
@@ -886,6 +893,7 @@ impl Effective {
             replication: eliop2p_control::ReplicationConfig {
                 min_replicas: self.int("replication.min_replicas") as usize,
                 hot_threshold: self.int("replication.hot_threshold").max(1),
+                max_replicas: self.int("replication.max_replicas") as usize,
                 max_pending_per_node: 16,
             },
             replication_interval: self.duration("replication.interval"),
