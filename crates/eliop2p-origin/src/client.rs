@@ -242,6 +242,68 @@ impl OriginClient {
         Ok(Request::from_parts(parts, body))
     }
 
+    /// A presigned URL (SigV4 query authentication) for a request, valid for
+    /// `expires`.
+    pub async fn presign(
+        &self,
+        req: &OriginRequest,
+        expires: Duration,
+    ) -> Result<Uri, OriginError> {
+        let (uri, host) = self.build_uri(req)?;
+        let mut builder = Request::builder().method(req.method.clone()).uri(uri);
+        if let Some(h) = builder.headers_mut() {
+            h.insert(HOST, host);
+        }
+        let (mut parts, ()) = builder
+            .body(())
+            .map_err(|e| OriginError::InvalidRequest(e.to_string()))?
+            .into_parts();
+        self.signer
+            .sign_request(&self.ctx, &mut parts, Some(&self.credential), Some(expires))
+            .await
+            .map_err(|e| OriginError::Signing(e.to_string()))?;
+        Ok(parts.uri)
+    }
+
+    /// The origin's `host[:port]`.
+    pub fn authority(&self) -> &http::uri::Authority {
+        &self.authority
+    }
+
+    /// Sends a client's request as received (authentication passthrough): method,
+    /// raw path and query, every header including `Host` and the client's own
+    /// signature; nothing is signed, normalised or retried. `target` overrides where
+    /// the connection goes (forward-proxy mode: the scheme and host the client named).
+    pub async fn send_as_is(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: OriginBody,
+        target: Option<(&http::uri::Scheme, &http::uri::Authority)>,
+    ) -> Result<Response<Incoming>, OriginError> {
+        let (scheme, authority) = target.unwrap_or((&self.scheme, &self.authority));
+        let uri = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(h) = builder.headers_mut() {
+            *h = headers;
+            if !h.contains_key(HOST) {
+                let host = HeaderValue::from_str(authority.as_str())
+                    .map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
+                h.insert(HOST, host);
+            }
+        }
+        let request = builder
+            .body(body)
+            .map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
+        self.send_once(request).await
+    }
+
     /// Sends a request, retrying bodiless requests on connection errors and 5xx with
     /// exponential backoff. A final 5xx is returned as a response (the caller relays it).
     pub async fn send(&self, mut req: OriginRequest) -> Result<Response<Incoming>, OriginError> {

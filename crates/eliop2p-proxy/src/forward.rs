@@ -35,7 +35,7 @@ fn is_dropped_request_header(name: &HeaderName) -> bool {
     )
 }
 
-fn is_hop_by_hop_response_header(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop_response_header(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"

@@ -27,17 +27,25 @@ pub(crate) enum Outcome {
     Forward,
 }
 
-pub(crate) async fn serve(
+/// Serves a GET or HEAD from the cache. `known` is metadata the caller already
+/// established (passthrough: the origin just authorized this client for this
+/// version); otherwise it comes from the metadata cache or the origin.
+pub(crate) async fn serve<B>(
     state: &Arc<ProxyState>,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     key: ObjectKey,
+    known: Option<Arc<ObjectMeta>>,
 ) -> Outcome {
     // One retry: a fill that fails before the first byte (typically because the object
     // changed at the origin) refreshes the metadata and starts over.
-    for attempt in 0..2 {
-        let meta = match lookup_meta(state, &key).await {
-            Ok(m) => m,
-            Err(o) => return o,
+    let attempts = if known.is_some() { 1 } else { 2 };
+    for attempt in 0..attempts {
+        let meta = match &known {
+            Some(m) => m.clone(),
+            None => match lookup_meta(state, &key).await {
+                Ok(m) => m,
+                Err(o) => return o,
+            },
         };
         if let Some(resp) = preconditions(&meta, req.headers()) {
             return Outcome::Response(resp);
@@ -123,7 +131,7 @@ pub(crate) async fn serve(
             Some(Err(e)) => {
                 tracing::warn!(object = %key, error = %e, attempt, "fill failed before the first byte");
                 state.meta.invalidate(&key);
-                if attempt == 0 {
+                if attempt + 1 < attempts {
                     continue;
                 }
                 return Outcome::Response(state.error(
@@ -165,7 +173,7 @@ pub(crate) async fn serve(
             .expect("valid response parts"),
         );
     }
-    unreachable!("the loop returns on its second attempt")
+    unreachable!("the loop returns on its last attempt")
 }
 
 async fn lookup_meta(state: &Arc<ProxyState>, key: &ObjectKey) -> Result<Arc<ObjectMeta>, Outcome> {

@@ -14,6 +14,7 @@ mod get;
 mod meta;
 mod metrics;
 mod node;
+mod passthrough;
 mod request;
 mod server;
 
@@ -21,6 +22,7 @@ pub use body::ProxyBody;
 pub use cluster::ControlPlaneClientConfig;
 pub use metrics::Metrics;
 pub use node::{
-    AdminConfig, NodeConfig, NodeError, NodeHandle, ProxyConfig, spawn_node, spawn_node_with_p2p,
+    AdminConfig, AuthMode, NodeConfig, NodeError, NodeHandle, ProxyConfig, spawn_node,
+    spawn_node_with_p2p,
 };
 pub use request::{S3Target, parse_target};

@@ -116,6 +116,26 @@ impl MetaCache {
         }
     }
 
+    /// What is known about an object, however old (passthrough re-validates every
+    /// use with the origin).
+    pub fn peek(&self, key: &ObjectKey) -> Option<Arc<ObjectMeta>> {
+        let slot = self.lock().get(key)?.clone();
+        slot.cell.get()?.as_ref().ok().cloned()
+    }
+
+    /// Records metadata the origin just sent (passthrough responses).
+    pub fn put(&self, key: &ObjectKey, meta: Arc<ObjectMeta>) {
+        let slot = Arc::new(Slot {
+            cell: OnceCell::new_with(Some(Ok(meta))),
+            born: Instant::now(),
+        });
+        let mut slots = self.lock();
+        if slots.len() >= self.max_entries {
+            slots.clear();
+        }
+        slots.insert(key.clone(), slot);
+    }
+
     /// Forgets an object (after a PUT or DELETE through the node, or an ETag change
     /// seen during a fill); returns what was cached.
     pub fn invalidate(&self, key: &ObjectKey) -> Option<Arc<ObjectMeta>> {

@@ -49,6 +49,10 @@ pub struct Metrics {
     pub metadata_misses: AtomicU64,
     /// Responses whose body stream was cut because a fill failed after headers went out.
     pub aborted_responses: AtomicU64,
+    /// Passthrough: cached answers the origin authorized, and client requests it
+    /// denied.
+    pub passthrough_authorized: AtomicU64,
+    pub passthrough_denied: AtomicU64,
     /// Replication commands executed, and the bytes they fetched.
     pub replication_commands: AtomicU64,
     pub replicated_bytes: AtomicU64,
@@ -101,7 +105,7 @@ impl Metrics {
             );
         }
         let v = |a: &AtomicU64| a.load(Relaxed);
-        let counters: [Family<'_>; 19] = [
+        let counters: [Family<'_>; 20] = [
             (
                 "eliop2p_proxy_bytes_served_total",
                 "Body bytes of GET responses, by the tier they came from.",
@@ -231,6 +235,14 @@ impl Metrics {
                 "eliop2p_proxy_aborted_responses_total",
                 "Responses cut short because a fill failed after the headers were sent.",
                 &[("", v(&self.aborted_responses))],
+            ),
+            (
+                "eliop2p_passthrough_authorizations_total",
+                "Passthrough requests answered from cache after the origin authorized the client, and requests the origin denied.",
+                &[
+                    ("result=\"authorized\"", v(&self.passthrough_authorized)),
+                    ("result=\"denied\"", v(&self.passthrough_denied)),
+                ],
             ),
             (
                 "eliop2p_replication_commands_total",

@@ -14,8 +14,23 @@ use tokio_util::task::TaskTracker;
 use crate::metrics::Metrics;
 use crate::server::ProxyState;
 
+/// Who signs origin requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    /// The node signs with its own credentials.
+    #[default]
+    Node,
+    /// The client's request goes to the origin as received; the origin authorizes
+    /// every request, cached or not.
+    Passthrough,
+}
+
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
+    pub auth: AuthMode,
+    /// Origins forward-proxy requests (absolute-form and CONNECT) may reach besides
+    /// the configured one, as `host:port`.
+    pub allowed_origins: Vec<String>,
     /// Host suffixes for virtual-host style requests (`<bucket>.<domain>`).
     pub virtual_host_domains: Vec<String>,
     pub chunk_size: u64,
@@ -30,6 +45,8 @@ pub struct ProxyConfig {
 impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
+            auth: AuthMode::Node,
+            allowed_origins: Vec::new(),
             virtual_host_domains: vec!["localhost".to_owned()],
             chunk_size: 16 << 20,
             metadata_ttl: Duration::from_secs(30),

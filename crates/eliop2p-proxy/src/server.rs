@@ -49,6 +49,15 @@ impl ProxyState {
         p2p: Option<eliop2p_p2p::P2pHandle>,
     ) -> Self {
         let meta = MetaCache::new(cfg.metadata_ttl, cfg.metadata_max_entries);
+        // Virtual-host requests under the origin's own name (forward-proxy clients
+        // address `bucket.s3.<region>.amazonaws.com`) name their bucket too.
+        let mut cfg = cfg;
+        let origin_host = origin.authority().host().to_ascii_lowercase();
+        if origin_host.parse::<std::net::IpAddr>().is_err()
+            && !cfg.virtual_host_domains.contains(&origin_host)
+        {
+            cfg.virtual_host_domains.push(origin_host);
+        }
         Self {
             cfg,
             origin,
@@ -136,7 +145,130 @@ impl ProxyState {
         resp
     }
 
+    /// `host:port` with the scheme's default port filled in.
+    fn host_port(scheme: &http::uri::Scheme, a: &http::uri::Authority) -> String {
+        let port = a
+            .port_u16()
+            .unwrap_or(if *scheme == http::uri::Scheme::HTTPS {
+                443
+            } else {
+                80
+            });
+        format!("{}:{port}", a.host().to_ascii_lowercase())
+    }
+
+    /// Whether a forward-proxy request for `a` is for the configured origin (or a
+    /// virtual-host name under it), or for another allowed origin.
+    fn classify(&self, scheme: &http::uri::Scheme, a: &http::uri::Authority) -> Option<bool> {
+        let origin = self.origin.authority();
+        let origin_scheme = if self.origin.origin_id().starts_with("https://") {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        };
+        let mine = Self::host_port(&origin_scheme, origin);
+        let asked = Self::host_port(scheme, a);
+        let origin_host = origin.host().to_ascii_lowercase();
+        let same_port = a
+            .port_u16()
+            .map(|p| Some(p) == origin.port_u16())
+            .unwrap_or(true);
+        let under_origin = a
+            .host()
+            .to_ascii_lowercase()
+            .ends_with(&format!(".{origin_host}"));
+        if asked == mine || same_port && under_origin {
+            return Some(true);
+        }
+        let allowed = self.cfg.allowed_origins.iter().any(|o| {
+            let o = o.to_ascii_lowercase();
+            o == asked || (!o.contains(':') && asked.split(':').next() == Some(o.as_str()))
+        });
+        allowed.then_some(false)
+    }
+
+    /// `CONNECT host:port`: an allowed origin gets a byte tunnel (TLS end to end,
+    /// so nothing is cached); anything else is refused before any connection.
+    async fn connect(self: &Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let Some(auth) = req.uri().authority().cloned() else {
+            return self.error_at(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                "CONNECT needs host:port",
+                "",
+            );
+        };
+        if self.classify(&http::uri::Scheme::HTTPS, &auth).is_none() {
+            return self.error_at(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                &format!("{auth} is not an allowed origin (proxy.allowed_origins)"),
+                auth.as_str(),
+            );
+        }
+        let target = Self::host_port(&http::uri::Scheme::HTTPS, &auth);
+        let upstream = match tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::net::TcpStream::connect(&target),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return self.error_at(
+                    StatusCode::BAD_GATEWAY,
+                    "BadGateway",
+                    &format!("connecting to {target}: {e}"),
+                    auth.as_str(),
+                );
+            }
+            Err(_) => {
+                return self.error_at(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "GatewayTimeout",
+                    &format!("connecting to {target} timed out"),
+                    auth.as_str(),
+                );
+            }
+        };
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(up) => {
+                    let mut client = TokioIo::new(up);
+                    let mut upstream = upstream;
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            }
+        });
+        Response::new(ProxyBody::Empty)
+    }
+
     async fn route(self: &Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        if req.method() == Method::CONNECT {
+            return self.connect(req).await;
+        }
+        // Forward-proxy (absolute-form) requests: only allowed origins.
+        let mut dest = None;
+        if let Some(auth) = req.uri().authority().cloned() {
+            let scheme = req
+                .uri()
+                .scheme()
+                .cloned()
+                .unwrap_or(http::uri::Scheme::HTTP);
+            match self.classify(&scheme, &auth) {
+                None => {
+                    return self.error_at(
+                        StatusCode::FORBIDDEN,
+                        "AccessDenied",
+                        &format!("{auth} is not an allowed origin (proxy.allowed_origins)"),
+                        req.uri().path(),
+                    );
+                }
+                Some(true) => {}
+                Some(false) => dest = Some((scheme, auth)),
+            }
+        }
         let header_bytes: usize = req
             .headers()
             .iter()
@@ -163,9 +295,16 @@ impl ProxyState {
         let cacheable = matches!(*req.method(), Method::GET | Method::HEAD)
             && target.key.is_some()
             && req.uri().query().is_none_or(query_is_cacheable);
+        if self.cfg.auth == crate::node::AuthMode::Passthrough || dest.is_some() {
+            let key = match (&target.bucket, &target.key) {
+                (Some(b), Some(k)) if cacheable => Some(ObjectKey::new(b.clone(), k.clone())),
+                _ => None,
+            };
+            return crate::passthrough::handle(self, req, key, dest).await;
+        }
         if cacheable && let (Some(bucket), Some(key)) = (&target.bucket, &target.key) {
             let key = ObjectKey::new(bucket.clone(), key.clone());
-            match get::serve(self, &req, key).await {
+            match get::serve(self, &req, key, None).await {
                 Outcome::Response(r) => return r,
                 Outcome::Forward => {}
             }
@@ -220,7 +359,8 @@ pub(crate) async fn serve<H, Fut>(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), svc);
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {

@@ -78,6 +78,20 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "proxy",
+        "auth",
+        Kind::Choice(&["node", "passthrough"]),
+        "node",
+        "node: the node signs origin requests with origin.access_key; passthrough: client requests go to the origin as received and the origin authorizes every read, cached or not"
+    ),
+    key!(
+        "proxy",
+        "allowed_origins",
+        Kind::List,
+        "",
+        "host:port of origins forward-proxy clients (HTTP_PROXY, CONNECT) may reach besides origin.endpoint; a bare host allows ports 80 and 443"
+    ),
+    key!(
+        "proxy",
         "readahead_chunks",
         Kind::Int,
         "2",
@@ -982,6 +996,12 @@ impl Effective {
         };
         Ok(NodeConfig {
             proxy: ProxyConfig {
+                auth: if self.str("proxy.auth") == "passthrough" {
+                    eliop2p_proxy::AuthMode::Passthrough
+                } else {
+                    eliop2p_proxy::AuthMode::Node
+                },
+                allowed_origins: self.list("proxy.allowed_origins"),
                 virtual_host_domains: self.list("proxy.virtual_host_domains"),
                 chunk_size,
                 metadata_ttl: self.duration("cache.metadata_ttl"),

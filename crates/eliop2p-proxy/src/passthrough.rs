@@ -1,0 +1,341 @@
+//! Authentication passthrough (`proxy.auth = "passthrough"`) and forward-proxy
+//! requests: the client's request goes to the origin exactly as received (method,
+//! raw path and query, `Host`, every signed header), so the origin checks the
+//! client's own signature or presigned URL.
+//!
+//! A cached object is never served on the cache's word alone: every request is
+//! first sent to the origin, with an added (unsigned) `If-None-Match` carrying the
+//! cached ETag. A 304, or a 2xx for the same ETag (origins that ignore the condition;
+//! the body is dropped unread), authorizes serving the cached bytes; anything else
+//! (403, 404, a new version) is relayed as the origin sent it. A miss streams the
+//! origin's own response and caches the whole chunks it covers.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use eliop2p_cache::{FillWriter, Lookup};
+use eliop2p_core::range::RangeRequest;
+use eliop2p_core::{ChunkLayout, ETag, ObjectKey};
+use eliop2p_origin::ObjectMeta;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::{BoxError, ProxyBody};
+use crate::get::{self, Outcome, chunk_id};
+use crate::metrics::Source;
+use crate::server::ProxyState;
+
+/// Where a forward-proxy request goes (the scheme and host the client named).
+pub(crate) type Destination = Option<(http::uri::Scheme, http::uri::Authority)>;
+
+/// Request headers that belong to the hop to the node, not to the origin.
+fn is_hop_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "upgrade"
+    )
+}
+
+fn is_conditional(h: &HeaderMap) -> bool {
+    [
+        header::IF_MATCH,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+    ]
+    .iter()
+    .any(|n| h.contains_key(n))
+}
+
+/// The cached metadata of an object when every chunk the request needs is held
+/// locally, so the only origin round trip is the authorization.
+fn local_hit(state: &ProxyState, key: &ObjectKey, headers: &HeaderMap) -> Option<Arc<ObjectMeta>> {
+    let meta = state.meta.peek(key)?;
+    let range = match headers.get(header::RANGE) {
+        None => eliop2p_core::ByteRange::new(0, meta.size),
+        Some(v) => match RangeRequest::parse(v.to_str().ok()?) {
+            Ok(RangeRequest::Single(spec)) => spec.resolve(meta.size).ok()?,
+            Ok(RangeRequest::Multiple) => eliop2p_core::ByteRange::new(0, meta.size),
+            Err(_) => return None,
+        },
+    };
+    let layout = ChunkLayout::new(state.cfg.chunk_size, meta.size);
+    layout
+        .slices(range)
+        .all(|sl| {
+            state
+                .cache
+                .is_cached(&chunk_id(state, key, &meta, sl.index))
+                .is_some()
+        })
+        .then_some(meta)
+}
+
+/// Relays a request as-is; for a cacheable GET/HEAD of `key`, answers from the
+/// cache when the origin authorizes it, and caches what a miss brings.
+pub(crate) async fn handle(
+    state: &Arc<ProxyState>,
+    req: Request<Incoming>,
+    key: Option<ObjectKey>,
+    dest: Destination,
+) -> Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    let resource = parts.uri.path().to_owned();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let mut headers = HeaderMap::new();
+    for (n, v) in &parts.headers {
+        if !is_hop_header(n) {
+            headers.append(n.clone(), v.clone());
+        }
+    }
+    let read = matches!(parts.method, Method::GET | Method::HEAD);
+    let mutates = matches!(parts.method, Method::PUT | Method::POST | Method::DELETE);
+    // Only the configured origin's objects are cached.
+    let key = key.filter(|_| dest.is_none() && read);
+    let hit = key
+        .as_ref()
+        .filter(|_| !is_conditional(&parts.headers))
+        .and_then(|k| local_hit(state, k, &parts.headers));
+    if let Some(meta) = &hit
+        && let Ok(v) = HeaderValue::from_str(meta.etag.as_str())
+    {
+        headers.insert(header::IF_NONE_MATCH, v);
+    }
+    let has_body = !read
+        && (parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v != "0")
+            || parts.headers.contains_key(header::TRANSFER_ENCODING));
+    let body = if has_body {
+        body.map_err(Into::into).boxed()
+    } else {
+        eliop2p_origin::empty_body()
+    };
+    let target = crate::request::S3Target {
+        bucket: key.as_ref().map(|k| k.bucket.clone()),
+        key: key.as_ref().map(|k| k.key.clone()),
+    };
+    if mutates {
+        state.invalidate_target(&target);
+    }
+    state.metrics.origin_forward.fetch_add(1, Relaxed);
+    let dest_ref = dest.as_ref().map(|(s, a)| (s, a));
+    let resp = match state
+        .origin
+        .send_as_is(
+            parts.method.clone(),
+            &path_and_query,
+            headers,
+            body,
+            dest_ref,
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            state.metrics.origin_errors.fetch_add(1, Relaxed);
+            return state.error_at(
+                StatusCode::BAD_GATEWAY,
+                "BadGateway",
+                &format!("origin request failed: {e}"),
+                &resource,
+            );
+        }
+    };
+    if mutates {
+        state.invalidate_target(&target);
+    }
+    let status = resp.status();
+    let resp_etag = resp
+        .headers()
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(ETag::new);
+    if let (Some(meta), Some(key)) = (&hit, &key) {
+        let same_version = status == StatusCode::NOT_MODIFIED
+            || status.is_success()
+                && resp_etag
+                    .as_ref()
+                    .is_some_and(|e| e.opaque() == meta.etag.opaque());
+        if same_version {
+            // Authorized for this version: the cached bytes answer. An unread body
+            // is dropped with its connection.
+            drop(resp);
+            state.metrics.passthrough_authorized.fetch_add(1, Relaxed);
+            let req = Request::from_parts(parts, ());
+            return match get::serve(state, &req, key.clone(), Some(meta.clone())).await {
+                Outcome::Response(r) => r,
+                Outcome::Forward => state.error(
+                    StatusCode::BAD_GATEWAY,
+                    "BadGateway",
+                    "cached object could not be served",
+                    key,
+                ),
+            };
+        }
+    }
+    if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
+        state.metrics.passthrough_denied.fetch_add(1, Relaxed);
+    }
+    if let Some(key) = &key
+        && status == StatusCode::NOT_FOUND
+    {
+        state.invalidate_target(&crate::request::S3Target {
+            bucket: Some(key.bucket.clone()),
+            key: Some(key.key.clone()),
+        });
+    }
+    let (rparts, rbody) = resp.into_parts();
+    let mut out = Response::new(ProxyBody::Empty);
+    *out.status_mut() = rparts.status;
+    for (name, value) in &rparts.headers {
+        if !crate::forward::is_hop_by_hop_response_header(name) {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    let h = out.headers_mut();
+    h.insert("x-cache", HeaderValue::from_static("MISS"));
+    h.insert("x-cache-source", HeaderValue::from_static("origin"));
+    // What a GET brings is cached: the whole chunks it covers.
+    let learned = match (&key, parts.method == Method::GET, status) {
+        (Some(key), true, StatusCode::OK) => {
+            ObjectMeta::from_headers(&rparts.headers).map(|m| (key, m, 0u64))
+        }
+        (Some(key), true, StatusCode::PARTIAL_CONTENT) => {
+            ObjectMeta::from_partial_response(&rparts.headers).and_then(|m| {
+                let start = content_range_start(&rparts.headers)?;
+                Some((key, m, start))
+            })
+        }
+        _ => None,
+    };
+    let len = rparts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match (learned, len) {
+        (Some((key, meta, start)), Some(len)) if parts.method == Method::GET => {
+            let meta = Arc::new(meta);
+            if let Some(old) = state.meta.peek(key)
+                && old.etag.opaque() != meta.etag.opaque()
+            {
+                state.invalidate_target(&crate::request::S3Target {
+                    bucket: Some(key.bucket.clone()),
+                    key: Some(key.key.clone()),
+                });
+            }
+            state.meta.put(key, meta.clone());
+            let tee = Tee {
+                state: state.clone(),
+                key: key.clone(),
+                meta,
+                pos: start,
+                end: start + len,
+                writer: None,
+            };
+            *out.body_mut() = ProxyBody::Stream {
+                stream: Box::pin(tee.stream(rbody)),
+                len,
+            };
+        }
+        _ => *out.body_mut() = ProxyBody::Origin(rbody),
+    }
+    out
+}
+
+fn content_range_start(h: &HeaderMap) -> Option<u64> {
+    let v = h.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let range = v.strip_prefix("bytes ")?.split('/').next()?;
+    range.split('-').next()?.trim().parse().ok()
+}
+
+/// Streams an origin body to the client and into fills of the whole chunks it
+/// covers. A chunk whose bytes are incomplete (client gone, origin cut) is
+/// abandoned and never cached.
+struct Tee {
+    state: Arc<ProxyState>,
+    key: ObjectKey,
+    meta: Arc<ObjectMeta>,
+    /// Object offset of the next byte.
+    pos: u64,
+    end: u64,
+    writer: Option<(FillWriter, u64)>,
+}
+
+impl Tee {
+    fn feed(&mut self, data: &[u8]) {
+        let cs = self.state.cfg.chunk_size;
+        let layout = ChunkLayout::new(cs, self.meta.size);
+        let mut off = 0usize;
+        while off < data.len() {
+            let abs = self.pos + off as u64;
+            if self.writer.is_none() && abs.is_multiple_of(cs) && abs < self.meta.size {
+                let index = abs / cs;
+                let r = layout.chunk_range(index);
+                if r.end <= self.end {
+                    let id = chunk_id(&self.state, &self.key, &self.meta, index);
+                    if let Lookup::Leader(w) = self.state.cache.lookup(id, r.len()) {
+                        self.writer = Some((w, r.end));
+                    }
+                }
+            }
+            let n = match &mut self.writer {
+                Some((w, chunk_end)) => {
+                    let n = (data.len() - off).min((*chunk_end - abs) as usize);
+                    let full = abs + n as u64 == *chunk_end;
+                    if w.push(&data[off..off + n]).is_err() {
+                        self.writer = None;
+                    } else if full && let Some((w, _)) = self.writer.take() {
+                        let _ = w.finish();
+                    }
+                    n
+                }
+                None => {
+                    let next = (abs / cs + 1) * cs;
+                    (data.len() - off).min((next - abs) as usize)
+                }
+            };
+            off += n;
+        }
+        self.pos += data.len() as u64;
+    }
+
+    fn stream(
+        self,
+        body: Incoming,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, BoxError>> + Send {
+        futures_util::stream::unfold(Some((self, body)), |st| async move {
+            let (mut tee, mut body) = st?;
+            loop {
+                match body.frame().await {
+                    None => return None,
+                    Some(Err(e)) => return Some((Err(Box::new(e) as BoxError), None)),
+                    Some(Ok(f)) => {
+                        if let Ok(data) = f.into_data() {
+                            tee.feed(&data);
+                            tee.state
+                                .metrics
+                                .add_bytes(Source::Origin, data.len() as u64);
+                            return Some((Ok(data), Some((tee, body))));
+                        }
+                    }
+                }
+            }
+        })
+    }
+}

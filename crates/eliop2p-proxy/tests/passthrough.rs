@@ -1,0 +1,323 @@
+//! Authentication passthrough against the SigV4-checking origin: the node holds no
+//! credentials; clients sign (headers or presigned URLs) for the node's address,
+//! and the origin decides every request, cached or not. A client with wrong, unknown
+//! or no credentials, or an expired or tampered URL, gets the origin's 403 and not
+//! one byte of the object, also after a good client cached it.
+
+use std::time::Duration;
+
+use eliop2p_origin::{OriginClient, OriginConfig, OriginRequest};
+use eliop2p_proxy::AuthMode;
+use eliop2p_testkit::{
+    ACCESS_KEY, SECRET_KEY, TestClient, TestOrigin, sha256_hex, start_node, test_data,
+};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+
+const MIB: usize = 1 << 20;
+
+/// A client that signs for the node's address with the given keys.
+fn signer(node: &str, access: &str, secret: &str) -> OriginClient {
+    let mut cfg = OriginConfig::for_endpoint(node, access, secret);
+    cfg.max_retries = 0;
+    OriginClient::new(cfg).unwrap()
+}
+
+async fn get(
+    c: &OriginClient,
+    bucket: &str,
+    key: &str,
+    range: Option<&str>,
+) -> (StatusCode, http::HeaderMap, bytes::Bytes) {
+    let mut req = OriginRequest::new(Method::GET, bucket, Some(key));
+    if let Some(r) = range {
+        req.headers.insert(http::header::RANGE, r.parse().unwrap());
+    }
+    let resp = c.send(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+fn assert_denied(status: StatusCode, body: &[u8], data: &[u8], who: &str) {
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "{who}: {:?}",
+        String::from_utf8_lossy(body)
+    );
+    assert!(body.len() < 4096, "{who}: error body only");
+    assert!(
+        !data
+            .windows(64)
+            .take(1)
+            .any(|w| body.windows(64).any(|b| b == w)),
+        "{who}: object bytes leaked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_authorizes_every_read_and_caches_for_good_clients() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.create_bucket("ptb").await.unwrap();
+    let data = test_data(20 * MIB, 9);
+    origin.put("ptb", "obj", data.clone()).await.unwrap();
+    // The node has no credentials at all.
+    let node = start_node(&origin, |c| {
+        c.proxy.auth = AuthMode::Passthrough;
+        c.origin.access_key.clear();
+        c.origin.secret_key.clear();
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", node.proxy_addr);
+    let good = signer(&url, ACCESS_KEY, SECRET_KEY);
+
+    // Miss: the origin's response streams through and is cached.
+    let (st, h, body) = get(&good, "ptb", "obj", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(sha256_hex(&body), sha256_hex(&data));
+    assert_eq!(h["x-cache"], "MISS");
+
+    // Hit: authorized by the origin, bytes from the cache.
+    let before = origin.bytes_sent();
+    let (st, h, body) = get(&good, "ptb", "obj", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(sha256_hex(&body), sha256_hex(&data));
+    assert_eq!(h["x-cache"], "HIT");
+    let (st, h, body) = get(&good, "ptb", "obj", Some("bytes=1000-2999999")).await;
+    assert_eq!(st, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&body[..], &data[1000..3_000_000]);
+    assert_eq!(h["x-cache"], "HIT");
+    let sent = origin.bytes_sent() - before;
+    assert!(
+        sent < data.len() as u64 / 2,
+        "authorizations dropped their bodies, yet the origin sent {sent} bytes"
+    );
+    assert!(
+        node.render_metrics()
+            .contains("eliop2p_passthrough_authorizations_total{result=\"authorized\"} 2")
+    );
+
+    // Denied clients, with the object cached: the origin's 403, no object bytes.
+    let wrong_secret = signer(&url, ACCESS_KEY, "not-the-secret-key-0123456789abcd");
+    let (st, _, body) = get(&wrong_secret, "ptb", "obj", None).await;
+    assert_denied(st, &body, &data, "wrong secret");
+    let unknown = signer(&url, "AKIDUNKNOWN", SECRET_KEY);
+    let (st, _, body) = get(&unknown, "ptb", "obj", None).await;
+    assert_denied(st, &body, &data, "unknown key");
+    let r = TestClient::new()
+        .get(&format!("{url}/ptb/obj"), &[])
+        .await
+        .unwrap();
+    assert_denied(r.status, &r.body, &data, "anonymous");
+    let r = TestClient::new()
+        .get(&format!("{url}/ptb/obj"), &[("range", "bytes=0-99")])
+        .await
+        .unwrap();
+    assert_denied(r.status, &r.body, &data, "anonymous range");
+
+    // Presigned URLs: good, tampered, expired.
+    let presigned = good
+        .presign(
+            &OriginRequest::new(Method::GET, "ptb", Some("obj")),
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap()
+        .to_string();
+    let r = TestClient::new().get(&presigned, &[]).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    assert_eq!(
+        r.header("x-cache"),
+        Some("HIT"),
+        "signature params are not part of the cache key"
+    );
+    let tampered = {
+        let (head, sig) = presigned.rsplit_once("X-Amz-Signature=").unwrap();
+        let flipped: String = sig
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 0 {
+                    if c == 'a' { 'b' } else { 'a' }
+                } else {
+                    c
+                }
+            })
+            .collect();
+        format!("{head}X-Amz-Signature={flipped}")
+    };
+    let r = TestClient::new().get(&tampered, &[]).await.unwrap();
+    assert_denied(r.status, &r.body, &data, "tampered presigned URL");
+    let short = good
+        .presign(
+            &OriginRequest::new(Method::GET, "ptb", Some("obj")),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = TestClient::new().get(&short, &[]).await.unwrap();
+    assert_denied(r.status, &r.body, &data, "expired presigned URL");
+    assert!(
+        node.render_metrics()
+            .contains("eliop2p_passthrough_authorizations_total{result=\"denied\"}")
+    );
+
+    // A new version at the origin: served fresh, then cached again.
+    let v2 = test_data(3 * MIB, 10);
+    origin.put("ptb", "obj", v2.clone()).await.unwrap();
+    let (st, _, body) = get(&good, "ptb", "obj", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(sha256_hex(&body), sha256_hex(&v2));
+    let (_, h, body) = get(&good, "ptb", "obj", None).await;
+    assert_eq!(sha256_hex(&body), sha256_hex(&v2));
+    assert_eq!(h["x-cache"], "HIT");
+    node.shutdown().await;
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_keeps_signatures_of_odd_keys_valid() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.create_bucket("odd").await.unwrap();
+    let node = start_node(&origin, |c| c.proxy.auth = AuthMode::Passthrough)
+        .await
+        .unwrap();
+    let good = signer(
+        &format!("http://{}", node.proxy_addr),
+        ACCESS_KEY,
+        SECRET_KEY,
+    );
+    for (i, key) in [
+        "a/./b",
+        "a//b",
+        "./lead",
+        "with space",
+        "lit%2Fslash",
+        "ünïcödé/ключ",
+        "x+y=z&w",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let data = test_data(5000 + i, 70 + i as u64);
+        origin.put("odd", key, data.clone()).await.unwrap();
+        for round in 0..2 {
+            let (st, _, body) = get(&good, "odd", key, None).await;
+            assert_eq!(
+                st,
+                StatusCode::OK,
+                "{key:?} round {round}: {:?}",
+                String::from_utf8_lossy(&body)
+            );
+            assert_eq!(sha256_hex(&body), sha256_hex(&data), "{key:?}");
+        }
+    }
+    node.shutdown().await;
+    origin.stop().await;
+}
+
+/// Sends a raw request line to the node (absolute-form, CONNECT).
+async fn raw(node: std::net::SocketAddr, text: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(node).await.unwrap();
+    s.write_all(text.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_proxy_reaches_only_allowed_origins() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.create_bucket("fwd").await.unwrap();
+    origin.put("fwd", "k", "forwarded\n".into()).await.unwrap();
+    // A host that is not allowed, counting connections.
+    let forbidden = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let forbidden_addr = forbidden.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            while forbidden.accept().await.is_ok() {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
+    // An allowed second origin that only sees a CONNECT tunnel.
+    let tunnel_end = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tunnel_addr = tunnel_end.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if let Ok((mut s, _)) = tunnel_end.accept().await {
+            let mut b = [0u8; 5];
+            if s.read_exact(&mut b).await.is_ok() {
+                let _ = s.write_all(b"pong!").await;
+            }
+        }
+    });
+    let node = start_node(&origin, |c| {
+        c.proxy.auth = AuthMode::Passthrough;
+        c.proxy.allowed_origins = vec![tunnel_addr.to_string()];
+    })
+    .await
+    .unwrap();
+
+    for req in [
+        format!("GET http://{forbidden_addr}/fwd/k HTTP/1.1\r\nHost: {forbidden_addr}\r\n\r\n"),
+        format!("CONNECT {forbidden_addr} HTTP/1.1\r\nHost: {forbidden_addr}\r\n\r\n"),
+    ] {
+        let resp = raw(node.proxy_addr, &req).await;
+        assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+        assert!(resp.contains("AccessDenied"), "{resp}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no connection to a host not allowed"
+    );
+
+    // CONNECT to an allowed origin is a byte tunnel.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(node.proxy_addr)
+            .await
+            .unwrap();
+        s.write_all(
+            format!("CONNECT {tunnel_addr} HTTP/1.1\r\nHost: {tunnel_addr}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut head = vec![0u8; 1024];
+        let n = s.read(&mut head).await.unwrap();
+        assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+        s.write_all(b"ping!").await.unwrap();
+        let mut pong = [0u8; 5];
+        s.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"pong!");
+    }
+
+    // Absolute-form to the configured origin: relayed as-is; unsigned is refused by
+    // the origin itself.
+    let o = origin.addr;
+    let resp = raw(
+        node.proxy_addr,
+        &format!("GET http://{o}/fwd/k HTTP/1.1\r\nHost: {o}\r\n\r\n"),
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    assert!(!resp.contains("forwarded"), "{resp}");
+    node.shutdown().await;
+    origin.stop().await;
+}
