@@ -178,6 +178,10 @@ pub async fn spawn_node_with_p2p(
         metrics.clone(),
         p2p.clone(),
     ));
+    state.proxy_port.store(
+        u64::from(proxy_addr.port()),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let admin_addr = admin_listener.local_addr()?;
     if let Some(p2p) = &p2p {
         p2p.set_fetcher(Arc::new(crate::cluster::NodeFetcher(Arc::downgrade(

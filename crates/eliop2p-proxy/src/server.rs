@@ -38,6 +38,9 @@ pub(crate) struct ProxyState {
     /// Chunk fills run here, detached from the requests that started them.
     pub fills: TaskTracker,
     next_request_id: AtomicU64,
+    /// The proxy listener's port (absolute-form requests naming it are for this
+    /// node, not forward-proxy requests); 0 until known.
+    pub proxy_port: AtomicU64,
 }
 
 impl ProxyState {
@@ -67,6 +70,7 @@ impl ProxyState {
             p2p,
             fills: TaskTracker::new(),
             next_request_id: AtomicU64::new(1),
+            proxy_port: AtomicU64::new(0),
         }
     }
 
@@ -248,9 +252,16 @@ impl ProxyState {
         if req.method() == Method::CONNECT {
             return self.connect(req).await;
         }
-        // Forward-proxy (absolute-form) requests: only allowed origins.
+        // Forward-proxy (absolute-form) requests: only allowed origins. An
+        // absolute-form request naming this node's own port is an ordinary request.
         let mut dest = None;
-        if let Some(auth) = req.uri().authority().cloned() {
+        let own_port = self.proxy_port.load(Relaxed);
+        if let Some(auth) = req
+            .uri()
+            .authority()
+            .filter(|a| own_port == 0 || a.port_u16() != Some(own_port as u16))
+            .cloned()
+        {
             let scheme = req
                 .uri()
                 .scheme()

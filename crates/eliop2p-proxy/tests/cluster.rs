@@ -216,6 +216,24 @@ async fn hybrid_survives_the_control_plane_and_resyncs_when_it_returns() {
     let r = get_ok(&client, &cluster.url(0, "bkt", "a"), &a).await;
     let ids = chunk_ids(&origin, "bkt", "a", r.header("etag").unwrap(), a.len());
     let gets_a = origin.gets_of("bkt", "a").len();
+    // The reports reach the control plane (within a flush interval) before it stops.
+    let q = serde_json::json!({"chunks": [ids[0].to_hex()]});
+    eventually("chunk 0 reported", Duration::from_secs(3), async || {
+        cp_call(
+            &cluster,
+            http::Method::POST,
+            "/api/v1/chunks/locations",
+            Some(q.clone()),
+        )
+        .await
+        .is_some_and(|l| {
+            !l["locations"][ids[0].to_hex()]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        })
+    })
+    .await;
 
     cluster.stop_control_plane().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -237,7 +255,6 @@ async fn hybrid_survives_the_control_plane_and_resyncs_when_it_returns() {
         4,
         "registrations restored"
     );
-    let q = serde_json::json!({"chunks": [ids[0].to_hex()]});
     let restored = cp_call(
         &cluster,
         http::Method::POST,
