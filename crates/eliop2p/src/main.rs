@@ -46,6 +46,14 @@ fn cli() -> Command {
                 .arg(Arg::new("print-config").long("print-config").action(ArgAction::SetTrue).help("Print the effective config as TOML and exit")),
         ))
         .subcommand(key_args(
+            Command::new("presign")
+                .about("Print a presigned GET URL (SigV4 query authentication) for s3://bucket/key, signed with origin.access_key/secret_key")
+                .arg(Arg::new("url").required(true).value_name("s3://BUCKET/KEY"))
+                .arg(Arg::new("config").long("config").value_name("FILE").help("TOML config file"))
+                .arg(Arg::new("expires").long("expires").value_name("DURATION").default_value("1h").help("validity, e.g. 15m, 3600s (at most 7 days)"))
+                .arg(Arg::new("endpoint").long("endpoint").value_name("URL").help("host the URL points at and is signed for (default origin.endpoint; a passthrough node's URL to read through it)")),
+        ))
+        .subcommand(key_args(
             Command::new("demo")
                 .about("Start an in-process S3-compatible origin with sample objects and a node in front of it")
                 .arg(Arg::new("once").long("once").action(ArgAction::SetTrue).help("Run the scripted reads, print the table and exit")),
@@ -154,6 +162,34 @@ async fn run_control_plane(eff: Effective) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn presign(eff: &Effective, m: &ArgMatches) -> anyhow::Result<()> {
+    let url = m.get_one::<String>("url").expect("required");
+    let (bucket, key) = url
+        .strip_prefix("s3://")
+        .and_then(|r| r.split_once('/'))
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        .with_context(|| format!("{url:?} is not s3://bucket/key"))?;
+    let expires =
+        eliop2p_core::units::parse_duration_ms(m.get_one::<String>("expires").expect("default"))
+            .map(Duration::from_millis)
+            .map_err(|e| anyhow::anyhow!("--expires: {e}"))?;
+    if expires.is_zero() || expires > Duration::from_secs(7 * 24 * 3600) {
+        anyhow::bail!("--expires: must be between 1s and 7 days");
+    }
+    let cfg = eff.node_config_with_id("presign")?;
+    let mut origin = cfg.origin;
+    if origin.access_key.is_empty() {
+        anyhow::bail!("config key origin.access_key is required to presign");
+    }
+    if let Some(e) = m.get_one::<String>("endpoint") {
+        origin.endpoint = e.clone();
+    }
+    let client = eliop2p_origin::OriginClient::new(origin)?;
+    let req = eliop2p_origin::OriginRequest::new(http::Method::GET, bucket, Some(key));
+    println!("{}", client.presign(&req, expires).await?);
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -188,6 +224,10 @@ fn real_main() -> anyhow::Result<()> {
             }
             init_tracing();
             rt.block_on(run_control_plane(eff))
+        }
+        Some(("presign", m)) => {
+            let eff = load(m, Vec::new())?;
+            rt.block_on(presign(&eff, m))
         }
         Some(("demo", m)) => {
             init_tracing();

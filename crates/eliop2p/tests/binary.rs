@@ -366,3 +366,35 @@ async fn control_plane_and_nodes_as_processes() -> anyhow::Result<()> {
     origin.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presign_prints_a_url_the_origin_accepts() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("signed").await?;
+    let data = test_data(70_000, 31);
+    origin.put("signed", "dir/obj name", data.clone()).await?;
+    let out = Command::new(BIN)
+        .args(["presign", "s3://signed/dir/obj name", "--expires", "10m"])
+        .env("ELIOP2P_ORIGIN_ENDPOINT", &origin.endpoint)
+        .env("ELIOP2P_ORIGIN_ACCESS_KEY", ACCESS_KEY)
+        .env("ELIOP2P_ORIGIN_SECRET_KEY", SECRET_KEY)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout)?.trim().to_owned();
+    assert!(url.contains("X-Amz-Signature="), "{url}");
+    let r = TestClient::new().get(&url, &[]).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    let out = Command::new(BIN)
+        .args(["presign", "not-a-url"])
+        .env("ELIOP2P_ORIGIN_ENDPOINT", &origin.endpoint)
+        .output()?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("s3://bucket/key"));
+    origin.stop().await;
+    Ok(())
+}
