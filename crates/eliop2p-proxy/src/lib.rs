@@ -17,6 +17,7 @@ mod node;
 mod passthrough;
 mod request;
 mod server;
+pub mod sigv4;
 
 pub use body::ProxyBody;
 pub use cluster::ControlPlaneClientConfig;

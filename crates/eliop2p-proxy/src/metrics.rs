@@ -52,6 +52,8 @@ pub struct Metrics {
     /// Passthrough: cached answers the origin authorized, and client requests it
     /// denied.
     pub passthrough_authorized: AtomicU64,
+    /// Node mode with client keys: requests refused for a missing or bad signature.
+    pub client_auth_failures: AtomicU64,
     pub passthrough_denied: AtomicU64,
     /// Replication commands executed, and the bytes they fetched.
     pub replication_commands: AtomicU64,
@@ -105,7 +107,7 @@ impl Metrics {
             );
         }
         let v = |a: &AtomicU64| a.load(Relaxed);
-        let counters: [Family<'_>; 20] = [
+        let counters: [Family<'_>; 21] = [
             (
                 "eliop2p_proxy_bytes_served_total",
                 "Body bytes of GET responses, by the tier they came from.",
@@ -243,6 +245,11 @@ impl Metrics {
                     ("result=\"authorized\"", v(&self.passthrough_authorized)),
                     ("result=\"denied\"", v(&self.passthrough_denied)),
                 ],
+            ),
+            (
+                "eliop2p_proxy_client_auth_failures_total",
+                "Requests refused because their signature did not prove a configured client key.",
+                &[("", v(&self.client_auth_failures))],
             ),
             (
                 "eliop2p_replication_commands_total",

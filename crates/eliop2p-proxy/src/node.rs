@@ -28,6 +28,9 @@ pub enum AuthMode {
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
     pub auth: AuthMode,
+    /// In node auth mode: when not empty, only requests signed (SigV4) with one of
+    /// these keys are answered.
+    pub client_keys: crate::sigv4::ClientKeys,
     /// Origins forward-proxy requests (absolute-form and CONNECT) may reach besides
     /// the configured one, as `host:port`.
     pub allowed_origins: Vec<String>,
@@ -46,6 +49,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             auth: AuthMode::Node,
+            client_keys: crate::sigv4::ClientKeys::default(),
             allowed_origins: Vec::new(),
             virtual_host_domains: vec!["localhost".to_owned()],
             chunk_size: 16 << 20,

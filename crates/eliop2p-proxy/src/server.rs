@@ -293,6 +293,25 @@ impl ProxyState {
                 req.uri().path(),
             );
         }
+        if self.cfg.auth == crate::node::AuthMode::Node
+            && dest.is_none()
+            && !self.cfg.client_keys.is_empty()
+            && let Err(e) = crate::sigv4::verify(
+                &self.cfg.client_keys,
+                req.method(),
+                req.uri(),
+                req.headers(),
+                std::time::SystemTime::now(),
+            )
+        {
+            self.metrics.client_auth_failures.fetch_add(1, Relaxed);
+            return self.error_at(
+                StatusCode::FORBIDDEN,
+                e.code(),
+                &e.message(),
+                req.uri().path(),
+            );
+        }
         let target = match parse_target(
             req.uri().path(),
             req.headers(),

@@ -321,3 +321,102 @@ async fn forward_proxy_reaches_only_allowed_origins() {
     node.shutdown().await;
     origin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_mode_answers_only_configured_client_keys() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.create_bucket("nodeauth").await.unwrap();
+    let data = test_data(6 * MIB, 21);
+    origin.put("nodeauth", "obj", data.clone()).await.unwrap();
+    let node = start_node(&origin, |c| {
+        c.proxy.client_keys = eliop2p_proxy::sigv4::ClientKeys::parse(&[
+            "client-a:client-secret-a-0123456789".to_owned(),
+        ])
+        .unwrap();
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", node.proxy_addr);
+    let good = signer(&url, "client-a", "client-secret-a-0123456789");
+    for expected_cache in ["MISS", "HIT"] {
+        let (st, h, body) = get(&good, "nodeauth", "obj", None).await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(sha256_hex(&body), sha256_hex(&data));
+        assert_eq!(h["x-cache"], expected_cache);
+    }
+    // The object is cached; none of these get a byte of it.
+    let (st, _, body) = get(
+        &signer(&url, "client-a", "wrong-secret-0123456789"),
+        "nodeauth",
+        "obj",
+        None,
+    )
+    .await;
+    assert_denied(st, &body, &data, "wrong secret");
+    assert!(String::from_utf8_lossy(&body).contains("SignatureDoesNotMatch"));
+    let (st, _, body) = get(
+        &signer(&url, ACCESS_KEY, SECRET_KEY),
+        "nodeauth",
+        "obj",
+        None,
+    )
+    .await;
+    assert_denied(
+        st,
+        &body,
+        &data,
+        "a key the node does not know (the origin's own)",
+    );
+    assert!(String::from_utf8_lossy(&body).contains("InvalidAccessKeyId"));
+    let r = TestClient::new()
+        .get(&format!("{url}/nodeauth/obj"), &[])
+        .await
+        .unwrap();
+    assert_denied(r.status, &r.body, &data, "anonymous");
+    let presigned = good
+        .presign(
+            &OriginRequest::new(Method::GET, "nodeauth", Some("obj")),
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap()
+        .to_string();
+    let r = TestClient::new().get(&presigned, &[]).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    let tampered = presigned.replace("nodeauth/obj", "nodeauth/obj2");
+    let r = TestClient::new().get(&tampered, &[]).await.unwrap();
+    assert_denied(r.status, &r.body, &data, "tampered presigned URL");
+    let short = good
+        .presign(
+            &OriginRequest::new(Method::GET, "nodeauth", Some("obj")),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = TestClient::new().get(&short, &[]).await.unwrap();
+    assert_denied(r.status, &r.body, &data, "expired presigned URL");
+    // Odd keys keep their signatures valid through the node's verifier too.
+    for key in ["a/./b", "a//b", "with space", "lit%2Fslash", "ünï"] {
+        origin
+            .put("nodeauth", key, data.slice(..1000))
+            .await
+            .unwrap();
+        let (st, _, body) = get(&good, "nodeauth", key, None).await;
+        assert_eq!(
+            st,
+            StatusCode::OK,
+            "{key:?}: {:?}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(&body[..], &data[..1000]);
+    }
+    assert!(
+        node.render_metrics()
+            .contains("eliop2p_proxy_client_auth_failures_total 5")
+    );
+    node.shutdown().await;
+    origin.stop().await;
+}

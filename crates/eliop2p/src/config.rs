@@ -85,6 +85,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "proxy",
+        "client_keys_file",
+        Kind::Str,
+        "",
+        "node auth mode: file of client keys, one 'ACCESS_KEY SECRET_KEY' per line; when set, only requests signed (SigV4) with one of them are answered"
+    ),
+    key!(
+        "proxy",
         "allowed_origins",
         Kind::List,
         "",
@@ -816,6 +823,26 @@ impl Effective {
         Ok(Some(pc))
     }
 
+    fn client_keys(&self) -> anyhow::Result<eliop2p_proxy::sigv4::ClientKeys> {
+        let path = self.str("proxy.client_keys_file");
+        if path.is_empty() {
+            return Ok(Default::default());
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("config key proxy.client_keys_file: reading {path}"))?;
+        let entries: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(":"))
+            .collect();
+        if entries.is_empty() {
+            bail!("config key proxy.client_keys_file: {path} has no keys");
+        }
+        eliop2p_proxy::sigv4::ClientKeys::parse(&entries)
+            .map_err(|e| anyhow::anyhow!("config key proxy.client_keys_file: {path}: {e}"))
+    }
+
     /// The discovery mode after resolving `auto`.
     pub fn discovery_mode(&self) -> String {
         match self.str("discovery.mode").as_str() {
@@ -1002,6 +1029,7 @@ impl Effective {
                     eliop2p_proxy::AuthMode::Node
                 },
                 allowed_origins: self.list("proxy.allowed_origins"),
+                client_keys: self.client_keys()?,
                 virtual_host_domains: self.list("proxy.virtual_host_domains"),
                 chunk_size,
                 metadata_ttl: self.duration("cache.metadata_ttl"),

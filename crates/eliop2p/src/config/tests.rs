@@ -233,3 +233,29 @@ fn control_plane_service_config() {
     .unwrap();
     assert!(format!("{:#}", e.control_config().unwrap_err()).contains("control_plane.dead_after"));
 }
+
+#[test]
+fn client_keys_file_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("keys");
+    std::fs::write(&good, "# clients\nak1 secret-one\n\nak2   secret-two\n").unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, "just-one-field\n").unwrap();
+    let with = |path: &std::path::Path| {
+        Effective::load(
+            None,
+            &env(&[
+                ("ELIOP2P_ORIGIN_ENDPOINT", "http://127.0.0.1:1"),
+                ("ELIOP2P_PROXY_CLIENT_KEYS_FILE", path.to_str().unwrap()),
+            ]),
+            &[],
+        )
+        .unwrap()
+        .node_config()
+    };
+    assert!(!with(&good).unwrap().proxy.client_keys.is_empty());
+    let e = format!("{:#}", with(&bad).unwrap_err());
+    assert!(e.contains("proxy.client_keys_file"), "{e}");
+    let e = format!("{:#}", with(&dir.path().join("missing")).unwrap_err());
+    assert!(e.contains("proxy.client_keys_file"), "{e}");
+}
