@@ -53,6 +53,8 @@ impl std::str::FromStr for Addressing {
 pub struct OriginConfig {
     /// `http://host:port` or `https://host`.
     pub endpoint: String,
+    /// S3-compatible (SigV4) or Alibaba Cloud OSS.
+    pub kind: OriginKind,
     pub region: String,
     pub access_key: String,
     pub secret_key: String,
@@ -69,6 +71,7 @@ impl OriginConfig {
     pub fn for_endpoint(endpoint: &str, access_key: &str, secret_key: &str) -> Self {
         Self {
             endpoint: endpoint.to_owned(),
+            kind: OriginKind::S3,
             region: "us-east-1".to_owned(),
             access_key: access_key.to_owned(),
             secret_key: secret_key.to_owned(),
@@ -78,6 +81,38 @@ impl OriginConfig {
             max_retries: 2,
         }
     }
+}
+
+/// The storage service and how requests to it are signed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OriginKind {
+    /// S3-compatible, AWS Signature V4.
+    #[default]
+    S3,
+    /// Alibaba Cloud OSS, signature V1 (HMAC-SHA1) or V4 (OSS4-HMAC-SHA256; needs
+    /// `region`, e.g. `cn-hangzhou`).
+    Oss(OssSignature),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OssSignature {
+    V1,
+    V4,
+}
+
+/// The OSS signer for one bucket (OSS signs the bucket into the canonical resource).
+pub fn oss_signer(
+    bucket: &str,
+    region: &str,
+    version: OssSignature,
+) -> reqsign_aliyun_oss::RequestSigner {
+    let v = match version {
+        OssSignature::V1 => reqsign_aliyun_oss::SigningVersion::V1,
+        OssSignature::V4 => reqsign_aliyun_oss::SigningVersion::V4,
+    };
+    reqsign_aliyun_oss::RequestSigner::new(bucket)
+        .with_region(region)
+        .with_signing_version(v)
 }
 
 #[derive(Debug, Error)]
@@ -129,6 +164,7 @@ pub struct OriginClient {
     authority: http::uri::Authority,
     signer: std::sync::Arc<RequestSigner>,
     credential: Credential,
+    oss_credential: reqsign_aliyun_oss::Credential,
     ctx: Context,
     cfg: OriginConfig,
     /// Stable identity of this origin, part of every chunk id.
@@ -171,8 +207,15 @@ impl OriginClient {
             session_token: None,
             expires_in: None,
         };
+        let oss_credential = reqsign_aliyun_oss::Credential {
+            access_key_id: cfg.access_key.clone(),
+            access_key_secret: cfg.secret_key.clone(),
+            security_token: None,
+            expires_in: None,
+        };
         let origin_id = format!("{}://{}", scheme, authority);
         Ok(Self {
+            oss_credential,
             client,
             scheme,
             authority,
@@ -235,11 +278,31 @@ impl OriginClient {
             .body(())
             .map_err(|e| OriginError::InvalidRequest(e.to_string()))?;
         let (mut parts, ()) = request.into_parts();
-        self.signer
-            .sign_request(&self.ctx, &mut parts, Some(&self.credential), None)
-            .await
-            .map_err(|e| OriginError::Signing(e.to_string()))?;
+        self.sign(&mut parts, req.bucket.as_deref(), None).await?;
         Ok(Request::from_parts(parts, body))
+    }
+
+    /// Signs in place for this origin's kind (`expires` = presigned query).
+    async fn sign(
+        &self,
+        parts: &mut http::request::Parts,
+        bucket: Option<&str>,
+        expires: Option<Duration>,
+    ) -> Result<(), OriginError> {
+        let r = match self.cfg.kind {
+            OriginKind::S3 => {
+                self.signer
+                    .sign_request(&self.ctx, parts, Some(&self.credential), expires)
+                    .await
+            }
+            OriginKind::Oss(version) => {
+                use reqsign_core::SignRequest;
+                oss_signer(bucket.unwrap_or(""), &self.cfg.region, version)
+                    .sign_request(&self.ctx, parts, Some(&self.oss_credential), expires)
+                    .await
+            }
+        };
+        r.map_err(|e| OriginError::Signing(e.to_string()))
     }
 
     /// A presigned URL (SigV4 query authentication) for a request, valid for
@@ -258,10 +321,8 @@ impl OriginClient {
             .body(())
             .map_err(|e| OriginError::InvalidRequest(e.to_string()))?
             .into_parts();
-        self.signer
-            .sign_request(&self.ctx, &mut parts, Some(&self.credential), Some(expires))
-            .await
-            .map_err(|e| OriginError::Signing(e.to_string()))?;
+        self.sign(&mut parts, req.bucket.as_deref(), Some(expires))
+            .await?;
         Ok(parts.uri)
     }
 

@@ -1,7 +1,9 @@
-//! Client for the object storage behind the cache (S3-compatible for now).
+//! Client for the object storage behind the cache: S3-compatible storage and
+//! Alibaba Cloud OSS.
 //!
 //! Owns everything about talking to the origin: addressing (path or virtual-host
-//! style), SigV4 signing with the node's credentials (by `reqsign`), pooled http/https
+//! style), signing with the node's credentials (by `reqsign`: AWS SigV4, OSS V1
+//! HMAC-SHA1 or OSS V4), presigned URLs, pooled http/https
 //! connections, timeouts, and retries with backoff on 5xx and connection errors.
 //! It never normalises object keys: the key bytes the client named are the key bytes
 //! the origin sees.
@@ -10,8 +12,8 @@ mod client;
 mod meta;
 
 pub use client::{
-    Addressing, OriginBody, OriginClient, OriginConfig, OriginError, OriginRequest, empty_body,
-    full_body,
+    Addressing, OriginBody, OriginClient, OriginConfig, OriginError, OriginKind, OriginRequest,
+    OssSignature, empty_body, full_body, oss_signer,
 };
 pub use meta::ObjectMeta;
 

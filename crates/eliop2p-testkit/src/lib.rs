@@ -3,6 +3,8 @@
 //! of every request it receives; a node wired to it; a small HTTP client; and
 //! deterministic test data.
 
+pub mod oss;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -118,6 +118,20 @@ pub const KEYS: &[KeyDef] = &[
         "",
         "origin URL, e.g. https://s3.us-east-1.amazonaws.com (required)"
     ),
+    key!(
+        "origin",
+        "kind",
+        Kind::Choice(&["s3", "oss"]),
+        "s3",
+        "s3: S3-compatible storage (AWS Signature V4); oss: Alibaba Cloud OSS"
+    ),
+    key!(
+        "origin",
+        "signature",
+        Kind::Choice(&["v4", "v1"]),
+        "v4",
+        "OSS signature version (v1: HMAC-SHA1; v4: OSS4-HMAC-SHA256, needs origin.region such as cn-hangzhou); S3 always uses v4"
+    ),
     key!("origin", "region", Kind::Str, "us-east-1", "signing region"),
     key!(
         "origin",
@@ -1011,8 +1025,20 @@ impl Effective {
             .str("origin.addressing")
             .parse()
             .map_err(|e| anyhow::anyhow!("config key origin.addressing: {e}"))?;
+        let kind = match (
+            self.str("origin.kind").as_str(),
+            self.str("origin.signature").as_str(),
+        ) {
+            ("oss", "v1") => eliop2p_origin::OriginKind::Oss(eliop2p_origin::OssSignature::V1),
+            ("oss", _) => eliop2p_origin::OriginKind::Oss(eliop2p_origin::OssSignature::V4),
+            (_, "v1") => {
+                bail!("config key origin.signature: v1 is for origin.kind = oss; S3 origins use v4")
+            }
+            _ => eliop2p_origin::OriginKind::S3,
+        };
         let origin = OriginConfig {
             endpoint,
+            kind,
             region: self.str("origin.region"),
             access_key: self.str("origin.access_key"),
             secret_key: self.str("origin.secret_key"),

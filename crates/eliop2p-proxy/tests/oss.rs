@@ -1,0 +1,114 @@
+//! A node in front of an OSS origin (the testkit's OSS stand-in, which checks V1
+//! signatures independently of the node's signer): byte-exact reads, chunked
+//! caching, ranges, OSS errors relayed, presigned OSS URLs.
+
+use std::time::Duration;
+
+use eliop2p_origin::{OriginClient, OriginConfig, OriginKind, OriginRequest, OssSignature};
+use eliop2p_testkit::oss::TestOssOrigin;
+use eliop2p_testkit::{TestClient, sha256_hex, test_data};
+use http::{Method, StatusCode};
+
+const AK: &str = "LTAI-test-access";
+const SK: &str = "oss-test-secret-0123456789";
+
+fn oss_config(endpoint: &str, secret: &str) -> OriginConfig {
+    let mut c = OriginConfig::for_endpoint(endpoint, AK, secret);
+    c.kind = OriginKind::Oss(OssSignature::V1);
+    c.region = "cn-hangzhou".into();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_reads_an_oss_origin_with_v1_signatures() {
+    let oss = TestOssOrigin::start(AK, SK).await.unwrap();
+    let data = test_data(40 << 20, 17);
+    oss.put("ossbucket", "models/weights.bin", data.clone());
+    let origin_cfg = oss_config(&oss.endpoint, SK);
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = eliop2p_proxy::spawn_node(
+        eliop2p_testkit::node_config(origin_cfg.clone()),
+        proxy,
+        admin,
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}/ossbucket/models/weights.bin", node.proxy_addr);
+    let c = TestClient::new();
+    let r = c.get(&url, &[]).await.unwrap();
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    let cold = oss.gets();
+    assert_eq!(cold, 3, "40 MiB = 3 chunks, one signed GET each");
+    let r = c.get(&url, &[]).await.unwrap();
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    let r = c
+        .get(&url, &[("range", "bytes=17000000-17999999")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&r.body[..], &data[17_000_000..18_000_000]);
+    assert_eq!(oss.gets(), cold, "served from cache");
+    // OSS errors come through with their status and XML.
+    let r = c
+        .get(
+            &format!("http://{}/ossbucket/missing", node.proxy_addr),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&r.body).contains("NoSuchKey"));
+    node.shutdown().await;
+
+    // A node with the wrong secret gets the origin's refusal, relayed.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bad = eliop2p_proxy::spawn_node(
+        eliop2p_testkit::node_config(oss_config(&oss.endpoint, "wrong-secret")),
+        proxy,
+        admin,
+    )
+    .await
+    .unwrap();
+    let r = c
+        .get(
+            &format!("http://{}/ossbucket/models/weights.bin", bad.proxy_addr),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&r.body).contains("SignatureDoesNotMatch"));
+    bad.shutdown().await;
+
+    // Presigned OSS URLs (OSSAccessKeyId, Expires, Signature).
+    let client = OriginClient::new(origin_cfg).unwrap();
+    let presigned = client
+        .presign(
+            &OriginRequest::new(Method::GET, "ossbucket", Some("models/weights.bin")),
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap()
+        .to_string();
+    assert!(presigned.contains("OSSAccessKeyId="), "{presigned}");
+    let r = c.get(&presigned, &[("range", "bytes=0-99")]).await.unwrap();
+    assert_eq!(
+        r.status,
+        StatusCode::PARTIAL_CONTENT,
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(&r.body[..], &data[..100]);
+    let tampered = presigned.replace("weights.bin", "weights.bim");
+    let r = c.get(&tampered, &[]).await.unwrap();
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
