@@ -49,6 +49,12 @@ impl ETag {
         &self.0
     }
 
+    /// Whether this validator was derived from `Last-Modified` and the size (origins
+    /// without ETags): it must not be sent in `If-Match`.
+    pub fn is_synthetic(&self) -> bool {
+        self.0.starts_with("W/\"lm-")
+    }
+
     /// The opaque part without quotes and weakness prefix, for comparisons.
     pub fn opaque(&self) -> &str {
         self.0.trim_start_matches("W/").trim_matches('"')

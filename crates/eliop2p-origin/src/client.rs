@@ -92,6 +92,9 @@ pub enum OriginKind {
     /// Alibaba Cloud OSS, signature V1 (HMAC-SHA1) or V4 (OSS4-HMAC-SHA256; needs
     /// `region`, e.g. `cn-hangzhou`).
     Oss(OssSignature),
+    /// A plain HTTP(S) URL space (model hubs, artifact servers): the request path is
+    /// appended to the endpoint's path, nothing is signed.
+    Http,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,6 +172,8 @@ pub struct OriginClient {
     cfg: OriginConfig,
     /// Stable identity of this origin, part of every chunk id.
     origin_id: String,
+    /// Path of the endpoint URL without a trailing slash (plain HTTP origins).
+    base_path: String,
 }
 
 impl OriginClient {
@@ -213,8 +218,14 @@ impl OriginClient {
             security_token: None,
             expires_in: None,
         };
-        let origin_id = format!("{}://{}", scheme, authority);
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        let origin_id = if cfg.kind == OriginKind::Http {
+            format!("{}://{}{}", scheme, authority, base_path)
+        } else {
+            format!("{}://{}", scheme, authority)
+        };
         Ok(Self {
+            base_path,
             oss_credential,
             client,
             scheme,
@@ -231,10 +242,19 @@ impl OriginClient {
         &self.origin_id
     }
 
+    /// Whether this is a plain HTTP origin (no buckets, no signatures).
+    pub fn is_plain_http(&self) -> bool {
+        self.cfg.kind == OriginKind::Http
+    }
+
     fn build_uri(&self, req: &OriginRequest) -> Result<(Uri, HeaderValue), OriginError> {
         let mut path = String::from("/");
         let mut authority = self.authority.to_string();
-        if let Some(bucket) = &req.bucket {
+        if self.cfg.kind == OriginKind::Http {
+            // The endpoint's own path is a prefix; the key is the rest of the path.
+            path = self.base_path.clone();
+            path.push('/');
+        } else if let Some(bucket) = &req.bucket {
             match self.cfg.addressing {
                 Addressing::Path => {
                     path.push_str(&encode_key(bucket));
@@ -294,6 +314,14 @@ impl OriginClient {
                 self.signer
                     .sign_request(&self.ctx, parts, Some(&self.credential), expires)
                     .await
+            }
+            OriginKind::Http => {
+                if expires.is_some() {
+                    return Err(OriginError::InvalidRequest(
+                        "plain HTTP origins have no presigned URLs".into(),
+                    ));
+                }
+                Ok(())
             }
             OriginKind::Oss(version) => {
                 use reqsign_core::SignRequest;

@@ -56,8 +56,23 @@ impl ObjectMeta {
         Self::with_size(headers, total.parse().ok()?)
     }
 
+    /// The version validator of a response: its ETag, or for plain HTTP origins that
+    /// send none, one derived from `Last-Modified` and the size
+    /// (`W/"lm-<unix seconds>-<size>"`, see [`ETag::is_synthetic`]).
+    pub fn validator(headers: &HeaderMap, size: u64) -> Option<ETag> {
+        if let Some(v) = headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {
+            return Some(ETag::new(v));
+        }
+        let lm = headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| httpdate::parse_http_date(s).ok())?;
+        let secs = lm.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        Some(ETag::new(&format!("W/\"lm-{secs}-{size}\"")))
+    }
+
     fn with_size(headers: &HeaderMap, size: u64) -> Option<Self> {
-        let etag = ETag::new(headers.get(header::ETAG)?.to_str().ok()?);
+        let etag = Self::validator(headers, size)?;
         let last_modified = headers
             .get(header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())

@@ -111,7 +111,12 @@ pub(crate) async fn forward(
     let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)
         && parts.headers[header::CONTENT_LENGTH] != "0"
         || parts.headers.contains_key(header::TRANSFER_ENCODING);
-    let query = parts.uri.query().map(strip_signature_params);
+    let query = if state.origin.is_plain_http() {
+        // Not S3: the query belongs to the resource (signed CDN URLs included).
+        parts.uri.query().map(str::to_owned)
+    } else {
+        parts.uri.query().map(strip_signature_params)
+    };
     let origin_req = OriginRequest {
         method: parts.method.clone(),
         bucket: target.bucket.clone(),

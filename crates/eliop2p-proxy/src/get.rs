@@ -594,7 +594,9 @@ pub(crate) async fn run_fill(
         header::RANGE,
         HeaderValue::from_str(&range_value).expect("ascii"),
     );
-    if let Ok(v) = HeaderValue::from_str(meta.etag.as_str()) {
+    if !meta.etag.is_synthetic()
+        && let Ok(v) = HeaderValue::from_str(meta.etag.as_str())
+    {
         req.headers.insert(header::IF_MATCH, v);
     }
     let resp = match state.origin.send(req).await {
@@ -615,11 +617,8 @@ pub(crate) async fn run_fill(
             format!("origin answered {status} to a chunk GET"),
         );
     }
-    let same_etag = resp
-        .headers()
-        .get(header::ETAG)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| eliop2p_core::ETag::new(v).opaque() == meta.etag.opaque());
+    let same_etag = ObjectMeta::validator(resp.headers(), meta.size)
+        .is_some_and(|v| v.opaque() == meta.etag.opaque());
     if !same_etag {
         state.meta.invalidate(&key);
         return fail(

@@ -312,19 +312,54 @@ impl ProxyState {
                 req.uri().path(),
             );
         }
-        let target = match parse_target(
-            req.uri().path(),
-            req.headers(),
-            &self.cfg.virtual_host_domains,
-        ) {
-            Ok(t) => t,
-            Err(e) => {
-                return self.error_at(StatusCode::BAD_REQUEST, "InvalidURI", e.0, req.uri().path());
+        let plain_http = self.origin.is_plain_http();
+        let target = if plain_http {
+            // A plain HTTP origin: the whole path is the resource.
+            let path = req.uri().path().trim_start_matches('/');
+            let key = percent_encoding::percent_decode_str(path).decode_utf8();
+            match key {
+                Ok(k) if !k.is_empty() => S3Target {
+                    bucket: Some(String::new()),
+                    key: Some(k.into_owned()),
+                },
+                Ok(_) => S3Target {
+                    bucket: None,
+                    key: None,
+                },
+                Err(_) => {
+                    return self.error_at(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidURI",
+                        "path is not UTF-8",
+                        req.uri().path(),
+                    );
+                }
+            }
+        } else {
+            match parse_target(
+                req.uri().path(),
+                req.headers(),
+                &self.cfg.virtual_host_domains,
+            ) {
+                Ok(t) => t,
+                Err(e) => {
+                    return self.error_at(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidURI",
+                        e.0,
+                        req.uri().path(),
+                    );
+                }
             }
         };
+        // For plain HTTP origins a query is part of the resource: not cached.
         let cacheable = matches!(*req.method(), Method::GET | Method::HEAD)
             && target.key.is_some()
-            && req.uri().query().is_none_or(query_is_cacheable);
+            && if plain_http {
+                req.uri().query().is_none()
+            } else {
+                req.uri().query().is_none_or(query_is_cacheable)
+            };
         if self.cfg.auth == crate::node::AuthMode::Passthrough || dest.is_some() {
             let key = match (&target.bucket, &target.key) {
                 (Some(b), Some(k)) if cacheable => Some(ObjectKey::new(b.clone(), k.clone())),

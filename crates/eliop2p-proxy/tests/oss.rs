@@ -112,3 +112,47 @@ async fn node_reads_an_oss_origin_with_v1_signatures() {
     let r = c.get(&tampered, &[]).await.unwrap();
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_origins_with_and_without_etags() {
+    for etag in [true, false] {
+        let web = TestOssOrigin::start_plain_http(etag).await.unwrap();
+        let data = test_data(20 << 20, 18);
+        web.put("models", "llama/weights 1.bin", data.clone());
+        let mut cfg = OriginConfig::for_endpoint(&web.endpoint, "", "");
+        cfg.kind = OriginKind::Http;
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node = eliop2p_proxy::spawn_node(eliop2p_testkit::node_config(cfg), proxy, admin)
+            .await
+            .unwrap();
+        let url = format!("http://{}/models/llama/weights%201.bin", node.proxy_addr);
+        let c = TestClient::new();
+        let r = c.get(&url, &[]).await.unwrap();
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "etag {etag}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "etag {etag}");
+        let cold = web.gets();
+        assert_eq!(cold, 2, "etag {etag}: two chunks, one GET each");
+        let r = c.get(&url, &[("range", "bytes=-1000")]).await.unwrap();
+        assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(&r.body[..], &data[data.len() - 1000..]);
+        assert_eq!(r.header("x-cache"), Some("HIT"), "etag {etag}");
+        assert!(r.header("etag").is_some(), "a validator is always sent");
+        assert_eq!(web.gets(), cold);
+        // A query is part of a plain HTTP resource: relayed, not cached.
+        let r = c.get(&format!("{url}?revision=main"), &[]).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(web.gets(), cold + 1);
+        let r = c
+            .get(&format!("http://{}/models/nope", node.proxy_addr), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        node.shutdown().await;
+    }
+}

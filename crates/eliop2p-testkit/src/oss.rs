@@ -74,6 +74,15 @@ fn xml_error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {
 
 type Objects = Arc<Mutex<HashMap<(String, String), Bytes>>>;
 
+/// How the stand-in authenticates and labels versions.
+#[derive(Clone, Copy)]
+struct Mode {
+    /// No signatures: a plain HTTP file server (`origin.kind = "http"` tests).
+    public: bool,
+    /// Send ETags (plain HTTP servers may send only Last-Modified).
+    etag: bool,
+}
+
 pub struct TestOssOrigin {
     pub addr: SocketAddr,
     pub endpoint: String,
@@ -91,6 +100,24 @@ impl Drop for TestOssOrigin {
 impl TestOssOrigin {
     /// Serves on loopback port 0, accepting one key pair.
     pub async fn start(access: &str, secret: &str) -> anyhow::Result<Self> {
+        Self::start_mode(
+            access,
+            secret,
+            Mode {
+                public: false,
+                etag: true,
+            },
+        )
+        .await
+    }
+
+    /// A plain HTTP file server (no authentication) at `/<first segment>/<rest>`,
+    /// with or without ETags (`Last-Modified` is always sent).
+    pub async fn start_plain_http(etag: bool) -> anyhow::Result<Self> {
+        Self::start_mode("", "", Mode { public: true, etag }).await
+    }
+
+    async fn start_mode(access: &str, secret: &str, mode: Mode) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let objects: Objects = Arc::default();
@@ -102,7 +129,7 @@ impl TestOssOrigin {
                 let (o, g, access, secret) = (o.clone(), g.clone(), access.clone(), secret.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let r = handle(&req, &o, &g, &access, &secret);
+                        let r = handle(&req, &o, &g, &access, &secret, mode);
                         async move { Ok::<_, std::convert::Infallible>(r) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -139,6 +166,7 @@ fn handle(
     gets: &std::sync::atomic::AtomicU64,
     access: &str,
     secret: &str,
+    mode: Mode,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let decoded = percent_encoding::percent_decode_str(path)
@@ -164,6 +192,22 @@ fn handle(
         })
         .collect();
     let resource = format!("/{bucket}/{key}");
+    if !mode.public
+        && let Err(r) = authenticate(req, &query, &resource, access, secret)
+    {
+        return *r;
+    }
+    serve(req, objects, gets, bucket, key, mode)
+}
+
+fn authenticate(
+    req: &Request<hyper::body::Incoming>,
+    query: &HashMap<String, String>,
+    resource: &str,
+    access: &str,
+    secret: &str,
+) -> Result<(), Box<Response<Full<Bytes>>>> {
+    let err = |s, c| Err(Box::new(xml_error(s, c)));
     let (given_id, given_sig, date) = if let Some(auth) = req.headers().get(header::AUTHORIZATION) {
         let Some((id, sig)) = auth
             .to_str()
@@ -171,7 +215,7 @@ fn handle(
             .and_then(|a| a.strip_prefix("OSS "))
             .and_then(|a| a.split_once(':'))
         else {
-            return xml_error(StatusCode::BAD_REQUEST, "InvalidArgument");
+            return err(StatusCode::BAD_REQUEST, "InvalidArgument");
         };
         let date = req
             .headers()
@@ -181,7 +225,7 @@ fn handle(
             .to_owned();
         match httpdate::parse_http_date(&date) {
             Ok(t) if t.elapsed().map_or(true, |e| e.as_secs() < 900) => {}
-            _ => return xml_error(StatusCode::FORBIDDEN, "RequestTimeTooSkewed"),
+            _ => return err(StatusCode::FORBIDDEN, "RequestTimeTooSkewed"),
         }
         (id.to_owned(), sig.to_owned(), date)
     } else if let (Some(id), Some(exp), Some(sig)) = (
@@ -193,19 +237,30 @@ fn handle(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         if exp.parse::<u64>().map_or(true, |e| e < now) {
-            return xml_error(StatusCode::FORBIDDEN, "AccessDenied");
+            return err(StatusCode::FORBIDDEN, "AccessDenied");
         }
         (id.clone(), sig.clone(), exp.clone())
     } else {
-        return xml_error(StatusCode::FORBIDDEN, "AccessDenied");
+        return err(StatusCode::FORBIDDEN, "AccessDenied");
     };
     if given_id != access {
-        return xml_error(StatusCode::FORBIDDEN, "InvalidAccessKeyId");
+        return err(StatusCode::FORBIDDEN, "InvalidAccessKeyId");
     }
-    let sts = v1_string_to_sign(req.method().as_str(), req.headers(), &date, &resource);
+    let sts = v1_string_to_sign(req.method().as_str(), req.headers(), &date, resource);
     if v1_signature(secret, &sts) != given_sig {
-        return xml_error(StatusCode::FORBIDDEN, "SignatureDoesNotMatch");
+        return err(StatusCode::FORBIDDEN, "SignatureDoesNotMatch");
     }
+    Ok(())
+}
+
+fn serve(
+    req: &Request<hyper::body::Incoming>,
+    objects: &Objects,
+    gets: &std::sync::atomic::AtomicU64,
+    bucket: &str,
+    key: &str,
+    mode: Mode,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return xml_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed");
     }
@@ -252,7 +307,9 @@ fn handle(
     }));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::ETAG, etag.parse().expect("ascii"));
+    if mode.etag {
+        h.insert(header::ETAG, etag.parse().expect("ascii"));
+    }
     h.insert(header::CONTENT_LENGTH, bytes.len().into());
     h.insert(header::ACCEPT_RANGES, "bytes".parse().expect("static"));
     h.insert(

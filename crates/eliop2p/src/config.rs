@@ -121,9 +121,9 @@ pub const KEYS: &[KeyDef] = &[
     key!(
         "origin",
         "kind",
-        Kind::Choice(&["s3", "oss"]),
+        Kind::Choice(&["s3", "oss", "http"]),
         "s3",
-        "s3: S3-compatible storage (AWS Signature V4); oss: Alibaba Cloud OSS"
+        "s3: S3-compatible storage (AWS Signature V4); oss: Alibaba Cloud OSS; http: a plain HTTP(S) URL space, unsigned (the request path is appended to origin.endpoint)"
     ),
     key!(
         "origin",
@@ -1031,6 +1031,7 @@ impl Effective {
         ) {
             ("oss", "v1") => eliop2p_origin::OriginKind::Oss(eliop2p_origin::OssSignature::V1),
             ("oss", _) => eliop2p_origin::OriginKind::Oss(eliop2p_origin::OssSignature::V4),
+            ("http", _) => eliop2p_origin::OriginKind::Http,
             (_, "v1") => {
                 bail!("config key origin.signature: v1 is for origin.kind = oss; S3 origins use v4")
             }
