@@ -52,6 +52,7 @@ pub struct Metrics {
     /// Passthrough: cached answers the origin authorized, and client requests it
     /// denied.
     pub passthrough_authorized: AtomicU64,
+    pub passthrough_auth_cache_hits: AtomicU64,
     /// Node mode with client keys: requests refused for a missing or bad signature.
     pub client_auth_failures: AtomicU64,
     pub passthrough_denied: AtomicU64,
@@ -107,7 +108,7 @@ impl Metrics {
             );
         }
         let v = |a: &AtomicU64| a.load(Relaxed);
-        let counters: [Family<'_>; 21] = [
+        let counters: [Family<'_>; 22] = [
             (
                 "eliop2p_proxy_bytes_served_total",
                 "Body bytes of GET responses, by the tier they came from.",
@@ -245,6 +246,11 @@ impl Metrics {
                     ("result=\"authorized\"", v(&self.passthrough_authorized)),
                     ("result=\"denied\"", v(&self.passthrough_denied)),
                 ],
+            ),
+            (
+                "eliop2p_passthrough_auth_cache_hits_total",
+                "Passthrough requests served on a cached origin authorization of the same signature (proxy.auth_cache_ttl).",
+                &[("", v(&self.passthrough_auth_cache_hits))],
             ),
             (
                 "eliop2p_proxy_client_auth_failures_total",

@@ -31,6 +31,9 @@ pub struct ProxyConfig {
     /// In node auth mode: when not empty, only requests signed (SigV4) with one of
     /// these keys are answered.
     pub client_keys: crate::sigv4::ClientKeys,
+    /// Passthrough: how long an origin authorization of one exact signature for one
+    /// object version is reused (0 = every request asks the origin).
+    pub auth_cache_ttl: Duration,
     /// Origins forward-proxy requests (absolute-form and CONNECT) may reach besides
     /// the configured one, as `host:port`.
     pub allowed_origins: Vec<String>,
@@ -50,6 +53,7 @@ impl Default for ProxyConfig {
         Self {
             auth: AuthMode::Node,
             client_keys: crate::sigv4::ClientKeys::default(),
+            auth_cache_ttl: Duration::ZERO,
             allowed_origins: Vec::new(),
             virtual_host_domains: vec!["localhost".to_owned()],
             chunk_size: 16 << 20,

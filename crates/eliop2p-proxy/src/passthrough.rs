@@ -109,6 +109,31 @@ pub(crate) async fn handle(
         .as_ref()
         .filter(|_| !is_conditional(&parts.headers))
         .and_then(|k| local_hit(state, k, &parts.headers));
+    // An authorization the origin gave this exact credential proof (signature) for
+    // this object and method within `proxy.auth_cache_ttl`: no round trip.
+    let proof = credential_proof(&parts.headers, parts.uri.query());
+    if let (Some(meta), Some(key), Some(proof)) = (&hit, &key, &proof)
+        && state
+            .auth_cache
+            .allowed(proof, key, &parts.method, &meta.etag)
+    {
+        state.metrics.passthrough_authorized.fetch_add(1, Relaxed);
+        state
+            .metrics
+            .passthrough_auth_cache_hits
+            .fetch_add(1, Relaxed);
+        let req = Request::from_parts(parts, ());
+        if let Outcome::Response(r) = get::serve(state, &req, key.clone(), Some(meta.clone())).await
+        {
+            return r;
+        }
+        return state.error(
+            StatusCode::BAD_GATEWAY,
+            "BadGateway",
+            "cached object could not be served",
+            key,
+        );
+    }
     if let Some(meta) = &hit
         && let Ok(v) = HeaderValue::from_str(meta.etag.as_str())
     {
@@ -176,6 +201,11 @@ pub(crate) async fn handle(
             // is dropped with its connection.
             drop(resp);
             state.metrics.passthrough_authorized.fetch_add(1, Relaxed);
+            if let Some(proof) = &proof {
+                state
+                    .auth_cache
+                    .record(proof, key, &parts.method, &meta.etag);
+            }
             let req = Request::from_parts(parts, ());
             return match get::serve(state, &req, key.clone(), Some(meta.clone())).await {
                 Outcome::Response(r) => r,
@@ -256,6 +286,77 @@ pub(crate) async fn handle(
         _ => *out.body_mut() = ProxyBody::Origin(rbody),
     }
     out
+}
+
+/// The exact proof a request carries: its `Authorization` header, or the
+/// signature parameter of a presigned URL (S3 V4/V2, OSS). Hashed; never a key id
+/// alone, so a cached authorization only serves the very same signature again.
+fn credential_proof(headers: &HeaderMap, query: Option<&str>) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    if let Some(a) = headers.get(header::AUTHORIZATION) {
+        return Some(sha2::Sha256::digest(a.as_bytes()).into());
+    }
+    let q = query?;
+    q.split('&')
+        .find(|p| {
+            let name = p.split_once('=').map_or(*p, |(n, _)| n);
+            name.eq_ignore_ascii_case("X-Amz-Signature") || name == "Signature"
+        })
+        .map(|p| sha2::Sha256::digest(p.as_bytes()).into())
+}
+
+/// Authorizations recently given by the origin, per (credential proof, object,
+/// method, version), kept `proxy.auth_cache_ttl` (0 = off).
+pub(crate) struct AuthCache {
+    ttl: std::time::Duration,
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+}
+
+impl AuthCache {
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self {
+            ttl,
+            entries: Default::default(),
+        }
+    }
+
+    fn slot(proof: &[u8; 32], key: &ObjectKey, method: &Method, etag: &ETag) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for part in [
+            &proof[..],
+            key.bucket.as_bytes(),
+            key.key.as_bytes(),
+            method.as_str().as_bytes(),
+            etag.as_str().as_bytes(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.finalize().into()
+    }
+
+    fn allowed(&self, proof: &[u8; 32], key: &ObjectKey, method: &Method, etag: &ETag) -> bool {
+        if self.ttl.is_zero() {
+            return false;
+        }
+        let slot = Self::slot(proof, key, method, etag);
+        let e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        e.get(&slot).is_some_and(|t| t.elapsed() < self.ttl)
+    }
+
+    fn record(&self, proof: &[u8; 32], key: &ObjectKey, method: &Method, etag: &ETag) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let slot = Self::slot(proof, key, method, etag);
+        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if e.len() >= 100_000 {
+            let ttl = self.ttl;
+            e.retain(|_, t| t.elapsed() < ttl);
+        }
+        e.insert(slot, std::time::Instant::now());
+    }
 }
 
 fn content_range_start(h: &HeaderMap) -> Option<u64> {

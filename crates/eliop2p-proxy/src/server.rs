@@ -41,6 +41,7 @@ pub(crate) struct ProxyState {
     /// The proxy listener's port (absolute-form requests naming it are for this
     /// node, not forward-proxy requests); 0 until known.
     pub proxy_port: AtomicU64,
+    pub auth_cache: crate::passthrough::AuthCache,
 }
 
 impl ProxyState {
@@ -55,6 +56,7 @@ impl ProxyState {
         // Virtual-host requests under the origin's own name (forward-proxy clients
         // address `bucket.s3.<region>.amazonaws.com`) name their bucket too.
         let mut cfg = cfg;
+        let auth_cache_ttl = cfg.auth_cache_ttl;
         let origin_host = origin.authority().host().to_ascii_lowercase();
         if origin_host.parse::<std::net::IpAddr>().is_err()
             && !cfg.virtual_host_domains.contains(&origin_host)
@@ -71,6 +73,7 @@ impl ProxyState {
             fills: TaskTracker::new(),
             next_request_id: AtomicU64::new(1),
             proxy_port: AtomicU64::new(0),
+            auth_cache: crate::passthrough::AuthCache::new(auth_cache_ttl),
         }
     }
 

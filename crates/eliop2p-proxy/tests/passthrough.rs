@@ -420,3 +420,69 @@ async fn node_mode_answers_only_configured_client_keys() {
     node.shutdown().await;
     origin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_cache_reuses_only_the_same_signature() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.create_bucket("authc").await.unwrap();
+    let data = test_data(3 * MIB, 23);
+    origin.put("authc", "obj", data.clone()).await.unwrap();
+    let node = start_node(&origin, |c| {
+        c.proxy.auth = AuthMode::Passthrough;
+        c.proxy.auth_cache_ttl = Duration::from_secs(60);
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", node.proxy_addr);
+    let good = signer(&url, ACCESS_KEY, SECRET_KEY);
+    let presigned = good
+        .presign(
+            &OriginRequest::new(Method::GET, "authc", Some("obj")),
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap()
+        .to_string();
+    let c = TestClient::new();
+    // Miss, then an origin-authorized hit (recorded), then hits on the cached
+    // authorization: the origin sees no more requests.
+    for _ in 0..2 {
+        let r = c.get(&presigned, &[]).await.unwrap();
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    }
+    let asked = origin.gets_of("authc", "obj").len();
+    for _ in 0..3 {
+        let r = c.get(&presigned, &[]).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+        assert_eq!(r.header("x-cache"), Some("HIT"));
+    }
+    assert_eq!(
+        origin.gets_of("authc", "obj").len(),
+        asked,
+        "cached authorization"
+    );
+    assert!(
+        node.render_metrics()
+            .contains("eliop2p_passthrough_auth_cache_hits_total 3")
+    );
+    // Any other signature is still the origin's call.
+    let last = presigned.chars().last().unwrap();
+    let tampered = format!(
+        "{}{}",
+        &presigned[..presigned.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
+    let r = c.get(&tampered, &[]).await.unwrap();
+    assert_denied(r.status, &r.body, &data, "another signature");
+    let (st, _, body) = get(
+        &signer(&url, ACCESS_KEY, "wrong-secret-0123456789abcdef"),
+        "authc",
+        "obj",
+        None,
+    )
+    .await;
+    assert_denied(st, &body, &data, "wrong secret");
+    node.shutdown().await;
+    origin.stop().await;
+}

@@ -92,6 +92,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "proxy",
+        "auth_cache_ttl",
+        Kind::Duration,
+        "0s",
+        "passthrough: reuse an origin authorization of the very same signature for the same object version this long (0 = ask the origin every time)"
+    ),
+    key!(
+        "proxy",
         "allowed_origins",
         Kind::List,
         "",
@@ -1057,6 +1064,7 @@ impl Effective {
                 },
                 allowed_origins: self.list("proxy.allowed_origins"),
                 client_keys: self.client_keys()?,
+                auth_cache_ttl: self.duration("proxy.auth_cache_ttl"),
                 virtual_host_domains: self.list("proxy.virtual_host_domains"),
                 chunk_size,
                 metadata_ttl: self.duration("cache.metadata_ttl"),
