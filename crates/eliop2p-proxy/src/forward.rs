@@ -111,7 +111,8 @@ pub(crate) async fn forward(
     let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)
         && parts.headers[header::CONTENT_LENGTH] != "0"
         || parts.headers.contains_key(header::TRANSFER_ENCODING);
-    let query = if state.origin.is_plain_http() {
+    let origin = state.origin_for(target.bucket.as_deref());
+    let query = if origin.is_plain_http() {
         // Not S3: the query belongs to the resource (signed CDN URLs included).
         parts.uri.query().map(str::to_owned)
     } else {
@@ -130,7 +131,7 @@ pub(crate) async fn forward(
         state.invalidate_target(&target);
     }
     state.metrics.origin_forward.fetch_add(1, Relaxed);
-    let resp = match state.origin.send(origin_req).await {
+    let resp = match origin.send(origin_req).await {
         Ok(r) => r,
         Err(e) => {
             state.metrics.origin_errors.fetch_add(1, Relaxed);

@@ -182,7 +182,7 @@ async fn lookup_meta(state: &Arc<ProxyState>, key: &ObjectKey) -> Result<Arc<Obj
         // With peers, chunk 0 may come from them: learn the metadata by HEAD.
         if refresh || state.peers().is_some() {
             m.origin_head.fetch_add(1, Relaxed);
-            MetaCache::head(&state.origin, key).await
+            MetaCache::head(state.origin_for(Some(&key.bucket)), key).await
         } else {
             first_chunk_meta(state, key).await
         }
@@ -227,7 +227,7 @@ async fn first_chunk_meta(
     req.headers
         .insert(header::RANGE, HeaderValue::from_str(&range).expect("ascii"));
     let resp = state
-        .origin
+        .origin_for(Some(&key.bucket))
         .send(req)
         .await
         .map_err(|e| MetaError::from(&e))?;
@@ -238,7 +238,7 @@ async fn first_chunk_meta(
         // An empty object has no byte 0: ask for its metadata alone.
         StatusCode::RANGE_NOT_SATISFIABLE => {
             state.metrics.origin_head.fetch_add(1, Relaxed);
-            return MetaCache::head(&state.origin, key).await;
+            return MetaCache::head(state.origin_for(Some(&key.bucket)), key).await;
         }
         other => return Err(MetaError::Status(other)),
     };
@@ -266,7 +266,7 @@ pub(crate) fn chunk_id(
     index: u64,
 ) -> ChunkId {
     ChunkId::derive(
-        state.origin.origin_id(),
+        state.origin_for(Some(&key.bucket)).origin_id(),
         key,
         &meta.etag,
         state.cfg.chunk_size,
@@ -599,7 +599,7 @@ pub(crate) async fn run_fill(
     {
         req.headers.insert(header::IF_MATCH, v);
     }
-    let resp = match state.origin.send(req).await {
+    let resp = match state.origin_for(Some(&key.bucket)).send(req).await {
         Ok(r) => r,
         Err(e) => {
             state.metrics.origin_errors.fetch_add(1, Relaxed);

@@ -23,7 +23,7 @@ pub use body::ProxyBody;
 pub use cluster::ControlPlaneClientConfig;
 pub use metrics::Metrics;
 pub use node::{
-    AdminConfig, AuthMode, NodeConfig, NodeError, NodeHandle, ProxyConfig, spawn_node,
+    AdminConfig, AuthMode, ExtraOrigin, NodeConfig, NodeError, NodeHandle, ProxyConfig, spawn_node,
     spawn_node_with_p2p,
 };
 pub use request::{S3Target, parse_target};

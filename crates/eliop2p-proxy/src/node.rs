@@ -68,11 +68,22 @@ impl Default for ProxyConfig {
 #[derive(Clone, Debug, Default)]
 pub struct AdminConfig {}
 
+/// Another origin served by the same node, chosen by bucket name (`[[origins]]`).
+#[derive(Clone, Debug)]
+pub struct ExtraOrigin {
+    pub origin: OriginConfig,
+    pub buckets: Vec<String>,
+    /// `None`: the node's `proxy.auth`.
+    pub auth: Option<AuthMode>,
+}
+
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
     pub origin: OriginConfig,
+    /// Origins for other buckets; the rest go to `origin`.
+    pub extra_origins: Vec<ExtraOrigin>,
     pub cache: CacheConfig,
     /// How long shutdown waits for in-flight responses.
     pub shutdown_grace: Duration,
@@ -156,6 +167,14 @@ pub async fn spawn_node_with_p2p(
     p2p_listener: Option<TcpListener>,
 ) -> Result<NodeHandle, NodeError> {
     let origin = OriginClient::new(cfg.origin.clone())?;
+    let mut routes = Vec::new();
+    for extra in &cfg.extra_origins {
+        routes.push(crate::server::Route {
+            buckets: extra.buckets.iter().cloned().collect(),
+            client: OriginClient::new(extra.origin.clone())?,
+            auth: extra.auth.unwrap_or(cfg.proxy.auth),
+        });
+    }
     let cache = ChunkCache::open(cfg.cache.clone()).await;
     let metrics = Arc::new(Metrics::default());
     let cancel = CancellationToken::new();
@@ -182,6 +201,7 @@ pub async fn spawn_node_with_p2p(
     let state = Arc::new(ProxyState::new(
         cfg.proxy.clone(),
         origin,
+        routes,
         cache,
         metrics.clone(),
         p2p.clone(),

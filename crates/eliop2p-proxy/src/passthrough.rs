@@ -86,6 +86,7 @@ pub(crate) async fn handle(
     state: &Arc<ProxyState>,
     req: Request<Incoming>,
     key: Option<ObjectKey>,
+    bucket: Option<String>,
     dest: Destination,
 ) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
@@ -160,7 +161,7 @@ pub(crate) async fn handle(
     state.metrics.origin_forward.fetch_add(1, Relaxed);
     let dest_ref = dest.as_ref().map(|(s, a)| (s, a));
     let resp = match state
-        .origin
+        .origin_for(bucket.as_deref())
         .send_as_is(
             parts.method.clone(),
             &path_and_query,

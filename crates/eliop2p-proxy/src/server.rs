@@ -28,9 +28,18 @@ use crate::request::{S3Target, parse_target};
 /// metadata; this leaves room for signatures and long keys).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// An origin other than the default one, for some buckets.
+pub(crate) struct Route {
+    pub buckets: std::collections::HashSet<String>,
+    pub client: OriginClient,
+    pub auth: crate::node::AuthMode,
+}
+
 pub(crate) struct ProxyState {
     pub cfg: ProxyConfig,
+    /// The default origin (every bucket no route names).
     pub origin: OriginClient,
+    pub routes: Vec<Route>,
     pub cache: ChunkCache,
     pub meta: MetaCache,
     pub metrics: Arc<Metrics>,
@@ -48,6 +57,7 @@ impl ProxyState {
     pub fn new(
         cfg: ProxyConfig,
         origin: OriginClient,
+        routes: Vec<Route>,
         cache: ChunkCache,
         metrics: Arc<Metrics>,
         p2p: Option<eliop2p_p2p::P2pHandle>,
@@ -66,6 +76,7 @@ impl ProxyState {
         Self {
             cfg,
             origin,
+            routes,
             cache,
             meta,
             metrics,
@@ -75,6 +86,21 @@ impl ProxyState {
             proxy_port: AtomicU64::new(0),
             auth_cache: crate::passthrough::AuthCache::new(auth_cache_ttl),
         }
+    }
+
+    fn route_for(&self, bucket: Option<&str>) -> Option<&Route> {
+        let b = bucket?;
+        self.routes.iter().find(|r| r.buckets.contains(b))
+    }
+
+    /// The origin that serves a bucket.
+    pub fn origin_for(&self, bucket: Option<&str>) -> &OriginClient {
+        self.route_for(bucket).map_or(&self.origin, |r| &r.client)
+    }
+
+    /// The auth mode for a bucket.
+    pub fn auth_for(&self, bucket: Option<&str>) -> crate::node::AuthMode {
+        self.route_for(bucket).map_or(self.cfg.auth, |r| r.auth)
     }
 
     /// Prometheus text of everything this node measures.
@@ -296,25 +322,6 @@ impl ProxyState {
                 req.uri().path(),
             );
         }
-        if self.cfg.auth == crate::node::AuthMode::Node
-            && dest.is_none()
-            && !self.cfg.client_keys.is_empty()
-            && let Err(e) = crate::sigv4::verify(
-                &self.cfg.client_keys,
-                req.method(),
-                req.uri(),
-                req.headers(),
-                std::time::SystemTime::now(),
-            )
-        {
-            self.metrics.client_auth_failures.fetch_add(1, Relaxed);
-            return self.error_at(
-                StatusCode::FORBIDDEN,
-                e.code(),
-                &e.message(),
-                req.uri().path(),
-            );
-        }
         let plain_http = self.origin.is_plain_http();
         let target = if plain_http {
             // A plain HTTP origin: the whole path is the resource.
@@ -363,12 +370,32 @@ impl ProxyState {
             } else {
                 req.uri().query().is_none_or(query_is_cacheable)
             };
-        if self.cfg.auth == crate::node::AuthMode::Passthrough || dest.is_some() {
+        let auth = self.auth_for(target.bucket.as_deref());
+        if auth == crate::node::AuthMode::Node
+            && dest.is_none()
+            && !self.cfg.client_keys.is_empty()
+            && let Err(e) = crate::sigv4::verify(
+                &self.cfg.client_keys,
+                req.method(),
+                req.uri(),
+                req.headers(),
+                std::time::SystemTime::now(),
+            )
+        {
+            self.metrics.client_auth_failures.fetch_add(1, Relaxed);
+            return self.error_at(
+                StatusCode::FORBIDDEN,
+                e.code(),
+                &e.message(),
+                req.uri().path(),
+            );
+        }
+        if auth == crate::node::AuthMode::Passthrough || dest.is_some() {
             let key = match (&target.bucket, &target.key) {
                 (Some(b), Some(k)) if cacheable => Some(ObjectKey::new(b.clone(), k.clone())),
                 _ => None,
             };
-            return crate::passthrough::handle(self, req, key, dest).await;
+            return crate::passthrough::handle(self, req, key, target.bucket.clone(), dest).await;
         }
         if cacheable && let (Some(bucket), Some(key)) = (&target.bucket, &target.key) {
             let key = ObjectKey::new(bucket.clone(), key.clone());

@@ -486,3 +486,56 @@ async fn authorization_cache_reuses_only_the_same_signature() {
     node.shutdown().await;
     origin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_route_to_their_own_origins_and_auth_modes() {
+    // Origin A (default, node-signed) and origin B for bucket "bbb", passthrough.
+    let a = TestOrigin::start().await.unwrap();
+    a.create_bucket("aaa").await.unwrap();
+    let da = test_data(2 * MIB, 31);
+    a.put("aaa", "obj", da.clone()).await.unwrap();
+    let b = TestOrigin::start().await.unwrap();
+    b.create_bucket("bbb").await.unwrap();
+    let db = test_data(2 * MIB, 32);
+    b.put("bbb", "obj", db.clone()).await.unwrap();
+    let b_cfg = b.origin_config();
+    let node = start_node(&a, |c| {
+        c.extra_origins = vec![eliop2p_proxy::ExtraOrigin {
+            origin: b_cfg.clone(),
+            buckets: vec!["bbb".into()],
+            auth: Some(AuthMode::Passthrough),
+        }];
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", node.proxy_addr);
+    let c = TestClient::new();
+    // Bucket aaa: node auth, anyone on the node's network reads it.
+    let r = c.get(&format!("{url}/aaa/obj"), &[]).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&da));
+    assert_eq!(b.gets_of("aaa", "obj").len(), 0);
+    // Bucket bbb: origin B decides; anonymous is refused, signed clients read.
+    let r = c.get(&format!("{url}/bbb/obj"), &[]).await.unwrap();
+    assert_denied(
+        r.status,
+        &r.body,
+        &db,
+        "anonymous on the passthrough origin",
+    );
+    let good = signer(&url, ACCESS_KEY, SECRET_KEY);
+    for _ in 0..2 {
+        let (st, _, body) = get(&good, "bbb", "obj", None).await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(sha256_hex(&body), sha256_hex(&db));
+    }
+    assert!(!b.gets_of("bbb", "obj").is_empty());
+    assert_eq!(
+        a.gets_of("bbb", "obj").len(),
+        0,
+        "origin A never asked for bucket bbb"
+    );
+    node.shutdown().await;
+    a.stop().await;
+    b.stop().await;
+}

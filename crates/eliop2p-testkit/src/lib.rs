@@ -331,6 +331,7 @@ pub fn node_config(origin: OriginConfig) -> NodeConfig {
         proxy: ProxyConfig::default(),
         admin: AdminConfig::default(),
         origin,
+        extra_origins: Vec::new(),
         cache: CacheConfig::memory_only(1 << 30, 16 << 20),
         shutdown_grace: Duration::from_secs(5),
         p2p: None,

@@ -526,6 +526,98 @@ pub enum Value {
 /// Validated values by key name, with the source of each.
 pub struct Effective {
     values: BTreeMap<String, (Value, String)>,
+    /// `[[origins]]` entries of the file: each an `origin.*` key set (defaults
+    /// filled in) plus `buckets` and `auth`.
+    origins: Vec<OriginEntry>,
+}
+
+/// One `[[origins]]` entry.
+pub struct OriginEntry {
+    values: Effective,
+    buckets: Vec<String>,
+    auth: Option<String>,
+}
+
+/// Keys an `[[origins]]` entry may set besides `buckets` and `auth`.
+const ORIGIN_ENTRY_KEYS: &[&str] = &[
+    "endpoint",
+    "kind",
+    "signature",
+    "region",
+    "access_key",
+    "secret_key",
+    "addressing",
+    "connect_timeout",
+    "request_timeout",
+    "max_retries",
+];
+
+fn render(value: &Value, kind: Kind) -> String {
+    match (value, kind) {
+        (Value::Str(s), Kind::Secret) if !s.is_empty() => "\"<redacted>\"".to_owned(),
+        (Value::Str(s), Kind::Float) => s.clone(),
+        (Value::Str(s), _) => toml::Value::String(s.clone()).to_string(),
+        (Value::Int(i), _) => i.to_string(),
+        (Value::List(l), _) => {
+            toml::Value::Array(l.iter().cloned().map(toml::Value::String).collect()).to_string()
+        }
+    }
+}
+
+/// Validates one `[[origins]]` table: `buckets` (required), `auth`, and `origin.*`
+/// keys, each error naming `origins[i].key`.
+fn parse_origin_entry(path: &str, i: usize, e: &toml::Value) -> anyhow::Result<OriginEntry> {
+    let toml::Value::Table(t) = e else {
+        bail!("config file {path}: origins[{i}] must be a table");
+    };
+    let mut values = BTreeMap::new();
+    for key in ORIGIN_ENTRY_KEYS {
+        let def = find(&format!("origin.{key}")).expect("origin keys exist");
+        let v = validate(def, &toml::Value::String(def.default.to_owned()), "default")?;
+        values.insert(def.name(), (v, "default".to_owned()));
+    }
+    let mut buckets = Vec::new();
+    let mut auth = None;
+    for (key, raw) in t {
+        let source = format!("file {path}, origins[{i}]");
+        match key.as_str() {
+            "buckets" => {
+                let toml::Value::Array(a) = raw else {
+                    bail!("config key origins[{i}].buckets: must be a list of bucket names");
+                };
+                for b in a {
+                    match b.as_str() {
+                        Some(s) if !s.is_empty() => buckets.push(s.to_owned()),
+                        _ => bail!(
+                            "config key origins[{i}].buckets: bucket names are non-empty strings"
+                        ),
+                    }
+                }
+            }
+            "auth" => match raw.as_str() {
+                Some(a @ ("node" | "passthrough")) => auth = Some(a.to_owned()),
+                _ => bail!("config key origins[{i}].auth: must be \"node\" or \"passthrough\""),
+            },
+            k if ORIGIN_ENTRY_KEYS.contains(&k) => {
+                let def = find(&format!("origin.{k}")).expect("origin keys exist");
+                let v = validate(def, raw, &source)
+                    .map_err(|e| anyhow::anyhow!("origins[{i}]: {e:#}"))?;
+                values.insert(def.name(), (v, source));
+            }
+            other => bail!("unknown config key origins[{i}].{other} in {path}"),
+        }
+    }
+    if buckets.is_empty() {
+        bail!("config key origins[{i}].buckets: required (the buckets this origin serves)");
+    }
+    Ok(OriginEntry {
+        values: Effective {
+            values,
+            origins: Vec::new(),
+        },
+        buckets,
+        auth,
+    })
 }
 
 fn find(name: &str) -> Option<&'static KeyDef> {
@@ -628,6 +720,7 @@ impl Effective {
         flags: &[(&'static KeyDef, String)],
     ) -> anyhow::Result<Self> {
         let mut values = BTreeMap::new();
+        let mut origins = Vec::new();
         for def in KEYS {
             let v = validate(def, &toml::Value::String(def.default.to_owned()), "default")?;
             values.insert(def.name(), (v, "default".to_owned()));
@@ -637,6 +730,15 @@ impl Effective {
                 .parse()
                 .with_context(|| format!("config file {path} is not valid TOML"))?;
             for (section, body) in &table {
+                if section == "origins" {
+                    let toml::Value::Array(entries) = body else {
+                        bail!("config file {path}: origins must be [[origins]] tables");
+                    };
+                    for (i, e) in entries.iter().enumerate() {
+                        origins.push(parse_origin_entry(path, i, e)?);
+                    }
+                    continue;
+                }
                 let toml::Value::Table(body) = body else {
                     bail!("config file {path}: {section} must be a [section] table");
                 };
@@ -674,7 +776,7 @@ impl Effective {
                 ),
             );
         }
-        Ok(Self { values })
+        Ok(Self { values, origins })
     }
 
     fn raw(&self, name: &str) -> &Value {
@@ -722,6 +824,27 @@ impl Effective {
 
     /// The effective configuration as TOML (secrets redacted), with sources.
     pub fn to_toml(&self) -> String {
+        let mut out = self.keys_to_toml();
+        for (i, e) in self.origins.iter().enumerate() {
+            let _ = writeln!(out, "\n[[origins]]  # entry {i}");
+            let buckets =
+                toml::Value::Array(e.buckets.iter().cloned().map(toml::Value::String).collect());
+            let _ = writeln!(out, "buckets = {buckets}");
+            if let Some(a) = &e.auth {
+                let _ = writeln!(out, "auth = {}", toml::Value::String(a.clone()));
+            }
+            for key in ORIGIN_ENTRY_KEYS {
+                let name = format!("origin.{key}");
+                let def = find(&name).expect("origin keys exist");
+                let (value, source) = &e.values.values[&name];
+                let text = render(value, def.kind);
+                let _ = writeln!(out, "{key} = {text}  # {source}");
+            }
+        }
+        out
+    }
+
+    fn keys_to_toml(&self) -> String {
         let mut out = String::new();
         let mut section = "";
         for def in KEYS {
@@ -730,16 +853,7 @@ impl Effective {
                 let _ = writeln!(out, "{}[{section}]", if out.is_empty() { "" } else { "\n" });
             }
             let (value, source) = &self.values[&def.name()];
-            let text = match (value, def.kind) {
-                (Value::Str(s), Kind::Secret) if !s.is_empty() => "\"<redacted>\"".to_owned(),
-                (Value::Str(s), Kind::Float) => s.clone(),
-                (Value::Str(s), _) => toml::Value::String(s.clone()).to_string(),
-                (Value::Int(i), _) => i.to_string(),
-                (Value::List(l), _) => {
-                    toml::Value::Array(l.iter().cloned().map(toml::Value::String).collect())
-                        .to_string()
-                }
-            };
+            let text = render(value, def.kind);
             let _ = writeln!(out, "{} = {text}  # {source}", def.key);
         }
         out
@@ -1013,19 +1127,12 @@ impl Effective {
         })
     }
 
-    /// The node's configuration, with cross-key checks. `node_id` comes from
-    /// [`Effective::node_id`].
-    pub fn node_config_with_id(&self, node_id: &str) -> anyhow::Result<NodeConfig> {
+    /// The `origin.*` keys as an origin config (`what` names them in errors).
+    fn origin_config(&self, what: &str) -> anyhow::Result<OriginConfig> {
         let endpoint = self.str("origin.endpoint");
         if endpoint.is_empty() {
             bail!(
-                "config key origin.endpoint is required (set it in the config file, ELIOP2P_ORIGIN_ENDPOINT or --origin-endpoint)"
-            );
-        }
-        let chunk_size = self.size("cache.chunk_size");
-        if !(64 * 1024..=1 << 30).contains(&chunk_size) {
-            bail!(
-                "config key cache.chunk_size: must be between 64KiB and 1GiB, got {chunk_size} bytes"
+                "config key {what}.endpoint is required (set it in the config file, ELIOP2P_ORIGIN_ENDPOINT or --origin-endpoint)"
             );
         }
         let addressing: Addressing = self
@@ -1055,7 +1162,48 @@ impl Effective {
             request_timeout: self.duration("origin.request_timeout"),
             max_retries: self.int("origin.max_retries").min(10) as u32,
         };
+        Ok(origin)
+    }
+
+    /// The node's configuration, with cross-key checks. `node_id` comes from
+    /// [`Effective::node_id`].
+    pub fn node_config_with_id(&self, node_id: &str) -> anyhow::Result<NodeConfig> {
+        let origin = self.origin_config("origin")?;
+        let chunk_size = self.size("cache.chunk_size");
+        if !(64 * 1024..=1 << 30).contains(&chunk_size) {
+            bail!(
+                "config key cache.chunk_size: must be between 64KiB and 1GiB, got {chunk_size} bytes"
+            );
+        }
+        let mut extra_origins = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, e) in self.origins.iter().enumerate() {
+            let what = format!("origins[{i}]");
+            let cfg = e.values.origin_config(&what)?;
+            if cfg.kind == eliop2p_origin::OriginKind::Http {
+                bail!(
+                    "config key {what}.kind: plain HTTP origins have no buckets; use it as the main [origin]"
+                );
+            }
+            for b in &e.buckets {
+                if !seen.insert(b.clone()) {
+                    bail!("config key {what}.buckets: bucket {b:?} is routed to two origins");
+                }
+            }
+            extra_origins.push(eliop2p_proxy::ExtraOrigin {
+                origin: cfg,
+                buckets: e.buckets.clone(),
+                auth: e.auth.as_deref().map(|a| {
+                    if a == "passthrough" {
+                        eliop2p_proxy::AuthMode::Passthrough
+                    } else {
+                        eliop2p_proxy::AuthMode::Node
+                    }
+                }),
+            });
+        }
         Ok(NodeConfig {
+            extra_origins,
             proxy: ProxyConfig {
                 auth: if self.str("proxy.auth") == "passthrough" {
                     eliop2p_proxy::AuthMode::Passthrough

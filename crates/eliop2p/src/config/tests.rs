@@ -259,3 +259,74 @@ fn client_keys_file_is_read_and_checked() {
     let e = format!("{:#}", with(&dir.path().join("missing")).unwrap_err());
     assert!(e.contains("proxy.client_keys_file"), "{e}");
 }
+
+#[test]
+fn several_origins_from_the_file() {
+    let file = r#"
+[origin]
+endpoint = "http://127.0.0.1:9001"
+
+[[origins]]
+buckets = ["models", "datasets"]
+kind = "oss"
+signature = "v1"
+endpoint = "https://oss-cn-hangzhou.aliyuncs.com"
+access_key = "ak"
+secret_key = "sk"
+auth = "node"
+
+[[origins]]
+buckets = ["private"]
+endpoint = "http://127.0.0.1:9002"
+auth = "passthrough"
+"#;
+    let e = Effective::load(Some(("f.toml", file)), &[], &[]).unwrap();
+    let n = e.node_config_with_id("n").unwrap();
+    assert_eq!(n.extra_origins.len(), 2);
+    assert_eq!(n.extra_origins[0].buckets, ["models", "datasets"]);
+    assert_eq!(
+        n.extra_origins[0].origin.kind,
+        eliop2p_origin::OriginKind::Oss(eliop2p_origin::OssSignature::V1)
+    );
+    assert_eq!(
+        n.extra_origins[1].auth,
+        Some(eliop2p_proxy::AuthMode::Passthrough)
+    );
+    // Printed and reloaded, the same; secrets redacted.
+    let printed = e.to_toml();
+    assert!(printed.contains("[[origins]]"), "{printed}");
+    assert!(!printed.contains("\"sk\""), "{printed}");
+    let again = Effective::load(
+        Some(("p.toml", &printed.replace("\"<redacted>\"", "\"x\""))),
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        again.node_config_with_id("n").unwrap().extra_origins.len(),
+        2
+    );
+
+    let err = |text: &str| {
+        let r = Effective::load(Some(("f.toml", text)), &[], &[])
+            .and_then(|e| e.node_config_with_id("n").map(|_| ()));
+        format!("{:#}", r.unwrap_err())
+    };
+    let base = "[origin]\nendpoint = \"http://a\"\n";
+    let m = err(&format!("{base}[[origins]]\nendpoint = \"http://b\"\n"));
+    assert!(m.contains("origins[0].buckets"), "{m}");
+    let m = err(&format!(
+        "{base}[[origins]]\nbuckets = [\"x\"]\nendpiont = \"http://b\"\n"
+    ));
+    assert!(m.contains("origins[0].endpiont"), "{m}");
+    let m = err(&format!(
+        "{base}[[origins]]\nbuckets = [\"x\"]\nendpoint = \"http://b\"\nauth = \"open\"\n"
+    ));
+    assert!(m.contains("origins[0].auth"), "{m}");
+    let m = err(&format!(
+        "{base}[[origins]]\nbuckets = [\"x\"]\nendpoint = \"http://b\"\n[[origins]]\nbuckets = [\"x\"]\nendpoint = \"http://c\"\n"
+    ));
+    assert!(m.contains("origins[1].buckets"), "{m}");
+    let m = err(&format!("{base}[[origins]]\nbuckets = [\"x\"]\n"));
+    assert!(m.contains("origins[0].endpoint"), "{m}");
+}
