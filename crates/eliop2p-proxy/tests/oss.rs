@@ -156,3 +156,34 @@ async fn plain_http_origins_with_and_without_etags() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_reads_an_oss_origin_with_v4_signatures() {
+    let oss = TestOssOrigin::start(AK, SK).await.unwrap();
+    let data = test_data(20 << 20, 19);
+    oss.put("v4bucket", "a/b c.bin", data.clone());
+    for (secret, ok) in [(SK, true), ("wrong-secret", false)] {
+        let mut cfg = oss_config(&oss.endpoint, secret);
+        cfg.kind = OriginKind::Oss(OssSignature::V4);
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node = eliop2p_proxy::spawn_node(eliop2p_testkit::node_config(cfg), proxy, admin)
+            .await
+            .unwrap();
+        let url = format!("http://{}/v4bucket/a/b%20c.bin", node.proxy_addr);
+        let r = TestClient::new().get(&url, &[]).await.unwrap();
+        if ok {
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "{:?}",
+                String::from_utf8_lossy(&r.body)
+            );
+            assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+        } else {
+            assert_eq!(r.status, StatusCode::FORBIDDEN);
+            assert!(String::from_utf8_lossy(&r.body).contains("SignatureDoesNotMatch"));
+        }
+        node.shutdown().await;
+    }
+}
