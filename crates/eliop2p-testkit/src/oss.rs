@@ -63,16 +63,24 @@ pub fn v1_signature(secret: &str, string_to_sign: &str) -> String {
 /// request (method, URI, query, `content-md5`/`content-type`/`x-oss-*` and the
 /// additional headers, the additional header list, the payload hash), string to
 /// sign, and the `aliyun_v4` signing key chain.
-pub fn v4_signature(
-    secret: &str,
-    method: &str,
-    path: &str,
-    query: &str,
-    headers: &HeaderMap,
-    additional: &[String],
-    datetime: &str,
-    region: &str,
-) -> String {
+/// What of a request an OSS V4 signature covers.
+pub struct V4Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub headers: &'a HeaderMap,
+    /// `AdditionalHeaders` (lowercase names).
+    pub additional: &'a [String],
+}
+
+pub fn v4_signature(secret: &str, req: &V4Request<'_>, datetime: &str, region: &str) -> String {
+    let V4Request {
+        method,
+        path,
+        query,
+        headers,
+        additional,
+    } = *req;
     fn enc(s: &str) -> String {
         percent_encoding::utf8_percent_encode(s, &V4_SET).to_string()
     }
@@ -345,11 +353,13 @@ fn authenticate(
         }
         let expected = v4_signature(
             secret,
-            req.method().as_str(),
-            req.uri().path(),
-            req.uri().query().unwrap_or(""),
-            req.headers(),
-            &additional,
+            &V4Request {
+                method: req.method().as_str(),
+                path: req.uri().path(),
+                query: req.uri().query().unwrap_or(""),
+                headers: req.headers(),
+                additional: &additional,
+            },
             &datetime,
             parts[2],
         );
@@ -489,13 +499,19 @@ mod tests {
         h.insert("content-type", "text/plain".parse().unwrap());
         h.insert("x-oss-content-sha256", "UNSIGNED-PAYLOAD".parse().unwrap());
         h.insert("x-oss-date", "20250411T064124Z".parse().unwrap());
+        let additional = [
+            "content-disposition".to_owned(),
+            "content-length".to_owned(),
+        ];
         let sig = super::v4_signature(
             "yourAccessKeySecret",
-            "PUT",
-            "/examplebucket/exampleobject",
-            "",
-            &h,
-            &["content-disposition".into(), "content-length".into()],
+            &super::V4Request {
+                method: "PUT",
+                path: "/examplebucket/exampleobject",
+                query: "",
+                headers: &h,
+                additional: &additional,
+            },
             "20250411T064124Z",
             "cn-hangzhou",
         );
