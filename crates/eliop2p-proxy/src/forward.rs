@@ -64,6 +64,16 @@ pub(crate) fn is_signature_param(name: &str) -> bool {
             | "awsaccesskeyid"
             | "signature"
             | "expires"
+            // OSS presigned URLs (V1, and V4's x-oss-* parameters).
+            | "ossaccesskeyid"
+            | "security-token"
+            | "x-oss-signature"
+            | "x-oss-signature-version"
+            | "x-oss-credential"
+            | "x-oss-date"
+            | "x-oss-expires"
+            | "x-oss-additional-headers"
+            | "x-oss-security-token"
     )
 }
 
@@ -169,5 +179,7 @@ mod tests {
             "list-type=2&prefix=a%2Fb&x-id=GetObject"
         );
         assert_eq!(super::strip_signature_params(""), "");
+        let oss = "OSSAccessKeyId=ak&Expires=1&Signature=s%2B&x-oss-process=image&x-oss-signature-version=OSS4-HMAC-SHA256&x-oss-credential=c&x-oss-date=d&x-oss-expires=60&x-oss-signature=f";
+        assert_eq!(super::strip_signature_params(oss), "x-oss-process=image");
     }
 }
