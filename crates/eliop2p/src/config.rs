@@ -784,6 +784,11 @@ impl Effective {
         &self.values[name].0
     }
 
+    /// A string-valued key, for subcommands that read single keys.
+    pub fn get_str(&self, name: &str) -> String {
+        self.str(name)
+    }
+
     fn str(&self, name: &str) -> String {
         match self.raw(name) {
             Value::Str(s) => s.clone(),

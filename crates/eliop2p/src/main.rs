@@ -46,6 +46,11 @@ fn cli() -> Command {
                 .arg(Arg::new("print-config").long("print-config").action(ArgAction::SetTrue).help("Print the effective config as TOML and exit")),
         ))
         .subcommand(key_args(
+            Command::new("status")
+                .about("Print the cluster's nodes as the control plane sees them (control_plane.endpoint, control_plane.token)")
+                .arg(Arg::new("config").long("config").value_name("FILE").help("TOML config file")),
+        ))
+        .subcommand(key_args(
             Command::new("presign")
                 .about("Print a presigned GET URL (SigV4 query authentication) for s3://bucket/key, signed with origin.access_key/secret_key")
                 .arg(Arg::new("url").required(true).value_name("s3://BUCKET/KEY"))
@@ -162,6 +167,115 @@ async fn run_control_plane(eff: Effective) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `eliop2p status`: one line per node from the control plane's registry.
+async fn status(eff: &Effective) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    let endpoint = eff.get_str("control_plane.endpoint");
+    if endpoint.is_empty() {
+        anyhow::bail!("config key control_plane.endpoint is required (the control plane to ask)");
+    }
+    let url = format!("{}/api/v1/nodes", endpoint.trim_end_matches('/'));
+    let mut req = http::Request::get(&url);
+    let token = eff.get_str("control_plane.token");
+    if !token.is_empty() {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .with_context(|| format!("config key control_plane.endpoint: {endpoint:?} is not a URL"))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .map_err(|_| anyhow::anyhow!("control plane at {endpoint} did not answer within 10 s"))?
+        .with_context(|| format!("asking the control plane at {endpoint}"))?;
+    let code = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if !code.is_success() {
+        anyhow::bail!(
+            "control plane answered {code}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let list: eliop2p_cluster::api::NodeList =
+        serde_json::from_slice(&body).context("control plane sent an unexpected answer")?;
+    let mut rows = vec![
+        [
+            "NODE",
+            "STATUS",
+            "ZONE",
+            "PROXY",
+            "MEMORY",
+            "DISK",
+            "CHUNKS",
+            "HIT",
+            "FROM ORIGIN",
+            "FROM PEERS",
+            "TO PEERS",
+            "SEEN",
+        ]
+        .map(str::to_owned),
+    ];
+    for n in &list.nodes {
+        let h = &n.heartbeat;
+        rows.push([
+            n.node_id.clone(),
+            format!("{:?}", n.status).to_lowercase(),
+            n.labels.get("zone").cloned().unwrap_or_else(|| "-".into()),
+            n.proxy_addr.map_or("-".into(), |a| a.to_string()),
+            format!(
+                "{} / {}",
+                human_bytes(h.memory_used_bytes),
+                human_bytes(n.capacity.memory_bytes)
+            ),
+            format!(
+                "{} / {}",
+                human_bytes(h.disk_used_bytes),
+                human_bytes(n.capacity.disk_bytes)
+            ),
+            h.chunks.to_string(),
+            format!("{:.0}%", h.hit_ratio * 100.0),
+            human_bytes(h.bytes_from_origin),
+            human_bytes(h.bytes_from_peers),
+            human_bytes(h.bytes_to_peers),
+            format!("{:.1}s ago", n.last_seen_ms as f64 / 1000.0),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    let online = list
+        .nodes
+        .iter()
+        .filter(|n| n.status == eliop2p_cluster::api::NodeStatus::Online)
+        .count();
+    println!("{} nodes, {online} online", list.nodes.len());
+    Ok(())
+}
+
 async fn presign(eff: &Effective, m: &ArgMatches) -> anyhow::Result<()> {
     let url = m.get_one::<String>("url").expect("required");
     let (bucket, key) = url
@@ -224,6 +338,10 @@ fn real_main() -> anyhow::Result<()> {
             }
             init_tracing();
             rt.block_on(run_control_plane(eff))
+        }
+        Some(("status", m)) => {
+            let eff = load(m, Vec::new())?;
+            rt.block_on(status(&eff))
         }
         Some(("presign", m)) => {
             let eff = load(m, Vec::new())?;

@@ -355,6 +355,31 @@ async fn control_plane_and_nodes_as_processes() -> anyhow::Result<()> {
         "node b read from node a"
     );
 
+    // `eliop2p status` shows both nodes from the control plane.
+    let out = Command::new(BIN)
+        .args(["status"])
+        .env("ELIOP2P_CONTROL_PLANE_ENDPOINT", &cp_url)
+        .env("ELIOP2P_CONTROL_PLANE_TOKEN", "proc-token")
+        .output()?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("node-a") && table.contains("node-b"),
+        "{table}"
+    );
+    assert!(table.contains("2 nodes, 2 online"), "{table}");
+    let out = Command::new(BIN)
+        .args(["status"])
+        .env("ELIOP2P_CONTROL_PLANE_ENDPOINT", &cp_url)
+        .env("ELIOP2P_CONTROL_PLANE_TOKEN", "wrong")
+        .output()?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+
     // A graceful stop deregisters.
     sigterm(&b);
     assert!(b.wait()?.success());
