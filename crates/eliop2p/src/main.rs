@@ -33,6 +33,15 @@ fn cli() -> Command {
         .version(env!("CARGO_PKG_VERSION"))
         .subcommand_required(true)
         .arg_required_else_help(true)
+        .arg(
+            Arg::new("log-format")
+                .long("log-format")
+                .global(true)
+                .value_parser(["text", "json"])
+                .env("ELIOP2P_LOG_FORMAT")
+                .default_value("text")
+                .help("log lines on stderr as text or JSON (one object per line); verbosity from RUST_LOG"),
+        )
         .subcommand(key_args(
             Command::new("node")
                 .about("Run a caching node: S3 proxy, chunk cache, admin listener")
@@ -89,13 +98,17 @@ fn load(m: &ArgMatches, extra_flags: Vec<(&'static KeyDef, String)>) -> anyhow::
     )
 }
 
-fn init_tracing() {
+fn init_tracing(m: &ArgMatches) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if m.get_one::<String>("log-format").map(String::as_str) == Some("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 /// Resolves on SIGTERM or ctrl-c.
@@ -327,7 +340,7 @@ fn real_main() -> anyhow::Result<()> {
                 print!("{}", eff.to_toml());
                 return Ok(());
             }
-            init_tracing();
+            init_tracing(m);
             rt.block_on(run_node(eff))
         }
         Some(("control-plane", m)) => {
@@ -336,7 +349,7 @@ fn real_main() -> anyhow::Result<()> {
                 print!("{}", eff.to_toml());
                 return Ok(());
             }
-            init_tracing();
+            init_tracing(m);
             rt.block_on(run_control_plane(eff))
         }
         Some(("status", m)) => {
@@ -348,7 +361,7 @@ fn real_main() -> anyhow::Result<()> {
             rt.block_on(presign(&eff, m))
         }
         Some(("demo", m)) => {
-            init_tracing();
+            init_tracing(m);
             let once = m.get_flag("once");
             rt.block_on(async {
                 let eff_for = |endpoint: &str| {

@@ -423,3 +423,38 @@ async fn presign_prints_a_url_the_origin_accepts() -> anyhow::Result<()> {
     origin.stop().await;
     Ok(())
 }
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = Command::new(BIN)
+        .args([
+            "control-plane",
+            "--log-format",
+            "json",
+            "--control-plane-listen",
+            "127.0.0.1:0",
+        ])
+        .env("ELIOP2P_CONTROL_PLANE_DATA_DIR", dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(cp.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // Possibly before its signal handler is installed: only the log line matters.
+    let _ = cp.kill();
+    let _ = cp.wait();
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+    assert_eq!(v["level"], "INFO", "{line}");
+    assert!(v["fields"]["message"].is_string(), "{line}");
+    let out = Command::new(BIN)
+        .args(["control-plane", "--log-format", "yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
