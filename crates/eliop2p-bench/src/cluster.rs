@@ -115,11 +115,7 @@ fn series(text: &str, name: &str) -> u64 {
 
 /// GET through a node, hashing the body.
 async fn get_hashed(addr: SocketAddr, path: &str) -> anyhow::Result<(String, u64)> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
+    let mut send = crate::connect(addr).await?;
     let req = http::Request::get(path)
         .header("host", addr.to_string())
         .body(http_body_util::Empty::<Bytes>::new())?;

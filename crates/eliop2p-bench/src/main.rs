@@ -53,13 +53,21 @@ fn median(mut v: Vec<Sample>) -> Sample {
     v[v.len() / 2]
 }
 
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// A fresh HTTP/1 connection (no Nagle) for bodiless requests.
+async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
 /// GET over a fresh HTTP/1 connection, reading and discarding the body.
 async fn plain_get(addr: SocketAddr, path: &str) -> anyhow::Result<Sample> {
     let t0 = Instant::now();
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
+    let mut send = connect(addr).await?;
     let req = http::Request::get(path)
         .header("host", addr.to_string())
         .body(Empty::<Bytes>::new())?;
@@ -115,11 +123,7 @@ async fn closed_loop(
     for c in 0..conns {
         let (stop, make) = (stop.clone(), make.clone());
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
+            let mut send = connect(addr).await?;
             let mut lat = Vec::new();
             let mut i = c * 7919;
             let host = addr.to_string();
@@ -192,11 +196,7 @@ async fn read_all_once(
     for _ in 0..conns {
         let (paths, next) = (paths.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
+            let mut send = connect(addr).await?;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(path) = paths.get(i) else { break };

@@ -316,6 +316,11 @@ impl Gossip {
         v
     }
 
+    /// Whether any other member is live (no allocation: asked per chunk fill).
+    pub fn has_live_members(&self) -> bool {
+        self.members.values().any(|e| self.is_live(e))
+    }
+
     /// Live members (alive or suspect), this node excluded.
     pub fn live_members(&self) -> Vec<NodeInfo> {
         self.members

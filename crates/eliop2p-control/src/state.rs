@@ -437,19 +437,7 @@ impl State {
                     let Some((target, _zone)) = target else {
                         continue;
                     };
-                    let cmd = Command {
-                        id: self.next_command,
-                        kind: CommandKind::Replicate,
-                        chunk: c.to_hex(),
-                        len,
-                    };
-                    self.next_command += 1;
-                    self.commands_issued += 1;
-                    self.commands
-                        .entry(target.clone())
-                        .or_default()
-                        .push_back(cmd.clone());
-                    ops.push(Op::PutCommand(target, cmd));
+                    ops.push(self.issue(target, CommandKind::Replicate, c.to_hex(), len));
                 }
             }
         }
@@ -461,6 +449,23 @@ impl State {
             *d > 0
         });
         ops
+    }
+
+    /// Queues a command for a node; returns its durable change.
+    fn issue(&mut self, node: String, kind: CommandKind, chunk: String, len: u64) -> Op {
+        let cmd = Command {
+            id: self.next_command,
+            kind,
+            chunk,
+            len,
+        };
+        self.next_command += 1;
+        self.commands_issued += 1;
+        self.commands
+            .entry(node.clone())
+            .or_default()
+            .push_back(cmd.clone());
+        Op::PutCommand(node, cmd)
     }
 
     /// Cold chunks held by more than `max_replicas` online nodes: the fullest
@@ -502,19 +507,8 @@ impl State {
             else {
                 continue;
             };
-            let cmd = Command {
-                id: self.next_command,
-                kind: CommandKind::Evict,
-                chunk: hex,
-                len: self.lens.get(&c).copied().unwrap_or(0),
-            };
-            self.next_command += 1;
-            self.commands_issued += 1;
-            self.commands
-                .entry(victim.clone())
-                .or_default()
-                .push_back(cmd.clone());
-            ops.push(Op::PutCommand(victim, cmd));
+            let len = self.lens.get(&c).copied().unwrap_or(0);
+            ops.push(self.issue(victim, CommandKind::Evict, hex, len));
         }
         ops
     }

@@ -354,6 +354,11 @@ impl OriginClient {
         Ok(parts.uri)
     }
 
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &http::uri::Scheme {
+        &self.scheme
+    }
+
     /// The origin's `host[:port]`.
     pub fn authority(&self) -> &http::uri::Authority {
         &self.authority

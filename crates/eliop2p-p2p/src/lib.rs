@@ -273,7 +273,7 @@ impl P2pHandle {
                 .shared
                 .cluster
                 .as_ref()
-                .is_some_and(|c| !c.gossip().live_members().is_empty())
+                .is_some_and(|c| c.gossip().has_live_members())
     }
 
     /// Makes shutdown skip the graceful leave, as a crash would (for tests of failure

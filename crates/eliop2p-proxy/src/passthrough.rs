@@ -123,17 +123,7 @@ pub(crate) async fn handle(
             .metrics
             .passthrough_auth_cache_hits
             .fetch_add(1, Relaxed);
-        let req = Request::from_parts(parts, ());
-        if let Outcome::Response(r) = get::serve(state, &req, key.clone(), Some(meta.clone())).await
-        {
-            return r;
-        }
-        return state.error(
-            StatusCode::BAD_GATEWAY,
-            "BadGateway",
-            "cached object could not be served",
-            key,
-        );
+        return serve_authorized(state, parts, key, meta).await;
     }
     if let Some(meta) = &hit
         && let Ok(v) = HeaderValue::from_str(meta.etag.as_str())
@@ -207,16 +197,7 @@ pub(crate) async fn handle(
                     .auth_cache
                     .record(proof, key, &parts.method, &meta.etag);
             }
-            let req = Request::from_parts(parts, ());
-            return match get::serve(state, &req, key.clone(), Some(meta.clone())).await {
-                Outcome::Response(r) => r,
-                Outcome::Forward => state.error(
-                    StatusCode::BAD_GATEWAY,
-                    "BadGateway",
-                    "cached object could not be served",
-                    key,
-                ),
-            };
+            return serve_authorized(state, parts, key, meta).await;
         }
     }
     if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
@@ -357,6 +338,25 @@ impl AuthCache {
             e.retain(|_, t| t.elapsed() < ttl);
         }
         e.insert(slot, std::time::Instant::now());
+    }
+}
+
+/// Answers from the cache a request the origin authorized for this version.
+async fn serve_authorized(
+    state: &Arc<ProxyState>,
+    parts: http::request::Parts,
+    key: &ObjectKey,
+    meta: &Arc<ObjectMeta>,
+) -> Response<ProxyBody> {
+    let req = Request::from_parts(parts, ());
+    match get::serve(state, &req, key.clone(), Some(meta.clone())).await {
+        Outcome::Response(r) => r,
+        Outcome::Forward => state.error(
+            StatusCode::BAD_GATEWAY,
+            "BadGateway",
+            "cached object could not be served",
+            key,
+        ),
     }
 }
 

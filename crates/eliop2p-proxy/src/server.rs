@@ -194,12 +194,7 @@ impl ProxyState {
     /// virtual-host name under it), or for another allowed origin.
     fn classify(&self, scheme: &http::uri::Scheme, a: &http::uri::Authority) -> Option<bool> {
         let origin = self.origin.authority();
-        let origin_scheme = if self.origin.origin_id().starts_with("https://") {
-            http::uri::Scheme::HTTPS
-        } else {
-            http::uri::Scheme::HTTP
-        };
-        let mine = Self::host_port(&origin_scheme, origin);
+        let mine = Self::host_port(self.origin.scheme(), origin);
         let asked = Self::host_port(scheme, a);
         let origin_host = origin.host().to_ascii_lowercase();
         let same_port = a

@@ -85,8 +85,9 @@ fn hex_val(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
-/// Percent-decodes `s` (a `+` stays a `+`).
-fn decode(s: &str) -> Vec<u8> {
+/// Percent-decodes `s` byte by byte (a `+` stays a `+`), telling escaped bytes
+/// from literal ones.
+fn decode_marked(s: &str) -> Vec<(u8, bool)> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -97,58 +98,34 @@ fn decode(s: &str) -> Vec<u8> {
                 b.get(i + 2).and_then(|x| hex_val(*x)),
             )
         {
-            out.push(h << 4 | l);
+            out.push((h << 4 | l, true));
             i += 3;
         } else {
-            out.push(b[i]);
+            out.push((b[i], false));
             i += 1;
         }
     }
     out
 }
 
+fn decode(s: &str) -> Vec<u8> {
+    decode_marked(s).into_iter().map(|(b, _)| b).collect()
+}
+
 /// The canonical URI: the raw path, each byte percent-encoded per SigV4 (slashes
-/// kept), existing escapes normalised; no dot-segment resolution (S3 semantics).
+/// kept), existing escapes normalised; no dot-segment resolution (S3 semantics). An
+/// escaped `/` (`%2F`) stays data, not a separator.
 fn canonical_path(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len() + 8);
-    for segment_byte in decode_keep_slash_escapes(raw) {
-        match segment_byte {
-            Byte::Slash => out.push('/'),
-            Byte::Data(b) => push_encoded(&mut out, b),
+    for (b, escaped) in decode_marked(raw) {
+        if b == b'/' && !escaped {
+            out.push('/');
+        } else {
+            push_encoded(&mut out, b);
         }
     }
     if out.is_empty() {
         out.push('/');
-    }
-    out
-}
-
-enum Byte {
-    Slash,
-    Data(u8),
-}
-
-/// Decodes escapes, but an escaped `/` (`%2F`) stays data, not a separator.
-fn decode_keep_slash_escapes(raw: &str) -> Vec<Byte> {
-    let b = raw.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|x| hex_val(*x)),
-                b.get(i + 2).and_then(|x| hex_val(*x)),
-            )
-        {
-            out.push(Byte::Data(h << 4 | l));
-            i += 3;
-        } else if b[i] == b'/' {
-            out.push(Byte::Slash);
-            i += 1;
-        } else {
-            out.push(Byte::Data(b[i]));
-            i += 1;
-        }
     }
     out
 }

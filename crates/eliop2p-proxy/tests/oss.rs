@@ -12,6 +12,14 @@ use http::{Method, StatusCode};
 const AK: &str = "LTAI-test-access";
 const SK: &str = "oss-test-secret-0123456789";
 
+async fn node_for(cfg: OriginConfig) -> eliop2p_proxy::NodeHandle {
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    eliop2p_proxy::spawn_node(eliop2p_testkit::node_config(cfg), proxy, admin)
+        .await
+        .unwrap()
+}
+
 fn oss_config(endpoint: &str, secret: &str) -> OriginConfig {
     let mut c = OriginConfig::for_endpoint(endpoint, AK, secret);
     c.kind = OriginKind::Oss(OssSignature::V1);
@@ -25,15 +33,7 @@ async fn node_reads_an_oss_origin_with_v1_signatures() {
     let data = test_data(40 << 20, 17);
     oss.put("ossbucket", "models/weights.bin", data.clone());
     let origin_cfg = oss_config(&oss.endpoint, SK);
-    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let node = eliop2p_proxy::spawn_node(
-        eliop2p_testkit::node_config(origin_cfg.clone()),
-        proxy,
-        admin,
-    )
-    .await
-    .unwrap();
+    let node = node_for(origin_cfg.clone()).await;
     let url = format!("http://{}/ossbucket/models/weights.bin", node.proxy_addr);
     let c = TestClient::new();
     let r = c.get(&url, &[]).await.unwrap();
@@ -69,15 +69,7 @@ async fn node_reads_an_oss_origin_with_v1_signatures() {
     node.shutdown().await;
 
     // A node with the wrong secret gets the origin's refusal, relayed.
-    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bad = eliop2p_proxy::spawn_node(
-        eliop2p_testkit::node_config(oss_config(&oss.endpoint, "wrong-secret")),
-        proxy,
-        admin,
-    )
-    .await
-    .unwrap();
+    let bad = node_for(oss_config(&oss.endpoint, "wrong-secret")).await;
     let r = c
         .get(
             &format!("http://{}/ossbucket/models/weights.bin", bad.proxy_addr),
@@ -121,11 +113,7 @@ async fn plain_http_origins_with_and_without_etags() {
         web.put("models", "llama/weights 1.bin", data.clone());
         let mut cfg = OriginConfig::for_endpoint(&web.endpoint, "", "");
         cfg.kind = OriginKind::Http;
-        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let node = eliop2p_proxy::spawn_node(eliop2p_testkit::node_config(cfg), proxy, admin)
-            .await
-            .unwrap();
+        let node = node_for(cfg).await;
         let url = format!("http://{}/models/llama/weights%201.bin", node.proxy_addr);
         let c = TestClient::new();
         let r = c.get(&url, &[]).await.unwrap();
@@ -165,11 +153,7 @@ async fn node_reads_an_oss_origin_with_v4_signatures() {
     for (secret, ok) in [(SK, true), ("wrong-secret", false)] {
         let mut cfg = oss_config(&oss.endpoint, secret);
         cfg.kind = OriginKind::Oss(OssSignature::V4);
-        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let node = eliop2p_proxy::spawn_node(eliop2p_testkit::node_config(cfg), proxy, admin)
-            .await
-            .unwrap();
+        let node = node_for(cfg).await;
         let url = format!("http://{}/v4bucket/a/b%20c.bin", node.proxy_addr);
         let r = TestClient::new().get(&url, &[]).await.unwrap();
         if ok {

@@ -1,0 +1,269 @@
+//! The cluster side of a node's configuration: the P2P layer with discovery, the
+//! control-plane client, the control-plane service, and the node's identity.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+
+use super::Effective;
+
+impl Effective {
+    /// The P2P layer's config; `None` (standalone node) when there is neither a
+    /// secret nor a peer to talk to.
+    pub(super) fn p2p_config(
+        &self,
+        node_id: &str,
+    ) -> anyhow::Result<Option<eliop2p_p2p::P2pConfig>> {
+        let mut secret = self.str("p2p.cluster_secret").into_bytes();
+        let file = self.str("p2p.cluster_secret_file");
+        if !file.is_empty() {
+            secret = std::fs::read(&file).map_err(|e| {
+                anyhow::anyhow!("config key p2p.cluster_secret_file: reading {file}: {e}")
+            })?;
+            while secret.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                secret.pop();
+            }
+        }
+        let peers = self
+            .list("p2p.static_peers")
+            .iter()
+            .map(|p| {
+                p.parse().map_err(|e| {
+                    anyhow::anyhow!("config key p2p.static_peers: {p:?} is not host:port: {e}")
+                })
+            })
+            .collect::<anyhow::Result<Vec<std::net::SocketAddr>>>()?;
+        let allow = self.str("p2p.allow_unauthenticated") == "true";
+        let mode = self.discovery_mode();
+        if secret.is_empty() && peers.is_empty() && !allow && mode == "static" {
+            return Ok(None);
+        }
+        let k = self.int("p2p.selection_k");
+        if !(1..=10).contains(&k) {
+            bail!("config key p2p.selection_k: must be 1 to 10, got {k}");
+        }
+        let listen = self.addr("p2p.listen");
+        if secret.is_empty() && !allow && !listen.ip().is_loopback() {
+            bail!(
+                "config key p2p.cluster_secret: required to listen for peers on {listen} (or set p2p.allow_unauthenticated = true)"
+            );
+        }
+        let mut pc = eliop2p_p2p::P2pConfig::new(node_id);
+        pc.cluster_secret = (!secret.is_empty()).then_some(secret);
+        pc.allow_unauthenticated = allow;
+        pc.static_peers = peers;
+        pc.selection_k = k as usize;
+        pc.max_upload_rate = self.size("p2p.max_upload_rate");
+        pc.max_download_rate = self.size("p2p.max_download_rate");
+        pc.piece_timeout = self.duration("p2p.piece_timeout");
+        if mode != "static" {
+            let seeds = self.addr_list("discovery.seeds")?;
+            let advertise = match self.str("p2p.advertise_addr").as_str() {
+                "" => None,
+                a => Some(a.parse().map_err(|e| {
+                    anyhow::anyhow!("config key p2p.advertise_addr: {a:?} is not ip:port: {e}")
+                })?),
+            };
+            let advertise = advertise.or_else(|| {
+                // Listening on every interface: advertise the address that routes
+                // towards the control plane or the first seed.
+                listen.ip().is_unspecified().then(|| {
+                    let toward = self
+                        .control_plane_host()
+                        .or_else(|| seeds.first().map(|s| s.to_string()))?;
+                    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+                    probe.connect(toward).ok()?;
+                    Some(SocketAddr::new(
+                        probe.local_addr().ok()?.ip(),
+                        listen.port(),
+                    ))
+                })?
+            });
+            let fanout = self.int("discovery.fanout").clamp(1, 16) as usize;
+            let (suspect, dead) = (
+                self.duration("discovery.suspect_after"),
+                self.duration("discovery.dead_after"),
+            );
+            if dead < suspect {
+                bail!(
+                    "config keys discovery.suspect_after and discovery.dead_after: dead_after ({dead:?}) must not be shorter than suspect_after ({suspect:?})"
+                );
+            }
+            pc.cluster = Some(eliop2p_p2p::ClusterConfig {
+                gossip: mode != "control-plane",
+                seeds,
+                gossip_cfg: eliop2p_cluster::GossipConfig {
+                    interval_ms: self
+                        .duration("discovery.gossip_interval")
+                        .as_millis()
+                        .max(10) as u64,
+                    fanout,
+                    suspect_after_ms: suspect.as_millis() as u64,
+                    dead_after_ms: dead.as_millis() as u64,
+                    ..Default::default()
+                },
+                advertise,
+                proxy_addr: None,
+                zone: self.str("node.zone"),
+            });
+        }
+        Ok(Some(pc))
+    }
+
+    /// The discovery mode after resolving `auto`.
+    pub fn discovery_mode(&self) -> String {
+        match self.str("discovery.mode").as_str() {
+            "auto" if !self.str("control_plane.endpoint").is_empty() => "hybrid".into(),
+            "auto" if !self.list("discovery.seeds").is_empty() => "gossip".into(),
+            "auto" => "static".into(),
+            m => m.to_owned(),
+        }
+    }
+
+    fn control_plane_host(&self) -> Option<String> {
+        let e = self.str("control_plane.endpoint");
+        let uri: http::Uri = e.parse().ok()?;
+        let port = uri.port_u16().unwrap_or(80);
+        Some(format!("{}:{port}", uri.host()?))
+    }
+
+    fn addr_list(&self, key: &str) -> anyhow::Result<Vec<SocketAddr>> {
+        use std::net::ToSocketAddrs;
+        self.list(key)
+            .iter()
+            .map(|p| {
+                p.to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("config key {key}: {p:?} is not a reachable host:port")
+                    })
+            })
+            .collect()
+    }
+
+    /// The node's control-plane client, for modes `control-plane` and `hybrid`.
+    pub(super) fn control_plane_client(
+        &self,
+    ) -> anyhow::Result<Option<eliop2p_proxy::ControlPlaneClientConfig>> {
+        let mode = self.discovery_mode();
+        let endpoint = self.str("control_plane.endpoint");
+        if mode != "control-plane" && mode != "hybrid" {
+            return Ok(None);
+        }
+        if endpoint.is_empty() {
+            bail!("config key control_plane.endpoint: required with discovery.mode = {mode}");
+        }
+        match endpoint.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
+            _ => bail!(
+                "config key control_plane.endpoint: {endpoint:?} must be an http://host:port URL"
+            ),
+        }
+        let mut labels = BTreeMap::new();
+        for l in ["zone", "rack"] {
+            let v = self.str(&format!("node.{l}"));
+            if !v.is_empty() {
+                labels.insert(l.to_owned(), v);
+            }
+        }
+        let token = self.str("control_plane.token");
+        Ok(Some(eliop2p_proxy::ControlPlaneClientConfig {
+            endpoint,
+            token: (!token.is_empty()).then_some(token),
+            labels,
+            heartbeat_interval: self.duration("control_plane.heartbeat_interval"),
+            replication_max_rate: self.size("replication.max_rate"),
+        }))
+    }
+
+    /// The control plane service's configuration.
+    pub fn control_config(&self) -> anyhow::Result<eliop2p_control::ControlConfig> {
+        let (suspect, dead) = (
+            self.duration("control_plane.suspect_after"),
+            self.duration("control_plane.dead_after"),
+        );
+        if dead < suspect {
+            bail!(
+                "config keys control_plane.suspect_after and control_plane.dead_after: dead_after ({dead:?}) must not be shorter than suspect_after ({suspect:?})"
+            );
+        }
+        let token = self.str("control_plane.token");
+        let dir = self.str("control_plane.data_dir");
+        Ok(eliop2p_control::ControlConfig {
+            token: (!token.is_empty()).then_some(token),
+            data_dir: (!dir.is_empty()).then(|| dir.into()),
+            timing: eliop2p_control::Timing {
+                heartbeat_interval: self.duration("control_plane.heartbeat_interval"),
+                suspect_after: suspect,
+                dead_after: dead,
+            },
+            replication: eliop2p_control::ReplicationConfig {
+                min_replicas: self.int("replication.min_replicas") as usize,
+                hot_threshold: self.int("replication.hot_threshold").max(1),
+                max_replicas: self.int("replication.max_replicas") as usize,
+                max_pending_per_node: 16,
+            },
+            replication_interval: self.duration("replication.interval"),
+        })
+    }
+
+    /// `node.id`, or the id kept in `<cache.disk_path>/node-id` (generated on first
+    /// start), or without a disk tier `<hostname>-<p2p port>`.
+    pub fn node_id(&self) -> anyhow::Result<String> {
+        let valid = |id: &str| {
+            !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        };
+        let configured = self.str("node.id");
+        if !configured.is_empty() {
+            if !valid(&configured) {
+                bail!(
+                    "config key node.id: {configured:?} must be 1-128 characters of letters, digits, '-', '_', '.', ':'"
+                );
+            }
+            return Ok(configured);
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .unwrap_or_default()
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+            .collect::<String>();
+        let host = if host.is_empty() {
+            "node".to_owned()
+        } else {
+            host
+        };
+        if self.size("cache.disk_size") == 0 {
+            return Ok(format!("{host}-{}", self.addr("p2p.listen").port()));
+        }
+        let dir = std::path::PathBuf::from(self.str("cache.disk_path"));
+        let path = dir.join("node-id");
+        if let Ok(id) = std::fs::read_to_string(&path) {
+            let id = id.trim().to_owned();
+            if valid(&id) {
+                return Ok(id);
+            }
+        }
+        let mut rnd = [0u8; 4];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd))
+            .context("reading /dev/urandom for a node id")?;
+        let id = format!("{host}-{}", hex::encode(rnd));
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&path, format!("{id}\n")))
+            .with_context(|| {
+                format!(
+                    "config key cache.disk_path: cannot keep the node id in {}",
+                    path.display()
+                )
+            })?;
+        Ok(id)
+    }
+}

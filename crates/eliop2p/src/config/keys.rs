@@ -1,0 +1,503 @@
+//! The table of configuration keys: kind, default, help; the environment variable and
+//! the flag of each key derive from its section and name.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Secret,
+    Addr,
+    Int,
+    Float,
+    Size,
+    Duration,
+    List,
+    Choice(&'static [&'static str]),
+}
+
+pub struct KeyDef {
+    pub section: &'static str,
+    pub key: &'static str,
+    pub kind: Kind,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+impl KeyDef {
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.section, self.key)
+    }
+    pub fn env(&self) -> String {
+        format!("ELIOP2P_{}_{}", self.section, self.key).to_ascii_uppercase()
+    }
+    pub fn flag(&self) -> String {
+        format!("{}-{}", self.section, self.key).replace('_', "-")
+    }
+}
+
+macro_rules! key {
+    ($s:literal, $k:literal, $kind:expr, $d:literal, $h:literal) => {
+        KeyDef {
+            section: $s,
+            key: $k,
+            kind: $kind,
+            default: $d,
+            help: $h,
+        }
+    };
+}
+
+/// Every configuration key. `docs/configuration.md` documents the same table.
+pub const KEYS: &[KeyDef] = &[
+    key!(
+        "proxy",
+        "listen",
+        Kind::Addr,
+        "0.0.0.0:8080",
+        "address of the S3 proxy"
+    ),
+    key!(
+        "proxy",
+        "virtual_host_domains",
+        Kind::List,
+        "localhost",
+        "domains for virtual-host style requests (<bucket>.<domain>)"
+    ),
+    key!(
+        "proxy",
+        "auth",
+        Kind::Choice(&["node", "passthrough"]),
+        "node",
+        "node: the node signs origin requests with origin.access_key; passthrough: client requests go to the origin as received and the origin authorizes every read, cached or not"
+    ),
+    key!(
+        "proxy",
+        "client_keys_file",
+        Kind::Str,
+        "",
+        "node auth mode: file of client keys, one 'ACCESS_KEY SECRET_KEY' per line; when set, only requests signed (SigV4) with one of them are answered"
+    ),
+    key!(
+        "proxy",
+        "auth_cache_ttl",
+        Kind::Duration,
+        "0s",
+        "passthrough: reuse an origin authorization of the very same signature for the same object version this long (0 = ask the origin every time)"
+    ),
+    key!(
+        "proxy",
+        "allowed_origins",
+        Kind::List,
+        "",
+        "host:port of origins forward-proxy clients (HTTP_PROXY, CONNECT) may reach besides origin.endpoint; a bare host allows ports 80 and 443"
+    ),
+    key!(
+        "proxy",
+        "readahead_chunks",
+        Kind::Int,
+        "2",
+        "chunks of one response fetched ahead of the one being sent"
+    ),
+    key!(
+        "admin",
+        "listen",
+        Kind::Addr,
+        "127.0.0.1:9091",
+        "address of the admin listener (/metrics, /healthz)"
+    ),
+    key!(
+        "origin",
+        "endpoint",
+        Kind::Str,
+        "",
+        "origin URL, e.g. https://s3.us-east-1.amazonaws.com (required)"
+    ),
+    key!(
+        "origin",
+        "kind",
+        Kind::Choice(&["s3", "oss", "http"]),
+        "s3",
+        "s3: S3-compatible storage (AWS Signature V4); oss: Alibaba Cloud OSS; http: a plain HTTP(S) URL space, unsigned (the request path is appended to origin.endpoint)"
+    ),
+    key!(
+        "origin",
+        "signature",
+        Kind::Choice(&["v4", "v1"]),
+        "v4",
+        "OSS signature version (v1: HMAC-SHA1; v4: OSS4-HMAC-SHA256, needs origin.region such as cn-hangzhou); S3 always uses v4"
+    ),
+    key!("origin", "region", Kind::Str, "us-east-1", "signing region"),
+    key!(
+        "origin",
+        "access_key",
+        Kind::Str,
+        "",
+        "access key id the node signs origin requests with"
+    ),
+    key!(
+        "origin",
+        "secret_key",
+        Kind::Secret,
+        "",
+        "secret access key"
+    ),
+    key!(
+        "origin",
+        "addressing",
+        Kind::Choice(&["path", "virtual"]),
+        "path",
+        "path-style or virtual-host style origin URLs"
+    ),
+    key!(
+        "origin",
+        "connect_timeout",
+        Kind::Duration,
+        "5s",
+        "TCP/TLS connect timeout"
+    ),
+    key!(
+        "origin",
+        "request_timeout",
+        Kind::Duration,
+        "30s",
+        "time to the response head, and the longest silence inside a chunk body"
+    ),
+    key!(
+        "origin",
+        "max_retries",
+        Kind::Int,
+        "3",
+        "retries with backoff for bodiless requests on 5xx and connection errors"
+    ),
+    key!(
+        "cache",
+        "memory_size",
+        Kind::Size,
+        "4GiB",
+        "capacity of the memory tier"
+    ),
+    key!(
+        "cache",
+        "chunk_size",
+        Kind::Size,
+        "16MiB",
+        "chunk size (unit of caching and integrity)"
+    ),
+    key!(
+        "cache",
+        "metadata_ttl",
+        Kind::Duration,
+        "30s",
+        "how long object metadata (ETag, size) is trusted before a HEAD"
+    ),
+    key!(
+        "cache",
+        "metadata_max_entries",
+        Kind::Int,
+        "100000",
+        "objects whose metadata is kept"
+    ),
+    key!(
+        "cache",
+        "disk_path",
+        Kind::Str,
+        "/var/cache/eliop2p",
+        "directory of the disk tier (only eliop2p's files go there)"
+    ),
+    key!(
+        "cache",
+        "disk_size",
+        Kind::Size,
+        "0",
+        "capacity of the disk tier; 0 disables it"
+    ),
+    key!(
+        "cache",
+        "eviction_weights",
+        Kind::Str,
+        "recency=1,frequency=1,replicas=0.5,size=1",
+        "weights of the eviction priority factors"
+    ),
+    key!(
+        "cache",
+        "eviction_high",
+        Kind::Float,
+        "0.9",
+        "usage fraction of a tier above which eviction starts"
+    ),
+    key!(
+        "cache",
+        "eviction_low",
+        Kind::Float,
+        "0.8",
+        "usage fraction of a tier eviction brings it down to"
+    ),
+    key!(
+        "cache",
+        "protect_recent",
+        Kind::Duration,
+        "10s",
+        "chunks accessed more recently than this are never evicted"
+    ),
+    key!(
+        "cache",
+        "heat_window",
+        Kind::Duration,
+        "60s",
+        "sliding window of the heat (accesses per window, decayed)"
+    ),
+    key!(
+        "cache",
+        "hot_threshold",
+        Kind::Float,
+        "8",
+        "accesses per window from which a chunk is Hot (promoted from disk to memory)"
+    ),
+    key!(
+        "cache",
+        "warm_threshold",
+        Kind::Float,
+        "2",
+        "accesses per window from which a chunk is Warm"
+    ),
+    key!(
+        "cache",
+        "verify_on_start",
+        Kind::Choice(&["false", "sample", "full"]),
+        "sample",
+        "verification of disk chunks at start, in the background"
+    ),
+    key!(
+        "cache",
+        "write_queue",
+        Kind::Int,
+        "64",
+        "chunks waiting for the disk tier before write-behind is skipped"
+    ),
+    key!(
+        "p2p",
+        "listen",
+        Kind::Addr,
+        "0.0.0.0:9000",
+        "address of the P2P transfer listener"
+    ),
+    key!(
+        "p2p",
+        "static_peers",
+        Kind::List,
+        "",
+        "other nodes' P2P addresses (host:port) to fetch chunks from"
+    ),
+    key!(
+        "p2p",
+        "cluster_secret",
+        Kind::Secret,
+        "",
+        "shared secret of the cluster for the peer handshake"
+    ),
+    key!(
+        "p2p",
+        "cluster_secret_file",
+        Kind::Str,
+        "",
+        "file holding the cluster secret (read at start)"
+    ),
+    key!(
+        "p2p",
+        "allow_unauthenticated",
+        Kind::Choice(&["false", "true"]),
+        "false",
+        "allow P2P without a secret on a non-loopback address"
+    ),
+    key!(
+        "p2p",
+        "selection_k",
+        Kind::Int,
+        "5",
+        "peers downloaded from in parallel per chunk (1-10)"
+    ),
+    key!(
+        "p2p",
+        "max_upload_rate",
+        Kind::Size,
+        "0",
+        "bytes/s sent to peers, all connections together; 0 = unlimited"
+    ),
+    key!(
+        "p2p",
+        "max_download_rate",
+        Kind::Size,
+        "0",
+        "bytes/s received from peers; 0 = unlimited"
+    ),
+    key!(
+        "p2p",
+        "piece_timeout",
+        Kind::Duration,
+        "5s",
+        "a 1 MiB piece not received in this time goes to another peer"
+    ),
+    key!(
+        "p2p",
+        "advertise_addr",
+        Kind::Str,
+        "",
+        "P2P address peers reach this node at (default: p2p.listen, or the address that routes to the control plane/seeds when listening on 0.0.0.0)"
+    ),
+    key!(
+        "node",
+        "shutdown_grace",
+        Kind::Duration,
+        "30s",
+        "how long shutdown waits for in-flight responses"
+    ),
+    key!(
+        "node",
+        "id",
+        Kind::Str,
+        "",
+        "stable node id; default: generated once and kept in <cache.disk_path>/node-id (hostname-based without a disk tier)"
+    ),
+    key!(
+        "node",
+        "zone",
+        Kind::Str,
+        "",
+        "failure domain label (replicas spread over zones; same-zone peers come first)"
+    ),
+    key!(
+        "node",
+        "rack",
+        Kind::Str,
+        "",
+        "rack label, reported to the control plane"
+    ),
+    key!(
+        "discovery",
+        "mode",
+        Kind::Choice(&["auto", "control-plane", "gossip", "hybrid", "static"]),
+        "auto",
+        "how nodes find each other; auto = hybrid with a control plane endpoint, gossip with seeds, else static peers only"
+    ),
+    key!(
+        "discovery",
+        "seeds",
+        Kind::List,
+        "",
+        "P2P addresses (host:port) of nodes to join the gossip through"
+    ),
+    key!(
+        "discovery",
+        "gossip_interval",
+        Kind::Duration,
+        "1s",
+        "time between gossip rounds"
+    ),
+    key!(
+        "discovery",
+        "fanout",
+        Kind::Int,
+        "3",
+        "members each gossip round talks to"
+    ),
+    key!(
+        "discovery",
+        "suspect_after",
+        Kind::Duration,
+        "5s",
+        "a member silent this long is suspect"
+    ),
+    key!(
+        "discovery",
+        "dead_after",
+        Kind::Duration,
+        "10s",
+        "a member silent this long is dead: its chunks are no longer offered"
+    ),
+    key!(
+        "control_plane",
+        "endpoint",
+        Kind::Str,
+        "",
+        "URL of the control plane a node registers with, e.g. http://10.0.0.5:8081"
+    ),
+    key!(
+        "control_plane",
+        "token",
+        Kind::Secret,
+        "",
+        "bearer token of the control plane API (service and nodes)"
+    ),
+    key!(
+        "control_plane",
+        "listen",
+        Kind::Addr,
+        "0.0.0.0:8081",
+        "address of the control plane service (eliop2p control-plane)"
+    ),
+    key!(
+        "control_plane",
+        "data_dir",
+        Kind::Str,
+        "/var/lib/eliop2p/control-plane",
+        "directory of the control plane's store; empty keeps state in memory only"
+    ),
+    key!(
+        "control_plane",
+        "heartbeat_interval",
+        Kind::Duration,
+        "2s",
+        "time between node heartbeats"
+    ),
+    key!(
+        "control_plane",
+        "suspect_after",
+        Kind::Duration,
+        "6s",
+        "a node without heartbeats this long is suspect (its chunks are not handed out)"
+    ),
+    key!(
+        "control_plane",
+        "dead_after",
+        Kind::Duration,
+        "15s",
+        "a node without heartbeats this long is dead"
+    ),
+    key!(
+        "replication",
+        "min_replicas",
+        Kind::Int,
+        "2",
+        "hot chunks with fewer holders get replicate commands; 0 disables replication"
+    ),
+    key!(
+        "replication",
+        "hot_threshold",
+        Kind::Int,
+        "4",
+        "demand (location queries and hot reports, halved every pass) that makes a chunk hot"
+    ),
+    key!(
+        "replication",
+        "max_replicas",
+        Kind::Int,
+        "0",
+        "cold chunks with more online holders get evict commands for the surplus; 0 = no limit"
+    ),
+    key!(
+        "replication",
+        "interval",
+        Kind::Duration,
+        "5s",
+        "time between replication passes of the control plane"
+    ),
+    key!(
+        "replication",
+        "max_rate",
+        Kind::Size,
+        "64MiB",
+        "bytes/s a node spends on replication commands on average; 0 = unlimited"
+    ),
+];
+
+/// Environment variables with the ELIOP2P_ prefix that are not config keys.
+pub(super) const ENV_NOT_KEYS: &[&str] = &["ELIOP2P_LOG", "ELIOP2P_TEST_"];
