@@ -526,6 +526,19 @@ impl TestCluster {
         tweak: impl Fn(usize, &mut NodeConfig),
         control_tweak: fn(&mut eliop2p_control::ControlConfig),
     ) -> anyhow::Result<Self> {
+        Self::start_full(origin, n, mode, tweak, control_tweak, None).await
+    }
+
+    /// [`Self::start_with`], with node 0's proxy and admin listeners given (the
+    /// demo puts node 0 on the configured ports).
+    pub async fn start_full(
+        origin: &TestOrigin,
+        n: usize,
+        mode: Discovery,
+        tweak: impl Fn(usize, &mut NodeConfig),
+        control_tweak: fn(&mut eliop2p_control::ControlConfig),
+        mut first: Option<(TcpListener, TcpListener)>,
+    ) -> anyhow::Result<Self> {
         let control_dir = tempfile::tempdir()?;
         let (control, control_addr) = if mode == Discovery::Gossip {
             (None, None)
@@ -572,8 +585,13 @@ impl TestCluster {
                 });
             }
             tweak(i, &mut cfg);
-            let proxy = TcpListener::bind("127.0.0.1:0").await?;
-            let admin = TcpListener::bind("127.0.0.1:0").await?;
+            let (proxy, admin) = match first.take() {
+                Some(pair) => pair,
+                None => (
+                    TcpListener::bind("127.0.0.1:0").await?,
+                    TcpListener::bind("127.0.0.1:0").await?,
+                ),
+            };
             nodes.push(Some(
                 eliop2p_proxy::spawn_node_with_p2p(cfg, proxy, admin, Some(l)).await?,
             ));

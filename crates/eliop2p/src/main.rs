@@ -69,7 +69,7 @@ fn cli() -> Command {
         ))
         .subcommand(key_args(
             Command::new("demo")
-                .about("Start an in-process S3-compatible origin with sample objects and a node in front of it")
+                .about("Start a local cluster in one process: an S3-compatible origin with sample objects, a control plane and 3 nodes; run a scripted read")
                 .arg(Arg::new("once").long("once").action(ArgAction::SetTrue).help("Run the scripted reads, print the table and exit")),
         ))
 }
@@ -363,27 +363,12 @@ fn real_main() -> anyhow::Result<()> {
         Some(("demo", m)) => {
             init_tracing(m);
             let once = m.get_flag("once");
-            rt.block_on(async {
-                let eff_for = |endpoint: &str| {
-                    let mut extra = vec![
-                        (find_key("origin.endpoint"), endpoint.to_owned()),
-                        (
-                            find_key("origin.access_key"),
-                            eliop2p_testkit::ACCESS_KEY.to_owned(),
-                        ),
-                        (
-                            find_key("origin.secret_key"),
-                            eliop2p_testkit::SECRET_KEY.to_owned(),
-                        ),
-                        (find_key("origin.addressing"), "path".to_owned()),
-                    ];
-                    if m.get_one::<String>("proxy.listen").is_none() {
-                        extra.push((find_key("proxy.listen"), "127.0.0.1:8080".to_owned()));
-                    }
-                    load(m, extra)
-                };
-                demo::run(eff_for, once, shutdown_signal()).await
-            })
+            let mut extra = Vec::new();
+            if m.get_one::<String>("proxy.listen").is_none() {
+                extra.push((find_key("proxy.listen"), "127.0.0.1:8080".to_owned()));
+            }
+            let eff = load(m, extra)?;
+            rt.block_on(demo::run(eff, once, shutdown_signal()))
         }
         _ => unreachable!("clap enforces a subcommand"),
     }?;

@@ -93,7 +93,7 @@ async fn node_process_serves_and_exits_cleanly_on_sigterm() -> anyhow::Result<()
 }
 
 #[test]
-fn demo_once_prints_miss_then_hit() {
+fn demo_once_reads_from_origin_peers_and_memory() {
     let out = Command::new(BIN)
         .args([
             "demo",
@@ -108,16 +108,47 @@ fn demo_once_prints_miss_then_hit() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    let cold = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("cold"))
-        .expect("cold row");
-    let warm = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("warm"))
-        .expect("warm row");
-    assert!(cold.contains("MISS") && cold.contains("ok"), "{cold}");
-    assert!(warm.contains("HIT") && warm.contains("ok"), "{warm}");
+    // step node x-cache header MiB origin peer memory MiB/s sha256
+    let row = |step: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .find(|c| c.len() == 10 && c[0] == step)
+            .unwrap_or_else(|| panic!("no {step} row in\n{text}"))
+    };
+    let num = |c: &[String], i: usize| c[i].parse::<f64>().unwrap();
+    let (cold, hit, peer, range) = (row("cold"), row("hit"), row("peer"), row("range"));
+    for r in [&cold, &hit, &peer, &range] {
+        assert_eq!(r[9], "ok", "{text}");
+    }
+    assert_eq!(cold[2], "MISS", "{text}");
+    assert_eq!(
+        num(&cold, 5),
+        64.0,
+        "the cold read costs the origin the object once: {text}"
+    );
+    assert_eq!(
+        (hit[2].as_str(), hit[3].as_str()),
+        ("HIT", "memory"),
+        "{text}"
+    );
+    assert_eq!(num(&hit, 7), 64.0, "{text}");
+    assert!(
+        num(&peer, 6) > 0.0 && num(&peer, 5) == 0.0,
+        "peer read: {text}"
+    );
+    assert_eq!(num(&range, 5), 0.0, "{text}");
+    assert!(
+        text.contains("the origin sent 64.0 MiB in 4 GET requests"),
+        "{text}"
+    );
+    for source in ["origin", "peer", "memory"] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(source) && l.contains('%'))
+            .unwrap_or_else(|| panic!("no {source} line: {text}"));
+        let mib: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(mib > 0.0 || source == "origin", "{line}");
+    }
 }
 
 /// Starts `eliop2p node` configured through the environment (origin credentials
