@@ -3,6 +3,7 @@
 
 mod config;
 mod demo;
+mod get;
 
 use std::time::Duration;
 
@@ -67,6 +68,14 @@ fn cli() -> Command {
                 .arg(Arg::new("expires").long("expires").value_name("DURATION").default_value("1h").help("validity, e.g. 15m, 3600s (at most 7 days)"))
                 .arg(Arg::new("endpoint").long("endpoint").value_name("URL").help("host the URL points at and is signed for (default origin.endpoint; a passthrough node's URL to read through it)")),
         ))
+        .subcommand(
+            Command::new("get")
+                .about("Download s3://bucket/key (or http://node/bucket/key) through a node, with progress, resume and size/ETag check; exit codes: 0 ok, 2 usage, 3 not found, 4 denied, 5 verification failed, 6 node error")
+                .arg(Arg::new("source").required(true).value_name("s3://BUCKET/KEY|URL"))
+                .arg(Arg::new("output").short('o').long("output").value_name("PATH").help("output file (default: the key's last segment), or directory with --recursive (default .)"))
+                .arg(Arg::new("node").long("node").value_name("URL").default_value("http://127.0.0.1:8080").help("the node's S3 endpoint for s3:// sources"))
+                .arg(Arg::new("recursive").short('r').long("recursive").action(ArgAction::SetTrue).help("download every object under the prefix")),
+        )
         .subcommand(key_args(
             Command::new("demo")
                 .about("Start a local cluster in one process: an S3-compatible origin with sample objects, a control plane and 3 nodes; run a scripted read")
@@ -322,7 +331,8 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::from(2)
+            let code = e.downcast_ref::<get::ExitError>().map_or(2, |x| x.code);
+            std::process::ExitCode::from(code)
         }
     }
 }
@@ -359,6 +369,15 @@ fn real_main() -> anyhow::Result<()> {
         Some(("presign", m)) => {
             let eff = load(m, Vec::new())?;
             rt.block_on(presign(&eff, m))
+        }
+        Some(("get", m)) => {
+            let args = get::GetArgs {
+                source: m.get_one::<String>("source").expect("required").clone(),
+                output: m.get_one::<String>("output").map(Into::into),
+                node: m.get_one::<String>("node").expect("default").clone(),
+                recursive: m.get_flag("recursive"),
+            };
+            rt.block_on(get::run(args))
         }
         Some(("demo", m)) => {
             init_tracing(m);
