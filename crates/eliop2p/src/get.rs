@@ -325,10 +325,12 @@ async fn get_object(node: &Node, key: &str, out: &Path) -> anyhow::Result<(u64, 
     let fingerprint = format!("{}\n{size}\n", etag.as_deref().unwrap_or(""));
     // Resume only a partial file of this very version.
     let mut offset = 0;
-    if let (Ok(meta), Ok(saved)) = (std::fs::metadata(&part), std::fs::read_to_string(&state)) {
-        if saved == fingerprint && meta.len() <= size && etag.is_some() {
-            offset = meta.len();
-        }
+    if let (Ok(meta), Ok(saved)) = (std::fs::metadata(&part), std::fs::read_to_string(&state))
+        && saved == fingerprint
+        && meta.len() <= size
+        && etag.is_some()
+    {
+        offset = meta.len();
     }
     if offset == 0 {
         std::fs::write(&state, &fingerprint)
