@@ -162,15 +162,102 @@ pub enum CommandKind {
     Replicate,
     /// Drop the chunk.
     Evict,
+    /// Read objects into the cache (a preheat job's share for this node).
+    Preheat,
 }
 
-/// A replication command (`GET /api/v1/nodes/{id}/commands`).
+/// A command for a node (`GET /api/v1/nodes/{id}/commands`): `chunk` and `len`
+/// for replicate and evict, `preheat` for preheat.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Command {
     pub id: u64,
     pub kind: CommandKind,
+    #[serde(default)]
     pub chunk: String,
+    #[serde(default)]
     pub len: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preheat: Option<PreheatSpec>,
+}
+
+/// What a preheat command reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreheatSpec {
+    pub job: u64,
+    pub bucket: String,
+    /// An object key, or with `recursive` a prefix.
+    pub key: String,
+    pub recursive: bool,
+}
+
+/// `POST /api/v1/preheat`: warm one object or every object under a prefix into
+/// the cluster. Targets: every online node matching `labels`, or `replicas` of
+/// them (spread over zones, least used first).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreheatRequest {
+    pub bucket: String,
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub recursive: bool,
+    #[serde(default)]
+    pub replicas: Option<usize>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+/// Progress a node reports for its preheat command
+/// (`POST /api/v1/nodes/{id}/commands/{cmd}/progress`, and in the ack).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreheatProgress {
+    pub objects_done: u64,
+    pub objects_total: u64,
+    pub bytes_done: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreheatTarget {
+    pub node_id: String,
+    pub command: u64,
+    pub state: TargetState,
+    #[serde(default)]
+    pub progress: PreheatProgress,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A preheat job (`GET /api/v1/preheat/{id}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreheatJob {
+    pub id: u64,
+    pub created_unix_ms: u64,
+    pub request: PreheatRequest,
+    pub state: JobState,
+    pub targets: Vec<PreheatTarget>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreheatJobs {
+    pub jobs: Vec<PreheatJob>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -185,6 +272,9 @@ pub struct CommandAck {
     pub ok: bool,
     #[serde(default)]
     pub error: Option<String>,
+    /// Final counts of a preheat command.
+    #[serde(default)]
+    pub progress: Option<PreheatProgress>,
 }
 
 /// Every error: a machine-readable code and a sentence.

@@ -3,6 +3,7 @@
 //! and replication commands, over a token-authenticated JSON API under `/api/v1`
 //! (axum). State is soft and kept in an embedded store so a restart answers at once.
 
+mod preheat;
 mod state;
 mod store;
 
@@ -124,9 +125,16 @@ pub async fn spawn_control_plane(
                 nodes = loaded.nodes.len(),
                 chunk_holdings = loaded.chunks.len(),
                 commands = loaded.commands.len(),
+                jobs = loaded.jobs.len(),
                 "control-plane state loaded"
             );
-            state.restore(loaded.nodes, loaded.chunks, loaded.commands, Instant::now());
+            state.restore(
+                loaded.nodes,
+                loaded.chunks,
+                loaded.commands,
+                loaded.jobs,
+                Instant::now(),
+            );
             let (tx, rx) = mpsc::unbounded_channel();
             (Some(tx), Some(tokio::spawn(store::writer(store, rx))))
         }
@@ -190,6 +198,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/nodes/{id}/chunks", post(report))
         .route("/nodes/{id}/commands", get(commands))
         .route("/nodes/{id}/commands/{cmd}/ack", post(ack))
+        .route("/nodes/{id}/commands/{cmd}/progress", post(progress))
+        .route("/preheat", post(create_preheat).get(list_preheat))
+        .route("/preheat/{job}", get(get_preheat))
         .route("/chunks/locations", post(locations))
         .route_layer(middleware::from_fn_with_state(shared.clone(), auth))
         .route("/openapi.json", get(openapi));
@@ -435,13 +446,64 @@ async fn ack(
     if let Some(e) = &a.error {
         tracing::warn!(node = %id, command = cmd, error = %e, "replication command failed");
     }
-    let r = s.state().ack(&id, cmd, a.ok);
+    let r = s.state().ack(&id, cmd, &a);
     match r {
         Ok(ops) => {
             s.persist(ops);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => e.into_response(),
+    }
+}
+
+async fn progress(
+    AxState(s): AxState<Arc<Shared>>,
+    Path((id, cmd)): Path<(String, u64)>,
+    ApiJson(p): ApiJson<api::PreheatProgress>,
+) -> Response {
+    let r = s.state().preheat_progress(&id, cmd, p);
+    match r {
+        Ok(ops) => {
+            s.persist(ops);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn create_preheat(
+    AxState(s): AxState<Arc<Shared>>,
+    ApiJson(req): ApiJson<api::PreheatRequest>,
+) -> Response {
+    let r = s.state().create_preheat(req, Instant::now());
+    match r {
+        Ok((job, ops)) => {
+            s.persist(ops);
+            tracing::info!(
+                job = job.id,
+                targets = job.targets.len(),
+                "preheat job created"
+            );
+            (StatusCode::CREATED, Json(job)).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn list_preheat(AxState(s): AxState<Arc<Shared>>) -> Response {
+    let jobs = s.state().jobs_view(Instant::now());
+    Json(api::PreheatJobs { jobs }).into_response()
+}
+
+async fn get_preheat(AxState(s): AxState<Arc<Shared>>, Path(job): Path<u64>) -> Response {
+    let st = s.state();
+    match st.jobs.get(&job) {
+        Some(j) => Json(st.job_view(j, Instant::now())).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "UnknownJob",
+            &format!("no preheat job {job}"),
+        ),
     }
 }
 

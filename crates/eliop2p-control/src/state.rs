@@ -22,6 +22,8 @@ pub enum Op {
     ClearChunks(String),
     PutCommand(String, Command),
     DeleteCommand(u64),
+    PutJob(api::PreheatJob),
+    DeleteJob(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -60,8 +62,11 @@ pub struct State {
     holders: HashMap<ChunkId, HashSet<String>>,
     lens: HashMap<ChunkId, u64>,
     demand: HashMap<ChunkId, u64>,
-    commands: HashMap<String, VecDeque<Command>>,
+    pub(crate) commands: HashMap<String, VecDeque<Command>>,
     next_command: u64,
+    /// Preheat jobs by id.
+    pub jobs: BTreeMap<u64, api::PreheatJob>,
+    pub next_job: u64,
     pub commands_issued: u64,
     pub commands_acked_ok: u64,
     pub commands_acked_failed: u64,
@@ -91,6 +96,8 @@ impl State {
             demand: HashMap::new(),
             commands: HashMap::new(),
             next_command: 1,
+            jobs: BTreeMap::new(),
+            next_job: 1,
             commands_issued: 0,
             commands_acked_ok: 0,
             commands_acked_failed: 0,
@@ -122,8 +129,13 @@ impl State {
         nodes: Vec<Register>,
         chunks: Vec<(String, ChunkId, u64)>,
         commands: Vec<(String, Command)>,
+        jobs: Vec<api::PreheatJob>,
         now: Instant,
     ) {
+        for j in jobs {
+            self.next_job = self.next_job.max(j.id + 1);
+            self.jobs.insert(j.id, j);
+        }
         for reg in nodes {
             self.nodes.insert(
                 reg.node_id.clone(),
@@ -344,7 +356,8 @@ impl State {
             .unwrap_or_default())
     }
 
-    pub fn ack(&mut self, id: &str, cmd: u64, ok: bool) -> Result<Vec<Op>, StateError> {
+    pub fn ack(&mut self, id: &str, cmd: u64, a: &api::CommandAck) -> Result<Vec<Op>, StateError> {
+        let ok = a.ok;
         let q = self
             .commands
             .get_mut(id)
@@ -353,13 +366,17 @@ impl State {
             .iter()
             .position(|c| c.id == cmd)
             .ok_or(StateError::UnknownCommand(cmd))?;
-        q.remove(pos);
+        let done = q.remove(pos).expect("position found");
         if ok {
             self.commands_acked_ok += 1;
         } else {
             self.commands_acked_failed += 1;
         }
-        Ok(vec![Op::DeleteCommand(cmd)])
+        let mut ops = vec![Op::DeleteCommand(cmd)];
+        if let Some(spec) = &done.preheat {
+            ops.extend(self.finish_target(spec.job, cmd, a));
+        }
+        Ok(ops)
     }
 
     /// Online holders of a chunk.
@@ -453,12 +470,21 @@ impl State {
 
     /// Queues a command for a node; returns its durable change.
     fn issue(&mut self, node: String, kind: CommandKind, chunk: String, len: u64) -> Op {
-        let cmd = Command {
-            id: self.next_command,
-            kind,
-            chunk,
-            len,
-        };
+        self.issue_command(
+            node,
+            Command {
+                id: 0,
+                kind,
+                chunk,
+                len,
+                preheat: None,
+            },
+        )
+    }
+
+    /// Queues `cmd` (given the next id) for a node; returns its durable change.
+    pub(crate) fn issue_command(&mut self, node: String, mut cmd: Command) -> Op {
+        cmd.id = self.next_command;
         self.next_command += 1;
         self.commands_issued += 1;
         self.commands

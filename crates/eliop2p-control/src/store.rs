@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use eliop2p_cluster::api::{Command, Register};
+use eliop2p_cluster::api::{Command, PreheatJob, Register};
 use eliop2p_core::ChunkId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::mpsc;
@@ -17,6 +17,8 @@ const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const CHUNKS: TableDefinition<&[u8], u64> = TableDefinition::new("chunks");
 /// Key: command id. Value: JSON `{node, command}`.
 const COMMANDS: TableDefinition<u64, &[u8]> = TableDefinition::new("commands");
+/// Key: job id. Value: the preheat job as JSON.
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,6 +57,7 @@ pub struct Loaded {
     pub nodes: Vec<Register>,
     pub chunks: Vec<(String, ChunkId, u64)>,
     pub commands: Vec<(String, Command)>,
+    pub jobs: Vec<PreheatJob>,
 }
 
 pub struct Store {
@@ -70,12 +73,14 @@ impl Store {
             tx.open_table(NODES).map_err(db_err)?;
             tx.open_table(CHUNKS).map_err(db_err)?;
             tx.open_table(COMMANDS).map_err(db_err)?;
+            tx.open_table(JOBS).map_err(db_err)?;
             tx.commit().map_err(db_err)?;
         }
         let mut loaded = Loaded {
             nodes: Vec::new(),
             chunks: Vec::new(),
             commands: Vec::new(),
+            jobs: Vec::new(),
         };
         let tx = db.begin_read().map_err(db_err)?;
         for row in tx
@@ -118,6 +123,18 @@ impl Store {
                 loaded.commands.push((c.node, c.command));
             }
         }
+        for row in tx
+            .open_table(JOBS)
+            .map_err(db_err)?
+            .iter()
+            .map_err(db_err)?
+        {
+            let (_, v) = row.map_err(db_err)?;
+            match serde_json::from_slice::<PreheatJob>(v.value()) {
+                Ok(j) => loaded.jobs.push(j),
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable preheat job"),
+            }
+        }
         Ok((Self { db: Arc::new(db) }, loaded))
     }
 
@@ -127,6 +144,7 @@ impl Store {
             let mut nodes = tx.open_table(NODES).map_err(db_err)?;
             let mut chunks = tx.open_table(CHUNKS).map_err(db_err)?;
             let mut commands = tx.open_table(COMMANDS).map_err(db_err)?;
+            let mut jobs = tx.open_table(JOBS).map_err(db_err)?;
             for op in ops {
                 match op {
                     Op::PutNode(r) => {
@@ -172,6 +190,13 @@ impl Store {
                     }
                     Op::DeleteCommand(id) => {
                         commands.remove(*id).map_err(db_err)?;
+                    }
+                    Op::PutJob(j) => {
+                        let v = serde_json::to_vec(j).expect("serializes");
+                        jobs.insert(j.id, v.as_slice()).map_err(db_err)?;
+                    }
+                    Op::DeleteJob(id) => {
+                        jobs.remove(*id).map_err(db_err)?;
                     }
                 }
             }

@@ -440,7 +440,7 @@ async fn send_heartbeat(
 /// Executes pending replication commands one at a time, within the byte budget.
 async fn run_commands(
     client: &CpClient,
-    state: &ProxyState,
+    state: &Arc<ProxyState>,
     p2p: &eliop2p_p2p::P2pHandle,
     max_rate: u64,
 ) {
@@ -453,16 +453,41 @@ async fn run_commands(
     };
     for cmd in list.commands {
         let started = Instant::now();
-        let result = execute(state, p2p, &cmd).await;
+        let ack_path = format!("{path}/{}/ack", cmd.id);
+        let (result, progress) = match &cmd.preheat {
+            Some(spec) if cmd.kind == api::CommandKind::Preheat => {
+                let progress_path = format!("{path}/{}/progress", cmd.id);
+                let report = |p: api::PreheatProgress| {
+                    let body = serde_json::to_vec(&p).expect("serializes");
+                    let progress_path = progress_path.clone();
+                    async move {
+                        let _ = client
+                            .call::<()>(
+                                Method::POST,
+                                &progress_path,
+                                Some(body),
+                                Duration::from_secs(2),
+                            )
+                            .await;
+                    }
+                };
+                tracing::info!(job = spec.job, bucket = %spec.bucket, key = %spec.key, "preheat started");
+                match crate::preheat::run(state, spec, report).await {
+                    Ok(p) => (Ok(()), Some(p)),
+                    Err((e, p)) => (Err(e), Some(p)),
+                }
+            }
+            _ => (execute(state, p2p, &cmd).await, None),
+        };
         state.metrics.replication_commands.fetch_add(1, Relaxed);
         let ack = api::CommandAck {
             ok: result.is_ok(),
             error: result.as_ref().err().cloned(),
+            progress,
         };
         if let Err(e) = &result {
-            tracing::warn!(command = cmd.id, chunk = %cmd.chunk, error = %e, "replication command failed");
+            tracing::warn!(command = cmd.id, kind = ?cmd.kind, chunk = %cmd.chunk, error = %e, "command failed");
         }
-        let ack_path = format!("{path}/{}/ack", cmd.id);
         let body = serde_json::to_vec(&ack).expect("serializes");
         let _ = client
             .call::<()>(Method::POST, &ack_path, Some(body), Duration::from_secs(2))
@@ -483,6 +508,7 @@ async fn execute(
 ) -> Result<(), String> {
     let id = ChunkId::from_hex(&cmd.chunk).ok_or("bad chunk id")?;
     match cmd.kind {
+        api::CommandKind::Preheat => Err("preheat command without its spec".into()),
         api::CommandKind::Evict => {
             state.cache.remove(&id);
             Ok(())

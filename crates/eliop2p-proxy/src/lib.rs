@@ -15,6 +15,7 @@ mod meta;
 mod metrics;
 mod node;
 mod passthrough;
+mod preheat;
 mod request;
 mod server;
 pub mod sigv4;

@@ -471,34 +471,6 @@ async fn get_object(node: &Node, key: &str, out: &Path) -> anyhow::Result<(u64, 
     Ok((size, sources))
 }
 
-/// One page of ListObjectsV2: (keys, next continuation token).
-fn parse_list(xml: &str) -> (Vec<String>, Option<String>) {
-    fn unescape(s: &str) -> String {
-        s.replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&")
-    }
-    fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
-        let a = s.find(open)? + open.len();
-        let b = s[a..].find(close)? + a;
-        Some(&s[a..b])
-    }
-    let mut keys = Vec::new();
-    for part in xml.split("<Contents>").skip(1) {
-        if let Some(k) = between(part, "<Key>", "</Key>") {
-            keys.push(unescape(k));
-        }
-    }
-    let truncated = between(xml, "<IsTruncated>", "</IsTruncated>") == Some("true");
-    let next = truncated
-        .then(|| between(xml, "<NextContinuationToken>", "</NextContinuationToken>"))
-        .flatten()
-        .map(unescape);
-    (keys, next)
-}
-
 /// Every key under `prefix`, through the node.
 async fn list_keys(node: &Node, prefix: &str) -> anyhow::Result<Vec<String>> {
     let enc = |s: &str| {
@@ -524,7 +496,7 @@ async fn list_keys(node: &Node, prefix: &str) -> anyhow::Result<Vec<String>> {
             );
         }
         let body = resp.into_body().collect().await?.to_bytes();
-        let (page, next) = parse_list(&String::from_utf8_lossy(&body));
+        let (page, next) = eliop2p_core::s3xml::parse_list_v2(&String::from_utf8_lossy(&body));
         keys.extend(page);
         match next {
             Some(t) => token = Some(t),
@@ -638,19 +610,7 @@ mod tests {
     }
 
     #[test]
-    fn list_pages_parse() {
-        let xml = "<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>a&amp;b</Key><Size>1</Size></Contents><Contents><Key>c</Key></Contents><NextContinuationToken>t1</NextContinuationToken></ListBucketResult>";
-        assert_eq!(
-            parse_list(xml),
-            (
-                vec!["a&b".to_owned(), "c".to_owned()],
-                Some("t1".to_owned())
-            )
-        );
-        assert_eq!(
-            parse_list("<IsTruncated>false</IsTruncated>"),
-            (vec![], None)
-        );
+    fn md5_etags() {
         assert_eq!(
             md5_etag("\"0123456789abcdef0123456789ABCDEF\"").as_deref(),
             Some("0123456789abcdef0123456789abcdef")

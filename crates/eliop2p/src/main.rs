@@ -2,8 +2,10 @@
 //! environment variables and signals; every component gets its config as a value.
 
 mod config;
+mod cp;
 mod demo;
 mod get;
+mod preheat;
 
 use std::time::Duration;
 
@@ -67,6 +69,29 @@ fn cli() -> Command {
                 .arg(Arg::new("config").long("config").value_name("FILE").help("TOML config file"))
                 .arg(Arg::new("expires").long("expires").value_name("DURATION").default_value("1h").help("validity, e.g. 15m, 3600s (at most 7 days)"))
                 .arg(Arg::new("endpoint").long("endpoint").value_name("URL").help("host the URL points at and is signed for (default origin.endpoint; a passthrough node's URL to read through it)")),
+        ))
+        .subcommand(key_args(
+            Command::new("preheat")
+                .about("Warm an object or a prefix into the cluster as a control-plane job (control_plane.endpoint, control_plane.token); exit 7 when the job fails")
+                .args_conflicts_with_subcommands(true)
+                .arg(Arg::new("source").value_name("s3://BUCKET/KEY|PREFIX/").required(true))
+                .arg(Arg::new("config").long("config").value_name("FILE").help("TOML config file"))
+                .arg(Arg::new("recursive").short('r').long("recursive").action(ArgAction::SetTrue).help("treat the key as a prefix (implied by a trailing /)"))
+                .arg(Arg::new("replicas").long("replicas").value_name("N").value_parser(clap::value_parser!(usize)).help("warm N nodes (spread over zones) instead of all"))
+                .arg(Arg::new("label").long("label").value_name("KEY=VALUE").action(ArgAction::Append).help("only nodes with this label (repeatable)"))
+                .arg(Arg::new("wait").long("wait").action(ArgAction::SetTrue).help("follow the job with a progress line until it ends"))
+                .subcommand(key_args(
+                    Command::new("status")
+                        .about("Show a preheat job")
+                        .arg(Arg::new("id").required(true).value_name("ID").value_parser(clap::value_parser!(u64)))
+                        .arg(Arg::new("config").long("config").value_name("FILE").help("TOML config file"))
+                        .arg(Arg::new("wait").long("wait").action(ArgAction::SetTrue).help("follow the job until it ends")),
+                ))
+                .subcommand(key_args(
+                    Command::new("list")
+                        .about("List preheat jobs, newest first")
+                        .arg(Arg::new("config").long("config").value_name("FILE").help("TOML config file")),
+                )),
         ))
         .subcommand(
             Command::new("get")
@@ -206,36 +231,9 @@ fn human_bytes(b: u64) -> String {
 
 /// `eliop2p status`: one line per node from the control plane's registry.
 async fn status(eff: &Effective) -> anyhow::Result<()> {
-    use http_body_util::BodyExt;
-    let endpoint = eff.get_str("control_plane.endpoint");
-    if endpoint.is_empty() {
-        anyhow::bail!("config key control_plane.endpoint is required (the control plane to ask)");
-    }
-    let url = format!("{}/api/v1/nodes", endpoint.trim_end_matches('/'));
-    let mut req = http::Request::get(&url);
-    let token = eff.get_str("control_plane.token");
-    if !token.is_empty() {
-        req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let req = req
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .with_context(|| format!("config key control_plane.endpoint: {endpoint:?} is not a URL"))?;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-        .await
-        .map_err(|_| anyhow::anyhow!("control plane at {endpoint} did not answer within 10 s"))?
-        .with_context(|| format!("asking the control plane at {endpoint}"))?;
-    let code = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    if !code.is_success() {
-        anyhow::bail!(
-            "control plane answered {code}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    let list: eliop2p_cluster::api::NodeList =
-        serde_json::from_slice(&body).context("control plane sent an unexpected answer")?;
+    let list: eliop2p_cluster::api::NodeList = cp::Cp::new(eff)?
+        .call(http::Method::GET, "/api/v1/nodes", None)
+        .await?;
     let mut rows = vec![
         [
             "NODE",
@@ -370,6 +368,31 @@ fn real_main() -> anyhow::Result<()> {
             let eff = load(m, Vec::new())?;
             rt.block_on(presign(&eff, m))
         }
+        Some(("preheat", m)) => match m.subcommand() {
+            Some(("status", sm)) => {
+                let cp = cp::Cp::new(&load(sm, Vec::new())?)?;
+                let id = *sm.get_one::<u64>("id").expect("required");
+                rt.block_on(preheat::status(&cp, id, sm.get_flag("wait")))
+            }
+            Some(("list", sm)) => {
+                let cp = cp::Cp::new(&load(sm, Vec::new())?)?;
+                rt.block_on(preheat::list(&cp))
+            }
+            _ => {
+                let cp = cp::Cp::new(&load(m, Vec::new())?)?;
+                let args = preheat::CreateArgs {
+                    source: m.get_one::<String>("source").expect("required").clone(),
+                    recursive: m.get_flag("recursive"),
+                    replicas: m.get_one::<usize>("replicas").copied(),
+                    labels: m
+                        .get_many::<String>("label")
+                        .map(|v| v.cloned().collect())
+                        .unwrap_or_default(),
+                    wait: m.get_flag("wait"),
+                };
+                rt.block_on(preheat::create(&cp, args))
+            }
+        },
         Some(("get", m)) => {
             let args = get::GetArgs {
                 source: m.get_one::<String>("source").expect("required").clone(),

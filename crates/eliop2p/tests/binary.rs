@@ -408,7 +408,7 @@ async fn control_plane_and_nodes_as_processes() -> anyhow::Result<()> {
         .env("ELIOP2P_CONTROL_PLANE_ENDPOINT", &cp_url)
         .env("ELIOP2P_CONTROL_PLANE_TOKEN", "wrong")
         .output()?;
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 
     // A graceful stop deregisters.

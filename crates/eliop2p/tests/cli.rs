@@ -216,3 +216,125 @@ async fn get_resumes_an_interrupted_download() -> anyhow::Result<()> {
     origin.stop().await;
     Ok(())
 }
+
+fn cp_args(cluster: &TestCluster, rest: &[&str]) -> Vec<String> {
+    let mut v = args(&["preheat"]);
+    v.extend(args(rest));
+    v.extend(args(&[
+        "--control-plane-endpoint",
+        &format!("http://{}", cluster.control_addr.unwrap()),
+        "--control-plane-token",
+        eliop2p_testkit::CONTROL_TOKEN,
+    ]));
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preheat_warms_every_node_and_survives_a_control_plane_restart() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("cli").await?;
+    let mut objects = Vec::new();
+    for (i, len) in [20 << 20, 5 << 20, 1].into_iter().enumerate() {
+        let key = format!("warm/obj-{i}");
+        let d = test_data(len, 40 + i as u64);
+        origin.put("cli", &key, d.clone()).await?;
+        objects.push((key, d));
+    }
+    let cluster = TestCluster::start(&origin, 3, Discovery::Hybrid).await?;
+
+    let o = run(cp_args(&cluster, &["s3://cli/warm/", "--wait"])).await;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains("succeeded: 3/3 nodes done, 9/9 objects"),
+        "{stdout}"
+    );
+    // The three nodes preheated together: each chunk came from the origin once.
+    let gets: usize = objects
+        .iter()
+        .map(|(k, _)| origin.gets_of("cli", k).len())
+        .sum();
+    assert_eq!(gets, 2 + 1 + 1, "one origin GET per chunk (16 MiB chunks)");
+
+    // Then every node reads every object with no origin GET at all.
+    origin.clear_log();
+    let client = eliop2p_testkit::TestClient::new();
+    for i in 0..3 {
+        for (k, d) in &objects {
+            let r = client.get(&cluster.url(i, "cli", k), &[]).await?;
+            assert_eq!(r.status, 200);
+            assert_eq!(sha256_hex(&r.body), sha256_hex(d), "node {i} {k}");
+            assert_eq!(r.header("x-cache"), Some("HIT"), "node {i} {k}");
+        }
+    }
+    assert_eq!(
+        origin
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET")
+            .count(),
+        0
+    );
+
+    // One replica, a missing object: the job fails with exit 7 and says why.
+    let o = run(cp_args(
+        &cluster,
+        &["s3://cli/none.bin", "--replicas", "1", "--wait"],
+    ))
+    .await;
+    assert_eq!(o.status.code(), Some(7));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("0/1 nodes done") && stdout.contains("404"),
+        "{stdout}"
+    );
+
+    // A slow job survives a control-plane restart.
+    for i in 0..2 {
+        origin
+            .put("cli", &format!("slow/{i}"), test_data(12 << 20, 60 + i))
+            .await?;
+    }
+    origin.set_rate_limit(8 << 20);
+    let o = run(cp_args(&cluster, &["s3://cli/slow/"])).await;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}");
+    let id: u64 = stdout
+        .split("preheat job ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("job id printed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut cluster = cluster;
+    cluster.stop_control_plane().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.restart_control_plane().await?;
+    let o = run(cp_args(&cluster, &["status", &id.to_string()])).await;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!("job {id} ")),
+        "the job is back: {stdout}"
+    );
+    origin.set_rate_limit(0);
+    let o = run(cp_args(&cluster, &["status", &id.to_string(), "--wait"])).await;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains("succeeded: 3/3 nodes done, 6/6 objects"),
+        "{stdout}"
+    );
+    let o = run(cp_args(&cluster, &["list"])).await;
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("job {id} succeeded")));
+    cluster.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}

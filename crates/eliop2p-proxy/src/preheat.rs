@@ -1,0 +1,146 @@
+//! Executing a preheat command: list the prefix at the origin (or take the one
+//! key), then read every object through this node's own GET path, so the chunks
+//! land in the cache exactly as a client read would put them there (cluster
+//! single flight included: nodes preheating together read each chunk from the
+//! origin once).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eliop2p_cluster::api::{PreheatProgress, PreheatSpec};
+use eliop2p_core::ObjectKey;
+use eliop2p_origin::OriginRequest;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::get::{Outcome, serve};
+use crate::node::AuthMode;
+use crate::server::ProxyState;
+
+/// Objects per preheat command at most.
+const MAX_OBJECTS: usize = 100_000;
+
+async fn list(state: &ProxyState, bucket: &str, prefix: &str) -> Result<Vec<String>, String> {
+    let origin = state.origin_for(Some(bucket));
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let mut keys = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut q = format!("list-type=2&prefix={}", enc(prefix));
+        if let Some(t) = &token {
+            q.push_str("&continuation-token=");
+            q.push_str(&enc(t));
+        }
+        let mut req = OriginRequest::new(Method::GET, bucket, None);
+        req.query = Some(q);
+        let resp = origin
+            .send(req)
+            .await
+            .map_err(|e| format!("listing s3://{bucket}/{prefix}: {e}"))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("listing s3://{bucket}/{prefix}: {e}"))?
+            .to_bytes();
+        if status != StatusCode::OK {
+            return Err(format!(
+                "listing s3://{bucket}/{prefix}: origin answered {status}"
+            ));
+        }
+        let (page, next) = eliop2p_core::s3xml::parse_list_v2(&String::from_utf8_lossy(&body));
+        keys.extend(page.into_iter().filter(|k| !k.ends_with('/')));
+        if keys.len() > MAX_OBJECTS {
+            return Err(format!(
+                "more than {MAX_OBJECTS} objects under s3://{bucket}/{prefix}: preheat a narrower prefix"
+            ));
+        }
+        match next {
+            Some(t) => token = Some(t),
+            None => return Ok(keys),
+        }
+    }
+}
+
+/// Reads one object through the cache; returns its size.
+async fn warm(state: &Arc<ProxyState>, bucket: &str, key: &str) -> Result<u64, String> {
+    let req = http::Request::get("/").body(()).expect("static request");
+    let what = format!("s3://{bucket}/{key}");
+    match serve(state, &req, ObjectKey::new(bucket, key), None).await {
+        Outcome::Response(resp) => {
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(format!("{what}: {status}"));
+            }
+            let mut body = resp.into_body();
+            let mut n = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| format!("{what}: {e}"))?;
+                if let Ok(data) = frame.into_data() {
+                    n += data.len() as u64;
+                }
+            }
+            Ok(n)
+        }
+        Outcome::Forward => {
+            // The metadata lookup hands the origin's own answer to clients; say what it was.
+            let head = OriginRequest::new(Method::HEAD, bucket, Some(key));
+            match state.origin_for(Some(bucket)).send(head).await {
+                Ok(r) if !r.status().is_success() => {
+                    Err(format!("{what}: origin answered {}", r.status()))
+                }
+                Ok(_) => Err(format!("{what}: not cacheable by this node")),
+                Err(e) => Err(format!("{what}: {e}")),
+            }
+        }
+    }
+}
+
+/// Runs one preheat command; `report` is called with progress now and then.
+pub(crate) async fn run<F, Fut>(
+    state: &Arc<ProxyState>,
+    spec: &PreheatSpec,
+    report: F,
+) -> Result<PreheatProgress, (String, PreheatProgress)>
+where
+    F: Fn(PreheatProgress) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut p = PreheatProgress::default();
+    if state.auth_for(Some(&spec.bucket)) == AuthMode::Passthrough {
+        return Err((
+            format!(
+                "bucket {} is in passthrough auth mode: the node holds no credentials to read it on its own",
+                spec.bucket
+            ),
+            p,
+        ));
+    }
+    let keys = if spec.recursive {
+        list(state, &spec.bucket, &spec.key)
+            .await
+            .map_err(|e| (e, p.clone()))?
+    } else {
+        vec![spec.key.clone()]
+    };
+    p.objects_total = keys.len() as u64;
+    report(p.clone()).await;
+    let mut last = Instant::now();
+    for key in keys {
+        match warm(state, &spec.bucket, &key).await {
+            Ok(n) => {
+                p.objects_done += 1;
+                p.bytes_done += n;
+            }
+            Err(e) => return Err((e, p)),
+        }
+        if last.elapsed() >= Duration::from_millis(500) {
+            last = Instant::now();
+            report(p.clone()).await;
+        }
+    }
+    Ok(p)
+}
