@@ -340,17 +340,25 @@ impl ChunkCache {
     /// Up to `limit` Hot chunks (memory and disk), hottest first: what the control
     /// plane should consider replicating.
     pub fn hot_chunks(&self, limit: usize) -> Vec<ChunkId> {
+        self.hot_chunks_with_heat(limit)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// [`Self::hot_chunks`] with each chunk's decayed heat.
+    pub fn hot_chunks_with_heat(&self, limit: usize) -> Vec<(ChunkId, f64)> {
         let now = self.shared.now();
         let mut v = lock(&self.shared.memory)
             .policy
             .hottest(now, Heat::Hot, limit);
         if let Some(tier) = &self.shared.disk {
-            for id in lock(&tier.policy).hottest(now, Heat::Hot, limit) {
+            for (id, h) in lock(&tier.policy).hottest(now, Heat::Hot, limit) {
                 if v.len() >= limit {
                     break;
                 }
-                if !v.contains(&id) {
-                    v.push(id);
+                if !v.iter().any(|(c, _)| *c == id) {
+                    v.push((id, h));
                 }
             }
         }

@@ -397,7 +397,8 @@ impl Policy {
 
     /// Number of resident chunks per heat level (cold, warm, hot).
     /// Up to `limit` resident chunks at the given heat level or above, hottest first.
-    pub fn hottest(&self, now: Duration, min: Heat, limit: usize) -> Vec<ChunkId> {
+    /// The hottest entries at `min` heat or above, with their decayed heat.
+    pub fn hottest(&self, now: Duration, min: Heat, limit: usize) -> Vec<(ChunkId, f64)> {
         let mut v: Vec<(f64, ChunkId)> = self
             .entries
             .iter()
@@ -405,7 +406,7 @@ impl Policy {
             .filter(|(h, _)| self.heat_level(*h) >= min)
             .collect();
         v.sort_by(|a, b| b.0.total_cmp(&a.0));
-        v.into_iter().take(limit).map(|(_, id)| id).collect()
+        v.into_iter().take(limit).map(|(h, id)| (id, h)).collect()
     }
 
     pub fn heat_counts(&self, now: Duration) -> [u64; 3] {

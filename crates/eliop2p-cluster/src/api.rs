@@ -64,6 +64,12 @@ pub struct Heartbeat {
     pub bytes_to_peers: u64,
     #[serde(default)]
     pub bytes_served: u64,
+    /// Bytes served to clients from this node's memory tier.
+    #[serde(default)]
+    pub bytes_from_memory: u64,
+    /// Bytes served to clients from this node's disk tier.
+    #[serde(default)]
+    pub bytes_from_disk: u64,
     /// Chunks this node reads often (hex ids), for replication.
     #[serde(default)]
     pub hot_chunks: Vec<String>,
@@ -282,4 +288,63 @@ pub struct CommandAck {
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
+}
+
+/// One point of the dashboard's history: cumulative bytes served to clients by
+/// source (summed over nodes), and bytes sent to peers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub t_ms: u64,
+    pub origin: u64,
+    pub peer: u64,
+    pub memory: u64,
+    pub disk: u64,
+    pub to_peers: u64,
+}
+
+impl Sample {
+    /// The counters of one heartbeat (or the sum of several).
+    pub fn add(&mut self, hb: &Heartbeat) {
+        self.origin += hb.bytes_from_origin;
+        self.peer += hb.bytes_from_peers;
+        self.memory += hb.bytes_from_memory;
+        self.disk += hb.bytes_from_disk;
+        self.to_peers += hb.bytes_to_peers;
+    }
+}
+
+/// A chunk read often, and how many online nodes hold it (when known).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HotChunk {
+    pub chunk: String,
+    /// Control plane: location queries and hot reports (halved every replication
+    /// pass). Node: the chunk's decayed access heat.
+    pub score: f64,
+    pub replicas: Option<u64>,
+}
+
+/// `GET /api/v1/dashboard` (control plane: the cluster; node admin listener: the
+/// node alone): what the dashboard page draws.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dashboard {
+    /// `cluster` or `node`.
+    pub scope: String,
+    pub nodes: Vec<NodeView>,
+    pub history: Vec<Sample>,
+    pub hot_chunks: Vec<HotChunk>,
+    pub jobs: Vec<PreheatJob>,
+}
+
+/// Samples kept for the dashboard's charts.
+pub const HISTORY_LEN: usize = 720;
+
+/// The dashboard page (HTML, CSS and script in one file, no external assets),
+/// served by the control plane and by every node's admin listener.
+pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

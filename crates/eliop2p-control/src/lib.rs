@@ -75,6 +75,8 @@ struct Shared {
     state: Mutex<State>,
     store_tx: Option<mpsc::UnboundedSender<Vec<Op>>>,
     requests: Mutex<std::collections::BTreeMap<(&'static str, u16), u64>>,
+    /// Samples for the dashboard's charts.
+    history: Mutex<std::collections::VecDeque<api::Sample>>,
 }
 
 impl Shared {
@@ -145,6 +147,7 @@ pub async fn spawn_control_plane(
         state: Mutex::new(state),
         store_tx,
         requests: Mutex::default(),
+        history: Mutex::default(),
     });
     let cancel = CancellationToken::new();
     // Replication passes.
@@ -161,6 +164,31 @@ pub async fn spawn_control_plane(
                     _ = tick.tick() => {
                         let ops = shared.state().plan_replication(Instant::now());
                         shared.persist(ops);
+                    }
+                }
+            }
+        });
+    }
+    // Dashboard history.
+    {
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        let every = cfg
+            .timing
+            .heartbeat_interval
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => {
+                        let sample = shared.state().sample(api::unix_ms());
+                        let mut h = shared.history.lock().unwrap_or_else(|p| p.into_inner());
+                        if h.len() >= api::HISTORY_LEN {
+                            h.pop_front();
+                        }
+                        h.push_back(sample);
                     }
                 }
             }
@@ -201,12 +229,18 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/nodes/{id}/commands/{cmd}/progress", post(progress))
         .route("/preheat", post(create_preheat).get(list_preheat))
         .route("/preheat/{job}", get(get_preheat))
+        .route("/dashboard", get(dashboard_data))
         .route("/chunks/locations", post(locations))
         .route_layer(middleware::from_fn_with_state(shared.clone(), auth))
         .route("/openapi.json", get(openapi));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/dashboard", get(dashboard_page))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/dashboard") }),
+        )
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "NotFound", "no such endpoint") })
         .layer(DefaultBodyLimit::max(8 << 20))
@@ -505,6 +539,34 @@ async fn get_preheat(AxState(s): AxState<Arc<Shared>>, Path(job): Path<u64>) -> 
             &format!("no preheat job {job}"),
         ),
     }
+}
+
+async fn dashboard_page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        api::DASHBOARD_HTML,
+    )
+        .into_response()
+}
+
+async fn dashboard_data(AxState(s): AxState<Arc<Shared>>) -> Response {
+    let history: Vec<api::Sample> = s
+        .history
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    let st = s.state();
+    let now = Instant::now();
+    Json(api::Dashboard {
+        scope: "cluster".into(),
+        nodes: st.list(now),
+        history,
+        hot_chunks: st.hot(20, now),
+        jobs: st.jobs_view(now).into_iter().take(20).collect(),
+    })
+    .into_response()
 }
 
 async fn openapi() -> Response {

@@ -539,6 +539,32 @@ impl State {
         ops
     }
 
+    /// The most demanded chunks with their online holder counts.
+    pub fn hot(&self, limit: usize, now: Instant) -> Vec<api::HotChunk> {
+        let mut v: Vec<(u64, ChunkId)> = self.demand.iter().map(|(c, d)| (*d, *c)).collect();
+        v.sort_by(|a, b| b.cmp(a));
+        v.into_iter()
+            .take(limit)
+            .map(|(demand, c)| api::HotChunk {
+                chunk: c.to_hex(),
+                score: demand as f64,
+                replicas: Some(self.replicas(&c, now) as u64),
+            })
+            .collect()
+    }
+
+    /// Cumulative byte counters summed over the registered nodes.
+    pub fn sample(&self, t_ms: u64) -> api::Sample {
+        let mut s = api::Sample {
+            t_ms,
+            ..Default::default()
+        };
+        for n in self.nodes.values() {
+            s.add(&n.heartbeat);
+        }
+        s
+    }
+
     pub fn chunk_count(&self) -> usize {
         self.holders.len()
     }

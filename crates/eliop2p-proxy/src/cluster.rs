@@ -266,7 +266,7 @@ pub(crate) fn start_control_plane_client(
                         }
                     }
                     if registered {
-                        match send_heartbeat(&client, &state, &p2p).await {
+                        match send_heartbeat(&client, &state).await {
                             Ok(pending) => {
                                 if pending > 0 && !commands_running.swap(true, Relaxed) {
                                     let (c, s, p, flag, rate) = (client.clone(), state.clone(), p2p.clone(), commands_running.clone(), cfg.replication_max_rate);
@@ -394,11 +394,8 @@ async fn register_and_resync(client: &CpClient, state: &ProxyState, body: &[u8])
     true
 }
 
-async fn send_heartbeat(
-    client: &CpClient,
-    state: &ProxyState,
-    p2p: &eliop2p_p2p::P2pHandle,
-) -> Result<usize, CpError> {
+/// This node's counters as a heartbeat (also the node dashboard's data).
+pub(crate) fn heartbeat_of(state: &ProxyState) -> api::Heartbeat {
     let m = &state.metrics;
     let (mem, disk, peer, origin) = (
         m.bytes_memory.load(Relaxed),
@@ -408,8 +405,15 @@ async fn send_heartbeat(
     );
     let served = mem + disk + peer + origin;
     let cs = state.cache.stats();
-    let hb = api::Heartbeat {
-        load: p2p.stats().active_downloads.load(Relaxed) + p2p.stats().active_uploads.load(Relaxed),
+    let (load, to_peers) = state.p2p.as_ref().map_or((0, 0), |p| {
+        let st = p.stats();
+        (
+            st.active_downloads.load(Relaxed) + st.active_uploads.load(Relaxed),
+            st.bytes_up.load(Relaxed),
+        )
+    });
+    api::Heartbeat {
+        load,
         memory_used_bytes: cs.memory.bytes.load(Relaxed),
         disk_used_bytes: cs.disk.bytes.load(Relaxed),
         chunks: cs.memory.entries.load(Relaxed) + cs.disk.entries.load(Relaxed),
@@ -420,15 +424,21 @@ async fn send_heartbeat(
         },
         bytes_from_origin: origin,
         bytes_from_peers: peer,
-        bytes_to_peers: p2p.stats().bytes_up.load(Relaxed),
+        bytes_to_peers: to_peers,
         bytes_served: served,
+        bytes_from_memory: mem,
+        bytes_from_disk: disk,
         hot_chunks: state
             .cache
             .hot_chunks(256)
             .iter()
             .map(ChunkId::to_hex)
             .collect(),
-    };
+    }
+}
+
+async fn send_heartbeat(client: &CpClient, state: &ProxyState) -> Result<usize, CpError> {
+    let hb = heartbeat_of(state);
     let path = format!("/api/v1/nodes/{}/heartbeat", client.node_id);
     let body = serde_json::to_vec(&hb).expect("serializes");
     let ack: Option<api::HeartbeatAck> = client
