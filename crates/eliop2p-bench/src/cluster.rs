@@ -255,7 +255,7 @@ pub async fn run(origin: &TestOrigin, size: usize) -> anyhow::Result<()> {
         for node in &nodes {
             peer_bytes += series(
                 &metrics(node.admin).await?,
-                "eliop2p_p2p_bytes_received_total",
+                "eliop2p_p2p_received_bytes_total",
             );
         }
         origin.set_rate_limit(0);

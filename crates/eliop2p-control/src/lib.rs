@@ -618,6 +618,21 @@ async fn metrics(AxState(s): AxState<Arc<Shared>>) -> Response {
                 ("state=\"failed\"", st.commands_acked_failed),
             ],
         );
+        let mut jobs = [0u64; 3];
+        for j in st.jobs_view(now) {
+            jobs[j.state as usize] += 1;
+        }
+        prom::family(
+            &mut out,
+            "eliop2p_control_preheat_jobs",
+            Kind::Gauge,
+            "Preheat jobs kept, by state.",
+            [
+                ("state=\"running\"", jobs[0]),
+                ("state=\"succeeded\"", jobs[1]),
+                ("state=\"failed\"", jobs[2]),
+            ],
+        );
     }
     let rows: Vec<(String, u64)> = s
         .requests

@@ -370,12 +370,12 @@ impl P2pHandle {
                 s.fetches_for_peers.load(Relaxed),
             ),
             (
-                "eliop2p_p2p_bytes_sent_total",
+                "eliop2p_p2p_sent_bytes_total",
                 "Piece bytes sent to peers.",
                 s.bytes_up.load(Relaxed),
             ),
             (
-                "eliop2p_p2p_bytes_received_total",
+                "eliop2p_p2p_received_bytes_total",
                 "Piece bytes received from peers.",
                 s.bytes_down.load(Relaxed),
             ),

@@ -110,7 +110,7 @@ impl Metrics {
         let v = |a: &AtomicU64| a.load(Relaxed);
         let counters: [Family<'_>; 22] = [
             (
-                "eliop2p_proxy_bytes_served_total",
+                "eliop2p_proxy_served_bytes_total",
                 "Body bytes of GET responses, by the tier they came from.",
                 &[
                     ("source=\"memory\"", v(&self.bytes_memory)),

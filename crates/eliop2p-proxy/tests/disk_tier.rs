@@ -63,7 +63,7 @@ async fn reads_beyond_memory_come_from_disk_and_survive_restart() -> anyhow::Res
         assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "L2 read byte-exact");
         assert_eq!(r.header("x-cache"), Some("HIT"));
         assert_eq!(r.header("x-cache-source"), Some("disk"));
-        assert!(metric(&node, "eliop2p_proxy_bytes_served_total{source=\"disk\"}") > 0);
+        assert!(metric(&node, "eliop2p_proxy_served_bytes_total{source=\"disk\"}") > 0);
         // Ranges across chunk boundaries, from disk.
         for (a, b) in [
             (MIB - 5, MIB + 5),

@@ -68,7 +68,7 @@ async fn every_size_is_byte_exact_miss_then_hit() -> anyhow::Result<()> {
         assert!(gets.iter().all(|g| g.range.is_some()));
     }
     let metrics = node.render_metrics();
-    assert!(metrics.contains("eliop2p_proxy_bytes_served_total{source=\"memory\"}"));
+    assert!(metrics.contains("eliop2p_proxy_served_bytes_total{source=\"memory\"}"));
     assert!(
         metrics.contains("eliop2p_proxy_requests_total{method=\"GET\",status=\"200\"} 12"),
         "{metrics}"

@@ -79,7 +79,7 @@ async fn second_node_reads_from_the_first_not_the_origin() -> anyhow::Result<()>
     );
     assert_eq!(metric(&nodes[1], "eliop2p_p2p_pieces_received_total"), 41);
     assert_eq!(
-        metric(&nodes[0], "eliop2p_p2p_bytes_sent_total"),
+        metric(&nodes[0], "eliop2p_p2p_sent_bytes_total"),
         data.len() as u64
     );
     // Ranged read on the second node: now from its own memory.
@@ -303,7 +303,7 @@ async fn wrong_cluster_secret_gets_no_data() -> anyhow::Result<()> {
         "no bytes from a peer that failed the handshake"
     );
     assert!(metric(&nodes[0], "eliop2p_p2p_handshake_failures_total") >= 1);
-    assert_eq!(metric(&nodes[0], "eliop2p_p2p_bytes_sent_total"), 0);
+    assert_eq!(metric(&nodes[0], "eliop2p_p2p_sent_bytes_total"), 0);
     // A raw outsider with no secret at all: it is refused before any chunk data.
     let mut s = tokio::net::TcpStream::connect(nodes[0].p2p_addr.unwrap()).await?;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

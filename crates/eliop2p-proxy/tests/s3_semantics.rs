@@ -295,7 +295,7 @@ async fn virtual_host_requests_and_admin_endpoints() -> anyhow::Result<()> {
     let text = String::from_utf8_lossy(&m.body);
     for family in [
         "eliop2p_proxy_requests_total{method=\"GET\",status=\"200\"} 1",
-        "eliop2p_proxy_bytes_served_total{source=\"origin\"} 7",
+        "eliop2p_proxy_served_bytes_total{source=\"origin\"} 7",
         "eliop2p_origin_requests_total{kind=\"get\"} 1",
         "eliop2p_origin_requests_total{kind=\"head\"} 0",
         "eliop2p_cache_entries{tier=\"memory\"} 1",

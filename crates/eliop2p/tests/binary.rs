@@ -275,7 +275,7 @@ async fn sigkill_during_fills_leaves_nothing_served_wrong() -> anyhow::Result<()
     let m = c.get(&format!("{admin}/metrics"), &[]).await?;
     let text = String::from_utf8_lossy(&m.body);
     assert!(
-        metric_value(&text, "eliop2p_proxy_bytes_served_total{source=\"disk\"}") > 0,
+        metric_value(&text, "eliop2p_proxy_served_bytes_total{source=\"disk\"}") > 0,
         "chunks written before the crash are served after it"
     );
     assert_eq!(
