@@ -103,6 +103,19 @@ pub struct NodeView {
     pub last_seen_ms: u64,
     pub chunks_reported: u64,
     pub heartbeat: Heartbeat,
+    /// Bytes per second between the last two heartbeats.
+    #[serde(default)]
+    pub rates: Rates,
+}
+
+/// Bytes per second: served to clients, read from the origin, received from and
+/// sent to peers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rates {
+    pub served: f64,
+    pub from_origin: f64,
+    pub from_peers: f64,
+    pub to_peers: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

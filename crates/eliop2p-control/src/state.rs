@@ -52,6 +52,9 @@ pub struct NodeEntry {
     pub last_seen: Instant,
     pub heartbeat: Heartbeat,
     pub chunks: HashSet<ChunkId>,
+    /// When the last heartbeat arrived, and the rates since the one before.
+    pub last_heartbeat: Option<Instant>,
+    pub rates: api::Rates,
 }
 
 pub struct State {
@@ -144,6 +147,8 @@ impl State {
                     last_seen: now,
                     heartbeat: Heartbeat::default(),
                     chunks: HashSet::new(),
+                    last_heartbeat: None,
+                    rates: api::Rates::default(),
                 },
             );
         }
@@ -180,6 +185,8 @@ impl State {
                         last_seen: now,
                         heartbeat: Heartbeat::default(),
                         chunks: HashSet::new(),
+                        last_heartbeat: None,
+                        rates: api::Rates::default(),
                     },
                 );
             }
@@ -198,6 +205,21 @@ impl State {
             .get_mut(id)
             .ok_or_else(|| StateError::UnknownNode(id.to_owned()))?;
         n.last_seen = now;
+        if let Some(prev) = n.last_heartbeat {
+            let dt = now.saturating_duration_since(prev).as_secs_f64();
+            if dt > 0.0 {
+                // Counters restart from zero with the node: no rate across that.
+                let rate = |new: u64, old: u64| new.checked_sub(old).map_or(0.0, |d| d as f64 / dt);
+                let old = &n.heartbeat;
+                n.rates = api::Rates {
+                    served: rate(hb.bytes_served, old.bytes_served),
+                    from_origin: rate(hb.bytes_from_origin, old.bytes_from_origin),
+                    from_peers: rate(hb.bytes_from_peers, old.bytes_from_peers),
+                    to_peers: rate(hb.bytes_to_peers, old.bytes_to_peers),
+                };
+            }
+        }
+        n.last_heartbeat = Some(now);
         for h in hb.hot_chunks.iter().take(api::MAX_BATCH) {
             if let Ok(c) = parse_id(h) {
                 *self.demand.entry(c).or_default() += 1;
@@ -336,6 +358,7 @@ impl State {
             last_seen_ms: now.saturating_duration_since(n.last_seen).as_millis() as u64,
             chunks_reported: n.chunks.len() as u64,
             heartbeat: n.heartbeat.clone(),
+            rates: n.rates.clone(),
         }
     }
 
@@ -644,6 +667,38 @@ mod tests {
         );
         let ops = s.plan_replication(Instant::now());
         assert!(matches!(&ops[..], [Op::PutCommand(n, c)] if n == "b" && c.len == 10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rates_come_from_consecutive_heartbeats() {
+        let mut s = State::new(
+            Timing {
+                heartbeat_interval: Duration::from_secs(2),
+                suspect_after: Duration::from_secs(6),
+                dead_after: Duration::from_secs(15),
+            },
+            ReplicationConfig {
+                min_replicas: 0,
+                hot_threshold: 1,
+                max_replicas: 0,
+                max_pending_per_node: 4,
+            },
+        );
+        s.register(reg("a"), Instant::now()).unwrap();
+        let hb = |served, to_peers| Heartbeat {
+            bytes_served: served,
+            bytes_to_peers: to_peers,
+            ..Heartbeat::default()
+        };
+        s.heartbeat("a", hb(1000, 0), Instant::now()).unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        s.heartbeat("a", hb(5000, 800), Instant::now()).unwrap();
+        let v = s.view(&s.nodes["a"], Instant::now());
+        assert_eq!((v.rates.served, v.rates.to_peers), (2000.0, 400.0));
+        // A restarted node's counters start over: no negative rate.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        s.heartbeat("a", hb(10, 0), Instant::now()).unwrap();
+        assert_eq!(s.nodes["a"].rates.served, 0.0);
     }
 
     #[tokio::test(start_paused = true)]

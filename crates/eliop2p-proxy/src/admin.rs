@@ -20,7 +20,7 @@ use crate::server::ProxyState;
 type History = Arc<Mutex<VecDeque<api::Sample>>>;
 
 /// The node as one row of the dashboard.
-fn view(state: &ProxyState, admin: SocketAddr) -> api::NodeView {
+fn view(state: &ProxyState, admin: SocketAddr, history: &History) -> api::NodeView {
     let me = state.p2p.as_ref().and_then(|p| p.me());
     let hb = crate::cluster::heartbeat_of(state);
     api::NodeView {
@@ -45,13 +45,36 @@ fn view(state: &ProxyState, admin: SocketAddr) -> api::NodeView {
         last_seen_ms: 0,
         chunks_reported: hb.chunks,
         heartbeat: hb,
+        rates: rates(history),
+    }
+}
+
+/// Rates between the last two samples.
+fn rates(history: &History) -> api::Rates {
+    let h = history.lock().unwrap_or_else(|p| p.into_inner());
+    let (Some(b), Some(a)) = (h.back(), h.iter().rev().nth(1)) else {
+        return api::Rates::default();
+    };
+    let dt = (b.t_ms.saturating_sub(a.t_ms)) as f64 / 1000.0;
+    if dt <= 0.0 {
+        return api::Rates::default();
+    }
+    let r = |new: u64, old: u64| new.saturating_sub(old) as f64 / dt;
+    api::Rates {
+        served: r(
+            b.origin + b.peer + b.memory + b.disk,
+            a.origin + a.peer + a.memory + a.disk,
+        ),
+        from_origin: r(b.origin, a.origin),
+        from_peers: r(b.peer, a.peer),
+        to_peers: r(b.to_peers, a.to_peers),
     }
 }
 
 fn dashboard(state: &ProxyState, admin: SocketAddr, history: &History) -> String {
     let d = api::Dashboard {
         scope: "node".into(),
-        nodes: vec![view(state, admin)],
+        nodes: vec![view(state, admin, history)],
         history: history
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -247,6 +247,9 @@ async fn status(eff: &Effective) -> anyhow::Result<()> {
             "FROM ORIGIN",
             "FROM PEERS",
             "TO PEERS",
+            "SERVED/S",
+            "DOWN/S",
+            "UP/S",
             "SEEN",
         ]
         .map(str::to_owned),
@@ -273,6 +276,9 @@ async fn status(eff: &Effective) -> anyhow::Result<()> {
             human_bytes(h.bytes_from_origin),
             human_bytes(h.bytes_from_peers),
             human_bytes(h.bytes_to_peers),
+            human_bytes(n.rates.served as u64),
+            human_bytes((n.rates.from_origin + n.rates.from_peers) as u64),
+            human_bytes(n.rates.to_peers as u64),
             format!("{:.1}s ago", n.last_seen_ms as f64 / 1000.0),
         ]);
     }

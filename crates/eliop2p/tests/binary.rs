@@ -403,6 +403,10 @@ async fn control_plane_and_nodes_as_processes() -> anyhow::Result<()> {
         "{table}"
     );
     assert!(table.contains("2 nodes, 2 online"), "{table}");
+    assert!(
+        table.contains("SERVED/S") && table.contains("UP/S"),
+        "{table}"
+    );
     let out = Command::new(BIN)
         .args(["status"])
         .env("ELIOP2P_CONTROL_PLANE_ENDPOINT", &cp_url)
