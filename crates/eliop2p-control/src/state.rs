@@ -608,21 +608,26 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn suspect_then_dead_on_a_paused_clock() {
-        let mut s = State::new(
+    /// Heartbeat 2 s, suspect after 6 s, dead after 15 s.
+    fn test_state(min_replicas: usize, hot_threshold: u64, max_replicas: usize) -> State {
+        State::new(
             Timing {
                 heartbeat_interval: Duration::from_secs(2),
                 suspect_after: Duration::from_secs(6),
                 dead_after: Duration::from_secs(15),
             },
             ReplicationConfig {
-                min_replicas: 2,
-                hot_threshold: 1,
-                max_replicas: 0,
+                min_replicas,
+                hot_threshold,
+                max_replicas,
                 max_pending_per_node: 4,
             },
-        );
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn suspect_then_dead_on_a_paused_clock() {
+        let mut s = test_state(2, 1, 0);
         s.register(reg("a"), Instant::now()).unwrap();
         s.register(reg("b"), Instant::now()).unwrap();
         let id = ChunkId::from_bytes([1; 32]);
@@ -671,19 +676,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn rates_come_from_consecutive_heartbeats() {
-        let mut s = State::new(
-            Timing {
-                heartbeat_interval: Duration::from_secs(2),
-                suspect_after: Duration::from_secs(6),
-                dead_after: Duration::from_secs(15),
-            },
-            ReplicationConfig {
-                min_replicas: 0,
-                hot_threshold: 1,
-                max_replicas: 0,
-                max_pending_per_node: 4,
-            },
-        );
+        let mut s = test_state(0, 1, 0);
         s.register(reg("a"), Instant::now()).unwrap();
         let hb = |served, to_peers| Heartbeat {
             bytes_served: served,
@@ -703,19 +696,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn surplus_copies_of_cold_chunks_are_evicted() {
-        let mut s = State::new(
-            Timing {
-                heartbeat_interval: Duration::from_secs(2),
-                suspect_after: Duration::from_secs(6),
-                dead_after: Duration::from_secs(15),
-            },
-            ReplicationConfig {
-                min_replicas: 1,
-                hot_threshold: 100,
-                max_replicas: 2,
-                max_pending_per_node: 4,
-            },
-        );
+        let mut s = test_state(1, 100, 2);
         let id = ChunkId::from_bytes([2; 32]);
         for (n, used) in [("a", 10), ("b", 30), ("c", 20)] {
             s.register(reg(n), Instant::now()).unwrap();

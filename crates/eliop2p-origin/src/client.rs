@@ -242,6 +242,10 @@ impl OriginClient {
         &self.origin_id
     }
 
+    pub fn kind(&self) -> OriginKind {
+        self.cfg.kind
+    }
+
     /// Whether this is a plain HTTP origin (no buckets, no signatures).
     pub fn is_plain_http(&self) -> bool {
         self.cfg.kind == OriginKind::Http

@@ -9,12 +9,14 @@
 //! the origin sees.
 
 mod client;
+mod list;
 mod meta;
 
 pub use client::{
     Addressing, OriginBody, OriginClient, OriginConfig, OriginError, OriginKind, OriginRequest,
     OssSignature, empty_body, full_body, oss_signer,
 };
+pub use list::ListError;
 pub use meta::ObjectMeta;
 
 /// Percent-encodes an object key for a URI path the way S3 canonicalises it: every

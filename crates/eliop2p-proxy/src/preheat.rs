@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use eliop2p_cluster::api::{PreheatProgress, PreheatSpec};
 use eliop2p_core::ObjectKey;
-use eliop2p_origin::OriginRequest;
-use http::{Method, StatusCode};
+use eliop2p_origin::{ListError, OriginRequest};
+use http::Method;
 use http_body_util::BodyExt;
 
 use crate::get::{Outcome, serve};
@@ -21,48 +21,16 @@ use crate::server::ProxyState;
 const MAX_OBJECTS: usize = 100_000;
 
 async fn list(state: &ProxyState, bucket: &str, prefix: &str) -> Result<Vec<String>, String> {
-    let origin = state.origin_for(Some(bucket));
-    let enc = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    let mut keys = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut q = format!("list-type=2&prefix={}", enc(prefix));
-        if let Some(t) = &token {
-            q.push_str("&continuation-token=");
-            q.push_str(&enc(t));
-        }
-        let mut req = OriginRequest::new(Method::GET, bucket, None);
-        req.query = Some(q);
-        let resp = origin
-            .send(req)
-            .await
-            .map_err(|e| format!("listing s3://{bucket}/{prefix}: {e}"))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("listing s3://{bucket}/{prefix}: {e}"))?
-            .to_bytes();
-        if status != StatusCode::OK {
-            return Err(format!(
-                "listing s3://{bucket}/{prefix}: origin answered {status}"
-            ));
-        }
-        let (page, next) = eliop2p_core::s3xml::parse_list_v2(&String::from_utf8_lossy(&body));
-        keys.extend(page.into_iter().filter(|k| !k.ends_with('/')));
-        if keys.len() > MAX_OBJECTS {
-            return Err(format!(
-                "more than {MAX_OBJECTS} objects under s3://{bucket}/{prefix}: preheat a narrower prefix"
-            ));
-        }
-        match next {
-            Some(t) => token = Some(t),
-            None => return Ok(keys),
-        }
-    }
+    state
+        .origin_for(Some(bucket))
+        .list_keys(bucket, prefix, MAX_OBJECTS)
+        .await
+        .map_err(|e| match e {
+            ListError::TooMany(n) => format!(
+                "more than {n} objects under s3://{bucket}/{prefix}: preheat a narrower prefix"
+            ),
+            e => format!("listing s3://{bucket}/{prefix}: {e}"),
+        })
 }
 
 /// Reads one object through the cache; returns its size.

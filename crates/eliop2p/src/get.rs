@@ -149,15 +149,7 @@ impl Node {
 }
 
 /// Maps a non-success status to an exit code and a sentence.
-async fn status_error(what: &str, resp: http::Response<hyper::body::Incoming>) -> anyhow::Error {
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&body);
+fn status_error(what: &str, status: StatusCode, text: &str) -> anyhow::Error {
     let code_in_body = text
         .split("<Code>")
         .nth(1)
@@ -176,6 +168,18 @@ async fn status_error(what: &str, resp: http::Response<hyper::body::Incoming>) -
         format!(" ({code_in_body})")
     };
     fail(code, format!("{what}: node answered {status}{detail}"))
+}
+
+/// [`status_error`] for a response whose body is still to be read.
+async fn response_error(what: &str, resp: http::Response<hyper::body::Incoming>) -> anyhow::Error {
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    status_error(what, status, &String::from_utf8_lossy(&body))
 }
 
 #[derive(Default, Clone)]
@@ -304,7 +308,7 @@ async fn get_object(node: &Node, key: &str, out: &Path) -> anyhow::Result<(u64, 
     let what = format!("s3://{}/{key}", node.bucket);
     let resp = node.send(node.request(Method::HEAD, Some(key))).await?;
     if !resp.status().is_success() {
-        return Err(status_error(&what, resp).await);
+        return Err(response_error(&what, resp).await);
     }
     let size: u64 = resp
         .headers()
@@ -380,7 +384,7 @@ async fn get_object(node: &Node, key: &str, out: &Path) -> anyhow::Result<(u64, 
             ));
         }
         if !status.is_success() {
-            return Err(status_error(&what, resp).await);
+            return Err(response_error(&what, resp).await);
         }
         // A 200 is the whole object: only acceptable from the start.
         if status == StatusCode::OK && pos != 0 {
@@ -473,37 +477,19 @@ async fn get_object(node: &Node, key: &str, out: &Path) -> anyhow::Result<(u64, 
 
 /// Every key under `prefix`, through the node.
 async fn list_keys(node: &Node, prefix: &str) -> anyhow::Result<Vec<String>> {
-    let enc = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    let mut keys = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut q = format!("list-type=2&prefix={}", enc(prefix));
-        if let Some(t) = &token {
-            q.push_str(&format!("&continuation-token={}", enc(t)));
-        }
-        let mut req = node.request(Method::GET, None);
-        if !node.signed {
-            // Plain kind: "/bucket" comes from the endpoint; ask for "/bucket/".
-            req.key = Some(String::new());
-        }
-        req.query = Some(q);
-        let resp = node.send(req).await?;
-        if !resp.status().is_success() {
-            return Err(
-                status_error(&format!("listing s3://{}/{prefix}", node.bucket), resp).await,
-            );
-        }
-        let body = resp.into_body().collect().await?.to_bytes();
-        let (page, next) = eliop2p_core::s3xml::parse_list_v2(&String::from_utf8_lossy(&body));
-        keys.extend(page);
-        match next {
-            Some(t) => token = Some(t),
-            None => break,
-        }
-    }
-    Ok(keys)
+    let what = format!("listing s3://{}/{prefix}", node.bucket);
+    node.client
+        .list_keys(&node.bucket, prefix, usize::MAX)
+        .await
+        .map_err(|e| match e {
+            eliop2p_origin::ListError::Origin(e) => {
+                fail(EXIT_NODE, format!("node {}: {e}", node.node))
+            }
+            eliop2p_origin::ListError::Status { status, body } => {
+                status_error(&what, status, &body)
+            }
+            e => fail(EXIT_NODE, format!("{what}: {e}")),
+        })
 }
 
 /// Where a listed key goes under `dir`: the key minus the prefix, refusing

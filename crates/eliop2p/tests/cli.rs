@@ -23,6 +23,18 @@ async fn run(args: Vec<String>) -> Output {
     .unwrap()
 }
 
+/// Runs the command, expects exit 0, returns stdout.
+async fn run_ok(args: Vec<String>) -> String {
+    let o = run(args).await;
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout
+}
+
 fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
@@ -242,13 +254,7 @@ async fn preheat_warms_every_node_and_survives_a_control_plane_restart() -> anyh
     }
     let cluster = TestCluster::start(&origin, 3, Discovery::Hybrid).await?;
 
-    let o = run(cp_args(&cluster, &["s3://cli/warm/", "--wait"])).await;
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = run_ok(cp_args(&cluster, &["s3://cli/warm/", "--wait"])).await;
     assert!(
         stdout.contains("succeeded: 3/3 nodes done, 9/9 objects"),
         "{stdout}"
@@ -321,13 +327,7 @@ async fn preheat_warms_every_node_and_survives_a_control_plane_restart() -> anyh
         "the job is back: {stdout}"
     );
     origin.set_rate_limit(0);
-    let o = run(cp_args(&cluster, &["status", &id.to_string(), "--wait"])).await;
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = run_ok(cp_args(&cluster, &["status", &id.to_string(), "--wait"])).await;
     assert!(
         stdout.contains("succeeded: 3/3 nodes done, 6/6 objects"),
         "{stdout}"
