@@ -1,5 +1,6 @@
 //! Downloading one chunk from several peers at once: bitmaps, K-selection, pieces in
-//! parallel (rarest first, endgame duplicates), per-piece verification and 1 MiB
+//! parallel (rarest first, endgame duplicates of overdue pieces), per-piece
+//! verification and 1 MiB
 //! checkpoints. Pieces are handed to the fill writer in order as soon as they are
 //! contiguous, so the HTTP client streams while the download runs.
 
@@ -7,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use eliop2p_cache::FillWriter;
@@ -26,6 +27,11 @@ use crate::{P2pError, P2pShared};
 const PER_PEER_INFLIGHT: usize = 8;
 /// Pieces asked for in one request (served back to back on the connection).
 const BATCH: usize = 4;
+/// Endgame: a piece in flight is asked of a second peer only once it has waited
+/// this many times the download's typical piece time (and at least the floor), so
+/// healthy peers are not sent duplicate work.
+const ENDGAME_FACTOR: u32 = 4;
+const ENDGAME_FLOOR: Duration = Duration::from_millis(20);
 
 /// How a peer download ended without the whole chunk.
 #[derive(Debug)]
@@ -129,6 +135,9 @@ pub(crate) async fn download(
     let mut active: Vec<SocketAddr> = peers.iter().map(|(a, _)| *a).collect();
     let mut inflight: HashMap<SocketAddr, usize> = HashMap::new();
     let mut requested: HashMap<u32, Vec<SocketAddr>> = HashMap::new();
+    // When each piece was first asked for, and the typical time a piece takes.
+    let mut requested_at: HashMap<u32, Instant> = HashMap::new();
+    let mut typical: Option<Duration> = None;
     let mut received: BTreeMap<u32, (Bytes, [u8; 32])> = BTreeMap::new();
     let mut piece_hashes: Vec<[u8; 32]> = Vec::with_capacity(n);
     let mut next_push = 0u32;
@@ -154,7 +163,8 @@ pub(crate) async fn download(
                 let piece = match pick {
                     Some(i) => queue.remove(i).expect("index from position"),
                     None => {
-                        // Endgame: duplicate a piece in flight elsewhere, once.
+                        // Endgame: duplicate an overdue piece in flight elsewhere, once.
+                        let overdue = endgame_after(typical);
                         let dup = requested
                             .iter()
                             .find(|(p, who)| {
@@ -162,6 +172,7 @@ pub(crate) async fn download(
                                     && !who.contains(&addr)
                                     && !received.contains_key(p)
                                     && bm.have[**p as usize]
+                                    && requested_at.get(p).is_some_and(|t| t.elapsed() >= overdue)
                             })
                             .map(|(p, _)| *p);
                         match dup {
@@ -182,6 +193,7 @@ pub(crate) async fn download(
                 }
                 for p in &batch {
                     requested.entry(*p).or_default().push(addr);
+                    requested_at.entry(*p).or_insert_with(Instant::now);
                 }
                 *inflight.entry(addr).or_default() += batch.len();
                 tasks.spawn(fetch_batch(
@@ -196,7 +208,37 @@ pub(crate) async fn download(
         if inflight.values().sum::<usize>() == 0 {
             break Err(());
         }
-        let Some(r) = results_rx.recv().await else {
+        // Wait for a result; with pieces only in flight (nothing left to assign),
+        // wake up when the oldest becomes overdue to consider an endgame duplicate.
+        // Only pieces another active peer could take count (no spinning on a
+        // single peer's pieces).
+        let wake = if queue.is_empty() {
+            requested
+                .iter()
+                .filter(|(p, who)| {
+                    who.len() == 1
+                        && !received.contains_key(*p)
+                        && peers.iter().any(|(a, bm)| {
+                            active.contains(a)
+                                && !who.contains(a)
+                                && inflight.get(a).copied().unwrap_or(0) < PER_PEER_INFLIGHT
+                                && bm.have.get(**p as usize).copied().unwrap_or(false)
+                        })
+                })
+                .filter_map(|(p, _)| requested_at.get(p))
+                .min()
+                .map(|t| *t + endgame_after(typical))
+        } else {
+            None
+        };
+        let r = match wake {
+            Some(at) => tokio::select! {
+                r = results_rx.recv() => r,
+                _ = tokio::time::sleep_until(at.into()) => continue,
+            },
+            None => results_rx.recv().await,
+        };
+        let Some(r) = r else {
             break Err(());
         };
         *inflight.entry(r.peer).or_default() -= 1;
@@ -208,6 +250,10 @@ pub(crate) async fn download(
                     .bytes_down
                     .fetch_add(data.len() as u64, Relaxed);
                 shared.stats.pieces_down.fetch_add(1, Relaxed);
+                if let Some(t) = requested_at.get(&r.piece) {
+                    let took = t.elapsed();
+                    typical = Some(typical.map_or(took, |m| (m * 7 + took) / 8));
+                }
                 shared.with_peer_stats(r.peer, |s| {
                     s.record_success(data.len() as u64, r.secs, r.secs)
                 });
@@ -266,6 +312,13 @@ pub(crate) async fn download(
             delivered: u64::from(next_push) * PIECE_SIZE,
         }),
     }
+}
+
+/// How long a piece may be in flight before it is duplicated to another peer.
+fn endgame_after(typical: Option<Duration>) -> Duration {
+    typical.map_or(ENDGAME_FLOOR * 5, |t| {
+        (t * ENDGAME_FACTOR).max(ENDGAME_FLOOR)
+    })
 }
 
 /// Requests `pieces` from one peer in one `PieceRequest` and reports each piece as
