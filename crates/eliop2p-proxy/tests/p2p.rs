@@ -362,3 +362,37 @@ async fn download_bandwidth_limit_is_respected() -> anyhow::Result<()> {
     origin.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_peers_are_not_sent_duplicate_pieces() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("p2p").await?;
+    let data = test_data(64 * MIB, 21);
+    origin.put("p2p", "shards.bin", data.clone()).await?;
+    let nodes = cluster(&origin, 4, |_, _| {}).await?;
+    let c = TestClient::new();
+    let url = |i: usize| format!("http://{}/p2p/shards.bin", nodes[i].proxy_addr);
+    // Three holders (the first from the origin, the next two from peers).
+    for i in 0..3 {
+        let r = c.get(&url(i), &[]).await?;
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    }
+    let r = c.get(&url(3), &[]).await?;
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    assert_eq!(r.header("x-cache-source"), Some("peer"));
+    // Pieces spread over the holders, each fetched once: endgame duplicates are
+    // only for overdue pieces.
+    assert_eq!(
+        metric(&nodes[3], "eliop2p_p2p_received_bytes_total"),
+        data.len() as u64
+    );
+    let senders = (0..3)
+        .filter(|i| metric(&nodes[*i], "eliop2p_p2p_sent_bytes_total") > 0)
+        .count();
+    assert!(senders >= 2, "pieces came from {senders} holders");
+    for n in nodes {
+        n.shutdown().await;
+    }
+    origin.stop().await;
+    Ok(())
+}
