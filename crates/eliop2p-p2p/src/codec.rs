@@ -111,6 +111,16 @@ impl Frame {
         }
     }
 
+    /// Checks the data against the frame's SHA-256 (for frames decoded with
+    /// [`decode_deferring_pieces`]).
+    pub fn verify(&self) -> Result<(), CodecError> {
+        if Sha256::digest(&self.data).as_slice() == self.sha256 {
+            Ok(())
+        } else {
+            Err(CodecError::Checksum(self.sequence_number))
+        }
+    }
+
     pub fn encoded_len(&self) -> usize {
         PREFIX + self.chunk_id.len() + 4 + self.data.len() + SUFFIX
     }
@@ -188,6 +198,24 @@ pub enum CodecError {
 /// (nothing consumed), the frame (consumed) or an error. Limits are checked as soon
 /// as each length field is readable, before any allocation.
 pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>, CodecError> {
+    decode_frame(buf, limits, true)
+}
+
+/// [`decode`], except that the SHA-256 of `PieceData` frames is left to the
+/// receiver ([`Frame::verify`]), so pieces arriving on one connection can be
+/// hashed on several threads. Every other frame type is verified here.
+pub fn decode_deferring_pieces(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<Frame>, CodecError> {
+    decode_frame(buf, limits, false)
+}
+
+fn decode_frame(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    verify_pieces: bool,
+) -> Result<Option<Frame>, CodecError> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -231,7 +259,9 @@ pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>, Code
     frame.advance(32);
     let sequence_number = frame.get_u32();
     let flags = frame.get_u8();
-    if Sha256::digest(&data).as_slice() != sha {
+    if (verify_pieces || message_type != MessageType::PieceData)
+        && Sha256::digest(&data).as_slice() != sha
+    {
         return Err(CodecError::Checksum(sequence_number));
     }
     Ok(Some(Frame {
@@ -249,6 +279,46 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn deferred_piece_checksums_are_checked_by_verify() {
+        // Corrupt one data byte of a piece: decoded, but `verify` refuses it.
+        let mut out = BytesMut::new();
+        sample().encode(&mut out);
+        let at = out.len() - 32 - 4 - 1 - 1;
+        out[at] ^= 1;
+        let mut buf = out.clone();
+        let f = decode_deferring_pieces(&mut buf, &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert!(matches!(f.verify(), Err(CodecError::Checksum(3))));
+        // Plain decoding refuses it outright.
+        let mut buf = out;
+        assert!(matches!(
+            decode(&mut buf, &Limits::default()),
+            Err(CodecError::Checksum(3))
+        ));
+        // Other frame types are always verified.
+        let mut out = BytesMut::new();
+        Frame::new(
+            MessageType::Bitmap,
+            &[7u8; 32],
+            Bytes::from_static(b"bits"),
+            9,
+            0,
+        )
+        .encode(&mut out);
+        let at = out.len() - 32 - 4 - 1 - 1;
+        out[at] ^= 1;
+        assert!(decode_deferring_pieces(&mut out, &Limits::default()).is_err());
+        // An intact piece verifies.
+        let mut out = BytesMut::new();
+        sample().encode(&mut out);
+        let f = decode_deferring_pieces(&mut out, &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert!(f.verify().is_ok());
+    }
 
     fn sample() -> Frame {
         Frame::new(

@@ -47,6 +47,8 @@ pub(crate) struct FrameReader {
     rd: OwnedReadHalf,
     buf: BytesMut,
     limits: Limits,
+    /// Leave `PieceData` checksums to the receiver of each piece.
+    defer_pieces: bool,
 }
 
 impl FrameReader {
@@ -55,12 +57,18 @@ impl FrameReader {
             rd,
             buf: BytesMut::with_capacity(256 * 1024),
             limits,
+            defer_pieces: false,
         }
     }
 
     pub async fn next(&mut self) -> Result<Option<Frame>, P2pError> {
         loop {
-            if let Some(f) = codec::decode(&mut self.buf, &self.limits)? {
+            let decoded = if self.defer_pieces {
+                codec::decode_deferring_pieces(&mut self.buf, &self.limits)?
+            } else {
+                codec::decode(&mut self.buf, &self.limits)?
+            };
+            if let Some(f) = decoded {
                 return Ok(Some(f));
             }
             if self.buf.capacity() - self.buf.len() < 256 * 1024 {
@@ -217,6 +225,9 @@ impl PeerConn {
                 .fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
+        // After the handshake, piece checksums are checked by each piece's
+        // requester (`download::fetch_batch`), off this connection's reader.
+        reader.defer_pieces = true;
         let (tx, mut rx) = mpsc::channel::<Bytes>(64);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));

@@ -380,8 +380,19 @@ async fn fetch_batch(
         };
         let result = match frame {
             Ok(f) if f.message_type == MessageType::PieceData => {
-                shared.download_limit.acquire(f.data.len() as u64).await;
-                Ok((f.data, f.sha256))
+                // The connection's reader left the checksum to us (so pieces of
+                // one connection are hashed on several threads).
+                match f.verify() {
+                    Ok(()) => {
+                        shared.download_limit.acquire(f.data.len() as u64).await;
+                        Ok((f.data, f.sha256))
+                    }
+                    Err(e) => {
+                        shared.stats.verification_failures.fetch_add(1, Relaxed);
+                        tracing::warn!(peer = %addr, piece, "piece does not match its SHA-256");
+                        Err(P2pError::Codec(e))
+                    }
+                }
             }
             Ok(f) => Err(P2pError::Refused(proto::parse_error(&f.data).1)),
             Err(e) => Err(e),

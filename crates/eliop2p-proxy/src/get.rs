@@ -81,11 +81,16 @@ pub(crate) async fn serve<B>(
         let slices: VecDeque<ChunkSlice> = layout.slices(range).collect();
         // HIT when every chunk is cached; the source names the slowest tier involved.
         let mut source = Some("memory");
-        for sl in &slices {
-            match state
+        // Where the first bytes come from when not every chunk is cached.
+        let mut first_tier = None;
+        for (i, sl) in slices.iter().enumerate() {
+            let tier = state
                 .cache
-                .is_cached(&chunk_id(state, &key, &meta, sl.index))
-            {
+                .is_cached(&chunk_id(state, &key, &meta, sl.index));
+            if i == 0 {
+                first_tier = tier;
+            }
+            match tier {
                 Some("memory") => {}
                 Some(tier) => source = source.map(|_| tier),
                 None => {
@@ -109,7 +114,7 @@ pub(crate) async fn serve<B>(
         );
         headers.insert(
             "x-cache-source",
-            HeaderValue::from_static(source.unwrap_or("origin")),
+            HeaderValue::from_static(source.or(first_tier).unwrap_or("origin")),
         );
         if req.method() == Method::HEAD || range.is_empty() {
             return Outcome::Response(resp.body(ProxyBody::Empty).expect("valid response parts"));
