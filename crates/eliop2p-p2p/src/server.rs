@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use eliop2p_cache::disk::PIECE_SIZE;
 use eliop2p_cache::{FillReader, Held};
 use eliop2p_core::ChunkId;
@@ -67,11 +67,11 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     // interleave on the connection (pipelining).
     let (tx, mut rx) = mpsc::channel::<[Bytes; 3]>(32);
     let writer = tokio::spawn(async move {
-        'frames: while let Some(parts) = rx.recv().await {
-            for b in parts {
-                if wr.write_all(&b).await.is_err() {
-                    break 'frames;
-                }
+        while let Some([head, data, tail]) = rx.recv().await {
+            // One vectored write per frame (header, piece, trailer).
+            let mut frame = head.chain(data).chain(tail);
+            if wr.write_all_buf(&mut frame).await.is_err() {
+                break;
             }
         }
     });
