@@ -608,6 +608,19 @@ mod tests {
         }
     }
 
+    /// Reports one held chunk for a node.
+    fn report_one(s: &mut State, node: &str, id: ChunkId, len: u64) {
+        let r = api::ChunkReport {
+            full: false,
+            added: vec![api::ReportedChunk {
+                id: id.to_hex(),
+                len,
+            }],
+            removed: vec![],
+        };
+        s.report(node, r).unwrap();
+    }
+
     /// Heartbeat 2 s, suspect after 6 s, dead after 15 s.
     fn test_state(min_replicas: usize, hot_threshold: u64, max_replicas: usize) -> State {
         State::new(
@@ -631,18 +644,7 @@ mod tests {
         s.register(reg("a"), Instant::now()).unwrap();
         s.register(reg("b"), Instant::now()).unwrap();
         let id = ChunkId::from_bytes([1; 32]);
-        s.report(
-            "a",
-            api::ChunkReport {
-                full: false,
-                added: vec![api::ReportedChunk {
-                    id: id.to_hex(),
-                    len: 10,
-                }],
-                removed: vec![],
-            },
-        )
-        .unwrap();
+        report_one(&mut s, "a", id, 10);
         let q = api::LocationQuery {
             chunks: vec![id.to_hex()],
             node_id: Some("b".into()),
@@ -705,18 +707,7 @@ mod tests {
                 ..Heartbeat::default()
             };
             s.heartbeat(n, hb, Instant::now()).unwrap();
-            s.report(
-                n,
-                api::ChunkReport {
-                    full: false,
-                    added: vec![api::ReportedChunk {
-                        id: id.to_hex(),
-                        len: 10,
-                    }],
-                    removed: vec![],
-                },
-            )
-            .unwrap();
+            report_one(&mut s, n, id, 10);
         }
         let ops = s.plan_replication(Instant::now());
         assert!(

@@ -394,7 +394,8 @@ async fn register_and_resync(client: &CpClient, state: &ProxyState, body: &[u8])
     true
 }
 
-/// This node's counters as a heartbeat (also the node dashboard's data).
+/// This node's counters as a heartbeat, without hot chunks (also the node
+/// dashboard's data).
 pub(crate) fn heartbeat_of(state: &ProxyState) -> api::Heartbeat {
     let m = &state.metrics;
     let (mem, disk, peer, origin) = (
@@ -428,17 +429,21 @@ pub(crate) fn heartbeat_of(state: &ProxyState) -> api::Heartbeat {
         bytes_served: served,
         bytes_from_memory: mem,
         bytes_from_disk: disk,
+        // Only the control plane wants these (they cost a pass over the policy).
+        hot_chunks: Vec::new(),
+    }
+}
+
+async fn send_heartbeat(client: &CpClient, state: &ProxyState) -> Result<usize, CpError> {
+    let hb = api::Heartbeat {
         hot_chunks: state
             .cache
             .hot_chunks(256)
             .iter()
             .map(ChunkId::to_hex)
             .collect(),
-    }
-}
-
-async fn send_heartbeat(client: &CpClient, state: &ProxyState) -> Result<usize, CpError> {
-    let hb = heartbeat_of(state);
+        ..heartbeat_of(state)
+    };
     let path = format!("/api/v1/nodes/{}/heartbeat", client.node_id);
     let body = serde_json::to_vec(&hb).expect("serializes");
     let ack: Option<api::HeartbeatAck> = client

@@ -1,0 +1,156 @@
+//! Node-to-node scenario: nodes given each other as static peers; a node with an
+//! empty cache reads a cached object through its HTTP path from one peer and from
+//! three, and the transfer engine alone downloads an object's chunks into fresh
+//! memory and into a full memory tier.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use eliop2p_proxy::NodeHandle;
+use eliop2p_testkit::{TestOrigin, sha256_hex, test_data};
+
+use crate::{MIB, Opts, Sample, metric, plain_get, row, transfer_header};
+
+/// Node-to-node transfer: a node with an empty cache reads the large object from
+/// one peer, then another from three peers at once (pieces verified on arrival).
+pub(crate) async fn run(
+    origin: &TestOrigin,
+    o: &Opts,
+    large: &Bytes,
+    base: Sample,
+) -> anyhow::Result<()> {
+    let listeners = eliop2p_testkit::p2p_listeners(7).await?;
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound"))
+        .collect();
+    let big = o.large as u64;
+    let mut nodes = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        // Holders: 0, 2, 3. Downloaders: 1 (from node 0 only), 4 (from 0, 2, 3)
+        // through HTTP; 5 (from 0) and 6 (from 0, 2, 3) through the engine alone.
+        let peers = match i {
+            1 | 5 => vec![addrs[0]],
+            4 | 6 => vec![addrs[0], addrs[2], addrs[3]],
+            _ => vec![],
+        };
+        // Engine downloaders (5, 6) get a memory tier of one object, so a second
+        // object evicts the first and reuses its memory; holders keep both.
+        let cap = if i >= 5 { big + big / 8 } else { big * 3 };
+        nodes.push(
+            eliop2p_testkit::start_p2p_node(origin, l, peers, |c| c.cache.memory_capacity = cap)
+                .await?,
+        );
+    }
+    for h in [0, 2, 3] {
+        plain_get(nodes[h].proxy_addr, "/bench/large.bin").await?;
+    }
+    println!();
+    println!(
+        "## node to node (P2P, loopback, SHA-256 per 1 MiB piece): {} MiB object",
+        o.large / MIB
+    );
+    println!();
+    transfer_header();
+    let one = plain_get(nodes[1].proxy_addr, "/bench/large.bin").await?;
+    row("node MISS from 1 peer", one, base);
+    let three = plain_get(nodes[4].proxy_addr, "/bench/large.bin").await?;
+    row("node MISS from 3 peers", three, base);
+    // The transfer engine alone: every chunk of an object into node 5 / 6's
+    // cache, 4 chunks at a time, pieces verified, no HTTP client. First into
+    // memory the process never used (every page is a first touch, which costs a
+    // host fault in this VM), then a second object into the full tier, whose
+    // evicted chunks' memory the allocator hands out again (a node's steady state).
+    let first: Vec<_> = nodes[0].cache.held();
+    let second_data = test_data(o.large, 2);
+    origin.put("bench", "large2.bin", second_data).await?;
+    for h in [0, 2, 3] {
+        plain_get(nodes[h].proxy_addr, "/bench/large2.bin").await?;
+    }
+    let second: Vec<_> = nodes[0]
+        .cache
+        .held()
+        .into_iter()
+        .filter(|c| !first.contains(c))
+        .collect();
+    let one = engine_download(&nodes[5], &first).await?;
+    row("engine 1 peer, fresh memory", one, base);
+    let three = engine_download(&nodes[6], &first).await?;
+    row("engine 3 peers, fresh memory", three, base);
+    let one = engine_download(&nodes[5], &second).await?;
+    row("engine 1 peer, tier full", one, base);
+    let three = engine_download(&nodes[6], &second).await?;
+    row("engine 3 peers, tier full", three, base);
+    for i in [5, 6] {
+        let held = nodes[i].cache.held();
+        let complete = second.iter().filter(|c| held.contains(c)).count();
+        anyhow::ensure!(
+            complete * 10 >= second.len() * 8,
+            "node {i} kept {complete} of {} chunks of the second object",
+            second.len()
+        );
+    }
+    for i in [1, 4] {
+        let c = eliop2p_testkit::TestClient::new();
+        let r = c
+            .get(
+                &format!("http://{}/bench/large.bin", nodes[i].proxy_addr),
+                &[],
+            )
+            .await?;
+        anyhow::ensure!(
+            sha256_hex(&r.body) == sha256_hex(large),
+            "p2p node returned wrong bytes"
+        );
+        let origin_bytes = metric(&nodes[i], "eliop2p_origin_bytes_total");
+        anyhow::ensure!(
+            origin_bytes == 0,
+            "node {i} read {origin_bytes} bytes from the origin"
+        );
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Downloads `chunks` into `node`'s cache through its P2P layer alone, four
+/// chunks in flight.
+async fn engine_download(
+    node: &NodeHandle,
+    chunks: &[(eliop2p_core::ChunkId, u64)],
+) -> anyhow::Result<Sample> {
+    let p2p = node.p2p.clone().expect("p2p node");
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    let mut bytes = 0;
+    for (i, (id, len)) in chunks.iter().copied().enumerate() {
+        if i >= 4 {
+            set.join_next().await.expect("a task")??;
+        }
+        let (p2p, cache) = (p2p.clone(), node.cache.clone());
+        bytes += len;
+        set.spawn(async move {
+            match cache.lookup(id, len) {
+                eliop2p_cache::Lookup::Leader(mut w) => {
+                    p2p.download(id, len, &mut w, None)
+                        .await
+                        .map_err(|_| anyhow::anyhow!("chunk {id}: peers did not supply it"))?;
+                    w.finish()?;
+                    Ok(())
+                }
+                _ => anyhow::bail!("chunk {id} already present"),
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(Sample {
+        secs,
+        ttfb: 0.0,
+        bytes,
+    })
+}
