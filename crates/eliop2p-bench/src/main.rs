@@ -655,7 +655,7 @@ async fn disk_tier(
         for i in 0..n {
             let mut b = [0u8; 32];
             b[..4].copy_from_slice(&i.to_be_bytes());
-            store.write(&eliop2p_core::ChunkId::from_bytes(b), &data, &pieces)?;
+            store.write(&eliop2p_core::ChunkId::from_bytes(b), &[&data], &pieces)?;
         }
         t.elapsed()
     };

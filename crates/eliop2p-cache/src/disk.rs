@@ -78,15 +78,15 @@ fn piece_count(len: u64, piece_size: u64) -> usize {
     len.div_ceil(piece_size) as usize
 }
 
-fn encode_header(id: &ChunkId, data: &[u8], piece_hashes: &[[u8; 32]]) -> Vec<u8> {
-    let n = piece_count(data.len() as u64, PIECE_SIZE);
+fn encode_header(id: &ChunkId, len: u64, piece_hashes: &[[u8; 32]]) -> Vec<u8> {
+    let n = piece_count(len, PIECE_SIZE);
     let sha256 = crate::chunk_root(piece_hashes);
     let header_len = 8 + 4 + 32 + 8 + 32 + 4 + 4 + 32 * n + 32;
     let mut h = Vec::with_capacity(header_len);
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&(header_len as u32).to_be_bytes());
     h.extend_from_slice(id.as_bytes());
-    h.extend_from_slice(&(data.len() as u64).to_be_bytes());
+    h.extend_from_slice(&len.to_be_bytes());
     h.extend_from_slice(&sha256);
     h.extend_from_slice(&(PIECE_SIZE as u32).to_be_bytes());
     h.extend_from_slice(&(n as u32).to_be_bytes());
@@ -229,14 +229,21 @@ impl DiskStore {
 
     /// Writes a chunk durably: temp file, fsync, rename, fsync of the directory.
     /// `piece_hashes` are those computed when the bytes were verified in memory.
-    pub fn write(&self, id: &ChunkId, data: &[u8], piece_hashes: &[[u8; 32]]) -> io::Result<()> {
-        if piece_hashes.len() != piece_count(data.len() as u64, PIECE_SIZE) {
+    /// The chunk's bytes are `segments` in order.
+    pub fn write<B: AsRef<[u8]>>(
+        &self,
+        id: &ChunkId,
+        segments: &[B],
+        piece_hashes: &[[u8; 32]],
+    ) -> io::Result<()> {
+        let len: u64 = segments.iter().map(|s| s.as_ref().len() as u64).sum();
+        if piece_hashes.len() != piece_count(len, PIECE_SIZE) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "piece hash count does not match the data",
             ));
         }
-        let header = encode_header(id, data, piece_hashes);
+        let header = encode_header(id, len, piece_hashes);
         let final_path = self.path(id);
         let dir = final_path.parent().expect("sharded path has a parent");
         fs::create_dir_all(dir)?;
@@ -248,7 +255,9 @@ impl DiskStore {
         let result = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(&header)?;
-            f.write_all(data)?;
+            for s in segments {
+                f.write_all(s.as_ref())?;
+            }
             f.sync_all()?;
             fs::rename(&tmp, &final_path)?;
             File::open(dir)?.sync_all()
@@ -257,8 +266,8 @@ impl DiskStore {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        let entry = decode_header(&header, id, (header.len() + data.len()) as u64)
-            .map_err(io::Error::other)?;
+        let entry =
+            decode_header(&header, id, header.len() as u64 + len).map_err(io::Error::other)?;
         // Freshly written from verified memory: every piece is known good.
         for v in &entry.verified {
             v.store(true, Ordering::Relaxed);
@@ -413,7 +422,7 @@ mod tests {
 
     fn put(store: &DiskStore, n: u8, d: &[u8]) -> ChunkId {
         let id = ChunkId::from_bytes([n; 32]);
-        store.write(&id, d, &crate::hash_pieces(d).0).unwrap();
+        store.write(&id, &[d], &crate::hash_pieces(d).0).unwrap();
         id
     }
 

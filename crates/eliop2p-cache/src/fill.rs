@@ -9,7 +9,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::memory::{CacheShared, Chunk};
-use crate::{PIECE_SIZE, chunk_root};
+use crate::{ChunkData, PIECE_SIZE, chunk_root};
 
 /// Why a fill did not produce a chunk. Cloned to every reader of the fill.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -157,7 +157,8 @@ impl FillWriter {
     }
 
     /// Appends bytes, hashing them piece by piece. Fails (and fails the fill) if
-    /// more bytes arrive than expected.
+    /// more bytes arrive than expected. Bytes are copied into one buffer per piece,
+    /// sized to the piece, so the finished chunk owns exactly its length.
     pub fn push(&mut self, data: &[u8]) -> Result<(), FillError> {
         let before = self.received;
         self.check_len(data.len())?;
@@ -166,22 +167,33 @@ impl FillWriter {
         while !rest.is_empty() {
             let room = (PIECE_SIZE - pos % PIECE_SIZE) as usize;
             let (now, later) = rest.split_at(room.min(rest.len()));
-            self.piece_hasher.update(now);
-            pos += now.len() as u64;
             if pos.is_multiple_of(PIECE_SIZE) {
+                let piece_len = PIECE_SIZE.min(self.fill.expected_len - pos) as usize;
+                self.pending = BytesMut::with_capacity(piece_len);
+            }
+            self.piece_hasher.update(now);
+            self.pending.extend_from_slice(now);
+            pos += now.len() as u64;
+            let piece_done = pos.is_multiple_of(PIECE_SIZE) || pos == self.fill.expected_len;
+            if piece_done {
                 let h: [u8; 32] = std::mem::take(&mut self.piece_hasher).finalize().into();
                 self.piece_hashes.push(h);
                 self.fill.lock().piece_hashes.push(h);
             }
+            // Nothing published yet iff every byte so far is pending: publish the
+            // first bytes at once (time to first byte), then in segments.
+            let first = pos == self.pending.len() as u64;
+            if first || piece_done || self.pending.len() >= PUBLISH_BYTES {
+                self.publish();
+            }
             rest = later;
         }
-        self.append(data);
         Ok(())
     }
 
     /// Appends one whole piece whose SHA-256 the caller already verified (pieces
     /// from peers): no second hash pass. Pieces must come in order.
-    /// The piece's buffer is published to readers as is, without a copy.
+    /// The piece's buffer is published to readers, and kept by the chunk, as is.
     pub fn push_piece(&mut self, data: Bytes, sha256: [u8; 32]) -> Result<(), FillError> {
         let aligned = self.received.is_multiple_of(PIECE_SIZE);
         let whole = data.len() as u64 == PIECE_SIZE
@@ -192,24 +204,15 @@ impl FillWriter {
         self.check_len(data.len())?;
         self.piece_hashes.push(sha256);
         self.fill.lock().piece_hashes.push(sha256);
-        self.publish();
         self.publish_segment(data);
         Ok(())
-    }
-
-    fn append(&mut self, data: &[u8]) {
-        self.pending.extend_from_slice(data);
-        // Nothing published yet iff every byte received is still pending.
-        let first = self.received == self.pending.len() as u64;
-        if first || self.pending.len() >= PUBLISH_BYTES {
-            self.publish();
-        }
     }
 
     fn publish(&mut self) {
         if self.pending.is_empty() {
             return;
         }
+        // The rest of the piece's buffer stays with `pending` for the next bytes.
         let seg = self.pending.split().freeze();
         self.publish_segment(seg);
     }
@@ -223,7 +226,8 @@ impl FillWriter {
         self.fill.changed_tx.send_replace(());
     }
 
-    /// Completes the fill: checks the length, assembles the chunk with its SHA-256,
+    /// Completes the fill: checks the length, makes the chunk of the published
+    /// buffers with its SHA-256,
     /// inserts it into the cache and wakes every reader.
     pub fn finish(mut self) -> Result<Arc<Chunk>, FillError> {
         self.publish();
@@ -235,25 +239,10 @@ impl FillWriter {
             self.fail(err.clone());
             return Err(err);
         }
-        // A short last piece still being hashed (not when it came whole via push_piece).
-        if (self.piece_hashes.len() as u64) < self.received.div_ceil(PIECE_SIZE) {
-            self.piece_hashes
-                .push(std::mem::take(&mut self.piece_hasher).finalize().into());
-        }
         let piece_hashes = std::mem::take(&mut self.piece_hashes);
         let sha256 = chunk_root(&piece_hashes);
-        let data = {
-            let st = self.fill.lock();
-            if st.segments.len() == 1 {
-                st.segments[0].clone()
-            } else {
-                let mut buf = BytesMut::with_capacity(self.received as usize);
-                for s in &st.segments {
-                    buf.extend_from_slice(s);
-                }
-                buf.freeze()
-            }
-        };
+        // The published segments are the chunk: no copy.
+        let data = ChunkData::from_segments(self.fill.lock().segments.iter().cloned());
         let chunk = Arc::new(Chunk {
             data,
             sha256,
@@ -283,7 +272,7 @@ impl FillWriter {
         {
             let mut st = self.fill.lock();
             st.outcome = Some(outcome);
-            // Readers switch to the assembled chunk; drop the segment list.
+            // Readers switch to the chunk; drop the segment list.
             st.segments = Vec::new();
         }
         self.fill.changed_tx.send_replace(());
@@ -299,7 +288,7 @@ impl Drop for FillWriter {
 }
 
 /// Streams `[start, end)` of a chunk from a fill, as bytes arrive; after the fill
-/// completes it serves the rest from the assembled chunk in one slice.
+/// completes it serves the rest from the chunk's buffers.
 pub struct FillReader {
     fill: Arc<Fill>,
     changed_rx: watch::Receiver<()>,
@@ -339,8 +328,8 @@ impl FillReader {
                 let st = self.fill.lock();
                 match &st.outcome {
                     Some(Ok(chunk)) => {
-                        let out = chunk.data.slice(self.pos as usize..self.end as usize);
-                        self.pos = self.end;
+                        let out = chunk.data.slices(self.pos, self.end).next()?;
+                        self.pos += out.len() as u64;
                         return Some(Ok(out));
                     }
                     Some(Err(e)) => return Some(Err(e.clone())),

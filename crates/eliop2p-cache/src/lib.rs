@@ -7,6 +7,7 @@
 //! through a [`FillReader`]. Only a complete chunk whose length matches is inserted,
 //! with its SHA-256; a failed or abandoned fill leaves nothing behind.
 
+mod data;
 pub mod disk;
 mod fill;
 mod memory;
@@ -39,21 +40,25 @@ pub fn hash_pieces(data: &[u8]) -> (Vec<[u8; 32]>, [u8; 32]) {
     (pieces, root)
 }
 
+pub use data::{ChunkData, Slices};
 pub use fill::{Fill, FillError, FillReader, FillWriter};
 pub use memory::{
     CacheConfig, CacheStats, Chunk, ChunkCache, ChunkEvent, DiskChunk, DiskTierConfig, Held,
     Lookup, TierStats, VerifyOnStart,
 };
 
-/// Keeps chunk-sized buffers (1-16 MiB) on the heap instead of fresh `mmap`s: with
-/// glibc's default threshold every piece and chunk buffer is mapped, zeroed by the
-/// kernel page by page and unmapped again, which costs more CPU than hashing it.
+/// Keeps piece and chunk buffers (1-16 MiB) on one heap that is reused: with
+/// glibc's default threshold every such buffer is mapped, zeroed by the kernel page
+/// by page and unmapped again, which costs more CPU than hashing it; and with one
+/// arena per thread, a heap whose chunks were all evicted is unmapped, so the next
+/// chunks fault fresh pages in again. One arena keeps evicted memory for reuse.
 /// Call once at process start (the binary's composition root does).
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator parameters; called before heavy use.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
     }
 }

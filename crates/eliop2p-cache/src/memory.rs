@@ -25,7 +25,8 @@ use crate::policy::{EvictionWeights, Heat, Policy, PolicyConfig, Watermarks};
 /// A complete, verified chunk. Immutable once built.
 #[derive(Debug)]
 pub struct Chunk {
-    pub data: Bytes,
+    /// The bytes, in the buffers they arrived in (see [`crate::ChunkData`]).
+    pub data: crate::ChunkData,
     /// The chunk's hash ([`crate::chunk_root`] of its piece hashes).
     pub sha256: [u8; 32],
     /// SHA-256 of each 1 MiB piece, computed while the chunk was filled.
@@ -379,7 +380,7 @@ impl ChunkCache {
             .slots
             .iter()
             .filter_map(|(id, slot)| match slot {
-                Slot::Ready(c) => Some((*id, c.data.len() as u64)),
+                Slot::Ready(c) => Some((*id, c.data.len())),
                 Slot::Filling(_) => None,
             })
             .collect();
@@ -577,7 +578,7 @@ impl CacheShared {
     /// Inserts a complete chunk into memory, subject to admission; evicts (and
     /// demotes) victims to make room and down to the low watermark.
     fn insert_memory(&self, id: ChunkId, chunk: &Arc<Chunk>) -> bool {
-        let size = chunk.data.len() as u64;
+        let size = chunk.data.len();
         let cap = self.cfg.memory_capacity;
         let now = self.now();
         let mut demote = Vec::new();
@@ -662,7 +663,7 @@ impl CacheShared {
                 let in_memory = self.insert_memory(id, &chunk);
                 let to_disk = self.queue_disk_write(id, &chunk);
                 if in_memory || to_disk {
-                    let len = chunk.data.len() as u64;
+                    let len = chunk.data.len();
                     let _ = self.events_tx.send(ChunkEvent::Added(id, len));
                 }
             }
@@ -681,7 +682,7 @@ impl CacheShared {
             match read {
                 Ok(Ok((data, piece_hashes, sha256))) => {
                     let chunk = Arc::new(Chunk {
-                        data,
+                        data: data.into(),
                         sha256,
                         piece_hashes,
                     });

@@ -130,21 +130,17 @@ impl Frame {
         self.encode_with_hash(out, self.sha256);
     }
 
-    /// The frame as three buffers (head, data, tail) so large payloads are sent
-    /// without being copied.
-    pub fn to_parts(&self) -> [Bytes; 3] {
-        let mut head = BytesMut::with_capacity(PREFIX + self.chunk_id.len() + 4);
-        head.put_u32(MAGIC);
-        head.put_u32(VERSION);
-        head.put_u32(self.message_type as u32);
-        head.put_u32(self.chunk_id.len() as u32);
-        head.put_slice(&self.chunk_id);
-        head.put_u32(self.data.len() as u32);
-        let mut tail = BytesMut::with_capacity(SUFFIX);
-        tail.put_slice(&self.sha256);
-        tail.put_u32(self.sequence_number);
-        tail.put_u8(self.flags);
-        [head.freeze(), self.data.clone(), tail.freeze()]
+    /// The frame as buffers to write (head, data, tail), so large payloads are
+    /// sent without being copied.
+    pub fn to_parts(&self) -> Parts {
+        Parts::frame(
+            self.message_type,
+            &self.chunk_id,
+            [self.data.clone()],
+            self.sha256,
+            self.sequence_number,
+            self.flags,
+        )
     }
 
     /// Appends the frame with a precomputed data hash (pieces whose hash is known).
@@ -160,6 +156,95 @@ impl Frame {
         out.put_slice(&sha256);
         out.put_u32(self.sequence_number);
         out.put_u8(self.flags);
+    }
+}
+
+/// One or more frames as a list of buffers, written with vectored writes: a
+/// piece whose bytes sit in several buffers is sent without joining them.
+#[derive(Debug, Default)]
+pub struct Parts {
+    bufs: std::collections::VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Parts {
+    /// A frame whose data is `data` (the buffers in order, any number) with the
+    /// data's SHA-256 already known.
+    pub fn frame(
+        message_type: MessageType,
+        chunk_id: &[u8],
+        data: impl IntoIterator<Item = Bytes>,
+        sha256: [u8; 32],
+        sequence_number: u32,
+        flags: u8,
+    ) -> Self {
+        let mut parts = Self::default();
+        let data: Vec<Bytes> = data.into_iter().filter(|b| !b.is_empty()).collect();
+        let data_len: usize = data.iter().map(Bytes::len).sum();
+        let mut head = BytesMut::with_capacity(PREFIX + chunk_id.len() + 4);
+        head.put_u32(MAGIC);
+        head.put_u32(VERSION);
+        head.put_u32(message_type as u32);
+        head.put_u32(chunk_id.len() as u32);
+        head.put_slice(chunk_id);
+        head.put_u32(data_len as u32);
+        parts.push(head.freeze());
+        for d in data {
+            parts.push(d);
+        }
+        let mut tail = BytesMut::with_capacity(SUFFIX);
+        tail.put_slice(&sha256);
+        tail.put_u32(sequence_number);
+        tail.put_u8(flags);
+        parts.push(tail.freeze());
+        parts
+    }
+
+    fn push(&mut self, b: Bytes) {
+        self.remaining += b.len();
+        self.bufs.push_back(b);
+    }
+}
+
+impl Buf for Parts {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.bufs.front().map_or(&[], |b| &b[..])
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.remaining, "advance past the end of the parts");
+        self.remaining -= cnt;
+        while cnt > 0 {
+            let front = self
+                .bufs
+                .front_mut()
+                .expect("remaining bytes are in a buffer");
+            if cnt < front.len() {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.bufs.pop_front();
+        }
+        while self.bufs.front().is_some_and(Bytes::is_empty) {
+            self.bufs.pop_front();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, b) in dst
+            .iter_mut()
+            .zip(self.bufs.iter().filter(|b| !b.is_empty()))
+        {
+            *slot = std::io::IoSlice::new(b);
+            n += 1;
+        }
+        n
     }
 }
 
@@ -211,16 +296,60 @@ pub fn decode_deferring_pieces(
     decode_frame(buf, limits, false)
 }
 
-fn decode_frame(
-    buf: &mut BytesMut,
-    limits: &Limits,
-    verify_pieces: bool,
-) -> Result<Option<Frame>, CodecError> {
+/// The fixed part of a frame before its data, parsed and checked against the
+/// limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub message_type: MessageType,
+    pub id_len: usize,
+    pub data_len: usize,
+}
+
+impl Header {
+    /// Bytes before the data: prefix, chunk id and data length.
+    pub fn head_len(&self) -> usize {
+        PREFIX + self.id_len + 4
+    }
+
+    /// The whole frame's length.
+    pub fn frame_len(&self) -> usize {
+        self.head_len() + self.data_len + SUFFIX
+    }
+
+    /// The chunk id inside the head bytes.
+    pub fn chunk_id<'a>(&self, head: &'a [u8]) -> &'a [u8] {
+        &head[PREFIX..PREFIX + self.id_len]
+    }
+
+    /// The frame from its parts: the chunk id, the data (read separately, so it
+    /// can land in a buffer of its own) and the [`SUFFIX_LEN`] bytes after it.
+    /// The data's checksum is not checked here ([`Frame::verify`]).
+    pub fn frame(&self, chunk_id: Bytes, data: Bytes, mut suffix: &[u8]) -> Frame {
+        let sha256: [u8; 32] = suffix[..32].try_into().expect("32 bytes");
+        suffix.advance(32);
+        let sequence_number = suffix.get_u32();
+        let flags = suffix.get_u8();
+        Frame {
+            message_type: self.message_type,
+            chunk_id,
+            data,
+            sha256,
+            sequence_number,
+            flags,
+        }
+    }
+}
+
+/// Bytes after a frame's data: SHA-256, sequence number, flags.
+pub const SUFFIX_LEN: usize = SUFFIX;
+
+/// Parses the header at the front of `buf` without consuming anything: `Ok(None)`
+/// until enough bytes are there. Every field is checked as soon as it is readable.
+pub fn peek_header(buf: &[u8], limits: &Limits) -> Result<Option<Header>, CodecError> {
     if buf.len() < 4 {
         return Ok(None);
     }
-    let word =
-        |b: &BytesMut, at: usize| u32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    let word = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"));
     let magic = word(buf, 0);
     if magic != MAGIC {
         return Err(CodecError::BadMagic(magic));
@@ -245,33 +374,38 @@ fn decode_frame(
     if data_len > limits.max_data {
         return Err(CodecError::DataTooLong(data_len));
     }
-    let total = PREFIX + id_len + 4 + data_len + SUFFIX;
+    Ok(Some(Header {
+        message_type,
+        id_len,
+        data_len,
+    }))
+}
+
+fn decode_frame(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    verify_pieces: bool,
+) -> Result<Option<Frame>, CodecError> {
+    let Some(h) = peek_header(buf, limits)? else {
+        return Ok(None);
+    };
+    let total = h.frame_len();
     if buf.len() < total {
         buf.reserve(total - buf.len());
         return Ok(None);
     }
     let mut frame = buf.split_to(total);
     frame.advance(PREFIX);
-    let chunk_id = frame.split_to(id_len).freeze();
+    let chunk_id = frame.split_to(h.id_len).freeze();
     frame.advance(4);
-    let data = frame.split_to(data_len).freeze();
-    let sha: [u8; 32] = frame[..32].try_into().expect("32 bytes");
-    frame.advance(32);
-    let sequence_number = frame.get_u32();
-    let flags = frame.get_u8();
-    if (verify_pieces || message_type != MessageType::PieceData)
-        && Sha256::digest(&data).as_slice() != sha
+    let data = frame.split_to(h.data_len).freeze();
+    let f = h.frame(chunk_id, data, &frame);
+    if (verify_pieces || h.message_type != MessageType::PieceData)
+        && Sha256::digest(&f.data).as_slice() != f.sha256
     {
-        return Err(CodecError::Checksum(sequence_number));
+        return Err(CodecError::Checksum(f.sequence_number));
     }
-    Ok(Some(Frame {
-        message_type,
-        chunk_id,
-        data,
-        sha256: sha,
-        sequence_number,
-        flags,
-    }))
+    Ok(Some(f))
 }
 
 #[cfg(test)]
@@ -356,8 +490,32 @@ mod tests {
         let f = sample();
         let mut one = BytesMut::new();
         f.encode(&mut one);
-        let parts: Vec<u8> = f.to_parts().iter().flat_map(|b| b.to_vec()).collect();
-        assert_eq!(&one[..], &parts[..]);
+        let mut parts = f.to_parts();
+        assert_eq!(parts.remaining(), one.len());
+        assert_eq!(parts.copy_to_bytes(one.len()), one);
+        // Data in several buffers, consumed in odd steps as a socket would.
+        let split: Vec<Bytes> = [0..1, 1..1, 1..3, 3..f.data.len()]
+            .into_iter()
+            .map(|r| f.data.slice(r))
+            .collect();
+        let mut parts = Parts::frame(
+            f.message_type,
+            &f.chunk_id,
+            split,
+            f.sha256,
+            f.sequence_number,
+            f.flags,
+        );
+        let mut got = Vec::new();
+        while parts.has_remaining() {
+            let mut io = [std::io::IoSlice::new(&[]); 3];
+            let n = parts.chunks_vectored(&mut io);
+            assert!(n >= 1 && io[..n].iter().all(|s| !s.is_empty()));
+            let take = io[0].len().min(2).min(parts.remaining());
+            got.extend_from_slice(&io[0][..take]);
+            parts.advance(take);
+        }
+        assert_eq!(got, &one[..]);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use eliop2p_core::ChunkId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -47,9 +47,28 @@ pub(crate) struct FrameReader {
     rd: OwnedReadHalf,
     buf: BytesMut,
     limits: Limits,
-    /// Leave `PieceData` checksums to the receiver of each piece.
+    /// Leave `PieceData` checksums to the receiver of each piece, and read each
+    /// large piece into a buffer of its own (client connections).
     defer_pieces: bool,
+    /// Piece buffers the requesters prepared (client connections).
+    spare: Spare,
 }
+
+/// Receive buffers for pieces, allocated and touched by the tasks that request
+/// the pieces: the first touch of fresh memory (a page fault per page) then
+/// happens on those tasks, in parallel, instead of inside the connection reader's
+/// `recv`, which every piece of the connection goes through.
+type Spare = Arc<Mutex<Vec<BytesMut>>>;
+/// Buffers kept ready per connection at most (pieces that never came leave
+/// theirs behind).
+const SPARE_MAX: usize = 64;
+const PAGE: usize = 4096;
+
+/// Pieces at least this large are read into their own buffer.
+const OWN_BUFFER_MIN: usize = 64 * 1024;
+/// With own piece buffers, the shared buffer reads at most this much at a time,
+/// so little of a piece lands there and has to be copied out.
+const SHARED_READ: usize = 64 * 1024;
 
 impl FrameReader {
     pub fn new(rd: OwnedReadHalf, limits: Limits) -> Self {
@@ -58,11 +77,20 @@ impl FrameReader {
             buf: BytesMut::with_capacity(256 * 1024),
             limits,
             defer_pieces: false,
+            spare: Spare::default(),
         }
     }
 
     pub async fn next(&mut self) -> Result<Option<Frame>, P2pError> {
         loop {
+            if self.defer_pieces
+                && let Some(h) = codec::peek_header(&self.buf, &self.limits)?
+                && h.message_type == MessageType::PieceData
+                && h.data_len >= OWN_BUFFER_MIN
+                && self.buf.len() < h.frame_len()
+            {
+                return self.read_piece(h).await.map(Some);
+            }
             let decoded = if self.defer_pieces {
                 codec::decode_deferring_pieces(&mut self.buf, &self.limits)?
             } else {
@@ -71,10 +99,7 @@ impl FrameReader {
             if let Some(f) = decoded {
                 return Ok(Some(f));
             }
-            if self.buf.capacity() - self.buf.len() < 256 * 1024 {
-                self.buf.reserve(2 << 20);
-            }
-            if self.rd.read_buf(&mut self.buf).await? == 0 {
+            if self.fill_shared().await? == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
@@ -82,6 +107,54 @@ impl FrameReader {
                 };
             }
         }
+    }
+
+    /// Reads more bytes into the shared buffer; 0 at end of stream.
+    async fn fill_shared(&mut self) -> Result<usize, P2pError> {
+        if self.defer_pieces {
+            if self.buf.capacity() - self.buf.len() < SHARED_READ {
+                self.buf.reserve(SHARED_READ);
+            }
+            Ok(self
+                .rd
+                .read_buf(&mut (&mut self.buf).limit(SHARED_READ))
+                .await?)
+        } else {
+            if self.buf.capacity() - self.buf.len() < 256 * 1024 {
+                self.buf.reserve(2 << 20);
+            }
+            Ok(self.rd.read_buf(&mut self.buf).await?)
+        }
+    }
+
+    /// Reads the piece whose header is at the front of the buffer into a buffer
+    /// sized to it: the socket writes the bytes straight where the cache keeps
+    /// them, and the piece pins no memory shared with other frames.
+    async fn read_piece(&mut self, h: codec::Header) -> Result<Frame, P2pError> {
+        let head = self.buf.split_to(h.head_len());
+        let chunk_id = Bytes::copy_from_slice(h.chunk_id(&head));
+        let prepared = {
+            let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+            let i = spare.iter().position(|b| b.capacity() == h.data_len);
+            i.map(|i| spare.swap_remove(i))
+        };
+        let mut data = prepared.unwrap_or_else(|| BytesMut::with_capacity(h.data_len));
+        let have = self.buf.len().min(h.data_len);
+        data.extend_from_slice(&self.buf[..have]);
+        self.buf.advance(have);
+        while data.len() < h.data_len {
+            let want = h.data_len - data.len();
+            if self.rd.read_buf(&mut (&mut data).limit(want)).await? == 0 {
+                return Err(P2pError::Closed);
+            }
+        }
+        while self.buf.len() < codec::SUFFIX_LEN {
+            if self.fill_shared().await? == 0 {
+                return Err(P2pError::Closed);
+            }
+        }
+        let suffix = self.buf.split_to(codec::SUFFIX_LEN);
+        Ok(h.frame(chunk_id, data.freeze(), &suffix))
     }
 
     pub async fn expect(&mut self, t: MessageType) -> Result<Frame, P2pError> {
@@ -204,6 +277,7 @@ type Pending = Arc<Mutex<HashMap<Key, oneshot::Sender<Result<Frame, P2pError>>>>
 pub(crate) struct PeerConn {
     tx: mpsc::Sender<Bytes>,
     pending: Pending,
+    spare: Spare,
     closed: Arc<AtomicBool>,
     next_request: AtomicU32,
 }
@@ -228,6 +302,7 @@ impl PeerConn {
         // After the handshake, piece checksums are checked by each piece's
         // requester (`download::fetch_batch`), off this connection's reader.
         reader.defer_pieces = true;
+        let spare = reader.spare.clone();
         let (tx, mut rx) = mpsc::channel::<Bytes>(64);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
@@ -263,6 +338,7 @@ impl PeerConn {
         Ok(Arc::new(Self {
             tx,
             pending,
+            spare,
             closed,
             next_request: AtomicU32::new(1),
         }))
@@ -319,6 +395,29 @@ impl PeerConn {
         ))
         .await?;
         rx.await.map_err(|_| P2pError::Closed)?
+    }
+
+    /// Prepares receive buffers of these lengths for pieces about to be requested
+    /// (see [`Spare`]); this task takes the page faults of fresh memory.
+    pub fn prepare_buffers(&self, lens: impl IntoIterator<Item = usize>) {
+        let bufs: Vec<BytesMut> = lens
+            .into_iter()
+            .filter(|l| *l >= OWN_BUFFER_MIN)
+            .map(|len| {
+                let mut b = BytesMut::with_capacity(len);
+                for page in b.spare_capacity_mut().iter_mut().step_by(PAGE) {
+                    page.write(0);
+                }
+                b
+            })
+            .collect();
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        for b in bufs {
+            if spare.len() >= SPARE_MAX {
+                break;
+            }
+            spare.push(b);
+        }
     }
 
     /// Requests pieces; one receiver per piece, in the given order.
@@ -380,5 +479,79 @@ fn dispatch(pending: &Pending, f: Frame) {
         .remove(&key)
     {
         let _ = w.send(Ok(f));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn piece(seq: u32, len: usize) -> Frame {
+        let data: Vec<u8> = (0..len).map(|i| (i as u32 * 7 + seq) as u8).collect();
+        Frame::new(MessageType::PieceData, &[9u8; 32], data.into(), seq, 0)
+    }
+
+    /// A client-side reader on a loopback socket, and the writing end.
+    async fn pair() -> (FrameReader, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let (rd, _wr) = client.into_split();
+        let mut r = FrameReader::new(rd, Limits::default());
+        r.defer_pieces = true;
+        (r, server)
+    }
+
+    #[tokio::test]
+    async fn pieces_land_in_buffers_of_their_own() {
+        let (mut r, mut server) = pair().await;
+        let frames = [
+            piece(0, 1 << 20),
+            piece(1, 100_000),
+            Frame::new(MessageType::Bitmap, &[9u8; 32], Bytes::from_static(b"bm"), 5, 1),
+            piece(2, 1 << 20),
+        ];
+        let mut wire = BytesMut::new();
+        for f in &frames {
+            f.encode(&mut wire);
+        }
+        // A buffer prepared for the second piece is the one it is read into.
+        let prepared = BytesMut::with_capacity(100_000);
+        let prepared_at = prepared.as_ptr();
+        r.spare.lock().unwrap().push(prepared);
+        let writer = tokio::spawn(async move {
+            // Odd-sized writes, so headers and pieces straddle reads.
+            for part in wire.chunks(77_777) {
+                server.write_all(part).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            server
+        });
+        for want in &frames {
+            let got = r.next().await.unwrap().unwrap();
+            assert_eq!(&got, want);
+            got.verify().unwrap();
+            if got.message_type == MessageType::PieceData {
+                // An allocation no other frame (nor the read buffer) shares, so
+                // the cache keeping the piece keeps exactly its bytes.
+                assert!(got.data.is_unique());
+            }
+            if got.sequence_number == 1 {
+                assert_eq!(got.data.as_ptr(), prepared_at);
+            }
+        }
+        drop(writer.await.unwrap());
+        assert!(r.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connection_cut_inside_a_piece_is_an_error() {
+        let (mut r, mut server) = pair().await;
+        let mut wire = BytesMut::new();
+        piece(0, 1 << 20).encode(&mut wire);
+        server.write_all(&wire[..600_000]).await.unwrap();
+        drop(server);
+        assert!(matches!(r.next().await, Err(P2pError::Closed)));
     }
 }

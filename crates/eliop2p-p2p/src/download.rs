@@ -200,6 +200,7 @@ pub(crate) async fn download(
                     shared.clone(),
                     addr,
                     id,
+                    len,
                     batch,
                     results_tx.clone(),
                 ));
@@ -327,6 +328,7 @@ async fn fetch_batch(
     shared: Arc<P2pShared>,
     addr: SocketAddr,
     id: ChunkId,
+    chunk_len: u64,
     pieces: Vec<u32>,
     tx: tokio::sync::mpsc::UnboundedSender<PieceResult>,
 ) {
@@ -356,6 +358,11 @@ async fn fetch_batch(
             return;
         }
     };
+    conn.prepare_buffers(
+        pieces.iter().map(|p| {
+            (chunk_len.saturating_sub(u64::from(*p) * PIECE_SIZE)).min(PIECE_SIZE) as usize
+        }),
+    );
     let rxs = match conn.pieces(&id, &pieces).await {
         Ok(r) => r,
         Err(_) => {

@@ -4,17 +4,18 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use eliop2p_cache::disk::PIECE_SIZE;
 use eliop2p_cache::{FillReader, Held};
 use eliop2p_core::ChunkId;
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::codec::{FLAG_FINAL, Frame, MessageType};
+use crate::codec::{FLAG_FINAL, Frame, MessageType, Parts};
 use crate::conn::{FLAG_PIECE, FrameReader, accept_handshake};
 use crate::proto::{self, Bitmap, Reason};
 use crate::{P2pError, P2pShared};
@@ -65,11 +66,10 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     };
     // One writer task; requests are served concurrently and their frames
     // interleave on the connection (pipelining).
-    let (tx, mut rx) = mpsc::channel::<[Bytes; 3]>(32);
+    let (tx, mut rx) = mpsc::channel::<Parts>(32);
     let writer = tokio::spawn(async move {
-        while let Some([head, data, tail]) = rx.recv().await {
-            // One vectored write per frame (header, piece, trailer).
-            let mut frame = head.chain(data).chain(tail);
+        while let Some(mut frame) = rx.recv().await {
+            // Vectored writes of the frame's buffers (header, piece, trailer).
             if wr.write_all_buf(&mut frame).await.is_err() {
                 break;
             }
@@ -158,29 +158,24 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                         let flags = if i + 1 == n { FLAG_FINAL } else { 0 };
                         let frame = match serve_piece(&shared, &id, p).await {
                             Ok((data, hash)) => {
-                                shared.upload_limit.acquire(data.len() as u64).await;
-                                shared.stats.bytes_up.fetch_add(data.len() as u64, Relaxed);
-                                shared
-                                    .stats
-                                    .add_peer_bytes(&peer_id, "sent", data.len() as u64);
+                                let len: usize = data.iter().map(Bytes::len).sum();
+                                shared.upload_limit.acquire(len as u64).await;
+                                shared.stats.bytes_up.fetch_add(len as u64, Relaxed);
+                                shared.stats.add_peer_bytes(&peer_id, "sent", len as u64);
                                 shared.stats.pieces_up.fetch_add(1, Relaxed);
-                                match hash {
-                                    Some(h) => Frame::with_hash(
-                                        MessageType::PieceData,
-                                        id.as_bytes(),
-                                        data,
-                                        h,
-                                        p,
-                                        flags,
-                                    ),
-                                    None => Frame::new(
-                                        MessageType::PieceData,
-                                        id.as_bytes(),
-                                        data,
-                                        p,
-                                        flags,
-                                    ),
-                                }
+                                let hash = hash.unwrap_or_else(|| {
+                                    let mut h = Sha256::new();
+                                    data.iter().for_each(|d| h.update(d));
+                                    h.finalize().into()
+                                });
+                                Parts::frame(
+                                    MessageType::PieceData,
+                                    id.as_bytes(),
+                                    data,
+                                    hash,
+                                    p,
+                                    flags,
+                                )
                             }
                             Err((reason, msg)) => Frame::new(
                                 MessageType::Error,
@@ -188,9 +183,10 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                                 proto::error_payload(reason, &msg),
                                 p,
                                 flags | FLAG_PIECE,
-                            ),
+                            )
+                            .to_parts(),
                         };
-                        if !send(&tx, frame).await {
+                        if tx.send(frame).await.is_err() {
                             break;
                         }
                     }
@@ -220,7 +216,7 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     Ok(())
 }
 
-async fn send(tx: &mpsc::Sender<[Bytes; 3]>, f: Frame) -> bool {
+async fn send(tx: &mpsc::Sender<Parts>, f: Frame) -> bool {
     tx.send(f.to_parts()).await.is_ok()
 }
 
@@ -228,11 +224,11 @@ fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {
     let ps = PIECE_SIZE as u32;
     Some(match shared.cache.peek(id)? {
         Held::Memory(c) => Bitmap {
-            chunk_len: c.data.len() as u64,
+            chunk_len: c.data.len(),
             piece_size: ps,
             complete: true,
             sha256: c.sha256,
-            have: vec![true; Bitmap::num_pieces(c.data.len() as u64, ps)],
+            have: vec![true; Bitmap::num_pieces(c.data.len(), ps)],
         },
         Held::Disk(d) => Bitmap {
             chunk_len: d.len,
@@ -266,7 +262,7 @@ async fn serve_piece(
     shared: &P2pShared,
     id: &ChunkId,
     piece: u32,
-) -> Result<(Bytes, Option<[u8; 32]>), (Reason, String)> {
+) -> Result<(Vec<Bytes>, Option<[u8; 32]>), (Reason, String)> {
     let _permit = shared
         .upload_slots
         .acquire()
@@ -279,7 +275,7 @@ async fn serve_piece(
             .peek(id)
             .ok_or((Reason::NotFound, "chunk not held".to_owned()))?;
         let len = match &held {
-            Held::Memory(c) => c.data.len() as u64,
+            Held::Memory(c) => c.data.len(),
             Held::Disk(d) => d.len,
             Held::Filling(f) => f.expected_len(),
         };
@@ -293,27 +289,28 @@ async fn serve_piece(
         let end = (start + PIECE_SIZE).min(len);
         match held {
             // Memory chunks carry their piece hashes: no hashing to serve them.
+            // The piece's bytes as the chunk's buffers hold them, without a copy.
             Held::Memory(c) => Ok((
-                c.data.slice(start as usize..end as usize),
+                c.data.slices(start, end).collect(),
                 c.piece_hashes.get(piece as usize).copied(),
             )),
             Held::Disk(d) => d
                 .read_range(start, end)
                 .await
-                .map(|b| (b, None))
+                .map(|b| (vec![b], None))
                 .map_err(|e| (Reason::NotFound, e.to_string())),
             Held::Filling(f) => {
                 let mut reader = FillReader::new(f.clone(), start, end);
-                let mut out = bytes::BytesMut::with_capacity((end - start) as usize);
+                let mut out = Vec::new();
                 let read = async {
                     while let Some(b) = reader.next().await {
-                        out.extend_from_slice(&b.map_err(|e| (Reason::NotFound, e.to_string()))?);
+                        out.push(b.map_err(|e| (Reason::NotFound, e.to_string()))?);
                     }
                     Ok::<_, (Reason, String)>(())
                 };
                 match tokio::time::timeout(shared.cfg.piece_timeout, read).await {
                     // The writer hashed the piece as it arrived.
-                    Ok(r) => r.map(|()| (out.freeze(), f.piece_hash(piece))),
+                    Ok(r) => r.map(|()| (out, f.piece_hash(piece))),
                     Err(_) => Err((Reason::Timeout, "piece not filled in time".to_owned())),
                 }
             }

@@ -363,7 +363,8 @@ enum Prepared {
 }
 
 enum Current {
-    Bytes(Option<Bytes>),
+    /// A memory chunk's range, one buffer at a time.
+    Bytes(std::vec::IntoIter<Bytes>),
     /// Reading `[pos, end)` of a disk chunk in blocks, the next block already in
     /// flight while the current one is sent.
     Disk {
@@ -439,7 +440,13 @@ impl ChunkStream {
     fn start(prepared: Prepared, start: u64, end: u64) -> (Current, Source) {
         match prepared {
             Prepared::Ready(chunk) => (
-                Current::Bytes(Some(chunk.data.slice(start as usize..end as usize))),
+                Current::Bytes(
+                    chunk
+                        .data
+                        .slices(start, end)
+                        .collect::<Vec<_>>()
+                        .into_iter(),
+                ),
                 Source::Memory,
             ),
             Prepared::Disk(chunk) => (
@@ -466,7 +473,7 @@ impl ChunkStream {
         loop {
             if let Some((cur, source)) = &mut self.current {
                 let item = match cur {
-                    Current::Bytes(b) => b.take().map(Ok),
+                    Current::Bytes(b) => b.next().map(Ok),
                     Current::Fill(reader) => {
                         let next = reader.next().await;
                         // Who feeds the fill is known once its bytes flow.

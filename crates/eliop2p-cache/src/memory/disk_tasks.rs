@@ -20,14 +20,15 @@ pub(super) async fn write_behind(
         let Some(s) = shared.upgrade() else { break };
         s.stats.disk_queue_depth.fetch_sub(1, Relaxed);
         let Some(tier) = &s.disk else { break };
-        let size = chunk.data.len() as u64;
+        let size = chunk.data.len();
         let admitted = lock(&tier.policy).admit(&id, size, tier.capacity);
         if admitted {
             let store = tier.store.clone();
             let c = chunk.clone();
-            let written =
-                tokio::task::spawn_blocking(move || store.write(&id, &c.data, &c.piece_hashes))
-                    .await;
+            let written = tokio::task::spawn_blocking(move || {
+                store.write(&id, c.data.segments(), &c.piece_hashes)
+            })
+            .await;
             match written {
                 Ok(Ok(())) => {
                     s.stats.disk_writes.fetch_add(1, Relaxed);

@@ -40,7 +40,7 @@ async fn single_flight_and_streaming_readers() {
     let mut late = FillReader::new(fill, 0, 6);
     w.push(b"def").unwrap();
     let chunk = w.finish().unwrap();
-    assert_eq!(&chunk.data[..], b"abcdef");
+    assert_eq!(&chunk.data.to_bytes()[..], b"abcdef");
     assert_eq!(
         (chunk.piece_hashes.clone(), chunk.sha256),
         crate::hash_pieces(b"abcdef")
@@ -73,13 +73,31 @@ async fn piece_hashes_do_not_depend_on_how_bytes_arrive() {
     }
     let c = w.finish().unwrap();
     assert_eq!((c.piece_hashes.clone(), c.sha256), want);
-    // Whole pieces with hashes verified elsewhere (from peers).
+    assert_eq!(c.data.to_bytes(), data);
+    // The chunk keeps the published segments; none crosses a piece boundary, so
+    // every piece's bytes live in that piece's own buffer.
+    let mut at = 0u64;
+    for s in c.data.segments() {
+        let end = at + s.len() as u64;
+        assert_eq!(at / crate::PIECE_SIZE, (end - 1) / crate::PIECE_SIZE);
+        at = end;
+    }
+    // Whole pieces with hashes verified elsewhere (from peers) are kept as given.
     let mut w = leader(&cache, 8, data.len() as u64);
-    for (piece, hash) in data.chunks(crate::PIECE_SIZE as usize).zip(&want.0) {
-        w.push_piece(Bytes::copy_from_slice(piece), *hash).unwrap();
+    let pieces: Vec<Bytes> = data
+        .chunks(crate::PIECE_SIZE as usize)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    for (piece, hash) in pieces.iter().zip(&want.0) {
+        w.push_piece(piece.clone(), *hash).unwrap();
     }
     let c = w.finish().unwrap();
     assert_eq!((c.piece_hashes.clone(), c.sha256), want);
+    assert_eq!(c.data.segments().len(), pieces.len());
+    for (kept, given) in c.data.segments().iter().zip(&pieces) {
+        assert_eq!(kept.as_ptr(), given.as_ptr());
+    }
+    assert_eq!(c.data.to_bytes(), data);
 }
 
 #[tokio::test]
