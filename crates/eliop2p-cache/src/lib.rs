@@ -47,18 +47,17 @@ pub use memory::{
     Lookup, TierStats, VerifyOnStart,
 };
 
-/// Keeps piece and chunk buffers (1-16 MiB) on one heap that is reused: with
-/// glibc's default threshold every such buffer is mapped, zeroed by the kernel page
-/// by page and unmapped again, which costs more CPU than hashing it; and with one
-/// arena per thread, a heap whose chunks were all evicted is unmapped, so the next
-/// chunks fault fresh pages in again. One arena keeps evicted memory for reuse.
+/// Keeps chunk-sized buffers (1-16 MiB) on the heap instead of fresh `mmap`s: with
+/// glibc's default threshold every piece and chunk buffer is mapped, zeroed by the
+/// kernel page by page and unmapped again, which costs more CPU than hashing it.
+/// (One arena for all threads would keep evicted memory for reuse even better, but
+/// it halves the small-request rate: the threads then share one malloc lock.)
 /// Call once at process start (the binary's composition root does).
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator parameters; called before heavy use.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
     }
 }

@@ -303,6 +303,7 @@ impl PeerConn {
         // requester (`download::fetch_batch`), off this connection's reader.
         reader.defer_pieces = true;
         let spare = reader.spare.clone();
+        let reader_spare = spare.clone();
         let (tx, mut rx) = mpsc::channel::<Bytes>(64);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
@@ -314,11 +315,18 @@ impl PeerConn {
             }
         });
         {
-            let (pending, closed) = (pending.clone(), closed.clone());
+            let (pending, closed, spare) = (pending.clone(), closed.clone(), reader_spare);
             tokio::spawn(async move {
                 let err = loop {
                     match reader.next().await {
-                        Ok(Some(f)) => dispatch(&pending, f),
+                        Ok(Some(f)) => {
+                            dispatch(&pending, f);
+                            // Nothing awaited: buffers of pieces that never came
+                            // (cancelled, failed) are not kept.
+                            if pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                                spare.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                            }
+                        }
                         Ok(None) => break P2pError::Closed,
                         Err(e) => break e,
                     }
@@ -398,8 +406,8 @@ impl PeerConn {
     }
 
     /// Prepares receive buffers of these lengths for pieces about to be requested
-    /// (see [`Spare`]); this task takes the page faults of fresh memory.
-    pub fn prepare_buffers(&self, lens: impl IntoIterator<Item = usize>) {
+    /// (see [`Spare`]); the calling task takes the page faults of fresh memory.
+    fn prepare_buffers(&self, lens: impl IntoIterator<Item = usize>) {
         let bufs: Vec<BytesMut> = lens
             .into_iter()
             .filter(|l| *l >= OWN_BUFFER_MIN)
@@ -420,16 +428,25 @@ impl PeerConn {
         }
     }
 
-    /// Requests pieces; one receiver per piece, in the given order.
+    /// Requests pieces of a chunk of `chunk_len` bytes; one receiver per piece, in
+    /// the given order. Their receive buffers are prepared here, on the caller.
     pub async fn pieces(
         &self,
         id: &ChunkId,
+        chunk_len: u64,
         pieces: &[u32],
     ) -> Result<Vec<oneshot::Receiver<Result<Frame, P2pError>>>, P2pError> {
         let rxs = pieces
             .iter()
             .map(|p| self.register(Key::Piece(*id, *p)))
             .collect();
+        // After registering: the reader drops spare buffers when nothing is awaited.
+        self.prepare_buffers(pieces.iter().map(|p| {
+            let start = u64::from(*p) * eliop2p_cache::PIECE_SIZE;
+            chunk_len
+                .saturating_sub(start)
+                .min(eliop2p_cache::PIECE_SIZE) as usize
+        }));
         self.send(Frame::new(
             MessageType::PieceRequest,
             id.as_bytes(),
@@ -509,7 +526,13 @@ mod tests {
         let frames = [
             piece(0, 1 << 20),
             piece(1, 100_000),
-            Frame::new(MessageType::Bitmap, &[9u8; 32], Bytes::from_static(b"bm"), 5, 1),
+            Frame::new(
+                MessageType::Bitmap,
+                &[9u8; 32],
+                Bytes::from_static(b"bm"),
+                5,
+                1,
+            ),
             piece(2, 1 << 20),
         ];
         let mut wire = BytesMut::new();

@@ -358,12 +358,7 @@ async fn fetch_batch(
             return;
         }
     };
-    conn.prepare_buffers(
-        pieces.iter().map(|p| {
-            (chunk_len.saturating_sub(u64::from(*p) * PIECE_SIZE)).min(PIECE_SIZE) as usize
-        }),
-    );
-    let rxs = match conn.pieces(&id, &pieces).await {
+    let rxs = match conn.pieces(&id, chunk_len, &pieces).await {
         Ok(r) => r,
         Err(_) => {
             for p in pieces {
