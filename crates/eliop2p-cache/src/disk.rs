@@ -223,6 +223,14 @@ impl DiskStore {
         self.lock().get(id).cloned()
     }
 
+    /// The SHA-256 of 1 MiB piece `index` of a chunk, from its header.
+    pub fn piece_hash(&self, id: &ChunkId, index: usize) -> Option<[u8; 32]> {
+        let e = self.entry(id)?;
+        (e.piece_size == PIECE_SIZE)
+            .then(|| e.piece_hashes.get(index).copied())
+            .flatten()
+    }
+
     pub fn ids(&self) -> Vec<(ChunkId, u64)> {
         self.lock().iter().map(|(id, e)| (*id, e.len)).collect()
     }
@@ -433,6 +441,9 @@ mod tests {
         let d = data(3 * PIECE_SIZE as usize + 100);
         let id = put(&store, 1, &d);
         assert_eq!(&store.read_range(&id, 5, 10).unwrap()[..], &d[5..10]);
+        let hashes = crate::hash_pieces(&d).0;
+        assert_eq!(store.piece_hash(&id, 3), Some(hashes[3]));
+        assert_eq!(store.piece_hash(&id, 4), None);
         // Reopen: index rebuilt from headers; pieces verified again on first read.
         drop(store);
         std::fs::write(dir.path().join("tmp/leftover.tmp"), b"partial").unwrap();

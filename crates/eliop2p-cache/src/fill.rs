@@ -226,9 +226,8 @@ impl FillWriter {
         self.fill.changed_tx.send_replace(());
     }
 
-    /// Completes the fill: checks the length, makes the chunk of the published
-    /// buffers with its SHA-256,
-    /// inserts it into the cache and wakes every reader.
+    /// Completes the fill: checks the length, makes the chunk (the published
+    /// buffers, with its SHA-256), inserts it into the cache and wakes every reader.
     pub fn finish(mut self) -> Result<Arc<Chunk>, FillError> {
         self.publish();
         if self.received != self.fill.expected_len {

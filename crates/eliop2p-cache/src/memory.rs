@@ -228,6 +228,13 @@ impl DiskChunk {
         }));
     }
 
+    /// The SHA-256 of piece `index` (from the chunk's header, which every read of
+    /// the piece is checked against).
+    pub fn piece_hash(&self, index: u32) -> Option<[u8; 32]> {
+        let tier = self.shared.disk.as_ref()?;
+        tier.store.piece_hash(&self.id, index as usize)
+    }
+
     /// Bytes `[start, end)`, verified per piece. A corrupt chunk is deleted from the
     /// tier and counted; the caller refetches it.
     pub async fn read_range(&self, start: u64, end: u64) -> Result<Bytes, DiskError> {

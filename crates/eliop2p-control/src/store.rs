@@ -30,6 +30,29 @@ fn db_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Db(e.to_string())
 }
 
+/// Every value of a table of JSON records; an unreadable record is skipped with a
+/// warning naming `what`.
+fn json_values<K: redb::Key + 'static, T: serde::de::DeserializeOwned>(
+    tx: &redb::ReadTransaction,
+    table: TableDefinition<'_, K, &'static [u8]>,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for row in tx
+        .open_table(table)
+        .map_err(db_err)?
+        .iter()
+        .map_err(db_err)?
+    {
+        let (_, v) = row.map_err(db_err)?;
+        match serde_json::from_slice::<T>(v.value()) {
+            Ok(x) => out.push(x),
+            Err(e) => tracing::warn!(error = %e, "skipping an unreadable {what} record"),
+        }
+    }
+    Ok(out)
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredCommand {
     node: String,
@@ -83,18 +106,7 @@ impl Store {
             jobs: Vec::new(),
         };
         let tx = db.begin_read().map_err(db_err)?;
-        for row in tx
-            .open_table(NODES)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            let (_, v) = row.map_err(db_err)?;
-            match serde_json::from_slice::<Register>(v.value()) {
-                Ok(r) => loaded.nodes.push(r),
-                Err(e) => tracing::warn!(error = %e, "skipping an unreadable node record"),
-            }
-        }
+        loaded.nodes = json_values::<_, Register>(&tx, NODES, "node")?;
         for row in tx
             .open_table(CHUNKS)
             .map_err(db_err)?
@@ -112,29 +124,11 @@ impl Store {
                 .chunks
                 .push((node, ChunkId::from_bytes(id), v.value()));
         }
-        for row in tx
-            .open_table(COMMANDS)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            let (_, v) = row.map_err(db_err)?;
-            if let Ok(c) = serde_json::from_slice::<StoredCommand>(v.value()) {
-                loaded.commands.push((c.node, c.command));
-            }
-        }
-        for row in tx
-            .open_table(JOBS)
-            .map_err(db_err)?
-            .iter()
-            .map_err(db_err)?
-        {
-            let (_, v) = row.map_err(db_err)?;
-            match serde_json::from_slice::<PreheatJob>(v.value()) {
-                Ok(j) => loaded.jobs.push(j),
-                Err(e) => tracing::warn!(error = %e, "skipping an unreadable preheat job"),
-            }
-        }
+        loaded.commands = json_values::<_, StoredCommand>(&tx, COMMANDS, "command")?
+            .into_iter()
+            .map(|c| (c.node, c.command))
+            .collect();
+        loaded.jobs = json_values::<_, PreheatJob>(&tx, JOBS, "preheat job")?;
         Ok((Self { db: Arc::new(db) }, loaded))
     }
 

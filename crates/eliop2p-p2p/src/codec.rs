@@ -125,9 +125,12 @@ impl Frame {
         PREFIX + self.chunk_id.len() + 4 + self.data.len() + SUFFIX
     }
 
-    /// Appends the frame; the SHA-256 of `data` is computed here.
+    /// Appends the frame.
     pub fn encode(&self, out: &mut BytesMut) {
-        self.encode_with_hash(out, self.sha256);
+        out.reserve(self.encoded_len());
+        put_head(out, self.message_type, &self.chunk_id, self.data.len());
+        out.put_slice(&self.data);
+        put_tail(out, self.sha256, self.sequence_number, self.flags);
     }
 
     /// The frame as buffers to write (head, data, tail), so large payloads are
@@ -142,21 +145,23 @@ impl Frame {
             self.flags,
         )
     }
+}
 
-    /// Appends the frame with a precomputed data hash (pieces whose hash is known).
-    pub fn encode_with_hash(&self, out: &mut BytesMut, sha256: [u8; 32]) {
-        out.reserve(self.encoded_len());
-        out.put_u32(MAGIC);
-        out.put_u32(VERSION);
-        out.put_u32(self.message_type as u32);
-        out.put_u32(self.chunk_id.len() as u32);
-        out.put_slice(&self.chunk_id);
-        out.put_u32(self.data.len() as u32);
-        out.put_slice(&self.data);
-        out.put_slice(&sha256);
-        out.put_u32(self.sequence_number);
-        out.put_u8(self.flags);
-    }
+/// The bytes before a frame's data: prefix, chunk id, data length.
+fn put_head(out: &mut impl BufMut, t: MessageType, chunk_id: &[u8], data_len: usize) {
+    out.put_u32(MAGIC);
+    out.put_u32(VERSION);
+    out.put_u32(t as u32);
+    out.put_u32(chunk_id.len() as u32);
+    out.put_slice(chunk_id);
+    out.put_u32(data_len as u32);
+}
+
+/// The bytes after a frame's data: its SHA-256, sequence number, flags.
+fn put_tail(out: &mut impl BufMut, sha256: [u8; 32], sequence_number: u32, flags: u8) {
+    out.put_slice(&sha256);
+    out.put_u32(sequence_number);
+    out.put_u8(flags);
 }
 
 /// One or more frames as a list of buffers, written with vectored writes: a
@@ -179,30 +184,26 @@ impl Parts {
         flags: u8,
     ) -> Self {
         let mut parts = Self::default();
-        let data: Vec<Bytes> = data.into_iter().filter(|b| !b.is_empty()).collect();
+        let data: Vec<Bytes> = data.into_iter().collect();
         let data_len: usize = data.iter().map(Bytes::len).sum();
         let mut head = BytesMut::with_capacity(PREFIX + chunk_id.len() + 4);
-        head.put_u32(MAGIC);
-        head.put_u32(VERSION);
-        head.put_u32(message_type as u32);
-        head.put_u32(chunk_id.len() as u32);
-        head.put_slice(chunk_id);
-        head.put_u32(data_len as u32);
+        put_head(&mut head, message_type, chunk_id, data_len);
         parts.push(head.freeze());
         for d in data {
             parts.push(d);
         }
         let mut tail = BytesMut::with_capacity(SUFFIX);
-        tail.put_slice(&sha256);
-        tail.put_u32(sequence_number);
-        tail.put_u8(flags);
+        put_tail(&mut tail, sha256, sequence_number, flags);
         parts.push(tail.freeze());
         parts
     }
 
+    /// Appends a buffer (empty ones are left out, so every buffer held has bytes).
     fn push(&mut self, b: Bytes) {
-        self.remaining += b.len();
-        self.bufs.push_back(b);
+        if !b.is_empty() {
+            self.remaining += b.len();
+            self.bufs.push_back(b);
+        }
     }
 }
 
@@ -230,17 +231,11 @@ impl Buf for Parts {
             cnt -= front.len();
             self.bufs.pop_front();
         }
-        while self.bufs.front().is_some_and(Bytes::is_empty) {
-            self.bufs.pop_front();
-        }
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (slot, b) in dst
-            .iter_mut()
-            .zip(self.bufs.iter().filter(|b| !b.is_empty()))
-        {
+        for (slot, b) in dst.iter_mut().zip(&self.bufs) {
             *slot = std::io::IoSlice::new(b);
             n += 1;
         }

@@ -66,8 +66,8 @@ const PAGE: usize = 4096;
 
 /// Pieces at least this large are read into their own buffer.
 const OWN_BUFFER_MIN: usize = 64 * 1024;
-/// With own piece buffers, the shared buffer reads at most this much at a time,
-/// so little of a piece lands there and has to be copied out.
+/// The shared buffer reads at most this much at a time, so little of a piece
+/// lands there and has to be copied out into the piece's own buffer.
 const SHARED_READ: usize = 64 * 1024;
 
 impl FrameReader {
@@ -111,20 +111,11 @@ impl FrameReader {
 
     /// Reads more bytes into the shared buffer; 0 at end of stream.
     async fn fill_shared(&mut self) -> Result<usize, P2pError> {
-        if self.defer_pieces {
-            if self.buf.capacity() - self.buf.len() < SHARED_READ {
-                self.buf.reserve(SHARED_READ);
-            }
-            Ok(self
-                .rd
-                .read_buf(&mut (&mut self.buf).limit(SHARED_READ))
-                .await?)
-        } else {
-            if self.buf.capacity() - self.buf.len() < 256 * 1024 {
-                self.buf.reserve(2 << 20);
-            }
-            Ok(self.rd.read_buf(&mut self.buf).await?)
-        }
+        self.buf.reserve(SHARED_READ);
+        Ok(self
+            .rd
+            .read_buf(&mut (&mut self.buf).limit(SHARED_READ))
+            .await?)
     }
 
     /// Reads the piece whose header is at the front of the buffer into a buffer

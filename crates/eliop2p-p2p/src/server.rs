@@ -294,10 +294,12 @@ async fn serve_piece(
                 c.data.slices(start, end).collect(),
                 c.piece_hashes.get(piece as usize).copied(),
             )),
+            // The header's piece hash: the read was checked against it, so the
+            // piece is not hashed a second time to frame it.
             Held::Disk(d) => d
                 .read_range(start, end)
                 .await
-                .map(|b| (vec![b], None))
+                .map(|b| (vec![b], d.piece_hash(piece)))
                 .map_err(|e| (Reason::NotFound, e.to_string())),
             Held::Filling(f) => {
                 let mut reader = FillReader::new(f.clone(), start, end);
