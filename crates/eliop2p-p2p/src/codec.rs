@@ -111,8 +111,8 @@ impl Frame {
         }
     }
 
-    /// Checks the data against the frame's SHA-256 (for frames decoded with
-    /// [`decode_deferring_pieces`]).
+    /// Checks the data against the frame's SHA-256 (for pieces read with
+    /// [`Header::frame`], whose checksum is left to their requester).
     pub fn verify(&self) -> Result<(), CodecError> {
         if Sha256::digest(&self.data).as_slice() == self.sha256 {
             Ok(())
@@ -278,17 +278,22 @@ pub enum CodecError {
 /// (nothing consumed), the frame (consumed) or an error. Limits are checked as soon
 /// as each length field is readable, before any allocation.
 pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>, CodecError> {
-    decode_frame(buf, limits, true)
-}
-
-/// [`decode`], except that the SHA-256 of `PieceData` frames is left to the
-/// receiver ([`Frame::verify`]), so pieces arriving on one connection can be
-/// hashed on several threads. Every other frame type is verified here.
-pub fn decode_deferring_pieces(
-    buf: &mut BytesMut,
-    limits: &Limits,
-) -> Result<Option<Frame>, CodecError> {
-    decode_frame(buf, limits, false)
+    let Some(h) = peek_header(buf, limits)? else {
+        return Ok(None);
+    };
+    let total = h.frame_len();
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(total);
+    frame.advance(PREFIX);
+    let chunk_id = frame.split_to(h.id_len).freeze();
+    frame.advance(4);
+    let data = frame.split_to(h.data_len).freeze();
+    let f = h.frame(chunk_id, data, &frame);
+    f.verify()?;
+    Ok(Some(f))
 }
 
 /// The fixed part of a frame before its data, parsed and checked against the
@@ -376,33 +381,6 @@ pub fn peek_header(buf: &[u8], limits: &Limits) -> Result<Option<Header>, CodecE
     }))
 }
 
-fn decode_frame(
-    buf: &mut BytesMut,
-    limits: &Limits,
-    verify_pieces: bool,
-) -> Result<Option<Frame>, CodecError> {
-    let Some(h) = peek_header(buf, limits)? else {
-        return Ok(None);
-    };
-    let total = h.frame_len();
-    if buf.len() < total {
-        buf.reserve(total - buf.len());
-        return Ok(None);
-    }
-    let mut frame = buf.split_to(total);
-    frame.advance(PREFIX);
-    let chunk_id = frame.split_to(h.id_len).freeze();
-    frame.advance(4);
-    let data = frame.split_to(h.data_len).freeze();
-    let f = h.frame(chunk_id, data, &frame);
-    if (verify_pieces || h.message_type != MessageType::PieceData)
-        && Sha256::digest(&f.data).as_slice() != f.sha256
-    {
-        return Err(CodecError::Checksum(f.sequence_number));
-    }
-    Ok(Some(f))
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -410,16 +388,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deferred_piece_checksums_are_checked_by_verify() {
-        // Corrupt one data byte of a piece: decoded, but `verify` refuses it.
+    fn piece_checksums_are_checked_by_verify_and_decode() {
+        // Corrupt one data byte of a piece: `verify` refuses it (the check a
+        // requester makes on a piece read by `Header::frame`).
         let mut out = BytesMut::new();
         sample().encode(&mut out);
         let at = out.len() - 32 - 4 - 1 - 1;
         out[at] ^= 1;
-        let mut buf = out.clone();
-        let f = decode_deferring_pieces(&mut buf, &Limits::default())
-            .unwrap()
-            .unwrap();
+        let h = peek_header(&out, &Limits::default()).unwrap().unwrap();
+        let data = Bytes::copy_from_slice(&out[h.head_len()..h.head_len() + h.data_len]);
+        let f = h.frame(
+            Bytes::copy_from_slice(h.chunk_id(&out)),
+            data,
+            &out[h.head_len() + h.data_len..],
+        );
         assert!(matches!(f.verify(), Err(CodecError::Checksum(3))));
         // Plain decoding refuses it outright.
         let mut buf = out;
@@ -427,7 +409,7 @@ mod tests {
             decode(&mut buf, &Limits::default()),
             Err(CodecError::Checksum(3))
         ));
-        // Other frame types are always verified.
+        // Other frame types are verified by decoding too.
         let mut out = BytesMut::new();
         Frame::new(
             MessageType::Bitmap,
@@ -439,13 +421,11 @@ mod tests {
         .encode(&mut out);
         let at = out.len() - 32 - 4 - 1 - 1;
         out[at] ^= 1;
-        assert!(decode_deferring_pieces(&mut out, &Limits::default()).is_err());
+        assert!(decode(&mut out, &Limits::default()).is_err());
         // An intact piece verifies.
         let mut out = BytesMut::new();
         sample().encode(&mut out);
-        let f = decode_deferring_pieces(&mut out, &Limits::default())
-            .unwrap()
-            .unwrap();
+        let f = decode(&mut out, &Limits::default()).unwrap().unwrap();
         assert!(f.verify().is_ok());
     }
 

@@ -47,8 +47,8 @@ pub(crate) struct FrameReader {
     rd: OwnedReadHalf,
     buf: BytesMut,
     limits: Limits,
-    /// Leave `PieceData` checksums to the receiver of each piece, and read each
-    /// large piece into a buffer of its own (client connections).
+    /// Read each `PieceData` frame's bytes into a buffer of their own and leave
+    /// the checksum to the piece's requester (client connections).
     defer_pieces: bool,
     /// Piece buffers the requesters prepared (client connections).
     spare: Spare,
@@ -64,8 +64,6 @@ type Spare = Arc<Mutex<Vec<BytesMut>>>;
 const SPARE_MAX: usize = 64;
 const PAGE: usize = 4096;
 
-/// Pieces at least this large are read into their own buffer.
-const OWN_BUFFER_MIN: usize = 64 * 1024;
 /// The shared buffer reads at most this much at a time, so little of a piece
 /// lands there and has to be copied out into the piece's own buffer.
 const SHARED_READ: usize = 64 * 1024;
@@ -83,20 +81,14 @@ impl FrameReader {
 
     pub async fn next(&mut self) -> Result<Option<Frame>, P2pError> {
         loop {
+            // Every piece, whatever its size, gets a buffer of its own.
             if self.defer_pieces
                 && let Some(h) = codec::peek_header(&self.buf, &self.limits)?
                 && h.message_type == MessageType::PieceData
-                && h.data_len >= OWN_BUFFER_MIN
-                && self.buf.len() < h.frame_len()
             {
                 return self.read_piece(h).await.map(Some);
             }
-            let decoded = if self.defer_pieces {
-                codec::decode_deferring_pieces(&mut self.buf, &self.limits)?
-            } else {
-                codec::decode(&mut self.buf, &self.limits)?
-            };
-            if let Some(f) = decoded {
+            if let Some(f) = codec::decode(&mut self.buf, &self.limits)? {
                 return Ok(Some(f));
             }
             if self.fill_shared().await? == 0 {
@@ -294,7 +286,6 @@ impl PeerConn {
         // requester (`download::fetch_batch`), off this connection's reader.
         reader.defer_pieces = true;
         let spare = reader.spare.clone();
-        let reader_spare = spare.clone();
         let (tx, mut rx) = mpsc::channel::<Bytes>(64);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
@@ -306,7 +297,7 @@ impl PeerConn {
             }
         });
         {
-            let (pending, closed, spare) = (pending.clone(), closed.clone(), reader_spare);
+            let (pending, closed) = (pending.clone(), closed.clone());
             tokio::spawn(async move {
                 let err = loop {
                     match reader.next().await {
@@ -315,7 +306,11 @@ impl PeerConn {
                             // Nothing awaited: buffers of pieces that never came
                             // (cancelled, failed) are not kept.
                             if pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
-                                spare.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                                reader
+                                    .spare
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .clear();
                             }
                         }
                         Ok(None) => break P2pError::Closed,
@@ -401,7 +396,6 @@ impl PeerConn {
     fn prepare_buffers(&self, lens: impl IntoIterator<Item = usize>) {
         let bufs: Vec<BytesMut> = lens
             .into_iter()
-            .filter(|l| *l >= OWN_BUFFER_MIN)
             .map(|len| {
                 let mut b = BytesMut::with_capacity(len);
                 for page in b.spare_capacity_mut().iter_mut().step_by(PAGE) {
@@ -517,6 +511,7 @@ mod tests {
         let frames = [
             piece(0, 1 << 20),
             piece(1, 100_000),
+            piece(3, 1_000),
             Frame::new(
                 MessageType::Bitmap,
                 &[9u8; 32],
@@ -557,6 +552,34 @@ mod tests {
         }
         drop(writer.await.unwrap());
         assert!(r.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn piece_checksums_are_left_to_the_requester_other_frames_checked() {
+        let (mut r, mut server) = pair().await;
+        let mut wire = BytesMut::new();
+        piece(4, 200_000).encode(&mut wire);
+        let at = wire.len() - 32 - 4 - 1 - 1;
+        wire[at] ^= 1;
+        Frame::new(
+            MessageType::Bitmap,
+            &[9u8; 32],
+            Bytes::from_static(b"bits"),
+            9,
+            0,
+        )
+        .encode(&mut wire);
+        let at = wire.len() - 32 - 4 - 1 - 1;
+        wire[at] ^= 1;
+        server.write_all(&wire).await.unwrap();
+        // The rotten piece is handed over; its requester's `verify` refuses it.
+        let f = r.next().await.unwrap().unwrap();
+        assert!(matches!(f.verify(), Err(codec::CodecError::Checksum(4))));
+        // A rotten frame of another type ends the connection.
+        assert!(matches!(
+            r.next().await,
+            Err(P2pError::Codec(codec::CodecError::Checksum(9)))
+        ));
     }
 
     #[tokio::test]
