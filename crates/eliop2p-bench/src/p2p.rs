@@ -1,7 +1,8 @@
 //! Node-to-node scenario: nodes given each other as static peers; a node with an
 //! empty cache reads a cached object through its HTTP path from one peer and from
 //! three, and the transfer engine alone downloads an object's chunks into fresh
-//! memory and into a full memory tier.
+//! memory and into a full memory tier. Each is measured on a node whose memory
+//! the process never touched and on one started with `cache.memory_prefault`.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -20,7 +21,7 @@ pub(crate) async fn run(
     large: &Bytes,
     base: Sample,
 ) -> anyhow::Result<()> {
-    let listeners = eliop2p_testkit::p2p_listeners(7).await?;
+    let listeners = eliop2p_testkit::p2p_listeners(11).await?;
     let addrs: Vec<SocketAddr> = listeners
         .iter()
         .map(|l| l.local_addr().expect("bound"))
@@ -30,21 +31,34 @@ pub(crate) async fn run(
     for (i, l) in listeners.into_iter().enumerate() {
         // Holders: 0, 2, 3. Downloaders: 1 (from node 0 only), 4 (from 0, 2, 3)
         // through HTTP; 5 (from 0) and 6 (from 0, 2, 3) through the engine alone.
+        // 7 to 10 are 1, 4, 5 and 6 again with a prefaulted memory tier.
         let peers = match i {
-            1 | 5 => vec![addrs[0]],
-            4 | 6 => vec![addrs[0], addrs[2], addrs[3]],
+            1 | 5 | 7 | 9 => vec![addrs[0]],
+            4 | 6 | 8 | 10 => vec![addrs[0], addrs[2], addrs[3]],
             _ => vec![],
         };
-        // Engine downloaders (5, 6) get a memory tier of one object, so a second
-        // object evicts the first and reuses its memory; holders keep both.
-        let cap = if i >= 5 { big + big / 8 } else { big * 3 };
+        // Downloaders get a memory tier of one object, so a second object evicts
+        // the first and reuses its memory; holders keep both.
+        let holder = matches!(i, 0 | 2 | 3);
+        let cap = if holder { big * 3 } else { big + big / 8 };
         nodes.push(
-            eliop2p_testkit::start_p2p_node(origin, l, peers, |c| c.cache.memory_capacity = cap)
-                .await?,
+            eliop2p_testkit::start_p2p_node(origin, l, peers, |c| {
+                c.cache.memory_capacity = cap;
+                c.cache.memory_prefault = i >= 7;
+            })
+            .await?,
         );
     }
     for h in [0, 2, 3] {
         plain_get(nodes[h].proxy_addr, "/bench/large.bin").await?;
+    }
+    for n in &nodes[7..] {
+        let want = n.cache.memory_capacity() - eliop2p_cache::PIECE_SIZE;
+        let t0 = Instant::now();
+        while n.cache.pool().pooled_bytes() < want {
+            anyhow::ensure!(t0.elapsed().as_secs() < 120, "prefault did not finish");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
     println!();
     println!(
@@ -57,6 +71,10 @@ pub(crate) async fn run(
     row("node MISS from 1 peer", one, base);
     let three = plain_get(nodes[4].proxy_addr, "/bench/large.bin").await?;
     row("node MISS from 3 peers", three, base);
+    let one = plain_get(nodes[7].proxy_addr, "/bench/large.bin").await?;
+    row("node MISS from 1, prefaulted", one, base);
+    let three = plain_get(nodes[8].proxy_addr, "/bench/large.bin").await?;
+    row("node MISS from 3, prefaulted", three, base);
     // The transfer engine alone: every chunk of an object into node 5 / 6's
     // cache, 4 chunks at a time, pieces verified, no HTTP client. First into
     // memory the process never used (every page is a first touch, which costs a
@@ -78,11 +96,19 @@ pub(crate) async fn run(
     row("engine 1 peer, fresh memory", one, base);
     let three = engine_download(&nodes[6], &first).await?;
     row("engine 3 peers, fresh memory", three, base);
+    let one = engine_download(&nodes[9], &first).await?;
+    row("engine 1 peer, prefaulted", one, base);
+    let three = engine_download(&nodes[10], &first).await?;
+    row("engine 3 peers, prefaulted", three, base);
     let one = engine_download(&nodes[5], &second).await?;
     row("engine 1 peer, tier full", one, base);
     let three = engine_download(&nodes[6], &second).await?;
     row("engine 3 peers, tier full", three, base);
     for i in [5, 6] {
+        anyhow::ensure!(
+            nodes[i].cache.pool().reused() > 0,
+            "node {i} wrote no piece into an evicted chunk's buffer"
+        );
         let held = nodes[i].cache.held();
         let complete = second.iter().filter(|c| held.contains(c)).count();
         anyhow::ensure!(
@@ -91,7 +117,7 @@ pub(crate) async fn run(
             second.len()
         );
     }
-    for i in [1, 4] {
+    for i in [1, 4, 7, 8] {
         let c = eliop2p_testkit::TestClient::new();
         let r = c
             .get(

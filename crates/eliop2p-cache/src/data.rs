@@ -76,6 +76,28 @@ impl ChunkData {
         buf.freeze()
     }
 
+    /// The buffers of the chunk's whole pieces that nothing else holds, each
+    /// taken back whole (a piece split into segments for readers is one buffer
+    /// again once the segments are dropped). Other buffers are dropped.
+    pub fn into_piece_buffers(self) -> impl Iterator<Item = BytesMut> {
+        let piece_ends = self
+            .ends
+            .iter()
+            .map(|e| e.is_multiple_of(crate::PIECE_SIZE));
+        // The segments before a piece's last one are dropped by the time that one
+        // is looked at, so it is the buffer's only holder if nothing else is.
+        self.segments
+            .into_iter()
+            .zip(piece_ends.collect::<Vec<_>>())
+            .filter_map(|(seg, piece_end)| {
+                if piece_end {
+                    seg.try_into_mut().ok()
+                } else {
+                    None
+                }
+            })
+    }
+
     /// The whole chunk as one buffer (a copy unless it is one segment).
     pub fn to_bytes(&self) -> Bytes {
         self.range(0, self.len())

@@ -9,6 +9,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::memory::{CacheShared, Chunk};
+use crate::pool::PiecePool;
 use crate::{ChunkData, PIECE_SIZE, chunk_root};
 
 /// Why a fill did not produce a chunk. Cloned to every reader of the fill.
@@ -118,6 +119,8 @@ impl Fill {
 pub struct FillWriter {
     fill: Arc<Fill>,
     cache: Weak<CacheShared>,
+    /// Where piece buffers come from.
+    pool: Arc<PiecePool>,
     pending: BytesMut,
     /// Hash of the piece being received, and the hashes of the pieces before it.
     piece_hasher: Sha256,
@@ -127,10 +130,11 @@ pub struct FillWriter {
 }
 
 impl FillWriter {
-    pub(crate) fn new(fill: Arc<Fill>, cache: Weak<CacheShared>) -> Self {
+    pub(crate) fn new(fill: Arc<Fill>, cache: Weak<CacheShared>, pool: Arc<PiecePool>) -> Self {
         Self {
             fill,
             cache,
+            pool,
             pending: BytesMut::new(),
             piece_hasher: Sha256::new(),
             piece_hashes: Vec::new(),
@@ -169,7 +173,7 @@ impl FillWriter {
             let (now, later) = rest.split_at(room.min(rest.len()));
             if pos.is_multiple_of(PIECE_SIZE) {
                 let piece_len = PIECE_SIZE.min(self.fill.expected_len - pos) as usize;
-                self.pending = BytesMut::with_capacity(piece_len);
+                self.pending = self.pool.buffer(piece_len);
             }
             self.piece_hasher.update(now);
             self.pending.extend_from_slice(now);

@@ -12,6 +12,7 @@ pub mod disk;
 mod fill;
 mod memory;
 pub mod policy;
+mod pool;
 
 /// The unit of transfer, resume and verification inside a chunk.
 pub const PIECE_SIZE: u64 = 1 << 20;
@@ -46,6 +47,7 @@ pub use memory::{
     CacheConfig, CacheStats, Chunk, ChunkCache, ChunkEvent, DiskChunk, DiskTierConfig, Held,
     Lookup, TierStats, VerifyOnStart,
 };
+pub use pool::PiecePool;
 
 /// Keeps chunk-sized buffers (1-16 MiB) on the heap instead of fresh `mmap`s: with
 /// glibc's default threshold every piece and chunk buffer is mapped, zeroed by the

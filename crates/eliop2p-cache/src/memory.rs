@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::disk::{DiskError, DiskStore};
 use crate::fill::{Fill, FillError, FillWriter};
 use crate::policy::{EvictionWeights, Heat, Policy, PolicyConfig, Watermarks};
+use crate::pool::PiecePool;
 
 /// A complete, verified chunk. Immutable once built.
 #[derive(Debug)]
@@ -75,6 +76,8 @@ pub struct CacheConfig {
     pub warm_threshold: f64,
     pub protect_recent: Duration,
     pub watermarks: Watermarks,
+    /// Touch the memory tier's buffers at start (see [`crate::PiecePool`]).
+    pub memory_prefault: bool,
 }
 
 impl CacheConfig {
@@ -93,6 +96,7 @@ impl CacheConfig {
                 high: 0.9,
                 low: 0.8,
             },
+            memory_prefault: false,
         }
     }
 
@@ -198,6 +202,7 @@ pub(crate) struct CacheShared {
     epoch: Instant,
     events_tx: broadcast::Sender<ChunkEvent>,
     last_disk_error_log: Mutex<Option<Instant>>,
+    pool: Arc<PiecePool>,
 }
 
 /// The chunk cache. Cheap to clone (shared state).
@@ -299,6 +304,7 @@ impl ChunkCache {
                 promoting: Mutex::new(HashSet::new()),
             }
         });
+        let cfg_memory_capacity = cfg.memory_capacity;
         let shared = Arc::new(CacheShared {
             memory: Mutex::new(Memory {
                 slots: HashMap::new(),
@@ -310,8 +316,26 @@ impl ChunkCache {
             epoch: Instant::now(),
             events_tx,
             last_disk_error_log: Mutex::new(None),
+            pool: Arc::new(PiecePool::new(cfg_memory_capacity)),
         });
         shared.publish_sizes();
+        if shared.cfg.memory_prefault {
+            let pool = shared.pool.clone();
+            let spawned = std::thread::Builder::new()
+                .name("eliop2p-prefault".into())
+                .spawn(move || {
+                    let t0 = Instant::now();
+                    pool.prefault();
+                    tracing::info!(
+                        bytes = pool.pooled_bytes(),
+                        secs = t0.elapsed().as_secs_f64(),
+                        "memory tier prefaulted"
+                    );
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "memory prefault thread did not start");
+            }
+        }
         if let Some((dcfg, _)) = disk_parts {
             tokio::spawn(write_behind(Arc::downgrade(&shared), write_rx));
             if dcfg.verify_on_start != VerifyOnStart::No {
@@ -327,6 +351,11 @@ impl ChunkCache {
 
     pub fn memory_capacity(&self) -> u64 {
         self.shared.cfg.memory_capacity
+    }
+
+    /// Buffers for whole pieces, reused from evicted chunks.
+    pub fn pool(&self) -> &Arc<PiecePool> {
+        &self.shared.pool
     }
 
     pub fn disk_capacity(&self) -> u64 {
@@ -451,7 +480,7 @@ impl ChunkCache {
             s.stats.misses.fetch_add(1, Relaxed);
             let fill = Fill::new(id, expected_len);
             mem.slots.insert(id, Slot::Filling(fill.clone()));
-            Lookup::Leader(FillWriter::new(fill, Arc::downgrade(s)))
+            Lookup::Leader(FillWriter::new(fill, Arc::downgrade(s), s.pool.clone()))
         }
     }
 
@@ -528,6 +557,7 @@ impl CacheShared {
         {
             let mem = lock(&self.memory);
             self.stats.memory.bytes.store(mem.policy.bytes(), Relaxed);
+            self.pool.set_tier_bytes(mem.policy.bytes());
             self.stats
                 .memory
                 .entries
@@ -628,10 +658,13 @@ impl CacheShared {
                 ok
             }
         };
+        self.publish_sizes();
         for (victim, c) in demote {
             if self.queue_disk_write(victim, &c) {
                 self.stats.demotions.fetch_add(1, Relaxed);
-            } else if !self
+                continue;
+            }
+            if !self
                 .disk
                 .as_ref()
                 .is_some_and(|d| d.store.contains(&victim))
@@ -639,11 +672,11 @@ impl CacheShared {
                 // Gone from every tier.
                 let _ = self.events_tx.send(ChunkEvent::Removed(victim));
             }
+            self.recycle(c);
         }
         if !admitted {
             self.stats.not_admitted.fetch_add(1, Relaxed);
         }
-        self.publish_sizes();
         admitted
     }
 
@@ -718,6 +751,14 @@ impl CacheShared {
 }
 
 impl CacheShared {
+    /// Hands a chunk the memory tier dropped to the piece pool, unless something
+    /// still holds it (then its memory goes when that lets go).
+    pub(crate) fn recycle(&self, chunk: Arc<Chunk>) {
+        if let Ok(c) = Arc::try_unwrap(chunk) {
+            self.pool.give_chunk(c.data);
+        }
+    }
+
     fn get_memory(&self, id: &ChunkId) -> Option<Arc<Chunk>> {
         match lock(&self.memory).slots.get(id) {
             Some(Slot::Ready(c)) => Some(c.clone()),

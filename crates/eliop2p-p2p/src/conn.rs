@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use eliop2p_cache::PiecePool;
 use eliop2p_core::ChunkId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -52,12 +53,16 @@ pub(crate) struct FrameReader {
     defer_pieces: bool,
     /// Piece buffers the requesters prepared (client connections).
     spare: Spare,
+    /// Where piece buffers come from when none was prepared, and where unused
+    /// prepared ones go back (client connections).
+    pool: Option<Arc<PiecePool>>,
 }
 
-/// Receive buffers for pieces, allocated and touched by the tasks that request
-/// the pieces: the first touch of fresh memory (a page fault per page) then
-/// happens on those tasks, in parallel, instead of inside the connection reader's
-/// `recv`, which every piece of the connection goes through.
+/// Receive buffers for pieces, taken from the cache's piece pool (memory of
+/// evicted chunks) or allocated and touched by the tasks that request the
+/// pieces: the first touch of fresh memory (a page fault per page) then happens
+/// on those tasks, in parallel, instead of inside the connection reader's `recv`,
+/// which every piece of the connection goes through.
 type Spare = Arc<Mutex<Vec<BytesMut>>>;
 /// Buffers kept ready per connection at most (pieces that never came leave
 /// theirs behind).
@@ -76,6 +81,7 @@ impl FrameReader {
             limits,
             defer_pieces: false,
             spare: Spare::default(),
+            pool: None,
         }
     }
 
@@ -121,7 +127,10 @@ impl FrameReader {
             let i = spare.iter().position(|b| b.capacity() == h.data_len);
             i.map(|i| spare.swap_remove(i))
         };
-        let mut data = prepared.unwrap_or_else(|| BytesMut::with_capacity(h.data_len));
+        let mut data = prepared.unwrap_or_else(|| match &self.pool {
+            Some(pool) => pool.buffer(h.data_len),
+            None => BytesMut::with_capacity(h.data_len),
+        });
         let have = self.buf.len().min(h.data_len);
         data.extend_from_slice(&self.buf[..have]);
         self.buf.advance(have);
@@ -138,6 +147,16 @@ impl FrameReader {
         }
         let suffix = self.buf.split_to(codec::SUFFIX_LEN);
         Ok(h.frame(chunk_id, data.freeze(), &suffix))
+    }
+
+    /// Hands the prepared buffers nobody used back to the pool.
+    fn return_spare(&mut self) {
+        let unused = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(pool) = &self.pool {
+            for b in unused {
+                pool.give(b);
+            }
+        }
     }
 
     pub async fn expect(&mut self, t: MessageType) -> Result<Frame, P2pError> {
@@ -261,6 +280,7 @@ pub(crate) struct PeerConn {
     tx: mpsc::Sender<Bytes>,
     pending: Pending,
     spare: Spare,
+    pool: Arc<PiecePool>,
     closed: Arc<AtomicBool>,
     next_request: AtomicU32,
 }
@@ -285,6 +305,8 @@ impl PeerConn {
         // After the handshake, piece checksums are checked by each piece's
         // requester (`download::fetch_batch`), off this connection's reader.
         reader.defer_pieces = true;
+        let pool = shared.cache.pool().clone();
+        reader.pool = Some(pool.clone());
         let spare = reader.spare.clone();
         let (tx, mut rx) = mpsc::channel::<Bytes>(64);
         let pending: Pending = Arc::default();
@@ -304,13 +326,9 @@ impl PeerConn {
                         Ok(Some(f)) => {
                             dispatch(&pending, f);
                             // Nothing awaited: buffers of pieces that never came
-                            // (cancelled, failed) are not kept.
+                            // (cancelled, failed) go back to the pool.
                             if pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
-                                reader
-                                    .spare
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .clear();
+                                reader.return_spare();
                             }
                         }
                         Ok(None) => break P2pError::Closed,
@@ -333,6 +351,7 @@ impl PeerConn {
             tx,
             pending,
             spare,
+            pool,
             closed,
             next_request: AtomicU32::new(1),
         }))
@@ -397,7 +416,8 @@ impl PeerConn {
         let bufs: Vec<BytesMut> = lens
             .into_iter()
             .map(|len| {
-                let mut b = BytesMut::with_capacity(len);
+                // A pooled buffer is resident already; touching it again is cheap.
+                let mut b = self.pool.buffer(len);
                 for page in b.spare_capacity_mut().iter_mut().step_by(PAGE) {
                     page.write(0);
                 }
@@ -529,6 +549,18 @@ mod tests {
         let prepared = BytesMut::with_capacity(100_000);
         let prepared_at = prepared.as_ptr();
         r.spare.lock().unwrap().push(prepared);
+        // The first whole piece, not prepared, goes into the pool's buffer; the
+        // last finds the pool empty and gets new memory.
+        let cache = eliop2p_cache::ChunkCache::open(eliop2p_cache::CacheConfig::memory_only(
+            4 << 20,
+            16 << 20,
+        ))
+        .await;
+        let pool = cache.pool().clone();
+        let pooled = BytesMut::with_capacity(1 << 20);
+        let pooled_at = pooled.as_ptr();
+        pool.give(pooled);
+        r.pool = Some(pool.clone());
         let writer = tokio::spawn(async move {
             // Odd-sized writes, so headers and pieces straddle reads.
             for part in wire.chunks(77_777) {
@@ -546,12 +578,24 @@ mod tests {
                 // the cache keeping the piece keeps exactly its bytes.
                 assert!(got.data.is_unique());
             }
-            if got.sequence_number == 1 {
-                assert_eq!(got.data.as_ptr(), prepared_at);
+            match (got.message_type, got.sequence_number) {
+                (MessageType::PieceData, 0) => assert_eq!(got.data.as_ptr(), pooled_at),
+                (MessageType::PieceData, 1) => assert_eq!(got.data.as_ptr(), prepared_at),
+                (MessageType::PieceData, 2) => assert_ne!(got.data.as_ptr(), pooled_at),
+                _ => {}
             }
         }
+        assert_eq!(pool.reused(), 1);
         drop(writer.await.unwrap());
         assert!(r.next().await.unwrap().is_none());
+        // Prepared buffers nobody used go back to the pool.
+        r.spare
+            .lock()
+            .unwrap()
+            .push(BytesMut::with_capacity(1 << 20));
+        r.return_spare();
+        assert!(r.spare.lock().unwrap().is_empty());
+        assert_eq!(pool.pooled_bytes(), 1 << 20);
     }
 
     #[tokio::test]

@@ -108,7 +108,7 @@ impl Metrics {
             );
         }
         let v = |a: &AtomicU64| a.load(Relaxed);
-        let counters: [Family<'_>; 22] = [
+        let counters: [Family<'_>; 23] = [
             (
                 "eliop2p_proxy_served_bytes_total",
                 "Body bytes of GET responses, by the tier they came from.",
@@ -195,6 +195,11 @@ impl Metrics {
                 ],
             ),
             (
+                "eliop2p_cache_piece_buffers_reused_total",
+                "Pieces written into a buffer of an evicted (or prefaulted) chunk instead of new memory.",
+                &[("", cache.pool().reused())],
+            ),
+            (
                 "eliop2p_cache_not_admitted_total",
                 "Chunks the policy declined to keep (TinyLFU admission).",
                 &[("", v(&c.not_admitted))],
@@ -271,7 +276,7 @@ impl Metrics {
         for (name, help, series) in counters {
             prom::family(&mut out, name, Kind::Counter, help, series.iter().copied());
         }
-        let gauges: [Family<'_>; 5] = [
+        let gauges: [Family<'_>; 6] = [
             (
                 "eliop2p_cache_bytes",
                 "Bytes of chunk data held, by tier.",
@@ -307,6 +312,11 @@ impl Metrics {
                     ("tier=\"disk\",heat=\"warm\"", heat[1][1]),
                     ("tier=\"disk\",heat=\"hot\"", heat[1][2]),
                 ],
+            ),
+            (
+                "eliop2p_cache_piece_pool_bytes",
+                "Bytes of piece buffers kept for reuse (with the memory tier, within its capacity).",
+                &[("", cache.pool().pooled_bytes())],
             ),
             (
                 "eliop2p_cache_disk_write_queue_depth",

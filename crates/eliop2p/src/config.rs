@@ -437,6 +437,7 @@ impl Effective {
             warm_threshold: warm,
             protect_recent: self.duration("cache.protect_recent"),
             watermarks: Watermarks { high, low },
+            memory_prefault: self.str("cache.memory_prefault") == "true",
         })
     }
 

@@ -78,6 +78,7 @@ pub(super) async fn write_behind(
         }
         lock(&tier.pending).remove(&id);
         s.publish_sizes();
+        s.recycle(chunk);
     }
 }
 

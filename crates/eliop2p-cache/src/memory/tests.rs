@@ -142,6 +142,67 @@ async fn memory_tier_stays_within_capacity() {
 }
 
 #[tokio::test]
+async fn evicted_chunks_lend_their_piece_buffers_to_new_fills() {
+    const MIB: u64 = crate::PIECE_SIZE;
+    let cache = mem(10 * MIB).await;
+    let data = |n: u8| vec![n; 4 * MIB as usize];
+    fill(&cache, 1, &data(1));
+    fill(&cache, 2, &data(2));
+    let first: Vec<usize> = cache
+        .get(&id(1))
+        .unwrap()
+        .data
+        .segments()
+        .iter()
+        .map(|s| s.as_ptr() as usize)
+        .collect();
+    assert_eq!(cache.pool().pooled_bytes(), 0);
+    // Chunk 3 evicts chunk 1; the tier's free room (10 - 8 MiB) takes back two
+    // of its four piece buffers, the rest go to the allocator.
+    fill(&cache, 3, &data(3));
+    assert!(cache.get(&id(1)).is_none());
+    assert_eq!(cache.pool().pooled_bytes(), 2 * MIB);
+    // Chunk 4 (after chunk 2 leaves) is written into them.
+    fill(&cache, 4, &data(4));
+    assert!(
+        cache.pool().reused() >= 2,
+        "reused {}",
+        cache.pool().reused()
+    );
+    let c4 = cache.get(&id(4)).unwrap();
+    assert_eq!(c4.data.to_bytes(), data(4));
+    assert_eq!(
+        (c4.piece_hashes.clone(), c4.sha256),
+        crate::hash_pieces(&data(4))
+    );
+    let reused = c4
+        .data
+        .segments()
+        .iter()
+        .filter(|s| first.contains(&(s.as_ptr() as usize)))
+        .count();
+    assert!(
+        reused >= 1,
+        "no segment of chunk 4 sits in chunk 1's memory"
+    );
+    // Tier plus pool never exceed the capacity.
+    assert!(cache.stats().memory.bytes.load(Relaxed) + cache.pool().pooled_bytes() <= 10 * MIB);
+}
+
+#[tokio::test]
+async fn prefault_fills_the_pool_up_to_the_tier_capacity() {
+    const MIB: u64 = crate::PIECE_SIZE;
+    let mut cfg = CacheConfig::memory_only(3 * MIB + 5, 4);
+    cfg.memory_prefault = true;
+    let cache = ChunkCache::open(cfg).await;
+    wait_for("prefault", || cache.pool().pooled_bytes() == 3 * MIB).await;
+    let bytes: Vec<u8> = (0..2 * MIB + 7).map(|i| (i % 251) as u8).collect();
+    fill(&cache, 1, &bytes);
+    assert_eq!(cache.pool().reused(), 2, "two whole pieces from the pool");
+    assert_eq!(cache.get(&id(1)).unwrap().data.to_bytes(), bytes);
+}
+
+#[tokio::test]
 async fn removal_during_fill_wins() {
     let cache = mem(100).await;
     let mut w = leader(&cache, 4, 1);

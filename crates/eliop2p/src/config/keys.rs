@@ -177,6 +177,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "cache",
+        "memory_prefault",
+        Kind::Choice(&["false", "true"]),
+        "false",
+        "touch the whole memory tier at start (resident from the first fill)"
+    ),
+    key!(
+        "cache",
         "chunk_size",
         Kind::Size,
         "16MiB",
