@@ -12,7 +12,7 @@ pub mod disk;
 mod fill;
 mod memory;
 pub mod policy;
-mod pool;
+pub mod pool;
 
 /// The unit of transfer, resume and verification inside a chunk.
 pub const PIECE_SIZE: u64 = 1 << 20;

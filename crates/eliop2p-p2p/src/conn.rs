@@ -67,7 +67,6 @@ type Spare = Arc<Mutex<Vec<BytesMut>>>;
 /// Buffers kept ready per connection at most (pieces that never came leave
 /// theirs behind).
 const SPARE_MAX: usize = 64;
-const PAGE: usize = 4096;
 
 /// The shared buffer reads at most this much at a time, so little of a piece
 /// lands there and has to be copied out into the piece's own buffer.
@@ -415,14 +414,7 @@ impl PeerConn {
     fn prepare_buffers(&self, lens: impl IntoIterator<Item = usize>) {
         let bufs: Vec<BytesMut> = lens
             .into_iter()
-            .map(|len| {
-                // A pooled buffer is resident already; touching it again is cheap.
-                let mut b = self.pool.buffer(len);
-                for page in b.spare_capacity_mut().iter_mut().step_by(PAGE) {
-                    page.write(0);
-                }
-                b
-            })
+            .map(|len| self.pool.resident_buffer(len))
             .collect();
         let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         for b in bufs {
