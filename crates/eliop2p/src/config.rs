@@ -206,13 +206,18 @@ fn validate(def: &KeyDef, raw: &toml::Value, source: &str) -> anyhow::Result<Val
             ))),
         },
         Kind::Choice(options) => {
-            let s = raw
-                .as_str()
-                .ok_or_else(|| bad(format!("expected one of {options:?}")))?;
-            if !options.contains(&s) {
+            let s = match raw {
+                toml::Value::String(s) => s.clone(),
+                // `key = true` for a false/true switch, as TOML writes booleans.
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(bad(format!("expected one of {options:?}, got {other}")));
+                }
+            };
+            if !options.contains(&s.as_str()) {
                 return Err(bad(format!("expected one of {options:?}, got {s:?}")));
             }
-            Ok(Value::Str(s.to_owned()))
+            Ok(Value::Str(s))
         }
     }
 }

@@ -61,6 +61,7 @@ fn systemd_units_start_with_their_files() {
     args[at] = dir.join("node.toml").display().to_string();
     let cfg = print_config(&args, &env_file(&dir.join("node.env")));
     assert!(cfg.contains("disk_size = \"800GiB\""), "{cfg}");
+    assert!(cfg.contains("memory_prefault = \"true\""), "{cfg}");
     assert!(cfg.contains("zone = \"rack-a\""), "{cfg}");
     let args = exec_start(&dir.join("eliop2p-control-plane.service"));
     let cfg = print_config(&args, &env_file(&dir.join("control-plane.env")));

@@ -48,6 +48,51 @@ fn lists_from_env_are_comma_separated() {
 }
 
 #[test]
+fn switches_take_toml_booleans_and_strings() {
+    let err = |r: anyhow::Result<Effective>| format!("{:#}", r.err().expect("an error"));
+    for (text, want) in [
+        ("true", true),
+        ("false", false),
+        ("\"true\"", true),
+        ("\"false\"", false),
+    ] {
+        let file = format!("[cache]\nmemory_prefault = {text}\n");
+        let e = Effective::load(Some(("f", &file)), &[], &[]).unwrap();
+        assert_eq!(e.str("cache.memory_prefault") == "true", want, "{text}");
+    }
+    let e = Effective::load(
+        None,
+        &env(&[("ELIOP2P_CACHE_MEMORY_PREFAULT", "true")]),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(e.str("cache.memory_prefault"), "true");
+    assert_eq!(
+        Effective::load(None, &[], &[])
+            .unwrap()
+            .str("cache.memory_prefault"),
+        "false"
+    );
+    for bad in ["1", "\"yes\"", "[true]"] {
+        let file = format!("[cache]\nmemory_prefault = {bad}\n");
+        let msg = err(Effective::load(Some(("f", &file)), &[], &[]));
+        assert!(
+            msg.contains("config key cache.memory_prefault (from f): expected one of"),
+            "{msg}"
+        );
+    }
+    // A boolean is no answer to a choice that is not a switch.
+    assert!(
+        err(Effective::load(
+            Some(("f", "[origin]\naddressing = true\n")),
+            &[],
+            &[]
+        ))
+        .contains("config key origin.addressing")
+    );
+}
+
+#[test]
 fn errors_name_the_key() {
     let err = |r: anyhow::Result<Effective>| format!("{:#}", r.err().expect("an error"));
     assert!(
