@@ -67,14 +67,18 @@ pub(crate) async fn run(
     );
     println!();
     transfer_header();
-    let one = plain_get(nodes[1].proxy_addr, "/bench/large.bin").await?;
-    row("node MISS from 1 peer", one, base);
-    let three = plain_get(nodes[4].proxy_addr, "/bench/large.bin").await?;
-    row("node MISS from 3 peers", three, base);
-    let one = plain_get(nodes[7].proxy_addr, "/bench/large.bin").await?;
-    row("node MISS from 1, prefaulted", one, base);
-    let three = plain_get(nodes[8].proxy_addr, "/bench/large.bin").await?;
-    row("node MISS from 3, prefaulted", three, base);
+    for (name, i) in [
+        ("node MISS from 1 peer", 1),
+        ("node MISS from 3 peers", 4),
+        ("node MISS from 1, prefaulted", 7),
+        ("node MISS from 3, prefaulted", 8),
+    ] {
+        row(
+            name,
+            plain_get(nodes[i].proxy_addr, "/bench/large.bin").await?,
+            base,
+        );
+    }
     // The transfer engine alone: every chunk of an object into node 5 / 6's
     // cache, 4 chunks at a time, pieces verified, no HTTP client. First into
     // memory the process never used (every page is a first touch, which costs a
@@ -92,18 +96,16 @@ pub(crate) async fn run(
         .into_iter()
         .filter(|c| !first.contains(c))
         .collect();
-    let one = engine_download(&nodes[5], &first).await?;
-    row("engine 1 peer, fresh memory", one, base);
-    let three = engine_download(&nodes[6], &first).await?;
-    row("engine 3 peers, fresh memory", three, base);
-    let one = engine_download(&nodes[9], &first).await?;
-    row("engine 1 peer, prefaulted", one, base);
-    let three = engine_download(&nodes[10], &first).await?;
-    row("engine 3 peers, prefaulted", three, base);
-    let one = engine_download(&nodes[5], &second).await?;
-    row("engine 1 peer, tier full", one, base);
-    let three = engine_download(&nodes[6], &second).await?;
-    row("engine 3 peers, tier full", three, base);
+    for (name, i, chunks) in [
+        ("engine 1 peer, fresh memory", 5, &first),
+        ("engine 3 peers, fresh memory", 6, &first),
+        ("engine 1 peer, prefaulted", 9, &first),
+        ("engine 3 peers, prefaulted", 10, &first),
+        ("engine 1 peer, tier full", 5, &second),
+        ("engine 3 peers, tier full", 6, &second),
+    ] {
+        row(name, engine_download(&nodes[i], chunks).await?, base);
+    }
     for i in [5, 6] {
         anyhow::ensure!(
             nodes[i].cache.pool().reused() > 0,

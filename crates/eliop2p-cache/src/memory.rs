@@ -304,7 +304,7 @@ impl ChunkCache {
                 promoting: Mutex::new(HashSet::new()),
             }
         });
-        let cfg_memory_capacity = cfg.memory_capacity;
+        let pool = Arc::new(PiecePool::new(cfg.memory_capacity));
         let shared = Arc::new(CacheShared {
             memory: Mutex::new(Memory {
                 slots: HashMap::new(),
@@ -316,7 +316,7 @@ impl ChunkCache {
             epoch: Instant::now(),
             events_tx,
             last_disk_error_log: Mutex::new(None),
-            pool: Arc::new(PiecePool::new(cfg_memory_capacity)),
+            pool,
         });
         shared.publish_sizes();
         if shared.cfg.memory_prefault {

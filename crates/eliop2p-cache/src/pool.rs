@@ -94,20 +94,27 @@ impl PiecePool {
         Some(b)
     }
 
+    /// Whether one more piece buffer fits: pool plus tier within the capacity.
+    fn has_room(&self) -> bool {
+        let room = self.capacity.saturating_sub(self.tier_bytes.load(Relaxed));
+        self.pooled.load(Relaxed) + PIECE_SIZE <= room
+    }
+
     /// Keeps `b` for a later piece if it is a whole piece's buffer, held by
-    /// nothing else, and the pool has room; drops it otherwise.
-    pub fn give(&self, mut b: BytesMut) {
+    /// nothing else, and the pool has room; drops it otherwise. True if kept.
+    pub fn give(&self, mut b: BytesMut) -> bool {
         b.clear();
         // Take back the whole allocation when `b` is a view into it.
         if !b.try_reclaim(PIECE) || b.capacity() != PIECE {
-            return;
+            return false;
         }
         let mut free = self.lock();
-        let room = self.capacity.saturating_sub(self.tier_bytes.load(Relaxed));
-        if self.pooled.load(Relaxed) + PIECE_SIZE <= room {
-            self.pooled.fetch_add(PIECE_SIZE, Relaxed);
-            free.push(b);
+        if !self.has_room() {
+            return false;
         }
+        self.pooled.fetch_add(PIECE_SIZE, Relaxed);
+        free.push(b);
+        true
     }
 
     /// Takes back the piece buffers of a chunk the cache dropped. A buffer that
@@ -122,16 +129,10 @@ impl PiecePool {
     /// (`cache.memory_prefault`). Blocking: run it on a thread of its own. Stops
     /// early when nothing but the caller holds the pool (the cache is gone).
     pub fn prefault(self: &Arc<Self>) {
-        while Arc::strong_count(self) > 1 {
-            let room = self.capacity.saturating_sub(self.tier_bytes.load(Relaxed));
-            if self.pooled.load(Relaxed) + PIECE_SIZE > room {
-                return;
-            }
+        while Arc::strong_count(self) > 1 && self.has_room() {
             let mut b = BytesMut::with_capacity(PIECE);
             populate(&mut b);
-            let before = self.pooled.load(Relaxed);
-            self.give(b);
-            if self.pooled.load(Relaxed) == before {
+            if !self.give(b) {
                 return;
             }
         }

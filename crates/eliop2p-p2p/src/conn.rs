@@ -48,14 +48,13 @@ pub(crate) struct FrameReader {
     rd: OwnedReadHalf,
     buf: BytesMut,
     limits: Limits,
-    /// Read each `PieceData` frame's bytes into a buffer of their own and leave
-    /// the checksum to the piece's requester (client connections).
-    defer_pieces: bool,
+    /// Client connections: each `PieceData` frame's bytes are read into a
+    /// buffer of their own (prepared by its requester, else from this pool) and
+    /// the checksum is left to the piece's requester. Unused prepared buffers go
+    /// back to this pool.
+    pieces_into: Option<Arc<PiecePool>>,
     /// Piece buffers the requesters prepared (client connections).
     spare: Spare,
-    /// Where piece buffers come from when none was prepared, and where unused
-    /// prepared ones go back (client connections).
-    pool: Option<Arc<PiecePool>>,
 }
 
 /// Receive buffers for pieces, taken from the cache's piece pool (memory of
@@ -78,20 +77,20 @@ impl FrameReader {
             rd,
             buf: BytesMut::with_capacity(256 * 1024),
             limits,
-            defer_pieces: false,
+            pieces_into: None,
             spare: Spare::default(),
-            pool: None,
         }
     }
 
     pub async fn next(&mut self) -> Result<Option<Frame>, P2pError> {
         loop {
             // Every piece, whatever its size, gets a buffer of its own.
-            if self.defer_pieces
+            if let Some(pool) = &self.pieces_into
                 && let Some(h) = codec::peek_header(&self.buf, &self.limits)?
                 && h.message_type == MessageType::PieceData
             {
-                return self.read_piece(h).await.map(Some);
+                let pool = pool.clone();
+                return self.read_piece(h, &pool).await.map(Some);
             }
             if let Some(f) = codec::decode(&mut self.buf, &self.limits)? {
                 return Ok(Some(f));
@@ -118,7 +117,7 @@ impl FrameReader {
     /// Reads the piece whose header is at the front of the buffer into a buffer
     /// sized to it: the socket writes the bytes straight where the cache keeps
     /// them, and the piece pins no memory shared with other frames.
-    async fn read_piece(&mut self, h: codec::Header) -> Result<Frame, P2pError> {
+    async fn read_piece(&mut self, h: codec::Header, pool: &PiecePool) -> Result<Frame, P2pError> {
         let head = self.buf.split_to(h.head_len());
         let chunk_id = Bytes::copy_from_slice(h.chunk_id(&head));
         let prepared = {
@@ -126,10 +125,7 @@ impl FrameReader {
             let i = spare.iter().position(|b| b.capacity() == h.data_len);
             i.map(|i| spare.swap_remove(i))
         };
-        let mut data = prepared.unwrap_or_else(|| match &self.pool {
-            Some(pool) => pool.buffer(h.data_len),
-            None => BytesMut::with_capacity(h.data_len),
-        });
+        let mut data = prepared.unwrap_or_else(|| pool.buffer(h.data_len));
         let have = self.buf.len().min(h.data_len);
         data.extend_from_slice(&self.buf[..have]);
         self.buf.advance(have);
@@ -151,7 +147,7 @@ impl FrameReader {
     /// Hands the prepared buffers nobody used back to the pool.
     fn return_spare(&mut self) {
         let unused = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|p| p.into_inner()));
-        if let Some(pool) = &self.pool {
+        if let Some(pool) = &self.pieces_into {
             for b in unused {
                 pool.give(b);
             }
@@ -303,9 +299,8 @@ impl PeerConn {
         }
         // After the handshake, piece checksums are checked by each piece's
         // requester (`download::fetch_batch`), off this connection's reader.
-        reader.defer_pieces = true;
         let pool = shared.cache.pool().clone();
-        reader.pool = Some(pool.clone());
+        reader.pieces_into = Some(pool.clone());
         let spare = reader.spare.clone();
         let (tx, mut rx) = mpsc::channel::<Bytes>(64);
         let pending: Pending = Arc::default();
@@ -437,7 +432,8 @@ impl PeerConn {
             .iter()
             .map(|p| self.register(Key::Piece(*id, *p)))
             .collect();
-        // After registering: the reader drops spare buffers when nothing is awaited.
+        // After registering: the reader returns spare buffers to the pool when
+        // nothing is awaited.
         self.prepare_buffers(pieces.iter().map(|p| {
             let start = u64::from(*p) * eliop2p_cache::PIECE_SIZE;
             chunk_len
@@ -506,14 +502,20 @@ mod tests {
         Frame::new(MessageType::PieceData, &[9u8; 32], data.into(), seq, 0)
     }
 
-    /// A client-side reader on a loopback socket, and the writing end.
+    /// A client-side reader on a loopback socket (pieces go into the pool of a
+    /// 4 MiB memory tier), and the writing end.
     async fn pair() -> (FrameReader, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
         let (rd, _wr) = client.into_split();
         let mut r = FrameReader::new(rd, Limits::default());
-        r.defer_pieces = true;
+        let cache = eliop2p_cache::ChunkCache::open(eliop2p_cache::CacheConfig::memory_only(
+            4 << 20,
+            16 << 20,
+        ))
+        .await;
+        r.pieces_into = Some(cache.pool().clone());
         (r, server)
     }
 
@@ -543,16 +545,10 @@ mod tests {
         r.spare.lock().unwrap().push(prepared);
         // The first whole piece, not prepared, goes into the pool's buffer; the
         // last finds the pool empty and gets new memory.
-        let cache = eliop2p_cache::ChunkCache::open(eliop2p_cache::CacheConfig::memory_only(
-            4 << 20,
-            16 << 20,
-        ))
-        .await;
-        let pool = cache.pool().clone();
+        let pool = r.pieces_into.clone().expect("a client reader");
         let pooled = BytesMut::with_capacity(1 << 20);
         let pooled_at = pooled.as_ptr();
-        pool.give(pooled);
-        r.pool = Some(pool.clone());
+        assert!(pool.give(pooled));
         let writer = tokio::spawn(async move {
             // Odd-sized writes, so headers and pieces straddle reads.
             for part in wire.chunks(77_777) {
