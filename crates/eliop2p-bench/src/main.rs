@@ -8,6 +8,7 @@
 //! the `eliop2p` binary is next to this one).
 
 mod cluster;
+mod fanout;
 mod p2p;
 
 use std::net::SocketAddr;
@@ -355,6 +356,9 @@ fn row(name: &str, s: Sample, base: Sample) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     eliop2p_cache::tune_allocator();
+    if std::env::args().nth(1).as_deref() == Some("fanout") {
+        return fanout::run().await;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let only_disk = std::env::args().any(|a| a == "--disk-only");
     let only_p2p = std::env::args().any(|a| a == "--p2p-only");

@@ -3,6 +3,9 @@
 //! of every request it receives; a node wired to it; a small HTTP client; and
 //! deterministic test data.
 
+mod fastfs;
+pub mod fanout;
+pub mod netbed;
 pub mod oss;
 
 use std::net::SocketAddr;
@@ -47,6 +50,10 @@ pub struct TestOrigin {
     limiter: Arc<Throttle>,
     /// Requests still to be answered with an injected 503 before serving normally.
     fail_next: Arc<std::sync::atomic::AtomicUsize>,
+    /// The object store's behaviour per request: first-byte latency and the rate of
+    /// one response stream.
+    model: Arc<StoreModel>,
+    store: fastfs::FastFs,
     client: OriginClient,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -67,8 +74,8 @@ impl TestOrigin {
 
     /// Starts an origin over `root` (kept after stop) on a given listener.
     pub async fn start_on(listener: TcpListener, root: &Path) -> anyhow::Result<Self> {
-        let fs = s3s_fs::FileSystem::new(root).map_err(|e| anyhow::anyhow!("s3s-fs: {e:?}"))?;
-        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        let store = fastfs::FastFs::new(root)?;
+        let mut builder = s3s::service::S3ServiceBuilder::new(store.clone());
         builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
         let addr = listener.local_addr()?;
@@ -77,11 +84,13 @@ impl TestOrigin {
         let bytes_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let limiter = Arc::new(Throttle::default());
         let fail_next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let model = Arc::new(StoreModel::default());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         {
             let log = log.clone();
             let fail_next = fail_next.clone();
+            let model = model.clone();
             let cancel = cancel.clone();
             let conns = tracker.clone();
             let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
@@ -95,6 +104,7 @@ impl TestOrigin {
                     let service = service.clone();
                     let log = log.clone();
                     let fail_next = fail_next.clone();
+                    let model = model.clone();
                     let cancel = cancel.clone();
                     let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
                     conns.spawn(async move {
@@ -108,9 +118,14 @@ impl TestOrigin {
                             let inject = fail_next
                                 .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1))
                                 .is_ok();
+                            let first_byte = model.first_byte();
+                            let stream = Arc::new(Throttle::with_rate(model.stream_rate()));
                             let fut = (!inject).then(|| Service::call(&service, req));
-                                let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
+                            let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
                             async move {
+                                if !first_byte.is_zero() {
+                                    tokio::time::sleep(first_byte).await;
+                                }
                                 match fut {
                                     Some(f) => f.await.map(|resp| {
                                         resp.map(|b| {
@@ -119,7 +134,7 @@ impl TestOrigin {
                                                 sleep: None,
                                                 pending: None,
                                                 counter: bytes_sent,
-                                                limiter,
+                                                limiters: [limiter, stream],
                                             })
                                         })
                                     }),
@@ -151,6 +166,8 @@ impl TestOrigin {
             bytes_sent,
             limiter,
             fail_next,
+            model,
+            store,
             client,
             cancel,
             tracker,
@@ -207,6 +224,18 @@ impl TestOrigin {
         Ok(etag)
     }
 
+    /// Writes an object straight into the origin's directory (for origins no client
+    /// of this process can reach, such as one inside a network namespace) and
+    /// learns its ETag now.
+    pub async fn put_file(&self, bucket: &str, key: &str, data: &[u8]) -> anyhow::Result<()> {
+        let path = self.root.join(bucket).join(key);
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        tokio::fs::write(&path, data).await?;
+        self.store.prime(bucket, key).await
+    }
+
     /// The next `n` requests (of any kind) get `503 SlowDown` instead of an answer.
     pub fn fail_next(&self, n: usize) {
         self.fail_next.store(n, std::sync::atomic::Ordering::SeqCst);
@@ -226,6 +255,15 @@ impl TestOrigin {
         self.limiter
             .rate
             .store(bytes_per_sec, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes the origin behave like an object store under load: every request
+    /// waits `first_byte` before it is answered, and each response body streams at
+    /// most `stream_rate` bytes/s (0 = unlimited), on top of the shared limit.
+    pub fn set_store_model(&self, first_byte: Duration, stream_rate: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.model.first_byte_us.store(first_byte.as_micros() as u64, Relaxed);
+        self.model.stream_rate.store(stream_rate, Relaxed);
     }
 
     pub fn clear_log(&self) {
@@ -256,7 +294,31 @@ struct Throttle {
     next_free: Mutex<Option<tokio::time::Instant>>,
 }
 
+/// Per-request behaviour of the test object store (see `set_store_model`).
+#[derive(Default)]
+struct StoreModel {
+    first_byte_us: std::sync::atomic::AtomicU64,
+    stream_rate: std::sync::atomic::AtomicU64,
+}
+
+impl StoreModel {
+    fn first_byte(&self) -> Duration {
+        Duration::from_micros(self.first_byte_us.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn stream_rate(&self) -> u64 {
+        self.stream_rate.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 impl Throttle {
+    fn with_rate(rate: u64) -> Self {
+        Self {
+            rate: rate.into(),
+            next_free: Mutex::new(None),
+        }
+    }
+
     /// When a frame of `n` bytes may go out: frames are scheduled back to back at
     /// the rate, with up to 10 ms of unused time credited (so small frames do not
     /// each pay a timer's granularity); `None` = now.
@@ -282,7 +344,8 @@ struct Throttled {
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     pending: Option<hyper::body::Frame<Bytes>>,
     counter: Arc<std::sync::atomic::AtomicU64>,
-    limiter: Arc<Throttle>,
+    /// The origin's shared limit and this stream's own.
+    limiters: [Arc<Throttle>; 2],
 }
 
 impl hyper::body::Body for Throttled {
@@ -307,7 +370,8 @@ impl hyper::body::Body for Throttled {
                 let n = frame.data_ref().map_or(0, |d| d.len() as u64);
                 this.counter
                     .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                match this.limiter.reserve(n) {
+                let at = this.limiters.iter().filter_map(|l| l.reserve(n)).max();
+                match at {
                     None => Poll::Ready(Some(Ok(frame))),
                     Some(at) => {
                         let mut sleep = Box::pin(tokio::time::sleep_until(at));

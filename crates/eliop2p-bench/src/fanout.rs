@@ -1,0 +1,96 @@
+//! `eliop2p-bench fanout`: the swarm on a capped network. Hosts in network
+//! namespaces (`eliop2p_testkit::netbed`), each NIC capped with `tc` in both
+//! directions, one `eliop2p node` process per host, every client reading one cold
+//! object at once; the same clients reading the origin directly as the baseline.
+//! Needs root and iproute2.
+//!
+//!     eliop2p-bench fanout [--nodes=16] [--sizes=64,512] [--rate=200] [--origin-rates=200,50]
+//!                          [--modes=gossip,hybrid] [--kill] [--first-byte-ms=30] [--stream-mbps=0]
+
+use std::time::Duration;
+
+use eliop2p_testkit::fanout::{self, Mode, Spec};
+use eliop2p_testkit::netbed::Link;
+
+fn arg(name: &str) -> Option<String> {
+    std::env::args().find_map(|a| a.strip_prefix(&format!("--{name}=")).map(str::to_owned))
+}
+
+fn list(name: &str, default: &str) -> Vec<u64> {
+    arg(name)
+        .unwrap_or_else(|| default.to_owned())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    if let Err(e) = eliop2p_testkit::netbed::available() {
+        anyhow::bail!("fanout: {e}");
+    }
+    let bin = std::env::current_exe()?.with_file_name("eliop2p");
+    if !bin.exists() {
+        anyhow::bail!("fanout: build the eliop2p binary next to this one (cargo build --release --workspace)");
+    }
+    let nodes = list("nodes", "16");
+    let sizes = list("sizes", "64,512");
+    let rate = list("rate", "200")[0];
+    let origin_rates = list("origin-rates", "200,50");
+    let modes: Vec<Mode> = arg("modes")
+        .unwrap_or_else(|| "gossip".into())
+        .split(',')
+        .map(|m| if m == "hybrid" { Mode::Hybrid } else { Mode::Gossip })
+        .collect();
+    let kill = std::env::args().any(|a| a == "--kill");
+    let first_byte = Duration::from_millis(list("first-byte-ms", "30")[0]);
+    let stream_rate = list("stream-mbps", "0")[0] * 1_000_000 / 8;
+    let direct = !std::env::args().any(|a| a == "--no-direct");
+    println!(
+        "## fanout: N hosts in network namespaces, NICs capped by tc tbf both ways; origin = testkit S3 (O(bytes) per request, {} ms first byte{}); every client reads one cold object at once",
+        first_byte.as_millis(),
+        if stream_rate > 0 { format!(", {} Mbit/s per stream", stream_rate * 8 / 1_000_000) } else { String::new() }
+    );
+    println!();
+    println!("{}", fanout::SUMMARY_HEADER);
+    let mut notes = Vec::new();
+    for &n in &nodes {
+        for &size in &sizes {
+            for &orate in &origin_rates {
+                for &mode in &modes {
+                    let spec = Spec {
+                        bin: bin.clone(),
+                        nodes: n as usize,
+                        node_link: Link::mbit(rate),
+                        origin_link: Link::mbit(orate),
+                        object_size: (size as usize) << 20,
+                        mode,
+                        first_byte,
+                        stream_rate,
+                        kill_owner_at: kill.then_some(0.3),
+                        direct,
+                        node_env: Vec::new(),
+                    };
+                    let r = fanout::run(&spec).await?;
+                    println!("{}", fanout::summary(&spec, &r));
+                    if std::env::args().any(|a| a == "--per-node") {
+                        let t: Vec<String> = r
+                            .finish
+                            .iter()
+                            .map(|t| t.map_or("fail".into(), |t| format!("{:.2}", t / r.ideal)))
+                            .collect();
+                        notes.push(format!("{n} nodes, {size} MiB, origin {orate} Mbit/s, {mode:?}: per-node finish / ideal: {}", t.join(" ")));
+                    }
+                    for e in r.errors.iter().take(3) {
+                        notes.push(format!("{n} nodes, {size} MiB: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    println!();
+    println!("ideal = object size / min(node NIC, origin NIC); busiest uploader = piece bytes sent by the node that sent the most; bad bodies = clients whose body was short or wrong (SHA-256 checked).");
+    for n in notes {
+        println!("- {n}");
+    }
+    Ok(())
+}

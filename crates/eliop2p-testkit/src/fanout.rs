@@ -1,0 +1,398 @@
+//! The fan-out scenario on a [`NetBed`]: one origin host and N node hosts, each
+//! NIC capped; every node is a real `eliop2p node` process in its own namespace;
+//! all N clients read one cold object through their own node at the same moment
+//! (the job start of a training cluster), and, as the baseline, straight from the
+//! origin. Shared by the `eliop2p-bench fanout` program and the CI test of the bed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+
+use crate::netbed::{Link, NetBed};
+use crate::{ACCESS_KEY, CONTROL_TOKEN, SECRET_KEY, TestOrigin};
+
+const BUCKET: &str = "fanout";
+const PROXY_PORT: u16 = 8080;
+const ADMIN_PORT: u16 = 9091;
+const P2P_PORT: u16 = 9000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Gossip,
+    /// A control plane (on the origin's host) and gossip.
+    Hybrid,
+}
+
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// The `eliop2p` binary.
+    pub bin: PathBuf,
+    pub nodes: usize,
+    pub node_link: Link,
+    pub origin_link: Link,
+    pub object_size: usize,
+    pub mode: Mode,
+    /// The object store's first-byte latency and per-stream rate (0 = unlimited).
+    pub first_byte: Duration,
+    pub stream_rate: u64,
+    /// SIGKILL the node that read the most from the origin once every node has
+    /// received this share of the object (e.g. 0.3); `None` = nobody is killed.
+    pub kill_owner_at: Option<f64>,
+    /// Also measure every client reading the origin directly (needs `curl`).
+    pub direct: bool,
+    /// Extra environment for every node.
+    pub node_env: Vec<(String, String)>,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Seconds each client took for the whole object (`None`: its body was wrong,
+    /// short, or failed); killed nodes are left out.
+    pub finish: Vec<Option<f64>>,
+    pub bad_bodies: usize,
+    pub origin_bytes: u64,
+    /// Piece bytes each surviving node sent to peers.
+    pub uploaded: Vec<u64>,
+    /// Ideal seconds: object size over the slower of the node NIC and the origin NIC.
+    pub ideal: f64,
+    pub killed: Option<usize>,
+    /// Direct baseline: seconds per client, origin bytes.
+    pub direct: Option<(Vec<f64>, u64)>,
+    /// Why clients failed (first few).
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    pub fn percentile(&self, p: f64) -> Option<f64> {
+        let mut t: Vec<f64> = self.finish.iter().flatten().copied().collect();
+        percentile(&mut t, p)
+    }
+}
+
+pub fn percentile(t: &mut [f64], p: f64) -> Option<f64> {
+    if t.is_empty() {
+        return None;
+    }
+    t.sort_by(f64::total_cmp);
+    let i = ((p / 100.0) * t.len() as f64).ceil() as usize;
+    Some(t[i.clamp(1, t.len()) - 1])
+}
+
+/// Node processes, killed and reaped when dropped (also when a run fails).
+struct Nodes(Vec<Option<Child>>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in self.0.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
+    let n = spec.nodes;
+    let mut links = vec![spec.origin_link];
+    links.extend(std::iter::repeat_n(spec.node_link, n));
+    let bed = NetBed::create(&links)?;
+    let host = |i: usize| i + 1; // host 0 is the origin
+
+    let root = tempfile::tempdir()?;
+    let origin = TestOrigin::start_on(bed.listen(0, 0)?, root.path()).await?;
+    origin.set_store_model(spec.first_byte, spec.stream_rate);
+    let key = format!("cold-{}.bin", spec.object_size);
+    let data = crate::test_data(spec.object_size, 77);
+    let expected = crate::sha256_hex(&data);
+    origin.put_file(BUCKET, &key, &data).await?;
+    drop(data);
+
+    let mut report = Report {
+        ideal: spec.object_size as f64 * 8.0
+            / spec.node_link.rate_bps.min(spec.origin_link.rate_bps) as f64,
+        ..Default::default()
+    };
+
+    if spec.direct {
+        report.direct = Some(direct(&bed, &origin, spec, &key).await?);
+    }
+
+    let control = match spec.mode {
+        Mode::Gossip => None,
+        Mode::Hybrid => {
+            let dir = tempfile::tempdir()?;
+            let cfg = crate::TestCluster::control_config(dir.path());
+            let cp = eliop2p_control::spawn_control_plane(cfg, bed.listen(0, 0)?).await?;
+            Some((cp, dir))
+        }
+    };
+
+    let mut nodes = Nodes(Vec::new());
+    let seed = SocketAddr::from((bed.addr(host(0)), P2P_PORT));
+    for i in 0..n {
+        let addr = bed.addr(host(i));
+        let mut cmd = bed.command(host(i), &spec.bin);
+        cmd.args(["node"])
+            .env("ELIOP2P_PROXY_LISTEN", format!("{addr}:{PROXY_PORT}"))
+            .env("ELIOP2P_ADMIN_LISTEN", format!("{addr}:{ADMIN_PORT}"))
+            .env("ELIOP2P_P2P_LISTEN", format!("{addr}:{P2P_PORT}"))
+            .env("ELIOP2P_ORIGIN_ENDPOINT", &origin.endpoint)
+            .env("ELIOP2P_ORIGIN_ACCESS_KEY", ACCESS_KEY)
+            .env("ELIOP2P_ORIGIN_SECRET_KEY", SECRET_KEY)
+            .env("ELIOP2P_ORIGIN_ADDRESSING", "path")
+            .env("ELIOP2P_CACHE_MEMORY_SIZE", (2 * spec.object_size + (64 << 20)).to_string())
+            .env("ELIOP2P_CACHE_MEMORY_PREFAULT", "false")
+            .env("ELIOP2P_CACHE_DISK_SIZE", "0")
+            .env("ELIOP2P_P2P_CLUSTER_SECRET", "fanout-secret")
+            .env("ELIOP2P_NODE_ID", format!("fanout-{i}"))
+            .env("ELIOP2P_DISCOVERY_GOSSIP_INTERVAL", "200ms")
+            .env("RUST_LOG", std::env::var("FANOUT_LOG").unwrap_or("warn".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if i > 0 {
+            cmd.env("ELIOP2P_DISCOVERY_SEEDS", seed.to_string());
+        }
+        match &control {
+            None => {
+                cmd.env("ELIOP2P_DISCOVERY_MODE", "gossip");
+            }
+            Some((cp, _)) => {
+                cmd.env("ELIOP2P_DISCOVERY_MODE", "hybrid")
+                    .env("ELIOP2P_CONTROL_PLANE_ENDPOINT", format!("http://{}", cp.addr))
+                    .env("ELIOP2P_CONTROL_PLANE_TOKEN", CONTROL_TOKEN)
+                    .env("ELIOP2P_CONTROL_PLANE_HEARTBEAT_INTERVAL", "500ms");
+            }
+        }
+        for (k, v) in &spec.node_env {
+            cmd.env(k, v);
+        }
+        nodes.0.push(Some(cmd.spawn().context("spawning eliop2p node in its namespace")?));
+    }
+
+    // Every node up and every membership complete.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut ready = 0;
+        for i in 0..n {
+            if let Ok(m) = metrics(&bed, host(i)).await
+                && series(&m, "eliop2p_cluster_members{status=\"alive\"}") as usize >= n - 1
+            {
+                ready += 1;
+            }
+        }
+        if ready == n {
+            break;
+        }
+        for (i, c) in nodes.0.iter_mut().enumerate() {
+            if let Some(c) = c
+                && let Some(status) = c.try_wait()?
+            {
+                bail!("node {i} exited at start: {status}");
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{ready} of {n} nodes ready after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let before = origin.bytes_sent();
+    let mut uploads_before = Vec::new();
+    for i in 0..n {
+        uploads_before.push(series(&metrics(&bed, host(i)).await?, "eliop2p_p2p_sent_bytes_total"));
+    }
+    let progress: Vec<std::sync::Arc<std::sync::atomic::AtomicU64>> =
+        (0..n).map(|_| Default::default()).collect();
+    let start = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let stream = bed.connect(host(i), SocketAddr::from((bed.addr(host(i)), PROXY_PORT)))?;
+        let path = format!("/{BUCKET}/{key}");
+        let progress = progress[i].clone();
+        clients.spawn(async move { (i, get_hashed(stream, &path, progress).await) });
+    }
+    if let Some(share) = spec.kill_owner_at {
+        let want = (share * spec.object_size as f64) as u64;
+        while progress.iter().map(|p| p.load(std::sync::atomic::Ordering::Relaxed)).min().unwrap_or(0) < want {
+            if start.elapsed() > Duration::from_secs(600) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut best = (0, 0);
+        for i in 0..n {
+            let m = metrics(&bed, host(i)).await.unwrap_or_default();
+            let fills = series(&m, "eliop2p_origin_bytes_total");
+            if fills > best.1 {
+                best = (i, fills);
+            }
+        }
+        if let Some(mut c) = nodes.0[best.0].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        report.killed = Some(best.0);
+    }
+    report.finish = vec![None; n];
+    while let Some(r) = clients.join_next().await {
+        let (i, r) = r?;
+        if Some(i) == report.killed {
+            continue;
+        }
+        match r {
+            Ok((sha, len, secs)) if sha == expected && len == spec.object_size as u64 => {
+                report.finish[i] = Some(secs)
+            }
+            Ok((_, len, _)) => {
+                report.bad_bodies += 1;
+                report.errors.push(format!("node {i}: {len} bytes, wrong sha256"));
+            }
+            Err(e) => {
+                report.bad_bodies += 1;
+                report.errors.push(format!("node {i}: {e:#}"));
+            }
+        }
+    }
+    if let Some(k) = report.killed {
+        report.finish.remove(k);
+    }
+    report.origin_bytes = origin.bytes_sent() - before;
+    for i in 0..n {
+        if Some(i) == report.killed {
+            continue;
+        }
+        let m = metrics(&bed, host(i)).await.unwrap_or_default();
+        report
+            .uploaded
+            .push(series(&m, "eliop2p_p2p_sent_bytes_total").saturating_sub(uploads_before[i]));
+    }
+    drop(nodes);
+    if let Some((cp, _dir)) = control {
+        cp.shutdown().await;
+    }
+    origin.stop().await;
+    drop(bed);
+    Ok(report)
+}
+
+/// Every client reads the object straight from the origin (curl signing SigV4).
+async fn direct(
+    bed: &NetBed,
+    origin: &TestOrigin,
+    spec: &Spec,
+    key: &str,
+) -> anyhow::Result<(Vec<f64>, u64)> {
+    let before = origin.bytes_sent();
+    let url = format!("{}/{BUCKET}/{key}", origin.endpoint);
+    let mut procs = Vec::new();
+    for i in 0..spec.nodes {
+        let mut c = bed.command(i + 1, std::path::Path::new("curl"));
+        c.args(["-sS", "-o", "/dev/null", "-w", "%{time_total} %{size_download}"])
+            .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
+            .args(["--user", &format!("{ACCESS_KEY}:{SECRET_KEY}")])
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "--fail"])
+            .arg(&url)
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("CURL_CA_BUNDLE")
+            .stdout(Stdio::piped());
+        procs.push(c.spawn().context("curl (Debian package curl)")?);
+    }
+    let mut secs = Vec::new();
+    for p in procs {
+        let out = tokio::task::spawn_blocking(move || p.wait_with_output()).await??;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text.split_whitespace();
+        let t: f64 = it.next().and_then(|v| v.parse().ok()).context("curl time")?;
+        let len: u64 = it.next().and_then(|v| v.parse().ok()).context("curl size")?;
+        if len != spec.object_size as u64 {
+            bail!("direct read got {len} bytes");
+        }
+        secs.push(t);
+    }
+    Ok((secs, origin.bytes_sent() - before))
+}
+
+async fn http_get(stream: tokio::net::TcpStream, path: &str) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "node")
+        .body(http_body_util::Empty::<Bytes>::new())?;
+    Ok(send.send_request(req).await?)
+}
+
+/// GET through a node, hashing the body; progress counts the bytes received.
+async fn get_hashed(
+    stream: tokio::net::TcpStream,
+    path: &str,
+    progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> anyhow::Result<(String, u64, f64)> {
+    let t0 = Instant::now();
+    let resp = http_get(stream, path).await?;
+    if !resp.status().is_success() {
+        bail!("GET {path}: {}", resp.status());
+    }
+    let mut body = resp.into_body();
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    while let Some(f) = body.frame().await {
+        if let Ok(d) = f.context("body cut")?.into_data() {
+            h.update(&d);
+            n += d.len() as u64;
+            progress.store(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    Ok((hex::encode(h.finalize()), n, t0.elapsed().as_secs_f64()))
+}
+
+async fn metrics(bed: &NetBed, host: usize) -> anyhow::Result<String> {
+    let stream = bed.connect(host, SocketAddr::from((bed.addr(host), ADMIN_PORT)))?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), http_get(stream, "/metrics")).await??;
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+pub fn series(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+        .map_or(0, |v| v as u64)
+}
+
+/// The table rows of one run, as the bench and the test print them.
+pub fn summary(spec: &Spec, r: &Report) -> String {
+    let mib = |b: u64| b as f64 / spec.object_size as f64;
+    let p = |q: f64| r.percentile(q).map_or("-".into(), |t| format!("{:.2}x", t / r.ideal));
+    let max_up = r.uploaded.iter().max().copied().unwrap_or(0);
+    let mut line = format!(
+        "| {} | {} MiB | {} Mbit/s | {} Mbit/s | {:?}{} | {} | {} | {} | {:.3}x | {:.2}x | {} |",
+        spec.nodes,
+        spec.object_size >> 20,
+        spec.node_link.rate_bps / 1_000_000,
+        spec.origin_link.rate_bps / 1_000_000,
+        spec.mode,
+        if r.killed.is_some() { ", owner killed" } else { "" },
+        p(50.0),
+        p(99.0),
+        p(100.0),
+        mib(r.origin_bytes),
+        mib(max_up),
+        r.bad_bodies,
+    );
+    if let Some((t, bytes)) = &r.direct {
+        let mut t = t.clone();
+        let p99 = percentile(&mut t, 99.0).unwrap_or(0.0);
+        line.push_str(&format!(" {:.2}x, origin {:.2}x |", p99 / r.ideal, mib(*bytes)));
+    } else {
+        line.push_str(" - |");
+    }
+    line
+}
+
+pub const SUMMARY_HEADER: &str = "| nodes | object | node NIC | origin NIC | mode | p50 / ideal | p99 / ideal | max / ideal | origin bytes / object | busiest uploader / object | bad bodies | direct: p99 / ideal, origin bytes |\n|---|---|---|---|---|---|---|---|---|---|---|---|";

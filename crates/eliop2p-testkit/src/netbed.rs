@@ -1,0 +1,214 @@
+//! A network bed: hosts in Linux network namespaces, each with one NIC (a veth) of
+//! finite speed capped by `tc tbf` in both directions, joined by a bridge that lives
+//! in a namespace of its own. Nothing is added to the caller's namespace: every
+//! address (10.77.0.0/16) exists only inside namespaces the bed made, so two beds
+//! (two tests at once) never see each other. Dropping the bed deletes every
+//! namespace it made, which removes its links and qdiscs too, also when a test
+//! fails half-way. Needs root and iproute2.
+//!
+//! Sockets are made inside a host's namespace by a thread that enters it
+//! (`setns`), so an in-process server or client takes part in the bed like a
+//! process started with `ip netns exec` does.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{Context as _, bail};
+
+/// One host's NIC: rate in bits per second for each direction, optional one-way
+/// delay (needs the kernel's `sch_netem`).
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    pub rate_bps: u64,
+    pub delay_ms: u32,
+}
+
+impl Link {
+    pub fn mbit(rate: u64) -> Self {
+        Self {
+            rate_bps: rate * 1_000_000,
+            delay_ms: 0,
+        }
+    }
+}
+
+pub struct Host {
+    pub ns: String,
+    pub addr: Ipv4Addr,
+}
+
+pub struct NetBed {
+    switch: String,
+    pub hosts: Vec<Host>,
+}
+
+/// Whether this process can build a bed (root, `ip` and `tc` present).
+pub fn available() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("the network bed needs root".into());
+    }
+    for tool in ["ip", "tc"] {
+        let ok = Command::new(tool)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            return Err(format!("the network bed needs `{tool}` (Debian package iproute2)"));
+        }
+    }
+    Ok(())
+}
+
+fn run(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("running {}", args[0]))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+static NEXT_BED: AtomicU32 = AtomicU32::new(0);
+
+impl NetBed {
+    /// Makes one host per link, all on one bridge.
+    pub fn create(links: &[Link]) -> anyhow::Result<Self> {
+        available().map_err(anyhow::Error::msg)?;
+        if links.len() > 250 * 250 {
+            bail!("too many hosts");
+        }
+        let tag = format!(
+            "e2p{}x{}",
+            std::process::id(),
+            NEXT_BED.fetch_add(1, Ordering::Relaxed)
+        );
+        let switch = format!("{tag}sw");
+        run(&["ip", "netns", "add", &switch])?;
+        let mut bed = Self {
+            switch,
+            hosts: Vec::new(),
+        };
+        let sw = bed.switch.clone();
+        run(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+        run(&["ip", "-n", &sw, "link", "set", "br0", "up"])?;
+        for (i, link) in links.iter().enumerate() {
+            let ns = format!("{tag}h{i}");
+            run(&["ip", "netns", "add", &ns])?;
+            let addr = Ipv4Addr::new(10, 77, (i / 250) as u8, (i % 250 + 2) as u8);
+            bed.hosts.push(Host {
+                ns: ns.clone(),
+                addr,
+            });
+            let port = format!("p{i}");
+            run(&[
+                "ip", "link", "add", "name", "eth0", "netns", &ns, "type", "veth", "peer", "name",
+                &port, "netns", &sw,
+            ])?;
+            run(&["ip", "-n", &sw, "link", "set", &port, "master", "br0"])?;
+            run(&["ip", "-n", &sw, "link", "set", &port, "up"])?;
+            run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
+            run(&["ip", "-n", &ns, "addr", "add", &format!("{addr}/16"), "dev", "eth0"])?;
+            // Upload: the host's own NIC; download: the switch port towards it.
+            shape(&ns, "eth0", *link)?;
+            shape(&sw, &port, *link)?;
+        }
+        Ok(bed)
+    }
+
+    pub fn addr(&self, host: usize) -> Ipv4Addr {
+        self.hosts[host].addr
+    }
+
+    /// `program` run inside a host's namespace.
+    pub fn command(&self, host: usize, program: &std::path::Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.hosts[host].ns]).arg(program);
+        c
+    }
+
+    /// Runs `f` on a thread inside a host's namespace (sockets it makes stay there).
+    pub fn within<T: Send>(&self, host: usize, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+        let path = format!("/var/run/netns/{}", self.hosts[host].ns);
+        let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on a namespace fd only changes this thread's network
+                // namespace; the thread ends when `f` returns.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns into {path}: {}", std::io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in {path} panicked"))?
+        })
+    }
+
+    /// A tokio listener on `host`'s address (port 0 picks one).
+    pub fn listen(&self, host: usize, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+        let addr = SocketAddr::from((self.addr(host), port));
+        let l = self.within(host, || std::net::TcpListener::bind(addr))??;
+        l.set_nonblocking(true)?;
+        Ok(tokio::net::TcpListener::from_std(l)?)
+    }
+
+    /// A tokio connection from inside `host` to `to`.
+    pub fn connect(&self, host: usize, to: SocketAddr) -> anyhow::Result<tokio::net::TcpStream> {
+        let s = self.within(host, || std::net::TcpStream::connect(to))??;
+        s.set_nonblocking(true)?;
+        s.set_nodelay(true)?;
+        Ok(tokio::net::TcpStream::from_std(s)?)
+    }
+}
+
+fn shape(ns: &str, dev: &str, link: Link) -> anyhow::Result<()> {
+    let rate = format!("{}bit", link.rate_bps);
+    // Burst: at least one timer tick's worth at the rate, and a few full frames.
+    let burst = (link.rate_bps / 8 / 250).max(32 * 1024).to_string();
+    run(&[
+        "ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf",
+        "rate", &rate, "burst", &burst, "latency", "20ms",
+    ])?;
+    if link.delay_ms > 0 {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            dev,
+            "parent",
+            "1:1",
+            "handle",
+            "10:",
+            "netem",
+            "delay",
+            &format!("{}ms", link.delay_ms),
+        ])
+        .context("link delay needs the kernel's sch_netem")?;
+    }
+    Ok(())
+}
+
+impl Drop for NetBed {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of every veth, and with it the peer.
+        for h in &self.hosts {
+            let _ = run(&["ip", "netns", "del", &h.ns]);
+        }
+        let _ = run(&["ip", "netns", "del", &self.switch]);
+    }
+}
