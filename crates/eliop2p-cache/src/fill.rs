@@ -1,5 +1,6 @@
 //! In-progress chunk fills shared between one writer and any number of readers.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::{Bytes, BytesMut};
@@ -35,6 +36,10 @@ struct FillState {
     /// SHA-256 of every complete 1 MiB piece so far, for serving peers without
     /// hashing again.
     piece_hashes: Vec<[u8; 32]>,
+    /// Verified pieces from peers that arrived ahead of the published prefix (with
+    /// their SHA-256): served to other peers at once, published when the gap
+    /// before them closes.
+    stash: BTreeMap<u32, (Bytes, [u8; 32])>,
     outcome: Option<Result<Arc<Chunk>, FillError>>,
 }
 
@@ -59,6 +64,7 @@ impl Fill {
                 segments: Vec::new(),
                 published: 0,
                 piece_hashes: Vec::new(),
+                stash: BTreeMap::new(),
                 outcome: None,
             }),
             changed_tx: watch::channel(()).0,
@@ -111,6 +117,48 @@ impl Fill {
     /// Bytes published so far (a fill in progress can already serve these).
     pub fn published(&self) -> u64 {
         self.lock().published
+    }
+
+    /// Which whole pieces this fill can serve now: the published prefix and the
+    /// pieces stashed ahead of it.
+    pub fn have_pieces(&self) -> Vec<bool> {
+        let st = self.lock();
+        let n = self.expected_len.div_ceil(PIECE_SIZE) as usize;
+        (0..n)
+            .map(|i| {
+                let end = ((i as u64 + 1) * PIECE_SIZE).min(self.expected_len);
+                end <= st.published || st.stash.contains_key(&(i as u32))
+            })
+            .collect()
+    }
+
+    /// Piece `index` with its SHA-256 if this fill has all of it now (never waits).
+    pub fn piece_now(&self, index: u32) -> Option<(Vec<Bytes>, [u8; 32])> {
+        let st = self.lock();
+        if let Some((b, h)) = st.stash.get(&index) {
+            return Some((vec![b.clone()], *h));
+        }
+        let start = u64::from(index) * PIECE_SIZE;
+        let end = (start + PIECE_SIZE).min(self.expected_len);
+        if start >= end || end > st.published {
+            return None;
+        }
+        let hash = *st.piece_hashes.get(index as usize)?;
+        let mut out = Vec::new();
+        let mut seg_start = 0u64;
+        for seg in &st.segments {
+            let seg_end = seg_start + seg.len() as u64;
+            if seg_end > start && seg_start < end {
+                let from = start.max(seg_start) - seg_start;
+                let to = end.min(seg_end) - seg_start;
+                out.push(seg.slice(from as usize..to as usize));
+            }
+            if seg_end >= end {
+                break;
+            }
+            seg_start = seg_end;
+        }
+        Some((out, hash))
     }
 }
 
@@ -212,6 +260,50 @@ impl FillWriter {
         Ok(())
     }
 
+    /// Bytes received so far (the offset a source continues from).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Takes one verified piece from a peer in any order: the next piece is
+    /// published (with any stashed pieces it joins up with), a later one is
+    /// stashed, where peers can already fetch it. A piece already held is ignored.
+    pub fn put_piece(&mut self, index: u32, data: Bytes, sha256: [u8; 32]) -> Result<(), FillError> {
+        let start = u64::from(index) * PIECE_SIZE;
+        let want = PIECE_SIZE.min(self.fill.expected_len.saturating_sub(start));
+        if want == 0 || data.len() as u64 != want {
+            let err = FillError::LengthMismatch {
+                expected: want,
+                got: data.len() as u64,
+            };
+            self.fail(err.clone());
+            return Err(err);
+        }
+        if start < self.received {
+            return Ok(());
+        }
+        if start > self.received {
+            self.fill.lock().stash.insert(index, (data, sha256));
+            self.fill.changed_tx.send_replace(());
+            return Ok(());
+        }
+        self.push_piece(data, sha256)?;
+        loop {
+            let next = (self.received / PIECE_SIZE) as u32;
+            let Some((b, h)) = self.fill.lock().stash.remove(&next) else {
+                break;
+            };
+            self.push_piece(b, h)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the stashed pieces (the rest of the chunk comes from another source,
+    /// in order, from `received`).
+    pub fn clear_stash(&mut self) {
+        self.fill.lock().stash.clear();
+    }
+
     fn publish(&mut self) {
         if self.pending.is_empty() {
             return;
@@ -277,6 +369,7 @@ impl FillWriter {
             st.outcome = Some(outcome);
             // Readers switch to the chunk; drop the segment list.
             st.segments = Vec::new();
+            st.stash = BTreeMap::new();
         }
         self.fill.changed_tx.send_replace(());
     }

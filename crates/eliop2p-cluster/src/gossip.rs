@@ -472,6 +472,7 @@ impl Gossip {
         if self.leaving {
             return Vec::new();
         }
+        self.index.expire_downloaders(now);
         self.heartbeat += 1;
         self.rounds += 1;
         self.detect();
@@ -630,6 +631,23 @@ impl Gossip {
                 if *id == self.me.id {
                     return Some(self.me.clone());
                 }
+                let e = self.members.get(id)?;
+                self.is_live(e).then(|| e.node.clone())
+            })
+            .collect()
+    }
+
+    /// Registers a member as downloading a chunk this node tracks, for `ttl_ms`.
+    pub fn add_downloader(&mut self, now: u64, node: &str, chunk: ChunkId, ttl_ms: u64) {
+        self.index.add_downloader(node, chunk, now, now + ttl_ms);
+    }
+
+    /// Live members downloading a chunk, as far as this node tracks it.
+    pub fn downloaders(&self, now: u64, chunk: &ChunkId) -> Vec<NodeInfo> {
+        self.index
+            .downloaders(chunk, now)
+            .into_iter()
+            .filter_map(|id| {
                 let e = self.members.get(id)?;
                 self.is_live(e).then(|| e.node.clone())
             })

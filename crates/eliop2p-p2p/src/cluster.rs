@@ -78,6 +78,31 @@ pub trait Directory: Send + Sync + 'static {
 struct LocateWire {
     #[serde(default)]
     fetch: Option<FetchRequest>,
+    /// The asker is downloading the chunk: the tracker registers it in the swarm.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    downloading: bool,
+}
+
+/// How long a downloader's registration with a chunk's tracker lasts; downloaders
+/// ask again well before it ends.
+const SWARM_TTL_MS: u64 = 20_000;
+/// Complete holders and swarm members in one answer, at most.
+const ANSWER_HOLDERS: usize = 8;
+const ANSWER_SWARM: usize = 12;
+
+/// A random subset of `v` of at most `k` (partial Fisher-Yates).
+fn sample<T>(mut v: Vec<T>, k: usize) -> Vec<T> {
+    let mut x = u64::from_le_bytes(crate::conn::random_nonce()[..8].try_into().expect("8 bytes")) | 1;
+    let k = k.min(v.len());
+    for i in 0..k {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let j = i + (x % (v.len() - i) as u64) as usize;
+        v.swap(i, j);
+    }
+    v.truncate(k);
+    v
 }
 
 #[derive(Serialize, Deserialize)]
@@ -167,10 +192,14 @@ pub(crate) fn on_gossip(shared: &Arc<P2pShared>, f: &Frame) {
     send_all(shared, outs);
 }
 
-/// Answers a `Locate`: the holders this node knows (itself first when it holds or
-/// fills the chunk from the origin); with a fetch request and no holder, starts the
-/// origin fill here and answers with itself.
-pub(crate) fn on_locate(shared: &Arc<P2pShared>, id: &ChunkId, data: &[u8]) -> Frame {
+/// Answers a `Locate` as the chunk's tracker: this node first when it holds the
+/// chunk or fills it from the origin, a random few of the complete holders it
+/// knows, and a random subset of the swarm (nodes downloading the chunk, this one
+/// included when it is one), so upload load spreads over every node instead of
+/// landing on the holders. A downloading asker joins the swarm. With a fetch
+/// request and no complete holder or origin fill anywhere it knows, starts the
+/// origin fill here and answers with itself: the cluster's one origin read.
+pub(crate) fn on_locate(shared: &Arc<P2pShared>, id: &ChunkId, data: &[u8], asker: &str) -> Frame {
     let answer = |holders: Vec<NodeInfo>, error: Option<String>| {
         serde_json::to_vec(&LocationsWire { holders, error }).expect("serializes")
     };
@@ -195,20 +224,27 @@ pub(crate) fn on_locate(shared: &Arc<P2pShared>, id: &ChunkId, data: &[u8]) -> F
             );
         }
     };
-    let (me, mut holders) = {
-        let g = cluster.gossip();
-        (g.me().clone(), g.holders(id))
+    let now = cluster.now_ms();
+    let (me, mut complete, mut swarm) = {
+        let mut g = cluster.gossip();
+        if req.downloading && g.indexes(id) {
+            g.add_downloader(now, asker, *id, SWARM_TTL_MS);
+        }
+        (g.me().clone(), g.holders(id), g.downloaders(now, id))
     };
-    holders.retain(|h| h.id != me.id);
-    let held_here = match shared.cache.peek(id) {
+    complete.retain(|h| h.id != me.id && h.id != asker);
+    swarm.retain(|h| h.id != me.id && h.id != asker);
+    let here = shared.cache.peek(id);
+    let seed_here = match &here {
         Some(Held::Memory(_) | Held::Disk(_)) => true,
         Some(Held::Filling(f)) => !f.from_peer(),
         None => false,
     };
     let mut error = None;
-    if held_here {
-        holders.insert(0, me.clone());
-    } else if holders.is_empty()
+    let mut holders = Vec::new();
+    if seed_here {
+        holders.push(me.clone());
+    } else if complete.is_empty()
         && let Some(fetch) = req.fetch
     {
         match cluster.fetcher.get() {
@@ -221,7 +257,11 @@ pub(crate) fn on_locate(shared: &Arc<P2pShared>, id: &ChunkId, data: &[u8]) -> F
             },
             None => error = Some("this node does not fetch for peers".into()),
         }
+    } else if matches!(here, Some(Held::Filling(_))) {
+        swarm.push(me.clone());
     }
+    holders.extend(sample(complete, ANSWER_HOLDERS));
+    holders.extend(sample(swarm, ANSWER_SWARM));
     Frame::new(
         MessageType::Locations,
         id.as_bytes(),
@@ -238,9 +278,11 @@ pub(crate) async fn locate_remote(
     addr: SocketAddr,
     id: &ChunkId,
     fetch: Option<&FetchRequest>,
+    downloading: bool,
 ) -> Result<Vec<NodeInfo>, P2pError> {
     let payload = serde_json::to_vec(&LocateWire {
         fetch: fetch.cloned(),
+        downloading,
     })
     .expect("serializes");
     let conn = shared.conn(addr).await?;
@@ -257,55 +299,58 @@ pub(crate) async fn locate_remote(
     Ok(w.holders)
 }
 
-/// Peers to probe for a chunk: the control plane's answer when it has holders,
-/// otherwise the chunk's owner (then its backup) by rendezvous hashing, which answers
-/// from its part of the index or, given `fetch`, reads the chunk from the origin for
-/// everyone. Empty when this node is the owner and nobody holds the chunk: the
-/// caller reads the origin.
+/// Peers to probe for a chunk: the control plane's complete holders, and the
+/// chunk's owner (then its backup) by rendezvous hashing, the chunk's tracker,
+/// which answers with holders and swarm members from its part of the index or,
+/// given `fetch`, reads the chunk from the origin for everyone (`downloading`
+/// registers this node in the swarm). Empty when this node is the owner and nobody
+/// holds the chunk: the caller reads the origin.
 pub(crate) async fn find_holders(
     shared: &Arc<P2pShared>,
     id: &ChunkId,
     fetch: Option<&FetchRequest>,
+    downloading: bool,
 ) -> Vec<SocketAddr> {
     let Some(cluster) = &shared.cluster else {
         return Vec::new();
     };
     let my_id = shared.cfg.node_id.clone();
+    let mut found: Vec<SocketAddr> = Vec::new();
     if let Some(dir) = cluster.directory.get()
         && let Some(h) = dir.locate(*id).await
     {
-        let h: Vec<SocketAddr> = h
+        found = h
             .into_iter()
             .filter(|n| n.id != my_id)
             .map(|n| n.p2p)
             .collect();
-        if !h.is_empty() {
-            return h;
+        if !downloading && !found.is_empty() {
+            return found;
         }
     }
+    let add = |found: &mut Vec<SocketAddr>, more: Vec<NodeInfo>| {
+        for n in more {
+            if n.id != my_id && !found.contains(&n.p2p) {
+                found.push(n.p2p);
+            }
+        }
+    };
     let owners = {
         let g = cluster.gossip();
         g.owners(id, 1 + g.config().backups)
     };
     for owner in owners {
         if owner.id == my_id {
-            // This node indexes the chunk: its own index answers.
-            let h: Vec<SocketAddr> = cluster
-                .gossip()
-                .holders(id)
-                .into_iter()
-                .filter(|n| n.id != my_id)
-                .map(|n| n.p2p)
-                .collect();
-            return h;
+            // This node tracks the chunk: its own index answers, complete holders
+            // only (the owner reads the origin rather than wait on a swarm).
+            let h = cluster.gossip().holders(id);
+            add(&mut found, h);
+            return found;
         }
-        match locate_remote(shared, owner.p2p, id, fetch).await {
+        match locate_remote(shared, owner.p2p, id, fetch, downloading).await {
             Ok(h) => {
-                return h
-                    .into_iter()
-                    .filter(|n| n.id != my_id)
-                    .map(|n| n.p2p)
-                    .collect();
+                add(&mut found, h);
+                return found;
             }
             Err(e) => {
                 tracing::debug!(owner = %owner.id, error = %e, "chunk owner did not answer, trying the next");
@@ -313,7 +358,7 @@ pub(crate) async fn find_holders(
             }
         }
     }
-    Vec::new()
+    found
 }
 
 /// The cluster task: gossip rounds, chunk announcements from cache events (batched

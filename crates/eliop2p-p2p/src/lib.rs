@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod codec;
 mod conn;
 mod download;
+pub mod sched;
 pub mod limit;
 pub mod proto;
 pub mod score;
@@ -44,7 +45,8 @@ pub struct P2pConfig {
     /// Bytes per second, 0 = unlimited; shared by all connections.
     pub max_upload_rate: u64,
     pub max_download_rate: u64,
-    /// Pieces being served at once.
+    /// Upload slots: pieces being sent at once (a piece holds its slot until it is
+    /// on the socket); a request beyond them is answered busy.
     pub max_uploads: usize,
     /// A piece not received (or not filled, when serving) within this is given up.
     pub piece_timeout: Duration,
@@ -62,7 +64,7 @@ impl P2pConfig {
             selection_k: 5,
             max_upload_rate: 0,
             max_download_rate: 0,
-            max_uploads: 64,
+            max_uploads: 8,
             piece_timeout: Duration::from_secs(5),
             cluster: None,
         }
@@ -145,7 +147,7 @@ pub(crate) struct P2pShared {
     stats: Arc<P2pStats>,
     upload_limit: limit::RateLimiter,
     download_limit: limit::RateLimiter,
-    upload_slots: tokio::sync::Semaphore,
+    upload_slots: Arc<tokio::sync::Semaphore>,
     conns: tokio::sync::Mutex<HashMap<SocketAddr, Arc<conn::PeerConn>>>,
     peer_stats: Mutex<HashMap<SocketAddr, score::PeerStats>>,
     self_addr: SocketAddr,
@@ -249,7 +251,7 @@ pub fn spawn_p2p(
         stats: Arc::default(),
         upload_limit: limit::RateLimiter::new(cfg.max_upload_rate),
         download_limit: limit::RateLimiter::new(cfg.max_download_rate),
-        upload_slots: tokio::sync::Semaphore::new(cfg.max_uploads.max(1)),
+        upload_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_uploads.max(1))),
         conns: tokio::sync::Mutex::default(),
         peer_stats: Mutex::default(),
         self_addr: local_addr,
@@ -289,7 +291,7 @@ impl P2pHandle {
     /// Live holders of a chunk as the cluster reports them (control plane, or the
     /// chunk's owner), without starting any fetch.
     pub async fn locate(&self, id: ChunkId) -> Vec<SocketAddr> {
-        cluster::find_holders(&self.shared, &id, None).await
+        cluster::find_holders(&self.shared, &id, None, false).await
     }
 
     /// This node as peers see it (`None` without a cluster).

@@ -53,6 +53,10 @@ pub struct Bitmap {
     pub piece_size: u32,
     /// The chunk is complete and `sha256` is its hash.
     pub complete: bool,
+    /// The holder is downloading the chunk from peers: it has exactly the pieces
+    /// set and awaits none of the others (`complete` byte 2 on the wire). A bitmap
+    /// with neither flag is a fill from the origin, which awaits every piece.
+    pub swarm: bool,
     pub sha256: [u8; 32],
     pub have: Vec<bool>,
 }
@@ -66,7 +70,7 @@ impl Bitmap {
         let mut b = BytesMut::with_capacity(45 + self.have.len() / 8 + 1);
         b.put_u64(self.chunk_len);
         b.put_u32(self.piece_size);
-        b.put_u8(u8::from(self.complete));
+        b.put_u8(if self.complete { 1 } else if self.swarm { 2 } else { 0 });
         b.put_slice(&self.sha256);
         let mut byte = 0u8;
         for (i, h) in self.have.iter().enumerate() {
@@ -98,6 +102,7 @@ impl Bitmap {
             return None;
         }
         let complete = data[12] == 1;
+        let swarm = data[12] == 2;
         let sha256 = data[13..45].try_into().ok()?;
         let have = (0..n)
             .map(|i| data[45 + i / 8] & (0x80 >> (i % 8)) != 0)
@@ -106,6 +111,7 @@ impl Bitmap {
             chunk_len,
             piece_size,
             complete,
+            swarm,
             sha256,
             have,
         })
@@ -159,6 +165,7 @@ mod tests {
                 chunk_len: n as u64 * 10,
                 piece_size: 10,
                 complete: n % 2 == 0,
+                swarm: n % 3 == 1 && n % 2 == 1,
                 sha256: [3; 32],
                 have: (0..n).map(|i| i % 3 == 0).collect(),
             };
@@ -168,6 +175,7 @@ mod tests {
             chunk_len: 1000,
             piece_size: 1,
             complete: false,
+            swarm: false,
             sha256: [0; 32],
             have: vec![true; 1000],
         };

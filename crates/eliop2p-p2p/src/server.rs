@@ -11,7 +11,7 @@ use eliop2p_core::ChunkId;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -66,9 +66,11 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     };
     // One writer task; requests are served concurrently and their frames
     // interleave on the connection (pipelining).
-    let (tx, mut rx) = mpsc::channel::<Parts>(32);
+    // A piece's upload slot travels with its frame and is released only once the
+    // frame is on the socket, so the slots bound the bytes this node is sending.
+    let (tx, mut rx) = mpsc::channel::<(Parts, Option<OwnedSemaphorePermit>)>(32);
     let writer = tokio::spawn(async move {
-        while let Some(mut frame) = rx.recv().await {
+        while let Some((mut frame, _slot)) = rx.recv().await {
             // Vectored writes of the frame's buffers (header, piece, trailer).
             if wr.write_all_buf(&mut frame).await.is_err() {
                 break;
@@ -156,8 +158,8 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                             continue;
                         }
                         let flags = if i + 1 == n { FLAG_FINAL } else { 0 };
-                        let frame = match serve_piece(&shared, &id, p).await {
-                            Ok((data, hash)) => {
+                        let (frame, slot) = match serve_piece(&shared, &id, p).await {
+                            Ok((data, hash, slot)) => {
                                 let len: usize = data.iter().map(Bytes::len).sum();
                                 shared.upload_limit.acquire(len as u64).await;
                                 shared.stats.bytes_up.fetch_add(len as u64, Relaxed);
@@ -168,32 +170,35 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                                     data.iter().for_each(|d| h.update(d));
                                     h.finalize().into()
                                 });
-                                Parts::frame(
+                                let frame = Parts::frame(
                                     MessageType::PieceData,
                                     id.as_bytes(),
                                     data,
                                     hash,
                                     p,
                                     flags,
-                                )
+                                );
+                                (frame, Some(slot))
                             }
-                            Err((reason, msg)) => Frame::new(
-                                MessageType::Error,
-                                id.as_bytes(),
-                                proto::error_payload(reason, &msg),
-                                p,
-                                flags | FLAG_PIECE,
-                            )
-                            .to_parts(),
+                            Err((reason, msg)) => {
+                                let frame = Frame::new(
+                                    MessageType::Error,
+                                    id.as_bytes(),
+                                    proto::error_payload(reason, &msg),
+                                    p,
+                                    flags | FLAG_PIECE,
+                                );
+                                (frame.to_parts(), None)
+                            }
                         };
-                        if tx.send(frame).await.is_err() {
+                        if tx.send((frame, slot)).await.is_err() {
                             break;
                         }
                     }
                 });
             }
             MessageType::Locate => {
-                let mut reply = crate::cluster::on_locate(&shared, &id, &f.data);
+                let mut reply = crate::cluster::on_locate(&shared, &id, &f.data, &peer_id);
                 reply.sequence_number = f.sequence_number;
                 reply.flags = FLAG_FINAL;
                 send(&tx, reply).await;
@@ -216,8 +221,8 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     Ok(())
 }
 
-async fn send(tx: &mpsc::Sender<Parts>, f: Frame) -> bool {
-    tx.send(f.to_parts()).await.is_ok()
+async fn send(tx: &mpsc::Sender<(Parts, Option<OwnedSemaphorePermit>)>, f: Frame) -> bool {
+    tx.send((f.to_parts(), None)).await.is_ok()
 }
 
 fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {
@@ -227,6 +232,7 @@ fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {
             chunk_len: c.data.len(),
             piece_size: ps,
             complete: true,
+            swarm: false,
             sha256: c.sha256,
             have: vec![true; Bitmap::num_pieces(c.data.len(), ps)],
         },
@@ -234,11 +240,20 @@ fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {
             chunk_len: d.len,
             piece_size: ps,
             complete: true,
+            swarm: false,
             sha256: d.sha256,
             have: vec![true; Bitmap::num_pieces(d.len, ps)],
         },
-        // A fill fed by peers is not offered: two nodes must never wait on each other.
-        Held::Filling(f) if f.from_peer() => return None,
+        // A fill fed by peers offers exactly the pieces it has and awaits none of
+        // the others, so two nodes never wait on each other.
+        Held::Filling(f) if f.from_peer() => Bitmap {
+            chunk_len: f.expected_len(),
+            piece_size: ps,
+            complete: false,
+            swarm: true,
+            sha256: [0; 32],
+            have: f.have_pieces(),
+        },
         Held::Filling(f) => {
             let len = f.expected_len();
             let published = f.published();
@@ -247,6 +262,7 @@ fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {
                 chunk_len: len,
                 piece_size: ps,
                 complete: false,
+                swarm: false,
                 sha256: [0; 32],
                 have: (0..n as u64)
                     .map(|i| ((i + 1) * PIECE_SIZE).min(len) <= published)
@@ -256,69 +272,81 @@ fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {
     })
 }
 
-/// One piece's bytes from wherever this node holds the chunk. Disk reads are
-/// verified; a piece of a filling chunk is awaited up to the piece timeout.
+/// One piece's bytes from wherever this node holds the chunk, with the upload slot
+/// it is sent under. A piece of a fill from the origin that is not there yet is
+/// awaited (up to the piece timeout) before a slot is taken; a fill fed by peers
+/// answers only with what it has. No free slot: `Busy` at once, so the asker takes
+/// the piece from another peer instead of queueing behind this uplink.
 async fn serve_piece(
     shared: &P2pShared,
     id: &ChunkId,
     piece: u32,
-) -> Result<(Vec<Bytes>, Option<[u8; 32]>), (Reason, String)> {
-    let _permit = shared
-        .upload_slots
-        .acquire()
-        .await
-        .map_err(|_| (Reason::Busy, "shutting down".to_owned()))?;
-    shared.stats.active_uploads.fetch_add(1, Relaxed);
-    let result = async {
-        let held = shared
-            .cache
-            .peek(id)
-            .ok_or((Reason::NotFound, "chunk not held".to_owned()))?;
-        let len = match &held {
-            Held::Memory(c) => c.data.len(),
-            Held::Disk(d) => d.len,
-            Held::Filling(f) => f.expected_len(),
-        };
-        let start = u64::from(piece) * PIECE_SIZE;
-        if start >= len {
-            return Err((
-                Reason::BadRequest,
-                format!("piece {piece} beyond the chunk"),
-            ));
-        }
-        let end = (start + PIECE_SIZE).min(len);
-        match held {
-            // Memory chunks carry their piece hashes: no hashing to serve them.
-            // The piece's bytes as the chunk's buffers hold them, without a copy.
-            Held::Memory(c) => Ok((
+) -> Result<(Vec<Bytes>, Option<[u8; 32]>, OwnedSemaphorePermit), (Reason, String)> {
+    let slot = || {
+        shared
+            .upload_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| (Reason::Busy, "upload slots full".to_owned()))
+    };
+    let held = shared
+        .cache
+        .peek(id)
+        .ok_or((Reason::NotFound, "chunk not held".to_owned()))?;
+    let len = match &held {
+        Held::Memory(c) => c.data.len(),
+        Held::Disk(d) => d.len,
+        Held::Filling(f) => f.expected_len(),
+    };
+    let start = u64::from(piece) * PIECE_SIZE;
+    if start >= len {
+        return Err((
+            Reason::BadRequest,
+            format!("piece {piece} beyond the chunk"),
+        ));
+    }
+    let end = (start + PIECE_SIZE).min(len);
+    match held {
+        // Memory chunks carry their piece hashes: no hashing to serve them.
+        // The piece's bytes as the chunk's buffers hold them, without a copy.
+        Held::Memory(c) => {
+            let slot = slot()?;
+            Ok((
                 c.data.slices(start, end).collect(),
                 c.piece_hashes.get(piece as usize).copied(),
-            )),
-            // The header's piece hash: the read was checked against it, so the
-            // piece is not hashed a second time to frame it.
-            Held::Disk(d) => d
-                .read_range(start, end)
+                slot,
+            ))
+        }
+        // The header's piece hash: the read was checked against it, so the
+        // piece is not hashed a second time to frame it.
+        Held::Disk(d) => {
+            let slot = slot()?;
+            d.read_range(start, end)
                 .await
-                .map(|b| (vec![b], d.piece_hash(piece)))
-                .map_err(|e| (Reason::NotFound, e.to_string())),
-            Held::Filling(f) => {
-                let mut reader = FillReader::new(f.clone(), start, end);
-                let mut out = Vec::new();
-                let read = async {
-                    while let Some(b) = reader.next().await {
-                        out.push(b.map_err(|e| (Reason::NotFound, e.to_string()))?);
-                    }
-                    Ok::<_, (Reason, String)>(())
-                };
-                match tokio::time::timeout(shared.cfg.piece_timeout, read).await {
-                    // The writer hashed the piece as it arrived.
-                    Ok(r) => r.map(|()| (out, f.piece_hash(piece))),
-                    Err(_) => Err((Reason::Timeout, "piece not filled in time".to_owned())),
+                .map(|b| (vec![b], d.piece_hash(piece), slot))
+                .map_err(|e| (Reason::NotFound, e.to_string()))
+        }
+        Held::Filling(f) if f.from_peer() => match f.piece_now(piece) {
+            Some((data, hash)) => Ok((data, Some(hash), slot()?)),
+            None => Err((Reason::NotFound, "piece not here yet".to_owned())),
+        },
+        Held::Filling(f) => {
+            let mut reader = FillReader::new(f.clone(), start, end);
+            let mut out = Vec::new();
+            let read = async {
+                while let Some(b) = reader.next().await {
+                    out.push(b.map_err(|e| (Reason::NotFound, e.to_string()))?);
                 }
+                Ok::<_, (Reason, String)>(())
+            };
+            match tokio::time::timeout(shared.cfg.piece_timeout, read).await {
+                // The writer hashed the piece as it arrived.
+                Ok(r) => {
+                    r?;
+                    Ok((out, f.piece_hash(piece), slot()?))
+                }
+                Err(_) => Err((Reason::Timeout, "piece not filled in time".to_owned())),
             }
         }
     }
-    .await;
-    shared.stats.active_uploads.fetch_sub(1, Relaxed);
-    result
 }

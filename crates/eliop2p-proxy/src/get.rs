@@ -259,7 +259,14 @@ async fn first_chunk_meta(
     {
         state
             .fills
-            .spawn(pump(state.clone(), key.clone(), writer, resp.into_body()));
+            .spawn(fill_from_origin(
+                state.clone(),
+                writer,
+                key.clone(),
+                meta.clone(),
+                first,
+                Some(resp.into_body()),
+            ));
     }
     Ok(meta)
 }
@@ -560,10 +567,7 @@ pub(crate) async fn run_fill(
     range: ByteRange,
     origin_only: bool,
 ) {
-    let fail = |writer: &mut FillWriter, msg: String| {
-        tracing::warn!(object = %key, chunk_id = %writer.fill().id(), error = %msg, "chunk fill failed");
-        writer.fail(FillError::Source(msg.into()));
-    };
+    let chunk_start = range.start;
     let mut range = range;
     if let Some(p2p) = state.peers().filter(|_| !origin_only) {
         let id = writer.fill().id();
@@ -590,18 +594,100 @@ pub(crate) async fn run_fill(
                 return;
             }
             Err(incomplete) => {
-                // The rest of the chunk comes from the origin, from the last checkpoint.
-                if incomplete.delivered == 0 {
-                    writer.fill().set_from_peer(false);
-                }
+                // The rest of the chunk comes from the origin, from the last
+                // checkpoint: the fill is an origin fill again, which peers may await.
+                writer.fill().set_from_peer(false);
                 range = ByteRange::new(range.start + incomplete.delivered, range.end);
                 tracing::debug!(object = %key, delivered = incomplete.delivered, "continuing from the origin");
             }
         }
     }
+    fill_from_origin(state, writer, key, meta, ByteRange::new(chunk_start, range.end), None).await;
+}
+
+/// How one origin request for the rest of a chunk ended.
+enum Attempt {
+    Done,
+    /// Worth asking again from the last received byte (after this long, when the
+    /// origin said so).
+    Retry(String, Option<std::time::Duration>),
+    /// The object changed, or the origin refused: the fill fails now.
+    Fatal(String),
+}
+
+/// Reads a chunk from the origin from the writer's last received byte to its end.
+/// A failed request, a 5xx or 429 (honouring `Retry-After`, as S3's 503 SlowDown
+/// asks), a body cut short or stalled: each is asked again from the last received
+/// byte, with exponential backoff, until `fill_deadline`. A changed object or a
+/// refusal (4xx) fails the fill at once. `body` is a response already open for the
+/// chunk (the first GET of a cold object). At most `origin_max_concurrent`
+/// requests of this node are at the origin at once.
+pub(crate) async fn fill_from_origin(
+    state: Arc<ProxyState>,
+    mut writer: FillWriter,
+    key: ObjectKey,
+    meta: Arc<ObjectMeta>,
+    chunk: ByteRange,
+    body: Option<Incoming>,
+) {
+    let deadline = std::time::Instant::now() + state.cfg.fill_deadline;
+    let mut attempt = 0u32;
+    let mut body = body;
+    loop {
+        let before = writer.received();
+        let outcome = match body.take() {
+            Some(b) => pump(&state, &mut writer, b).await,
+            None => origin_attempt(&state, &key, &meta, &mut writer, chunk).await,
+        };
+        let (msg, after) = match outcome {
+            Attempt::Done => {
+                if let Err(e) = writer.finish() {
+                    tracing::warn!(object = %key, error = %e, "chunk fill incomplete");
+                }
+                return;
+            }
+            Attempt::Fatal(msg) => {
+                state.metrics.origin_errors.fetch_add(1, Relaxed);
+                tracing::warn!(object = %key, chunk_id = %writer.fill().id(), error = %msg, "chunk fill failed");
+                return writer.fail(FillError::Source(msg.into()));
+            }
+            Attempt::Retry(msg, after) => (msg, after),
+        };
+        if writer.received() > before {
+            attempt = 0; // progress: the next failure starts the backoff over
+        }
+        let backoff = std::time::Duration::from_millis(100u64 << attempt.min(6));
+        let wait = after.unwrap_or(backoff).min(std::time::Duration::from_secs(20));
+        if std::time::Instant::now() + wait >= deadline {
+            state.metrics.origin_errors.fetch_add(1, Relaxed);
+            tracing::warn!(object = %key, chunk_id = %writer.fill().id(), error = %msg, "chunk fill failed after retries");
+            return writer.fail(FillError::Source(msg.into()));
+        }
+        state.metrics.origin_retries.fetch_add(1, Relaxed);
+        tracing::info!(object = %key, chunk_id = %writer.fill().id(), error = %msg, received = writer.received(), ?wait, "origin read failed, resuming from the last received byte");
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+    }
+}
+
+/// One ranged GET for the rest of the chunk, streamed into the writer.
+async fn origin_attempt(
+    state: &Arc<ProxyState>,
+    key: &ObjectKey,
+    meta: &ObjectMeta,
+    writer: &mut FillWriter,
+    chunk: ByteRange,
+) -> Attempt {
+    let from = chunk.start + writer.received();
+    if from >= chunk.end {
+        return Attempt::Done;
+    }
+    let Ok(_slot) = state.origin_slots.clone().acquire_owned().await else {
+        return Attempt::Fatal("shutting down".into());
+    };
     state.metrics.origin_get.fetch_add(1, Relaxed);
     let mut req = OriginRequest::new(Method::GET, &key.bucket, Some(&key.key));
-    let range_value = format!("bytes={}-{}", range.start, range.end - 1);
+    let range_value = format!("bytes={}-{}", from, chunk.end - 1);
     req.headers.insert(
         header::RANGE,
         HeaderValue::from_str(&range_value).expect("ascii"),
@@ -613,59 +699,57 @@ pub(crate) async fn run_fill(
     }
     let resp = match state.origin_for(Some(&key.bucket)).send(req).await {
         Ok(r) => r,
-        Err(e) => {
-            state.metrics.origin_errors.fetch_add(1, Relaxed);
-            return fail(&mut writer, e.to_string());
-        }
+        Err(e) => return Attempt::Retry(e.to_string(), None),
     };
     let status = resp.status();
-    let whole = range.start == 0 && range.end == meta.size;
+    let whole = from == 0 && chunk.end == meta.size;
     if !(status == StatusCode::PARTIAL_CONTENT || status == StatusCode::OK && whole) {
         if status == StatusCode::PRECONDITION_FAILED {
-            state.meta.invalidate(&key);
+            state.meta.invalidate(key);
         }
-        return fail(
-            &mut writer,
-            format!("origin answered {status} to a chunk GET"),
-        );
+        let msg = format!("origin answered {status} to a chunk GET");
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            let after = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(std::time::Duration::from_secs);
+            return Attempt::Retry(msg, after);
+        }
+        return Attempt::Fatal(msg);
     }
     let same_etag = ObjectMeta::validator(resp.headers(), meta.size)
         .is_some_and(|v| v.opaque() == meta.etag.opaque());
     if !same_etag {
-        state.meta.invalidate(&key);
-        return fail(
-            &mut writer,
-            "object changed at the origin (etag differs)".to_owned(),
-        );
+        state.meta.invalidate(key);
+        return Attempt::Fatal("object changed at the origin (etag differs)".to_owned());
     }
-    pump(state.clone(), key, writer, resp.into_body()).await;
+    pump(state, writer, resp.into_body()).await
 }
 
 /// Streams an origin body into a chunk fill, with an idle timeout per frame.
-async fn pump(state: Arc<ProxyState>, key: ObjectKey, mut writer: FillWriter, mut body: Incoming) {
+async fn pump(state: &Arc<ProxyState>, writer: &mut FillWriter, mut body: Incoming) -> Attempt {
     let idle = state.cfg.fill_idle_timeout;
+    let expected = writer.fill().expected_len();
     loop {
-        let msg = match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => format!("origin body stalled for {idle:?}"),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => format!("origin body: {e}"),
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Attempt::Retry(format!("origin body stalled for {idle:?}"), None),
+            Ok(None) if writer.received() == expected => return Attempt::Done,
+            Ok(None) => return Attempt::Retry("origin body ended early".into(), None),
+            Ok(Some(Err(e))) => return Attempt::Retry(format!("origin body: {e}"), None),
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     state
                         .metrics
                         .origin_fill_bytes
                         .fetch_add(data.len() as u64, Relaxed);
-                    if writer.push(&data).is_err() {
-                        return; // length mismatch: the writer already failed the fill
+                    if let Err(e) = writer.push(&data) {
+                        // Too many bytes: the writer already failed the fill.
+                        return Attempt::Fatal(e.to_string());
                     }
                 }
-                continue;
             }
-        };
-        tracing::warn!(object = %key, chunk_id = %writer.fill().id(), error = %msg, "chunk fill failed");
-        return writer.fail(FillError::Source(msg.into()));
-    }
-    if let Err(e) = writer.finish() {
-        tracing::warn!(object = %key, error = %e, "chunk fill incomplete");
+        }
     }
 }

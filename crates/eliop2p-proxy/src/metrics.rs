@@ -43,6 +43,8 @@ pub struct Metrics {
     pub origin_get: AtomicU64,
     pub origin_forward: AtomicU64,
     pub origin_errors: AtomicU64,
+    /// Chunk reads asked again after a failed or cut origin request.
+    pub origin_retries: AtomicU64,
     /// Bytes received from the origin for chunk fills.
     pub origin_fill_bytes: AtomicU64,
     pub metadata_hits: AtomicU64,
@@ -108,7 +110,7 @@ impl Metrics {
             );
         }
         let v = |a: &AtomicU64| a.load(Relaxed);
-        let counters: [Family<'_>; 23] = [
+        let counters: [Family<'_>; 24] = [
             (
                 "eliop2p_proxy_served_bytes_total",
                 "Body bytes of GET responses, by the tier they came from.",
@@ -132,6 +134,11 @@ impl Metrics {
                 "eliop2p_origin_errors_total",
                 "Origin requests that failed without an HTTP answer.",
                 &[("", v(&self.origin_errors))],
+            ),
+            (
+                "eliop2p_origin_retries_total",
+                "Chunk reads asked of the origin again, from the last received byte.",
+                &[("", v(&self.origin_retries))],
             ),
             (
                 "eliop2p_origin_bytes_total",

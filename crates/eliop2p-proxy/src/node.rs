@@ -44,8 +44,13 @@ pub struct ProxyConfig {
     pub metadata_max_entries: usize,
     /// Chunks of the same response fetched ahead of the one being sent.
     pub readahead_chunks: usize,
-    /// A chunk fill whose origin body is silent this long fails.
+    /// An origin body silent this long is asked again from its last byte.
     pub fill_idle_timeout: Duration,
+    /// A chunk fill that has not got its bytes from the origin within this (all
+    /// retries included) fails.
+    pub fill_deadline: Duration,
+    /// Origin requests for chunk fills this node has open at once, at most.
+    pub origin_max_concurrent: usize,
 }
 
 impl Default for ProxyConfig {
@@ -61,6 +66,8 @@ impl Default for ProxyConfig {
             metadata_max_entries: 100_000,
             readahead_chunks: 2,
             fill_idle_timeout: Duration::from_secs(30),
+            fill_deadline: Duration::from_secs(300),
+            origin_max_concurrent: 32,
         }
     }
 }

@@ -51,6 +51,8 @@ pub(crate) struct ProxyState {
     /// node, not forward-proxy requests); 0 until known.
     pub proxy_port: AtomicU64,
     pub auth_cache: crate::passthrough::AuthCache,
+    /// Bounds this node's concurrent origin requests for chunk fills.
+    pub origin_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ProxyState {
@@ -73,7 +75,9 @@ impl ProxyState {
         {
             cfg.virtual_host_domains.push(origin_host);
         }
+        let origin_slots = Arc::new(tokio::sync::Semaphore::new(cfg.origin_max_concurrent.max(1)));
         Self {
+            origin_slots,
             cfg,
             origin,
             routes,

@@ -538,6 +538,8 @@ impl Effective {
                 metadata_max_entries: self.int("cache.metadata_max_entries").max(1) as usize,
                 readahead_chunks: self.int("proxy.readahead_chunks").min(64) as usize,
                 fill_idle_timeout: origin.request_timeout,
+                fill_deadline: self.duration("origin.fill_deadline"),
+                origin_max_concurrent: self.int("origin.max_concurrent_requests").max(1) as usize,
             },
             admin: AdminConfig::default(),
             cache: self.cache_config(chunk_size)?,

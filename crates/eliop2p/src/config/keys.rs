@@ -169,6 +169,20 @@ pub const KEYS: &[KeyDef] = &[
         "retries with backoff for bodiless requests on 5xx and connection errors"
     ),
     key!(
+        "origin",
+        "max_concurrent_requests",
+        Kind::Int,
+        "32",
+        "chunk reads this node has open at the origin at once"
+    ),
+    key!(
+        "origin",
+        "fill_deadline",
+        Kind::Duration,
+        "5m",
+        "a chunk read that fails is asked again from its last received byte (with backoff, honouring Retry-After) until this much time has passed"
+    ),
+    key!(
         "cache",
         "memory_size",
         Kind::Size,
@@ -341,7 +355,14 @@ pub const KEYS: &[KeyDef] = &[
         "piece_timeout",
         Kind::Duration,
         "5s",
-        "a 1 MiB piece not received in this time goes to another peer"
+        "a peer that sends nothing for this long while pieces are asked of it is dropped from the download (a slow peer's overdue pieces go to other peers long before)"
+    ),
+    key!(
+        "p2p",
+        "upload_slots",
+        Kind::Int,
+        "8",
+        "pieces sent to peers at once; a request beyond them is answered busy and fetched elsewhere"
     ),
     key!(
         "p2p",

@@ -1,0 +1,569 @@
+//! Piece scheduling for one chunk download (pure: no I/O, time passed in), shared
+//! by the socket downloader (`download`) and the swarm simulator
+//! (`tests/swarm_sim.rs`), so the code measured at 5,000 simulated nodes is the
+//! code that runs.
+//!
+//! The download knows a set of peers, each a *seed* (the whole chunk, or filling
+//! it from the origin: every piece will come, a piece not there yet is awaited by
+//! the seed) or a *swarm* peer (downloading the chunk too: it has exactly the
+//! pieces of its last bitmap and never awaits the rest). The rules:
+//! - **Rarest first, swarm first.** A peer with room gets the wanted pieces it has
+//!   that nobody is fetching, rarest first (ties at random, so downloaders spread
+//!   over different pieces). A seed is asked only for pieces no swarm peer has,
+//!   so a seed's uplink carries about one copy of each piece and the swarm the
+//!   rest.
+//! - **Congestion is not failure.** A piece's deadline scales with what the peer
+//!   already has queued for us and the rate it has delivered at; an overdue piece
+//!   is asked of a second peer that has it (the first request stands). A peer is
+//!   dropped only when nothing at all has come from it for `stall` while we wait
+//!   on it, and is asked again after a back-off.
+//! - **Busy is back-pressure.** A peer out of upload slots answers busy; its
+//!   pieces go elsewhere and it is left alone for a short, jittered pause.
+//! - Swarm bitmaps are refreshed while the download runs (often when the peer has
+//!   nothing for us, rarely otherwise).
+//! - When some wanted piece has no source at all (no seed, no swarm peer that has
+//!   it), the caller asks the tracker again; the origin is the caller's last
+//!   resort, after `stall` without any progress.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct SchedConfig {
+    pub piece_size: u64,
+    /// Pieces in flight per peer.
+    pub per_peer: usize,
+    /// Pieces in flight for the whole download.
+    pub total: usize,
+    /// Pieces asked in one request.
+    pub batch: usize,
+    /// Nothing at all from a peer we wait on for this long: the peer is dropped.
+    pub stall: Duration,
+    /// The least time a piece may take before it is duplicated elsewhere.
+    pub min_deadline: Duration,
+    /// Swarm bitmaps are refreshed this often when the peer has nothing for us,
+    /// and every `refresh * 5` otherwise.
+    pub refresh: Duration,
+    /// Pause after a busy answer (jittered up to twice this).
+    pub busy_pause: Duration,
+}
+
+impl SchedConfig {
+    pub fn new(piece_size: u64, stall: Duration) -> Self {
+        Self {
+            piece_size,
+            per_peer: 6,
+            total: 16,
+            batch: 2,
+            stall,
+            min_deadline: Duration::from_millis(300),
+            refresh: Duration::from_millis(40),
+            busy_pause: Duration::from_millis(25),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Has every piece now (a complete holder).
+    Complete,
+    /// Filling from the origin: every piece will come; it awaits the missing ones.
+    Origin,
+    /// Downloading from peers: has what its bitmap says, awaits nothing.
+    Swarm,
+}
+
+/// Why a piece request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The peer does not have the piece (a stale bitmap, or its fill ended).
+    Missing,
+    /// The peer is out of upload slots.
+    Busy,
+    /// The connection broke or sent a bad frame.
+    Broken,
+}
+
+#[derive(Clone, Debug)]
+struct PeerState {
+    source: Source,
+    /// For swarm peers; seeds have everything.
+    have: Vec<bool>,
+    /// Pieces asked of this peer, with when they were asked, in the order the
+    /// peer serves them.
+    inflight: Vec<(u32, Duration)>,
+    /// Bytes/s this peer delivered to us, moving average (0 = not measured).
+    rate: f64,
+    last_arrival: Option<Duration>,
+    last_bitmap: Duration,
+    /// Not asked before this time (busy or failed).
+    paused_until: Duration,
+    failures: u32,
+}
+
+impl PeerState {
+    fn has(&self, piece: u32) -> bool {
+        self.source != Source::Swarm || self.have.get(piece as usize).copied().unwrap_or(false)
+    }
+}
+
+/// What the caller should do now.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Actions<P> {
+    /// Ask each peer for these pieces (one request each).
+    pub requests: Vec<(P, Vec<u32>)>,
+    /// Withdraw these pieces from these peers (dropped peers).
+    pub cancels: Vec<(P, Vec<u32>)>,
+    /// Ask these peers for a fresh bitmap.
+    pub refresh: Vec<P>,
+}
+
+pub struct Scheduler<P> {
+    cfg: SchedConfig,
+    chunk_len: u64,
+    have: Vec<bool>,
+    num_have: usize,
+    /// Copies of each piece in flight.
+    copies: Vec<u8>,
+    peers: BTreeMap<P, PeerState>,
+    rng: u64,
+    last_progress: Duration,
+}
+
+impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
+    pub fn new(chunk_len: u64, cfg: SchedConfig, seed: u64, now: Duration) -> Self {
+        let n = chunk_len.div_ceil(cfg.piece_size.max(1)) as usize;
+        Self {
+            cfg,
+            chunk_len,
+            have: vec![false; n],
+            num_have: 0,
+            copies: vec![0; n],
+            peers: BTreeMap::new(),
+            rng: seed | 1,
+            last_progress: now,
+        }
+    }
+
+    pub fn num_pieces(&self) -> usize {
+        self.have.len()
+    }
+
+    pub fn piece_len(&self, piece: u32) -> u64 {
+        (self.chunk_len - u64::from(piece) * self.cfg.piece_size).min(self.cfg.piece_size)
+    }
+
+    pub fn done(&self) -> bool {
+        self.num_have == self.have.len()
+    }
+
+    pub fn has(&self, piece: u32) -> bool {
+        self.have[piece as usize]
+    }
+
+    pub fn num_peers(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn knows(&self, p: &P) -> bool {
+        self.peers.contains_key(p)
+    }
+
+    /// Time since the last verified piece arrived.
+    pub fn idle_for(&self, now: Duration) -> Duration {
+        now.saturating_sub(self.last_progress)
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// Adds a peer or updates what it has. `have` is read for swarm peers only.
+    pub fn set_peer(&mut self, p: P, source: Source, have: &[bool], now: Duration) {
+        let n = self.have.len();
+        let have: Vec<bool> = (0..n).map(|i| have.get(i).copied().unwrap_or(false)).collect();
+        match self.peers.get_mut(&p) {
+            Some(s) => {
+                s.source = source;
+                s.have = have;
+                s.last_bitmap = now;
+            }
+            None => {
+                self.peers.insert(
+                    p,
+                    PeerState {
+                        source,
+                        have,
+                        inflight: Vec::new(),
+                        rate: 0.0,
+                        last_arrival: None,
+                        last_bitmap: now,
+                        paused_until: Duration::ZERO,
+                        failures: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A peer is gone (refused us, left the cluster): its pieces go elsewhere.
+    pub fn remove_peer(&mut self, p: &P) {
+        if let Some(s) = self.peers.remove(p) {
+            for (piece, _) in s.inflight {
+                self.copies[piece as usize] = self.copies[piece as usize].saturating_sub(1);
+            }
+        }
+    }
+
+    /// A verified piece arrived. Returns whether it was new (duplicates are dropped).
+    pub fn on_piece(&mut self, p: P, piece: u32, now: Duration) -> bool {
+        let len = self.piece_len(piece) as f64;
+        if let Some(s) = self.peers.get_mut(&p) {
+            if let Some(i) = s.inflight.iter().position(|(x, _)| *x == piece) {
+                let (_, asked) = s.inflight.remove(i);
+                self.copies[piece as usize] = self.copies[piece as usize].saturating_sub(1);
+                // The rate this peer delivers to us: bytes over the time since the
+                // later of its previous piece and this request.
+                let since = s.last_arrival.map_or(asked, |t| t.max(asked));
+                let secs = now.saturating_sub(since).as_secs_f64().max(1e-4);
+                let r = len / secs;
+                s.rate = if s.rate == 0.0 { r } else { 0.7 * s.rate + 0.3 * r };
+            }
+            s.last_arrival = Some(now);
+            s.failures = 0;
+            if s.source == Source::Swarm {
+                s.have[piece as usize] = true;
+            }
+        }
+        if self.have[piece as usize] {
+            return false;
+        }
+        self.have[piece as usize] = true;
+        self.num_have += 1;
+        self.last_progress = now;
+        true
+    }
+
+    pub fn on_failure(&mut self, p: P, piece: u32, why: Failure, now: Duration) {
+        let pause = match why {
+            Failure::Busy => {
+                let j = self.random() % 1000;
+                self.cfg.busy_pause + self.cfg.busy_pause * j as u32 / 1000
+            }
+            Failure::Missing => Duration::ZERO,
+            Failure::Broken => self.cfg.min_deadline * 2,
+        };
+        let Some(s) = self.peers.get_mut(&p) else {
+            return;
+        };
+        // A piece no longer awaited from this peer (withdrawn after a stall) is
+        // not a second failure.
+        let Some(i) = s.inflight.iter().position(|(x, _)| *x == piece) else {
+            return;
+        };
+        s.inflight.remove(i);
+        self.copies[piece as usize] = self.copies[piece as usize].saturating_sub(1);
+        match why {
+            Failure::Missing => {
+                if s.source == Source::Swarm {
+                    s.have[piece as usize] = false;
+                } else {
+                    // A seed that lost the chunk (its fill failed) is a swarm peer
+                    // with nothing until a fresh bitmap says otherwise.
+                    s.source = Source::Swarm;
+                    s.have.iter_mut().for_each(|h| *h = false);
+                }
+            }
+            Failure::Busy => s.paused_until = s.paused_until.max(now + pause),
+            Failure::Broken => {
+                s.failures += 1;
+                s.paused_until = now + pause * s.failures.min(8);
+            }
+        }
+    }
+
+    /// When a piece asked of this peer should have arrived: the peer's queue
+    /// ahead of it at the peer's measured rate, four times over, at least
+    /// `min_deadline`.
+    fn deadline(&self, s: &PeerState, pos: usize, asked: Duration) -> Duration {
+        let rate = if s.rate > 0.0 { s.rate } else { 12.5e6 };
+        let queued = (pos + 1) as f64 * self.cfg.piece_size as f64 / rate;
+        asked + self.cfg.min_deadline.max(Duration::from_secs_f64(4.0 * queued))
+    }
+
+    /// How many peers could serve each wanted piece (seeds count once each).
+    fn availability(&self) -> Vec<u32> {
+        let mut a = vec![0u32; self.have.len()];
+        for s in self.peers.values() {
+            for (i, c) in a.iter_mut().enumerate() {
+                if s.has(i as u32) {
+                    *c += 1;
+                }
+            }
+        }
+        a
+    }
+
+    /// Pieces this node still needs that no known peer has or will have.
+    pub fn unsourced(&self) -> usize {
+        let a = self.availability();
+        (0..self.have.len()).filter(|&i| !self.have[i] && a[i] == 0).count()
+    }
+
+    pub fn poll(&mut self, now: Duration) -> Actions<P> {
+        let mut out = Actions {
+            requests: Vec::new(),
+            cancels: Vec::new(),
+            refresh: Vec::new(),
+        };
+        // 1. Stalled peers are dropped from this round; their pieces go elsewhere.
+        let stall = self.cfg.stall;
+        let stalled: Vec<P> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| {
+                !s.inflight.is_empty() && {
+                    let oldest = s.inflight.iter().map(|(_, t)| *t).min().unwrap_or(now);
+                    let heard = s.last_arrival.map_or(oldest, |t| t.max(oldest));
+                    now.saturating_sub(heard) >= stall
+                }
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in stalled {
+            let s = self.peers.get_mut(&p).expect("listed above");
+            let pieces: Vec<u32> = s.inflight.drain(..).map(|(x, _)| x).collect();
+            s.failures += 1;
+            s.paused_until = now + stall;
+            for x in &pieces {
+                self.copies[*x as usize] = self.copies[*x as usize].saturating_sub(1);
+            }
+            out.cancels.push((p, pieces));
+        }
+        // 2. New requests, rarest first.
+        let avail = self.availability();
+        let swarm_has: Vec<bool> = (0..self.have.len())
+            .map(|i| {
+                self.peers
+                    .values()
+                    .any(|s| s.source == Source::Swarm && s.paused_until <= now && s.has(i as u32))
+            })
+            .collect();
+        let wanted: Vec<u32> = (0..self.have.len() as u32)
+            .filter(|&i| !self.have[i as usize])
+            .collect();
+        let mut order: Vec<(u32, u64, u32)> = wanted
+            .into_iter()
+            .map(|i| (avail[i as usize], self.random(), i))
+            .collect();
+        order.sort_unstable();
+        let order: Vec<u32> = order.into_iter().map(|(_, _, i)| i).collect();
+        let mut total: usize = self.peers.values().map(|s| s.inflight.len()).sum();
+        // Swarm peers first, then seeds; within each, the least loaded first.
+        let mut peers: Vec<(bool, usize, u64, P)> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.paused_until <= now)
+            .map(|(p, s)| (s.source != Source::Swarm, s.inflight.len(), 0, *p))
+            .collect();
+        for e in &mut peers {
+            e.2 = self.random();
+        }
+        peers.sort_unstable();
+        let mut progress = true;
+        while progress && total < self.cfg.total {
+            progress = false;
+            for &(seed, _, _, p) in &peers {
+                if total >= self.cfg.total {
+                    break;
+                }
+                let s = &self.peers[&p];
+                let room = self.cfg.per_peer.saturating_sub(s.inflight.len());
+                if room == 0 {
+                    continue;
+                }
+                let take = room.min(self.cfg.batch).min(self.cfg.total - total);
+                let picked: Vec<u32> = order
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        self.copies[i as usize] == 0
+                            && s.has(i)
+                            && !(seed && swarm_has[i as usize])
+                    })
+                    .take(take)
+                    .collect();
+                if picked.is_empty() {
+                    continue;
+                }
+                let s = self.peers.get_mut(&p).expect("listed above");
+                for &i in &picked {
+                    s.inflight.push((i, now));
+                    self.copies[i as usize] += 1;
+                }
+                total += picked.len();
+                progress = true;
+                match out.requests.iter_mut().find(|(q, _)| *q == p) {
+                    Some((_, v)) => v.extend(picked),
+                    None => out.requests.push((p, picked)),
+                }
+            }
+        }
+        // 3. Overdue pieces: a second copy from another peer that has the piece.
+        let overdue: Vec<u32> = self
+            .peers
+            .values()
+            .flat_map(|s| {
+                s.inflight
+                    .iter()
+                    .enumerate()
+                    .filter(|(pos, (_, asked))| self.deadline(s, *pos, *asked) <= now)
+                    .map(|(_, (x, _))| *x)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|x| self.copies[*x as usize] == 1 && !self.have[*x as usize])
+            .collect();
+        for x in overdue {
+            let target = self
+                .peers
+                .iter()
+                .filter(|(_, s)| {
+                    s.paused_until <= now
+                        && s.has(x)
+                        && s.inflight.len() < self.cfg.per_peer
+                        && !s.inflight.iter().any(|(y, _)| *y == x)
+                })
+                .min_by_key(|(_, s)| (s.source != Source::Swarm, s.inflight.len()))
+                .map(|(p, _)| *p);
+            if let Some(p) = target {
+                self.peers.get_mut(&p).expect("found").inflight.push((x, now));
+                self.copies[x as usize] += 1;
+                match out.requests.iter_mut().find(|(q, _)| *q == p) {
+                    Some((_, v)) => v.push(x),
+                    None => out.requests.push((p, vec![x])),
+                }
+            }
+        }
+        // 4. Bitmap refreshes of swarm peers.
+        let wanted: Vec<u32> = order;
+        for (p, s) in &mut self.peers {
+            if s.source != Source::Swarm {
+                continue;
+            }
+            let useful = wanted.iter().any(|&i| s.has(i) && self.copies[i as usize] == 0);
+            let every = if useful { self.cfg.refresh * 5 } else { self.cfg.refresh };
+            if now.saturating_sub(s.last_bitmap) >= every {
+                s.last_bitmap = now;
+                out.refresh.push(*p);
+            }
+        }
+        out
+    }
+
+    /// The next time `poll` may have something new to do without any event.
+    pub fn next_wake(&self, now: Duration) -> Duration {
+        let mut at = now + self.cfg.refresh;
+        for s in self.peers.values() {
+            if s.paused_until > now {
+                at = at.min(s.paused_until);
+            }
+            for (pos, (_, asked)) in s.inflight.iter().enumerate() {
+                at = at.min(self.deadline(s, pos, *asked));
+            }
+        }
+        at.max(now + Duration::from_millis(1))
+    }
+
+    /// The contiguous verified prefix, in pieces.
+    pub fn prefix(&self) -> u32 {
+        self.have.iter().take_while(|h| **h).count() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn cfg() -> SchedConfig {
+        SchedConfig::new(1 << 20, Duration::from_secs(5))
+    }
+
+    #[test]
+    fn seed_asked_only_for_what_the_swarm_lacks() {
+        let mut s = Scheduler::new(8 << 20, cfg(), 1, Duration::ZERO);
+        s.set_peer(0u8, Source::Complete, &[], Duration::ZERO);
+        let mut half = vec![false; 8];
+        half[..4].iter_mut().for_each(|h| *h = true);
+        s.set_peer(1u8, Source::Swarm, &half, Duration::ZERO);
+        let a = s.poll(Duration::ZERO);
+        for (p, pieces) in &a.requests {
+            for x in pieces {
+                if *p == 0 {
+                    assert!(*x >= 4, "seed asked for piece {x} the swarm has");
+                } else {
+                    assert!(*x < 4);
+                }
+            }
+        }
+        let asked: usize = a.requests.iter().map(|(_, v)| v.len()).sum();
+        assert_eq!(asked, 8);
+    }
+
+    #[test]
+    fn slow_peer_gets_a_duplicate_not_a_failure() {
+        let mut s = Scheduler::new(2 << 20, cfg(), 7, Duration::ZERO);
+        s.set_peer(0u8, Source::Complete, &[], Duration::ZERO);
+        let a = s.poll(Duration::ZERO);
+        assert_eq!(a.requests, vec![(0, vec![0, 1])]);
+        s.set_peer(1u8, Source::Complete, &[], Duration::ZERO);
+        // Nothing yet at the deadline: a copy goes to peer 1; peer 0 is not dropped.
+        let a = s.poll(400 * MS);
+        assert!(a.cancels.is_empty());
+        assert!(a.requests.iter().any(|(p, _)| *p == 1));
+        assert!(s.on_piece(1, 0, 450 * MS));
+        assert!(!s.on_piece(0, 0, 500 * MS), "a duplicate is not new");
+        assert!(s.on_piece(0, 1, 520 * MS));
+        assert!(s.done());
+    }
+
+    #[test]
+    fn silent_peer_is_dropped_after_stall_and_its_pieces_move() {
+        let mut s = Scheduler::new(1 << 20, cfg(), 3, Duration::ZERO);
+        s.set_peer(0u8, Source::Complete, &[], Duration::ZERO);
+        assert_eq!(s.poll(Duration::ZERO).requests, vec![(0, vec![0])]);
+        let a = s.poll(Duration::from_secs(5));
+        assert_eq!(a.cancels, vec![(0, vec![0])]);
+        s.set_peer(1u8, Source::Complete, &[], Duration::from_secs(5));
+        let a = s.poll(Duration::from_secs(5));
+        assert_eq!(a.requests, vec![(1, vec![0])]);
+    }
+
+    #[test]
+    fn busy_pauses_and_missing_forgets() {
+        let mut s = Scheduler::new(2 << 20, cfg(), 5, Duration::ZERO);
+        s.set_peer(0u8, Source::Swarm, &[true, true], Duration::ZERO);
+        let a = s.poll(Duration::ZERO);
+        assert_eq!(a.requests, vec![(0, vec![0, 1])]);
+        s.on_failure(0, 0, Failure::Busy, MS);
+        s.on_failure(0, 1, Failure::Missing, MS);
+        assert!(s.poll(2 * MS).requests.is_empty(), "paused while busy");
+        let a = s.poll(100 * MS);
+        assert_eq!(a.requests, vec![(0, vec![0])], "piece 1 is no longer believed there");
+        assert_eq!(s.unsourced(), 1);
+    }
+
+    #[test]
+    fn swarm_bitmaps_are_refreshed() {
+        let mut s = Scheduler::new(2 << 20, cfg(), 5, Duration::ZERO);
+        s.set_peer(0u8, Source::Swarm, &[false, false], Duration::ZERO);
+        assert!(s.poll(Duration::ZERO).refresh.is_empty());
+        assert_eq!(s.poll(50 * MS).refresh, vec![0]);
+        s.set_peer(0u8, Source::Swarm, &[false, true], 50 * MS);
+        assert_eq!(s.poll(51 * MS).requests, vec![(0, vec![1])]);
+    }
+}
