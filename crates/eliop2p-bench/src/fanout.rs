@@ -45,6 +45,12 @@ pub async fn run() -> anyhow::Result<()> {
     let first_byte = Duration::from_millis(list("first-byte-ms", "30")[0]);
     let stream_rate = list("stream-mbps", "0")[0] * 1_000_000 / 8;
     let direct = !std::env::args().any(|a| a == "--no-direct");
+    // `--node-env=KEY=VALUE;KEY=VALUE` for every node.
+    let node_env: Vec<(String, String)> = arg("node-env")
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
     println!(
         "## fanout: N hosts in network namespaces, NICs capped by tc tbf both ways; origin = testkit S3 (O(bytes) per request, {} ms first byte{}); every client reads one cold object at once",
         first_byte.as_millis(),
@@ -68,7 +74,7 @@ pub async fn run() -> anyhow::Result<()> {
                         stream_rate,
                         kill_owner_at: kill.then_some(0.3),
                         direct,
-                        node_env: Vec::new(),
+                        node_env: node_env.clone(),
                     };
                     let r = fanout::run(&spec).await?;
                     println!("{}", fanout::summary(&spec, &r));
@@ -78,7 +84,8 @@ pub async fn run() -> anyhow::Result<()> {
                             .iter()
                             .map(|t| t.map_or("fail".into(), |t| format!("{:.2}", t / r.ideal)))
                             .collect();
-                        notes.push(format!("{n} nodes, {size} MiB, origin {orate} Mbit/s, {mode:?}: per-node finish / ideal: {}", t.join(" ")));
+                        let od = r.origin_done.map_or("-".into(), |t| format!("{:.2}", t / r.ideal));
+                        notes.push(format!("{n} nodes, {size} MiB, origin {orate} Mbit/s, {mode:?}: origin done at {od} x ideal; all uploads {:.2}x object; piece failures {:?}; per-node finish / ideal: {}", r.uploaded.iter().sum::<u64>() as f64 / spec.object_size as f64, r.piece_failures, t.join(" ")));
                     }
                     for e in r.errors.iter().take(3) {
                         notes.push(format!("{n} nodes, {size} MiB: {e}"));

@@ -9,6 +9,7 @@
 
 mod cluster;
 mod fanout;
+mod swarm_sim;
 mod p2p;
 
 use std::net::SocketAddr;
@@ -358,6 +359,10 @@ async fn main() -> anyhow::Result<()> {
     eliop2p_cache::tune_allocator();
     if std::env::args().nth(1).as_deref() == Some("fanout") {
         return fanout::run().await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("swarm-sim") {
+        swarm_sim::run();
+        return Ok(());
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let only_disk = std::env::args().any(|a| a == "--disk-only");

@@ -311,8 +311,20 @@ pub(crate) async fn find_holders(
     fetch: Option<&FetchRequest>,
     downloading: bool,
 ) -> Vec<SocketAddr> {
+    locate_all(shared, id, fetch, downloading).await.0
+}
+
+/// [`find_holders`], and whether this node is the one to read the origin: the
+/// first owner that answered for the chunk is this node (the owner died and this
+/// node is its backup, or ownership moved here) and it knows no complete holder.
+pub(crate) async fn locate_all(
+    shared: &Arc<P2pShared>,
+    id: &ChunkId,
+    fetch: Option<&FetchRequest>,
+    downloading: bool,
+) -> (Vec<SocketAddr>, bool) {
     let Some(cluster) = &shared.cluster else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
     let my_id = shared.cfg.node_id.clone();
     let mut found: Vec<SocketAddr> = Vec::new();
@@ -325,7 +337,7 @@ pub(crate) async fn find_holders(
             .map(|n| n.p2p)
             .collect();
         if !downloading && !found.is_empty() {
-            return found;
+            return (found, false);
         }
     }
     let add = |found: &mut Vec<SocketAddr>, more: Vec<NodeInfo>| {
@@ -344,13 +356,14 @@ pub(crate) async fn find_holders(
             // This node tracks the chunk: its own index answers, complete holders
             // only (the owner reads the origin rather than wait on a swarm).
             let h = cluster.gossip().holders(id);
+            let read_origin = h.iter().all(|n| n.id == my_id);
             add(&mut found, h);
-            return found;
+            return (found, read_origin);
         }
         match locate_remote(shared, owner.p2p, id, fetch, downloading).await {
             Ok(h) => {
                 add(&mut found, h);
-                return found;
+                return (found, false);
             }
             Err(e) => {
                 tracing::debug!(owner = %owner.id, error = %e, "chunk owner did not answer, trying the next");
@@ -358,7 +371,7 @@ pub(crate) async fn find_holders(
             }
         }
     }
-    found
+    (found, false)
 }
 
 /// The cluster task: gossip rounds, chunk announcements from cache events (batched

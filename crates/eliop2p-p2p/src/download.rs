@@ -27,8 +27,12 @@ use crate::proto::{self, Bitmap, Reason};
 use crate::sched::{Failure, SchedConfig, Scheduler, Source};
 use crate::{P2pError, P2pShared};
 
-/// How often a running download asks the tracker again (new swarm members).
-const RELOCATE_EVERY: Duration = Duration::from_millis(750);
+/// How often a running download asks the tracker again (new swarm members): often
+/// while it knows few peers (the first downloaders of a chunk learn of the later
+/// ones this way), rarely once it knows enough.
+const RELOCATE_FEW: Duration = Duration::from_millis(150);
+const RELOCATE_EVERY: Duration = Duration::from_millis(1000);
+const ENOUGH_PEERS: usize = 6;
 /// With a piece nobody has, the tracker is asked again at most this often.
 const RELOCATE_MIN: Duration = Duration::from_millis(150);
 /// No verified piece at all for this long: the download gives up (the origin
@@ -50,7 +54,9 @@ enum Event {
         piece: u32,
         result: Result<(Bytes, [u8; 32]), P2pError>,
     },
-    Located(Vec<SocketAddr>),
+    /// Peers the tracker named, and whether this node is now the one to read the
+    /// origin (the owner died and this node took over).
+    Located(Vec<SocketAddr>, bool),
 }
 
 pub(crate) async fn download(
@@ -97,6 +103,13 @@ pub(crate) async fn download(
         Scheduler::new(len, SchedConfig::new(PIECE_SIZE, stall), seed, now());
     let n = sched.num_pieces();
     let mut hashes: Vec<Option<[u8; 32]>> = vec![None; n];
+    // Pieces the fill already has (a download resumed after an earlier source).
+    for (i, had) in writer.fill().have_pieces().into_iter().enumerate() {
+        if had {
+            sched.mark_have(i as u32);
+            hashes[i] = writer.fill().piece_now(i as u32).map(|(_, h)| h);
+        }
+    }
     let mut expected_sha: Option<[u8; 32]> = None;
     let mut complete_peers: HashSet<SocketAddr> = HashSet::new();
     let mut probing: HashSet<SocketAddr> = HashSet::new();
@@ -142,14 +155,17 @@ pub(crate) async fn download(
         let since_locate = t.saturating_sub(last_locate);
         if !relocating
             && shared.cluster.is_some()
-            && (since_locate >= RELOCATE_EVERY || unsourced && since_locate >= RELOCATE_MIN)
+            && (since_locate >= RELOCATE_EVERY
+                || sched.num_peers() < ENOUGH_PEERS && since_locate >= RELOCATE_FEW
+                || unsourced && since_locate >= RELOCATE_MIN)
         {
             relocating = true;
             last_locate = t;
             let (shared, tx, fetch) = (shared.clone(), tx.clone(), fetch.cloned());
             tasks.spawn(async move {
-                let found = crate::cluster::find_holders(&shared, &id, fetch.as_ref(), true).await;
-                let _ = tx.send(Event::Located(found));
+                let (found, read_origin) =
+                    crate::cluster::locate_all(&shared, &id, fetch.as_ref(), true).await;
+                let _ = tx.send(Event::Located(found, read_origin));
             });
         }
         if unsourced_since.is_some_and(|s| t.saturating_sub(s) >= stall)
@@ -165,8 +181,12 @@ pub(crate) async fn download(
         };
         let Some(ev) = ev else { break Err(()) };
         match ev {
-            Event::Located(found) => {
+            Event::Located(found, read_origin) => {
                 relocating = false;
+                if read_origin && sched.unsourced() > 0 {
+                    tracing::debug!(chunk_id = %id, "this node owns the chunk now; reading the rest from the origin");
+                    break Err(());
+                }
                 for a in found {
                     if a != shared.self_addr && !sched.knows(&a) && probing.insert(a) {
                         tasks.spawn(probe(shared.clone(), a, id, tx.clone()));
@@ -231,6 +251,9 @@ pub(crate) async fn download(
                 other => {
                     let (why, reason) = match &other {
                         Ok(_) => (Failure::Broken, "bad_length"),
+                        Err(P2pError::Refused(r)) if r.starts_with("deferred") => {
+                            (Failure::Deferred, "deferred")
+                        }
                         Err(P2pError::Refused(r)) if r.starts_with("busy") => (Failure::Busy, "busy"),
                         Err(P2pError::Refused(r)) if r.starts_with("missing") => {
                             (Failure::Missing, "missing")
@@ -242,6 +265,12 @@ pub(crate) async fn download(
                     shared.stats.record_piece_failure(reason);
                     if why == Failure::Broken {
                         shared.with_peer_stats(peer, |s| s.record_failure());
+                    }
+                    if reason == "connection" {
+                        // The peer is gone (it died or closed on us): it is no source
+                        // any more; the tracker names it again if it comes back.
+                        sched.remove_peer(&peer);
+                        continue;
                     }
                     tracing::trace!(%peer, piece, reason, "piece failed, rescheduling");
                     sched.on_failure(peer, piece, why, now());
@@ -348,6 +377,7 @@ async fn fetch_batch(
             Ok(f) => {
                 let (reason, msg) = proto::parse_error(&f.data);
                 Err(P2pError::Refused(match reason {
+                    Reason::Busy if msg.starts_with("deferred") => msg,
                     Reason::Busy | Reason::Timeout => format!("busy: {msg}"),
                     Reason::NotFound => format!("missing: {msg}"),
                     _ => msg,

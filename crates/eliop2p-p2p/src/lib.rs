@@ -9,6 +9,7 @@ pub mod codec;
 mod conn;
 mod download;
 pub mod sched;
+pub mod sim;
 pub mod limit;
 pub mod proto;
 pub mod score;
@@ -154,7 +155,16 @@ pub(crate) struct P2pShared {
     cluster: Option<cluster::Cluster>,
     /// Stop without leaving the cluster (a crash, as far as peers can tell).
     silent: std::sync::atomic::AtomicBool,
+    /// Seeding: copies of each piece this node sent as a seed lately.
+    seed_copies: Mutex<HashMap<(ChunkId, u32), (u32, std::time::Instant)>>,
 }
+
+/// A seed (a complete holder, or a fill from the origin) sends each piece to at
+/// most this many peers per window; later askers are told to take it from the
+/// swarm, which got those copies. So a seed's uplink carries about two copies of
+/// each piece however many nodes download it, and the swarm the rest.
+const SEED_COPIES: u32 = 2;
+const SEED_WINDOW: Duration = Duration::from_millis(1000);
 
 impl P2pShared {
     fn peers(&self) -> Vec<SocketAddr> {
@@ -187,6 +197,24 @@ impl P2pShared {
                 Ok(c)
             }
         }
+    }
+
+    /// Whether this seed may send `piece` once more now (and counts it).
+    fn seed_copy(&self, id: &ChunkId, piece: u32) -> bool {
+        let now = std::time::Instant::now();
+        let mut m = self.seed_copies.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 65_536 {
+            m.retain(|_, (_, t)| now.duration_since(*t) < SEED_WINDOW);
+        }
+        let e = m.entry((*id, piece)).or_insert((0, now));
+        if now.duration_since(e.1) >= SEED_WINDOW {
+            *e = (0, now);
+        }
+        if e.0 >= SEED_COPIES {
+            return false;
+        }
+        e.0 += 1;
+        true
     }
 
     fn peer_stats(&self, addr: &SocketAddr) -> score::PeerStats {
@@ -245,6 +273,7 @@ pub fn spawn_p2p(
     let shared = Arc::new(P2pShared {
         cluster,
         silent: Default::default(),
+        seed_copies: Mutex::default(),
         secret,
         limits: codec::Limits::default(),
         cache,
@@ -412,7 +441,16 @@ impl P2pHandle {
         for (name, help, v) in counters {
             prom::family(&mut out, name, Kind::Counter, help, [("", v)]);
         }
-        let reasons = ["timeout", "corrupt", "refused", "connection", "bad_length"];
+        let reasons = [
+            "timeout",
+            "corrupt",
+            "refused",
+            "connection",
+            "bad_length",
+            "busy",
+            "missing",
+            "deferred",
+        ];
         prom::family(
             &mut out,
             "eliop2p_p2p_piece_failures_total",

@@ -42,23 +42,26 @@ pub struct SchedConfig {
     /// The least time a piece may take before it is duplicated elsewhere.
     pub min_deadline: Duration,
     /// Swarm bitmaps are refreshed this often when the peer has nothing for us,
-    /// and every `refresh * 5` otherwise.
+    /// and every `refresh * 2` otherwise.
     pub refresh: Duration,
     /// Pause after a busy answer (jittered up to twice this).
     pub busy_pause: Duration,
+    /// A piece a seed deferred is not asked of it again for this long.
+    pub defer: Duration,
 }
 
 impl SchedConfig {
     pub fn new(piece_size: u64, stall: Duration) -> Self {
         Self {
             piece_size,
-            per_peer: 6,
-            total: 16,
+            per_peer: 3,
+            total: 8,
             batch: 2,
             stall,
             min_deadline: Duration::from_millis(300),
-            refresh: Duration::from_millis(40),
+            refresh: Duration::from_millis(25),
             busy_pause: Duration::from_millis(25),
+            defer: Duration::from_millis(150),
         }
     }
 }
@@ -80,6 +83,9 @@ pub enum Failure {
     Missing,
     /// The peer is out of upload slots.
     Busy,
+    /// A seed has just sent this piece to others: fetch it from the swarm, and
+    /// ask the seed again only after `defer`.
+    Deferred,
     /// The connection broke or sent a bad frame.
     Broken,
 }
@@ -99,11 +105,18 @@ struct PeerState {
     /// Not asked before this time (busy or failed).
     paused_until: Duration,
     failures: u32,
+    /// Pieces this seed deferred, and until when they are not asked of it.
+    deferred: Vec<(u32, Duration)>,
+    /// The time of the last `poll`, for the deferrals.
+    now: Duration,
 }
 
 impl PeerState {
     fn has(&self, piece: u32) -> bool {
-        self.source != Source::Swarm || self.have.get(piece as usize).copied().unwrap_or(false)
+        if self.source == Source::Swarm {
+            return self.have.get(piece as usize).copied().unwrap_or(false);
+        }
+        !self.deferred.iter().any(|(p, until)| *p == piece && *until > self.now)
     }
 }
 
@@ -161,6 +174,16 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         self.have[piece as usize]
     }
 
+    /// A piece this node already has (a fill resumed from earlier pieces).
+    pub fn mark_have(&mut self, piece: u32) {
+        if let Some(h) = self.have.get_mut(piece as usize)
+            && !*h
+        {
+            *h = true;
+            self.num_have += 1;
+        }
+    }
+
     pub fn num_peers(&self) -> usize {
         self.peers.len()
     }
@@ -203,6 +226,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                         last_bitmap: now,
                         paused_until: Duration::ZERO,
                         failures: 0,
+                        deferred: Vec::new(),
+                        now,
                     },
                 );
             }
@@ -253,9 +278,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 let j = self.random() % 1000;
                 self.cfg.busy_pause + self.cfg.busy_pause * j as u32 / 1000
             }
-            Failure::Missing => Duration::ZERO,
+            Failure::Missing | Failure::Deferred => Duration::ZERO,
             Failure::Broken => self.cfg.min_deadline * 2,
         };
+        let defer = self.cfg.defer;
         let Some(s) = self.peers.get_mut(&p) else {
             return;
         };
@@ -278,6 +304,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 }
             }
             Failure::Busy => s.paused_until = s.paused_until.max(now + pause),
+            Failure::Deferred => {
+                s.deferred.retain(|(_, until)| *until > now);
+                s.deferred.push((piece, now + defer));
+            }
             Failure::Broken => {
                 s.failures += 1;
                 s.paused_until = now + pause * s.failures.min(8);
@@ -319,6 +349,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             cancels: Vec::new(),
             refresh: Vec::new(),
         };
+        for s in self.peers.values_mut() {
+            s.now = now;
+        }
         // 1. Stalled peers are dropped from this round; their pieces go elsewhere.
         let stall = self.cfg.stall;
         let stalled: Vec<P> = self
@@ -454,7 +487,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 continue;
             }
             let useful = wanted.iter().any(|&i| s.has(i) && self.copies[i as usize] == 0);
-            let every = if useful { self.cfg.refresh * 5 } else { self.cfg.refresh };
+            let every = if useful { self.cfg.refresh * 2 } else { self.cfg.refresh };
             if now.saturating_sub(s.last_bitmap) >= every {
                 s.last_bitmap = now;
                 out.refresh.push(*p);
@@ -470,8 +503,17 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             if s.paused_until > now {
                 at = at.min(s.paused_until);
             }
+            // Deadlines already past were acted on by the last poll (a second copy
+            // asked, or none possible): only future ones can wake us.
             for (pos, (_, asked)) in s.inflight.iter().enumerate() {
-                at = at.min(self.deadline(s, pos, *asked));
+                let d = self.deadline(s, pos, *asked);
+                if d > now {
+                    at = at.min(d);
+                }
+            }
+            if let Some(oldest) = s.inflight.iter().map(|(_, t)| *t).min() {
+                let heard = s.last_arrival.map_or(oldest, |t| t.max(oldest));
+                at = at.min(heard + self.cfg.stall);
             }
         }
         at.max(now + Duration::from_millis(1))
@@ -495,7 +537,10 @@ mod tests {
 
     #[test]
     fn seed_asked_only_for_what_the_swarm_lacks() {
-        let mut s = Scheduler::new(8 << 20, cfg(), 1, Duration::ZERO);
+        let mut c = cfg();
+        c.per_peer = 4;
+        c.total = 8;
+        let mut s = Scheduler::new(8 << 20, c, 1, Duration::ZERO);
         s.set_peer(0u8, Source::Complete, &[], Duration::ZERO);
         let mut half = vec![false; 8];
         half[..4].iter_mut().for_each(|h| *h = true);
@@ -558,12 +603,26 @@ mod tests {
     }
 
     #[test]
+    fn deferred_piece_waits_for_the_swarm_then_returns_to_the_seed() {
+        let mut s = Scheduler::new(1 << 20, cfg(), 5, Duration::ZERO);
+        s.set_peer(0u8, Source::Origin, &[], Duration::ZERO);
+        assert_eq!(s.poll(Duration::ZERO).requests, vec![(0, vec![0])]);
+        s.on_failure(0, 0, Failure::Deferred, MS);
+        assert!(s.poll(2 * MS).requests.is_empty());
+        s.set_peer(1u8, Source::Swarm, &[true], 10 * MS);
+        assert_eq!(s.poll(10 * MS).requests, vec![(1, vec![0])]);
+        s.on_failure(1, 0, Failure::Missing, 20 * MS);
+        assert!(s.poll(30 * MS).requests.is_empty());
+        assert_eq!(s.poll(200 * MS).requests, vec![(0, vec![0])], "back to the seed");
+    }
+
+    #[test]
     fn swarm_bitmaps_are_refreshed() {
         let mut s = Scheduler::new(2 << 20, cfg(), 5, Duration::ZERO);
         s.set_peer(0u8, Source::Swarm, &[false, false], Duration::ZERO);
         assert!(s.poll(Duration::ZERO).refresh.is_empty());
-        assert_eq!(s.poll(50 * MS).refresh, vec![0]);
-        s.set_peer(0u8, Source::Swarm, &[false, true], 50 * MS);
-        assert_eq!(s.poll(51 * MS).requests, vec![(0, vec![1])]);
+        assert_eq!(s.poll(30 * MS).refresh, vec![0]);
+        s.set_peer(0u8, Source::Swarm, &[false, true], 30 * MS);
+        assert_eq!(s.poll(31 * MS).requests, vec![(0, vec![1])]);
     }
 }

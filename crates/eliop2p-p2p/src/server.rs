@@ -53,8 +53,35 @@ pub(crate) async fn run(
     }
 }
 
+/// Unsent bytes a peer connection may queue in the kernel. Without a bound the
+/// socket buffer grows to megabytes: an upload slot would be released long before
+/// its piece is on the wire, and every piece would crawl behind all the others. With
+/// it, the slots bound what this uplink is sending, and a piece takes one piece
+/// time per hop (what makes a swarm fast).
+const NOTSENT_LOWAT: libc::c_int = 128 * 1024;
+
+fn bound_unsent(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let v = NOTSENT_LOWAT;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int, on a
+    // socket this function borrows.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "TCP_NOTSENT_LOWAT not set");
+    }
+}
+
 async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2pError> {
     stream.set_nodelay(true)?;
+    bound_unsent(&stream);
     let (rd, mut wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, shared.limits);
     let peer_id = match accept_handshake(&mut reader, &mut wr, &shared.secret).await {
@@ -306,6 +333,10 @@ async fn serve_piece(
         ));
     }
     let end = (start + PIECE_SIZE).min(len);
+    let seeding = !matches!(&held, Held::Filling(f) if f.from_peer());
+    if seeding && !shared.seed_copy(id, piece) {
+        return Err((Reason::Busy, "deferred: sent to the swarm already".to_owned()));
+    }
     match held {
         // Memory chunks carry their piece hashes: no hashing to serve them.
         // The piece's bytes as the chunk's buffers hold them, without a copy.

@@ -396,3 +396,51 @@ async fn healthy_peers_are_not_sent_duplicate_pieces() -> anyhow::Result<()> {
     origin.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_alive_peer_causes_no_origin_read() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("slow").await?;
+    let data = test_data(16 * MIB, 4);
+    origin.put("slow", "obj", data.clone()).await?;
+    // Node 1 uploads at 1 MiB/s: each of its pieces takes longer than node 2's
+    // piece timeout once a few are queued, yet it never goes silent.
+    let nodes = cluster(&origin, 3, |i, c| {
+        let p = c.p2p.as_mut().unwrap();
+        if i == 1 {
+            p.max_upload_rate = MIB as u64;
+        }
+        if i == 2 {
+            p.piece_timeout = Duration::from_millis(1500);
+        }
+    })
+    .await?;
+    let c = TestClient::new();
+    for n in &nodes[..2] {
+        let r = c
+            .get(&format!("http://{}/slow/obj", n.proxy_addr), &[])
+            .await?;
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    }
+    let origin_gets = origin.gets_of("slow", "obj").len();
+    let sent_before = metric(&nodes[1], "eliop2p_p2p_pieces_sent_total");
+    let r = c
+        .get(&format!("http://{}/slow/obj", nodes[2].proxy_addr), &[])
+        .await?;
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "byte-exact");
+    assert_eq!(r.header("x-cache-source"), Some("peer"));
+    assert_eq!(
+        origin.gets_of("slow", "obj").len(),
+        origin_gets,
+        "the slow peer's pieces went to the other peer, not the origin"
+    );
+    assert!(
+        metric(&nodes[1], "eliop2p_p2p_pieces_sent_total") > sent_before,
+        "the slow peer was used, not written off"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+    origin.stop().await;
+    Ok(())
+}

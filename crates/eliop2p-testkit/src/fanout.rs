@@ -67,6 +67,10 @@ pub struct Report {
     pub direct: Option<(Vec<f64>, u64)>,
     /// Why clients failed (first few).
     pub errors: Vec<String>,
+    /// Seconds until the origin had sent as many bytes as the object has.
+    pub origin_done: Option<f64>,
+    /// Piece failures over all surviving nodes, by reason.
+    pub piece_failures: Vec<(String, u64)>,
 }
 
 impl Report {
@@ -210,6 +214,18 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     let progress: Vec<std::sync::Arc<std::sync::atomic::AtomicU64>> =
         (0..n).map(|_| Default::default()).collect();
     let start = Instant::now();
+    let origin_done = {
+        let (origin_sent, size) = (origin.bytes_counter(), spec.object_size as u64);
+        tokio::spawn(async move {
+            while origin_sent.load(std::sync::atomic::Ordering::Relaxed) - before < size {
+                if start.elapsed() > Duration::from_secs(900) {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Some(start.elapsed().as_secs_f64())
+        })
+    };
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..n {
         let stream = bed.connect(host(i), SocketAddr::from((bed.addr(host(i)), PROXY_PORT)))?;
@@ -263,14 +279,27 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         report.finish.remove(k);
     }
     report.origin_bytes = origin.bytes_sent() - before;
-    for i in 0..n {
+    origin_done.abort();
+    report.origin_done = origin_done.await.ok().flatten();
+    for (i, before) in uploads_before.iter().enumerate() {
         if Some(i) == report.killed {
             continue;
         }
         let m = metrics(&bed, host(i)).await.unwrap_or_default();
+        for l in m.lines() {
+            if let Some(rest) = l.strip_prefix("eliop2p_p2p_piece_failures_total{reason=\"")
+                && let Some((reason, v)) = rest.split_once("\"}")
+            {
+                let v = v.trim().parse::<f64>().unwrap_or(0.0) as u64;
+                match report.piece_failures.iter_mut().find(|(r, _)| r == reason) {
+                    Some(e) => e.1 += v,
+                    None => report.piece_failures.push((reason.to_owned(), v)),
+                }
+            }
+        }
         report
             .uploaded
-            .push(series(&m, "eliop2p_p2p_sent_bytes_total").saturating_sub(uploads_before[i]));
+            .push(series(&m, "eliop2p_p2p_sent_bytes_total").saturating_sub(*before));
     }
     drop(nodes);
     if let Some((cp, _dir)) = control {

@@ -89,9 +89,11 @@ impl FastFs {
                 return Ok(out.clone());
             }
         }
-        let mut input = HeadObjectInput::default();
-        input.bucket = bucket.to_owned();
-        input.key = key.to_owned();
+        let input = HeadObjectInput {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            ..Default::default()
+        };
         let out = self
             .inner
             .head_object(bare(req).map_input(|()| input))

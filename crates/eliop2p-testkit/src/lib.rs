@@ -250,6 +250,11 @@ impl TestOrigin {
         self.bytes_sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The counter behind [`Self::bytes_sent`], for samplers on other tasks.
+    pub fn bytes_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.bytes_sent.clone()
+    }
+
     /// Limits the rate of all response bodies together (bytes/s, 0 = unlimited).
     pub fn set_rate_limit(&self, bytes_per_sec: u64) {
         self.limiter

@@ -1,0 +1,75 @@
+//! `eliop2p-bench swarm-sim`: the swarm at sizes no machine here hosts, in virtual
+//! time (`eliop2p_p2p::sim`, driving the real piece scheduler and serving rules).
+//!
+//!     eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200] [--origin-mbit=200]
+
+use std::time::{Duration, Instant};
+
+use eliop2p_p2p::sched::SchedConfig;
+use eliop2p_p2p::sim::{SimConfig, simulate};
+
+fn list(name: &str, default: &str) -> Vec<f64> {
+    std::env::args()
+        .find_map(|a| a.strip_prefix(&format!("--{name}=")).map(str::to_owned))
+        .unwrap_or_else(|| default.to_owned())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
+}
+
+pub fn run() {
+    let nodes = list("nodes", "1000,5000");
+    let sizes = list("sizes-gib", "1,16");
+    let rate = list("rate-mbit", "200")[0] * 1e6 / 8.0;
+    let origin = list("origin-mbit", "200")[0] * 1e6 / 8.0;
+    let latency = Duration::from_micros(list("latency-us", "200")[0] as u64);
+    println!(
+        "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, 1 MiB pieces, readahead 3 chunks",
+        rate * 8.0 / 1e6,
+        origin * 8.0 / 1e6,
+        latency.as_micros()
+    );
+    println!();
+    println!("| nodes | object | p50 / ideal | p99 / ideal | max / ideal | origin bytes / object | busiest uploader / object | mean upload / object | events | wall time |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for &n in &nodes {
+        for &gib in &sizes {
+            let cfg = SimConfig {
+                nodes: n as usize,
+                object_bytes: (gib * (1u64 << 30) as f64) as u64,
+                chunk_bytes: 16 << 20,
+                piece_bytes: 1 << 20,
+                node_rate: rate,
+                origin_rate: origin,
+                latency,
+                window: 3,
+                upload_slots: 8,
+                seed_copies: 2,
+                seed_window: Duration::from_secs(1),
+                sched: SchedConfig::new(1 << 20, Duration::from_secs(5)),
+                seed: 7,
+            };
+            let t0 = Instant::now();
+            let r = simulate(&cfg);
+            let wall = t0.elapsed().as_secs_f64();
+            let mut t = r.finish.clone();
+            t.sort_by(f64::total_cmp);
+            let pct = |p: f64| t[((p / 100.0 * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1] / r.ideal;
+            let obj = cfg.object_bytes as f64;
+            let max_up = r.uploaded.iter().max().copied().unwrap_or(0) as f64;
+            let mean_up = r.uploaded.iter().sum::<u64>() as f64 / r.uploaded.len() as f64;
+            println!(
+                "| {n} | {gib} GiB | {:.2}x | {:.2}x | {:.2}x | {:.3}x | {:.2}x | {:.2}x | {} | {wall:.1} s |",
+                pct(50.0),
+                pct(99.0),
+                pct(100.0),
+                r.origin_bytes as f64 / obj,
+                max_up / obj,
+                mean_up / obj,
+                r.events
+            );
+        }
+    }
+    println!();
+    println!("ideal = object size / min(node NIC, origin NIC); wall time = real time the simulation took.");
+}

@@ -1,0 +1,467 @@
+//! A swarm simulator (pure: no I/O, virtual time), for cluster sizes no machine
+//! here can host: thousands of nodes with per-node upload and download rates and
+//! a one-way latency, one origin, every node reading the same object at once. It
+//! drives the real piece scheduler (`sched::Scheduler`) and the real serving
+//! rules: the tracker's answer (the owner, a few complete holders, a random subset
+//! of the swarm), swarm fills that offer only what they have, upload slots with
+//! busy answers, seeds that send each piece to at most `SEED_COPIES` peers per
+//! window and defer the rest to the swarm, and the owner as the one origin
+//! reader. Bandwidth is shared per link: a transfer's rate is its uploader's rate
+//! over its uploads, or its downloader's over its downloads, whichever is less,
+//! recomputed whenever either end starts or ends one.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Duration;
+
+use crate::sched::{Failure, SchedConfig, Scheduler, Source};
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub nodes: usize,
+    pub object_bytes: u64,
+    pub chunk_bytes: u64,
+    pub piece_bytes: u64,
+    /// Bytes per second of each node's NIC, each direction.
+    pub node_rate: f64,
+    pub origin_rate: f64,
+    pub latency: Duration,
+    /// Chunks a node downloads at once (its readahead).
+    pub window: usize,
+    pub upload_slots: usize,
+    pub seed_copies: u32,
+    pub seed_window: Duration,
+    pub sched: SchedConfig,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// Seconds each node took for the whole object.
+    pub finish: Vec<f64>,
+    pub origin_bytes: u64,
+    pub uploaded: Vec<u64>,
+    pub ideal: f64,
+    pub events: u64,
+}
+
+type Time = u64; // microseconds
+
+#[derive(Debug)]
+enum Ev {
+    Poll(usize, usize, Time),
+    FlowDone(usize, u32),
+    Request { from: usize, to: usize, chunk: usize, piece: u32 },
+    Reply { to: usize, from: usize, chunk: usize, piece: u32, why: Failure },
+    Bitmap { to: usize, from: usize, chunk: usize },
+    Located { to: usize, chunk: usize, peers: Vec<usize> },
+    OriginNext(usize),
+}
+
+struct Flow {
+    from: usize,
+    to: usize,
+    chunk: usize,
+    piece: u32,
+    remaining: f64,
+    rate: f64,
+    since: Time,
+    version: u32,
+    live: bool,
+}
+
+struct Download {
+    sched: Scheduler<usize>,
+    last_locate: Time,
+    poll_at: Option<Time>,
+}
+
+struct ChunkState {
+    owner: usize,
+    /// Pieces each node has of this chunk (bit per piece; chunk <= 64 pieces).
+    have: Vec<u64>,
+    /// Origin fill at the owner: next piece to read, and whether it started.
+    origin_next: u32,
+    origin_started: bool,
+    downloaders: Vec<usize>,
+    complete: Vec<usize>,
+    /// Copies of each piece the seeds sent, per window: (count, window start).
+    seed_sent: HashMap<(usize, u32), (u32, Time)>,
+    /// Requests awaiting a piece the owner's origin fill has not reached.
+    waiting: Vec<(usize, u32)>,
+}
+
+pub fn simulate(cfg: &SimConfig) -> SimReport {
+    let n = cfg.nodes;
+    let origin = n; // the origin is node `n` for the flow model
+    let num_chunks = cfg.object_bytes.div_ceil(cfg.chunk_bytes) as usize;
+    let chunk_len = |c: usize| (cfg.object_bytes - c as u64 * cfg.chunk_bytes).min(cfg.chunk_bytes);
+    let pieces_of = |c: usize| chunk_len(c).div_ceil(cfg.piece_bytes) as u32;
+    let piece_len = |c: usize, p: u32| (chunk_len(c) - u64::from(p) * cfg.piece_bytes).min(cfg.piece_bytes);
+    assert!(cfg.chunk_bytes / cfg.piece_bytes <= 64, "at most 64 pieces a chunk");
+    let lat = cfg.latency.as_micros() as Time;
+    let mut rng = cfg.seed | 1;
+    let mut rand = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut chunks: Vec<ChunkState> = (0..num_chunks)
+        .map(|_| ChunkState {
+            owner: 0,
+            have: vec![0; n],
+            origin_next: 0,
+            origin_started: false,
+            downloaders: Vec::new(),
+            complete: Vec::new(),
+            seed_sent: HashMap::new(),
+            waiting: Vec::new(),
+        })
+        .collect();
+    for c in chunks.iter_mut() {
+        c.owner = (rand() % n as u64) as usize;
+    }
+    let mut downloads: Vec<HashMap<usize, Download>> = (0..n).map(|_| HashMap::new()).collect();
+    let mut next_chunk = vec![0usize; n];
+    let mut done_chunks = vec![0usize; n];
+    let mut finish = vec![0f64; n];
+    let mut uploaded = vec![0u64; n + 1];
+    let mut up_flows: Vec<Vec<usize>> = vec![Vec::new(); n + 1];
+    let mut down_flows: Vec<Vec<usize>> = vec![Vec::new(); n + 1];
+    let mut slots_used = vec![0usize; n + 1];
+    let mut flows: Vec<Flow> = Vec::new();
+    let mut free_flows: Vec<usize> = Vec::new();
+    let mut heap: BinaryHeap<Reverse<(Time, u64, usize)>> = BinaryHeap::new();
+    let mut evs: Vec<Option<Ev>> = Vec::new();
+    let mut seq = 0u64;
+    let mut push = |heap: &mut BinaryHeap<Reverse<(Time, u64, usize)>>, evs: &mut Vec<Option<Ev>>, t: Time, e: Ev| {
+        seq += 1;
+        evs.push(Some(e));
+        heap.push(Reverse((t, seq, evs.len() - 1)));
+    };
+    let dur = |t: Time| Duration::from_micros(t);
+    let full = |c: usize| if pieces_of(c) == 64 { u64::MAX } else { (1u64 << pieces_of(c)) - 1 };
+
+    // Every node starts its first chunks at once.
+    for (node, next) in next_chunk.iter_mut().enumerate() {
+        for _ in 0..cfg.window.min(num_chunks) {
+            let c = *next;
+            *next += 1;
+            push(&mut heap, &mut evs, 0, Ev::Located { to: node, chunk: c, peers: Vec::new() });
+        }
+    }
+    let mut events = 0u64;
+    let mut origin_bytes = 0u64;
+    let mut remaining_nodes = n;
+    // Rates of every flow touching these nodes, from their link shares.
+    macro_rules! reshare {
+        ($now:expr, $nodes:expr) => {{
+            let mut touched: Vec<usize> = Vec::new();
+            for &x in $nodes {
+                touched.extend(up_flows[x].iter().copied());
+                touched.extend(down_flows[x].iter().copied());
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            for fi in touched {
+                let f = &mut flows[fi];
+                if !f.live {
+                    continue;
+                }
+                let up_rate = if f.from == origin { cfg.origin_rate } else { cfg.node_rate };
+                let r = (up_rate / up_flows[f.from].len() as f64).min(cfg.node_rate / down_flows[f.to].len() as f64);
+                f.remaining -= f.rate * ($now - f.since) as f64 / 1e6;
+                f.since = $now;
+                f.rate = r;
+                f.version += 1;
+                let left = (f.remaining.max(0.0) / r * 1e6) as Time;
+                let (v, at) = (f.version, $now + left + 1);
+                push(&mut heap, &mut evs, at, Ev::FlowDone(fi, v));
+            }
+        }};
+    }
+    macro_rules! start_flow {
+        ($now:expr, $from:expr, $to:expr, $chunk:expr, $piece:expr) => {{
+            let f = Flow {
+                from: $from,
+                to: $to,
+                chunk: $chunk,
+                piece: $piece,
+                remaining: piece_len($chunk, $piece) as f64,
+                rate: 0.0,
+                since: $now,
+                version: 0,
+                live: true,
+            };
+            let fi = match free_flows.pop() {
+                Some(i) => {
+                    flows[i] = f;
+                    i
+                }
+                None => {
+                    flows.push(f);
+                    flows.len() - 1
+                }
+            };
+            up_flows[$from].push(fi);
+            down_flows[$to].push(fi);
+            reshare!($now, &[$from, $to]);
+        }};
+    }
+    macro_rules! schedule_poll {
+        ($now:expr, $node:expr, $chunk:expr) => {{
+            if let Some(d) = downloads[$node].get_mut(&$chunk)
+                && d.poll_at.is_none_or(|t| t > $now)
+            {
+                d.poll_at = Some($now);
+                push(&mut heap, &mut evs, $now, Ev::Poll($node, $chunk, $now));
+            }
+        }};
+    }
+
+    while let Some(Reverse((now, _, ei))) = heap.pop() {
+        let Some(ev) = evs[ei].take() else { continue };
+        events += 1;
+        match ev {
+            Ev::OriginNext(c) => {
+                let ch = &mut chunks[c];
+                if ch.origin_next < pieces_of(c) {
+                    let (owner, p) = (ch.owner, ch.origin_next);
+                    start_flow!(now, origin, owner, c, p);
+                }
+            }
+            Ev::Located { to, chunk, peers } => {
+                let known = downloads[to].contains_key(&chunk);
+                if !known {
+                    // A new download: the owner reads the origin; others ask the tracker.
+                    let ch = &mut chunks[chunk];
+                    if !ch.origin_started {
+                        ch.origin_started = true;
+                        let at = now + if ch.owner == to { 0 } else { 2 * lat };
+                        push(&mut heap, &mut evs, at, Ev::OriginNext(chunk));
+                    }
+                    if ch.owner == to {
+                        // The owner's own copy is the origin fill; if that already
+                        // ended, this window slot moves on to the next chunk.
+                        if ch.have[to] == full(chunk) && next_chunk[to] < num_chunks {
+                            let c = next_chunk[to];
+                            next_chunk[to] += 1;
+                            push(&mut heap, &mut evs, now, Ev::Located { to, chunk: c, peers: Vec::new() });
+                        }
+                        continue;
+                    }
+                    let sched = Scheduler::new(chunk_len(chunk), cfg.sched.clone(), rand(), dur(now));
+                    downloads[to].insert(chunk, Download { sched, last_locate: now, poll_at: None });
+                    // Ask the tracker (the answer comes after a round trip).
+                    let ch = &mut chunks[chunk];
+                    let mut ans = vec![ch.owner];
+                    let mut comp = ch.complete.clone();
+                    let mut swarm: Vec<usize> = ch.downloaders.iter().copied().filter(|d| *d != to).collect();
+                    for v in [&mut comp, &mut swarm] {
+                        for i in (1..v.len()).rev() {
+                            let j = (rand() % (i as u64 + 1)) as usize;
+                            v.swap(i, j);
+                        }
+                    }
+                    ans.extend(comp.into_iter().take(8));
+                    ans.extend(swarm.into_iter().take(12));
+                    ch.downloaders.push(to);
+                    push(&mut heap, &mut evs, now + 2 * lat, Ev::Located { to, chunk, peers: ans });
+                    continue;
+                }
+                for p in peers {
+                    if p != to && !downloads[to][&chunk].sched.knows(&p) {
+                        push(&mut heap, &mut evs, now + 2 * lat, Ev::Bitmap { to, from: p, chunk });
+                    }
+                }
+            }
+            Ev::Bitmap { to, from, chunk } => {
+                let ch = &chunks[chunk];
+                let (source, have) = if ch.have[from] == full(chunk) {
+                    (Source::Complete, Vec::new())
+                } else if from == ch.owner {
+                    (Source::Origin, Vec::new())
+                } else {
+                    let h = ch.have[from];
+                    (Source::Swarm, (0..pieces_of(chunk)).map(|i| h >> i & 1 == 1).collect())
+                };
+                if let Some(d) = downloads[to].get_mut(&chunk) {
+                    d.sched.set_peer(from, source, &have, dur(now));
+                    schedule_poll!(now, to, chunk);
+                }
+            }
+            Ev::Poll(node, chunk, at) => {
+                let Some(d) = downloads[node].get_mut(&chunk) else { continue };
+                if d.poll_at != Some(at) {
+                    continue; // superseded by an earlier poll
+                }
+                d.poll_at = None;
+                let acts = d.sched.poll(dur(now));
+                for (peer, pieces) in acts.requests {
+                    for piece in pieces {
+                        push(&mut heap, &mut evs, now + lat, Ev::Request { from: node, to: peer, chunk, piece });
+                    }
+                }
+                for peer in acts.refresh {
+                    push(&mut heap, &mut evs, now + 2 * lat, Ev::Bitmap { to: node, from: peer, chunk });
+                }
+                let few = d.sched.num_peers() < 6;
+                let every: Time = if few { 150_000 } else { 1_000_000 };
+                if now - d.last_locate >= every {
+                    d.last_locate = now;
+                    let ch = &chunks[chunk];
+                    let mut swarm: Vec<usize> = ch.downloaders.iter().copied().filter(|x| *x != node).collect();
+                    for i in (1..swarm.len()).rev() {
+                        let j = (rand() % (i as u64 + 1)) as usize;
+                        swarm.swap(i, j);
+                    }
+                    let mut ans = vec![ch.owner];
+                    ans.extend(ch.complete.iter().copied().take(8));
+                    ans.extend(swarm.into_iter().take(12));
+                    push(&mut heap, &mut evs, now + 2 * lat, Ev::Located { to: node, chunk, peers: ans });
+                }
+                let d = downloads[node].get_mut(&chunk).expect("polled");
+                let wake = d.sched.next_wake(dur(now)).as_micros() as Time;
+                d.poll_at = Some(wake);
+                push(&mut heap, &mut evs, wake, Ev::Poll(node, chunk, wake));
+            }
+            Ev::Request { from, to, chunk, piece } => {
+                let ch = &mut chunks[chunk];
+                let has = ch.have[to] >> piece & 1 == 1;
+                let is_seed = ch.have[to] == full(chunk) || to == ch.owner;
+                let reply = |why| Ev::Reply { to: from, from: to, chunk, piece, why };
+                if !has && to != ch.owner {
+                    push(&mut heap, &mut evs, now + lat, reply(Failure::Missing));
+                    continue;
+                }
+                if is_seed {
+                    let e = ch.seed_sent.entry((to, piece)).or_insert((0, now));
+                    if now - e.1 >= cfg.seed_window.as_micros() as Time {
+                        *e = (0, now);
+                    }
+                    if e.0 >= cfg.seed_copies {
+                        push(&mut heap, &mut evs, now + lat, reply(Failure::Deferred));
+                        continue;
+                    }
+                    if !has {
+                        // The owner awaits its origin fill.
+                        e.0 += 1;
+                        ch.waiting.push((from, piece));
+                        continue;
+                    }
+                    e.0 += 1;
+                }
+                if slots_used[to] >= cfg.upload_slots {
+                    push(&mut heap, &mut evs, now + lat, reply(Failure::Busy));
+                    continue;
+                }
+                slots_used[to] += 1;
+                start_flow!(now, to, from, chunk, piece);
+            }
+            Ev::Reply { to, from, chunk, piece, why } => {
+                if let Some(d) = downloads[to].get_mut(&chunk) {
+                    d.sched.on_failure(from, piece, why, dur(now));
+                    schedule_poll!(now, to, chunk);
+                }
+            }
+            Ev::FlowDone(fi, version) => {
+                if !flows[fi].live || flows[fi].version != version {
+                    continue;
+                }
+                let Flow { from, to, chunk, piece, .. } = flows[fi];
+                flows[fi].live = false;
+                free_flows.push(fi);
+                up_flows[from].retain(|x| *x != fi);
+                down_flows[to].retain(|x| *x != fi);
+                reshare!(now, &[from, to]);
+                let len = piece_len(chunk, piece);
+                uploaded[from] += len;
+                if from == origin {
+                    origin_bytes += len;
+                    let ch = &mut chunks[chunk];
+                    ch.have[to] |= 1 << piece;
+                    ch.origin_next += 1;
+                    // Requests waiting for this piece are served now.
+                    let (ready, rest): (Vec<_>, Vec<_>) = ch.waiting.drain(..).partition(|(_, p)| *p == piece);
+                    ch.waiting = rest;
+                    for (asker, p) in ready {
+                        if slots_used[to] >= cfg.upload_slots {
+                            push(&mut heap, &mut evs, now + lat, Ev::Reply { to: asker, from: to, chunk, piece: p, why: Failure::Busy });
+                        } else {
+                            slots_used[to] += 1;
+                            start_flow!(now, to, asker, chunk, p);
+                        }
+                    }
+                    push(&mut heap, &mut evs, now, Ev::OriginNext(chunk));
+                } else {
+                    slots_used[from] -= 1;
+                    let Some(d) = downloads[to].get_mut(&chunk) else { continue };
+                    let fresh = d.sched.on_piece(from, piece, dur(now + lat));
+                    if fresh {
+                        chunks[chunk].have[to] |= 1 << piece;
+                    }
+                    schedule_poll!(now, to, chunk);
+                }
+                // A chunk complete at `to`.
+                if chunks[chunk].have[to] == full(chunk) && (from == origin || downloads[to].contains_key(&chunk)) {
+                    downloads[to].remove(&chunk);
+                    let ch = &mut chunks[chunk];
+                    ch.downloaders.retain(|x| *x != to);
+                    if !ch.complete.contains(&to) {
+                        ch.complete.push(to);
+                    }
+                    done_chunks[to] += 1;
+                    if done_chunks[to] == num_chunks {
+                        finish[to] = (now + lat) as f64 / 1e6;
+                        remaining_nodes -= 1;
+                        if remaining_nodes == 0 {
+                            break;
+                        }
+                    }
+                    if next_chunk[to] < num_chunks {
+                        let c = next_chunk[to];
+                        next_chunk[to] += 1;
+                        push(&mut heap, &mut evs, now, Ev::Located { to, chunk: c, peers: Vec::new() });
+                    }
+                }
+            }
+        }
+    }
+    uploaded.truncate(n);
+    SimReport {
+        finish,
+        origin_bytes,
+        uploaded,
+        ideal: cfg.object_bytes as f64 / cfg.node_rate.min(cfg.origin_rate),
+        events,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_swarm_completes_with_one_origin_read() {
+        let cfg = SimConfig {
+            nodes: 50,
+            object_bytes: 64 << 20,
+            chunk_bytes: 16 << 20,
+            piece_bytes: 1 << 20,
+            node_rate: 25e6,
+            origin_rate: 25e6,
+            latency: Duration::from_micros(200),
+            window: 3,
+            upload_slots: 8,
+            seed_copies: 2,
+            seed_window: Duration::from_secs(1),
+            sched: SchedConfig::new(1 << 20, Duration::from_secs(5)),
+            seed: 42,
+        };
+        let r = simulate(&cfg);
+        assert!(r.finish.iter().all(|t| *t > 0.0), "every node finished");
+        assert_eq!(r.origin_bytes, 64 << 20, "the origin is read once");
+        assert!(r.finish.iter().all(|t| *t >= r.ideal * 0.99), "no node beats its NIC");
+    }
+}
