@@ -99,7 +99,6 @@ pub struct P2pStats {
     pub bytes_down: AtomicU64,
     pub pieces_up: AtomicU64,
     pub pieces_down: AtomicU64,
-    pub active_uploads: AtomicU64,
     pub active_downloads: AtomicU64,
     pub handshake_failures: AtomicU64,
     pub verification_failures: AtomicU64,
@@ -375,6 +374,11 @@ impl P2pHandle {
         &self.shared.stats
     }
 
+    /// Pieces being sent to peers now (upload slots in use).
+    pub fn active_uploads(&self) -> u64 {
+        (self.shared.cfg.max_uploads.max(1) - self.shared.upload_slots.available_permits()) as u64
+    }
+
     /// Fetches a chunk from peers into `writer`. `Ok` when the writer has every
     /// byte (the caller finishes it); otherwise how much was delivered, so the caller
     /// continues from the origin at that offset.
@@ -509,7 +513,11 @@ impl P2pHandle {
             Kind::Gauge,
             "Pieces being sent and chunks being downloaded.",
             [
-                ("direction=\"up\"", s.active_uploads.load(Relaxed)),
+                (
+                    "direction=\"up\"",
+                    // Upload slots in use: pieces being sent.
+                    self.active_uploads(),
+                ),
                 ("direction=\"down\"", s.active_downloads.load(Relaxed)),
             ],
         );

@@ -355,7 +355,9 @@ async fn serve_piece(
             d.read_range(start, end)
                 .await
                 .map(|b| (vec![b], d.piece_hash(piece), slot))
-                .map_err(|e| (Reason::NotFound, e.to_string()))
+                // A rotten piece (the chunk is deleted) or a failed read: the
+                // holder failed, which the asker counts against it.
+                .map_err(|e| (Reason::Internal, e.to_string()))
         }
         Held::Filling(f) if f.from_peer() => match f.piece_now(piece) {
             Some((data, hash)) => Ok((data, Some(hash), slot()?)),

@@ -142,6 +142,17 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
     };
     let dur = |t: Time| Duration::from_micros(t);
     let full = |c: usize| if pieces_of(c) == 64 { u64::MAX } else { (1u64 << pieces_of(c)) - 1 };
+    // What a peer's bitmap says about a chunk.
+    let peer_view = |ch: &ChunkState, peer: usize, c: usize| -> (Source, Vec<bool>) {
+        if ch.have[peer] == full(c) {
+            (Source::Complete, Vec::new())
+        } else if peer == ch.owner {
+            (Source::Origin, Vec::new())
+        } else {
+            let h = ch.have[peer];
+            (Source::Swarm, (0..pieces_of(c)).map(|i| h >> i & 1 == 1).collect())
+        }
+    };
 
     // Every node starts its first chunks at once.
     for (node, next) in next_chunk.iter_mut().enumerate() {
@@ -277,15 +288,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 }
             }
             Ev::Bitmap { to, from, chunk } => {
-                let ch = &chunks[chunk];
-                let (source, have) = if ch.have[from] == full(chunk) {
-                    (Source::Complete, Vec::new())
-                } else if from == ch.owner {
-                    (Source::Origin, Vec::new())
-                } else {
-                    let h = ch.have[from];
-                    (Source::Swarm, (0..pieces_of(chunk)).map(|i| h >> i & 1 == 1).collect())
-                };
+                let (source, have) = peer_view(&chunks[chunk], from, chunk);
                 if let Some(d) = downloads[to].get_mut(&chunk) {
                     d.sched.set_peer(from, source, &have, dur(now));
                     schedule_poll!(now, to, chunk);
@@ -303,8 +306,12 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                         push(&mut heap, &mut evs, now + lat, Ev::Request { from: node, to: peer, chunk, piece });
                     }
                 }
+                // A bitmap answer is a round trip away, well inside the refresh
+                // interval: it is applied at once (as of now), which saves an event
+                // per refresh at thousands of nodes.
                 for peer in acts.refresh {
-                    push(&mut heap, &mut evs, now + 2 * lat, Ev::Bitmap { to: node, from: peer, chunk });
+                    let (source, have) = peer_view(&chunks[chunk], peer, chunk);
+                    d.sched.set_peer(peer, source, &have, dur(now));
                 }
                 let few = d.sched.num_peers() < 6;
                 let every: Time = if few { 150_000 } else { 1_000_000 };

@@ -409,7 +409,7 @@ pub(crate) fn heartbeat_of(state: &ProxyState) -> api::Heartbeat {
     let (load, to_peers) = state.p2p.as_ref().map_or((0, 0), |p| {
         let st = p.stats();
         (
-            st.active_downloads.load(Relaxed) + st.active_uploads.load(Relaxed),
+            st.active_downloads.load(Relaxed) + p.active_uploads(),
             st.bytes_up.load(Relaxed),
         )
     });
