@@ -355,6 +355,9 @@ async fn fetch_batch(
                 }
                 return;
             }
+            // Withdrawn by our own `Cancel` (the scheduler gave the piece up on
+            // this peer) while the connection lives: nothing to report.
+            Ok(Err(_)) if !conn.is_closed() => continue,
             Ok(Err(_)) => Err(P2pError::Closed),
             Ok(Ok(r)) => r,
         };

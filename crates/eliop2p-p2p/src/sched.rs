@@ -10,11 +10,13 @@
 //! - **Rarest first, swarm first.** A peer with room gets the wanted pieces it has
 //!   that nobody is fetching, rarest first (ties at random, so downloaders spread
 //!   over different pieces). A seed is asked only for pieces no swarm peer has,
-//!   so a seed's uplink carries about one copy of each piece and the swarm the
+//!   so a seed's uplink carries few copies of each piece (see the seeding rule
+//!   in `server`: two per window) and the swarm the
 //!   rest.
 //! - **Congestion is not failure.** A piece's deadline scales with what the peer
 //!   already has queued for us and the rate it has delivered at; an overdue piece
-//!   is asked of a second peer that has it (the first request stands). A peer is
+//!   is asked of a second peer that has it once nothing new is left to ask for (the
+//!   first request stands). A peer is
 //!   dropped only when nothing at all has come from it for `stall` while we wait
 //!   on it, and is asked again after a back-off.
 //! - **Busy is back-pressure.** A peer out of upload slots answers busy; its
@@ -445,8 +447,13 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 }
             }
         }
-        // 3. Overdue pieces: a second copy from another peer that has the piece.
-        let overdue: Vec<u32> = self
+        // 3. Overdue pieces: a second copy from another peer that has the piece,
+        // once nothing new is left to ask for (the endgame): before that, a second
+        // copy would take an uplink slot a piece nobody has asked for needs more.
+        let endgame = !order
+            .iter()
+            .any(|&i| self.copies[i as usize] == 0 && self.peers.values().any(|s| s.has(i)));
+        let overdue: Vec<u32> = if !endgame { Vec::new() } else { self
             .peers
             .values()
             .flat_map(|s| {
@@ -458,7 +465,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     .collect::<Vec<_>>()
             })
             .filter(|x| self.copies[*x as usize] == 1 && !self.have[*x as usize])
-            .collect();
+            .collect() };
         for x in overdue {
             let target = self
                 .peers

@@ -64,7 +64,7 @@ impl Default for ProxyConfig {
             chunk_size: 16 << 20,
             metadata_ttl: Duration::from_secs(30),
             metadata_max_entries: 100_000,
-            readahead_chunks: 2,
+            readahead_chunks: 4,
             fill_idle_timeout: Duration::from_secs(30),
             fill_deadline: Duration::from_secs(300),
             origin_max_concurrent: 32,

@@ -290,3 +290,33 @@ async fn client_disconnect_neither_cancels_nor_corrupts_the_fill() -> anyhow::Re
     origin.stop().await;
     Ok(())
 }
+
+/// Response headers are out after the first chunk; then S3 answers the later
+/// chunks' GETs with 503 SlowDown (more times than one request's retries) and a
+/// `Retry-After`. The node waits, asks again from the last received byte, and the
+/// client gets every byte: a slow origin never costs a truncated body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_down_after_the_headers_is_waited_out_not_a_cut_body() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("slow").await?;
+    let data = test_data(3 * 16 * MIB, 9);
+    origin.put("slow", "obj", data.clone()).await?;
+    let node = start_node(&origin, |_| {}).await?;
+    // Chunks 1 and 2: 8 refusals in all, beyond the client's own retries.
+    origin.slow_down_ranges_from(16 * MIB as u64, 8);
+    let t0 = Instant::now();
+    let r = TestClient::new().get(&url(&node, "slow", "obj"), &[]).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), data.len(), "no truncated body");
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "byte-exact");
+    assert!(t0.elapsed() >= Duration::from_secs(1), "Retry-After was honoured");
+    let m = node.render_metrics();
+    let retries: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("eliop2p_origin_retries_total").and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0);
+    assert!(retries >= 1, "the fill asked the origin again");
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}

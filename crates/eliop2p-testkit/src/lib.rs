@@ -53,6 +53,9 @@ pub struct TestOrigin {
     /// The object store's behaviour per request: first-byte latency and the rate of
     /// one response stream.
     model: Arc<StoreModel>,
+    /// Ranged GETs starting at or after this offset still to be refused with 503
+    /// SlowDown and `Retry-After: 1` (offset, count).
+    slow_down_from: Arc<Mutex<(u64, usize)>>,
     store: fastfs::FastFs,
     client: OriginClient,
     cancel: CancellationToken,
@@ -85,12 +88,14 @@ impl TestOrigin {
         let limiter = Arc::new(Throttle::default());
         let fail_next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let model = Arc::new(StoreModel::default());
+        let slow_down_from = Arc::new(Mutex::new((0u64, 0usize)));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         {
             let log = log.clone();
             let fail_next = fail_next.clone();
             let model = model.clone();
+            let slow_down_from = slow_down_from.clone();
             let cancel = cancel.clone();
             let conns = tracker.clone();
             let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
@@ -105,6 +110,7 @@ impl TestOrigin {
                     let log = log.clone();
                     let fail_next = fail_next.clone();
                     let model = model.clone();
+                    let slow_down_from = slow_down_from.clone();
                     let cancel = cancel.clone();
                     let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
                     conns.spawn(async move {
@@ -115,9 +121,25 @@ impl TestOrigin {
                                 query: req.uri().query().map(str::to_owned),
                                 range: req.headers().get(http::header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned),
                             });
-                            let inject = fail_next
-                                .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1))
-                                .is_ok();
+                            let range_start = req
+                                .headers()
+                                .get(http::header::RANGE)
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.strip_prefix("bytes="))
+                                .and_then(|v| v.split('-').next())
+                                .and_then(|v| v.parse::<u64>().ok());
+                            let slow_down = {
+                                let mut s = slow_down_from.lock().unwrap();
+                                let hit = s.1 > 0 && range_start.is_some_and(|r| r >= s.0);
+                                if hit {
+                                    s.1 -= 1;
+                                }
+                                hit
+                            };
+                            let inject = slow_down
+                                || fail_next
+                                    .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1))
+                                    .is_ok();
                             let first_byte = model.first_byte();
                             let stream = Arc::new(Throttle::with_rate(model.stream_rate()));
                             let fut = (!inject).then(|| Service::call(&service, req));
@@ -142,6 +164,9 @@ impl TestOrigin {
                                         let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>injected by the test</Message></Error>";
                                         let mut resp = http::Response::new(s3s::Body::from(body.to_owned()));
                                         *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                                        if slow_down {
+                                            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                                        }
                                         Ok(resp)
                                     }
                                 }
@@ -167,6 +192,7 @@ impl TestOrigin {
             limiter,
             fail_next,
             model,
+            slow_down_from,
             store,
             client,
             cancel,
@@ -234,6 +260,12 @@ impl TestOrigin {
         }
         tokio::fs::write(&path, data).await?;
         self.store.prime(bucket, key).await
+    }
+
+    /// The next `n` ranged GETs that start at or after `offset` are answered 503
+    /// SlowDown with `Retry-After: 1`, as S3 under load answers.
+    pub fn slow_down_ranges_from(&self, offset: u64, n: usize) {
+        *self.slow_down_from.lock().unwrap() = (offset, n);
     }
 
     /// The next `n` requests (of any kind) get `503 SlowDown` instead of an answer.

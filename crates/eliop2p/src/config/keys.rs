@@ -94,7 +94,7 @@ pub const KEYS: &[KeyDef] = &[
         "proxy",
         "readahead_chunks",
         Kind::Int,
-        "2",
+        "4",
         "chunks of one response fetched ahead of the one being sent"
     ),
     key!(
