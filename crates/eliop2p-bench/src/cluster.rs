@@ -11,8 +11,6 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use eliop2p_origin::OriginClient;
 use eliop2p_testkit::{ACCESS_KEY, Discovery, SECRET_KEY, TestCluster, TestOrigin};
-use http_body_util::BodyExt;
-use sha2::{Digest, Sha256};
 
 use crate::MIB;
 
@@ -123,16 +121,7 @@ async fn get_hashed(addr: SocketAddr, path: &str) -> anyhow::Result<(String, u64
     if !resp.status().is_success() {
         bail!("GET {path}: {}", resp.status());
     }
-    let mut body = resp.into_body();
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    while let Some(f) = body.frame().await {
-        if let Ok(d) = f?.into_data() {
-            h.update(&d);
-            n += d.len() as u64;
-        }
-    }
-    Ok((hex::encode(h.finalize()), n))
+    eliop2p_testkit::fanout::hash_body(resp.into_body(), None).await
 }
 
 pub async fn run(origin: &TestOrigin, size: usize) -> anyhow::Result<()> {

@@ -30,8 +30,8 @@ pub fn run() {
         latency.as_micros()
     );
     println!();
-    println!("| nodes | object | p50 / ideal | p99 / ideal | max / ideal | origin bytes / object | busiest uploader / object | mean upload / object | events | wall time |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| nodes | object | p50 / ideal | p99 / ideal | max / ideal | origin bytes / object | busiest uploader / object | mean upload / object | requests refused | events | wall time |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &nodes {
         for &gib in &sizes {
             let cfg = SimConfig {
@@ -45,7 +45,7 @@ pub fn run() {
                 window: 3,
                 upload_slots: 8,
                 seed_copies: 2,
-                seed_window: Duration::from_secs(1),
+                seed_window: Duration::from_millis(200),
                 sched: SchedConfig::new(1 << 20, Duration::from_secs(5)),
                 seed: 7,
             };
@@ -59,13 +59,14 @@ pub fn run() {
             let max_up = r.uploaded.iter().max().copied().unwrap_or(0) as f64;
             let mean_up = r.uploaded.iter().sum::<u64>() as f64 / r.uploaded.len() as f64;
             println!(
-                "| {n} | {gib} GiB | {:.2}x | {:.2}x | {:.2}x | {:.3}x | {:.2}x | {:.2}x | {} | {wall:.1} s |",
+                "| {n} | {gib} GiB | {:.2}x | {:.2}x | {:.2}x | {:.3}x | {:.2}x | {:.2}x | {:.0}% | {} | {wall:.1} s |",
                 pct(50.0),
                 pct(99.0),
                 pct(100.0),
                 r.origin_bytes as f64 / obj,
                 max_up / obj,
                 mean_up / obj,
+                100.0 * r.refused as f64 / r.requests.max(1) as f64,
                 r.events
             );
         }

@@ -159,11 +159,12 @@ pub(crate) struct P2pShared {
 }
 
 /// A seed (a complete holder, or a fill from the origin) sends each piece to at
-/// most this many peers per window; later askers are told to take it from the
+/// most this many peers per window (200 ms: about one piece time plus a bitmap refresh, so the copies
+/// have reached the swarm by its end); later askers are told to take it from the
 /// swarm, which got those copies. So a seed's uplink carries about two copies of
 /// each piece however many nodes download it, and the swarm the rest.
 const SEED_COPIES: u32 = 2;
-const SEED_WINDOW: Duration = Duration::from_millis(1000);
+const SEED_WINDOW: Duration = Duration::from_millis(200);
 
 impl P2pShared {
     fn peers(&self) -> Vec<SocketAddr> {

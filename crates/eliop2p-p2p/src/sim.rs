@@ -43,6 +43,9 @@ pub struct SimReport {
     pub uploaded: Vec<u64>,
     pub ideal: f64,
     pub events: u64,
+    /// Piece requests sent, and those answered busy, deferred or missing.
+    pub requests: u64,
+    pub refused: u64,
 }
 
 type Time = u64; // microseconds
@@ -135,10 +138,25 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
     let mut heap: BinaryHeap<Reverse<(Time, u64, usize)>> = BinaryHeap::new();
     let mut evs: Vec<Option<Ev>> = Vec::new();
     let mut seq = 0u64;
-    let mut push = |heap: &mut BinaryHeap<Reverse<(Time, u64, usize)>>, evs: &mut Vec<Option<Ev>>, t: Time, e: Ev| {
+    // Event slots are reused once their event ran (the heap holds only indexes).
+    let mut free_evs: Vec<usize> = Vec::new();
+    let mut push = |heap: &mut BinaryHeap<Reverse<(Time, u64, usize)>>,
+                    evs: &mut Vec<Option<Ev>>,
+                    free_evs: &mut Vec<usize>,
+                    t: Time,
+                    e: Ev| {
         seq += 1;
-        evs.push(Some(e));
-        heap.push(Reverse((t, seq, evs.len() - 1)));
+        let i = match free_evs.pop() {
+            Some(i) => {
+                evs[i] = Some(e);
+                i
+            }
+            None => {
+                evs.push(Some(e));
+                evs.len() - 1
+            }
+        };
+        heap.push(Reverse((t, seq, i)));
     };
     let dur = |t: Time| Duration::from_micros(t);
     let full = |c: usize| if pieces_of(c) == 64 { u64::MAX } else { (1u64 << pieces_of(c)) - 1 };
@@ -159,10 +177,11 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
         for _ in 0..cfg.window.min(num_chunks) {
             let c = *next;
             *next += 1;
-            push(&mut heap, &mut evs, 0, Ev::Located { to: node, chunk: c, peers: Vec::new() });
+            push(&mut heap, &mut evs, &mut free_evs, 0, Ev::Located { to: node, chunk: c, peers: Vec::new() });
         }
     }
     let mut events = 0u64;
+    let mut kinds = [0u64; 7];
     let mut origin_bytes = 0u64;
     let mut remaining_nodes = n;
     // Rates of every flow touching these nodes, from their link shares.
@@ -188,7 +207,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 f.version += 1;
                 let left = (f.remaining.max(0.0) / r * 1e6) as Time;
                 let (v, at) = (f.version, $now + left + 1);
-                push(&mut heap, &mut evs, at, Ev::FlowDone(fi, v));
+                push(&mut heap, &mut evs, &mut free_evs, at, Ev::FlowDone(fi, v));
             }
         }};
     }
@@ -226,14 +245,24 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 && d.poll_at.is_none_or(|t| t > $now)
             {
                 d.poll_at = Some($now);
-                push(&mut heap, &mut evs, $now, Ev::Poll($node, $chunk, $now));
+                push(&mut heap, &mut evs, &mut free_evs, $now, Ev::Poll($node, $chunk, $now));
             }
         }};
     }
 
     while let Some(Reverse((now, _, ei))) = heap.pop() {
         let Some(ev) = evs[ei].take() else { continue };
+        free_evs.push(ei);
         events += 1;
+        kinds[match &ev {
+            Ev::Poll(..) => 0,
+            Ev::FlowDone(..) => 1,
+            Ev::Request { .. } => 2,
+            Ev::Reply { .. } => 3,
+            Ev::Bitmap { .. } => 4,
+            Ev::Located { .. } => 5,
+            Ev::OriginNext(..) => 6,
+        }] += 1;
         match ev {
             Ev::OriginNext(c) => {
                 let ch = &mut chunks[c];
@@ -250,7 +279,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     if !ch.origin_started {
                         ch.origin_started = true;
                         let at = now + if ch.owner == to { 0 } else { 2 * lat };
-                        push(&mut heap, &mut evs, at, Ev::OriginNext(chunk));
+                        push(&mut heap, &mut evs, &mut free_evs, at, Ev::OriginNext(chunk));
                     }
                     if ch.owner == to {
                         // The owner's own copy is the origin fill; if that already
@@ -258,7 +287,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                         if ch.have[to] == full(chunk) && next_chunk[to] < num_chunks {
                             let c = next_chunk[to];
                             next_chunk[to] += 1;
-                            push(&mut heap, &mut evs, now, Ev::Located { to, chunk: c, peers: Vec::new() });
+                            push(&mut heap, &mut evs, &mut free_evs, now, Ev::Located { to, chunk: c, peers: Vec::new() });
                         }
                         continue;
                     }
@@ -278,12 +307,12 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     ans.extend(comp.into_iter().take(8));
                     ans.extend(swarm.into_iter().take(12));
                     ch.downloaders.push(to);
-                    push(&mut heap, &mut evs, now + 2 * lat, Ev::Located { to, chunk, peers: ans });
+                    push(&mut heap, &mut evs, &mut free_evs, now + 2 * lat, Ev::Located { to, chunk, peers: ans });
                     continue;
                 }
                 for p in peers {
                     if p != to && !downloads[to][&chunk].sched.knows(&p) {
-                        push(&mut heap, &mut evs, now + 2 * lat, Ev::Bitmap { to, from: p, chunk });
+                        push(&mut heap, &mut evs, &mut free_evs, now + 2 * lat, Ev::Bitmap { to, from: p, chunk });
                     }
                 }
             }
@@ -303,7 +332,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 let acts = d.sched.poll(dur(now));
                 for (peer, pieces) in acts.requests {
                     for piece in pieces {
-                        push(&mut heap, &mut evs, now + lat, Ev::Request { from: node, to: peer, chunk, piece });
+                        push(&mut heap, &mut evs, &mut free_evs, now + lat, Ev::Request { from: node, to: peer, chunk, piece });
                     }
                 }
                 // A bitmap answer is a round trip away, well inside the refresh
@@ -326,12 +355,12 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     let mut ans = vec![ch.owner];
                     ans.extend(ch.complete.iter().copied().take(8));
                     ans.extend(swarm.into_iter().take(12));
-                    push(&mut heap, &mut evs, now + 2 * lat, Ev::Located { to: node, chunk, peers: ans });
+                    push(&mut heap, &mut evs, &mut free_evs, now + 2 * lat, Ev::Located { to: node, chunk, peers: ans });
                 }
                 let d = downloads[node].get_mut(&chunk).expect("polled");
                 let wake = d.sched.next_wake(dur(now)).as_micros() as Time;
                 d.poll_at = Some(wake);
-                push(&mut heap, &mut evs, wake, Ev::Poll(node, chunk, wake));
+                push(&mut heap, &mut evs, &mut free_evs, wake, Ev::Poll(node, chunk, wake));
             }
             Ev::Request { from, to, chunk, piece } => {
                 let ch = &mut chunks[chunk];
@@ -339,7 +368,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 let is_seed = ch.have[to] == full(chunk) || to == ch.owner;
                 let reply = |why| Ev::Reply { to: from, from: to, chunk, piece, why };
                 if !has && to != ch.owner {
-                    push(&mut heap, &mut evs, now + lat, reply(Failure::Missing));
+                    push(&mut heap, &mut evs, &mut free_evs, now + lat, reply(Failure::Missing));
                     continue;
                 }
                 if is_seed {
@@ -348,7 +377,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                         *e = (0, now);
                     }
                     if e.0 >= cfg.seed_copies {
-                        push(&mut heap, &mut evs, now + lat, reply(Failure::Deferred));
+                        push(&mut heap, &mut evs, &mut free_evs, now + lat, reply(Failure::Deferred));
                         continue;
                     }
                     if !has {
@@ -360,7 +389,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     e.0 += 1;
                 }
                 if slots_used[to] >= cfg.upload_slots {
-                    push(&mut heap, &mut evs, now + lat, reply(Failure::Busy));
+                    push(&mut heap, &mut evs, &mut free_evs, now + lat, reply(Failure::Busy));
                     continue;
                 }
                 slots_used[to] += 1;
@@ -394,13 +423,13 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     ch.waiting = rest;
                     for (asker, p) in ready {
                         if slots_used[to] >= cfg.upload_slots {
-                            push(&mut heap, &mut evs, now + lat, Ev::Reply { to: asker, from: to, chunk, piece: p, why: Failure::Busy });
+                            push(&mut heap, &mut evs, &mut free_evs, now + lat, Ev::Reply { to: asker, from: to, chunk, piece: p, why: Failure::Busy });
                         } else {
                             slots_used[to] += 1;
                             start_flow!(now, to, asker, chunk, p);
                         }
                     }
-                    push(&mut heap, &mut evs, now, Ev::OriginNext(chunk));
+                    push(&mut heap, &mut evs, &mut free_evs, now, Ev::OriginNext(chunk));
                 } else {
                     slots_used[from] -= 1;
                     let Some(d) = downloads[to].get_mut(&chunk) else { continue };
@@ -429,7 +458,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     if next_chunk[to] < num_chunks {
                         let c = next_chunk[to];
                         next_chunk[to] += 1;
-                        push(&mut heap, &mut evs, now, Ev::Located { to, chunk: c, peers: Vec::new() });
+                        push(&mut heap, &mut evs, &mut free_evs, now, Ev::Located { to, chunk: c, peers: Vec::new() });
                     }
                 }
             }
@@ -442,6 +471,8 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
         uploaded,
         ideal: cfg.object_bytes as f64 / cfg.node_rate.min(cfg.origin_rate),
         events,
+        requests: kinds[2],
+        refused: kinds[3],
     }
 }
 
@@ -462,7 +493,7 @@ mod tests {
             window: 3,
             upload_slots: 8,
             seed_copies: 2,
-            seed_window: Duration::from_secs(1),
+            seed_window: Duration::from_millis(200),
             sched: SchedConfig::new(1 << 20, Duration::from_secs(5)),
             seed: 42,
         };

@@ -368,17 +368,28 @@ async fn get_hashed(
     if !resp.status().is_success() {
         bail!("GET {path}: {}", resp.status());
     }
-    let mut body = resp.into_body();
+    let (sha, n) = hash_body(resp.into_body(), Some(&progress)).await?;
+    Ok((sha, n, t0.elapsed().as_secs_f64()))
+}
+
+/// SHA-256 (hex) and length of a response body, read to its end; `progress`
+/// follows the bytes received. A body cut short is an error.
+pub async fn hash_body(
+    mut body: hyper::body::Incoming,
+    progress: Option<&std::sync::atomic::AtomicU64>,
+) -> anyhow::Result<(String, u64)> {
     let mut h = Sha256::new();
     let mut n = 0u64;
     while let Some(f) = body.frame().await {
         if let Ok(d) = f.context("body cut")?.into_data() {
             h.update(&d);
             n += d.len() as u64;
-            progress.store(n, std::sync::atomic::Ordering::Relaxed);
+            if let Some(p) = progress {
+                p.store(n, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
-    Ok((hex::encode(h.finalize()), n, t0.elapsed().as_secs_f64()))
+    Ok((hex::encode(h.finalize()), n))
 }
 
 async fn metrics(bed: &NetBed, host: usize) -> anyhow::Result<String> {
