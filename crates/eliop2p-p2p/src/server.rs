@@ -302,19 +302,24 @@ fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {
 /// One piece's bytes from wherever this node holds the chunk, with the upload slot
 /// it is sent under. A piece of a fill from the origin that is not there yet is
 /// awaited (up to the piece timeout) before a slot is taken; a fill fed by peers
-/// answers only with what it has. No free slot: `Busy` at once, so the asker takes
-/// the piece from another peer instead of queueing behind this uplink.
+/// answers only with what it has. No slot within `SLOT_WAIT`: `Busy`, so the asker
+/// takes the piece from another peer instead of queueing behind this uplink.
+/// How long a piece request waits for an upload slot before it is answered busy.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 async fn serve_piece(
     shared: &P2pShared,
     id: &ChunkId,
     piece: u32,
 ) -> Result<(Vec<Bytes>, Option<[u8; 32]>, OwnedSemaphorePermit), (Reason, String)> {
-    let slot = || {
-        shared
-            .upload_slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| (Reason::Busy, "upload slots full".to_owned()))
+    // A slot that frees within `SLOT_WAIT` is taken (on a fast link slots turn
+    // over in microseconds; a lone downloader is never turned away); beyond that
+    // the asker is better served by another peer.
+    let slot = || async {
+        match tokio::time::timeout(SLOT_WAIT, shared.upload_slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err((Reason::Busy, "upload slots full".to_owned())),
+        }
     };
     let held = shared
         .cache
@@ -341,7 +346,7 @@ async fn serve_piece(
         // Memory chunks carry their piece hashes: no hashing to serve them.
         // The piece's bytes as the chunk's buffers hold them, without a copy.
         Held::Memory(c) => {
-            let slot = slot()?;
+            let slot = slot().await?;
             Ok((
                 c.data.slices(start, end).collect(),
                 c.piece_hashes.get(piece as usize).copied(),
@@ -351,7 +356,7 @@ async fn serve_piece(
         // The header's piece hash: the read was checked against it, so the
         // piece is not hashed a second time to frame it.
         Held::Disk(d) => {
-            let slot = slot()?;
+            let slot = slot().await?;
             d.read_range(start, end)
                 .await
                 .map(|b| (vec![b], d.piece_hash(piece), slot))
@@ -360,7 +365,7 @@ async fn serve_piece(
                 .map_err(|e| (Reason::Internal, e.to_string()))
         }
         Held::Filling(f) if f.from_peer() => match f.piece_now(piece) {
-            Some((data, hash)) => Ok((data, Some(hash), slot()?)),
+            Some((data, hash)) => Ok((data, Some(hash), slot().await?)),
             None => Err((Reason::NotFound, "piece not here yet".to_owned())),
         },
         Held::Filling(f) => {
@@ -376,7 +381,7 @@ async fn serve_piece(
                 // The writer hashed the piece as it arrived.
                 Ok(r) => {
                     r?;
-                    Ok((out, f.piece_hash(piece), slot()?))
+                    Ok((out, f.piece_hash(piece), slot().await?))
                 }
                 Err(_) => Err((Reason::Timeout, "piece not filled in time".to_owned())),
             }
