@@ -4,7 +4,8 @@
 //! address (10.77.0.0/16) exists only inside namespaces the bed made, so two beds
 //! (two tests at once) never see each other. Dropping the bed deletes every
 //! namespace it made, which removes its links and qdiscs too, also when a test
-//! fails half-way. Needs root and iproute2.
+//! fails half-way; the namespaces of a process killed by a signal are removed by
+//! the next bed made on the machine. Needs root and iproute2.
 //!
 //! Sockets are made inside a host's namespace by a thread that enters it
 //! (`setns`), so an in-process server or client takes part in the bed like a
@@ -79,10 +80,32 @@ fn run(args: &[&str]) -> anyhow::Result<()> {
 
 static NEXT_BED: AtomicU32 = AtomicU32::new(0);
 
+/// Deletes namespaces left by beds of processes that no longer exist (a bench
+/// stopped by a signal runs no destructor). Bed names are `e2p<pid>x<n>...`.
+fn remove_stale_beds() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else { continue };
+        let Some(pid) = name
+            .strip_prefix("e2p")
+            .and_then(|r| r.split('x').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run(&["ip", "netns", "del", name]);
+        }
+    }
+}
+
 impl NetBed {
     /// Makes one host per link, all on one bridge.
     pub fn create(links: &[Link]) -> anyhow::Result<Self> {
         available().map_err(anyhow::Error::msg)?;
+        remove_stale_beds();
         if links.len() > 250 * 250 {
             bail!("too many hosts");
         }
