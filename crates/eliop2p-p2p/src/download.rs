@@ -228,7 +228,13 @@ pub(crate) async fn download(
                     }
                     shared.stats.bytes_down.fetch_add(bytes, Relaxed);
                     shared.stats.pieces_down.fetch_add(1, Relaxed);
-                    shared.with_peer_stats(peer, |s| s.record_success(bytes, 0.0, 0.0));
+                    // The peer's score across downloads takes the rate this download
+                    // measured (a zero duration would read as infinite throughput).
+                    let rate = sched.rate(&peer);
+                    if rate > 0.0 {
+                        let secs = bytes as f64 / rate;
+                        shared.with_peer_stats(peer, |s| s.record_success(bytes, secs, 0.0));
+                    }
                     hashes[piece as usize] = Some(hash);
                     if sched.done()
                         && let Some(want) = expected_sha

@@ -190,6 +190,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         self.peers.len()
     }
 
+    /// Bytes/s peer `p` has delivered to this download (0 = not measured).
+    pub fn rate(&self, p: &P) -> f64 {
+        self.peers.get(p).map_or(0.0, |s| s.rate)
+    }
+
     pub fn knows(&self, p: &P) -> bool {
         self.peers.contains_key(p)
     }
