@@ -288,7 +288,13 @@ impl FillWriter {
             return Ok(());
         }
         self.push_piece(data, sha256)?;
-        loop {
+        self.join_stash()
+    }
+
+    /// Publishes the stashed pieces that follow on from the bytes received so far
+    /// (after in-order bytes reached a piece they join up with).
+    pub fn join_stash(&mut self) -> Result<(), FillError> {
+        while self.received.is_multiple_of(PIECE_SIZE) {
             let next = (self.received / PIECE_SIZE) as u32;
             let Some((b, h)) = self.fill.lock().stash.remove(&next) else {
                 break;

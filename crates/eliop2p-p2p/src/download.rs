@@ -99,8 +99,9 @@ pub(crate) async fn download(
 
     let seed = u64::from_le_bytes(crate::conn::random_nonce()[..8].try_into().expect("8 bytes"));
     let stall = shared.cfg.piece_timeout;
-    let mut sched: Scheduler<SocketAddr> =
-        Scheduler::new(len, SchedConfig::new(PIECE_SIZE, stall), seed, now());
+    let sched_cfg = SchedConfig::new(PIECE_SIZE, stall);
+    let per_download = sched_cfg.total;
+    let mut sched: Scheduler<SocketAddr> = Scheduler::new(len, sched_cfg, seed, now());
     let n = sched.num_pieces();
     let mut hashes: Vec<Option<[u8; 32]>> = vec![None; n];
     // Pieces the fill already has (a download resumed after an earlier source).
@@ -123,9 +124,17 @@ pub(crate) async fn download(
     let mut last_locate = now();
     let mut unsourced_since: Option<Duration> = None;
     shared.stats.active_downloads.fetch_add(1, Relaxed);
+    let mut budget = Budget { shared, held: 0 };
     let outcome: Result<(), ()> = loop {
         let t = now();
+        // This download's share of the node's pieces in flight: what the others
+        // leave, at least one piece so that every download moves.
+        budget.sync(sched.inflight());
+        let room = shared.cfg.max_download_pieces.saturating_sub(budget.others()).clamp(1, per_download);
+        sched.set_total(room);
         let acts = sched.poll(t);
+        budget.sync(sched.inflight());
+        let held_back = room < per_download;
         for (peer, pieces) in acts.requests {
             tasks.spawn(fetch_batch(shared.clone(), peer, id, len, pieces, tx.clone()));
         }
@@ -178,6 +187,7 @@ pub(crate) async fn download(
         let ev = tokio::select! {
             ev = rx.recv() => ev,
             _ = tokio::time::sleep_until((t0 + wake).into()) => continue,
+            _ = shared.pieces_freed.notified(), if held_back => continue,
         };
         let Some(ev) = ev else { break Err(()) };
         match ev {
@@ -285,6 +295,7 @@ pub(crate) async fn download(
         }
     };
     shared.stats.active_downloads.fetch_sub(1, Relaxed);
+    drop(budget);
     tasks.abort_all();
     match outcome {
         Ok(()) => Ok(complete_peers.len()),
@@ -295,6 +306,36 @@ pub(crate) async fn download(
                 delivered: writer.received() / PIECE_SIZE * PIECE_SIZE,
             })
         }
+    }
+}
+
+/// This download's part of the node-wide count of pieces in flight
+/// (`P2pShared::pieces_in_flight`), given back when the download ends.
+struct Budget<'a> {
+    shared: &'a Arc<P2pShared>,
+    held: usize,
+}
+
+impl Budget<'_> {
+    fn sync(&mut self, inflight: usize) {
+        if inflight > self.held {
+            self.shared.pieces_in_flight.fetch_add(inflight - self.held, Relaxed);
+        } else if inflight < self.held {
+            self.shared.pieces_in_flight.fetch_sub(self.held - inflight, Relaxed);
+            self.shared.pieces_freed.notify_waiters();
+        }
+        self.held = inflight;
+    }
+
+    /// Pieces in flight for the node's other downloads.
+    fn others(&self) -> usize {
+        self.shared.pieces_in_flight.load(Relaxed).saturating_sub(self.held)
+    }
+}
+
+impl Drop for Budget<'_> {
+    fn drop(&mut self) {
+        self.sync(0);
     }
 }
 

@@ -49,6 +49,10 @@ pub struct P2pConfig {
     /// Upload slots: pieces being sent at once (a piece holds its slot until it is
     /// on the socket); a request beyond them is answered busy.
     pub max_uploads: usize,
+    /// Pieces this node asks of peers at once, over all its downloads: enough to
+    /// fill the NIC, few enough that a download from the origin on the same link
+    /// still gets its share (every piece in flight is a MiB queued on the downlink).
+    pub max_download_pieces: usize,
     /// A piece not received (or not filled, when serving) within this is given up.
     pub piece_timeout: Duration,
     /// Cluster membership and chunk locations; `None` = static peers only.
@@ -66,6 +70,7 @@ impl P2pConfig {
             max_upload_rate: 0,
             max_download_rate: 0,
             max_uploads: 8,
+            max_download_pieces: 12,
             piece_timeout: Duration::from_secs(5),
             cluster: None,
         }
@@ -148,6 +153,10 @@ pub(crate) struct P2pShared {
     upload_limit: limit::RateLimiter,
     download_limit: limit::RateLimiter,
     upload_slots: Arc<tokio::sync::Semaphore>,
+    /// Pieces asked of peers and not yet answered, over all downloads (bounded by
+    /// `cfg.max_download_pieces`), and a wake-up for downloads held back by it.
+    pieces_in_flight: std::sync::atomic::AtomicUsize,
+    pieces_freed: tokio::sync::Notify,
     conns: tokio::sync::Mutex<HashMap<SocketAddr, Arc<conn::PeerConn>>>,
     peer_stats: Mutex<HashMap<SocketAddr, score::PeerStats>>,
     self_addr: SocketAddr,
@@ -281,6 +290,8 @@ pub fn spawn_p2p(
         upload_limit: limit::RateLimiter::new(cfg.max_upload_rate),
         download_limit: limit::RateLimiter::new(cfg.max_download_rate),
         upload_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_uploads.max(1))),
+        pieces_in_flight: Default::default(),
+        pieces_freed: tokio::sync::Notify::new(),
         conns: tokio::sync::Mutex::default(),
         peer_stats: Mutex::default(),
         self_addr: local_addr,

@@ -401,7 +401,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             .collect();
         order.sort_unstable();
         let order: Vec<u32> = order.into_iter().map(|(_, _, i)| i).collect();
-        let mut total: usize = self.peers.values().map(|s| s.inflight.len()).sum();
+        let mut total = self.inflight();
         // Swarm peers first, then seeds; within each, the least loaded first.
         let mut peers: Vec<(bool, usize, u64, P)> = self
             .peers
@@ -506,6 +506,17 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             }
         }
         out
+    }
+
+    /// Pieces asked and not yet answered.
+    pub fn inflight(&self) -> usize {
+        self.peers.values().map(|s| s.inflight.len()).sum()
+    }
+
+    /// Changes the cap on pieces in flight (the node's budget left for this
+    /// download); pieces already asked stay asked.
+    pub fn set_total(&mut self, total: usize) {
+        self.cfg.total = total;
     }
 
     /// The next time `poll` may have something new to do without any event.

@@ -51,6 +51,8 @@ pub struct ProxyConfig {
     pub fill_deadline: Duration,
     /// Origin requests for chunk fills this node has open at once, at most.
     pub origin_max_concurrent: usize,
+    /// Ranged GETs one chunk fill has open at the origin at once.
+    pub origin_streams: usize,
 }
 
 impl Default for ProxyConfig {
@@ -68,6 +70,7 @@ impl Default for ProxyConfig {
             fill_idle_timeout: Duration::from_secs(30),
             fill_deadline: Duration::from_secs(300),
             origin_max_concurrent: 32,
+            origin_streams: 1,
         }
     }
 }

@@ -320,3 +320,53 @@ async fn slow_down_after_the_headers_is_waited_out_not_a_cut_body() -> anyhow::R
     origin.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_origin_streams_read_each_byte_once_and_retry_alone() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("par").await?;
+    // Chunk 0 comes with the metadata GET; chunks 1..3 are read in 4 ranges each,
+    // the last chunk short (a short last piece in its last range).
+    let data = test_data(3 * 16 * MIB + 5 * MIB + 123, 21);
+    origin.put("par", "obj", data.clone()).await?;
+    let node = start_node(&origin, |c| c.proxy.origin_streams = 4).await?;
+    let before = origin.bytes_sent();
+    // Ranged GETs of chunk 2 and later are refused with SlowDown, 30 times in all
+    // (more than the origin client's own retries absorb): each range retries alone.
+    origin.slow_down_ranges_from(32 * MIB as u64, 30);
+    let r = TestClient::new().get(&url(&node, "par", "obj"), &[]).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), data.len(), "no truncated body");
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "byte-exact");
+    let gets = origin.gets_of("par", "obj");
+    let mut ranges: Vec<(u64, u64)> = gets
+        .iter()
+        .filter_map(|g| g.range.as_deref()?.strip_prefix("bytes=")?.split_once('-').map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap())))
+        .collect();
+    ranges.sort();
+    ranges.dedup();
+    // Disjoint ranges covering the object (the refused ones asked again as is).
+    let mut at = 0;
+    for (a, b) in &ranges {
+        assert_eq!(*a, at, "ranges {ranges:?}");
+        at = b + 1;
+    }
+    assert_eq!(at, data.len() as u64);
+    // Chunk 0: the metadata GET; chunks 1 and 2: 4 ranges of 4 pieces; the last
+    // chunk's 6 pieces: 3 ranges of 2.
+    assert_eq!(ranges.len(), 1 + 4 + 4 + 3, "{ranges:?}");
+    // Each byte left the origin once (headers and refusals aside).
+    let sent = origin.bytes_sent() - before;
+    assert!(sent < data.len() as u64 + 64 * 1024, "origin sent {sent} for {}", data.len());
+    let m = node.render_metrics();
+    assert!(
+        m.lines().any(|l| l.strip_prefix("eliop2p_origin_retries_total ").is_some_and(|v| v.trim() != "0")),
+        "the refused ranges were asked again"
+    );
+    let again = TestClient::new().get(&url(&node, "par", "obj"), &[]).await?;
+    assert_eq!(sha256_hex(&again.body), sha256_hex(&data));
+    assert_eq!(again.header("x-cache"), Some("HIT"));
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}

@@ -216,12 +216,19 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     let start = Instant::now();
     let origin_done = {
         let (origin_sent, size) = (origin.bytes_counter(), spec.object_size as u64);
+        let timeline = std::env::var_os("FANOUT_TIMELINE").is_some();
         tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
             while origin_sent.load(std::sync::atomic::Ordering::Relaxed) - before < size {
                 if start.elapsed() > Duration::from_secs(900) {
                     return None;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
+                if timeline && last.0.elapsed() >= Duration::from_millis(500) {
+                    let sent = origin_sent.load(std::sync::atomic::Ordering::Relaxed) - before;
+                    eprintln!("t={:.1}s origin {:.1} MB/s", start.elapsed().as_secs_f64(), (sent - last.1) as f64 / last.0.elapsed().as_secs_f64() / 1e6);
+                    last = (Instant::now(), sent);
+                }
             }
             Some(start.elapsed().as_secs_f64())
         })

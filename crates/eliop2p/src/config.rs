@@ -540,6 +540,7 @@ impl Effective {
                 fill_idle_timeout: origin.request_timeout,
                 fill_deadline: self.duration("origin.fill_deadline"),
                 origin_max_concurrent: self.int("origin.max_concurrent_requests").max(1) as usize,
+                origin_streams: self.int("origin.streams_per_chunk").clamp(1, 64) as usize,
             },
             admin: AdminConfig::default(),
             cache: self.cache_config(chunk_size)?,

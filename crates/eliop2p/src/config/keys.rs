@@ -177,6 +177,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "origin",
+        "streams_per_chunk",
+        Kind::Int,
+        "1",
+        "ranged GETs one chunk fill has open at the origin at once, each for a run of whole pieces; raise it (e.g. 4) when one origin stream is slower than the NIC, as with S3"
+    ),
+    key!(
+        "origin",
         "fill_deadline",
         Kind::Duration,
         "5m",
@@ -363,6 +370,13 @@ pub const KEYS: &[KeyDef] = &[
         Kind::Int,
         "8",
         "pieces sent to peers at once; a request beyond them is answered busy and fetched elsewhere"
+    ),
+    key!(
+        "p2p",
+        "download_pieces",
+        Kind::Int,
+        "12",
+        "pieces (1 MiB each) asked of peers at once over all downloads of this node: enough to fill the NIC, few enough that an origin read on the same link keeps its share"
     ),
     key!(
         "p2p",
