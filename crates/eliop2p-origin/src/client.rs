@@ -255,7 +255,13 @@ impl OriginClient {
         let mut path = String::from("/");
         let mut authority = self.authority.to_string();
         if self.cfg.kind == OriginKind::Http {
-            // The endpoint's own path is a prefix; the key is the rest of the path.
+            // The endpoint's own path is a prefix; the key is the rest of the path,
+            // and never leaves it.
+            if req.key.as_deref().is_some_and(crate::has_dot_segment) {
+                return Err(OriginError::InvalidRequest(
+                    "a key with a '.' or '..' path segment would leave the plain HTTP origin's path".into(),
+                ));
+            }
             path = self.base_path.clone();
             path.push('/');
         } else if let Some(bucket) = &req.bucket {

@@ -26,6 +26,13 @@ pub fn encode_key(key: &str) -> String {
     percent_encoding::utf8_percent_encode(key, &KEY_ENCODE_SET).to_string()
 }
 
+/// Whether a key has a `.` or `..` path segment (`/` or `\\` separated). S3 keeps
+/// such keys as bytes; a plain HTTP server resolves them, outside the endpoint's
+/// path, so they are never sent to one.
+pub fn has_dot_segment(key: &str) -> bool {
+    key.split(['/', '\\']).any(|s| s == "." || s == "..")
+}
+
 const KEY_ENCODE_SET: percent_encoding::AsciiSet = percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
@@ -39,5 +46,15 @@ mod tests {
     fn key_encoding_keeps_bytes() {
         assert_eq!(super::encode_key("a b+c/ü/./x"), "a%20b%2Bc/%C3%BC/./x");
         assert_eq!(super::encode_key("a//b"), "a//b");
+    }
+
+    #[test]
+    fn dot_segments() {
+        for k in ["..", "../x", "a/../b", "a/..", "./a", "a/./b", "a\\..\\b"] {
+            assert!(super::has_dot_segment(k), "{k}");
+        }
+        for k in ["a..b", "...", "a/.b/c", ".hidden", "a/b.."] {
+            assert!(!super::has_dot_segment(k), "{k}");
+        }
     }
 }

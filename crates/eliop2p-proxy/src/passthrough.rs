@@ -113,7 +113,11 @@ pub(crate) async fn handle(
     // An authorization the origin gave this exact credential proof (signature) for
     // this object and method within `proxy.auth_cache_ttl`: no round trip.
     let proof = credential_proof(&parts.headers, parts.uri.query());
-    if let (Some(meta), Some(key), Some(proof)) = (&hit, &key, &proof)
+    // Only while the signature itself is still valid: the origin would refuse an
+    // expired presigned URL, so the node does too, cached authorization or not.
+    let fresh = signature_valid_until(&parts.headers, parts.uri.query())
+        .is_some_and(|t| std::time::SystemTime::now() < t);
+    if let (Some(meta), Some(key), Some(proof), true) = (&hit, &key, &proof, fresh)
         && state
             .auth_cache
             .allowed(proof, key, &parts.method, &meta.etag)
@@ -285,6 +289,44 @@ fn credential_proof(headers: &HeaderMap, query: Option<&str>) -> Option<[u8; 32]
             name.eq_ignore_ascii_case("X-Amz-Signature") || name == "Signature"
         })
         .map(|p| sha2::Sha256::digest(p.as_bytes()).into())
+}
+
+/// Until when a request's signature is valid by its own dates: a presigned URL's
+/// date plus its expiry (SigV4 `X-Amz-Date` + `X-Amz-Expires`, OSS V4 `x-oss-date`
+/// + `x-oss-expires`, SigV2 and OSS V1 `Expires`), a signed header's request date
+/// (`x-amz-date`, `x-oss-date`, `Date`) plus the allowed clock skew. `None`: no
+/// date to go by.
+fn signature_valid_until(headers: &HeaderMap, query: Option<&str>) -> Option<std::time::SystemTime> {
+    use std::time::{Duration, SystemTime};
+    let pairs: Vec<(String, String)> = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(n, v)| {
+            let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
+            (n.to_ascii_lowercase(), v)
+        })
+        .collect();
+    let q = |name: &str| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let secs = |v: &str| v.trim().parse::<u64>().ok().map(Duration::from_secs);
+    for (date, expires) in [("x-amz-date", "x-amz-expires"), ("x-oss-date", "x-oss-expires")] {
+        if let (Some(d), Some(e)) = (q(date), q(expires)) {
+            return Some(crate::sigv4::parse_amz_date(d)? + secs(e)?);
+        }
+    }
+    if let Some(e) = q("expires") {
+        return Some(SystemTime::UNIX_EPOCH + secs(e)?);
+    }
+    if headers.contains_key(header::AUTHORIZATION) {
+        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        let at = match (h("x-amz-date").or(h("x-oss-date")), h("date")) {
+            (Some(d), _) => crate::sigv4::parse_amz_date(d).or_else(|| httpdate::parse_http_date(d).ok())?,
+            (None, Some(d)) => httpdate::parse_http_date(d).ok()?,
+            (None, None) => return None,
+        };
+        return Some(at + crate::sigv4::MAX_SKEW);
+    }
+    None
 }
 
 /// Authorizations recently given by the origin, per (credential proof, object,

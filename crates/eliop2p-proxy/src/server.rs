@@ -327,6 +327,14 @@ impl ProxyState {
             let path = req.uri().path().trim_start_matches('/');
             let key = percent_encoding::percent_decode_str(path).decode_utf8();
             match key {
+                Ok(k) if eliop2p_origin::has_dot_segment(&k) => {
+                    return self.error_at(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidURI",
+                        "the path has a '.' or '..' segment, which would leave origin.endpoint's path",
+                        req.uri().path(),
+                    );
+                }
                 Ok(k) if !k.is_empty() => S3Target {
                     bucket: Some(String::new()),
                     key: Some(k.into_owned()),

@@ -183,7 +183,7 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
 }
 
 /// `YYYYMMDDTHHMMSSZ` to a time.
-fn parse_amz_date(s: &str) -> Option<SystemTime> {
+pub(crate) fn parse_amz_date(s: &str) -> Option<SystemTime> {
     if s.len() != 16 || &s[8..9] != "T" || !s.ends_with('Z') {
         return None;
     }
@@ -259,6 +259,9 @@ fn parse_header_auth(v: &str) -> Result<Parsed, AuthError> {
     })
 }
 
+/// How far a request's date may be from the node's clock (S3's own limit).
+pub(crate) const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
+
 /// Verifies a request's SigV4 signature; returns the access key that signed it.
 pub fn verify(
     keys: &ClientKeys,
@@ -312,7 +315,7 @@ pub fn verify(
             expires: Some(
                 q("X-Amz-Expires")
                     .and_then(|e| e.parse().ok())
-                    .filter(|e| *e <= 7 * 24 * 3600)
+                    .filter(|e| (1..=7 * 24 * 3600).contains(e))
                     .ok_or_else(|| AuthError::Malformed("X-Amz-Expires must be 1-604800".into()))?,
             ),
         }
@@ -327,13 +330,18 @@ pub fn verify(
             if now > signed_at + Duration::from_secs(e) {
                 return Err(AuthError::Expired);
             }
+            // Dated in the future (beyond clock skew): the 7-day cap would mean
+            // nothing. S3 answers such URLs AccessDenied as well.
+            if signed_at > now + MAX_SKEW {
+                return Err(AuthError::Malformed("X-Amz-Date is in the future".into()));
+            }
         }
         None => {
             let skew = now
                 .duration_since(signed_at)
                 .or_else(|e| Ok::<_, ()>(e.duration()))
                 .unwrap_or_default();
-            if skew > Duration::from_secs(15 * 60) {
+            if skew > MAX_SKEW {
                 return Err(AuthError::Expired);
             }
         }
@@ -348,6 +356,11 @@ pub fn verify(
     p.signed_headers
         .iter_mut()
         .for_each(|h| h.make_ascii_lowercase());
+    // SigV4 requires `host` among the signed headers: without it a signature is
+    // not bound to the endpoint it was made for.
+    if !p.signed_headers.iter().any(|h| h == "host") {
+        return Err(AuthError::Malformed("SignedHeaders must include host".into()));
+    }
     let mut canonical_headers = String::new();
     for h in &p.signed_headers {
         let v = canonical_header_value(headers, h)
@@ -458,6 +471,39 @@ mod tests {
             verify(&keys, &Method::GET, &uri, &h, after),
             Err(AuthError::Expired)
         );
+    }
+
+    #[test]
+    fn future_dated_zero_expiry_and_hostless_signatures_are_refused() {
+        let keys = ClientKeys::parse(&["AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into()]).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("host", "examplebucket.s3.amazonaws.com".parse().unwrap());
+        let url = |expires: &str, signed: &str| -> Uri {
+            format!("/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires={expires}&X-Amz-SignedHeaders={signed}&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404").parse().unwrap()
+        };
+        // The documented URL, a year before its date: not valid yet.
+        let before = parse_amz_date("20120524T000000Z").unwrap();
+        assert!(matches!(
+            verify(&keys, &Method::GET, &url("86400", "host"), &h, before),
+            Err(AuthError::Malformed(m)) if m.contains("future")
+        ));
+        let during = parse_amz_date("20130524T000001Z").unwrap();
+        assert!(matches!(
+            verify(&keys, &Method::GET, &url("0", "host"), &h, during),
+            Err(AuthError::Malformed(m)) if m.contains("X-Amz-Expires")
+        ));
+        h.insert("x-amz-date", "20130524T000000Z".parse().unwrap());
+        assert!(matches!(
+            verify(&keys, &Method::GET, &url("86400", "x-amz-date"), &h, during),
+            Err(AuthError::Malformed(m)) if m.contains("host")
+        ));
+        let mut hh = HeaderMap::new();
+        hh.insert("x-amz-date", "20130524T000000Z".parse().unwrap());
+        hh.insert("authorization", "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=x-amz-date,Signature=00".parse().unwrap());
+        assert!(matches!(
+            verify(&keys, &Method::GET, &"/b/k".parse().unwrap(), &hh, during),
+            Err(AuthError::Malformed(m)) if m.contains("host")
+        ));
     }
 
     #[test]

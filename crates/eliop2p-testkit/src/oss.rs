@@ -273,9 +273,24 @@ fn handle(
     mode: Mode,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    let decoded = percent_encoding::percent_decode_str(path)
+    let mut decoded = percent_encoding::percent_decode_str(path)
         .decode_utf8_lossy()
         .into_owned();
+    if mode.public {
+        // A web server resolves dot segments (nginx and every file server do):
+        // `/public/../private/x` is `/private/x`.
+        let mut out: Vec<&str> = Vec::new();
+        for seg in decoded.split('/') {
+            match seg {
+                "." => {}
+                ".." => {
+                    out.pop();
+                }
+                s => out.push(s),
+            }
+        }
+        decoded = out.join("/");
+    }
     let Some((bucket, key)) = decoded.trim_start_matches('/').split_once('/') else {
         return xml_error(StatusCode::BAD_REQUEST, "InvalidArgument");
     };

@@ -1,0 +1,85 @@
+//! The probes of an attacker and a careless operator, against a real node on
+//! loopback: each test reproduces one hole found by the adversarial probe (issue
+//! 15) and checks that it stays closed. Counts are printed for the record.
+
+use eliop2p_origin::{OriginConfig, OriginKind};
+use eliop2p_testkit::oss::TestOssOrigin;
+use eliop2p_testkit::{raw_http, test_data};
+
+async fn node_for(cfg: OriginConfig) -> eliop2p_proxy::NodeHandle {
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    eliop2p_proxy::spawn_node(eliop2p_testkit::node_config(cfg), proxy, admin)
+        .await
+        .unwrap()
+}
+
+/// `origin.endpoint = http://host/public/`: no path a client sends reaches a file
+/// outside `/public/`, however it spells `..`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_paths_never_leave_the_endpoint_path() -> anyhow::Result<()> {
+    let web = TestOssOrigin::start_plain_http(true).await?;
+    let public = test_data(1000, 1);
+    let secret = b"the private file".to_vec();
+    web.put("public", "a.txt", public.clone());
+    web.put("private", "secret.txt", secret.clone().into());
+    let mut cfg = OriginConfig::for_endpoint(&format!("{}/public/", web.endpoint), "", "");
+    cfg.kind = OriginKind::Http;
+    let node = node_for(cfg).await;
+    let (status, body) = raw_http(node.proxy_addr, "GET /a.txt HTTP/1.1\r\nHost: n").await?;
+    assert_eq!((status, &body[..]), (200, &public[..]), "the prefix itself is served");
+    let probes = [
+        "/../private/secret.txt",
+        "/%2e%2e/private/secret.txt",
+        "/%2E%2E/private/secret.txt",
+        "/x/../../private/secret.txt",
+        "/./../private/secret.txt",
+        "/..%2fprivate/secret.txt",
+        "/..%5cprivate%5csecret.txt",
+    ];
+    for p in probes {
+        let (status, body) = raw_http(node.proxy_addr, &format!("GET {p} HTTP/1.1\r\nHost: n")).await?;
+        assert_eq!(status, 400, "{p}: {}", String::from_utf8_lossy(&body));
+        assert!(!body.windows(secret.len()).any(|w| w == secret), "{p} leaked the file");
+    }
+    println!("plain HTTP traversal: {} probes refused", probes.len());
+    node.shutdown().await;
+    Ok(())
+}
+
+/// `proxy.auth_cache_ttl` reuses an origin's yes for the same signature, but never
+/// past the signature's own expiry: a presigned URL with `X-Amz-Expires=2` is
+/// refused at t = 3 s, as the origin would refuse it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_authorization_ends_with_the_presigned_url() -> anyhow::Result<()> {
+    use eliop2p_origin::{OriginClient, OriginRequest};
+    use eliop2p_testkit::{ACCESS_KEY, SECRET_KEY, TestClient, TestOrigin, sha256_hex, start_node};
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("exp").await?;
+    let data = test_data(1 << 20, 5);
+    origin.put("exp", "obj", data.clone()).await?;
+    let node = start_node(&origin, |c| {
+        c.proxy.auth = eliop2p_proxy::AuthMode::Passthrough;
+        c.proxy.auth_cache_ttl = std::time::Duration::from_secs(60);
+    })
+    .await?;
+    let signer = OriginClient::new(OriginConfig::for_endpoint(&format!("http://{}", node.proxy_addr), ACCESS_KEY, SECRET_KEY))?;
+    let url = signer
+        .presign(&OriginRequest::new(http::Method::GET, "exp", Some("obj")), std::time::Duration::from_secs(2))
+        .await?
+        .to_string();
+    let c = TestClient::new();
+    for _ in 0..3 {
+        let r = c.get(&url, &[]).await?;
+        assert_eq!(r.status, 200);
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    }
+    assert!(node.render_metrics().contains("eliop2p_passthrough_auth_cache_hits_total 1"), "the cache answered while the URL was valid");
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    let r = c.get(&url, &[]).await?;
+    assert_eq!(r.status, 403, "expired: {}", String::from_utf8_lossy(&r.body));
+    assert!(!r.body.windows(64).any(|w| data.windows(64).next() == Some(w)));
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}
