@@ -78,6 +78,10 @@ pub(crate) fn is_signature_param(name: &str) -> bool {
 }
 
 /// The query without signature parameters (raw, still encoded).
+/// The query relayed to an S3 or OSS origin: without the client's signature
+/// parameters, and with each `+` spelled `%20`: S3 reads a `+` in a query as a
+/// space (form encoding) and signs what it read, so a literal `+` signed by the
+/// node would not match.
 pub(crate) fn strip_signature_params(query: &str) -> String {
     query
         .split('&')
@@ -87,6 +91,7 @@ pub(crate) fn strip_signature_params(query: &str) -> String {
             let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
             !is_signature_param(&name)
         })
+        .map(|p| p.replace('+', "%20"))
         .collect::<Vec<_>>()
         .join("&")
 }

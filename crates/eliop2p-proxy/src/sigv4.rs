@@ -108,10 +108,6 @@ fn decode_marked(s: &str) -> Vec<(u8, bool)> {
     out
 }
 
-fn decode(s: &str) -> Vec<u8> {
-    decode_marked(s).into_iter().map(|(b, _)| b).collect()
-}
-
 /// The canonical URI: the raw path, each byte percent-encoded per SigV4 (slashes
 /// kept), existing escapes normalised; no dot-segment resolution (S3 semantics). An
 /// escaped `/` (`%2F`) stays data, not a separator.
@@ -138,13 +134,19 @@ fn encode_all(bytes: &[u8]) -> String {
     s
 }
 
-/// Query pairs, decoded.
+/// Query pairs, decoded as S3 decodes them: a literal `+` is a space.
 fn query_pairs(q: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let decode_q = |s: &str| -> Vec<u8> {
+        decode_marked(s)
+            .into_iter()
+            .map(|(b, escaped)| if b == b'+' && !escaped { b' ' } else { b })
+            .collect()
+    };
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (n, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(n), decode(v))
+            (decode_q(n), decode_q(v))
         })
         .collect()
 }

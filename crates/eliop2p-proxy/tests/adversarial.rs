@@ -83,3 +83,28 @@ async fn cached_authorization_ends_with_the_presigned_url() -> anyhow::Result<()
     origin.stop().await;
     Ok(())
 }
+
+/// A relayed listing whose query spells spaces as `+` (polars, obstore): S3 reads
+/// a space, so the node signs a space; before, it signed a literal `+` and the
+/// origin answered 403 SignatureDoesNotMatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plus_in_a_relayed_query_is_a_space() -> anyhow::Result<()> {
+    use eliop2p_testkit::{TestOrigin, start_node};
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("lst").await?;
+    origin.put("lst", "dir with space/x", test_data(10, 1)).await?;
+    origin.put("lst", "other/y", test_data(10, 2)).await?;
+    let node = start_node(&origin, |_| {}).await?;
+    let (status, body) = raw_http(
+        node.proxy_addr,
+        "GET /lst?list-type=2&prefix=dir+with+space%2F HTTP/1.1\r\nHost: n",
+    )
+    .await?;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<Key>dir with space/x</Key>"), "{body}");
+    assert!(!body.contains("other/y"), "{body}");
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}
