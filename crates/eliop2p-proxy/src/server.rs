@@ -276,8 +276,39 @@ impl ProxyState {
         Response::new(ProxyBody::Empty)
     }
 
+    /// With client keys configured, a forward-proxy or CONNECT request proves a key
+    /// in `Proxy-Authorization` (its `Authorization` is for the origin): 407 if not.
+    fn proxy_auth_refused(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+        if self.cfg.client_keys.is_empty() {
+            return None;
+        }
+        let ok = req
+            .headers()
+            .get(header::PROXY_AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| self.cfg.client_keys.check_proxy_authorization(v));
+        if ok {
+            return None;
+        }
+        self.metrics.client_auth_failures.fetch_add(1, Relaxed);
+        let mut r = self.error_at(
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            "AccessDenied",
+            "forward-proxy and CONNECT requests need Proxy-Authorization: Basic with a key of proxy.client_keys_file",
+            req.uri().path(),
+        );
+        r.headers_mut().insert(
+            header::PROXY_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"eliop2p\""),
+        );
+        Some(r)
+    }
+
     async fn route(self: &Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
         if req.method() == Method::CONNECT {
+            if let Some(r) = self.proxy_auth_refused(&req) {
+                return r;
+            }
             return self.connect(req).await;
         }
         // Forward-proxy (absolute-form) requests: only allowed origins. An
@@ -305,7 +336,12 @@ impl ProxyState {
                     );
                 }
                 Some(true) => {}
-                Some(false) => dest = Some((scheme, auth)),
+                Some(false) => {
+                    if let Some(r) = self.proxy_auth_refused(&req) {
+                        return r;
+                    }
+                    dest = Some((scheme, auth))
+                }
             }
         }
         let header_bytes: usize = req

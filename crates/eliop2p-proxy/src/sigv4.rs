@@ -35,6 +35,27 @@ impl ClientKeys {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether a `Proxy-Authorization` value proves a configured key: `Basic`
+    /// with `ACCESS_KEY:SECRET` (what HTTP proxy clients send for
+    /// `http://ACCESS_KEY:SECRET@node:8080`). Forward-proxy and CONNECT requests
+    /// carry the origin's signature, not ours, so this is how they prove a key.
+    pub fn check_proxy_authorization(&self, value: &str) -> bool {
+        use base64::Engine;
+        let Some(b64) = value.trim().strip_prefix("Basic ").or_else(|| value.trim().strip_prefix("basic ")) else {
+            return false;
+        };
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
+            return false;
+        };
+        let Some((access, secret)) = std::str::from_utf8(&raw).ok().and_then(|s| s.split_once(':')) else {
+            return false;
+        };
+        self.0.get(access).is_some_and(|want| {
+            want.len() == secret.len()
+                && want.bytes().zip(secret.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        })
+    }
 }
 
 /// Why a request was refused, with the S3 error code the origin would use.

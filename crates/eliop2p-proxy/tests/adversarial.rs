@@ -108,3 +108,80 @@ async fn a_plus_in_a_relayed_query_is_a_space() -> anyhow::Result<()> {
     origin.stop().await;
     Ok(())
 }
+
+/// With `proxy.client_keys_file`, forward-proxy (`GET http://origin/...`) and
+/// `CONNECT` requests prove a key too (`Proxy-Authorization: Basic`), or get 407;
+/// before, both were served unsigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_keys_cover_forward_proxy_and_connect() -> anyhow::Result<()> {
+    use base64::Engine;
+    use eliop2p_testkit::{TestOrigin, start_node};
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("fwd").await?;
+    origin.put("fwd", "x", test_data(100, 3)).await?;
+    // An allowed origin that is not the node's own: a plain TCP echo of a greeting.
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let other_addr = other.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = other.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi").await;
+            });
+        }
+    });
+    let node = start_node(&origin, |c| {
+        c.proxy.client_keys = eliop2p_proxy::sigv4::ClientKeys::parse(&["APPKEY:appsecret".into()]).unwrap();
+        c.proxy.allowed_origins = vec![other_addr.to_string()];
+    })
+    .await?;
+    let good = format!(
+        "Proxy-Authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("APPKEY:appsecret")
+    );
+    let bad = format!(
+        "Proxy-Authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("APPKEY:wrong")
+    );
+    let get = format!("GET http://{other_addr}/y HTTP/1.1\r\nHost: {other_addr}");
+    let connect = format!("CONNECT {other_addr} HTTP/1.1\r\nHost: {other_addr}");
+    let mut refused = 0;
+    for (req, auth) in [(&get, ""), (&get, bad.as_str()), (&connect, ""), (&connect, bad.as_str())] {
+        let (status, body) = raw_http(node.proxy_addr, &format!("{req}\r\n{auth}")).await?;
+        assert_eq!(status, 407, "{req} {auth}: {}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("<Code>AccessDenied</Code>"));
+        refused += 1;
+    }
+    let (status, body) = raw_http(node.proxy_addr, &format!("{get}\r\n{good}")).await?;
+    assert_eq!((status, &body[..]), (200, &b"hi"[..]), "a proven key is relayed");
+    {
+        // The tunnel stays open: read its answer's head only, then speak through it.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(node.proxy_addr).await?;
+        s.write_all(format!("{connect}\r\n{good}\r\n\r\n").as_bytes()).await?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await?;
+            anyhow::ensure!(n > 0, "tunnel closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"), "a proven key gets its tunnel: {}", String::from_utf8_lossy(&got));
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        assert!(rest.ends_with(b"hi"), "{}", String::from_utf8_lossy(&rest));
+    }
+    println!("forward proxy / CONNECT without a client key: {refused} refused");
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}

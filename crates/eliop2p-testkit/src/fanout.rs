@@ -144,6 +144,8 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         let mut cmd = bed.command(host(i), &spec.bin);
         cmd.args(["node"])
             .env("ELIOP2P_PROXY_LISTEN", format!("{addr}:{PROXY_PORT}"))
+            // The bed's network holds only the bed's own clients.
+            .env("ELIOP2P_PROXY_ALLOW_ANONYMOUS_NETWORK", "true")
             .env("ELIOP2P_ADMIN_LISTEN", format!("{addr}:{ADMIN_PORT}"))
             .env("ELIOP2P_P2P_LISTEN", format!("{addr}:{P2P_PORT}"))
             .env("ELIOP2P_ORIGIN_ENDPOINT", &origin.endpoint)

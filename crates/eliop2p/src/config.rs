@@ -337,6 +337,39 @@ impl Effective {
         self.str(name).parse().expect("validated at load")
     }
 
+    /// Where the S3 proxy listens, and which clients it trusts (said at start).
+    /// A node that signs with its own keys (`proxy.auth = node` on any origin) for
+    /// any client at all (no `proxy.client_keys_file`) would read everything its
+    /// keys can for whoever reaches the port: it listens on loopback only (local
+    /// clients) unless `proxy.allow_anonymous_network = true`. The default
+    /// `proxy.listen` then becomes 127.0.0.1 on the same port; an explicit
+    /// non-loopback address is a config error.
+    pub fn proxy_listen(&self) -> anyhow::Result<(SocketAddr, String)> {
+        let mut addr = self.addr("proxy.listen");
+        let node_auth = self.str("proxy.auth") == "node"
+            || self.origins.iter().any(|o| o.auth.as_deref() == Some("node"));
+        let keys = !self.str("proxy.client_keys_file").is_empty();
+        let open = self.str("proxy.allow_anonymous_network") == "true";
+        let trust = if keys {
+            "clients whose requests are signed with a key of proxy.client_keys_file".to_owned()
+        } else if !node_auth {
+            "every client, as far as the origin authorizes it (passthrough)".to_owned()
+        } else if open {
+            "ANY client that reaches the port, with the node's origin credentials (proxy.allow_anonymous_network = true)".to_owned()
+        } else {
+            if !addr.ip().is_loopback() {
+                if self.values["proxy.listen"].1 != "default" {
+                    bail!(
+                        "config key proxy.listen: {addr} would let anyone on the network read with the node's origin credentials (proxy.auth = node, no proxy.client_keys_file); set proxy.client_keys_file, proxy.auth = passthrough, or proxy.allow_anonymous_network = true"
+                    );
+                }
+                addr = SocketAddr::from(([127, 0, 0, 1], addr.port()));
+            }
+            "local clients only: the proxy listens on loopback (proxy.auth = node without proxy.client_keys_file; set proxy.allow_anonymous_network = true to open it)".to_owned()
+        };
+        Ok((addr, trust))
+    }
+
     /// The effective configuration as TOML (secrets redacted), with sources.
     pub fn to_toml(&self) -> String {
         let mut out = self.keys_to_toml();

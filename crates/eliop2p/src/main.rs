@@ -176,7 +176,9 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::n
 
 async fn run_node(eff: Effective) -> anyhow::Result<()> {
     let cfg = eff.node_config()?;
-    let proxy = bind(eff.addr("proxy.listen"), "proxy").await?;
+    let (listen, trust) = eff.proxy_listen()?;
+    let proxy = bind(listen, "proxy").await?;
+    tracing::info!(%listen, "proxy trusts {trust}");
     let admin = bind(eff.addr("admin.listen"), "admin").await?;
     let p2p = match cfg.p2p {
         Some(_) => Some(bind(eff.addr("p2p.listen"), "p2p").await?),
@@ -188,7 +190,7 @@ async fn run_node(eff: Effective) -> anyhow::Result<()> {
         .map(|a| format!(", p2p on {a}"))
         .unwrap_or_default();
     println!(
-        "eliop2p node: proxy on http://{}, admin on http://{}{p2p_note}",
+        "eliop2p node: proxy on http://{}, admin on http://{}{p2p_note}, trusting {trust}",
         node.proxy_addr, node.admin_addr
     );
     shutdown_signal().await;
@@ -352,6 +354,8 @@ fn real_main() -> anyhow::Result<()> {
             let eff = load(m, Vec::new())?;
             if m.get_flag("print-config") {
                 print!("{}", eff.to_toml());
+                let (listen, trust) = eff.proxy_listen()?;
+                println!("# the proxy listens on {listen} and trusts {trust}");
                 return Ok(());
             }
             init_tracing(m);

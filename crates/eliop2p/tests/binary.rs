@@ -493,3 +493,35 @@ fn log_format_json_writes_one_object_per_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A node that signs with its own keys for any client listens on loopback unless
+/// told otherwise: the default address becomes 127.0.0.1, an explicit network
+/// address is refused with the key named, and client keys or
+/// `proxy.allow_anonymous_network` open it (issue 15, open relay by default).
+#[test]
+fn a_node_signing_for_anyone_listens_on_loopback_only() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["node", "--print-config"]).args(args);
+        cmd.env("ELIOP2P_ORIGIN_ENDPOINT", "http://127.0.0.1:1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (ok, text) = run(&[], &[]);
+    assert!(ok, "{text}");
+    assert!(text.contains("listens on 127.0.0.1:8080 and trusts local clients only"), "{text}");
+    let (ok, text) = run(&["--proxy-listen", "0.0.0.0:8080"], &[]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("config key proxy.listen: 0.0.0.0:8080"), "{text}");
+    let (ok, text) = run(&["--proxy-listen", "0.0.0.0:8080"], &[("ELIOP2P_PROXY_ALLOW_ANONYMOUS_NETWORK", "true")]);
+    assert!(ok && text.contains("listens on 0.0.0.0:8080 and trusts ANY client"), "{text}");
+    let (ok, text) = run(&[], &[("ELIOP2P_PROXY_AUTH", "passthrough")]);
+    assert!(ok && text.contains("listens on 0.0.0.0:8080 and trusts every client, as far as the origin"), "{text}");
+    let keys = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(keys.path(), "AK SECRET\n").unwrap();
+    let (ok, text) = run(&[], &[("ELIOP2P_PROXY_CLIENT_KEYS_FILE", keys.path().to_str().unwrap())]);
+    assert!(ok && text.contains("listens on 0.0.0.0:8080 and trusts clients whose requests are signed"), "{text}");
+}

@@ -71,6 +71,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "proxy",
+        "allow_anonymous_network",
+        Kind::Choice(&["false", "true"]),
+        "false",
+        "with proxy.auth = node and no proxy.client_keys_file, let clients from the network (not only loopback) read with the node's origin credentials; only for a network where every host may read everything the node can"
+    ),
+    key!(
+        "proxy",
         "client_keys_file",
         Kind::Str,
         "",
