@@ -292,10 +292,10 @@ fn credential_proof(headers: &HeaderMap, query: Option<&str>) -> Option<[u8; 32]
 }
 
 /// Until when a request's signature is valid by its own dates: a presigned URL's
-/// date plus its expiry (SigV4 `X-Amz-Date` + `X-Amz-Expires`, OSS V4 `x-oss-date`
-/// + `x-oss-expires`, SigV2 and OSS V1 `Expires`), a signed header's request date
-/// (`x-amz-date`, `x-oss-date`, `Date`) plus the allowed clock skew. `None`: no
-/// date to go by.
+/// date plus its expiry (SigV4 `X-Amz-Date` and `X-Amz-Expires`, OSS V4
+/// `x-oss-date` and `x-oss-expires`, SigV2 and OSS V1 `Expires`), a signed
+/// header's request date (`x-amz-date`, `x-oss-date`, `Date`) plus the allowed
+/// clock skew. `None`: no date to go by.
 fn signature_valid_until(headers: &HeaderMap, query: Option<&str>) -> Option<std::time::SystemTime> {
     use std::time::{Duration, SystemTime};
     let pairs: Vec<(String, String)> = query
