@@ -249,6 +249,16 @@ pub struct Limits {
     pub max_data: usize,
 }
 
+impl Limits {
+    /// Before the handshake: a Hello is 32 bytes of nonce and a node id of at most
+    /// 256, a Challenge 64, an Auth 32, an Error a short message; no chunk ids. An
+    /// outsider gets no more buffer than this from the node.
+    pub const HANDSHAKE: Limits = Limits {
+        max_chunk_id: 0,
+        max_data: 1024,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

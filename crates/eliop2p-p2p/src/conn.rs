@@ -47,7 +47,12 @@ unsafe fn libc_getrandom(buf: &mut [u8; 32]) -> isize {
 pub(crate) struct FrameReader {
     rd: OwnedReadHalf,
     buf: BytesMut,
+    /// The limits in force: `Limits::HANDSHAKE` until `authenticated`.
     limits: Limits,
+    /// The limits once the peer is authenticated.
+    after: Limits,
+    /// Bytes read from the socket at most at a time into `buf`.
+    read_size: usize,
     /// Client connections: each `PieceData` frame's bytes are read into a
     /// buffer of their own (prepared by its requester, else from this pool) and
     /// the checksum is left to the piece's requester. Unused prepared buffers go
@@ -72,14 +77,24 @@ const SPARE_MAX: usize = 64;
 const SHARED_READ: usize = 64 * 1024;
 
 impl FrameReader {
+    /// A reader for a new connection: handshake limits (tiny frames, small reads,
+    /// no buffer ahead) until `authenticated`, then `limits`.
     pub fn new(rd: OwnedReadHalf, limits: Limits) -> Self {
         Self {
             rd,
-            buf: BytesMut::with_capacity(256 * 1024),
-            limits,
+            buf: BytesMut::new(),
+            limits: Limits::HANDSHAKE,
+            after: limits,
+            read_size: Limits::HANDSHAKE.max_data,
             pieces_into: None,
             spare: Spare::default(),
         }
+    }
+
+    /// The peer proved the cluster secret: full-size frames from now on.
+    pub fn authenticated(&mut self) {
+        self.limits = self.after;
+        self.read_size = SHARED_READ;
     }
 
     pub async fn next(&mut self) -> Result<Option<Frame>, P2pError> {
@@ -107,10 +122,10 @@ impl FrameReader {
 
     /// Reads more bytes into the shared buffer; 0 at end of stream.
     async fn fill_shared(&mut self) -> Result<usize, P2pError> {
-        self.buf.reserve(SHARED_READ);
+        self.buf.reserve(self.read_size);
         Ok(self
             .rd
-            .read_buf(&mut (&mut self.buf).limit(SHARED_READ))
+            .read_buf(&mut (&mut self.buf).limit(self.read_size))
             .await?)
     }
 
@@ -226,6 +241,7 @@ pub(crate) async fn accept_handshake(
         &Frame::new(MessageType::AuthOk, &[], Bytes::new(), 0, 0),
     )
     .await?;
+    reader.authenticated();
     Ok(node_id)
 }
 
@@ -258,7 +274,9 @@ async fn connect_handshake(
         &Frame::new(MessageType::Auth, &[], Bytes::copy_from_slice(&proof), 0, 0),
     )
     .await?;
-    reader.expect(MessageType::AuthOk).await.map(|_| ())
+    reader.expect(MessageType::AuthOk).await?;
+    reader.authenticated();
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -510,6 +528,7 @@ mod tests {
         let (server, _) = l.accept().await.unwrap();
         let (rd, _wr) = client.into_split();
         let mut r = FrameReader::new(rd, Limits::default());
+        r.authenticated();
         let cache = eliop2p_cache::ChunkCache::open(eliop2p_cache::CacheConfig::memory_only(
             4 << 20,
             16 << 20,

@@ -53,6 +53,8 @@ pub struct P2pConfig {
     /// fill the NIC, few enough that a download from the origin on the same link
     /// still gets its share (every piece in flight is a MiB queued on the downlink).
     pub max_download_pieces: usize,
+    /// Connections the P2P listener holds open at once.
+    pub max_connections: usize,
     /// A piece not received (or not filled, when serving) within this is given up.
     pub piece_timeout: Duration,
     /// Cluster membership and chunk locations; `None` = static peers only.
@@ -71,6 +73,7 @@ impl P2pConfig {
             max_download_rate: 0,
             max_uploads: 8,
             max_download_pieces: 12,
+            max_connections: 4096,
             piece_timeout: Duration::from_secs(5),
             cluster: None,
         }
@@ -106,6 +109,8 @@ pub struct P2pStats {
     pub pieces_down: AtomicU64,
     pub active_downloads: AtomicU64,
     pub handshake_failures: AtomicU64,
+    /// Connections closed at accept: `max_connections` or the per-address cap.
+    pub connections_refused: AtomicU64,
     pub verification_failures: AtomicU64,
     /// Origin fills started because a peer asked this node (the chunk's owner).
     pub fetches_for_peers: AtomicU64,
@@ -410,7 +415,7 @@ impl P2pHandle {
     pub fn render_metrics(&self) -> String {
         let s = &self.shared.stats;
         let mut out = String::new();
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 9] = [
             (
                 "eliop2p_p2p_fetches_for_peers_total",
                 "Origin fills this node started as a chunk's owner for peers.",
@@ -440,6 +445,11 @@ impl P2pHandle {
                 "eliop2p_p2p_handshake_failures_total",
                 "Connections that failed the cluster-secret handshake.",
                 s.handshake_failures.load(Relaxed),
+            ),
+            (
+                "eliop2p_p2p_connections_refused_total",
+                "P2P connections closed at accept (p2p.max_connections or the per-address cap).",
+                s.connections_refused.load(Relaxed),
             ),
             (
                 "eliop2p_p2p_verification_failures_total",

@@ -1,6 +1,7 @@
 //! The P2P server: authenticates peers and serves bitmaps and pieces of chunks held
 //! in memory, on disk, or still filling (a piece not there yet is awaited).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -26,6 +27,8 @@ pub(crate) async fn run(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(shared.cfg.max_connections.max(1)));
+    let per_ip: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -38,9 +41,31 @@ pub(crate) async fn run(
                 }
             },
         };
+        // Connection caps hold before any byte is read: the listener's total
+        // (`p2p.max_connections`) and per source address.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            shared.stats.connections_refused.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, "p2p connection refused: p2p.max_connections reached");
+            continue;
+        };
+        let ip = peer.ip();
+        {
+            let mut m = per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = m.entry(ip).or_default();
+            if *n >= MAX_CONNECTIONS_PER_ADDRESS {
+                drop(m);
+                shared.stats.connections_refused.fetch_add(1, Relaxed);
+                tracing::debug!(%peer, "p2p connection refused: too many from this address");
+                continue;
+            }
+            *n += 1;
+        }
+        let per_ip = per_ip.clone();
         let shared = shared.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
+            let _slot = slot;
+            let _count = ConnCount { per_ip, ip };
             tokio::select! {
                 r = serve_conn(stream, shared.clone()) => {
                     if let Err(e) = r {
@@ -50,6 +75,62 @@ pub(crate) async fn run(
                 _ = cancel.cancelled() => {}
             }
         });
+    }
+}
+
+/// Pieces one connection may have asked and not yet been answered.
+const MAX_QUEUED_PIECES: usize = 256;
+/// Piece requests of one connection served at once.
+const MAX_REQUESTS_IN_PROGRESS: usize = 32;
+
+/// A connection's asked-and-unanswered pieces.
+#[derive(Default)]
+struct PieceQueue {
+    queued: usize,
+    /// Asked pieces (a piece asked twice counts twice).
+    pending: HashMap<(ChunkId, u32), u32>,
+    /// Pending pieces the peer withdrew.
+    cancelled: std::collections::HashSet<(ChunkId, u32)>,
+}
+
+impl PieceQueue {
+    /// Whether the piece was withdrawn (the withdrawal is used up).
+    fn take(&mut self, id: ChunkId, p: u32) -> bool {
+        self.cancelled.remove(&(id, p))
+    }
+
+    /// The piece was answered (or withdrawn).
+    fn done(&mut self, id: ChunkId, p: u32) {
+        self.queued = self.queued.saturating_sub(1);
+        if let std::collections::hash_map::Entry::Occupied(mut e) = self.pending.entry((id, p)) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+                self.cancelled.remove(&(id, p));
+            }
+        }
+    }
+}
+
+/// Connections one source address may hold open to the P2P listener: a peer needs
+/// one or two; more is a flood.
+const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+
+/// A connection's place in the per-address count, given back when it closes.
+struct ConnCount {
+    per_ip: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for ConnCount {
+    fn drop(&mut self) {
+        let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -104,8 +185,12 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
             }
         }
     });
-    let cancelled: Arc<std::sync::Mutex<std::collections::HashSet<(ChunkId, u32)>>> =
-        Arc::default();
+    // Pieces asked on this connection and not yet answered (at most
+    // MAX_QUEUED_PIECES; beyond, a piece is answered busy at once), and those of
+    // them the peer withdrew: a Cancel names only queued pieces, so neither grows
+    // with what a peer sends.
+    let queue: Arc<std::sync::Mutex<PieceQueue>> = Arc::default();
+    let requests = Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_IN_PROGRESS));
     while let Some(f) = reader.next().await? {
         if matches!(
             f.message_type,
@@ -168,24 +253,49 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                     .await;
                     continue;
                 };
-                let (shared, tx, cancelled, peer_id) = (
+                let accepted: Vec<bool> = {
+                    let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+                    pieces
+                        .iter()
+                        .map(|&p| {
+                            let room = q.queued < MAX_QUEUED_PIECES;
+                            if room {
+                                q.queued += 1;
+                                *q.pending.entry((id, p)).or_default() += 1;
+                            }
+                            room
+                        })
+                        .collect()
+                };
+                // Requests in progress are bounded too: past the bound this loop
+                // stops reading, and TCP pushes back on the peer.
+                let Ok(in_progress) = requests.clone().acquire_owned().await else {
+                    break;
+                };
+                let (shared, tx, queue, peer_id) = (
                     shared.clone(),
                     tx.clone(),
-                    cancelled.clone(),
+                    queue.clone(),
                     peer_id.clone(),
                 );
                 tokio::spawn(async move {
+                    let _in_progress = in_progress;
                     let n = pieces.len();
                     for (i, p) in pieces.into_iter().enumerate() {
-                        if cancelled
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&(id, p))
-                        {
-                            continue;
-                        }
                         let flags = if i + 1 == n { FLAG_FINAL } else { 0 };
-                        let (frame, slot) = match serve_piece(&shared, &id, p).await {
+                        if accepted[i] {
+                            let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+                            if q.take(id, p) {
+                                q.done(id, p);
+                                continue; // withdrawn by the peer
+                            }
+                        }
+                        let served = if !accepted[i] {
+                            Err((Reason::Busy, "busy: too many pieces queued on this connection".to_owned()))
+                        } else {
+                            serve_piece(&shared, &id, p).await
+                        };
+                        let (frame, slot) = match served {
                             Ok((data, hash, slot)) => {
                                 let len: usize = data.iter().map(Bytes::len).sum();
                                 shared.upload_limit.acquire(len as u64).await;
@@ -218,7 +328,11 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                                 (frame.to_parts(), None)
                             }
                         };
-                        if tx.send((frame, slot)).await.is_err() {
+                        let sent = tx.send((frame, slot)).await.is_ok();
+                        if accepted[i] {
+                            queue.lock().unwrap_or_else(|e| e.into_inner()).done(id, p);
+                        }
+                        if !sent {
                             break;
                         }
                     }
@@ -232,9 +346,11 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
             }
             MessageType::Cancel => {
                 if let Some(pieces) = proto::decode_pieces(&f.data, 4096) {
-                    let mut c = cancelled.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
                     for p in pieces {
-                        c.insert((id, p));
+                        if q.pending.contains_key(&(id, p)) {
+                            q.cancelled.insert((id, p));
+                        }
                     }
                 }
             }

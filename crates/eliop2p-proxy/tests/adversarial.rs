@@ -185,3 +185,153 @@ async fn client_keys_cover_forward_proxy_and_connect() -> anyhow::Result<()> {
     origin.stop().await;
     Ok(())
 }
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+fn frame_bytes(t: eliop2p_p2p::codec::MessageType, id: &[u8], data: bytes::Bytes) -> bytes::BytesMut {
+    let mut b = bytes::BytesMut::new();
+    eliop2p_p2p::codec::Frame::new(t, id, data, 1, 0).encode(&mut b);
+    b
+}
+
+async fn p2p_node() -> anyhow::Result<(eliop2p_testkit::TestOrigin, eliop2p_proxy::NodeHandle)> {
+    let origin = eliop2p_testkit::TestOrigin::start().await?;
+    let l = eliop2p_testkit::p2p_listeners(1).await?.remove(0);
+    let node = eliop2p_testkit::start_p2p_node(&origin, l, vec![], |_| {}).await?;
+    Ok((origin, node))
+}
+
+/// Before the handshake a frame is tiny: 1,600 connections (from 25 loopback
+/// addresses) each sending the header of a Hello that claims 1 MiB and 60 KiB of
+/// it are each closed at once, and the node's memory does not grow with them
+/// (before: 1 MiB reserved per connection, 1.6 GB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_handshake_frames_are_tiny_and_floods_cost_no_memory() -> anyhow::Result<()> {
+    use eliop2p_p2p::codec::MessageType;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (origin, node) = p2p_node().await?;
+    let p2p = node.p2p_addr.unwrap();
+    let mut hello = frame_bytes(MessageType::Hello, &[], vec![7u8; 1 << 20].into());
+    hello.truncate(60 * 1024);
+    let hello = hello.freeze();
+    let before = rss_bytes();
+    let mut conns = Vec::new();
+    for i in 0..1600u32 {
+        let src = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i / 64) as u8);
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.bind((src, 0).into())?;
+        let mut s = sock.connect(p2p).await?;
+        let _ = s.write_all(&hello).await;
+        conns.push(s);
+    }
+    let peak = rss_bytes();
+    let mut closed = 0;
+    for s in &mut conns {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            _ => {}
+        }
+    }
+    println!(
+        "pre-handshake flood: 1600 connections, {closed} closed by the node, RSS {} MB -> {} MB",
+        before >> 20,
+        peak >> 20
+    );
+    assert_eq!(closed, 1600, "every oversized Hello closes its connection");
+    assert!(peak < before + (150 << 20), "RSS grew from {} MB to {} MB", before >> 20, peak >> 20);
+    drop(conns);
+    // The node still serves a real peer's handshake afterwards (its own listener).
+    assert!(node.render_metrics().contains("eliop2p_p2p_handshake_failures_total"));
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}
+
+/// One address holds at most 64 connections to the P2P port; the rest are closed
+/// at accept and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_a_bounded_number_of_p2p_connections() -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let (origin, node) = p2p_node().await?;
+    let p2p = node.p2p_addr.unwrap();
+    let mut conns = Vec::new();
+    for _ in 0..100 {
+        conns.push(tokio::net::TcpStream::connect(p2p).await?);
+    }
+    // Well within the 5 s handshake timeout, which closes idle ones too.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut closed = 0;
+    for s in &mut conns {
+        let mut buf = [0u8; 8];
+        if let Ok(Ok(0)) = tokio::time::timeout(std::time::Duration::from_millis(10), s.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    println!("100 idle connections from one address: {closed} closed at accept");
+    assert_eq!(closed, 36);
+    let m = node.render_metrics();
+    assert!(m.contains("eliop2p_p2p_connections_refused_total 36"), "{m}");
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}
+
+/// An authenticated member's `Cancel` frames name pieces it never asked: nothing
+/// is kept for them (before: a set grown to 510 MB by 1,500 frames).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_of_pieces_never_asked_keep_nothing() -> anyhow::Result<()> {
+    use eliop2p_p2p::codec::MessageType;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (origin, node) = p2p_node().await?;
+    let mut s = tokio::net::TcpStream::connect(node.p2p_addr.unwrap()).await?;
+    // The member handshake (PROTOCOL.md): Hello, Challenge, Auth, AuthOk.
+    let secret = b"test-cluster-secret";
+    let nonce_c = [5u8; 32];
+    let mut hello = nonce_c.to_vec();
+    hello.extend_from_slice(b"prober");
+    s.write_all(&frame_bytes(MessageType::Hello, &[], hello.into())).await?;
+    let mut buf = bytes::BytesMut::new();
+    let limits = eliop2p_p2p::codec::Limits::default();
+    let next = async |s: &mut tokio::net::TcpStream, buf: &mut bytes::BytesMut| -> anyhow::Result<eliop2p_p2p::codec::Frame> {
+        loop {
+            if let Some(f) = eliop2p_p2p::codec::decode(buf, &limits)? {
+                return Ok(f);
+            }
+            anyhow::ensure!(s.read_buf(buf).await? > 0, "closed");
+        }
+    };
+    let ch = next(&mut s, &mut buf).await?;
+    assert_eq!(ch.message_type, MessageType::Challenge);
+    let proof = eliop2p_p2p::proto::proof(secret, b"eliop2p-client-v1", &ch.data[..32], &nonce_c);
+    s.write_all(&frame_bytes(MessageType::Auth, &[], bytes::Bytes::copy_from_slice(&proof))).await?;
+    assert_eq!(next(&mut s, &mut buf).await?.message_type, MessageType::AuthOk);
+    let before = rss_bytes();
+    let pieces: Vec<u32> = (0..4096).collect();
+    let payload = eliop2p_p2p::proto::encode_pieces(&pieces);
+    for i in 0..1500u32 {
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&i.to_le_bytes());
+        s.write_all(&frame_bytes(MessageType::Cancel, &id, payload.clone())).await?;
+    }
+    // The connection still answers (a HaveQuery of a chunk nobody holds).
+    s.write_all(&frame_bytes(MessageType::HaveQuery, &[1u8; 32], bytes::Bytes::new())).await?;
+    let f = tokio::time::timeout(std::time::Duration::from_secs(30), next(&mut s, &mut buf)).await??;
+    assert_eq!(f.message_type, MessageType::Error);
+    let after = rss_bytes();
+    println!("1500 Cancel frames of 4096 pieces: RSS {} MB -> {} MB", before >> 20, after >> 20);
+    assert!(after < before + (100 << 20), "RSS grew from {} MB to {} MB", before >> 20, after >> 20);
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}

@@ -380,6 +380,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "p2p",
+        "max_connections",
+        Kind::Int,
+        "4096",
+        "connections the P2P listener holds open at once (beyond, and beyond 64 from one address, a connection is closed at accept)"
+    ),
+    key!(
+        "p2p",
         "download_pieces",
         Kind::Int,
         "12",
