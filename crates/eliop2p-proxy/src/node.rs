@@ -53,6 +53,8 @@ pub struct ProxyConfig {
     pub origin_max_concurrent: usize,
     /// Ranged GETs one chunk fill has open at the origin at once.
     pub origin_streams: usize,
+    /// Client connections the proxy holds open at once.
+    pub max_connections: usize,
 }
 
 impl Default for ProxyConfig {
@@ -71,6 +73,7 @@ impl Default for ProxyConfig {
             fill_deadline: Duration::from_secs(300),
             origin_max_concurrent: 32,
             origin_streams: 1,
+            max_connections: 16384,
         }
     }
 }

@@ -27,6 +27,8 @@ use crate::request::{S3Target, parse_target};
 /// Upper bound on the request head the node accepts (S3 allows 8 KiB of user
 /// metadata; this leaves room for signatures and long keys).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// hyper's read buffer per connection: a request head beyond it is refused (431).
+const READ_BUFFER: usize = MAX_HEADER_BYTES + 16 * 1024;
 
 /// An origin other than the default one, for some buckets.
 pub(crate) struct Route {
@@ -465,15 +467,21 @@ fn query_is_cacheable(query: &str) -> bool {
 /// Accepts connections until `cancel` and serves each with `handler`; each
 /// connection finishes its in-flight request after cancellation (graceful
 /// shutdown) and is tracked by `tracker`. Shared by the proxy and admin listeners.
+///
+/// At most `max_connections` connections are open at once (one more is closed at
+/// accept), and each buffers at most `READ_BUFFER` of an unfinished request head:
+/// abusive connections cost bounded memory, given back when they close.
 pub(crate) async fn serve<H, Fut>(
     listener: TcpListener,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    max_connections: usize,
     handler: H,
 ) where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<ProxyBody>> + Send + 'static,
 {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -486,10 +494,15 @@ pub(crate) async fn serve<H, Fut>(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("connection closed at accept: the listener's connection cap is reached");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
+            let _slot = slot;
             let svc = service_fn(move |req| {
                 let fut = handler(req);
                 async move { Ok::<_, Infallible>(fut.await) }
@@ -497,6 +510,7 @@ pub(crate) async fn serve<H, Fut>(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(30))
+                .max_buf_size(READ_BUFFER)
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
             tokio::pin!(conn);
@@ -522,7 +536,8 @@ pub(crate) async fn run(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    serve(listener, cancel, tracker.clone(), move |req| {
+    let max = state.cfg.max_connections;
+    serve(listener, cancel, tracker.clone(), max, move |req| {
         let state = state.clone();
         async move { state.handle(req).await }
     })

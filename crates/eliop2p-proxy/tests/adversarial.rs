@@ -335,3 +335,56 @@ async fn cancels_of_pieces_never_asked_keep_nothing() -> anyhow::Result<()> {
     origin.stop().await;
     Ok(())
 }
+
+/// 1,000 connections each sending 400 KB of a request head that never ends: each
+/// is answered 431 once its head passes the read buffer, and memory stays flat
+/// (before: hyper's default buffer, RSS +400 MB). A cap on connections holds too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_request_heads_cost_bounded_memory() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = eliop2p_testkit::TestOrigin::start().await?;
+    let node = eliop2p_testkit::start_node(&origin, |c| c.proxy.max_connections = 1200).await?;
+    let mut head = b"GET /b/k HTTP/1.1\r\nHost: n\r\nX-Pad: ".to_vec();
+    head.resize(400 * 1000, b'a');
+    let head = bytes::Bytes::from(head);
+    let before = rss_bytes();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..1000 {
+        let (addr, head) = (node.proxy_addr, head.clone());
+        tasks.spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await?;
+            let _ = s.write_all(&head).await; // the node stops reading: a write error is fine
+            let mut resp = Vec::new();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut resp)).await;
+            anyhow::Ok((resp.starts_with(b"HTTP/1.1 431"), s))
+        });
+    }
+    let mut refused = 0;
+    let mut held = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (is_431, s) = r??;
+        refused += usize::from(is_431);
+        held.push(s);
+    }
+    let peak = rss_bytes();
+    println!("1000 unfinished 400 KB heads: {refused} answered 431, RSS {} MB -> {} MB", before >> 20, peak >> 20);
+    assert!(refused >= 900, "{refused} of 1000 answered 431");
+    assert!(peak < before + (150 << 20), "RSS grew from {} MB to {} MB", before >> 20, peak >> 20);
+    drop(held);
+    // The connection cap: 1,200 open at once, one more closed at accept.
+    let mut open = Vec::new();
+    for _ in 0..1200 {
+        open.push(tokio::net::TcpStream::connect(node.proxy_addr).await?);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(node.proxy_addr).await?;
+    let mut b = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), extra.read(&mut b)).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "connection 1,201 is closed: {n:?}");
+    drop(open);
+    let (status, _) = raw_http(node.proxy_addr, "GET /healthz HTTP/1.1\r\nHost: n").await?;
+    assert_ne!(status, 0);
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}

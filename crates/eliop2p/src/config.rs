@@ -574,6 +574,7 @@ impl Effective {
                 fill_deadline: self.duration("origin.fill_deadline"),
                 origin_max_concurrent: self.int("origin.max_concurrent_requests").max(1) as usize,
                 origin_streams: self.int("origin.streams_per_chunk").clamp(1, 64) as usize,
+                max_connections: self.int("proxy.max_connections").max(1) as usize,
             },
             admin: AdminConfig::default(),
             cache: self.cache_config(chunk_size)?,

@@ -71,6 +71,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "proxy",
+        "max_connections",
+        Kind::Int,
+        "16384",
+        "client connections the proxy holds open at once; one more is closed at accept"
+    ),
+    key!(
+        "proxy",
         "allow_anonymous_network",
         Kind::Choice(&["false", "true"]),
         "false",
