@@ -22,7 +22,9 @@ use crate::server::ProxyState;
 
 /// Starts origin fills asked for by peers. The chunk id must be the one this node
 /// derives from the request with its own origin and chunk size, so a peer can only
-/// ask for chunks of the origin this node serves.
+/// ask for chunks of the origin this node serves; and the object's size and ETag
+/// are this node's own (its metadata cache, else a HEAD it makes), never the
+/// asker's: a chunk is filled only with the length its id implies.
 pub(crate) struct NodeFetcher(pub Weak<ProxyState>);
 
 impl Fetcher for NodeFetcher {
@@ -35,31 +37,42 @@ impl Fetcher for NodeFetcher {
                 req.chunk_size
             ));
         }
-        let start = req.index.saturating_mul(chunk_size);
-        if start >= req.object_size {
-            return Err(format!("chunk {} is beyond the object", req.index));
-        }
         let key = ObjectKey::new(req.bucket.clone(), req.key.clone());
-        let meta = ObjectMeta {
+        let asked = ObjectMeta {
             etag: ETag::new(&req.etag),
             size: req.object_size,
             last_modified: None,
             headers: Vec::new(),
         };
-        if chunk_id(&state, &key, &meta, req.index) != id {
+        if chunk_id(&state, &key, &asked, req.index) != id {
             return Err("chunk id does not match this node's origin".into());
         }
-        let range = ByteRange::new(start, (start + chunk_size).min(req.object_size));
-        if let Lookup::Leader(writer) = state.cache.lookup(id, range.len()) {
-            state.fills.spawn(run_fill(
-                state.clone(),
-                writer,
-                key,
-                Arc::new(meta),
-                range,
-                true,
-            ));
-        }
+        let index = req.index;
+        let st = state.clone();
+        state.fills.spawn(async move {
+            let Ok(meta) = crate::get::lookup_meta(&st, &key).await else {
+                tracing::debug!(object = %key, "fetch-through: no metadata from the origin");
+                return;
+            };
+            if meta.etag.opaque() != asked.etag.opaque() || meta.size != asked.size {
+                st.metrics.fetch_through_refused.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    object = %key,
+                    asked_size = asked.size,
+                    size = meta.size,
+                    "fetch-through refused: the asker's size or ETag is not the origin's"
+                );
+                return;
+            }
+            let start = index.saturating_mul(chunk_size);
+            if start >= meta.size || chunk_id(&st, &key, &meta, index) != id {
+                return;
+            }
+            let range = ByteRange::new(start, (start + chunk_size).min(meta.size));
+            if let Lookup::Leader(writer) = st.cache.lookup(id, range.len()) {
+                run_fill(st.clone(), writer, key, meta, range, true).await;
+            }
+        });
         Ok(())
     }
 }

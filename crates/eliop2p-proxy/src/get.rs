@@ -181,7 +181,7 @@ pub(crate) async fn serve<B>(
     unreachable!("the loop returns on its last attempt")
 }
 
-async fn lookup_meta(state: &Arc<ProxyState>, key: &ObjectKey) -> Result<Arc<ObjectMeta>, Outcome> {
+pub(crate) async fn lookup_meta(state: &Arc<ProxyState>, key: &ObjectKey) -> Result<Arc<ObjectMeta>, Outcome> {
     let m = &state.metrics;
     let fetch = |refresh: bool| async move {
         // With peers, chunk 0 may come from them: learn the metadata by HEAD.

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub origin_errors: AtomicU64,
     /// Chunk reads asked again after a failed or cut origin request.
     pub origin_retries: AtomicU64,
+    /// Fetch-through requests whose object size or ETag was not the origin's.
+    pub fetch_through_refused: AtomicU64,
     /// Bytes received from the origin for chunk fills.
     pub origin_fill_bytes: AtomicU64,
     pub metadata_hits: AtomicU64,
@@ -110,7 +112,7 @@ impl Metrics {
             );
         }
         let v = |a: &AtomicU64| a.load(Relaxed);
-        let counters: [Family<'_>; 24] = [
+        let counters: [Family<'_>; 25] = [
             (
                 "eliop2p_proxy_served_bytes_total",
                 "Body bytes of GET responses, by the tier they came from.",
@@ -134,6 +136,11 @@ impl Metrics {
                 "eliop2p_origin_errors_total",
                 "Origin requests that failed without an HTTP answer.",
                 &[("", v(&self.origin_errors))],
+            ),
+            (
+                "eliop2p_fetch_through_refused_total",
+                "Fetch-through requests from peers refused: their object size or ETag was not the origin's.",
+                &[("", v(&self.fetch_through_refused))],
             ),
             (
                 "eliop2p_origin_retries_total",

@@ -198,6 +198,36 @@ fn rss_bytes() -> u64 {
         * 1024
 }
 
+/// A connection to a node's P2P port as an authenticated cluster member (the
+/// handshake of PROTOCOL.md with the test cluster secret).
+async fn member(addr: std::net::SocketAddr) -> anyhow::Result<(tokio::net::TcpStream, bytes::BytesMut)> {
+    use eliop2p_p2p::codec::MessageType;
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let secret = b"test-cluster-secret";
+    let nonce_c = [5u8; 32];
+    let mut hello = nonce_c.to_vec();
+    hello.extend_from_slice(b"prober");
+    s.write_all(&frame_bytes(MessageType::Hello, &[], hello.into())).await?;
+    let mut buf = bytes::BytesMut::new();
+    let ch = read_frame(&mut s, &mut buf).await?;
+    anyhow::ensure!(ch.message_type == MessageType::Challenge, "no challenge");
+    let proof = eliop2p_p2p::proto::proof(secret, b"eliop2p-client-v1", &ch.data[..32], &nonce_c);
+    s.write_all(&frame_bytes(MessageType::Auth, &[], bytes::Bytes::copy_from_slice(&proof))).await?;
+    anyhow::ensure!(read_frame(&mut s, &mut buf).await?.message_type == MessageType::AuthOk, "not authenticated");
+    Ok((s, buf))
+}
+
+async fn read_frame(s: &mut tokio::net::TcpStream, buf: &mut bytes::BytesMut) -> anyhow::Result<eliop2p_p2p::codec::Frame> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(f) = eliop2p_p2p::codec::decode(buf, &eliop2p_p2p::codec::Limits::default())? {
+            return Ok(f);
+        }
+        anyhow::ensure!(s.read_buf(buf).await? > 0, "closed");
+    }
+}
+
 fn frame_bytes(t: eliop2p_p2p::codec::MessageType, id: &[u8], data: bytes::Bytes) -> bytes::BytesMut {
     let mut b = bytes::BytesMut::new();
     eliop2p_p2p::codec::Frame::new(t, id, data, 1, 0).encode(&mut b);
@@ -292,30 +322,9 @@ async fn one_address_holds_a_bounded_number_of_p2p_connections() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancels_of_pieces_never_asked_keep_nothing() -> anyhow::Result<()> {
     use eliop2p_p2p::codec::MessageType;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let (origin, node) = p2p_node().await?;
-    let mut s = tokio::net::TcpStream::connect(node.p2p_addr.unwrap()).await?;
-    // The member handshake (PROTOCOL.md): Hello, Challenge, Auth, AuthOk.
-    let secret = b"test-cluster-secret";
-    let nonce_c = [5u8; 32];
-    let mut hello = nonce_c.to_vec();
-    hello.extend_from_slice(b"prober");
-    s.write_all(&frame_bytes(MessageType::Hello, &[], hello.into())).await?;
-    let mut buf = bytes::BytesMut::new();
-    let limits = eliop2p_p2p::codec::Limits::default();
-    let next = async |s: &mut tokio::net::TcpStream, buf: &mut bytes::BytesMut| -> anyhow::Result<eliop2p_p2p::codec::Frame> {
-        loop {
-            if let Some(f) = eliop2p_p2p::codec::decode(buf, &limits)? {
-                return Ok(f);
-            }
-            anyhow::ensure!(s.read_buf(buf).await? > 0, "closed");
-        }
-    };
-    let ch = next(&mut s, &mut buf).await?;
-    assert_eq!(ch.message_type, MessageType::Challenge);
-    let proof = eliop2p_p2p::proto::proof(secret, b"eliop2p-client-v1", &ch.data[..32], &nonce_c);
-    s.write_all(&frame_bytes(MessageType::Auth, &[], bytes::Bytes::copy_from_slice(&proof))).await?;
-    assert_eq!(next(&mut s, &mut buf).await?.message_type, MessageType::AuthOk);
+    let (mut s, mut buf) = member(node.p2p_addr.unwrap()).await?;
     let before = rss_bytes();
     let pieces: Vec<u32> = (0..4096).collect();
     let payload = eliop2p_p2p::proto::encode_pieces(&pieces);
@@ -326,7 +335,7 @@ async fn cancels_of_pieces_never_asked_keep_nothing() -> anyhow::Result<()> {
     }
     // The connection still answers (a HaveQuery of a chunk nobody holds).
     s.write_all(&frame_bytes(MessageType::HaveQuery, &[1u8; 32], bytes::Bytes::new())).await?;
-    let f = tokio::time::timeout(std::time::Duration::from_secs(30), next(&mut s, &mut buf)).await??;
+    let f = tokio::time::timeout(std::time::Duration::from_secs(30), read_frame(&mut s, &mut buf)).await??;
     assert_eq!(f.message_type, MessageType::Error);
     let after = rss_bytes();
     println!("1500 Cancel frames of 4096 pieces: RSS {} MB -> {} MB", before >> 20, after >> 20);
@@ -386,5 +395,53 @@ async fn unfinished_request_heads_cost_bounded_memory() -> anyhow::Result<()> {
     assert_ne!(status, 0);
     node.shutdown().await;
     origin.stop().await;
+    Ok(())
+}
+
+/// A member's fetch-through request with a false object size (1 MiB for a 20 MiB
+/// object) makes the owner fill nothing: it checks size and ETag against its own
+/// metadata. Before, it filled chunk 0 as 1 MiB and served its own clients a
+/// 20 MiB Content-Length with bytes from the wrong offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_trusts_its_own_metadata_not_the_askers() -> anyhow::Result<()> {
+    use eliop2p_p2p::codec::MessageType;
+    use eliop2p_testkit::{Discovery, TestClient, TestCluster, TestOrigin, sha256_hex};
+    use tokio::io::AsyncWriteExt;
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("own").await?;
+    let data = test_data(20 << 20, 8);
+    origin.put("own", "obj", data.clone()).await?;
+    let cluster = TestCluster::start(&origin, 2, Discovery::Gossip).await?;
+    let nodes: Vec<_> = cluster.nodes.iter().map(|n| n.as_ref().unwrap()).collect();
+    // Both nodes must know each other (the owner is one of them).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // The object's real ETag, from the origin.
+    let oc = eliop2p_origin::OriginClient::new(origin.origin_config())?;
+    let head = oc.send(eliop2p_origin::OriginRequest::new(http::Method::HEAD, "own", Some("obj"))).await?;
+    let etag = head.headers()["etag"].to_str()?.to_owned();
+    let id = eliop2p_core::ChunkId::derive(
+        oc.origin_id(),
+        &eliop2p_core::ObjectKey::new("own", "obj"),
+        &eliop2p_core::ETag::new(&etag),
+        16 << 20,
+        0,
+    );
+    let locate = serde_json::json!({"fetch": {"bucket": "own", "key": "obj", "etag": etag, "object_size": 1 << 20, "chunk_size": 16 << 20, "index": 0}});
+    for node in &nodes {
+        let (mut s, mut buf) = member(node.p2p_addr.unwrap()).await?;
+        s.write_all(&frame_bytes(MessageType::Locate, id.as_bytes(), serde_json::to_vec(&locate)?.into())).await?;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read_frame(&mut s, &mut buf)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut refused = 0;
+    for node in &nodes {
+        let r = TestClient::new().get(&format!("http://{}/own/obj", node.proxy_addr), &[]).await?;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), data.len(), "whole body");
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "byte-exact");
+        let m = node.render_metrics();
+        refused += u32::from(m.contains("eliop2p_fetch_through_refused_total 1"));
+    }
+    assert!(refused >= 1, "the owner refused the false size");
     Ok(())
 }
