@@ -24,6 +24,15 @@ use crate::rendezvous;
 pub const MAX_CHUNKS_PER_MESSAGE: usize = 4096;
 /// Members per `StateSync`.
 pub const MAX_MEMBERS_PER_MESSAGE: usize = 8192;
+/// Members this node keeps at most (live, suspect, dead and left together).
+pub const MAX_MEMBERS: usize = 16_384;
+/// Members not known before that one message may add (a StateSync about others).
+pub const MAX_NEW_MEMBERS_PER_MESSAGE: usize = 64;
+/// No real heartbeat gets near this (one per round: millennia), so a digest above
+/// it is a lie meant to outbid its node for good: it is dropped.
+pub const MAX_HEARTBEAT: u64 = 1 << 48;
+/// Generations are wall-clock milliseconds at start: far below this.
+pub const MAX_GENERATION: u64 = 1 << 60;
 
 /// How a node is reached.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +247,10 @@ pub struct Gossip {
     rounds: u64,
     index: LocationIndex,
     changed: bool,
+    /// Members added by the message being handled (bounded per message).
+    new_this_message: usize,
+    /// Messages dropped because they spoke for a node other than their sender.
+    refused: u64,
 }
 
 impl Gossip {
@@ -252,6 +265,8 @@ impl Gossip {
             generation,
             heartbeat: 0,
             leaving: false,
+            new_this_message: 0,
+            refused: 0,
             members: HashMap::new(),
             seeds,
             cfg,
@@ -376,10 +391,21 @@ impl Gossip {
         let d = Digest {
             node,
             generation,
-            heartbeat: heartbeat + 1,
+            heartbeat: heartbeat.saturating_add(1),
             left: false,
         };
+        self.new_this_message = 0;
         self.merge(&d);
+    }
+
+    /// Messages dropped because they spoke for a node other than their sender.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Members in the table (live or not).
+    pub fn member_count(&self) -> usize {
+        self.members.len()
     }
 
     /// Whether membership changed (a member joined, died or left) since the last
@@ -389,6 +415,9 @@ impl Gossip {
     }
 
     fn merge(&mut self, d: &Digest) {
+        if d.heartbeat > MAX_HEARTBEAT || d.generation > MAX_GENERATION {
+            return;
+        }
         if d.node.id == self.me.id {
             // Someone thinks this node left or holds an older heartbeat than a
             // rumour: outbid it, unless this node is leaving.
@@ -397,13 +426,17 @@ impl Gossip {
                 && d.left
                 && d.heartbeat >= self.heartbeat
             {
-                self.heartbeat = d.heartbeat + 1;
+                self.heartbeat = d.heartbeat.saturating_add(1);
             }
             return;
         }
         let now = self.now;
+        let full = self.members.len() >= MAX_MEMBERS
+            || self.new_this_message >= MAX_NEW_MEMBERS_PER_MESSAGE;
         match self.members.get_mut(&d.node.id) {
+            None if full => {}
             None => {
+                self.new_this_message += 1;
                 self.members.insert(
                     d.node.id.clone(),
                     Entry {
@@ -473,9 +506,22 @@ impl Gossip {
             return Vec::new();
         }
         self.index.expire_downloaders(now);
-        self.heartbeat += 1;
+        self.heartbeat = self.heartbeat.saturating_add(1);
         self.rounds += 1;
         self.detect();
+        // Dead and left members are gossiped for `forget_after_ms` (tombstones),
+        // then removed: the table does not keep every node that ever existed.
+        let forget = self.cfg.forget_after_ms.saturating_mul(2);
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|e| !self.is_live(e) && now.saturating_sub(e.seen_at) >= forget)
+            .map(|e| e.node.id.clone())
+            .collect();
+        for id in gone {
+            self.members.remove(&id);
+            self.index.drop_node(&id);
+        }
         let mut out = Vec::new();
         let live: Vec<SocketAddr> = self
             .members
@@ -516,12 +562,36 @@ impl Gossip {
         out
     }
 
-    /// Handles a message received at local time `now`.
+    /// Handles a message received at local time `now` from a trusted source (the
+    /// simulator, tests).
     pub fn handle(&mut self, now: u64, msg: Message) -> Vec<Out> {
+        self.handle_from(now, None, msg)
+    }
+
+    /// Handles a message received at local time `now` on a connection whose peer
+    /// authenticated as `sender`: a node speaks for itself. A NodeJoin, NodeLeave,
+    /// chunk announcement or StateSync whose subject or `from` is another node is
+    /// dropped; what a StateSync says about others is gossip, taken within bounds
+    /// (at most `MAX_NEW_MEMBERS_PER_MESSAGE` new members, `MAX_MEMBERS` in all,
+    /// no heartbeat above `MAX_HEARTBEAT`).
+    pub fn handle_from(&mut self, now: u64, sender: Option<&str>, msg: Message) -> Vec<Out> {
         self.now = now.max(self.now);
         if self.leaving {
             return Vec::new();
         }
+        if let Some(sender) = sender {
+            let subject = match &msg {
+                Message::NodeJoin(d) | Message::NodeLeave(d) => &d.node.id,
+                Message::ChunkAnnounce { from, .. }
+                | Message::ChunkRemove { from, .. }
+                | Message::StateSync { from, .. } => from,
+            };
+            if subject != sender {
+                self.refused += 1;
+                return Vec::new();
+            }
+        }
+        self.new_this_message = 0;
         match msg {
             Message::NodeJoin(d) => {
                 let to = d.node.p2p;
@@ -536,6 +606,8 @@ impl Gossip {
                 }]
             }
             Message::NodeLeave(d) => {
+                // Only a leave of the generation this node knows: a stale or
+                // future one says nothing about the member now.
                 let d = Digest { left: true, ..d };
                 self.merge(&d);
                 if let Some(e) = self.members.get_mut(&d.node.id)

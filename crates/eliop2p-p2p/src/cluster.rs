@@ -174,7 +174,7 @@ pub(crate) fn send_all(shared: &Arc<P2pShared>, outs: Vec<Out>) {
 }
 
 /// A gossip frame received by the server.
-pub(crate) fn on_gossip(shared: &Arc<P2pShared>, f: &Frame) {
+pub(crate) fn on_gossip(shared: &Arc<P2pShared>, f: &Frame, sender: &str) {
     let Some(cluster) = &shared.cluster else {
         return;
     };
@@ -187,7 +187,7 @@ pub(crate) fn on_gossip(shared: &Arc<P2pShared>, f: &Frame) {
     };
     let outs = {
         let now = cluster.now_ms();
-        cluster.gossip().handle(now, msg)
+        cluster.gossip().handle_from(now, Some(sender), msg)
     };
     send_all(shared, outs);
 }

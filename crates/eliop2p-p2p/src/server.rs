@@ -200,7 +200,7 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                 | MessageType::ChunkRemove
                 | MessageType::StateSync
         ) {
-            crate::cluster::on_gossip(&shared, &f);
+            crate::cluster::on_gossip(&shared, &f, &peer_id);
             continue;
         }
         let Ok(raw): Result<[u8; 32], _> = f.chunk_id[..].try_into() else {
