@@ -40,9 +40,9 @@ pub(crate) async fn serve<B>(
     // changed at the origin) refreshes the metadata and starts over.
     let attempts = if known.is_some() { 1 } else { 2 };
     for attempt in 0..attempts {
-        let meta = match &known {
-            Some(m) => m.clone(),
-            None => match lookup_meta(state, &key).await {
+        let (meta, stale) = match &known {
+            Some(m) => (m.clone(), None),
+            None => match lookup_meta_or_stale(state, &key).await {
                 Ok(m) => m,
                 Err(o) => return o,
             },
@@ -99,9 +99,27 @@ pub(crate) async fn serve<B>(
                 }
             }
         }
+        // Stale metadata (the origin is down) answers only from a complete cache:
+        // a fill would need the origin.
+        if let Some(age) = stale
+            && source.is_none()
+        {
+            return Outcome::Response(state.error(
+                StatusCode::BAD_GATEWAY,
+                "BadGateway",
+                &format!("origin unreachable, and the object is not wholly cached (metadata {}s old)", age.as_secs()),
+                &key,
+            ));
+        }
         let mut resp = Response::builder().status(status);
         let headers = resp.headers_mut().expect("builder without errors so far");
         object_headers(headers, &meta);
+        if let Some(age) = stale {
+            // RFC 9111's stale answer: the cached version, not revalidated.
+            headers.insert("x-cache-stale", HeaderValue::from(age.as_secs()));
+            headers.insert(header::WARNING, HeaderValue::from_static("110 eliop2p \"Response is Stale\""));
+            state.metrics.stale_served.fetch_add(1, Relaxed);
+        }
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(range.len()));
         if status == StatusCode::PARTIAL_CONTENT
             && let Ok(v) = HeaderValue::from_str(&range.content_range(meta.size))
@@ -182,6 +200,15 @@ pub(crate) async fn serve<B>(
 }
 
 pub(crate) async fn lookup_meta(state: &Arc<ProxyState>, key: &ObjectKey) -> Result<Arc<ObjectMeta>, Outcome> {
+    lookup_meta_or_stale(state, key).await.map(|(m, _)| m)
+}
+
+/// Metadata, or expired metadata with its age while the origin cannot be asked
+/// (stale-if-error: the caller serves it only from a complete cache).
+async fn lookup_meta_or_stale(
+    state: &Arc<ProxyState>,
+    key: &ObjectKey,
+) -> Result<(Arc<ObjectMeta>, Option<std::time::Duration>), Outcome> {
     let m = &state.metrics;
     let fetch = |refresh: bool| async move {
         // With peers, chunk 0 may come from them: learn the metadata by HEAD.
@@ -195,11 +222,15 @@ pub(crate) async fn lookup_meta(state: &Arc<ProxyState>, key: &ObjectKey) -> Res
     match state.meta.get(key, fetch).await {
         MetaLookup::Cached(meta) => {
             m.metadata_hits.fetch_add(1, Relaxed);
-            Ok(meta)
+            Ok((meta, None))
         }
         MetaLookup::Fetched(Ok(meta)) => {
             m.metadata_misses.fetch_add(1, Relaxed);
-            Ok(meta)
+            Ok((meta, None))
+        }
+        MetaLookup::Stale(meta, age) => {
+            m.origin_errors.fetch_add(1, Relaxed);
+            Ok((meta, Some(age)))
         }
         MetaLookup::Fetched(Err(MetaError::Status(status))) => {
             tracing::debug!(object = %key, %status, "origin refused the metadata request; relaying the request itself");

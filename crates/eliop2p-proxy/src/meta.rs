@@ -29,25 +29,35 @@ impl From<&OriginError> for MetaError {
 struct Slot {
     cell: OnceCell<Result<Arc<ObjectMeta>, MetaError>>,
     born: Instant,
+    /// The expired metadata this slot refreshes, and when it was learned: what
+    /// stale-if-error may answer with while the origin cannot be asked.
+    previous: Option<(Arc<ObjectMeta>, Instant)>,
 }
 
 pub struct MetaCache {
     slots: Mutex<HashMap<ObjectKey, Arc<Slot>>>,
     ttl: Duration,
     max_entries: usize,
+    /// How long past `ttl` expired metadata may still answer when a refresh fails
+    /// because the origin is unreachable or answers 5xx (0 = never).
+    stale_if_error: Duration,
 }
 
 pub enum MetaLookup {
     Cached(Arc<ObjectMeta>),
     Fetched(Result<Arc<ObjectMeta>, MetaError>),
+    /// The refresh failed (origin down or 5xx): expired metadata within
+    /// `stale_if_error`, and its age.
+    Stale(Arc<ObjectMeta>, Duration),
 }
 
 impl MetaCache {
-    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+    pub fn new(ttl: Duration, max_entries: usize, stale_if_error: Duration) -> Self {
         Self {
             slots: Mutex::new(HashMap::new()),
             ttl,
             max_entries,
+            stale_if_error,
         }
     }
 
@@ -74,6 +84,10 @@ impl MetaCache {
                 }
                 existing => {
                     let refresh = existing.is_some();
+                    let previous = existing.and_then(|s| match s.cell.get() {
+                        Some(Ok(m)) => Some((m.clone(), s.born)),
+                        _ => s.previous.clone(),
+                    });
                     if slots.len() >= self.max_entries {
                         let ttl = self.ttl;
                         slots.retain(|_, s| s.born.elapsed() < ttl);
@@ -84,6 +98,7 @@ impl MetaCache {
                     let s = Arc::new(Slot {
                         cell: OnceCell::new(),
                         born: Instant::now(),
+                        previous,
                     });
                     slots.insert(key.clone(), s.clone());
                     (s, refresh)
@@ -91,11 +106,35 @@ impl MetaCache {
             }
         };
         let result = slot.cell.get_or_init(|| fetch(refresh)).await.clone();
-        if result.is_err() {
-            // Failures are not cached: the next request asks again.
+        if let Err(e) = &result {
+            // Failures are not cached: the next request asks again. The expired
+            // metadata stays, for stale-if-error and the next refresh.
             let mut slots = self.lock();
             if slots.get(key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-                slots.remove(key);
+                match &slot.previous {
+                    Some((m, born)) => {
+                        let kept = Arc::new(Slot {
+                            cell: OnceCell::new_with(Some(Ok(m.clone()))),
+                            born: *born,
+                            previous: None,
+                        });
+                        slots.insert(key.clone(), kept);
+                    }
+                    None => {
+                        slots.remove(key);
+                    }
+                }
+            }
+            let origin_failed = match e {
+                MetaError::Origin(_) => true,
+                MetaError::Status(s) => s.is_server_error(),
+                MetaError::Unusable => false,
+            };
+            if origin_failed
+                && let Some((m, born)) = &slot.previous
+                && born.elapsed() < self.ttl + self.stale_if_error
+            {
+                return MetaLookup::Stale(m.clone(), born.elapsed());
             }
         }
         MetaLookup::Fetched(result)
@@ -128,6 +167,7 @@ impl MetaCache {
         let slot = Arc::new(Slot {
             cell: OnceCell::new_with(Some(Ok(meta))),
             born: Instant::now(),
+            previous: None,
         });
         let mut slots = self.lock();
         if slots.len() >= self.max_entries {

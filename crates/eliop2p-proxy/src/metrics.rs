@@ -45,6 +45,8 @@ pub struct Metrics {
     pub origin_errors: AtomicU64,
     /// Chunk reads asked again after a failed or cut origin request.
     pub origin_retries: AtomicU64,
+    /// Responses served from cache on stale metadata while the origin was down.
+    pub stale_served: AtomicU64,
     /// Fetch-through requests whose object size or ETag was not the origin's.
     pub fetch_through_refused: AtomicU64,
     /// Bytes received from the origin for chunk fills.
@@ -112,7 +114,7 @@ impl Metrics {
             );
         }
         let v = |a: &AtomicU64| a.load(Relaxed);
-        let counters: [Family<'_>; 25] = [
+        let counters: [Family<'_>; 26] = [
             (
                 "eliop2p_proxy_served_bytes_total",
                 "Body bytes of GET responses, by the tier they came from.",
@@ -136,6 +138,11 @@ impl Metrics {
                 "eliop2p_origin_errors_total",
                 "Origin requests that failed without an HTTP answer.",
                 &[("", v(&self.origin_errors))],
+            ),
+            (
+                "eliop2p_stale_served_total",
+                "Responses served from a complete cache on expired metadata while the origin was unreachable or answered 5xx (cache.stale_if_error).",
+                &[("", v(&self.stale_served))],
             ),
             (
                 "eliop2p_fetch_through_refused_total",

@@ -55,6 +55,9 @@ pub struct ProxyConfig {
     pub origin_streams: usize,
     /// Client connections the proxy holds open at once.
     pub max_connections: usize,
+    /// How long past `metadata_ttl` a fully cached object is still served (marked
+    /// stale) while its origin is unreachable or answers 5xx; zero = never.
+    pub stale_if_error: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -74,6 +77,7 @@ impl Default for ProxyConfig {
             origin_max_concurrent: 32,
             origin_streams: 1,
             max_connections: 16384,
+            stale_if_error: Duration::from_secs(3600),
         }
     }
 }

@@ -66,7 +66,7 @@ impl ProxyState {
         metrics: Arc<Metrics>,
         p2p: Option<eliop2p_p2p::P2pHandle>,
     ) -> Self {
-        let meta = MetaCache::new(cfg.metadata_ttl, cfg.metadata_max_entries);
+        let meta = MetaCache::new(cfg.metadata_ttl, cfg.metadata_max_entries, cfg.stale_if_error);
         // Virtual-host requests under the origin's own name (forward-proxy clients
         // address `bucket.s3.<region>.amazonaws.com`) name their bucket too.
         let mut cfg = cfg;

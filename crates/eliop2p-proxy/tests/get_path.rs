@@ -370,3 +370,48 @@ async fn parallel_origin_streams_read_each_byte_once_and_retry_alone() -> anyhow
     origin.stop().await;
     Ok(())
 }
+
+/// Origin down past `metadata_ttl`: a fully cached object is still served,
+/// byte-exact and marked stale, within `stale_if_error`; a partly cached one, or
+/// any object with stale-if-error off, answers 502 (before: 502 always).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_object_survives_its_origin_going_down() -> anyhow::Result<()> {
+    for stale_if_error in [Duration::from_secs(3600), Duration::ZERO] {
+        let origin = TestOrigin::start().await?;
+        origin.create_bucket("down").await?;
+        let whole = test_data(3 * MIB, 31);
+        let part = test_data(20 * MIB, 32);
+        origin.put("down", "whole", whole.clone()).await?;
+        origin.put("down", "part", part.clone()).await?;
+        let node = start_node(&origin, |c| {
+            c.proxy.metadata_ttl = Duration::from_millis(300);
+            c.proxy.stale_if_error = stale_if_error;
+        })
+        .await?;
+        let c = TestClient::new();
+        let r = c.get(&url(&node, "down", "whole"), &[]).await?;
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&whole));
+        // Only the first chunk of the other object.
+        let r = c.get(&url(&node, "down", "part"), &[("range", "bytes=0-99")]).await?;
+        assert_eq!(&r.body[..], &part[..100]);
+        origin.stop().await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = c.get(&url(&node, "down", "whole"), &[]).await?;
+        if stale_if_error.is_zero() {
+            assert_eq!(r.status, 502, "stale-if-error off");
+        } else {
+            assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+            assert_eq!(sha256_hex(&r.body), sha256_hex(&whole), "byte-exact");
+            assert!(r.header("x-cache-stale").is_some(), "marked stale");
+            assert_eq!(r.header("x-cache"), Some("HIT"));
+            // Again: still served (the expired metadata is kept).
+            let r = c.get(&url(&node, "down", "whole"), &[("range", "bytes=5-9")]).await?;
+            assert_eq!((r.status.as_u16(), &r.body[..]), (206, &whole[5..10]));
+            assert!(node.render_metrics().contains("eliop2p_stale_served_total 2"));
+        }
+        let r = c.get(&url(&node, "down", "part"), &[]).await?;
+        assert_eq!(r.status, 502, "a partly cached object needs the origin");
+        node.shutdown().await;
+    }
+    Ok(())
+}

@@ -575,6 +575,7 @@ impl Effective {
                 origin_max_concurrent: self.int("origin.max_concurrent_requests").max(1) as usize,
                 origin_streams: self.int("origin.streams_per_chunk").clamp(1, 64) as usize,
                 max_connections: self.int("proxy.max_connections").max(1) as usize,
+                stale_if_error: self.duration("cache.stale_if_error"),
             },
             admin: AdminConfig::default(),
             cache: self.cache_config(chunk_size)?,

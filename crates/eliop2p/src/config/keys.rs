@@ -205,6 +205,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "cache",
+        "stale_if_error",
+        Kind::Duration,
+        "1h",
+        "how long past cache.metadata_ttl a fully cached object is still served, marked x-cache-stale, while its origin is unreachable or answers 5xx; 0s = never"
+    ),
+    key!(
+        "cache",
         "memory_size",
         Kind::Size,
         "4GiB",
