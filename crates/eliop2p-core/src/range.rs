@@ -275,3 +275,23 @@ mod tests {
         assert_eq!(ChunkLayout::new(10, 0).num_chunks(), 0);
     }
 }
+
+/// Fuzzing (proptest; bounded cases, run in CI): any `Range` header parses to a
+/// value or an error, and a resolved range never leaves the object.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+        #[test]
+        fn fuzz_range_header(header in "(bytes|BYTES|items)?=?[0-9 ,-]{0,24}|\\PC{0,40}", size in 0u64..1 << 40) {
+            if let Ok(RangeRequest::Single(spec)) = RangeRequest::parse(&header)
+                && let Ok(r) = spec.resolve(size)
+            {
+                prop_assert!(r.start < r.end && r.end <= size, "{header:?} on {size}: {r:?}");
+            }
+        }
+    }
+}

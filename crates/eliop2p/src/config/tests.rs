@@ -375,3 +375,36 @@ auth = "passthrough"
     let m = err(&format!("{base}[[origins]]\nbuckets = [\"x\"]\n"));
     assert!(m.contains("origins[0].endpoint"), "{m}");
 }
+
+/// Fuzzing (proptest; bounded cases, run in CI): any config text, environment
+/// value or flag value loads or fails with an error naming a key or the file,
+/// never a panic.
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+        #[test]
+        fn fuzz_config_loader(
+            section in "(proxy|cache|origin|p2p|discovery|node|admin|control_plane|x)",
+            key in "[a-z_]{1,24}",
+            value in "\"[^\"\\\\]{0,20}\"|[0-9]{1,12}|true|false|\\[\\]|\\{\\}|[0-9.]{1,8}(KiB|MiB|GiB|s|ms|m|h)?",
+            raw in "\\PC{0,120}",
+            env_value in "\\PC{0,30}",
+        ) {
+            let file = format!("[{section}]\n{key} = {value}\n[origin]\nendpoint = \"http://a\"\n");
+            for text in [file.as_str(), raw.as_str()] {
+                if let Err(e) = Effective::load(Some(("f.toml", text)), &[], &[]) {
+                    let msg = format!("{e:#}");
+                    prop_assert!(msg.contains("config key") || msg.contains("f.toml") || msg.contains("unknown"), "{msg}");
+                } else if let Ok(e) = Effective::load(Some(("f.toml", text)), &[], &[]) {
+                    let _ = e.node_config();
+                    let _ = e.proxy_listen();
+                }
+            }
+            let var = format!("ELIOP2P_{}_{}", section.to_ascii_uppercase(), key.to_ascii_uppercase());
+            let _ = Effective::load(None, &env(&[(var.as_str(), env_value.as_str())]), &[]);
+        }
+    }
+}
