@@ -337,6 +337,41 @@ impl Effective {
         self.str(name).parse().expect("validated at load")
     }
 
+    /// At start: `cache.disk_size` must fit the filesystem that holds
+    /// `cache.disk_path` (else the tier would stop evicting at ENOSPC long before
+    /// it is "full").
+    pub fn check_disk_fits(&self) -> anyhow::Result<()> {
+        let size = self.size("cache.disk_size");
+        let path = self.str("cache.disk_path");
+        if size == 0 || path.is_empty() {
+            return Ok(());
+        }
+        // The nearest existing directory: the cache directory may not exist yet.
+        let mut at = std::path::PathBuf::from(&path);
+        while !at.exists() {
+            if !at.pop() {
+                return Ok(());
+            }
+        }
+        let c = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
+            .map_err(|_| anyhow::anyhow!("config key cache.disk_path: {path} has a NUL byte"))?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: statvfs writes one `struct statvfs` into `st`, which lives for the
+        // call; `c` is a NUL-terminated path.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return Ok(());
+        }
+        let total = st.f_blocks as u64 * st.f_frsize as u64;
+        if size > total {
+            bail!(
+                "config key cache.disk_size: {} is more than the whole filesystem holding {path} ({} bytes); set it below the free space the cache may use",
+                self.str("cache.disk_size"),
+                total
+            );
+        }
+        Ok(())
+    }
+
     /// Where the S3 proxy listens, and which clients it trusts (said at start).
     /// A node that signs with its own keys (`proxy.auth = node` on any origin) for
     /// any client at all (no `proxy.client_keys_file`) would read everything its

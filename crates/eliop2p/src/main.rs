@@ -176,6 +176,7 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::n
 
 async fn run_node(eff: Effective) -> anyhow::Result<()> {
     let cfg = eff.node_config()?;
+    eff.check_disk_fits()?;
     let (listen, trust) = eff.proxy_listen()?;
     let proxy = bind(listen, "proxy").await?;
     tracing::info!(%listen, "proxy trusts {trust}");

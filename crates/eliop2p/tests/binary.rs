@@ -525,3 +525,34 @@ fn a_node_signing_for_anyone_listens_on_loopback_only() {
     let (ok, text) = run(&[], &[("ELIOP2P_PROXY_CLIENT_KEYS_FILE", keys.path().to_str().unwrap())]);
     assert!(ok && text.contains("listens on 0.0.0.0:8080 and trusts clients whose requests are signed"), "{text}");
 }
+
+/// A disk tier larger than its filesystem is a config error at start (before: the
+/// node started and its disk tier stopped evicting at ENOSPC).
+#[test]
+fn a_disk_size_beyond_the_filesystem_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["node", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("ELIOP2P_ORIGIN_ENDPOINT", "http://127.0.0.1:1")
+        .env("ELIOP2P_CACHE_DISK_PATH", dir.path().join("cache"))
+        .env("ELIOP2P_CACHE_DISK_SIZE", "1000000TiB")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the node started with a disk tier larger than its filesystem");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("config key cache.disk_size"), "{err}");
+}
