@@ -13,11 +13,7 @@ const AK: &str = "LTAI-test-access";
 const SK: &str = "oss-test-secret-0123456789";
 
 async fn node_for(cfg: OriginConfig) -> eliop2p_proxy::NodeHandle {
-    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    eliop2p_proxy::spawn_node(eliop2p_testkit::node_config(cfg), proxy, admin)
-        .await
-        .unwrap()
+    eliop2p_testkit::start_node_for(cfg, |_| {}).await.unwrap()
 }
 
 fn oss_config(endpoint: &str, secret: &str) -> OriginConfig {

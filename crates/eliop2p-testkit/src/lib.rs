@@ -445,7 +445,15 @@ pub async fn start_node(
     origin: &TestOrigin,
     tweak: impl FnOnce(&mut NodeConfig),
 ) -> anyhow::Result<NodeHandle> {
-    let mut cfg = node_config(origin.origin_config());
+    start_node_for(origin.origin_config(), tweak).await
+}
+
+/// Starts a node on loopback port 0 in front of any origin (OSS, plain HTTP).
+pub async fn start_node_for(
+    origin: OriginConfig,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> anyhow::Result<NodeHandle> {
+    let mut cfg = node_config(origin);
     tweak(&mut cfg);
     let proxy = TcpListener::bind("127.0.0.1:0").await?;
     let admin = TcpListener::bind("127.0.0.1:0").await?;
