@@ -14,6 +14,7 @@ mod get;
 mod meta;
 mod metrics;
 mod node;
+mod origin_fill;
 mod passthrough;
 mod preheat;
 mod request;

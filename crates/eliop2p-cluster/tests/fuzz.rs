@@ -1,0 +1,22 @@
+//! Fuzzing of the gossip decoder and state machine (proptest; bounded cases,
+//! every test run).
+
+use eliop2p_cluster::{Gossip, GossipConfig, Message, NodeInfo};
+use proptest::prelude::*;
+
+// Any payload of any message type decodes to a message or an error, and a
+// decoded message handled by a node never panics.
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+    #[test]
+    fn fuzz_gossip_decode(t in 0x20u32..0x26, payload in prop::collection::vec(any::<u8>(), 0..600), json in "\\{\"from\":\"[a-z0-9-]{0,8}\",\"(members|chunks)\":\\[.{0,120}\\](,\"reply\":(true|false))?\\}") {
+        let me = NodeInfo { id: "me".into(), p2p: "10.0.0.1:9000".parse().unwrap(), proxy: None, zone: String::new() };
+        let mut g = Gossip::new(me, 1, vec![], GossipConfig::default());
+        for p in [&payload[..], json.as_bytes()] {
+            if let Ok(m) = Message::decode(t, p) {
+                let _ = g.handle_from(1, Some("x"), m.clone());
+                let _ = g.handle(1, m);
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Chunk fills from the origin: one or more ranged GETs per chunk, each retried
+//! from its last received byte, streamed or put piece by piece into the fill.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use eliop2p_cache::{FillError, FillWriter};
+use eliop2p_core::{ByteRange, ObjectKey};
+use eliop2p_origin::{ObjectMeta, OriginRequest};
+use http::header::{self, HeaderValue};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::server::ProxyState;
+
+/// How one origin request for a range ended.
+enum Attempt {
+    Done,
+    /// Worth asking again from the last received byte (after this long, when the
+    /// origin said so).
+    Retry(String, Option<std::time::Duration>),
+    /// The object changed, or the origin refused: the fill fails now.
+    Fatal(String),
+}
+
+/// What a range reader hands the fill.
+enum Part {
+    /// The next bytes of the chunk, in order (the first range).
+    Bytes(Bytes),
+    /// One whole piece of a later range, with the SHA-256 its reader computed.
+    Piece(u32, Bytes, [u8; 32]),
+    /// The range could not be read (after retries, or at once for a refusal).
+    Failed(String),
+}
+
+/// Reads a chunk from the origin from the writer's last received byte to its end,
+/// in up to `origin_streams` ranged GETs at once (one range per stream, whole
+/// pieces; S3 serves each stream at a fraction of a NIC, and a link shared with
+/// peers gives each flow its share). The first range streams its bytes into the
+/// fill as they come; later ranges are hashed a piece at a time and put in the
+/// fill, where peers can fetch them before the chunk is done.
+///
+/// Each range is retried on its own: a failed request, a 5xx or 429 (honouring
+/// `Retry-After`, as S3's 503 SlowDown asks), a body cut short or stalled is asked
+/// again from that range's last received byte, with exponential backoff, until
+/// `fill_deadline`. A changed object or a refusal (4xx) fails the fill at once.
+/// `body` is a response already open for the chunk from its first byte (the first
+/// GET of a cold object): the first range reads it. At most
+/// `origin_max_concurrent` requests of this node are at the origin at once.
+pub(crate) async fn fill_from_origin(
+    state: Arc<ProxyState>,
+    mut writer: FillWriter,
+    key: ObjectKey,
+    meta: Arc<ObjectMeta>,
+    chunk: ByteRange,
+    body: Option<Incoming>,
+) {
+    use eliop2p_cache::disk::PIECE_SIZE;
+    let expected = writer.fill().expected_len();
+    let from = writer.received();
+    // Range bounds within the chunk: the first from `from`, the others on piece
+    // boundaries, each of at least one piece.
+    let pieces_left = expected.div_ceil(PIECE_SIZE) - from / PIECE_SIZE;
+    // A response already open for the chunk is read to its end: one range.
+    let streams = if body.is_some() { 1 } else { state.cfg.origin_streams.max(1) as u64 };
+    let streams = streams.min(pieces_left.max(1));
+    let per = pieces_left.div_ceil(streams).max(1);
+    let mut bounds = vec![from];
+    for i in 1..streams {
+        let b = (from / PIECE_SIZE + i * per) * PIECE_SIZE;
+        if b > *bounds.last().expect("non-empty") && b < expected {
+            bounds.push(b);
+        }
+    }
+    bounds.push(expected);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Part>(2 * bounds.len());
+    let mut readers = tokio::task::JoinSet::new();
+    let mut body = body;
+    for (i, w) in bounds.windows(2).enumerate() {
+        let sink = RangeSink {
+            head: i == 0,
+            chunk_len: expected,
+            start: w[0],
+            len: w[1] - w[0],
+            got: 0,
+            buf: bytes::BytesMut::new(),
+            tx: tx.clone(),
+        };
+        let body = if i == 0 { body.take() } else { None };
+        readers.spawn(read_range(state.clone(), key.clone(), meta.clone(), chunk.start, sink, body));
+    }
+    drop(tx);
+    while let Some(part) = rx.recv().await {
+        let put = match part {
+            Part::Bytes(b) => writer.push(&b),
+            Part::Piece(i, b, h) => writer.put_piece(i, b, h),
+            Part::Failed(msg) => return writer.fail(FillError::Source(msg.into())),
+        };
+        // An error here already failed the fill (too many bytes).
+        if put.is_err() || writer.join_stash().is_err() {
+            return;
+        }
+        if writer.received() == expected {
+            if let Err(e) = writer.finish() {
+                tracing::warn!(object = %key, error = %e, "chunk fill incomplete");
+            }
+            return;
+        }
+    }
+    writer.fail(FillError::Source("origin ranges ended before the chunk was whole".into()));
+}
+
+/// Where one range reader puts what it reads: in order into the fill (the first
+/// range), or as whole hashed pieces.
+struct RangeSink {
+    head: bool,
+    chunk_len: u64,
+    /// The range within the chunk.
+    start: u64,
+    len: u64,
+    /// Bytes of the range read so far (the offset a retry continues from).
+    got: u64,
+    /// The piece being read (later ranges).
+    buf: bytes::BytesMut,
+    tx: tokio::sync::mpsc::Sender<Part>,
+}
+
+impl RangeSink {
+    /// Takes bytes of the range (those past its end are dropped). Err: the fill is
+    /// gone (cancelled), nobody wants the rest.
+    async fn take(&mut self, mut data: Bytes) -> Result<(), ()> {
+        use eliop2p_cache::disk::PIECE_SIZE;
+        data.truncate((self.len - self.got).min(data.len() as u64) as usize);
+        self.got += data.len() as u64;
+        if self.head {
+            return self.tx.send(Part::Bytes(data)).await.map_err(|_| ());
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            let at = self.start + self.got - rest.len() as u64;
+            let piece_start = at - self.buf.len() as u64;
+            let piece_len = PIECE_SIZE.min(self.chunk_len - piece_start);
+            let room = (piece_len - self.buf.len() as u64) as usize;
+            let now = rest.split_to(room.min(rest.len()));
+            if self.buf.is_empty() && now.len() as u64 == piece_len {
+                self.buf = now.into(); // a whole piece in one frame: no copy
+            } else {
+                if self.buf.is_empty() {
+                    self.buf.reserve(piece_len as usize);
+                }
+                self.buf.extend_from_slice(&now);
+            }
+            if self.buf.len() as u64 == piece_len {
+                let piece = self.buf.split().freeze();
+                let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&piece).into();
+                let index = (piece_start / PIECE_SIZE) as u32;
+                self.tx.send(Part::Piece(index, piece, hash)).await.map_err(|_| ())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads one range of a chunk from the origin into its sink, retrying from the
+/// last received byte (see `fill_from_origin`).
+async fn read_range(
+    state: Arc<ProxyState>,
+    key: ObjectKey,
+    meta: Arc<ObjectMeta>,
+    chunk_start: u64,
+    mut sink: RangeSink,
+    mut body: Option<Incoming>,
+) {
+    let deadline = std::time::Instant::now() + state.cfg.fill_deadline;
+    let mut attempt = 0u32;
+    loop {
+        let before = sink.got;
+        let outcome = match body.take() {
+            Some(b) => pump(&state, &mut sink, b).await,
+            None => origin_attempt(&state, &key, &meta, chunk_start, &mut sink).await,
+        };
+        let (msg, after) = match outcome {
+            Attempt::Done => return,
+            Attempt::Fatal(msg) => {
+                state.metrics.origin_errors.fetch_add(1, Relaxed);
+                tracing::warn!(object = %key, offset = chunk_start + sink.start, error = %msg, "chunk fill failed");
+                let _ = sink.tx.send(Part::Failed(msg)).await;
+                return;
+            }
+            Attempt::Retry(msg, after) => (msg, after),
+        };
+        if sink.got > before {
+            attempt = 0; // progress: the next failure starts the backoff over
+        }
+        let backoff = std::time::Duration::from_millis(100u64 << attempt.min(6));
+        let wait = after.unwrap_or(backoff).min(std::time::Duration::from_secs(20));
+        if std::time::Instant::now() + wait >= deadline {
+            state.metrics.origin_errors.fetch_add(1, Relaxed);
+            tracing::warn!(object = %key, offset = chunk_start + sink.start, error = %msg, "chunk fill failed after retries");
+            let _ = sink.tx.send(Part::Failed(msg)).await;
+            return;
+        }
+        state.metrics.origin_retries.fetch_add(1, Relaxed);
+        tracing::info!(object = %key, offset = chunk_start + sink.start, error = %msg, received = sink.got, ?wait, "origin read failed, resuming from the last received byte");
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+    }
+}
+
+/// One ranged GET for the rest of a range, streamed into its sink.
+async fn origin_attempt(
+    state: &Arc<ProxyState>,
+    key: &ObjectKey,
+    meta: &ObjectMeta,
+    chunk_start: u64,
+    sink: &mut RangeSink,
+) -> Attempt {
+    if sink.got >= sink.len {
+        return Attempt::Done;
+    }
+    let from = chunk_start + sink.start + sink.got;
+    let end = chunk_start + sink.start + sink.len;
+    let Ok(_slot) = state.origin_slots.clone().acquire_owned().await else {
+        return Attempt::Fatal("shutting down".into());
+    };
+    state.metrics.origin_get.fetch_add(1, Relaxed);
+    let mut req = OriginRequest::new(Method::GET, &key.bucket, Some(&key.key));
+    let range_value = format!("bytes={}-{}", from, end - 1);
+    req.headers.insert(
+        header::RANGE,
+        HeaderValue::from_str(&range_value).expect("ascii"),
+    );
+    if !meta.etag.is_synthetic()
+        && let Ok(v) = HeaderValue::from_str(meta.etag.as_str())
+    {
+        req.headers.insert(header::IF_MATCH, v);
+    }
+    let resp = match state.origin_for(Some(&key.bucket)).send(req).await {
+        Ok(r) => r,
+        Err(e) => return Attempt::Retry(e.to_string(), None),
+    };
+    let status = resp.status();
+    let whole = from == 0 && end == meta.size;
+    if !(status == StatusCode::PARTIAL_CONTENT || status == StatusCode::OK && whole) {
+        if status == StatusCode::PRECONDITION_FAILED {
+            state.meta.invalidate(key);
+        }
+        let msg = format!("origin answered {status} to a chunk GET");
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            let after = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(std::time::Duration::from_secs);
+            return Attempt::Retry(msg, after);
+        }
+        return Attempt::Fatal(msg);
+    }
+    let same_etag = ObjectMeta::validator(resp.headers(), meta.size)
+        .is_some_and(|v| v.opaque() == meta.etag.opaque());
+    if !same_etag {
+        state.meta.invalidate(key);
+        return Attempt::Fatal("object changed at the origin (etag differs)".to_owned());
+    }
+    pump(state, sink, resp.into_body()).await
+}
+
+/// Streams an origin body into a range's sink, with an idle timeout per frame;
+/// done once the range is whole (the rest of a longer body is not read).
+async fn pump(state: &Arc<ProxyState>, sink: &mut RangeSink, mut body: Incoming) -> Attempt {
+    let idle = state.cfg.fill_idle_timeout;
+    loop {
+        if sink.got == sink.len {
+            return Attempt::Done;
+        }
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Attempt::Retry(format!("origin body stalled for {idle:?}"), None),
+            Ok(None) => return Attempt::Retry("origin body ended early".into(), None),
+            Ok(Some(Err(e))) => return Attempt::Retry(format!("origin body: {e}"), None),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    let n = data.len().min((sink.len - sink.got) as usize);
+                    state.metrics.origin_fill_bytes.fetch_add(n as u64, Relaxed);
+                    if sink.take(data).await.is_err() {
+                        return Attempt::Done; // the fill is gone: nothing to read for
+                    }
+                }
+            }
+        }
+    }
+}
