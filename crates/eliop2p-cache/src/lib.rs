@@ -7,6 +7,7 @@
 //! through a [`FillReader`]. Only a complete chunk whose length matches is inserted,
 //! with its SHA-256; a failed or abandoned fill leaves nothing behind.
 
+pub mod budget;
 mod data;
 pub mod disk;
 mod fill;
@@ -41,6 +42,7 @@ pub fn hash_pieces(data: &[u8]) -> (Vec<[u8; 32]>, [u8; 32]) {
     (pieces, root)
 }
 
+pub use budget::{Budget, Reservation};
 pub use data::{ChunkData, Slices};
 pub use fill::{Fill, FillError, FillReader, FillWriter};
 pub use memory::{

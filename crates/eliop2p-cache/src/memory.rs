@@ -78,6 +78,9 @@ pub struct CacheConfig {
     pub watermarks: Watermarks,
     /// Touch the memory tier's buffers at start (see [`crate::PiecePool`]).
     pub memory_prefault: bool,
+    /// Bytes of chunks that responses may hold outside the memory tier's
+    /// accounting (see [`crate::Budget`]); 0 = unlimited.
+    pub inflight_capacity: u64,
 }
 
 impl CacheConfig {
@@ -97,6 +100,7 @@ impl CacheConfig {
                 low: 0.8,
             },
             memory_prefault: false,
+            inflight_capacity: 1 << 30,
         }
     }
 
@@ -203,6 +207,7 @@ pub(crate) struct CacheShared {
     events_tx: broadcast::Sender<ChunkEvent>,
     last_disk_error_log: Mutex<Option<Instant>>,
     pool: Arc<PiecePool>,
+    budget: Arc<crate::Budget>,
 }
 
 /// The chunk cache. Cheap to clone (shared state).
@@ -305,6 +310,7 @@ impl ChunkCache {
             }
         });
         let pool = Arc::new(PiecePool::new(cfg.memory_capacity));
+        let budget = crate::Budget::new(cfg.inflight_capacity);
         let shared = Arc::new(CacheShared {
             memory: Mutex::new(Memory {
                 slots: HashMap::new(),
@@ -317,6 +323,7 @@ impl ChunkCache {
             events_tx,
             last_disk_error_log: Mutex::new(None),
             pool,
+            budget,
         });
         shared.publish_sizes();
         if shared.cfg.memory_prefault {
@@ -354,6 +361,11 @@ impl ChunkCache {
     }
 
     /// Buffers for whole pieces, reused from evicted chunks.
+    /// The in-flight budget responses reserve chunks against.
+    pub fn budget(&self) -> &Arc<crate::Budget> {
+        &self.shared.budget
+    }
+
     pub fn pool(&self) -> &Arc<PiecePool> {
         &self.shared.pool
     }

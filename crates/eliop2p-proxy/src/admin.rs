@@ -168,7 +168,7 @@ pub(crate) async fn run(
             }
         });
     }
-    crate::server::serve(listener, cancel, tracker.clone(), 256, move |req| {
+    crate::server::serve(listener, cancel, tracker.clone(), 256, std::time::Duration::from_secs(60), move |req| {
         let resp = answer(&state, &req, admin, &history);
         async move { resp }
     })

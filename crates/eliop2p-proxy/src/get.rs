@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use eliop2p_cache::{Chunk, DiskChunk, Fill, FillError, FillReader, FillWriter, Lookup};
+use eliop2p_cache::{Chunk, DiskChunk, Fill, FillError, FillReader, FillWriter, Lookup, Reservation};
 use eliop2p_core::range::{RangeError, RangeRequest};
 use eliop2p_core::{ByteRange, ChunkId, ChunkLayout, ChunkSlice, ObjectKey};
 use eliop2p_origin::{ObjectMeta, OriginRequest};
@@ -142,6 +142,7 @@ pub(crate) async fn serve<B>(
             unprepared: slices,
             prepared: VecDeque::new(),
             current: None,
+            current_hold: None,
             current_index: 0,
             first_from_peer: false,
         };
@@ -281,21 +282,27 @@ async fn first_chunk_meta(
     // A 200 carries the whole object: it is chunk 0 only if the object fits in one.
     let body_is_chunk0 =
         !first.is_empty() && (status == StatusCode::PARTIAL_CONTENT || meta.size == first.len());
-    if body_is_chunk0
-        && let Lookup::Leader(writer) = state
-            .cache
-            .lookup(chunk_id(state, key, &meta, 0), first.len())
+    if !body_is_chunk0 {
+        return Ok(meta);
+    }
+    // The fill holds chunk 0's share of the in-flight budget while it runs.
+    let hold = state.cache.budget().reserve(first.len()).await;
+    if let Lookup::Leader(writer) = state
+        .cache
+        .lookup(chunk_id(state, key, &meta, 0), first.len())
     {
-        state
-            .fills
-            .spawn(crate::origin_fill::fill_from_origin(
-                state.clone(),
-                writer,
-                key.clone(),
-                meta.clone(),
-                first,
-                Some(resp.into_body()),
-            ));
+        let fill = crate::origin_fill::fill_from_origin(
+            state.clone(),
+            writer,
+            key.clone(),
+            meta.clone(),
+            first,
+            Some(resp.into_body()),
+        );
+        state.fills.spawn(async move {
+            fill.await;
+            drop(hold);
+        });
     }
     Ok(meta)
 }
@@ -422,23 +429,28 @@ struct ChunkStream {
     key: ObjectKey,
     meta: Arc<ObjectMeta>,
     unprepared: VecDeque<ChunkSlice>,
-    prepared: VecDeque<(ChunkSlice, Prepared)>,
+    /// Each with its share of the in-flight budget (`None`: in memory or on disk).
+    prepared: VecDeque<(ChunkSlice, Prepared, Option<Arc<Reservation>>)>,
     current: Option<(Current, Source)>,
+    /// The budget share of the chunk being sent, released when it is sent.
+    current_hold: Option<Arc<Reservation>>,
     current_index: u64,
     /// The first bytes of the response came from peers.
     first_from_peer: bool,
 }
 
 impl ChunkStream {
-    /// Looks a chunk up, starting its fill from the origin if nobody has it.
-    fn prepare(&self, index: u64) -> Prepared {
+    /// Looks a chunk up, starting its fill from the origin if nobody has it. `hold`
+    /// is the chunk's share of the in-flight budget: kept with a fill (and by the
+    /// fill's task while it runs), dropped for a chunk in memory or on disk.
+    fn prepare(&self, index: u64, hold: Option<Reservation>) -> (Prepared, Option<Arc<Reservation>>) {
         let layout = ChunkLayout::new(self.state.cfg.chunk_size, self.meta.size);
         let chunk_range = layout.chunk_range(index);
         let id = chunk_id(&self.state, &self.key, &self.meta, index);
         match self.state.cache.lookup(id, chunk_range.len()) {
-            Lookup::Hit(chunk) => Prepared::Ready(chunk),
-            Lookup::Disk(chunk) => Prepared::Disk(chunk),
-            Lookup::Joined(fill) => Prepared::Fill(fill),
+            Lookup::Hit(chunk) => (Prepared::Ready(chunk), None),
+            Lookup::Disk(chunk) => (Prepared::Disk(chunk), None),
+            Lookup::Joined(fill) => (Prepared::Fill(fill), hold.map(Arc::new)),
             Lookup::Leader(writer) => {
                 // Marked as fed by peers only once peers are found to hold it
                 // (`download`): until then it is an origin fill that the cluster may
@@ -447,29 +459,50 @@ impl ChunkStream {
                 let state = self.state.clone();
                 let key = self.key.clone();
                 let meta = self.meta.clone();
+                let hold = hold.map(Arc::new);
+                let fill_hold = hold.clone();
                 // The fill runs on its own task: a client that goes away neither
-                // cancels it for others nor leaves a partial chunk.
-                self.state
-                    .fills
-                    .spawn(run_fill(state, writer, key, meta, chunk_range, false));
-                Prepared::Fill(fill)
+                // cancels it for others nor leaves a partial chunk. The task keeps
+                // the chunk's budget share until the fill ends.
+                self.state.fills.spawn(async move {
+                    run_fill(state, writer, key, meta, chunk_range, false).await;
+                    drop(fill_hold);
+                });
+                (Prepared::Fill(fill), hold)
             }
         }
     }
 
-    fn prepare_ahead(&mut self) {
+    /// Prepares the chunks of the read-ahead window. The next chunk to send waits
+    /// for its budget share; chunks after it are read ahead only while the budget
+    /// has room (a waiting response holds no share, so waits always end).
+    async fn prepare_ahead(&mut self) {
         let window = 1 + self.state.cfg.readahead_chunks;
+        let layout = ChunkLayout::new(self.state.cfg.chunk_size, self.meta.size);
+        let budget = self.state.cache.budget().clone();
         while self.prepared.len() < window {
             let Some(slice) = self.unprepared.pop_front() else {
                 break;
             };
-            let prepared = self.prepare(slice.index);
+            let id = chunk_id(&self.state, &self.key, &self.meta, slice.index);
+            let len = layout.chunk_range(slice.index).len();
+            let hold = if self.state.cache.is_cached(&id).is_some() {
+                None
+            } else if self.prepared.is_empty() {
+                Some(budget.reserve(len).await)
+            } else if let Some(r) = budget.try_reserve(len) {
+                Some(r)
+            } else {
+                self.unprepared.push_front(slice);
+                break;
+            };
+            let (prepared, hold) = self.prepare(slice.index, hold);
             if let Prepared::Disk(chunk) = &prepared
                 && slice.len > DISK_READ_BLOCK
             {
                 chunk.prefetch(slice.offset, slice.offset + slice.len);
             }
-            self.prepared.push_back((slice, prepared));
+            self.prepared.push_back((slice, prepared, hold));
         }
     }
 
@@ -551,9 +584,11 @@ impl ChunkStream {
                                 // The chunk was corrupt (now deleted) or vanished:
                                 // refetch the rest of this slice, seamlessly.
                                 tracing::warn!(object = %self.key, chunk_id = %chunk.id, error = %e, "disk read failed, refetching");
-                                let (index, from, to) = (self.current_index, *pos, *end);
-                                let prepared = self.prepare(index);
+                                let (index, from, to, len) = (self.current_index, *pos, *end, chunk.len);
+                                let budget = self.state.cache.budget().try_reserve(len);
+                                let (prepared, hold) = self.prepare(index, budget);
                                 self.current = Some(Self::start(prepared, from, to));
+                                self.current_hold = hold;
                                 continue;
                             }
                         }
@@ -569,12 +604,16 @@ impl ChunkStream {
                         return Some(Ok(b));
                     }
                     Some(Err(e)) => return Some(Err(e)),
-                    None => self.current = None,
+                    None => {
+                        self.current = None;
+                        self.current_hold = None;
+                    }
                 }
             }
-            self.prepare_ahead();
-            let (slice, prepared) = self.prepared.pop_front()?;
+            self.prepare_ahead().await;
+            let (slice, prepared, hold) = self.prepared.pop_front()?;
             self.current_index = slice.index;
+            self.current_hold = hold;
             self.current = Some(Self::start(
                 prepared,
                 slice.offset,

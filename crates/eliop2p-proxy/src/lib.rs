@@ -19,6 +19,7 @@ mod passthrough;
 mod preheat;
 mod request;
 mod server;
+mod stall;
 pub mod sigv4;
 
 pub use body::ProxyBody;

@@ -114,7 +114,7 @@ impl Metrics {
             );
         }
         let v = |a: &AtomicU64| a.load(Relaxed);
-        let counters: [Family<'_>; 26] = [
+        let counters: [Family<'_>; 28] = [
             (
                 "eliop2p_proxy_served_bytes_total",
                 "Body bytes of GET responses, by the tier they came from.",
@@ -221,6 +221,16 @@ impl Metrics {
                 &[("", cache.pool().reused())],
             ),
             (
+                "eliop2p_inflight_waits_total",
+                "Responses that waited for the in-flight budget (cache.inflight_size) before their next chunk.",
+                &[("", cache.budget().waits())],
+            ),
+            (
+                "eliop2p_readahead_skipped_total",
+                "Read-ahead chunks not started because the in-flight budget was spent.",
+                &[("", cache.budget().skipped())],
+            ),
+            (
                 "eliop2p_cache_not_admitted_total",
                 "Chunks the policy declined to keep (TinyLFU admission).",
                 &[("", v(&c.not_admitted))],
@@ -297,7 +307,7 @@ impl Metrics {
         for (name, help, series) in counters {
             prom::family(&mut out, name, Kind::Counter, help, series.iter().copied());
         }
-        let gauges: [Family<'_>; 6] = [
+        let gauges: [Family<'_>; 7] = [
             (
                 "eliop2p_cache_bytes",
                 "Bytes of chunk data held, by tier.",
@@ -338,6 +348,14 @@ impl Metrics {
                 "eliop2p_cache_piece_pool_bytes",
                 "Bytes of piece buffers kept for reuse (with the memory tier, within its capacity).",
                 &[("", cache.pool().pooled_bytes())],
+            ),
+            (
+                "eliop2p_inflight_bytes",
+                "Bytes of chunks responses hold against the in-flight budget, and its capacity (0 = unlimited).",
+                &[
+                    ("kind=\"used\"", cache.budget().used()),
+                    ("kind=\"capacity\"", cache.budget().capacity()),
+                ],
             ),
             (
                 "eliop2p_cache_disk_write_queue_depth",

@@ -55,6 +55,8 @@ pub struct ProxyConfig {
     pub origin_streams: usize,
     /// Client connections the proxy holds open at once.
     pub max_connections: usize,
+    /// A client connection whose writes make no progress this long is closed.
+    pub send_timeout: Duration,
     /// How long past `metadata_ttl` a fully cached object is still served (marked
     /// stale) while its origin is unreachable or answers 5xx; zero = never.
     pub stale_if_error: Duration,
@@ -77,6 +79,7 @@ impl Default for ProxyConfig {
             origin_max_concurrent: 32,
             origin_streams: 1,
             max_connections: 16384,
+            send_timeout: Duration::from_secs(60),
             stale_if_error: Duration::from_secs(3600),
         }
     }

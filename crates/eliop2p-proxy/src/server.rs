@@ -476,6 +476,7 @@ pub(crate) async fn serve<H, Fut>(
     cancel: CancellationToken,
     tracker: TaskTracker,
     max_connections: usize,
+    send_timeout: std::time::Duration,
     handler: H,
 ) where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -511,7 +512,7 @@ pub(crate) async fn serve<H, Fut>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(30))
                 .max_buf_size(READ_BUFFER)
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(TokioIo::new(crate::stall::StallTimeout::new(stream, send_timeout)), svc)
                 .with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
@@ -537,7 +538,8 @@ pub(crate) async fn run(
     tracker: TaskTracker,
 ) {
     let max = state.cfg.max_connections;
-    serve(listener, cancel, tracker.clone(), max, move |req| {
+    let send_timeout = state.cfg.send_timeout;
+    serve(listener, cancel, tracker.clone(), max, send_timeout, move |req| {
         let state = state.clone();
         async move { state.handle(req).await }
     })

@@ -4,7 +4,7 @@
 
 use eliop2p_origin::{OriginConfig, OriginKind};
 use eliop2p_testkit::oss::TestOssOrigin;
-use eliop2p_testkit::{raw_http, test_data};
+use eliop2p_testkit::{raw_http, rss_bytes, test_data};
 
 async fn node_for(cfg: OriginConfig) -> eliop2p_proxy::NodeHandle {
     eliop2p_testkit::start_node_for(cfg, |_| {}).await.unwrap()
@@ -180,18 +180,6 @@ async fn client_keys_cover_forward_proxy_and_connect() -> anyhow::Result<()> {
     node.shutdown().await;
     origin.stop().await;
     Ok(())
-}
-
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
 }
 
 /// A connection to a node's P2P port as an authenticated cluster member (the
@@ -444,5 +432,129 @@ async fn an_owner_trusts_its_own_metadata_not_the_askers() -> anyhow::Result<()>
         refused += u32::from(m.contains("eliop2p_fetch_through_refused_total 1"));
     }
     assert!(refused >= 1, "the owner refused the false size");
+    Ok(())
+}
+
+/// Many slow clients reading different cold objects at once (before: every
+/// response held its chunk and 4 read ahead, whatever the memory tier's size, so RSS
+/// grew with the number of clients; the probe saw 1.28 GB at memory_size 256 MiB).
+/// Now responses reserve chunks against `cache.inflight_size`: peak RSS stays within
+/// the memory tier plus that budget plus a fixed overhead, and every body is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_slow_cold_readers_stay_within_the_memory_budget() -> anyhow::Result<()> {
+    const MIB: u64 = 1 << 20;
+    const OBJECTS: usize = 24;
+    let origin = eliop2p_testkit::TestOrigin::start().await?;
+    origin.create_bucket("bkt").await?;
+    let data = test_data(48 << 20, 15);
+    let want = eliop2p_testkit::sha256_hex(&data);
+    for i in 0..OBJECTS {
+        origin.put("bkt", &format!("obj-{i}"), data.clone()).await?;
+    }
+    drop(data);
+    let (memory, inflight) = (64 * MIB, 128 * MIB);
+    let node = eliop2p_testkit::start_node(&origin, |c| {
+        c.cache.memory_capacity = memory;
+        c.cache.inflight_capacity = inflight;
+    })
+    .await?;
+    let before = rss_bytes();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_bytes(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let t0 = std::time::Instant::now();
+    let readers: Vec<_> = (0..OBJECTS)
+        .map(|i| {
+            let addr = node.proxy_addr;
+            tokio::spawn(async move { eliop2p_testkit::slow_get(addr, &format!("/bkt/obj-{i}"), 40 << 20).await })
+        })
+        .collect();
+    for r in readers {
+        let (status, len, sha) = r.await??;
+        assert_eq!((status, len), (200, 48 * MIB));
+        assert_eq!(sha, want, "a slow reader's body differs from the object");
+    }
+    sampler.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    let metrics = node.render_metrics();
+    let waits = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("eliop2p_inflight_waits_total "))
+        .unwrap_or("?")
+        .to_owned();
+    println!(
+        "{OBJECTS} slow readers of cold 48 MiB objects in {:.1} s: RSS {} MB -> peak {} MB (memory tier {} MB, in-flight budget {} MB), {waits} waits",
+        t0.elapsed().as_secs_f64(),
+        before >> 20,
+        peak >> 20,
+        memory >> 20,
+        inflight >> 20
+    );
+    assert!(
+        peak < before + memory + inflight + 160 * MIB,
+        "RSS grew from {} MB to {} MB",
+        before >> 20,
+        peak >> 20
+    );
+    assert!(
+        metrics.contains("eliop2p_inflight_bytes{kind=\"used\"} 0"),
+        "every reservation is released once the responses are sent"
+    );
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}
+
+/// A client that stops reading mid-body is closed after `proxy.send_timeout`, and
+/// the chunks it held go back to the in-flight budget (else a handful of stalled
+/// clients could hold the whole budget and make every other cold read wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_and_frees_its_budget() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = eliop2p_testkit::TestOrigin::start().await?;
+    origin.create_bucket("bkt").await?;
+    origin.put("bkt", "big", test_data(64 << 20, 16)).await?;
+    let node = eliop2p_testkit::start_node(&origin, |c| {
+        c.proxy.send_timeout = std::time::Duration::from_secs(1);
+    })
+    .await?;
+    let mut s = tokio::net::TcpStream::connect(node.proxy_addr).await?;
+    s.write_all(b"GET /bkt/big HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    let mut buf = vec![0u8; 4096];
+    s.read_exact(&mut buf).await?;
+    let held = |m: String| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("eliop2p_inflight_bytes{kind=\"used\"} "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(held(node.render_metrics()) > 0, "the stalled response holds chunks");
+    // Stop reading well past the timeout; the node gives up on the connection.
+    let t0 = std::time::Instant::now();
+    loop {
+        if held(node.render_metrics()) == 0 {
+            break;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "the stalled response still holds its chunks");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut rest)).await?;
+    assert!(
+        (rest.len() as u64) < (64 << 20),
+        "the stalled connection was closed before its body was complete ({} bytes)",
+        rest.len()
+    );
+    println!("stalled client: closed after {:.1} s, {} more bytes buffered in sockets", t0.elapsed().as_secs_f64() + 0.5, rest.len());
+    node.shutdown().await;
+    origin.stop().await;
     Ok(())
 }

@@ -6,7 +6,7 @@
 mod fastfs;
 pub mod fanout;
 mod raw;
-pub use raw::raw_http;
+pub use raw::{raw_http, rss_bytes, slow_get};
 pub mod netbed;
 pub mod oss;
 

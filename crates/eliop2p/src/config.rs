@@ -511,6 +511,7 @@ impl Effective {
             protect_recent: self.duration("cache.protect_recent"),
             watermarks: Watermarks { high, low },
             memory_prefault: self.str("cache.memory_prefault") == "true",
+            inflight_capacity: self.size("cache.inflight_size"),
         })
     }
 
@@ -610,6 +611,7 @@ impl Effective {
                 origin_max_concurrent: self.int("origin.max_concurrent_requests").max(1) as usize,
                 origin_streams: self.int("origin.streams_per_chunk").clamp(1, 64) as usize,
                 max_connections: self.int("proxy.max_connections").max(1) as usize,
+                send_timeout: self.duration("proxy.send_timeout"),
                 stale_if_error: self.duration("cache.stale_if_error"),
             },
             admin: AdminConfig::default(),

@@ -78,6 +78,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "proxy",
+        "send_timeout",
+        Kind::Duration,
+        "60s",
+        "a client connection that takes no response bytes for this long is closed (its chunks and in-flight budget are freed); 0s = never"
+    ),
+    key!(
+        "proxy",
         "allow_anonymous_network",
         Kind::Choice(&["false", "true"]),
         "false",
@@ -216,6 +223,13 @@ pub const KEYS: &[KeyDef] = &[
         Kind::Size,
         "4GiB",
         "capacity of the memory tier"
+    ),
+    key!(
+        "cache",
+        "inflight_size",
+        Kind::Size,
+        "1GiB",
+        "bytes of chunks that responses hold beyond the memory tier (fills in progress, read-ahead, chunks still being sent); read-ahead stops and new reads wait when it is spent; 0 = unlimited"
     ),
     key!(
         "cache",
