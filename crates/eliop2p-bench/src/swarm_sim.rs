@@ -2,6 +2,10 @@
 //! time (`eliop2p_p2p::sim`, driving the real piece scheduler and serving rules).
 //!
 //!     eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200] [--origin-mbit=200]
+//!         [--latency-us=200] [--window=5] [--slots=8] [--queue=0] [--node-pieces=12]
+//!         [--origin-fill-pieces=2] [--seed-copies=2]
+//!
+//! `SIM_TIMELINE=1` prints refusals by reason and delivery per 500 ms.
 
 use std::time::{Duration, Instant};
 
@@ -24,10 +28,14 @@ pub fn run() {
     let origin = list("origin-mbit", "200")[0] * 1e6 / 8.0;
     let latency = Duration::from_micros(list("latency-us", "200")[0] as u64);
     println!(
-        "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, 1 MiB pieces, readahead 3 chunks",
+        "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, 1 MiB pieces, readahead {} chunks, {} upload slots, {} pieces in flight a node ({} while it reads the origin)",
         rate * 8.0 / 1e6,
         origin * 8.0 / 1e6,
-        latency.as_micros()
+        latency.as_micros(),
+        list("window", "5")[0] - 1.0,
+        list("slots", "8")[0],
+        list("node-pieces", "12")[0],
+        list("origin-fill-pieces", "2")[0]
     );
     println!();
     println!("| nodes | object | p50 / ideal | p99 / ideal | max / ideal | origin bytes / object | busiest uploader / object | mean upload / object | requests refused | events | wall time |");
@@ -42,9 +50,12 @@ pub fn run() {
                 node_rate: rate,
                 origin_rate: origin,
                 latency,
-                window: 3,
-                upload_slots: 8,
-                seed_copies: 2,
+                window: list("window", "5")[0] as usize,
+                upload_slots: list("slots", "8")[0] as usize,
+                upload_queue: list("queue", "0")[0] as usize,
+                node_pieces: list("node-pieces", "12")[0] as usize,
+                origin_fill_pieces: list("origin-fill-pieces", "2")[0] as usize,
+                seed_copies: list("seed-copies", "2")[0] as u32,
                 seed_window: Duration::from_millis(200),
                 sched: SchedConfig::new(1 << 20, Duration::from_secs(5)),
                 seed: 7,
@@ -52,6 +63,13 @@ pub fn run() {
             let t0 = Instant::now();
             let r = simulate(&cfg);
             let wall = t0.elapsed().as_secs_f64();
+            if std::env::var_os("SIM_TIMELINE").is_some() {
+                let cap = rate * 0.5 * n;
+                eprintln!("refused: missing {} busy {} deferred {} of {} requests", r.refused_by[0], r.refused_by[1], r.refused_by[2], r.requests);
+                for (i, (peers, from_origin)) in r.timeline.iter().enumerate() {
+                    eprintln!("t={:5.1}s peers {:5.1}% of node downlinks, origin {:5.1}% of its link", i as f64 * 0.5, 100.0 * *peers as f64 / cap, 100.0 * *from_origin as f64 / (origin * 0.5));
+                }
+            }
             let mut t = r.finish.clone();
             t.sort_by(f64::total_cmp);
             let pct = |p: f64| t[((p / 100.0 * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1] / r.ideal;

@@ -130,7 +130,11 @@ pub(crate) async fn download(
         // This download's share of the node's pieces in flight: what the others
         // leave, at least one piece so that every download moves.
         budget.sync(sched.inflight());
-        let room = shared.cfg.max_download_pieces.saturating_sub(budget.others()).clamp(1, per_download);
+        let node_budget = match shared.cfg.max_download_pieces_while_filling {
+            n if n > 0 && shared.origin_fills.load(Relaxed) > 0 => n.min(shared.cfg.max_download_pieces),
+            _ => shared.cfg.max_download_pieces,
+        };
+        let room = node_budget.saturating_sub(budget.others()).clamp(1, per_download);
         sched.set_total(room);
         let acts = sched.poll(t);
         budget.sync(sched.inflight());

@@ -53,6 +53,11 @@ pub struct P2pConfig {
     /// fill the NIC, few enough that a download from the origin on the same link
     /// still gets its share (every piece in flight is a MiB queued on the downlink).
     pub max_download_pieces: usize,
+    /// The same budget while this node reads a chunk from the origin: the origin
+    /// fill is the cluster's critical path (every other node waits on it), and
+    /// each piece asked of a peer is one more flow sharing the downlink with it.
+    /// 0 = no change.
+    pub max_download_pieces_while_filling: usize,
     /// Connections the P2P listener holds open at once.
     pub max_connections: usize,
     /// A piece not received (or not filled, when serving) within this is given up.
@@ -73,6 +78,7 @@ impl P2pConfig {
             max_download_rate: 0,
             max_uploads: 8,
             max_download_pieces: 12,
+            max_download_pieces_while_filling: 2,
             max_connections: 4096,
             piece_timeout: Duration::from_secs(5),
             cluster: None,
@@ -149,6 +155,18 @@ impl P2pStats {
     }
 }
 
+/// See [`P2p::origin_fill_running`].
+pub struct OriginFillGuard(Arc<P2pShared>);
+
+impl Drop for OriginFillGuard {
+    fn drop(&mut self) {
+        if self.0.origin_fills.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+            // Downloads held to the smaller budget may take the whole one again.
+            self.0.pieces_freed.notify_waiters();
+        }
+    }
+}
+
 pub(crate) struct P2pShared {
     cfg: P2pConfig,
     secret: Vec<u8>,
@@ -162,6 +180,9 @@ pub(crate) struct P2pShared {
     /// `cfg.max_download_pieces`), and a wake-up for downloads held back by it.
     pieces_in_flight: std::sync::atomic::AtomicUsize,
     pieces_freed: tokio::sync::Notify,
+    /// Chunk fills from the origin running on this node (see
+    /// `max_download_pieces_while_filling`).
+    origin_fills: std::sync::atomic::AtomicUsize,
     conns: tokio::sync::Mutex<HashMap<SocketAddr, Arc<conn::PeerConn>>>,
     peer_stats: Mutex<HashMap<SocketAddr, score::PeerStats>>,
     self_addr: SocketAddr,
@@ -297,6 +318,7 @@ pub fn spawn_p2p(
         upload_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_uploads.max(1))),
         pieces_in_flight: Default::default(),
         pieces_freed: tokio::sync::Notify::new(),
+        origin_fills: Default::default(),
         conns: tokio::sync::Mutex::default(),
         peer_stats: Mutex::default(),
         self_addr: local_addr,
@@ -314,6 +336,13 @@ pub fn spawn_p2p(
 
 impl P2pHandle {
     /// Whether any other node may hold chunks (static peers or live members).
+    /// Marks a chunk fill from the origin as running on this node until the guard
+    /// drops: peer downloads then keep to `max_download_pieces_while_filling`.
+    pub fn origin_fill_running(&self) -> OriginFillGuard {
+        self.shared.origin_fills.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OriginFillGuard(self.shared.clone())
+    }
+
     pub fn has_peers(&self) -> bool {
         !self.shared.peers().is_empty()
             || self

@@ -29,6 +29,14 @@ pub struct SimConfig {
     /// Chunks a node downloads at once (its readahead).
     pub window: usize,
     pub upload_slots: usize,
+    /// Piece requests a node queues for a free upload slot before it answers busy.
+    pub upload_queue: usize,
+    /// Pieces in flight over all downloads of a node (`p2p.download_pieces`); 0 =
+    /// each download its `sched.total`.
+    pub node_pieces: usize,
+    /// The node-wide budget while the node fills a chunk from the origin (its
+    /// downlink is then the cluster's critical path); 0 = no change.
+    pub origin_fill_pieces: usize,
     pub seed_copies: u32,
     pub seed_window: Duration,
     pub sched: SchedConfig,
@@ -46,6 +54,10 @@ pub struct SimReport {
     /// Piece requests sent, and those answered busy, deferred or missing.
     pub requests: u64,
     pub refused: u64,
+    /// Refusals by reason: missing, busy, deferred.
+    pub refused_by: [u64; 3],
+    /// Bytes delivered per 500 ms: to nodes by peers, and by the origin.
+    pub timeline: Vec<(u64, u64)>,
 }
 
 type Time = u64; // microseconds
@@ -133,6 +145,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
     let mut up_flows: Vec<Vec<usize>> = vec![Vec::new(); n + 1];
     let mut down_flows: Vec<Vec<usize>> = vec![Vec::new(); n + 1];
     let mut slots_used = vec![0usize; n + 1];
+    let mut queued: Vec<std::collections::VecDeque<(usize, usize, u32)>> = vec![Default::default(); n + 1];
     let mut flows: Vec<Flow> = Vec::new();
     let mut free_flows: Vec<usize> = Vec::new();
     let mut heap: BinaryHeap<Reverse<(Time, u64, usize)>> = BinaryHeap::new();
@@ -184,6 +197,8 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
     let mut kinds = [0u64; 7];
     let mut origin_bytes = 0u64;
     let mut remaining_nodes = n;
+    let mut refused_by = [0u64; 3];
+    let mut timeline: Vec<(u64, u64)> = Vec::new();
     // Rates of every flow touching these nodes, from their link shares.
     macro_rules! reshare {
         ($now:expr, $nodes:expr) => {{
@@ -329,6 +344,14 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     continue; // superseded by an earlier poll
                 }
                 d.poll_at = None;
+                if cfg.node_pieces > 0 {
+                    let filling = chunks.iter().any(|ch| ch.owner == node && ch.origin_started && ch.origin_next < pieces_of(0));
+                    let budget = if filling && cfg.origin_fill_pieces > 0 { cfg.origin_fill_pieces } else { cfg.node_pieces };
+                    let others: usize = downloads[node].iter().filter(|(c, _)| **c != chunk).map(|(_, d)| d.sched.inflight()).sum();
+                    let d = downloads[node].get_mut(&chunk).expect("polled");
+                    d.sched.set_total(budget.saturating_sub(others).clamp(1, cfg.sched.total));
+                }
+                let d = downloads[node].get_mut(&chunk).expect("polled");
                 let acts = d.sched.poll(dur(now));
                 for (peer, pieces) in acts.requests {
                     for piece in pieces {
@@ -389,13 +412,23 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     e.0 += 1;
                 }
                 if slots_used[to] >= cfg.upload_slots {
-                    push(&mut heap, &mut evs, &mut free_evs, now + lat, reply(Failure::Busy));
+                    if queued[to].len() < cfg.upload_queue {
+                        queued[to].push_back((from, chunk, piece));
+                    } else {
+                        push(&mut heap, &mut evs, &mut free_evs, now + lat, reply(Failure::Busy));
+                    }
                     continue;
                 }
                 slots_used[to] += 1;
                 start_flow!(now, to, from, chunk, piece);
             }
             Ev::Reply { to, from, chunk, piece, why } => {
+                match why {
+                    Failure::Missing => refused_by[0] += 1,
+                    Failure::Busy => refused_by[1] += 1,
+                    Failure::Deferred => refused_by[2] += 1,
+                    Failure::Broken => {}
+                }
                 if let Some(d) = downloads[to].get_mut(&chunk) {
                     d.sched.on_failure(from, piece, why, dur(now));
                     schedule_poll!(now, to, chunk);
@@ -413,6 +446,15 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 reshare!(now, &[from, to]);
                 let len = piece_len(chunk, piece);
                 uploaded[from] += len;
+                let bucket = (now / 500_000) as usize;
+                if timeline.len() <= bucket {
+                    timeline.resize(bucket + 1, (0, 0));
+                }
+                if from == origin {
+                    timeline[bucket].1 += len;
+                } else {
+                    timeline[bucket].0 += len;
+                }
                 if from == origin {
                     origin_bytes += len;
                     let ch = &mut chunks[chunk];
@@ -423,7 +465,11 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     ch.waiting = rest;
                     for (asker, p) in ready {
                         if slots_used[to] >= cfg.upload_slots {
-                            push(&mut heap, &mut evs, &mut free_evs, now + lat, Ev::Reply { to: asker, from: to, chunk, piece: p, why: Failure::Busy });
+                            if queued[to].len() < cfg.upload_queue {
+                                queued[to].push_back((asker, chunk, p));
+                            } else {
+                                push(&mut heap, &mut evs, &mut free_evs, now + lat, Ev::Reply { to: asker, from: to, chunk, piece: p, why: Failure::Busy });
+                            }
                         } else {
                             slots_used[to] += 1;
                             start_flow!(now, to, asker, chunk, p);
@@ -432,6 +478,11 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     push(&mut heap, &mut evs, &mut free_evs, now, Ev::OriginNext(chunk));
                 } else {
                     slots_used[from] -= 1;
+                    // The next queued request takes the freed slot at once.
+                    if let Some((asker, c, p)) = queued[from].pop_front() {
+                        slots_used[from] += 1;
+                        start_flow!(now, from, asker, c, p);
+                    }
                     let Some(d) = downloads[to].get_mut(&chunk) else { continue };
                     let fresh = d.sched.on_piece(from, piece, dur(now + lat));
                     if fresh {
@@ -473,6 +524,8 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
         events,
         requests: kinds[2],
         refused: kinds[3],
+        refused_by,
+        timeline,
     }
 }
 
@@ -492,6 +545,9 @@ mod tests {
             latency: Duration::from_micros(200),
             window: 3,
             upload_slots: 8,
+            upload_queue: 0,
+            node_pieces: 12,
+            origin_fill_pieces: 0,
             seed_copies: 2,
             seed_window: Duration::from_millis(200),
             sched: SchedConfig::new(1 << 20, Duration::from_secs(5)),

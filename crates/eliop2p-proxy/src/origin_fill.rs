@@ -58,6 +58,8 @@ pub(crate) async fn fill_from_origin(
     body: Option<Incoming>,
 ) {
     use eliop2p_cache::disk::PIECE_SIZE;
+    // While this runs, this node's peer downloads leave its downlink to the origin.
+    let _running = state.peers().map(|p| p.origin_fill_running());
     let expected = writer.fill().expected_len();
     let from = writer.received();
     // Range bounds within the chunk: the first from `from`, the others on piece

@@ -219,6 +219,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     let origin_done = {
         let (origin_sent, size) = (origin.bytes_counter(), spec.object_size as u64);
         let timeline = std::env::var_os("FANOUT_TIMELINE").is_some();
+        let progress = progress.clone();
         tokio::spawn(async move {
             let mut last = (Instant::now(), 0u64);
             while origin_sent.load(std::sync::atomic::Ordering::Relaxed) - before < size {
@@ -228,7 +229,16 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 if timeline && last.0.elapsed() >= Duration::from_millis(500) {
                     let sent = origin_sent.load(std::sync::atomic::Ordering::Relaxed) - before;
-                    eprintln!("t={:.1}s origin {:.1} MB/s", start.elapsed().as_secs_f64(), (sent - last.1) as f64 / last.0.elapsed().as_secs_f64() / 1e6);
+                    let got: Vec<u64> = progress.iter().map(|p| p.load(std::sync::atomic::Ordering::Relaxed)).collect();
+                    eprintln!(
+                        "t={:.1}s origin {:.1} MB/s ({} MiB sent); clients' in-order bytes: min {} MiB, mean {} MiB, max {} MiB",
+                        start.elapsed().as_secs_f64(),
+                        (sent - last.1) as f64 / last.0.elapsed().as_secs_f64() / 1e6,
+                        sent >> 20,
+                        got.iter().min().unwrap_or(&0) >> 20,
+                        (got.iter().sum::<u64>() / got.len().max(1) as u64) >> 20,
+                        got.iter().max().unwrap_or(&0) >> 20
+                    );
                     last = (Instant::now(), sent);
                 }
             }
@@ -265,7 +275,34 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         report.killed = Some(best.0);
     }
     report.finish = vec![None; n];
-    while let Some(r) = clients.join_next().await {
+    let timeline = std::env::var_os("FANOUT_TIMELINE").is_some();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut last_received = 0u64;
+    loop {
+        let r = tokio::select! {
+            r = clients.join_next() => r,
+            _ = tick.tick(), if timeline => {
+                // What the nodes received from peers, in any order (the clients'
+                // bytes above are in order).
+                let mut received = 0;
+                for i in 0..n {
+                    if Some(i) != report.killed {
+                        let m = metrics(&bed, host(i)).await.unwrap_or_default();
+                        received += series(&m, "eliop2p_p2p_received_bytes_total");
+                    }
+                }
+                let cap = n as f64 * spec.node_link.rate_bps as f64 / 8.0 * 0.5;
+                eprintln!(
+                    "t={:.1}s nodes received {} MiB from peers in all, {:.0}% of their downlinks this interval",
+                    start.elapsed().as_secs_f64(),
+                    received >> 20,
+                    100.0 * received.saturating_sub(last_received) as f64 / cap
+                );
+                last_received = received;
+                continue;
+            }
+        };
+        let Some(r) = r else { break };
         let (i, r) = r?;
         if Some(i) == report.killed {
             continue;
@@ -309,6 +346,24 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         report
             .uploaded
             .push(series(&m, "eliop2p_p2p_sent_bytes_total").saturating_sub(*before));
+    }
+    if std::env::var_os("FANOUT_TCPSTATS").is_some() {
+        // Kernel TCP counters of every host namespace (diagnosis of loss on the bed).
+        let mut sums: std::collections::BTreeMap<String, u64> = Default::default();
+        for i in 0..spec.nodes + 1 {
+            let out = bed.command(i, std::path::Path::new("nstat")).args(["-az"]).output();
+            if let Ok(out) = out {
+                for l in String::from_utf8_lossy(&out.stdout).lines() {
+                    let mut f = l.split_whitespace();
+                    if let (Some(k), Some(v)) = (f.next(), f.next())
+                        && ["TcpRetransSegs", "TcpExtTCPTimeouts", "TcpExtTCPLossProbes", "TcpOutSegs", "TcpExtTCPSpuriousRTOs", "TcpExtTCPFastRetrans"].contains(&k)
+                    {
+                        *sums.entry(k.to_owned()).or_default() += v.parse::<u64>().unwrap_or(0);
+                    }
+                }
+            }
+        }
+        eprintln!("tcp counters over all hosts: {sums:?}");
     }
     drop(nodes);
     if let Some((cp, _dir)) = control {

@@ -59,6 +59,7 @@ impl Effective {
         pc.piece_timeout = self.duration("p2p.piece_timeout");
         pc.max_uploads = self.int("p2p.upload_slots").max(1) as usize;
         pc.max_download_pieces = self.int("p2p.download_pieces").max(1) as usize;
+        pc.max_download_pieces_while_filling = self.int("p2p.download_pieces_while_filling") as usize;
         pc.max_connections = self.int("p2p.max_connections").max(1) as usize;
         if mode != "static" {
             let seeds = self.addr_list("discovery.seeds")?;

@@ -422,6 +422,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "p2p",
+        "download_pieces_while_filling",
+        Kind::Int,
+        "2",
+        "the same budget while this node reads a chunk from the origin (the cluster waits on that read, and every piece asked of a peer shares the downlink with it); 0 = no change"
+    ),
+    key!(
+        "p2p",
         "advertise_addr",
         Kind::Str,
         "",
