@@ -247,12 +247,25 @@ impl Effective {
         if self.size("cache.disk_size") == 0 {
             return Ok(format!("{host}-{}", self.addr("p2p.listen").port()));
         }
-        let dir = std::path::PathBuf::from(self.str("cache.disk_path"));
+        // Under `state/`, beside the cache's `chunks/` and `tmp/`: nothing else is
+        // written in the cache directory. Ids kept at its top by earlier versions
+        // move there.
+        let root = std::path::PathBuf::from(self.str("cache.disk_path"));
+        let dir = root.join("state");
         let path = dir.join("node-id");
-        if let Ok(id) = std::fs::read_to_string(&path) {
-            let id = id.trim().to_owned();
-            if valid(&id) {
-                return Ok(id);
+        let legacy = root.join("node-id");
+        for (p, is_legacy) in [(&path, false), (&legacy, true)] {
+            if let Ok(id) = std::fs::read_to_string(p) {
+                let id = id.trim().to_owned();
+                if valid(&id) {
+                    if is_legacy {
+                        std::fs::create_dir_all(&dir)
+                            .and_then(|()| std::fs::write(&path, format!("{id}\n")))
+                            .and_then(|()| std::fs::remove_file(&legacy))
+                            .with_context(|| format!("config key cache.disk_path: cannot move the node id to {}", path.display()))?;
+                    }
+                    return Ok(id);
+                }
             }
         }
         let mut rnd = [0u8; 4];

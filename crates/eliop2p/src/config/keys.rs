@@ -446,7 +446,7 @@ pub const KEYS: &[KeyDef] = &[
         "id",
         Kind::Str,
         "",
-        "stable node id; default: generated once and kept in <cache.disk_path>/node-id (hostname-based without a disk tier)"
+        "stable node id; default: generated once and kept in <cache.disk_path>/state/node-id (hostname-based without a disk tier)"
     ),
     key!(
         "node",

@@ -235,11 +235,18 @@ fn node_id_is_generated_once_and_kept_in_the_cache_dir() {
     assert!(!first.is_empty());
     assert_eq!(e.node_id().unwrap(), first, "stable across starts");
     assert_eq!(
-        std::fs::read_to_string(path.join("node-id"))
+        std::fs::read_to_string(path.join("state/node-id"))
             .unwrap()
             .trim(),
         first
     );
+    // An id kept at the top of the cache directory by an earlier version moves
+    // under state/ and stays the node's id.
+    std::fs::remove_dir_all(path.join("state")).unwrap();
+    std::fs::write(path.join("node-id"), "old-host-1234abcd\n").unwrap();
+    assert_eq!(e.node_id().unwrap(), "old-host-1234abcd");
+    assert!(!path.join("node-id").exists(), "nothing stays outside chunks/, tmp/ and state/");
+    assert_eq!(e.node_id().unwrap(), "old-host-1234abcd");
     let e = Effective::load(
         None,
         &env(&[
