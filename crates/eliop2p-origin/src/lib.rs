@@ -17,7 +17,7 @@ pub use client::{
     OssSignature, empty_body, full_body, oss_signer,
 };
 pub use list::ListError;
-pub use meta::ObjectMeta;
+pub use meta::{CHECKSUM_MODE, ObjectMeta};
 
 /// Percent-encodes an object key for a URI path the way S3 canonicalises it: every
 /// byte but unreserved characters and `/` is escaped, so that the signature the origin

@@ -15,6 +15,17 @@ pub struct ObjectMeta {
     pub last_modified: Option<SystemTime>,
     /// Content-Type, Cache-Control, x-amz-meta-*, ... copied verbatim to responses.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The whole object's `x-amz-checksum-*` headers, sent on whole-object answers
+    /// to clients that ask for checksums (`x-amz-checksum-mode: ENABLED`);
+    /// `None` when learned from a partial answer, which carries none.
+    pub checksums: Option<Vec<(HeaderName, HeaderValue)>>,
+}
+
+/// Asks an S3 origin for the object's checksums (it sends them only when asked).
+pub const CHECKSUM_MODE: &str = "x-amz-checksum-mode";
+
+fn is_checksum(name: &HeaderName) -> bool {
+    name.as_str().starts_with("x-amz-checksum-") && name.as_str() != CHECKSUM_MODE
 }
 
 /// Representation headers worth replaying on cached responses.
@@ -45,15 +56,18 @@ impl ObjectMeta {
             .ok()?
             .parse()
             .ok()?;
-        Self::with_size(headers, size)
+        Self::with_size(headers, size, true)
     }
 
     /// Builds metadata from a 206 answer to a ranged GET: the object size is the
     /// total in `Content-Range: bytes a-b/total`.
     pub fn from_partial_response(headers: &HeaderMap) -> Option<Self> {
         let cr = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
-        let total = cr.strip_prefix("bytes ")?.split_once('/')?.1;
-        Self::with_size(headers, total.parse().ok()?)
+        let (range, total) = cr.strip_prefix("bytes ")?.split_once('/')?;
+        let total: u64 = total.parse().ok()?;
+        // A range covering every byte is the whole object, checksums included.
+        let whole = total > 0 && range == format!("0-{}", total - 1);
+        Self::with_size(headers, total, whole)
     }
 
     /// The version validator of a response: its ETag, or for plain HTTP origins that
@@ -71,12 +85,19 @@ impl ObjectMeta {
         Some(ETag::new(&format!("W/\"lm-{secs}-{size}\"")))
     }
 
-    fn with_size(headers: &HeaderMap, size: u64) -> Option<Self> {
+    fn with_size(headers: &HeaderMap, size: u64, whole: bool) -> Option<Self> {
         let etag = Self::validator(headers, size)?;
         let last_modified = headers
             .get(header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| httpdate::parse_http_date(s).ok());
+        let checksums = whole.then(|| {
+            headers
+                .iter()
+                .filter(|(n, _)| is_checksum(n))
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect()
+        });
         let headers = headers
             .iter()
             .filter(|(n, _)| is_replayed(n))
@@ -87,6 +108,7 @@ impl ObjectMeta {
             size,
             last_modified,
             headers,
+            checksums,
         })
     }
 }

@@ -43,6 +43,7 @@ impl Fetcher for NodeFetcher {
             size: req.object_size,
             last_modified: None,
             headers: Vec::new(),
+            checksums: None,
         };
         if chunk_id(&state, &key, &asked, req.index) != id {
             return Err("chunk id does not match this node's origin".into());

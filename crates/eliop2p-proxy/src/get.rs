@@ -48,6 +48,16 @@ pub(crate) async fn serve<B>(
         if let Some(resp) = preconditions(&meta, req.headers()) {
             return Outcome::Response(resp);
         }
+        let wants_checksums = req
+            .headers()
+            .get(eliop2p_origin::CHECKSUM_MODE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"enabled"));
+        // (Node mode only: in passthrough the node has no credentials of its own.)
+        let meta = if wants_checksums && meta.checksums.is_none() && stale.is_none() && known.is_none() {
+            checksummed_meta(state, &key, meta).await
+        } else {
+            meta
+        };
         let (status, range) = match req
             .headers()
             .get(header::RANGE)
@@ -112,6 +122,16 @@ pub(crate) async fn serve<B>(
         let mut resp = Response::builder().status(status);
         let headers = resp.headers_mut().expect("builder without errors so far");
         object_headers(headers, &meta);
+        // As S3 does: the whole object's checksums on a whole-object answer, when
+        // asked (clients such as botocore then validate the body against them).
+        if wants_checksums
+            && status == StatusCode::OK
+            && let Some(sums) = &meta.checksums
+        {
+            for (n, v) in sums {
+                headers.insert(n.clone(), v.clone());
+            }
+        }
         if let Some(age) = stale {
             // RFC 9111's stale answer: the cached version, not revalidated.
             headers.insert("x-cache-stale", HeaderValue::from(age.as_secs()));
@@ -248,6 +268,22 @@ async fn lookup_meta_or_stale(
     }
 }
 
+/// Metadata learned from a partial answer has no checksums: a client that asks
+/// for them gets them from one HEAD, kept with the metadata (same version only).
+async fn checksummed_meta(state: &Arc<ProxyState>, key: &ObjectKey, meta: Arc<ObjectMeta>) -> Arc<ObjectMeta> {
+    state.metrics.origin_head.fetch_add(1, Relaxed);
+    match MetaCache::head(state.origin_for(Some(&key.bucket)), key).await {
+        Ok(fresh) if fresh.etag.opaque() == meta.etag.opaque() && fresh.size == meta.size => {
+            let mut m = (*meta).clone();
+            m.checksums = fresh.checksums.clone();
+            let m = Arc::new(m);
+            state.meta.put(key, m.clone());
+            m
+        }
+        _ => meta,
+    }
+}
+
 /// Learns an object's metadata for the first time with a GET of its first chunk
 /// instead of a HEAD: one origin round trip instead of two for a cold read (which
 /// halves origin requests for small objects), and the body becomes chunk 0's fill.
@@ -261,6 +297,9 @@ async fn first_chunk_meta(
     let range = format!("bytes=0-{}", chunk_size - 1);
     req.headers
         .insert(header::RANGE, HeaderValue::from_str(&range).expect("ascii"));
+    // An object within one chunk comes whole: with its checksums.
+    req.headers
+        .insert(eliop2p_origin::CHECKSUM_MODE, HeaderValue::from_static("ENABLED"));
     let resp = state
         .origin_for(Some(&key.bucket))
         .send(req)

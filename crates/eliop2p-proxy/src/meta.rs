@@ -145,7 +145,11 @@ impl MetaCache {
         origin: &OriginClient,
         key: &ObjectKey,
     ) -> Result<Arc<ObjectMeta>, MetaError> {
-        let req = OriginRequest::new(Method::HEAD, &key.bucket, Some(&key.key));
+        let mut req = OriginRequest::new(Method::HEAD, &key.bucket, Some(&key.key));
+        req.headers.insert(
+            eliop2p_origin::CHECKSUM_MODE,
+            http::HeaderValue::from_static("ENABLED"),
+        );
         match origin.send(req).await {
             Err(e) => Err(MetaError::from(&e)),
             Ok(resp) if resp.status().is_success() => ObjectMeta::from_headers(resp.headers())

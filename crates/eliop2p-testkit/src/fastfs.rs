@@ -246,7 +246,16 @@ impl S3 for FastFs {
             file.take(range.end - range.start),
             READ_BLOCK,
         );
+        // As S3: the whole object's checksums, on a whole-object read, when asked.
+        let whole = range.start == 0 && range.end == len;
+        let sums = whole && input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
         let out = GetObjectOutput {
+            checksum_crc32: head.checksum_crc32.clone().filter(|_| sums),
+            checksum_crc32c: head.checksum_crc32c.clone().filter(|_| sums),
+            checksum_crc64nvme: head.checksum_crc64nvme.clone().filter(|_| sums),
+            checksum_sha1: head.checksum_sha1.clone().filter(|_| sums),
+            checksum_sha256: head.checksum_sha256.clone().filter(|_| sums),
+            checksum_type: head.checksum_type.clone().filter(|_| sums),
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some((range.end - range.start) as i64),
             content_range,
