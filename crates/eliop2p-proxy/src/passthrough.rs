@@ -134,12 +134,13 @@ pub(crate) async fn handle(
     {
         headers.insert(header::IF_NONE_MATCH, v);
     }
-    let has_body = !read
-        && (parts
+    // The body the request declares, whatever its method: relaying the header
+    // without it would leave the origin waiting for bytes that never come.
+    let has_body = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v != "0")
-            || parts.headers.contains_key(header::TRANSFER_ENCODING));
+        || parts.headers.contains_key(header::TRANSFER_ENCODING);
     let body = if has_body {
         body.map_err(Into::into).boxed()
     } else {
@@ -207,8 +208,14 @@ pub(crate) async fn handle(
     if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
         state.metrics.passthrough_denied.fetch_add(1, Relaxed);
     }
+    // The node's reading of a virtual-host request may not be the origin's (a
+    // path-style origin reads the path's first segment as the bucket; S3 reads an
+    // unknown Host as a CNAME bucket): its answers never evict or replace what the
+    // node holds, only fill what it does not.
+    let certain = !crate::request::is_virtual_host(&parts.headers, &state.cfg.virtual_host_domains);
     if let Some(key) = &key
         && status == StatusCode::NOT_FOUND
+        && certain
     {
         state.invalidate_target(&crate::request::S3Target {
             bucket: Some(key.bucket.clone()),
@@ -245,7 +252,10 @@ pub(crate) async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match (learned, len) {
-        (Some((key, meta, start)), Some(len)) if parts.method == Method::GET => {
+        (Some((key, meta, start)), Some(len))
+            if parts.method == Method::GET
+                && (certain || state.meta.peek(key).is_none_or(|old| old.etag.opaque() == meta.etag.opaque())) =>
+        {
             let meta = Arc::new(meta);
             if let Some(old) = state.meta.peek(key)
                 && old.etag.opaque() != meta.etag.opaque()

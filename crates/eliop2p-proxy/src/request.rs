@@ -37,6 +37,11 @@ fn virtual_bucket<'a>(headers: &'a HeaderMap, domains: &[String]) -> Option<&'a 
     })
 }
 
+/// Whether the request names its bucket in the Host header (virtual-host style).
+pub fn is_virtual_host(headers: &HeaderMap, domains: &[String]) -> bool {
+    virtual_bucket(headers, domains).is_some()
+}
+
 /// Parses the target of a request from its raw (still percent-encoded) path and Host.
 pub fn parse_target(
     raw_path: &str,

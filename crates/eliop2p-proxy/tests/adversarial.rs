@@ -558,3 +558,116 @@ async fn a_client_that_stops_reading_is_closed_and_frees_its_budget() -> anyhow:
     origin.stop().await;
     Ok(())
 }
+
+/// A passthrough GET that carries a body (`Content-Length: 5`) reaches the origin
+/// with that body, as sent: before, the node relayed the header but no body, and
+/// an origin that reads it (nginx does) waited for five bytes that never came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passthrough_get_with_a_body_is_relayed_whole() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An origin that reads the declared body (for two seconds at most) and answers
+    // with what it got.
+    let web = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let web_addr = web.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = web.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut b = [0u8; 4096];
+                let split = loop {
+                    let Ok(n) = s.read(&mut b).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&b[..n]);
+                    if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break p + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..split]).to_ascii_lowercase();
+                let want: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap_or(0));
+                let mut body = buf[split..].to_vec();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                    while body.len() < want {
+                        match s.read(&mut b).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => body.extend_from_slice(&b[..n]),
+                        }
+                    }
+                })
+                .await;
+                let text = format!("got {} of {want}: {}", body.len(), String::from_utf8_lossy(&body));
+                let _ = s
+                    .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}", text.len()).as_bytes())
+                    .await;
+            });
+        }
+    });
+    let mut cfg = OriginConfig::for_endpoint(&format!("http://{web_addr}"), "", "");
+    cfg.kind = OriginKind::Http;
+    let node = eliop2p_testkit::start_node_for(cfg, |c| c.proxy.auth = eliop2p_proxy::AuthMode::Passthrough).await?;
+    let mut s = tokio::net::TcpStream::connect(node.proxy_addr).await?;
+    s.write_all(b"GET /obj HTTP/1.1\r\nHost: n\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await??;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("got 5 of 5: hello"), "{text}");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// In passthrough the node cannot know how the origin reads a virtual-host
+/// request: `GET /other/k` with `Host: vict.localhost` is object `other/k` of bucket
+/// `vict` to the node, object `k` of bucket `other` to a path-style origin (and to
+/// S3 a bucket named by CNAME). Such answers never evict or replace what the node
+/// holds: before, a good client's 200 for `other/k` replaced the cached `vict/other/k`
+/// and a 404 for bucket `nob` dropped `vict/nob/k`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_the_origin_may_read_differently_do_not_evict() -> anyhow::Result<()> {
+    use eliop2p_origin::{OriginClient, OriginRequest};
+    use eliop2p_testkit::{ACCESS_KEY, SECRET_KEY, TestClient, TestOrigin, sha256_hex, start_node};
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("vict").await?;
+    origin.create_bucket("other").await?;
+    let data = test_data(3 << 20, 11);
+    origin.put("vict", "other/k", data.clone()).await?;
+    origin.put("vict", "nob/k", data.clone()).await?;
+    origin.put("other", "k", test_data(1000, 12)).await?;
+    let node = start_node(&origin, |c| {
+        c.proxy.auth = eliop2p_proxy::AuthMode::Passthrough;
+        c.proxy.virtual_host_domains = vec!["localhost".into()];
+    })
+    .await?;
+    let port = node.proxy_addr.port();
+    let good = OriginClient::new(OriginConfig::for_endpoint(&format!("http://{}", node.proxy_addr), ACCESS_KEY, SECRET_KEY))?;
+    let c = TestClient::new();
+    let read = async |key: &str| -> anyhow::Result<String> {
+        let url = good
+            .presign(&OriginRequest::new(http::Method::GET, "vict", Some(key)), std::time::Duration::from_secs(60))
+            .await?
+            .to_string();
+        let r = c.get(&url, &[]).await?;
+        assert_eq!(r.status, 200);
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+        Ok(r.header("x-cache").unwrap_or("").to_owned())
+    };
+    let vhost = OriginClient::new(OriginConfig::for_endpoint(&format!("http://vict.localhost:{port}"), ACCESS_KEY, SECRET_KEY))?;
+    for (bucket, expect) in [("other", 200), ("nob", 404)] {
+        read(&format!("{bucket}/k")).await?;
+        assert_eq!(read(&format!("{bucket}/k")).await?, "HIT");
+        let url = vhost
+            .presign(&OriginRequest::new(http::Method::GET, bucket, Some("k")), std::time::Duration::from_secs(60))
+            .await?;
+        let pq = url.path_and_query().map_or("/", |p| p.as_str());
+        let (status, _) = raw_http(node.proxy_addr, &format!("GET {pq} HTTP/1.1\r\nHost: vict.localhost:{port}")).await?;
+        assert_eq!(status, expect, "the origin read bucket {bucket}");
+        assert_eq!(read(&format!("{bucket}/k")).await?, "HIT", "vict/{bucket}/k was evicted");
+    }
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}
