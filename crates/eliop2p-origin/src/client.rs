@@ -11,8 +11,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use reqsign_aws_v4::{Credential, RequestSigner};
-use reqsign_core::{Context, SignRequest};
+use reqsign_core::Context;
 use thiserror::Error;
 
 use crate::encode_key;
@@ -165,8 +164,6 @@ pub struct OriginClient {
     client: Client<HttpsConnector<HttpConnector>, OriginBody>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
-    signer: std::sync::Arc<RequestSigner>,
-    credential: Credential,
     oss_credential: reqsign_aliyun_oss::Credential,
     ctx: Context,
     cfg: OriginConfig,
@@ -206,12 +203,6 @@ impl OriginClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(https);
-        let credential = Credential {
-            access_key_id: cfg.access_key.clone(),
-            secret_access_key: cfg.secret_key.clone(),
-            session_token: None,
-            expires_in: None,
-        };
         let oss_credential = reqsign_aliyun_oss::Credential {
             access_key_id: cfg.access_key.clone(),
             access_key_secret: cfg.secret_key.clone(),
@@ -230,8 +221,6 @@ impl OriginClient {
             client,
             scheme,
             authority,
-            signer: std::sync::Arc::new(RequestSigner::new("s3", &cfg.region)),
-            credential,
             ctx: Context::new(),
             cfg,
             origin_id,
@@ -321,9 +310,19 @@ impl OriginClient {
     ) -> Result<(), OriginError> {
         let r = match self.cfg.kind {
             OriginKind::S3 => {
-                self.signer
-                    .sign_request(&self.ctx, parts, Some(&self.credential), expires)
-                    .await
+                let signer = crate::sigv4::Signer {
+                    access_key: &self.cfg.access_key,
+                    secret_key: &self.cfg.secret_key,
+                    session_token: None,
+                    region: &self.cfg.region,
+                    service: "s3",
+                };
+                let now = std::time::SystemTime::now();
+                return match expires {
+                    Some(e) => signer.presign(parts, now, e),
+                    None => signer.sign_headers(parts, now),
+                }
+                .map_err(OriginError::Signing);
             }
             OriginKind::Http => {
                 if expires.is_some() {
@@ -335,6 +334,13 @@ impl OriginClient {
             }
             OriginKind::Oss(version) => {
                 use reqsign_core::SignRequest;
+                // The OSS signer reads header values as text (and panics on
+                // others): a non-ASCII value is the client's to encode.
+                if let Some((n, _)) = parts.headers.iter().find(|(_, v)| v.to_str().is_err()) {
+                    return Err(OriginError::InvalidRequest(format!(
+                        "header {n} is not ASCII: OSS origins need non-ASCII metadata RFC 2047-encoded (=?UTF-8?B?...?=)"
+                    )));
+                }
                 oss_signer(bucket.unwrap_or(""), &self.cfg.region, version)
                     .sign_request(&self.ctx, parts, Some(&self.oss_credential), expires)
                     .await

@@ -2,8 +2,8 @@
 //! Alibaba Cloud OSS.
 //!
 //! Owns everything about talking to the origin: addressing (path or virtual-host
-//! style), signing with the node's credentials (by `reqsign`: AWS SigV4, OSS V1
-//! HMAC-SHA1 or OSS V4), presigned URLs, pooled http/https
+//! style), signing with the node's credentials (AWS SigV4 by [`sigv4`], over the
+//! bytes sent; OSS V1 HMAC-SHA1 or OSS V4 by `reqsign`), presigned URLs, pooled http/https
 //! connections, timeouts, and retries with backoff on 5xx and connection errors.
 //! It never normalises object keys: the key bytes the client named are the key bytes
 //! the origin sees.
@@ -11,6 +11,7 @@
 mod client;
 mod list;
 mod meta;
+pub mod sigv4;
 
 pub use client::{
     Addressing, OriginBody, OriginClient, OriginConfig, OriginError, OriginKind, OriginRequest,

@@ -148,6 +148,10 @@ pub(crate) async fn forward(
     state.metrics.origin_forward.fetch_add(1, Relaxed);
     let resp = match origin.send(origin_req).await {
         Ok(r) => r,
+        // A request the node cannot express to this origin is the client's to fix.
+        Err(eliop2p_origin::OriginError::InvalidRequest(m)) => {
+            return state.error_at(StatusCode::BAD_REQUEST, "InvalidArgument", &m, &resource);
+        }
         Err(e) => {
             state.metrics.origin_errors.fetch_add(1, Relaxed);
             return state.error_at(

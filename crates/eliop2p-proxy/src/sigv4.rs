@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, Method, Uri};
 use sha2::{Digest, Sha256};
 
@@ -90,149 +89,8 @@ impl AuthError {
     }
 }
 
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
-
-fn push_encoded(out: &mut String, b: u8) {
-    if is_unreserved(b) {
-        out.push(b as char);
-    } else {
-        out.push_str(&format!("%{b:02X}"));
-    }
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
-/// Percent-decodes `s` byte by byte (a `+` stays a `+`), telling escaped bytes
-/// from literal ones.
-fn decode_marked(s: &str) -> Vec<(u8, bool)> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|x| hex_val(*x)),
-                b.get(i + 2).and_then(|x| hex_val(*x)),
-            )
-        {
-            out.push((h << 4 | l, true));
-            i += 3;
-        } else {
-            out.push((b[i], false));
-            i += 1;
-        }
-    }
-    out
-}
-
-/// The canonical URI: the raw path, each byte percent-encoded per SigV4 (slashes
-/// kept), existing escapes normalised; no dot-segment resolution (S3 semantics). An
-/// escaped `/` (`%2F`) stays data, not a separator.
-fn canonical_path(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len() + 8);
-    for (b, escaped) in decode_marked(raw) {
-        if b == b'/' && !escaped {
-            out.push('/');
-        } else {
-            push_encoded(&mut out, b);
-        }
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
-}
-
-fn encode_all(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len());
-    for b in bytes {
-        push_encoded(&mut s, *b);
-    }
-    s
-}
-
-/// Query pairs, decoded as S3 decodes them: a literal `+` is a space.
-fn query_pairs(q: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let decode_q = |s: &str| -> Vec<u8> {
-        decode_marked(s)
-            .into_iter()
-            .map(|(b, escaped)| if b == b'+' && !escaped { b' ' } else { b })
-            .collect()
-    };
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (n, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode_q(n), decode_q(v))
-        })
-        .collect()
-}
-
-fn canonical_query(pairs: &[(Vec<u8>, Vec<u8>)], skip_signature: bool) -> String {
-    let mut enc: Vec<(String, String)> = pairs
-        .iter()
-        .filter(|(n, _)| !(skip_signature && n.eq_ignore_ascii_case(b"X-Amz-Signature")))
-        .map(|(n, v)| (encode_all(n), encode_all(v)))
-        .collect();
-    enc.sort();
-    enc.iter()
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn canonical_header_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    let vals: Vec<String> = headers
-        .get_all(name)
-        .iter()
-        .map(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    (!vals.is_empty()).then(|| vals.join(","))
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
-    m.update(data);
-    m.finalize().into_bytes().into()
-}
-
-/// `YYYYMMDDTHHMMSSZ` to a time.
-pub(crate) fn parse_amz_date(s: &str) -> Option<SystemTime> {
-    // ASCII first: slicing a multi-byte character would panic (found by fuzzing).
-    if s.len() != 16 || !s.is_ascii() || &s[8..9] != "T" || !s.ends_with('Z') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (h, mi, se) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y2, m2) = if mo <= 2 {
-        (y - 1, mo + 9)
-    } else {
-        (y, mo - 3)
-    };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * m2 + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + se;
-    u64::try_from(secs)
-        .ok()
-        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
-}
+use eliop2p_origin::sigv4::{canonical_query, canonical_request, query_pairs, signature};
+pub(crate) use eliop2p_origin::sigv4::parse_amz_date;
 
 struct Parsed {
     access: String,
@@ -385,14 +243,8 @@ pub fn verify(
     if !p.signed_headers.iter().any(|h| h == "host") {
         return Err(AuthError::Malformed("SignedHeaders must include host".into()));
     }
-    let mut canonical_headers = String::new();
-    for h in &p.signed_headers {
-        let v = canonical_header_value(headers, h)
-            .ok_or_else(|| AuthError::Malformed(format!("signed header {h} is missing")))?;
-        canonical_headers.push_str(&format!("{h}:{v}\n"));
-    }
     let payload = if p.presigned {
-        "UNSIGNED-PAYLOAD".to_owned()
+        eliop2p_origin::sigv4::UNSIGNED_PAYLOAD.to_owned()
     } else {
         headers
             .get("x-amz-content-sha256")
@@ -400,29 +252,16 @@ pub fn verify(
             .map(str::to_owned)
             .unwrap_or_else(|| hex::encode(Sha256::digest(b"")))
     };
-    let canonical = format!(
-        "{}\n{}\n{}\n{}\n{}\n{}",
+    let canonical = canonical_request(
         method.as_str(),
-        canonical_path(uri.path()),
-        canonical_query(&pairs, p.presigned),
-        canonical_headers,
-        p.signed_headers.join(";"),
-        payload
-    );
-    let string_to_sign = format!(
-        "AWS4-HMAC-SHA256\n{}\n{}\n{}",
-        p.date,
-        p.scope,
-        hex::encode(Sha256::digest(canonical.as_bytes()))
-    );
-    let mut key = hmac(
-        format!("AWS4{secret}").as_bytes(),
-        scope_parts[0].as_bytes(),
-    );
-    for part in &scope_parts[1..] {
-        key = hmac(&key, part.as_bytes());
-    }
-    let expected = hex::encode(hmac(&key, string_to_sign.as_bytes()));
+        uri.path(),
+        &canonical_query(&pairs, p.presigned),
+        headers,
+        &p.signed_headers,
+        &payload,
+    )
+    .map_err(|h| AuthError::Malformed(format!("signed header {h} is missing")))?;
+    let expected = signature(secret, &p.date, &p.scope, &canonical);
     let given = p.signature.to_ascii_lowercase();
     let same = expected.len() == given.len()
         && expected
@@ -549,15 +388,6 @@ mod tests {
         assert!(ClientKeys::parse(&["nocolon".into()]).is_err());
         // Found by fuzz_sigv4_verify: a 16-byte date with multi-byte characters.
         assert_eq!(parse_amz_date("\u{1e7e4}8\u{113d7}D*=:\u{b95}"), None);
-    }
-
-    #[test]
-    fn canonical_paths_keep_dots_and_escaped_slashes() {
-        assert_eq!(canonical_path("/b/a/./c"), "/b/a/./c");
-        assert_eq!(canonical_path("/b/a//c"), "/b/a//c");
-        assert_eq!(canonical_path("/b/x%2fy"), "/b/x%2Fy");
-        assert_eq!(canonical_path("/b/%41%20z"), "/b/A%20z");
-        assert_eq!(canonical_path("/b/ü"), "/b/%C3%BC");
     }
 }
 

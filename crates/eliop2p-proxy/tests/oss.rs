@@ -167,3 +167,26 @@ async fn node_reads_an_oss_origin_with_v4_signatures() {
         node.shutdown().await;
     }
 }
+
+/// A write to an OSS origin with non-ASCII metadata, which the OSS signer cannot
+/// sign, is the client's 400 with a message saying how to encode it, and the node
+/// goes on serving (the signer would panic on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ascii_metadata_to_oss_is_a_clear_400() {
+    let oss = TestOssOrigin::start(AK, SK).await.unwrap();
+    let data = test_data(1000, 19);
+    oss.put("ossbucket", "k", data.clone());
+    let node = node_for(oss_config(&oss.endpoint, SK)).await;
+    let c = TestClient::new();
+    let url = format!("http://{}/ossbucket/new", node.proxy_addr);
+    let r = c
+        .request(Method::PUT, &url, &[("x-oss-meta-m", "Hello Worldé")], bytes::Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(body.contains("InvalidArgument") && body.contains("RFC 2047"), "{body}");
+    let r = c.get(&format!("http://{}/ossbucket/k", node.proxy_addr), &[]).await.unwrap();
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    node.shutdown().await;
+}
