@@ -127,6 +127,9 @@ pub struct TierStats {
     pub evictions_watermark: AtomicU64,
     /// Chunks dropped because their object was overwritten or deleted.
     pub removals_invalidated: AtomicU64,
+    /// Disk chunks evicted because the filesystem was full (ENOSPC) below the
+    /// tier's capacity.
+    pub evictions_full: AtomicU64,
 }
 
 #[derive(Default, Debug)]

@@ -213,6 +213,10 @@ impl Metrics {
                         "tier=\"disk\",reason=\"invalidated\"",
                         v(&d.removals_invalidated),
                     ),
+                    (
+                        "tier=\"disk\",reason=\"disk_full\"",
+                        v(&d.evictions_full),
+                    ),
                 ],
             ),
             (

@@ -23,55 +23,70 @@ pub(super) async fn write_behind(
         let size = chunk.data.len();
         let admitted = lock(&tier.policy).admit(&id, size, tier.capacity);
         if admitted {
-            let store = tier.store.clone();
-            let c = chunk.clone();
-            let written = tokio::task::spawn_blocking(move || {
-                store.write(&id, c.data.segments(), &c.piece_hashes)
-            })
-            .await;
-            match written {
-                Ok(Ok(())) => {
-                    s.stats.disk_writes.fetch_add(1, Relaxed);
-                    let now = s.now();
-                    let mut victims = Vec::new();
-                    {
-                        let mut p = lock(&tier.policy);
-                        p.insert(id, size, 1, now);
-                        while p.bytes() > tier.capacity {
-                            let Some((v, _)) = p.evict_one(now) else {
-                                break;
-                            };
-                            victims.push(v);
-                            s.stats.disk.evictions_capacity.fetch_add(1, Relaxed);
-                        }
-                        let mut excess = s.cfg.watermarks.excess(p.bytes(), tier.capacity);
-                        while excess > 0 {
-                            let Some((v, freed)) = p.evict_one(now) else {
-                                break;
-                            };
-                            victims.push(v);
-                            s.stats.disk.evictions_watermark.fetch_add(1, Relaxed);
-                            excess = excess.saturating_sub(freed);
-                        }
-                    }
-                    if !victims.is_empty() {
-                        let store = tier.store.clone();
-                        let removed = victims.clone();
-                        let _ = tokio::task::spawn_blocking(move || {
-                            for v in &removed {
-                                let _ = store.remove(v);
+            // A full filesystem (other files grew, or the operator's disk_size
+            // was optimistic) makes room by evicting the coldest chunks, then
+            // writes again once: the tier keeps working at the size it can have.
+            let mut retried = false;
+            loop {
+                let store = tier.store.clone();
+                let c = chunk.clone();
+                let written = tokio::task::spawn_blocking(move || {
+                    store.write(&id, c.data.segments(), &c.piece_hashes)
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => {
+                        s.stats.disk_writes.fetch_add(1, Relaxed);
+                        let now = s.now();
+                        let mut victims = Vec::new();
+                        {
+                            let mut p = lock(&tier.policy);
+                            p.insert(id, size, 1, now);
+                            while p.bytes() > tier.capacity {
+                                let Some((v, _)) = p.evict_one(now) else {
+                                    break;
+                                };
+                                victims.push(v);
+                                s.stats.disk.evictions_capacity.fetch_add(1, Relaxed);
                             }
-                        })
-                        .await;
-                        for v in victims {
-                            if s.get_memory(&v).is_none() {
-                                let _ = s.events_tx.send(ChunkEvent::Removed(v));
+                            let mut excess = s.cfg.watermarks.excess(p.bytes(), tier.capacity);
+                            while excess > 0 {
+                                let Some((v, freed)) = p.evict_one(now) else {
+                                    break;
+                                };
+                                victims.push(v);
+                                s.stats.disk.evictions_watermark.fetch_add(1, Relaxed);
+                                excess = excess.saturating_sub(freed);
                             }
                         }
+                        remove_from_disk(&s, victims).await;
                     }
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::StorageFull && !retried => {
+                        retried = true;
+                        let now = s.now();
+                        let mut victims = Vec::new();
+                        {
+                            let mut p = lock(&tier.policy);
+                            let target = p.bytes().saturating_sub(2 * size);
+                            while p.bytes() > target {
+                                let Some((v, _)) = p.evict_one(now) else {
+                                    break;
+                                };
+                                victims.push(v);
+                                s.stats.disk.evictions_full.fetch_add(1, Relaxed);
+                            }
+                        }
+                        if victims.is_empty() {
+                            s.log_disk_error(&e);
+                        } else {
+                            remove_from_disk(&s, victims).await;
+                            continue;
+                        }
+                    }
+                    Ok(Err(e)) => s.log_disk_error(&e),
+                    Err(e) => tracing::warn!(error = %e, "disk write task failed"),
                 }
-                Ok(Err(e)) => s.log_disk_error(&e),
-                Err(e) => tracing::warn!(error = %e, "disk write task failed"),
+                break;
             }
         } else {
             s.stats.not_admitted.fetch_add(1, Relaxed);
@@ -79,6 +94,27 @@ pub(super) async fn write_behind(
         lock(&tier.pending).remove(&id);
         s.publish_sizes();
         s.recycle(chunk);
+    }
+}
+
+/// Deletes evicted chunks' files and tells the cluster of those no tier holds now.
+async fn remove_from_disk(s: &Arc<CacheShared>, victims: Vec<ChunkId>) {
+    let Some(tier) = &s.disk else { return };
+    if victims.is_empty() {
+        return;
+    }
+    let store = tier.store.clone();
+    let removed = victims.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for v in &removed {
+            let _ = store.remove(v);
+        }
+    })
+    .await;
+    for v in victims {
+        if s.get_memory(&v).is_none() {
+            let _ = s.events_tx.send(ChunkEvent::Removed(v));
+        }
     }
 }
 

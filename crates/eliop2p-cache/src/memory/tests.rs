@@ -327,3 +327,50 @@ async fn unusable_disk_path_keeps_memory_working() {
     fill(&cache, 1, b"still works");
     assert!(cache.get(&id(1)).is_some());
 }
+
+/// Unmounts a test's tmpfs, failed test or not.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A filesystem fuller than `disk_size` says (ENOSPC below the tier's capacity):
+/// the tier evicts its coldest chunks and writes again, so it keeps caching at the
+/// size it can have. Before, every write past the full point failed. Needs root
+/// for the small tmpfs (CI runs as root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_filesystem_makes_the_disk_tier_evict() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    }
+    let _mounted = Mounted(dir.path().to_owned());
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    // disk_size 64 MiB on a 12 MiB filesystem: room for three chunks.
+    let cache = ChunkCache::open(tiered(dir.path(), 4 << 20, 64 << 20)).await;
+    for n in 0..8 {
+        fill(&cache, n, &data);
+        let s = cache.stats();
+        wait_for("write-behind", || {
+            s.disk_writes.load(Relaxed) + s.disk_write_errors.load(Relaxed) == u64::from(n) + 1
+        })
+        .await;
+    }
+    let s = cache.stats();
+    assert_eq!(s.disk_write_errors.load(Relaxed), 0, "every write made room");
+    assert_eq!(s.disk_writes.load(Relaxed), 8);
+    assert!(s.disk.evictions_full.load(Relaxed) >= 4, "{:?}", s.disk);
+    let Lookup::Disk(d) = cache.lookup(id(6), data.len() as u64) else {
+        panic!("the latest chunks are on disk")
+    };
+    assert_eq!(&d.read_range(0, data.len() as u64).await.unwrap()[..], &data[..]);
+}
