@@ -25,6 +25,8 @@ pub struct Budget {
     waits: AtomicU64,
     /// Read-ahead chunks skipped because the budget was spent (a metric).
     skipped: AtomicU64,
+    /// Bytes of reservations released, ever: what [`crate::trim`] watches.
+    released: AtomicU64,
 }
 
 /// Bytes held against a [`Budget`] until dropped.
@@ -42,6 +44,7 @@ impl Budget {
             freed: Notify::new(),
             waits: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            released: AtomicU64::new(0),
         })
     }
 
@@ -59,6 +62,10 @@ impl Budget {
 
     pub fn skipped(&self) -> u64 {
         self.skipped.load(Relaxed)
+    }
+
+    pub fn released(&self) -> u64 {
+        self.released.load(Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
@@ -126,6 +133,7 @@ impl Drop for Reservation {
             return;
         }
         *self.budget.lock() -= self.bytes;
+        self.budget.released.fetch_add(self.bytes, Relaxed);
         // Every waiter checks again: a large release may satisfy several.
         self.budget.freed.notify_waiters();
     }

@@ -14,6 +14,7 @@ mod fill;
 mod memory;
 pub mod policy;
 pub mod pool;
+mod trim;
 
 /// The unit of transfer, resume and verification inside a chunk.
 pub const PIECE_SIZE: u64 = 1 << 20;

@@ -346,6 +346,7 @@ impl ChunkCache {
                 tracing::warn!(error = %e, "memory prefault thread did not start");
             }
         }
+        tokio::spawn(crate::trim::return_freed_memory(Arc::downgrade(&shared.budget)));
         if let Some((dcfg, _)) = disk_parts {
             tokio::spawn(write_behind(Arc::downgrade(&shared), write_rx));
             if dcfg.verify_on_start != VerifyOnStart::No {
