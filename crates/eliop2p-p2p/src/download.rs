@@ -423,7 +423,17 @@ async fn fetch_batch(
                     }
                     Err(e) => {
                         shared.stats.verification_failures.fetch_add(1, Relaxed);
-                        tracing::warn!(peer = %addr, piece, "piece does not match its SHA-256");
+                        // What the next hunt needs (a mismatch was seen once on
+                        // the bed, cause not found): how long, how much of it
+                        // zeros (a buffer never written), the claimed hash.
+                        tracing::warn!(
+                            peer = %addr,
+                            piece,
+                            len = f.data.len(),
+                            zero_bytes = f.data.iter().filter(|b| **b == 0).count(),
+                            claimed = ?&f.sha256[..8],
+                            "piece does not match its SHA-256"
+                        );
                         Err(P2pError::Codec(e))
                     }
                 }
