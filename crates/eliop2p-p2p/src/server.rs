@@ -176,7 +176,7 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     // interleave on the connection (pipelining).
     // A piece's upload slot travels with its frame and is released only once the
     // frame is on the socket, so the slots bound the bytes this node is sending.
-    let (tx, mut rx) = mpsc::channel::<(Parts, Option<OwnedSemaphorePermit>)>(32);
+    let (tx, mut rx) = mpsc::channel::<(Parts, Option<UploadSlot>)>(32);
     let writer = tokio::spawn(async move {
         while let Some((mut frame, _slot)) = rx.recv().await {
             // Vectored writes of the frame's buffers (header, piece, trailer).
@@ -191,6 +191,12 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     // with what a peer sends.
     let queue: Arc<std::sync::Mutex<PieceQueue>> = Arc::default();
     let requests = Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_IN_PROGRESS));
+    // One connection holds at most three quarters of the upload slots: a peer
+    // that stops reading keeps the slots of the frames it does not take, and
+    // without this bound one such peer starved every other one ("upload slots
+    // full" for all, found by `piece_requests_never_read_hold_bounded_memory`).
+    let slots = shared.cfg.max_uploads.max(1);
+    let conn_slots = Arc::new(tokio::sync::Semaphore::new((slots - slots / 4).max(1)));
     while let Some(f) = reader.next().await? {
         if matches!(
             f.message_type,
@@ -272,11 +278,12 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                 let Ok(in_progress) = requests.clone().acquire_owned().await else {
                     break;
                 };
-                let (shared, tx, queue, peer_id) = (
+                let (shared, tx, queue, peer_id, conn_slots) = (
                     shared.clone(),
                     tx.clone(),
                     queue.clone(),
                     peer_id.clone(),
+                    conn_slots.clone(),
                 );
                 tokio::spawn(async move {
                     let _in_progress = in_progress;
@@ -293,7 +300,7 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                         let served = if !accepted[i] {
                             Err((Reason::Busy, "busy: too many pieces queued on this connection".to_owned()))
                         } else {
-                            serve_piece(&shared, &id, p).await
+                            serve_piece(&shared, &conn_slots, &id, p).await
                         };
                         let (frame, slot) = match served {
                             Ok((data, hash, slot)) => {
@@ -364,7 +371,7 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     Ok(())
 }
 
-async fn send(tx: &mpsc::Sender<(Parts, Option<OwnedSemaphorePermit>)>, f: Frame) -> bool {
+async fn send(tx: &mpsc::Sender<(Parts, Option<UploadSlot>)>, f: Frame) -> bool {
     tx.send((f.to_parts(), None)).await.is_ok()
 }
 
@@ -423,17 +430,30 @@ fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {
 /// How long a piece request waits for an upload slot before it is answered busy.
 const SLOT_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// A node-wide upload slot and one of its connection's share, held until the
+/// piece's frame is on the socket.
+struct UploadSlot {
+    _node: OwnedSemaphorePermit,
+    _conn: OwnedSemaphorePermit,
+}
+
 async fn serve_piece(
     shared: &P2pShared,
+    conn_slots: &Arc<tokio::sync::Semaphore>,
     id: &ChunkId,
     piece: u32,
-) -> Result<(Vec<Bytes>, Option<[u8; 32]>, OwnedSemaphorePermit), (Reason, String)> {
+) -> Result<(Vec<Bytes>, Option<[u8; 32]>, UploadSlot), (Reason, String)> {
     // A slot that frees within `SLOT_WAIT` is taken (on a fast link slots turn
     // over in microseconds; a lone downloader is never turned away); beyond that
     // the asker is better served by another peer.
     let slot = || async {
-        match tokio::time::timeout(SLOT_WAIT, shared.upload_slots.clone().acquire_owned()).await {
-            Ok(Ok(p)) => Ok(p),
+        let both = async {
+            let conn = conn_slots.clone().acquire_owned().await.ok()?;
+            let node = shared.upload_slots.clone().acquire_owned().await.ok()?;
+            Some(UploadSlot { _node: node, _conn: conn })
+        };
+        match tokio::time::timeout(SLOT_WAIT, both).await {
+            Ok(Some(s)) => Ok(s),
             _ => Err((Reason::Busy, "upload slots full".to_owned())),
         }
     };

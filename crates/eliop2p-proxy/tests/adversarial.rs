@@ -329,6 +329,59 @@ async fn cancels_of_pieces_never_asked_keep_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A member that asks for pieces and never reads the answers holds a bounded
+/// amount of the node: at most 256 queued pieces and 32 requests in progress per
+/// connection, then the node stops reading it (the probe saw 400 unread requests
+/// hold 456 MB). 400 requests for all 16 pieces of a cached chunk (6.4 GB if all
+/// were framed) leave RSS flat, and another member is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piece_requests_never_read_hold_bounded_memory() -> anyhow::Result<()> {
+    use eliop2p_p2p::codec::MessageType;
+    use tokio::io::AsyncWriteExt;
+    let (origin, node) = p2p_node().await?;
+    origin.create_bucket("unread").await?;
+    let data = test_data(16 << 20, 21);
+    let etag = origin.put("unread", "obj", data.clone()).await?;
+    let r = eliop2p_testkit::TestClient::new().get(&format!("http://{}/unread/obj", node.proxy_addr), &[]).await?;
+    assert_eq!(r.status, 200);
+    let id = eliop2p_core::ChunkId::derive(
+        &origin.endpoint,
+        &eliop2p_core::ObjectKey::new("unread", "obj"),
+        &eliop2p_core::ETag::new(&etag),
+        16 << 20,
+        0,
+    );
+    let (mut s, _buf) = member(node.p2p_addr.unwrap()).await?;
+    let all: Vec<u32> = (0..16).collect();
+    let request = frame_bytes(MessageType::PieceRequest, id.as_bytes(), eliop2p_p2p::proto::encode_pieces(&all)).freeze();
+    let before = rss_bytes();
+    // The node stops reading once its bounds are reached: the writes then block.
+    let writer = tokio::spawn(async move {
+        for _ in 0..400 {
+            if s.write_all(&request).await.is_err() {
+                break;
+            }
+        }
+        s
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let after = rss_bytes();
+    println!("400 unread requests of 16 pieces: RSS {} MB -> {} MB", before >> 20, after >> 20);
+    assert!(after < before + (150 << 20), "RSS grew from {} MB to {} MB", before >> 20, after >> 20);
+    // Another member is served meanwhile, byte-exact.
+    let (mut other, mut obuf) = member(node.p2p_addr.unwrap()).await?;
+    other
+        .write_all(&frame_bytes(MessageType::PieceRequest, id.as_bytes(), eliop2p_p2p::proto::encode_pieces(&[3])))
+        .await?;
+    let f = tokio::time::timeout(std::time::Duration::from_secs(10), read_frame(&mut other, &mut obuf)).await??;
+    assert_eq!(f.message_type, MessageType::PieceData, "{:?}", eliop2p_p2p::proto::parse_error(&f.data));
+    assert_eq!(&f.data[..], &data[3 << 20..4 << 20]);
+    writer.abort();
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}
+
 /// 1,000 connections each sending 400 KB of a request head that never ends: each
 /// is answered 431 once its head passes the read buffer, and memory stays flat
 /// (before: hyper's default buffer, RSS +400 MB). A cap on connections holds too.
