@@ -42,22 +42,11 @@ pub(super) async fn write_behind(
                         {
                             let mut p = lock(&tier.policy);
                             p.insert(id, size, 1, now);
-                            while p.bytes() > tier.capacity {
-                                let Some((v, _)) = p.evict_one(now) else {
-                                    break;
-                                };
-                                victims.push(v);
-                                s.stats.disk.evictions_capacity.fetch_add(1, Relaxed);
-                            }
-                            let mut excess = s.cfg.watermarks.excess(p.bytes(), tier.capacity);
-                            while excess > 0 {
-                                let Some((v, freed)) = p.evict_one(now) else {
-                                    break;
-                                };
-                                victims.push(v);
-                                s.stats.disk.evictions_watermark.fetch_add(1, Relaxed);
-                                excess = excess.saturating_sub(freed);
-                            }
+                            let d = &s.stats.disk;
+                            evict_to(&mut p, now, tier.capacity, &d.evictions_capacity, &mut victims);
+                            let excess = s.cfg.watermarks.excess(p.bytes(), tier.capacity);
+                            let target = p.bytes().saturating_sub(excess);
+                            evict_to(&mut p, now, target, &d.evictions_watermark, &mut victims);
                         }
                         remove_from_disk(&s, victims).await;
                     }
@@ -68,13 +57,7 @@ pub(super) async fn write_behind(
                         {
                             let mut p = lock(&tier.policy);
                             let target = p.bytes().saturating_sub(2 * size);
-                            while p.bytes() > target {
-                                let Some((v, _)) = p.evict_one(now) else {
-                                    break;
-                                };
-                                victims.push(v);
-                                s.stats.disk.evictions_full.fetch_add(1, Relaxed);
-                            }
+                            evict_to(&mut p, now, target, &s.stats.disk.evictions_full, &mut victims);
                         }
                         if victims.is_empty() {
                             s.log_disk_error(&e);
@@ -94,6 +77,24 @@ pub(super) async fn write_behind(
         lock(&tier.pending).remove(&id);
         s.publish_sizes();
         s.recycle(chunk);
+    }
+}
+
+/// Evicts the coldest chunks until the policy holds at most `target` bytes,
+/// counting each in `counter`.
+fn evict_to(
+    p: &mut crate::policy::Policy,
+    now: std::time::Duration,
+    target: u64,
+    counter: &std::sync::atomic::AtomicU64,
+    victims: &mut Vec<ChunkId>,
+) {
+    while p.bytes() > target {
+        let Some((v, _)) = p.evict_one(now) else {
+            break;
+        };
+        victims.push(v);
+        counter.fetch_add(1, Relaxed);
     }
 }
 
