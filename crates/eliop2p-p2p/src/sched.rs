@@ -314,6 +314,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             Failure::Deferred => {
                 s.deferred.retain(|(_, until)| *until > now);
                 s.deferred.push((piece, now + defer));
+                // The seed defers what it has just sent to others, most likely
+                // every fresh piece the swarm lacks: it is left alone for `defer`
+                // (asking piece by piece would cost a refused round trip each).
+                s.paused_until = s.paused_until.max(now + defer);
             }
             Failure::Broken => {
                 s.failures += 1;
@@ -384,14 +388,19 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             out.cancels.push((p, pieces));
         }
         // 2. New requests, rarest first.
-        let avail = self.availability();
-        let swarm_has: Vec<bool> = (0..self.have.len())
-            .map(|i| {
-                self.peers
-                    .values()
-                    .any(|s| s.source == Source::Swarm && s.paused_until <= now && s.has(i as u32))
-            })
-            .collect();
+        // How many peers have each piece, and whether an unpaused swarm peer does
+        // (one pass over the peers).
+        let mut avail = vec![0u32; self.have.len()];
+        let mut swarm_has = vec![false; self.have.len()];
+        for s in self.peers.values() {
+            let swarm = s.source == Source::Swarm && s.paused_until <= now;
+            for (i, (a, sw)) in avail.iter_mut().zip(swarm_has.iter_mut()).enumerate() {
+                if s.has(i as u32) {
+                    *a += 1;
+                    *sw |= swarm;
+                }
+            }
+        }
         let wanted: Vec<u32> = (0..self.have.len() as u32)
             .filter(|&i| !self.have[i as usize])
             .collect();
@@ -457,7 +466,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         // copy would take an uplink slot a piece nobody has asked for needs more.
         let endgame = !order
             .iter()
-            .any(|&i| self.copies[i as usize] == 0 && self.peers.values().any(|s| s.has(i)));
+            .any(|&i| self.copies[i as usize] == 0 && avail[i as usize] > 0);
         let overdue: Vec<u32> = if !endgame { Vec::new() } else { self
             .peers
             .values()
