@@ -71,7 +71,7 @@ impl Fetcher for NodeFetcher {
             }
             let range = ByteRange::new(start, (start + chunk_size).min(meta.size));
             if let Lookup::Leader(writer) = st.cache.lookup(id, range.len()) {
-                run_fill(st.clone(), writer, key, meta, range, true).await;
+                run_fill(st.clone(), writer, key, meta, range, true, crate::origin_fill::OriginAccess::Node).await;
             }
         });
         Ok(())

@@ -16,6 +16,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use crate::body::{BoxError, ProxyBody};
 use crate::meta::{MetaCache, MetaError, MetaLookup};
 use crate::metrics::Source;
+use crate::origin_fill::OriginAccess;
 use crate::server::ProxyState;
 
 /// How a GET or HEAD ends when it is not served from cache.
@@ -33,6 +34,7 @@ pub(crate) async fn serve<B>(
     req: &Request<B>,
     key: ObjectKey,
     known: Option<Arc<ObjectMeta>>,
+    access: OriginAccess,
 ) -> Outcome {
     // One retry: a fill that fails before the first byte (typically because the object
     // changed at the origin) refreshes the metadata and starts over.
@@ -165,6 +167,7 @@ pub(crate) async fn serve<B>(
             current_hold: None,
             current_index: 0,
             first_from_peer: false,
+            access: access.clone(),
         };
         // Wait for the first bytes before committing to a status: an early failure
         // still gets a clean error response instead of a cut body.
@@ -337,6 +340,7 @@ async fn first_chunk_meta(
             meta.clone(),
             first,
             Some(resp.into_body()),
+            crate::origin_fill::OriginAccess::Node,
         );
         state.fills.spawn(async move {
             fill.await;
@@ -476,6 +480,8 @@ struct ChunkStream {
     current_index: u64,
     /// The first bytes of the response came from peers.
     first_from_peer: bool,
+    /// Whose authority the fills this response starts read the origin with.
+    access: OriginAccess,
 }
 
 impl ChunkStream {
@@ -495,6 +501,7 @@ impl ChunkStream {
                 // (`download`): until then it is an origin fill that the cluster may
                 // be offered, so this node's owner role never leaves a gap.
                 let fill = writer.fill().clone();
+                let access = self.access.clone();
                 let state = self.state.clone();
                 let key = self.key.clone();
                 let meta = self.meta.clone();
@@ -504,7 +511,7 @@ impl ChunkStream {
                 // cancels it for others nor leaves a partial chunk. The task keeps
                 // the chunk's budget share until the fill ends.
                 self.state.fills.spawn(async move {
-                    run_fill(state, writer, key, meta, chunk_range, false).await;
+                    run_fill(state, writer, key, meta, chunk_range, false, access).await;
                     drop(fill_hold);
                 });
                 (Prepared::Fill(fill), hold)
@@ -673,6 +680,7 @@ pub(crate) async fn run_fill(
     meta: Arc<ObjectMeta>,
     range: ByteRange,
     origin_only: bool,
+    access: OriginAccess,
 ) {
     let chunk_start = range.start;
     let mut range = range;
@@ -687,8 +695,12 @@ pub(crate) async fn run_fill(
             chunk_size,
             index: range.start / chunk_size,
         };
+        // A client's own authority cannot be lent to the chunk's owner: in
+        // passthrough, peers only serve what they hold, and this node reads the
+        // origin itself for the rest.
+        let fetch = matches!(access, OriginAccess::Node).then_some(&fetch);
         match p2p
-            .download(id, range.len(), &mut writer, Some(&fetch))
+            .download(id, range.len(), &mut writer, fetch)
             .await
         {
             Ok(other_holders) => {
@@ -709,5 +721,5 @@ pub(crate) async fn run_fill(
             }
         }
     }
-    crate::origin_fill::fill_from_origin(state, writer, key, meta, ByteRange::new(chunk_start, range.end), None).await;
+    crate::origin_fill::fill_from_origin(state, writer, key, meta, ByteRange::new(chunk_start, range.end), None, access).await;
 }

@@ -15,6 +15,46 @@ use hyper::body::Incoming;
 
 use crate::server::ProxyState;
 
+/// Whose authority a fill reads the origin with.
+#[derive(Clone)]
+pub(crate) enum OriginAccess {
+    /// The node's own credentials (node mode).
+    Node,
+    /// A client's own request (passthrough: the node has no credentials), which the
+    /// origin has just authorized; re-sent as the client signed it, with an added
+    /// unsigned `Range` (and `If-Match`) for the bytes a fill needs.
+    Client(Arc<ClientRequest>),
+}
+
+pub(crate) struct ClientRequest {
+    /// Raw path and query as the client sent them (a presigned URL's signature
+    /// is in the query).
+    pub path_and_query: String,
+    /// The client's headers without hop-by-hop ones, `Range` and conditionals.
+    pub headers: http::HeaderMap,
+}
+
+impl ClientRequest {
+    /// The client's GET for `range` of the object.
+    async fn send(
+        &self,
+        state: &ProxyState,
+        bucket: &str,
+        range: &str,
+        if_match: Option<HeaderValue>,
+    ) -> Result<hyper::Response<Incoming>, eliop2p_origin::OriginError> {
+        let mut headers = self.headers.clone();
+        headers.insert(header::RANGE, HeaderValue::from_str(range).expect("ascii"));
+        if let Some(v) = if_match {
+            headers.insert(header::IF_MATCH, v);
+        }
+        state
+            .origin_for(Some(bucket))
+            .send_as_is(Method::GET, &self.path_and_query, headers, eliop2p_origin::empty_body(), None)
+            .await
+    }
+}
+
 /// How one origin request for a range ended.
 enum Attempt {
     Done,
@@ -56,6 +96,7 @@ pub(crate) async fn fill_from_origin(
     meta: Arc<ObjectMeta>,
     chunk: ByteRange,
     body: Option<Incoming>,
+    access: OriginAccess,
 ) {
     use eliop2p_cache::disk::PIECE_SIZE;
     // While this runs, this node's peer downloads leave its downlink to the origin.
@@ -91,7 +132,7 @@ pub(crate) async fn fill_from_origin(
             tx: tx.clone(),
         };
         let body = if i == 0 { body.take() } else { None };
-        readers.spawn(read_range(state.clone(), key.clone(), meta.clone(), chunk.start, sink, body));
+        readers.spawn(read_range(state.clone(), key.clone(), meta.clone(), chunk.start, sink, body, access.clone()));
     }
     drop(tx);
     while let Some(part) = rx.recv().await {
@@ -174,6 +215,7 @@ async fn read_range(
     chunk_start: u64,
     mut sink: RangeSink,
     mut body: Option<Incoming>,
+    access: OriginAccess,
 ) {
     let deadline = std::time::Instant::now() + state.cfg.fill_deadline;
     let mut attempt = 0u32;
@@ -181,7 +223,7 @@ async fn read_range(
         let before = sink.got;
         let outcome = match body.take() {
             Some(b) => pump(&state, &mut sink, b).await,
-            None => origin_attempt(&state, &key, &meta, chunk_start, &mut sink).await,
+            None => origin_attempt(&state, &key, &meta, chunk_start, &mut sink, &access).await,
         };
         let (msg, after) = match outcome {
             Attempt::Done => return,
@@ -218,6 +260,7 @@ async fn origin_attempt(
     meta: &ObjectMeta,
     chunk_start: u64,
     sink: &mut RangeSink,
+    access: &OriginAccess,
 ) -> Attempt {
     if sink.got >= sink.len {
         return Attempt::Done;
@@ -228,18 +271,25 @@ async fn origin_attempt(
         return Attempt::Fatal("shutting down".into());
     };
     state.metrics.origin_get.fetch_add(1, Relaxed);
-    let mut req = OriginRequest::new(Method::GET, &key.bucket, Some(&key.key));
     let range_value = format!("bytes={}-{}", from, end - 1);
-    req.headers.insert(
-        header::RANGE,
-        HeaderValue::from_str(&range_value).expect("ascii"),
-    );
-    if !meta.etag.is_synthetic()
-        && let Ok(v) = HeaderValue::from_str(meta.etag.as_str())
-    {
-        req.headers.insert(header::IF_MATCH, v);
-    }
-    let resp = match state.origin_for(Some(&key.bucket)).send(req).await {
+    let if_match = HeaderValue::from_str(meta.etag.as_str())
+        .ok()
+        .filter(|_| !meta.etag.is_synthetic());
+    let sent = match access {
+        OriginAccess::Node => {
+            let mut req = OriginRequest::new(Method::GET, &key.bucket, Some(&key.key));
+            req.headers.insert(
+                header::RANGE,
+                HeaderValue::from_str(&range_value).expect("ascii"),
+            );
+            if let Some(v) = if_match {
+                req.headers.insert(header::IF_MATCH, v);
+            }
+            state.origin_for(Some(&key.bucket)).send(req).await
+        }
+        OriginAccess::Client(c) => c.send(state, &key.bucket, &range_value, if_match).await,
+    };
+    let resp = match sent {
         Ok(r) => r,
         Err(e) => return Attempt::Retry(e.to_string(), None),
     };

@@ -129,7 +129,24 @@ pub(crate) async fn handle(
             .fetch_add(1, Relaxed);
         return serve_authorized(state, parts, key, meta).await;
     }
-    if let Some(meta) = &hit
+    // A plain GET the origin can authorize without sending the object: the bytes
+    // then come from this node, its peers, or the client's own ranged requests.
+    let cluster = key.as_ref().filter(|k| {
+        parts.method == Method::GET
+            && !is_conditional(&parts.headers)
+            && !parts.headers.contains_key(header::CONTENT_LENGTH)
+            && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+            && !signs_range(&parts.headers, parts.uri.query())
+            && (state.peers().is_some() || state.meta.peek(k).is_some())
+    });
+    let hit = if cluster.is_some() { None } else { hit };
+    let known = cluster.and_then(|k| state.meta.peek(k));
+    let as_sent = headers.clone();
+    if cluster.is_some() {
+        headers.remove(header::RANGE);
+        headers.insert(header::RANGE, HeaderValue::from_static("bytes=0-0"));
+    }
+    if let Some(meta) = hit.as_ref().or(known.as_ref())
         && let Ok(v) = HeaderValue::from_str(meta.etag.as_str())
     {
         headers.insert(header::IF_NONE_MATCH, v);
@@ -155,7 +172,7 @@ pub(crate) async fn handle(
     }
     state.metrics.origin_forward.fetch_add(1, Relaxed);
     let dest_ref = dest.as_ref().map(|(s, a)| (s, a));
-    let resp = match state
+    let sent = state
         .origin_for(bucket.as_deref())
         .send_as_is(
             parts.method.clone(),
@@ -164,8 +181,31 @@ pub(crate) async fn handle(
             body,
             dest_ref,
         )
-        .await
-    {
+        .await;
+    let sent = match (cluster, sent) {
+        (Some(key), Ok(probe)) => match authorized_version(state, key, known.as_ref(), probe, &parts.headers).await {
+            Probe::Authorized(meta) => {
+                state.metrics.passthrough_authorized.fetch_add(1, Relaxed);
+                if let Some(proof) = &proof {
+                    state.auth_cache.record(proof, key, &parts.method, &meta.etag);
+                }
+                let key = key.clone();
+                return serve_authorized(state, parts, &key, &meta).await;
+            }
+            Probe::Answer(r) => Ok(r),
+            // The origin ignored the range or the object is empty: the request
+            // as the client sent it.
+            Probe::AsSent => {
+                state.metrics.origin_forward.fetch_add(1, Relaxed);
+                state
+                    .origin_for(bucket.as_deref())
+                    .send_as_is(parts.method.clone(), &path_and_query, as_sent, eliop2p_origin::empty_body(), None)
+                    .await
+            }
+        },
+        (_, sent) => sent,
+    };
+    let resp = match sent {
         Ok(r) => r,
         Err(e) => {
             state.metrics.origin_errors.fetch_add(1, Relaxed);
@@ -393,15 +433,119 @@ impl AuthCache {
     }
 }
 
-/// Answers from the cache a request the origin authorized for this version.
+/// What the origin said to a client's GET sent as a one-byte probe.
+enum Probe {
+    /// This version is the client's to read.
+    Authorized(Arc<ObjectMeta>),
+    /// The origin's answer, to relay as it is (a refusal, a redirect, ...).
+    Answer(Response<Incoming>),
+    /// The probe cannot tell: send the request as the client sent it.
+    AsSent,
+}
+
+async fn authorized_version(
+    state: &Arc<ProxyState>,
+    key: &ObjectKey,
+    known: Option<&Arc<ObjectMeta>>,
+    probe: Response<Incoming>,
+    request: &HeaderMap,
+) -> Probe {
+    match probe.status() {
+        StatusCode::NOT_MODIFIED => match known {
+            Some(m) => Probe::Authorized(m.clone()),
+            None => Probe::AsSent,
+        },
+        StatusCode::PARTIAL_CONTENT => {
+            let Some(meta) = ObjectMeta::from_partial_response(probe.headers()) else {
+                return Probe::AsSent;
+            };
+            let meta = match known {
+                Some(old) if old.etag.opaque() == meta.etag.opaque() && old.size == meta.size => old.clone(),
+                // The origin may read a virtual-host request as another object
+                // than the node does: its answer never replaces what the node
+                // holds (the request goes as sent, as in `handle`).
+                Some(_) if crate::request::is_virtual_host(request, &state.cfg.virtual_host_domains) => {
+                    return Probe::AsSent;
+                }
+                _ => {
+                    if known.is_some() {
+                        state.invalidate_target(&crate::request::S3Target {
+                            bucket: Some(key.bucket.clone()),
+                            key: Some(key.key.clone()),
+                        });
+                    }
+                    let meta = Arc::new(meta);
+                    state.meta.put(key, meta.clone());
+                    meta
+                }
+            };
+            // One byte: read it, so the connection goes back to the pool.
+            let small = probe
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() == "1");
+            if small {
+                let _ = tokio::time::timeout(state.cfg.fill_idle_timeout, probe.into_body().collect()).await;
+            }
+            Probe::Authorized(meta)
+        }
+        s if s.is_success() || s == StatusCode::RANGE_NOT_SATISFIABLE => Probe::AsSent,
+        _ => Probe::Answer(probe),
+    }
+}
+
+/// Whether a request's signature covers its `Range` header (SigV4 `SignedHeaders`,
+/// OSS V4 `AdditionalHeaders`, in the header or a presigned URL's query): then
+/// the node may not change or add one.
+fn signs_range(headers: &HeaderMap, query: Option<&str>) -> bool {
+    let lists = |s: &str| -> bool {
+        s.split(';').any(|h| h.trim().eq_ignore_ascii_case("range"))
+    };
+    let in_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.split([',', ' ']).any(|p| {
+                let p = p.trim();
+                p.strip_prefix("SignedHeaders=")
+                    .or_else(|| p.strip_prefix("AdditionalHeaders="))
+                    .is_some_and(lists)
+            })
+        });
+    let in_query = query.unwrap_or("").split('&').any(|p| {
+        let (n, v) = p.split_once('=').unwrap_or((p, ""));
+        (n.eq_ignore_ascii_case("X-Amz-SignedHeaders") || n.eq_ignore_ascii_case("x-oss-additional-headers"))
+            && lists(&percent_encoding::percent_decode_str(v).decode_utf8_lossy())
+    });
+    in_header || in_query
+}
+
+/// The client's request, to re-send for the ranges a fill needs.
+fn client_request(parts: &http::request::Parts) -> crate::origin_fill::ClientRequest {
+    let mut headers = HeaderMap::new();
+    for (n, v) in &parts.headers {
+        if !is_hop_header(n) && n != header::RANGE {
+            headers.append(n.clone(), v.clone());
+        }
+    }
+    crate::origin_fill::ClientRequest {
+        path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+        headers,
+    }
+}
+
+/// Answers a request the origin authorized for this version from the cache, the
+/// cluster's peers, and for what nobody holds, the client's own ranged requests.
 async fn serve_authorized(
     state: &Arc<ProxyState>,
     parts: http::request::Parts,
     key: &ObjectKey,
     meta: &Arc<ObjectMeta>,
 ) -> Response<ProxyBody> {
+    let access = crate::origin_fill::OriginAccess::Client(Arc::new(client_request(&parts)));
     let req = Request::from_parts(parts, ());
-    match get::serve(state, &req, key.clone(), Some(meta.clone())).await {
+    match get::serve(state, &req, key.clone(), Some(meta.clone()), access).await {
         Outcome::Response(r) => r,
         Outcome::Forward => state.error(
             StatusCode::BAD_GATEWAY,

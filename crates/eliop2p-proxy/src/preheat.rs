@@ -37,7 +37,7 @@ async fn list(state: &ProxyState, bucket: &str, prefix: &str) -> Result<Vec<Stri
 async fn warm(state: &Arc<ProxyState>, bucket: &str, key: &str) -> Result<u64, String> {
     let req = http::Request::get("/").body(()).expect("static request");
     let what = format!("s3://{bucket}/{key}");
-    match serve(state, &req, ObjectKey::new(bucket, key), None).await {
+    match serve(state, &req, ObjectKey::new(bucket, key), None, crate::origin_fill::OriginAccess::Node).await {
         Outcome::Response(resp) => {
             let status = resp.status();
             if !status.is_success() {

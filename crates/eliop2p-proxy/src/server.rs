@@ -444,7 +444,7 @@ impl ProxyState {
         }
         if cacheable && let (Some(bucket), Some(key)) = (&target.bucket, &target.key) {
             let key = ObjectKey::new(bucket.clone(), key.clone());
-            match get::serve(self, &req, key, None).await {
+            match get::serve(self, &req, key, None, crate::origin_fill::OriginAccess::Node).await {
                 Outcome::Response(r) => return r,
                 Outcome::Forward => {}
             }

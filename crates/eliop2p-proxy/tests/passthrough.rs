@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use eliop2p_origin::{OriginClient, OriginConfig, OriginRequest};
 use eliop2p_proxy::AuthMode;
+use eliop2p_core::{ChunkId, ETag, ObjectKey};
 use eliop2p_testkit::{
-    ACCESS_KEY, SECRET_KEY, TestClient, TestOrigin, sha256_hex, start_node, test_data,
+    ACCESS_KEY, Discovery, SECRET_KEY, TestClient, TestCluster, TestOrigin, sha256_hex, start_node, test_data,
 };
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
@@ -538,4 +539,127 @@ async fn buckets_route_to_their_own_origins_and_auth_modes() {
     node.shutdown().await;
     a.stop().await;
     b.stop().await;
+}
+
+fn passthrough(c: &mut eliop2p_proxy::NodeConfig) {
+    c.proxy.auth = AuthMode::Passthrough;
+    c.origin.access_key.clear();
+    c.origin.secret_key.clear();
+}
+
+/// The chunk ids of an object version on the test origin (16 MiB chunks).
+fn chunk_ids(origin: &TestOrigin, bucket: &str, key: &str, etag: &str, size: usize) -> Vec<ChunkId> {
+    (0..size.div_ceil(16 * MIB) as u64)
+        .map(|i| {
+            ChunkId::derive(&origin.endpoint, &ObjectKey::new(bucket, key), &ETag::new(etag), 16 << 20, i)
+        })
+        .collect()
+}
+
+/// Passthrough nodes use the cluster: once the origin has authorized a client's
+/// own request (a one-byte probe), the bytes come from peers, and a client the
+/// origin refuses gets its 403 and nothing else, whatever the peers hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_nodes_read_from_peers_after_the_origin_authorizes() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.create_bucket("ptc").await.unwrap();
+    let data = test_data(40 * MIB, 21);
+    origin.put("ptc", "obj", data.clone()).await.unwrap();
+    let cluster = TestCluster::start_with(&origin, 3, Discovery::Gossip, |_, c| passthrough(c), |_| {})
+        .await
+        .unwrap();
+    let url = |i: usize| format!("http://{}", cluster.node(i).proxy_addr);
+    let (st, h, body) = get(&signer(&url(0), ACCESS_KEY, SECRET_KEY), "ptc", "obj", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(sha256_hex(&body), sha256_hex(&data));
+    let etag = h.get("etag").unwrap().to_str().unwrap().to_owned();
+    let ids = chunk_ids(&origin, "ptc", "obj", &etag, data.len());
+    let holder = cluster.node(0).p2p_addr.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for i in 1..3 {
+        let p2p = cluster.node(i).p2p.as_ref().unwrap();
+        loop {
+            let mut n = 0;
+            for id in &ids {
+                n += usize::from(p2p.locate(*id).await.contains(&holder));
+            }
+            if n == ids.len() {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node {i} never learned node 0's chunks");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let before = origin.bytes_sent();
+    origin.clear_log();
+
+    // Refused clients first, while the peers hold every chunk.
+    let (st, _, body) = get(&signer(&url(1), ACCESS_KEY, "wrong-secret"), "ptc", "obj", None).await;
+    assert_denied(st, &body, &data, "wrong secret on node 1");
+    let r = TestClient::new().get(&format!("{}/ptc/obj", url(2)), &[]).await.unwrap();
+    assert_denied(r.status, &r.body, &data, "unsigned on node 2");
+    let (st, _, body) = get(&signer(&url(2), "unknown-key", SECRET_KEY), "ptc", "obj", Some("bytes=0-99")).await;
+    assert_denied(st, &body, &data, "unknown key, ranged, on node 2");
+
+    // Good clients on nodes 1 and 2: exact bytes, none of them from the origin.
+    for i in 1..3 {
+        let good = signer(&url(i), ACCESS_KEY, SECRET_KEY);
+        let (st, h, body) = get(&good, "ptc", "obj", None).await;
+        assert_eq!(st, StatusCode::OK, "node {i}");
+        assert_eq!(sha256_hex(&body), sha256_hex(&data), "node {i}");
+        assert_eq!(h.get("x-cache-source").unwrap(), "peer", "node {i}");
+        // A presigned URL with a Range header it does not sign.
+        let presigned = good
+            .presign(&OriginRequest::new(Method::GET, "ptc", Some("obj")), Duration::from_secs(600))
+            .await
+            .unwrap()
+            .to_string();
+        let r = TestClient::new().get(&presigned, &[("range", "bytes=20000000-30000000")]).await.unwrap();
+        assert_eq!(r.status, StatusCode::PARTIAL_CONTENT, "node {i}");
+        assert_eq!(&r.body[..], &data[20_000_000..=30_000_000], "node {i}");
+        assert_eq!(r.header("content-range").unwrap(), "bytes 20000000-30000000/41943040");
+        assert_eq!(cluster.node(i).metrics.bytes_origin.load(std::sync::atomic::Ordering::Relaxed), 0, "node {i}");
+    }
+    // The origin sent only error bodies and one-byte probes.
+    let origin_bytes = origin.bytes_sent() - before;
+    assert!(origin_bytes < 16 * 1024, "origin sent {origin_bytes} body bytes: {:?}", origin.requests().iter().map(|r| (&r.method, &r.path, &r.range)).collect::<Vec<_>>());
+    cluster.shutdown().await;
+    origin.stop().await;
+}
+
+/// A passthrough node missing one chunk of an object reads that chunk alone
+/// from the origin, with the client's own request and an added range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_partial_hit_reads_only_the_missing_chunk() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.create_bucket("ptp").await.unwrap();
+    let data = test_data(40 * MIB, 22);
+    origin.put("ptp", "obj", data.clone()).await.unwrap();
+    let node = start_node(&origin, passthrough).await.unwrap();
+    let url = format!("http://{}", node.proxy_addr);
+    let good = signer(&url, ACCESS_KEY, SECRET_KEY);
+    let (st, h, body) = get(&good, "ptp", "obj", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(sha256_hex(&body), sha256_hex(&data));
+    let etag = h.get("etag").unwrap().to_str().unwrap().to_owned();
+    let ids = chunk_ids(&origin, "ptp", "obj", &etag, data.len());
+    node.cache.remove(&ids[1]);
+    let before = origin.bytes_sent();
+    let (st, _, body) = get(&good, "ptp", "obj", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(sha256_hex(&body), sha256_hex(&data));
+    let origin_bytes = origin.bytes_sent() - before;
+    assert!(
+        (16 * MIB as u64..16 * MIB as u64 + 4096).contains(&origin_bytes),
+        "the origin sent {origin_bytes} bytes for one missing 16 MiB chunk"
+    );
+    // Cached again: the next read costs the probe only.
+    let before = origin.bytes_sent();
+    let (_, h, body) = get(&good, "ptp", "obj", None).await;
+    assert_eq!(sha256_hex(&body), sha256_hex(&data));
+    assert_eq!(h.get("x-cache").unwrap(), "HIT");
+    assert!(origin.bytes_sent() - before < 4096);
+    // A client the origin refuses gets nothing of the cached object.
+    let (st, _, body) = get(&signer(&url, ACCESS_KEY, "nope"), "ptp", "obj", None).await;
+    assert_denied(st, &body, &data, "wrong secret");
 }
