@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::ProxyBody;
-use crate::server::ProxyState;
+use crate::state::ProxyState;
 
 type History = Arc<Mutex<VecDeque<api::Sample>>>;
 
@@ -168,7 +168,7 @@ pub(crate) async fn run(
             }
         });
     }
-    crate::server::serve(listener, cancel, tracker.clone(), 256, std::time::Duration::from_secs(60), move |req| {
+    crate::listen::serve(listener, cancel, tracker.clone(), 256, std::time::Duration::from_secs(60), move |req| {
         let resp = answer(&state, &req, admin, &history);
         async move { resp }
     })

@@ -17,8 +17,8 @@ use eliop2p_p2p::{Directory, FetchRequest, Fetcher, NodeInfo};
 use http::{Method, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-use crate::get::{chunk_id, run_fill};
-use crate::server::ProxyState;
+use crate::get::run_fill;
+use crate::state::{ProxyState, chunk_id};
 
 /// Starts origin fills asked for by peers. The chunk id must be the one this node
 /// derives from the request with its own origin and chunk size, so a peer can only

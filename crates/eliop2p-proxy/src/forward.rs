@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
 use crate::request::S3Target;
-use crate::server::ProxyState;
+use crate::state::ProxyState;
 
 /// Headers that belong to one hop or to the client's own signature.
 fn is_dropped_request_header(name: &HeaderName) -> bool {

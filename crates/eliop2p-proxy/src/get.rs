@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use eliop2p_cache::{Chunk, DiskChunk, Fill, FillError, FillReader, FillWriter, Lookup, Reservation};
 use eliop2p_core::range::{RangeError, RangeRequest};
-use eliop2p_core::{ByteRange, ChunkId, ChunkLayout, ChunkSlice, ObjectKey};
+use eliop2p_core::{ByteRange, ChunkLayout, ChunkSlice, ObjectKey};
 use eliop2p_origin::{ObjectMeta, OriginRequest};
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -17,7 +17,7 @@ use crate::body::{BoxError, ProxyBody};
 use crate::meta::{MetaCache, MetaError, MetaLookup};
 use crate::metrics::Source;
 use crate::origin_fill::OriginAccess;
-use crate::server::ProxyState;
+use crate::state::{ProxyState, chunk_id};
 
 /// How a GET or HEAD ends when it is not served from cache.
 pub(crate) enum Outcome {
@@ -60,55 +60,13 @@ pub(crate) async fn serve<B>(
         } else {
             meta
         };
-        let (status, range) = match req
-            .headers()
-            .get(header::RANGE)
-            .map(|v| v.to_str().map(RangeRequest::parse))
-        {
-            None | Some(Ok(Ok(RangeRequest::Multiple))) => {
-                (StatusCode::OK, ByteRange::new(0, meta.size))
-            }
-            Some(Ok(Ok(RangeRequest::Single(spec)))) => match spec.resolve(meta.size) {
-                Ok(r) => (StatusCode::PARTIAL_CONTENT, r),
-                Err(_) => {
-                    let mut resp = state.error(
-                        StatusCode::RANGE_NOT_SATISFIABLE,
-                        "InvalidRange",
-                        "The requested range is not satisfiable",
-                        &key,
-                    );
-                    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.size)) {
-                        resp.headers_mut().insert(header::CONTENT_RANGE, v);
-                    }
-                    return Outcome::Response(resp);
-                }
-            },
-            Some(Err(_) | Ok(Err(RangeError::Malformed | RangeError::Unsatisfiable))) => {
-                return Outcome::Response(state.error(StatusCode::BAD_REQUEST, "InvalidArgument", "Invalid Range header: expected bytes=first-last, bytes=first- or bytes=-suffix", &key));
-            }
+        let (status, range) = match requested_range(state, req.headers(), &meta, &key) {
+            Ok(r) => r,
+            Err(resp) => return Outcome::Response(*resp),
         };
         let layout = ChunkLayout::new(state.cfg.chunk_size, meta.size);
         let slices: VecDeque<ChunkSlice> = layout.slices(range).collect();
-        // HIT when every chunk is cached; the source names the slowest tier involved.
-        let mut source = Some("memory");
-        // Where the first bytes come from when not every chunk is cached.
-        let mut first_tier = None;
-        for (i, sl) in slices.iter().enumerate() {
-            let tier = state
-                .cache
-                .is_cached(&chunk_id(state, &key, &meta, sl.index));
-            if i == 0 {
-                first_tier = tier;
-            }
-            match tier {
-                Some("memory") => {}
-                Some(tier) => source = source.map(|_| tier),
-                None => {
-                    source = None;
-                    break;
-                }
-            }
-        }
+        let (source, first_tier) = cached_tiers(state, &key, &meta, &slices);
         // Stale metadata (the origin is down) answers only from a complete cache:
         // a fill would need the origin.
         if let Some(age) = stale
@@ -219,6 +177,68 @@ pub(crate) async fn serve<B>(
         );
     }
     unreachable!("the loop returns on its last attempt")
+}
+
+/// Where a response's chunks are cached: `Some(tier)` when every chunk is (the
+/// slowest tier involved, "memory" or "disk"), `None` otherwise; and the first
+/// chunk's tier.
+fn cached_tiers(
+    state: &ProxyState,
+    key: &ObjectKey,
+    meta: &ObjectMeta,
+    slices: &VecDeque<ChunkSlice>,
+) -> (Option<&'static str>, Option<&'static str>) {
+    let mut source = Some("memory");
+    let mut first_tier = None;
+    for (i, sl) in slices.iter().enumerate() {
+        let tier = state.cache.is_cached(&chunk_id(state, key, meta, sl.index));
+        if i == 0 {
+            first_tier = tier;
+        }
+        match tier {
+            Some("memory") => {}
+            Some(tier) => source = source.map(|_| tier),
+            None => return (None, first_tier),
+        }
+    }
+    (source, first_tier)
+}
+
+/// The status and byte range a GET asks for (a multi-range request gets the whole
+/// object, as S3 answers it), or the error answer.
+fn requested_range(
+    state: &ProxyState,
+    headers: &HeaderMap,
+    meta: &ObjectMeta,
+    key: &ObjectKey,
+) -> Result<(StatusCode, ByteRange), Box<Response<ProxyBody>>> {
+    match headers
+        .get(header::RANGE)
+        .map(|v| v.to_str().map(RangeRequest::parse))
+    {
+        None | Some(Ok(Ok(RangeRequest::Multiple))) => Ok((StatusCode::OK, ByteRange::new(0, meta.size))),
+        Some(Ok(Ok(RangeRequest::Single(spec)))) => match spec.resolve(meta.size) {
+            Ok(r) => Ok((StatusCode::PARTIAL_CONTENT, r)),
+            Err(_) => {
+                let mut resp = state.error(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "InvalidRange",
+                    "The requested range is not satisfiable",
+                    key,
+                );
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.size)) {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                Err(Box::new(resp))
+            }
+        },
+        Some(Err(_) | Ok(Err(RangeError::Malformed | RangeError::Unsatisfiable))) => Err(Box::new(state.error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "Invalid Range header: expected bytes=first-last, bytes=first- or bytes=-suffix",
+            key,
+        ))),
+    }
 }
 
 pub(crate) async fn lookup_meta(state: &Arc<ProxyState>, key: &ObjectKey) -> Result<Arc<ObjectMeta>, Outcome> {
@@ -348,31 +368,6 @@ async fn first_chunk_meta(
         });
     }
     Ok(meta)
-}
-
-pub(crate) fn chunk_id(
-    state: &ProxyState,
-    key: &ObjectKey,
-    meta: &ObjectMeta,
-    index: u64,
-) -> ChunkId {
-    ChunkId::derive(
-        state.origin_for(Some(&key.bucket)).origin_id(),
-        key,
-        &meta.etag,
-        state.cfg.chunk_size,
-        index,
-    )
-}
-
-/// The chunk ids of an object version, for invalidation.
-pub(crate) fn all_chunk_ids(
-    state: &ProxyState,
-    key: &ObjectKey,
-    meta: &ObjectMeta,
-) -> Vec<ChunkId> {
-    let n = ChunkLayout::new(state.cfg.chunk_size, meta.size).num_chunks();
-    (0..n).map(|i| chunk_id(state, key, meta, i)).collect()
 }
 
 fn object_headers(headers: &mut HeaderMap, meta: &ObjectMeta) {

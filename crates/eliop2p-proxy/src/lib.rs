@@ -7,10 +7,13 @@
 //! forwarded to the origin, re-signed with the node's credentials, and streamed back.
 
 mod admin;
+mod auth_cache;
 mod body;
 mod cluster;
+mod config;
 mod forward;
 mod get;
+mod listen;
 mod meta;
 mod metrics;
 mod node;
@@ -19,6 +22,7 @@ mod passthrough;
 mod preheat;
 mod request;
 mod server;
+mod state;
 mod stall;
 pub mod sigv4;
 

@@ -13,7 +13,7 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::server::ProxyState;
+use crate::state::ProxyState;
 
 /// Whose authority a fill reads the origin with.
 #[derive(Clone)]

@@ -24,9 +24,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{BoxError, ProxyBody};
-use crate::get::{self, Outcome, chunk_id};
+use crate::get::{self, Outcome};
 use crate::metrics::Source;
-use crate::server::ProxyState;
+use crate::state::{ProxyState, chunk_id};
 
 /// Where a forward-proxy request goes (the scheme and host the client named).
 pub(crate) type Destination = Option<(http::uri::Scheme, http::uri::Authority)>;
@@ -245,6 +245,18 @@ pub(crate) async fn handle(
             return serve_authorized(state, parts, key, meta).await;
         }
     }
+    relay(state, &parts, key.as_ref(), resp)
+}
+
+/// The origin's answer to a request sent as received, relayed as it came; what a
+/// GET brings is cached (the whole chunks it covers).
+fn relay(
+    state: &Arc<ProxyState>,
+    parts: &http::request::Parts,
+    key: Option<&ObjectKey>,
+    resp: Response<Incoming>,
+) -> Response<ProxyBody> {
+    let status = resp.status();
     if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
         state.metrics.passthrough_denied.fetch_add(1, Relaxed);
     }
@@ -253,7 +265,7 @@ pub(crate) async fn handle(
     // unknown Host as a CNAME bucket): its answers never evict or replace what the
     // node holds, only fill what it does not.
     let certain = !crate::request::is_virtual_host(&parts.headers, &state.cfg.virtual_host_domains);
-    if let Some(key) = &key
+    if let Some(key) = key
         && status == StatusCode::NOT_FOUND
         && certain
     {
@@ -274,7 +286,7 @@ pub(crate) async fn handle(
     h.insert("x-cache", HeaderValue::from_static("MISS"));
     h.insert("x-cache-source", HeaderValue::from_static("origin"));
     // What a GET brings is cached: the whole chunks it covers.
-    let learned = match (&key, parts.method == Method::GET, status) {
+    let learned = match (key, parts.method == Method::GET, status) {
         (Some(key), true, StatusCode::OK) => {
             ObjectMeta::from_headers(&rparts.headers).map(|m| (key, m, 0u64))
         }
@@ -377,60 +389,6 @@ fn signature_valid_until(headers: &HeaderMap, query: Option<&str>) -> Option<std
         return Some(at + crate::sigv4::MAX_SKEW);
     }
     None
-}
-
-/// Authorizations recently given by the origin, per (credential proof, object,
-/// method, version), kept `proxy.auth_cache_ttl` (0 = off).
-pub(crate) struct AuthCache {
-    ttl: std::time::Duration,
-    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
-}
-
-impl AuthCache {
-    pub fn new(ttl: std::time::Duration) -> Self {
-        Self {
-            ttl,
-            entries: Default::default(),
-        }
-    }
-
-    fn slot(proof: &[u8; 32], key: &ObjectKey, method: &Method, etag: &ETag) -> [u8; 32] {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        for part in [
-            &proof[..],
-            key.bucket.as_bytes(),
-            key.key.as_bytes(),
-            method.as_str().as_bytes(),
-            etag.as_str().as_bytes(),
-        ] {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part);
-        }
-        h.finalize().into()
-    }
-
-    fn allowed(&self, proof: &[u8; 32], key: &ObjectKey, method: &Method, etag: &ETag) -> bool {
-        if self.ttl.is_zero() {
-            return false;
-        }
-        let slot = Self::slot(proof, key, method, etag);
-        let e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        e.get(&slot).is_some_and(|t| t.elapsed() < self.ttl)
-    }
-
-    fn record(&self, proof: &[u8; 32], key: &ObjectKey, method: &Method, etag: &ETag) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let slot = Self::slot(proof, key, method, etag);
-        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if e.len() >= 100_000 {
-            let ttl = self.ttl;
-            e.retain(|_, t| t.elapsed() < ttl);
-        }
-        e.insert(slot, std::time::Instant::now());
-    }
 }
 
 /// What the origin said to a client's GET sent as a one-byte probe.

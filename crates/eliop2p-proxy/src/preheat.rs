@@ -14,8 +14,8 @@ use http::Method;
 use http_body_util::BodyExt;
 
 use crate::get::{Outcome, serve};
-use crate::node::AuthMode;
-use crate::server::ProxyState;
+use crate::config::AuthMode;
+use crate::state::ProxyState;
 
 /// Objects per preheat command at most.
 const MAX_OBJECTS: usize = 100_000;

@@ -1,182 +1,27 @@
-//! The proxy's accept loop and request routing.
+//! The S3 proxy listener: request routing (CONNECT, forward-proxy, auth modes,
+//! reads through the cache, everything else to the origin).
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
-use eliop2p_cache::ChunkCache;
 use eliop2p_core::ObjectKey;
-use eliop2p_origin::OriginClient;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::ProxyBody;
+use crate::config::AuthMode;
 use crate::forward::{self, is_signature_param};
 use crate::get::{self, Outcome};
-use crate::meta::MetaCache;
-use crate::metrics::Metrics;
-use crate::node::ProxyConfig;
+use crate::listen::{MAX_HEADER_BYTES, serve};
 use crate::request::{S3Target, parse_target};
-
-/// Upper bound on the request head the node accepts (S3 allows 8 KiB of user
-/// metadata; this leaves room for signatures and long keys).
-const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// hyper's read buffer per connection: a request head beyond it is refused (431).
-const READ_BUFFER: usize = MAX_HEADER_BYTES + 16 * 1024;
-
-/// An origin other than the default one, for some buckets.
-pub(crate) struct Route {
-    pub buckets: std::collections::HashSet<String>,
-    pub client: OriginClient,
-    pub auth: crate::node::AuthMode,
-}
-
-pub(crate) struct ProxyState {
-    pub cfg: ProxyConfig,
-    /// The default origin (every bucket no route names).
-    pub origin: OriginClient,
-    pub routes: Vec<Route>,
-    pub cache: ChunkCache,
-    pub meta: MetaCache,
-    pub metrics: Arc<Metrics>,
-    pub p2p: Option<eliop2p_p2p::P2pHandle>,
-    /// Chunk fills run here, detached from the requests that started them.
-    pub fills: TaskTracker,
-    next_request_id: AtomicU64,
-    /// The proxy listener's port (absolute-form requests naming it are for this
-    /// node, not forward-proxy requests); 0 until known.
-    pub proxy_port: AtomicU64,
-    pub auth_cache: crate::passthrough::AuthCache,
-    /// Bounds this node's concurrent origin requests for chunk fills.
-    pub origin_slots: Arc<tokio::sync::Semaphore>,
-}
+use crate::state::ProxyState;
 
 impl ProxyState {
-    pub fn new(
-        cfg: ProxyConfig,
-        origin: OriginClient,
-        routes: Vec<Route>,
-        cache: ChunkCache,
-        metrics: Arc<Metrics>,
-        p2p: Option<eliop2p_p2p::P2pHandle>,
-    ) -> Self {
-        let meta = MetaCache::new(cfg.metadata_ttl, cfg.metadata_max_entries, cfg.stale_if_error);
-        // Virtual-host requests under the origin's own name (forward-proxy clients
-        // address `bucket.s3.<region>.amazonaws.com`) name their bucket too.
-        let mut cfg = cfg;
-        let auth_cache_ttl = cfg.auth_cache_ttl;
-        let origin_host = origin.authority().host().to_ascii_lowercase();
-        if origin_host.parse::<std::net::IpAddr>().is_err()
-            && !cfg.virtual_host_domains.contains(&origin_host)
-        {
-            cfg.virtual_host_domains.push(origin_host);
-        }
-        let origin_slots = Arc::new(tokio::sync::Semaphore::new(cfg.origin_max_concurrent.max(1)));
-        Self {
-            origin_slots,
-            cfg,
-            origin,
-            routes,
-            cache,
-            meta,
-            metrics,
-            p2p,
-            fills: TaskTracker::new(),
-            next_request_id: AtomicU64::new(1),
-            proxy_port: AtomicU64::new(0),
-            auth_cache: crate::passthrough::AuthCache::new(auth_cache_ttl),
-        }
-    }
-
-    fn route_for(&self, bucket: Option<&str>) -> Option<&Route> {
-        let b = bucket?;
-        self.routes.iter().find(|r| r.buckets.contains(b))
-    }
-
-    /// The origin that serves a bucket.
-    pub fn origin_for(&self, bucket: Option<&str>) -> &OriginClient {
-        self.route_for(bucket).map_or(&self.origin, |r| &r.client)
-    }
-
-    /// The auth mode for a bucket.
-    pub fn auth_for(&self, bucket: Option<&str>) -> crate::node::AuthMode {
-        self.route_for(bucket).map_or(self.cfg.auth, |r| r.auth)
-    }
-
-    /// Prometheus text of everything this node measures.
-    pub fn render_metrics(&self) -> String {
-        let mut text = self.metrics.render(&self.cache);
-        if let Some(p) = &self.p2p {
-            text.push_str(&p.render_metrics());
-        }
-        text
-    }
-
-    /// The P2P layer, when it has peers to ask.
-    pub fn peers(&self) -> Option<&eliop2p_p2p::P2pHandle> {
-        self.p2p.as_ref().filter(|p| p.has_peers())
-    }
-
-    /// An S3 XML error response about an object.
-    pub fn error(
-        &self,
-        status: StatusCode,
-        code: &str,
-        message: &str,
-        key: &ObjectKey,
-    ) -> Response<ProxyBody> {
-        self.error_at(
-            status,
-            code,
-            message,
-            &format!("/{}/{}", key.bucket, key.key),
-        )
-    }
-
-    pub fn error_at(
-        &self,
-        status: StatusCode,
-        code: &str,
-        message: &str,
-        resource: &str,
-    ) -> Response<ProxyBody> {
-        let id = format!("{:016X}", self.next_request_id.fetch_add(1, Relaxed));
-        let body = eliop2p_core::s3xml::error_body(code, message, resource, &id);
-        let mut resp = Response::new(ProxyBody::full(body));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/xml"),
-        );
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            h.insert("x-amz-request-id", v);
-        }
-        resp
-    }
-
-    /// Drops what is cached about an object (metadata and the chunks of the cached
-    /// version) before and after a write through the node.
-    pub fn invalidate_target(&self, target: &S3Target) {
-        let (Some(bucket), Some(key)) = (&target.bucket, &target.key) else {
-            return;
-        };
-        let key = ObjectKey::new(bucket.clone(), key.clone());
-        if let Some(meta) = self.meta.invalidate(&key) {
-            for id in get::all_chunk_ids(self, &key, &meta) {
-                if self.cache.is_cached(&id).is_some() {
-                    self.cache.remove(&id);
-                }
-            }
-        }
-    }
-
     pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
         let method = req.method().clone();
         let resp = self.route(req).await;
@@ -306,6 +151,53 @@ impl ProxyState {
         Some(r)
     }
 
+    /// What a request names: for a plain HTTP origin the whole path (no dot
+    /// segments), otherwise the bucket and key of a path-style or virtual-host
+    /// request.
+    fn target_of(&self, req: &Request<Incoming>, plain_http: bool) -> Result<S3Target, Box<Response<ProxyBody>>> {
+        if plain_http {
+            // A plain HTTP origin: the whole path is the resource.
+            let path = req.uri().path().trim_start_matches('/');
+            let key = percent_encoding::percent_decode_str(path).decode_utf8();
+            match key {
+                Ok(k) if eliop2p_origin::has_dot_segment(&k) => Err(Box::new(self.error_at(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidURI",
+                    "the path has a '.' or '..' segment, which would leave origin.endpoint's path",
+                    req.uri().path(),
+                ))),
+                Ok(k) if !k.is_empty() => Ok(S3Target {
+                    bucket: Some(String::new()),
+                    key: Some(k.into_owned()),
+                }),
+                Ok(_) => Ok(S3Target {
+                    bucket: None,
+                    key: None,
+                }),
+                Err(_) => Err(Box::new(self.error_at(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidURI",
+                    "path is not UTF-8",
+                    req.uri().path(),
+                ))),
+            }
+        } else {
+            match parse_target(
+                req.uri().path(),
+                req.headers(),
+                &self.cfg.virtual_host_domains,
+            ) {
+                Ok(t) => Ok(t),
+                Err(e) => Err(Box::new(self.error_at(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidURI",
+                    e.0,
+                    req.uri().path(),
+                ))),
+            }
+        }
+    }
+
     async fn route(self: &Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
         if req.method() == Method::CONNECT {
             if let Some(r) = self.proxy_auth_refused(&req) {
@@ -360,52 +252,9 @@ impl ProxyState {
             );
         }
         let plain_http = self.origin.is_plain_http();
-        let target = if plain_http {
-            // A plain HTTP origin: the whole path is the resource.
-            let path = req.uri().path().trim_start_matches('/');
-            let key = percent_encoding::percent_decode_str(path).decode_utf8();
-            match key {
-                Ok(k) if eliop2p_origin::has_dot_segment(&k) => {
-                    return self.error_at(
-                        StatusCode::BAD_REQUEST,
-                        "InvalidURI",
-                        "the path has a '.' or '..' segment, which would leave origin.endpoint's path",
-                        req.uri().path(),
-                    );
-                }
-                Ok(k) if !k.is_empty() => S3Target {
-                    bucket: Some(String::new()),
-                    key: Some(k.into_owned()),
-                },
-                Ok(_) => S3Target {
-                    bucket: None,
-                    key: None,
-                },
-                Err(_) => {
-                    return self.error_at(
-                        StatusCode::BAD_REQUEST,
-                        "InvalidURI",
-                        "path is not UTF-8",
-                        req.uri().path(),
-                    );
-                }
-            }
-        } else {
-            match parse_target(
-                req.uri().path(),
-                req.headers(),
-                &self.cfg.virtual_host_domains,
-            ) {
-                Ok(t) => t,
-                Err(e) => {
-                    return self.error_at(
-                        StatusCode::BAD_REQUEST,
-                        "InvalidURI",
-                        e.0,
-                        req.uri().path(),
-                    );
-                }
-            }
+        let target = match self.target_of(&req, plain_http) {
+            Ok(t) => t,
+            Err(resp) => return *resp,
         };
         // For plain HTTP origins a query is part of the resource: not cached.
         let cacheable = matches!(*req.method(), Method::GET | Method::HEAD)
@@ -416,7 +265,7 @@ impl ProxyState {
                 req.uri().query().is_none_or(query_is_cacheable)
             };
         let auth = self.auth_for(target.bucket.as_deref());
-        if auth == crate::node::AuthMode::Node
+        if auth == AuthMode::Node
             && dest.is_none()
             && !self.cfg.client_keys.is_empty()
             && let Err(e) = crate::sigv4::verify(
@@ -435,7 +284,7 @@ impl ProxyState {
                 req.uri().path(),
             );
         }
-        if auth == crate::node::AuthMode::Passthrough || dest.is_some() {
+        if auth == AuthMode::Passthrough || dest.is_some() {
             let key = match (&target.bucket, &target.key) {
                 (Some(b), Some(k)) if cacheable => Some(ObjectKey::new(b.clone(), k.clone())),
                 _ => None,
@@ -462,72 +311,6 @@ fn query_is_cacheable(query: &str) -> bool {
         let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
         name == "x-id" || is_signature_param(&name)
     })
-}
-
-/// Accepts connections until `cancel` and serves each with `handler`; each
-/// connection finishes its in-flight request after cancellation (graceful
-/// shutdown) and is tracked by `tracker`. Shared by the proxy and admin listeners.
-///
-/// At most `max_connections` connections are open at once (one more is closed at
-/// accept), and each buffers at most `READ_BUFFER` of an unfinished request head:
-/// abusive connections cost bounded memory, given back when they close.
-pub(crate) async fn serve<H, Fut>(
-    listener: TcpListener,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-    max_connections: usize,
-    send_timeout: std::time::Duration,
-    handler: H,
-) where
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response<ProxyBody>> + Send + 'static,
-{
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
-    loop {
-        let stream = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!("connection closed at accept: the listener's connection cap is reached");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            let _slot = slot;
-            let svc = service_fn(move |req| {
-                let fut = handler(req);
-                async move { Ok::<_, Infallible>(fut.await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(30))
-                .max_buf_size(READ_BUFFER)
-                .serve_connection(TokioIo::new(crate::stall::StallTimeout::new(stream, send_timeout)), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                }
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
 }
 
 /// The S3 proxy listener.

@@ -1,0 +1,193 @@
+//! What every part of the proxy shares: the configuration, origins and routes, the
+//! cache, the metadata cache, metrics and the P2P handle; and how an object version
+//! maps to chunk ids.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use eliop2p_cache::ChunkCache;
+use eliop2p_core::{ChunkId, ChunkLayout, ObjectKey};
+use eliop2p_origin::{ObjectMeta, OriginClient};
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use tokio_util::task::TaskTracker;
+
+use crate::body::ProxyBody;
+use crate::config::ProxyConfig;
+use crate::meta::MetaCache;
+use crate::metrics::Metrics;
+use crate::request::S3Target;
+
+/// An origin other than the default one, for some buckets.
+pub(crate) struct Route {
+    pub buckets: std::collections::HashSet<String>,
+    pub client: OriginClient,
+    pub auth: crate::config::AuthMode,
+}
+
+pub(crate) struct ProxyState {
+    pub cfg: ProxyConfig,
+    /// The default origin (every bucket no route names).
+    pub origin: OriginClient,
+    pub routes: Vec<Route>,
+    pub cache: ChunkCache,
+    pub meta: MetaCache,
+    pub metrics: Arc<Metrics>,
+    pub p2p: Option<eliop2p_p2p::P2pHandle>,
+    /// Chunk fills run here, detached from the requests that started them.
+    pub fills: TaskTracker,
+    next_request_id: AtomicU64,
+    /// The proxy listener's port (absolute-form requests naming it are for this
+    /// node, not forward-proxy requests); 0 until known.
+    pub proxy_port: AtomicU64,
+    pub auth_cache: crate::auth_cache::AuthCache,
+    /// Bounds this node's concurrent origin requests for chunk fills.
+    pub origin_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl ProxyState {
+    pub fn new(
+        cfg: ProxyConfig,
+        origin: OriginClient,
+        routes: Vec<Route>,
+        cache: ChunkCache,
+        metrics: Arc<Metrics>,
+        p2p: Option<eliop2p_p2p::P2pHandle>,
+    ) -> Self {
+        let meta = MetaCache::new(cfg.metadata_ttl, cfg.metadata_max_entries, cfg.stale_if_error);
+        // Virtual-host requests under the origin's own name (forward-proxy clients
+        // address `bucket.s3.<region>.amazonaws.com`) name their bucket too.
+        let mut cfg = cfg;
+        let auth_cache_ttl = cfg.auth_cache_ttl;
+        let origin_host = origin.authority().host().to_ascii_lowercase();
+        if origin_host.parse::<std::net::IpAddr>().is_err()
+            && !cfg.virtual_host_domains.contains(&origin_host)
+        {
+            cfg.virtual_host_domains.push(origin_host);
+        }
+        let origin_slots = Arc::new(tokio::sync::Semaphore::new(cfg.origin_max_concurrent.max(1)));
+        Self {
+            origin_slots,
+            cfg,
+            origin,
+            routes,
+            cache,
+            meta,
+            metrics,
+            p2p,
+            fills: TaskTracker::new(),
+            next_request_id: AtomicU64::new(1),
+            proxy_port: AtomicU64::new(0),
+            auth_cache: crate::auth_cache::AuthCache::new(auth_cache_ttl),
+        }
+    }
+
+    fn route_for(&self, bucket: Option<&str>) -> Option<&Route> {
+        let b = bucket?;
+        self.routes.iter().find(|r| r.buckets.contains(b))
+    }
+
+    /// The origin that serves a bucket.
+    pub fn origin_for(&self, bucket: Option<&str>) -> &OriginClient {
+        self.route_for(bucket).map_or(&self.origin, |r| &r.client)
+    }
+
+    /// The auth mode for a bucket.
+    pub fn auth_for(&self, bucket: Option<&str>) -> crate::config::AuthMode {
+        self.route_for(bucket).map_or(self.cfg.auth, |r| r.auth)
+    }
+
+    /// Prometheus text of everything this node measures.
+    pub fn render_metrics(&self) -> String {
+        let mut text = self.metrics.render(&self.cache);
+        if let Some(p) = &self.p2p {
+            text.push_str(&p.render_metrics());
+        }
+        text
+    }
+
+    /// The P2P layer, when it has peers to ask.
+    pub fn peers(&self) -> Option<&eliop2p_p2p::P2pHandle> {
+        self.p2p.as_ref().filter(|p| p.has_peers())
+    }
+
+    /// An S3 XML error response about an object.
+    pub fn error(
+        &self,
+        status: StatusCode,
+        code: &str,
+        message: &str,
+        key: &ObjectKey,
+    ) -> Response<ProxyBody> {
+        self.error_at(
+            status,
+            code,
+            message,
+            &format!("/{}/{}", key.bucket, key.key),
+        )
+    }
+
+    pub fn error_at(
+        &self,
+        status: StatusCode,
+        code: &str,
+        message: &str,
+        resource: &str,
+    ) -> Response<ProxyBody> {
+        let id = format!("{:016X}", self.next_request_id.fetch_add(1, Relaxed));
+        let body = eliop2p_core::s3xml::error_body(code, message, resource, &id);
+        let mut resp = Response::new(ProxyBody::full(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            h.insert("x-amz-request-id", v);
+        }
+        resp
+    }
+
+    /// Drops what is cached about an object (metadata and the chunks of the cached
+    /// version) before and after a write through the node.
+    pub fn invalidate_target(&self, target: &S3Target) {
+        let (Some(bucket), Some(key)) = (&target.bucket, &target.key) else {
+            return;
+        };
+        let key = ObjectKey::new(bucket.clone(), key.clone());
+        if let Some(meta) = self.meta.invalidate(&key) {
+            for id in all_chunk_ids(self, &key, &meta) {
+                if self.cache.is_cached(&id).is_some() {
+                    self.cache.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn chunk_id(
+    state: &ProxyState,
+    key: &ObjectKey,
+    meta: &ObjectMeta,
+    index: u64,
+) -> ChunkId {
+    ChunkId::derive(
+        state.origin_for(Some(&key.bucket)).origin_id(),
+        key,
+        &meta.etag,
+        state.cfg.chunk_size,
+        index,
+    )
+}
+
+/// The chunk ids of an object version, for invalidation.
+pub(crate) fn all_chunk_ids(
+    state: &ProxyState,
+    key: &ObjectKey,
+    meta: &ObjectMeta,
+) -> Vec<ChunkId> {
+    let n = ChunkLayout::new(state.cfg.chunk_size, meta.size).num_chunks();
+    (0..n).map(|i| chunk_id(state, key, meta, i)).collect()
+}
+
