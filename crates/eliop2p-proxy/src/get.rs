@@ -115,18 +115,7 @@ pub(crate) async fn serve<B>(
         if req.method() == Method::HEAD || range.is_empty() {
             return Outcome::Response(resp.body(ProxyBody::Empty).expect("valid response parts"));
         }
-        let mut stream = ChunkStream {
-            state: state.clone(),
-            key: key.clone(),
-            meta: meta.clone(),
-            unprepared: slices,
-            prepared: VecDeque::new(),
-            current: None,
-            current_hold: None,
-            current_index: 0,
-            first_from_peer: false,
-            access: access.clone(),
-        };
+        let mut stream = ChunkStream::new(state, &key, &meta, slices, access.clone());
         // Wait for the first bytes before committing to a status: an early failure
         // still gets a clean error response instead of a cut body.
         let first = match stream.next().await {
@@ -238,6 +227,49 @@ fn requested_range(
             "Invalid Range header: expected bytes=first-last, bytes=first- or bytes=-suffix",
             key,
         ))),
+    }
+}
+
+/// Why an object could not be read without a client (`warm`).
+pub(crate) enum WarmError {
+    /// The origin refused the metadata request, or its answer was unusable: the
+    /// node would relay a client's request as it is.
+    NotCacheable,
+    /// The metadata request failed (the S3 error answer a client would get).
+    Meta(StatusCode),
+    /// A chunk fill failed.
+    Fill(FillError),
+}
+
+/// Reads a whole object through the cache with the node's own credentials and no
+/// client, so its chunks land in the cache as a client read would put them there
+/// (cluster single flight, peers and read-ahead included). Returns its size.
+pub(crate) async fn warm(state: &Arc<ProxyState>, key: &ObjectKey) -> Result<u64, WarmError> {
+    // As `serve`: a fill that fails before the first byte (typically the object
+    // changed) refreshes the metadata and starts over, once.
+    let mut retried = false;
+    loop {
+        let meta = match lookup_meta(state, key).await {
+            Ok(m) => m,
+            Err(Outcome::Forward) => return Err(WarmError::NotCacheable),
+            Err(Outcome::Response(r)) => return Err(WarmError::Meta(r.status())),
+        };
+        let layout = ChunkLayout::new(state.cfg.chunk_size, meta.size);
+        let slices = layout.slices(ByteRange::new(0, meta.size)).collect();
+        let mut stream = ChunkStream::new(state, key, &meta, slices, OriginAccess::Node);
+        let mut n = 0u64;
+        let failed = loop {
+            match stream.next().await {
+                None => return Ok(n),
+                Some(Ok(b)) => n += b.len() as u64,
+                Some(Err(e)) => break e,
+            }
+        };
+        if n > 0 || retried {
+            return Err(WarmError::Fill(failed));
+        }
+        state.meta.invalidate(key);
+        retried = true;
     }
 }
 
@@ -480,6 +512,27 @@ struct ChunkStream {
 }
 
 impl ChunkStream {
+    fn new(
+        state: &Arc<ProxyState>,
+        key: &ObjectKey,
+        meta: &Arc<ObjectMeta>,
+        slices: VecDeque<ChunkSlice>,
+        access: OriginAccess,
+    ) -> Self {
+        Self {
+            state: state.clone(),
+            key: key.clone(),
+            meta: meta.clone(),
+            unprepared: slices,
+            prepared: VecDeque::new(),
+            current: None,
+            current_hold: None,
+            current_index: 0,
+            first_from_peer: false,
+            access,
+        }
+    }
+
     /// Looks a chunk up, starting its fill from the origin if nobody has it. `hold`
     /// is the chunk's share of the in-flight budget: kept with a fill (and by the
     /// fill's task while it runs), dropped for a chunk in memory or on disk.

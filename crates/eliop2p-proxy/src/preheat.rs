@@ -1,5 +1,5 @@
 //! Executing a preheat command: list the prefix at the origin (or take the one
-//! key), then read every object through this node's own GET path, so the chunks
+//! key), then read every object through this node's read path (`get::warm`), so the chunks
 //! land in the cache exactly as a client read would put them there (cluster
 //! single flight included: nodes preheating together read each chunk from the
 //! origin once).
@@ -11,9 +11,8 @@ use eliop2p_cluster::api::{PreheatProgress, PreheatSpec};
 use eliop2p_core::ObjectKey;
 use eliop2p_origin::{ListError, OriginRequest};
 use http::Method;
-use http_body_util::BodyExt;
 
-use crate::get::{Outcome, serve};
+use crate::get::WarmError;
 use crate::config::AuthMode;
 use crate::state::ProxyState;
 
@@ -33,27 +32,14 @@ async fn list(state: &ProxyState, bucket: &str, prefix: &str) -> Result<Vec<Stri
         })
 }
 
-/// Reads one object through the cache; returns its size.
+/// Reads one object through the cache (`get::warm`); returns its size.
 async fn warm(state: &Arc<ProxyState>, bucket: &str, key: &str) -> Result<u64, String> {
-    let req = http::Request::get("/").body(()).expect("static request");
     let what = format!("s3://{bucket}/{key}");
-    match serve(state, &req, ObjectKey::new(bucket, key), None, crate::origin_fill::OriginAccess::Node).await {
-        Outcome::Response(resp) => {
-            let status = resp.status();
-            if !status.is_success() {
-                return Err(format!("{what}: {status}"));
-            }
-            let mut body = resp.into_body();
-            let mut n = 0u64;
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| format!("{what}: {e}"))?;
-                if let Ok(data) = frame.into_data() {
-                    n += data.len() as u64;
-                }
-            }
-            Ok(n)
-        }
-        Outcome::Forward => {
+    match crate::get::warm(state, &ObjectKey::new(bucket, key)).await {
+        Ok(n) => Ok(n),
+        Err(WarmError::Meta(status)) => Err(format!("{what}: {status}")),
+        Err(WarmError::Fill(e)) => Err(format!("{what}: {e}")),
+        Err(WarmError::NotCacheable) => {
             // The metadata lookup hands the origin's own answer to clients; say what it was.
             let head = OriginRequest::new(Method::HEAD, bucket, Some(key));
             match state.origin_for(Some(bucket)).send(head).await {
