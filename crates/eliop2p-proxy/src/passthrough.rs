@@ -141,7 +141,8 @@ pub(crate) async fn handle(
     });
     let hit = if cluster.is_some() { None } else { hit };
     let known = cluster.and_then(|k| state.meta.peek(k));
-    let as_sent = headers.clone();
+    // The headers as the client sent them, should the probe not tell.
+    let as_sent = cluster.is_some().then(|| headers.clone());
     if cluster.is_some() {
         headers.remove(header::RANGE);
         headers.insert(header::RANGE, HeaderValue::from_static("bytes=0-0"));
@@ -182,8 +183,8 @@ pub(crate) async fn handle(
             dest_ref,
         )
         .await;
-    let sent = match (cluster, sent) {
-        (Some(key), Ok(probe)) => match authorized_version(state, key, known.as_ref(), probe, &parts.headers).await {
+    let sent = match (cluster.zip(as_sent), sent) {
+        (Some((key, as_sent)), Ok(probe)) => match authorized_version(state, key, known.as_ref(), probe, &parts.headers).await {
             Probe::Authorized(meta) => {
                 state.metrics.passthrough_authorized.fetch_add(1, Relaxed);
                 if let Some(proof) = &proof {
