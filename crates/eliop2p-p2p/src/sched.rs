@@ -86,7 +86,7 @@ pub enum Failure {
     /// The peer is out of upload slots.
     Busy,
     /// A seed has just sent this piece to others: fetch it from the swarm, and
-    /// ask the seed again only after `defer`.
+    /// ask the seed for anything again only after `defer`.
     Deferred,
     /// The connection broke or sent a bad frame.
     Broken,
