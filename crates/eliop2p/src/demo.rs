@@ -109,15 +109,20 @@ pub async fn run(
     let origin_before = origin.bytes_sent();
     // cold and hit on node 0; the peer read on whichever other node holds fewer
     // chunks after the cold read (owners keep the chunks they read for others).
+    // (Decided when the peer step comes, not before the cold read.)
     let held = |i: usize| cluster.node(i).cache.held().len();
-    let (peer_node, range_node) = if held(1) <= held(2) { (1, 2) } else { (2, 1) };
+    let mut others: Option<(usize, usize)> = None;
     let steps = [
-        ("cold", 0, None),
-        ("hit", 0, None),
-        ("peer", peer_node, None),
-        ("range", range_node, Some((20_000_000u64, 20_999_999u64))),
+        ("cold", Some(0), None),
+        ("hit", Some(0), None),
+        ("peer", None, None),
+        ("range", None, Some((20_000_000u64, 20_999_999u64))),
     ];
     for (label, node, range) in steps {
+        let node = node.unwrap_or_else(|| {
+            let (peer, range) = *others.get_or_insert_with(|| if held(1) <= held(2) { (1, 2) } else { (2, 1) });
+            if label == "peer" { peer } else { range }
+        });
         let url = cluster.url(node, "demo", "data/sample-64MiB.bin");
         let range_header = range.map(|(a, b)| format!("bytes={a}-{b}"));
         let headers: Vec<(&str, &str)> = range_header
