@@ -13,6 +13,7 @@ mod cluster;
 mod config;
 mod forward;
 mod get;
+mod head_guard;
 mod listen;
 mod meta;
 mod metrics;

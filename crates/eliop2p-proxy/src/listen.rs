@@ -12,11 +12,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::ProxyBody;
+use crate::head_guard::HeadGuard;
+use crate::stall::StallTimeout;
 
 /// Upper bound on the request head the node accepts (S3 allows 8 KiB of user
 /// metadata; this leaves room for signatures and long keys).
 pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// hyper's read buffer per connection: a request head beyond it is refused (431).
+/// hyper's read buffer per connection. Heads are checked against
+/// `MAX_HEADER_BYTES` before hyper reads them (`head_guard`), so hyper's own
+/// empty 431 for a head beyond this buffer is never reached.
 const READ_BUFFER: usize = MAX_HEADER_BYTES + 16 * 1024;
 
 /// Accepts connections until `cancel` and serves each with `handler`; each
@@ -59,6 +63,7 @@ pub(crate) async fn serve<H, Fut>(
         let cancel = cancel.clone();
         tracker.spawn(async move {
             let _slot = slot;
+            let io = HeadGuard::new(StallTimeout::new(stream, send_timeout), MAX_HEADER_BYTES);
             let svc = service_fn(move |req| {
                 let fut = handler(req);
                 async move { Ok::<_, Infallible>(fut.await) }
@@ -67,7 +72,10 @@ pub(crate) async fn serve<H, Fut>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(30))
                 .max_buf_size(READ_BUFFER)
-                .serve_connection(TokioIo::new(crate::stall::StallTimeout::new(stream, send_timeout)), svc)
+                // The guard ends hyper's input where a refused head starts; that end
+                // must not abort a response still being written.
+                .half_close(true)
+                .serve_connection(TokioIo::new(io), svc)
                 .with_upgrades();
             tokio::pin!(conn);
             tokio::select! {

@@ -735,3 +735,63 @@ async fn answers_the_origin_may_read_differently_do_not_evict() -> anyhow::Resul
     origin.stop().await;
     Ok(())
 }
+
+/// Heads the node refuses before any handler runs (hyper used to answer these
+/// itself, with an empty body) get an S3 XML error, and never inside a body: a
+/// malformed head pipelined behind a good GET is answered after that GET's
+/// whole, byte-exact response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_request_heads_get_s3_xml_errors_after_complete_responses() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = eliop2p_testkit::TestOrigin::start().await?;
+    origin.create_bucket("heads").await?;
+    let data = test_data(3 << 20, 9);
+    origin.put("heads", "k", data.clone()).await?;
+    let node = eliop2p_testkit::start_node(&origin, |_| {}).await?;
+    async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(bytes).await?;
+        let mut out = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(30), s.read_to_end(&mut out)).await??;
+        Ok(out)
+    }
+    let good = b"GET /heads/k HTTP/1.1\r\nHost: n\r\n\r\n";
+    let probes: [(&[u8], &str); 4] = [
+        (b"GET /heads/k HTTP/1.1\r\nno colon here\r\n\r\n", "400 "),
+        (b"GET /heads/k HTTP/1.1\r\nHost: n\r\nContent-Length: 12x\r\n\r\n", "400 "),
+        (b"GET /heads/k HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", "400 "),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", "400 "),
+    ];
+    for (bad, status) in probes {
+        let out = exchange(node.proxy_addr, &[&good[..], bad].concat()).await?;
+        let split = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+        let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains(&format!("content-length: {}", data.len())), "{head}");
+        assert_eq!(&out[split..split + data.len()], &data[..], "the good response is whole and exact");
+        let rest = String::from_utf8_lossy(&out[split + data.len()..]).into_owned();
+        assert!(rest.starts_with(&format!("HTTP/1.1 {status}")), "{:?}: {rest}", String::from_utf8_lossy(bad));
+        assert!(rest.contains("<Code>BadRequest</Code>"), "{rest}");
+    }
+    // A head over the 64 KiB limit: 431; a request line over it: 414.
+    let long_head = format!("GET /heads/k HTTP/1.1\r\nHost: n\r\nx-amz-meta-a: {}\r\n\r\n", "v".repeat(70_000));
+    let long_line = format!("GET /heads/{} HTTP/1.1\r\nHost: n\r\n\r\n", "k".repeat(70_000));
+    let mut seen = Vec::new();
+    for (req, status, code) in [
+        (long_head, "431", "RequestHeaderSectionTooLarge"),
+        (long_line, "414", "KeyTooLongError"),
+    ] {
+        let out = String::from_utf8_lossy(&exchange(node.proxy_addr, req.as_bytes()).await?).into_owned();
+        assert!(out.starts_with(&format!("HTTP/1.1 {status} ")), "{out}");
+        assert!(out.contains("content-type: application/xml"), "{out}");
+        assert!(out.contains(&format!("<Code>{code}</Code>")), "{out}");
+        seen.push(status);
+    }
+    println!("refused heads: 4 malformed after a good GET answered 400 in XML, {seen:?} in XML");
+    // The node still serves.
+    let (status, body) = eliop2p_testkit::raw_http(node.proxy_addr, "GET /heads/k HTTP/1.1\r\nHost: n").await?;
+    assert_eq!((status, body == data), (200, true));
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}
