@@ -193,14 +193,21 @@ async fn get_resumes_an_interrupted_download() -> anyhow::Result<()> {
     let had = std::fs::metadata(&part)?.len();
     assert!(!out.exists());
     origin.set_rate_limit(0);
-    let served_before = single
-        .metrics
-        .bytes_memory
-        .load(std::sync::atomic::Ordering::Relaxed)
-        + single
-            .metrics
-            .bytes_origin
-            .load(std::sync::atomic::Ordering::Relaxed);
+    let served_now = || {
+        single.metrics.bytes_memory.load(std::sync::atomic::Ordering::Relaxed)
+            + single.metrics.bytes_origin.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // The killed client's connection may still be sending what it had in hand
+    // until a write fails: count from when its bytes have stopped.
+    let mut served_before = served_now();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = served_now();
+        if now == served_before {
+            break;
+        }
+        served_before = now;
+    }
     let o = run(args(&[
         "get",
         "--node",
