@@ -142,14 +142,8 @@ impl<S> HeadGuard<S> {
         while self.ready < self.pending.len() && self.refusal.is_none() {
             let rest = &self.pending[self.ready..];
             match self.framing {
-                Framing::Opaque => self.ready = self.pending.len(),
-                Framing::Fixed(left) => {
-                    let take = left.min(rest.len() as u64);
-                    self.ready += take as usize;
-                    self.framing = if take == left { Framing::Head } else { Framing::Fixed(left - take) };
-                }
-                Framing::Chunked(state) => {
-                    let (used, next) = chunked(state, rest);
+                Framing::Opaque | Framing::Fixed(_) | Framing::Chunked(_) => {
+                    let (used, next) = body_bytes(self.framing, rest);
                     self.ready += used;
                     self.framing = next;
                 }
@@ -226,20 +220,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadGuard<S> {
                 // keep back whatever follows the body's end.
                 let before = buf.filled().len();
                 std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-                let filled = buf.filled().len();
-                if filled == before {
+                let new = &buf.filled()[before..];
+                if new.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
-                this.pending.extend_from_slice(&buf.filled()[before..]);
-                this.classify();
-                let keep = this.ready;
-                buf.set_filled(before + keep);
-                this.pending.drain(..keep);
-                this.ready = 0;
-                if keep > 0 {
-                    return Poll::Ready(Ok(()));
+                let (used, next) = body_bytes(this.framing, new);
+                this.framing = next;
+                if used < new.len() {
+                    this.pending.extend_from_slice(&new[used..]);
+                    buf.set_filled(before + used);
+                    this.classify();
                 }
-                continue;
+                return Poll::Ready(Ok(()));
             }
             // Collect more of a head (or of a body behind one still held here).
             let mut chunk = [0u8; READ_CHUNK];
@@ -424,6 +416,20 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
         }
         n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
     })
+}
+
+/// How many of `bytes` belong to the body `framing` describes (all, when opaque),
+/// and the framing after them.
+fn body_bytes(framing: Framing, bytes: &[u8]) -> (usize, Framing) {
+    match framing {
+        Framing::Head => (0, Framing::Head),
+        Framing::Opaque => (bytes.len(), Framing::Opaque),
+        Framing::Fixed(left) => {
+            let take = left.min(bytes.len() as u64);
+            (take as usize, if take == left { Framing::Head } else { Framing::Fixed(left - take) })
+        }
+        Framing::Chunked(state) => chunked(state, bytes),
+    }
 }
 
 /// Follows a chunked body through `bytes`: how many belong to it, and where the
