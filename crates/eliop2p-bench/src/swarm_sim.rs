@@ -3,7 +3,7 @@
 //!
 //!     eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200] [--origin-mbit=200]
 //!         [--latency-us=200] [--window=5] [--slots=8] [--queue=0] [--node-pieces=12]
-//!         [--origin-fill-pieces=2] [--seed-copies=2]
+//!         [--origin-fill-pieces=2] [--seed-copies=2] [--piece-kib=1024]
 //!
 //! `SIM_TIMELINE=1` prints refusals by reason and delivery per 500 ms.
 
@@ -27,6 +27,7 @@ pub fn run() {
     let rate = list("rate-mbit", "200")[0] * 1e6 / 8.0;
     let origin = list("origin-mbit", "200")[0] * 1e6 / 8.0;
     let latency = Duration::from_micros(list("latency-us", "200")[0] as u64);
+    let piece = list("piece-kib", "1024")[0] as u64 * 1024;
     println!(
         "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, 1 MiB pieces, readahead {} chunks, {} upload slots, {} pieces in flight a node ({} while it reads the origin)",
         rate * 8.0 / 1e6,
@@ -46,7 +47,7 @@ pub fn run() {
                 nodes: n as usize,
                 object_bytes: (gib * (1u64 << 30) as f64) as u64,
                 chunk_bytes: 16 << 20,
-                piece_bytes: 1 << 20,
+                piece_bytes: piece,
                 node_rate: rate,
                 origin_rate: origin,
                 latency,
@@ -57,7 +58,7 @@ pub fn run() {
                 origin_fill_pieces: list("origin-fill-pieces", "2")[0] as usize,
                 seed_copies: list("seed-copies", "2")[0] as u32,
                 seed_window: Duration::from_millis(200),
-                sched: SchedConfig::new(1 << 20, Duration::from_secs(5)),
+                sched: SchedConfig::new(piece, Duration::from_secs(5)),
                 seed: 7,
             };
             let t0 = Instant::now();

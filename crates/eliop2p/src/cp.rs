@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use crate::config::Effective;
+use eliop2p::config::Effective;
 use crate::get::{EXIT_DENIED, EXIT_NODE, EXIT_NOT_FOUND, EXIT_USAGE, ExitError};
 
 pub struct Cp {

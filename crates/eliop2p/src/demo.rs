@@ -14,7 +14,7 @@ use eliop2p_testkit::{
     sha256_hex, test_data,
 };
 
-use crate::config::Effective;
+use eliop2p::config::Effective;
 
 const NODES: usize = 3;
 

@@ -1,7 +1,6 @@
 //! The `eliop2p` binary: the composition root. Only this crate reads files,
 //! environment variables and signals; every component gets its config as a value.
 
-mod config;
 mod cp;
 mod demo;
 mod get;
@@ -11,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Arg, ArgAction, ArgMatches, Command};
+use eliop2p::config;
 use config::{Effective, KEYS, KeyDef};
 
 fn key_args(cmd: Command) -> Command {
