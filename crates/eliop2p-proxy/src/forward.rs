@@ -141,10 +141,12 @@ pub(crate) async fn forward(
         headers,
         body: has_body.then(|| body.map_err(Into::into).boxed()),
     };
+    // What the node holds of the object is dropped once the origin has answered
+    // a write, unless it refused it (a 3xx or 4xx changed nothing): dropping it
+    // before let any client of a node with read-only keys evict objects with
+    // writes the origin refuses. Until the origin answers, readers get the version
+    // the write has not replaced yet, as they would from the origin.
     let mutates = matches!(parts.method, Method::PUT | Method::POST | Method::DELETE);
-    if mutates {
-        state.invalidate_target(&target);
-    }
     state.metrics.origin_forward.fetch_add(1, Relaxed);
     let resp = match origin.send(origin_req).await {
         Ok(r) => r,
@@ -154,6 +156,10 @@ pub(crate) async fn forward(
         }
         Err(e) => {
             state.metrics.origin_errors.fetch_add(1, Relaxed);
+            if mutates {
+                // The write may have been applied before the failure.
+                state.invalidate_target(&target);
+            }
             return state.error_at(
                 StatusCode::BAD_GATEWAY,
                 "BadGateway",
@@ -162,9 +168,7 @@ pub(crate) async fn forward(
             );
         }
     };
-    if mutates {
-        // Again after the origin applied it: a GET racing the write may have
-        // re-cached the old version in between.
+    if mutates && !(resp.status().is_client_error() || resp.status().is_redirection()) {
         state.invalidate_target(&target);
     }
     let (rparts, rbody) = resp.into_parts();

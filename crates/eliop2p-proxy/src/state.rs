@@ -150,7 +150,7 @@ impl ProxyState {
     }
 
     /// Drops what is cached about an object (metadata and the chunks of the cached
-    /// version) before and after a write through the node.
+    /// version) after a write through the node that the origin may have applied.
     pub fn invalidate_target(&self, target: &S3Target) {
         let (Some(bucket), Some(key)) = (&target.bucket, &target.key) else {
             return;
