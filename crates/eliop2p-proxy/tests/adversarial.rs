@@ -822,7 +822,8 @@ async fn refused_writes_do_not_evict() -> anyhow::Result<()> {
     };
     read().await?;
     assert_eq!(read().await?, "HIT");
-    let refusals: [(Method, &str, &[(&str, &str)]); 3] = [
+    type Write = (Method, &'static str, &'static [(&'static str, &'static str)]);
+    let refusals: [Write; 3] = [
         (Method::PUT, "", &[("x-amz-copy-source", "/wrtest/no-such-key")]),
         (Method::DELETE, "?uploadId=no-such-upload", &[]),
         (Method::POST, "?uploadId=no-such-upload", &[("content-type", "application/xml")]),
