@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -115,13 +115,13 @@ struct LocationsWire {
 pub(crate) struct Cluster {
     pub cfg: ClusterConfig,
     pub gossip: Mutex<Gossip>,
-    pub fetcher: OnceLock<Arc<dyn Fetcher>>,
-    pub directory: OnceLock<Arc<dyn Directory>>,
+    pub fetcher: Option<Arc<dyn Fetcher>>,
+    pub directory: Option<Arc<dyn Directory>>,
     started: Instant,
 }
 
 impl Cluster {
-    pub fn new(cfg: ClusterConfig, me: NodeInfo) -> Self {
+    pub fn new(cfg: ClusterConfig, me: NodeInfo, node: crate::NodeServices) -> Self {
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_millis() as u64);
@@ -129,8 +129,8 @@ impl Cluster {
         Self {
             cfg,
             gossip: Mutex::new(gossip),
-            fetcher: OnceLock::new(),
-            directory: OnceLock::new(),
+            fetcher: node.fetcher,
+            directory: node.directory,
             started: Instant::now(),
         }
     }
@@ -247,7 +247,7 @@ pub(crate) fn on_locate(shared: &Arc<P2pShared>, id: &ChunkId, data: &[u8], aske
     } else if complete.is_empty()
         && let Some(fetch) = req.fetch
     {
-        match cluster.fetcher.get() {
+        match &cluster.fetcher {
             Some(f) => match f.fetch(*id, &fetch) {
                 Ok(()) => {
                     shared.stats.fetches_for_peers.fetch_add(1, Relaxed);
@@ -328,7 +328,7 @@ pub(crate) async fn locate_all(
     };
     let my_id = shared.cfg.node_id.clone();
     let mut found: Vec<SocketAddr> = Vec::new();
-    if let Some(dir) = cluster.directory.get()
+    if let Some(dir) = &cluster.directory
         && let Some(h) = dir.locate(*id).await
     {
         found = h

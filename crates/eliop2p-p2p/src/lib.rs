@@ -281,12 +281,23 @@ pub struct P2pHandle {
 /// Starts the P2P server on `listener` (bound by the caller). Refuses a listener on
 /// a non-loopback address without a cluster secret unless unauthenticated mode is
 /// explicitly allowed.
+/// What the node gives the P2P layer when it starts it: fetch-through for peers
+/// (the owner reading the origin) and a chunk directory asked before the owner
+/// (the control plane). Either may be absent: a node without a fetcher answers
+/// peers' fetch requests with an error; without a directory only owners are asked.
+#[derive(Clone, Default)]
+pub struct NodeServices {
+    pub fetcher: Option<Arc<dyn Fetcher>>,
+    pub directory: Option<Arc<dyn Directory>>,
+}
+
 pub fn spawn_p2p(
     cfg: P2pConfig,
     listener: TcpListener,
     cache: ChunkCache,
     cancel: CancellationToken,
     tracker: &TaskTracker,
+    node: NodeServices,
 ) -> Result<P2pHandle, P2pError> {
     let local_addr = listener.local_addr()?;
     if cfg.cluster_secret.is_none() && !local_addr.ip().is_loopback() && !cfg.allow_unauthenticated
@@ -303,7 +314,7 @@ pub fn spawn_p2p(
             proxy: cc.proxy_addr,
             zone: cc.zone.clone(),
         };
-        cluster::Cluster::new(cc, me)
+        cluster::Cluster::new(cc, me, node)
     });
     let shared = Arc::new(P2pShared {
         cluster,
@@ -383,20 +394,6 @@ impl P2pHandle {
             .as_ref()
             .map(|c| c.gossip().members())
             .unwrap_or_default()
-    }
-
-    /// Lets this node read chunks from the origin for peers (fetch-through).
-    pub fn set_fetcher(&self, f: Arc<dyn Fetcher>) {
-        if let Some(c) = &self.shared.cluster {
-            let _ = c.fetcher.set(f);
-        }
-    }
-
-    /// Adds a chunk directory (the control plane) asked before the chunk's owner.
-    pub fn set_directory(&self, d: Arc<dyn Directory>) {
-        if let Some(c) = &self.shared.cluster {
-            let _ = c.directory.set(d);
-        }
     }
 
     /// Members reported online by the control plane: with gossip they are seeds to

@@ -20,7 +20,7 @@ async fn node(name: &str, l: TcpListener, peer: SocketAddr) -> (P2pHandle, Chunk
     cfg.cluster_secret = Some(b"swarm-test".to_vec());
     cfg.static_peers = vec![peer];
     cfg.piece_timeout = Duration::from_secs(2);
-    let h = spawn_p2p(cfg, l, cache.clone(), CancellationToken::new(), &TaskTracker::new()).unwrap();
+    let h = spawn_p2p(cfg, l, cache.clone(), CancellationToken::new(), &TaskTracker::new(), Default::default()).unwrap();
     (h, cache)
 }
 

@@ -118,7 +118,7 @@ pub(crate) struct CpClient {
 }
 
 impl CpClient {
-    fn new(cfg: &ControlPlaneClientConfig, node_id: &str) -> Self {
+    pub(crate) fn new(cfg: &ControlPlaneClientConfig, node_id: &str) -> Self {
         let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(1)));
         connector.set_nodelay(true);
@@ -239,14 +239,13 @@ impl Directory for CpClient {
 pub(crate) fn start_control_plane_client(
     state: Arc<ProxyState>,
     p2p: eliop2p_p2p::P2pHandle,
+    client: CpClient,
     cfg: ControlPlaneClientConfig,
     admin_addr: std::net::SocketAddr,
     cancel: tokio_util::sync::CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) {
     let Some(me) = p2p.me() else { return };
-    let client = CpClient::new(&cfg, &me.id);
-    p2p.set_directory(Arc::new(client.clone()));
     let commands_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tracker.spawn(async move {
         let register = api::Register {

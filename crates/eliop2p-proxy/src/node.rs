@@ -137,45 +137,53 @@ pub async fn spawn_node_with_p2p(
         }
         pc
     });
-    let p2p = match (p2p_cfg, p2p_listener) {
-        (Some(pc), Some(l)) => Some(eliop2p_p2p::spawn_p2p(
-            pc,
-            l,
-            cache.clone(),
-            cancel.clone(),
-            &tracker,
-        )?),
-        (Some(_), None) => return Err(NodeError::MissingP2pListener),
-        (None, _) => None,
+    if p2p_cfg.is_some() && p2p_listener.is_none() {
+        return Err(NodeError::MissingP2pListener);
+    }
+    // The control-plane client is the P2P layer's chunk directory; the node itself
+    // (through a weak reference to the state being built) is its fetcher.
+    let cp_client = match (&p2p_cfg, &cfg.control_plane) {
+        (Some(pc), Some(cp)) => Some(crate::cluster::CpClient::new(cp, &pc.node_id)),
+        _ => None,
     };
+    let mut p2p_error = None;
+    let state = Arc::new_cyclic(|weak| {
+        let p2p = match (p2p_cfg, p2p_listener) {
+            (Some(pc), Some(l)) => {
+                let services = eliop2p_p2p::NodeServices {
+                    fetcher: Some(Arc::new(crate::cluster::NodeFetcher(weak.clone()))),
+                    directory: cp_client
+                        .clone()
+                        .map(|c| Arc::new(c) as Arc<dyn eliop2p_p2p::Directory>),
+                };
+                eliop2p_p2p::spawn_p2p(pc, l, cache.clone(), cancel.clone(), &tracker, services)
+                    .map_err(|e| p2p_error = Some(e))
+                    .ok()
+            }
+            _ => None,
+        };
+        ProxyState::new(cfg.proxy.clone(), origin, routes, cache, metrics.clone(), p2p)
+    });
+    if let Some(e) = p2p_error {
+        return Err(e.into());
+    }
+    let p2p = state.p2p.clone();
     let p2p_addr = p2p.as_ref().map(|p| p.local_addr);
-    let state = Arc::new(ProxyState::new(
-        cfg.proxy.clone(),
-        origin,
-        routes,
-        cache,
-        metrics.clone(),
-        p2p.clone(),
-    ));
     state.proxy_port.store(
         u64::from(proxy_addr.port()),
         std::sync::atomic::Ordering::Relaxed,
     );
     let admin_addr = admin_listener.local_addr()?;
-    if let Some(p2p) = &p2p {
-        p2p.set_fetcher(Arc::new(crate::cluster::NodeFetcher(Arc::downgrade(
-            &state,
-        ))));
-        if let Some(cp) = cfg.control_plane.clone() {
-            crate::cluster::start_control_plane_client(
-                state.clone(),
-                p2p.clone(),
-                cp,
-                admin_addr,
-                cancel.clone(),
-                &tracker,
-            );
-        }
+    if let (Some(p2p), Some(cp), Some(client)) = (&p2p, cfg.control_plane.clone(), cp_client) {
+        crate::cluster::start_control_plane_client(
+            state.clone(),
+            p2p.clone(),
+            client,
+            cp,
+            admin_addr,
+            cancel.clone(),
+            &tracker,
+        );
     }
     tracker.spawn(crate::server::run(
         proxy_listener,
