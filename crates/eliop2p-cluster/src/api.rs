@@ -17,6 +17,12 @@ pub struct Capacity {
     pub disk_bytes: u64,
 }
 
+/// Labels one node may register, and the longest key and value (bytes): the
+/// control plane keeps, persists and lists them for every node.
+pub const MAX_LABELS: usize = 32;
+pub const MAX_LABEL_KEY: usize = 64;
+pub const MAX_LABEL_VALUE: usize = 256;
+
 /// `POST /api/v1/nodes`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

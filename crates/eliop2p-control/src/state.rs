@@ -84,6 +84,32 @@ pub enum StateError {
     Invalid(String),
 }
 
+/// A node's labels within `api::MAX_LABELS`, `MAX_LABEL_KEY` and `MAX_LABEL_VALUE`.
+fn check_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<(), StateError> {
+    if labels.len() > api::MAX_LABELS {
+        return Err(StateError::Invalid(format!(
+            "{} labels; at most {}",
+            labels.len(),
+            api::MAX_LABELS
+        )));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > api::MAX_LABEL_KEY {
+            return Err(StateError::Invalid(format!(
+                "label keys must be 1-{} bytes",
+                api::MAX_LABEL_KEY
+            )));
+        }
+        if v.len() > api::MAX_LABEL_VALUE {
+            return Err(StateError::Invalid(format!(
+                "label {k:?}: values must be at most {} bytes",
+                api::MAX_LABEL_VALUE
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn parse_id(s: &str) -> Result<ChunkId, StateError> {
     ChunkId::from_hex(s).ok_or_else(|| StateError::BadChunkId(s.to_owned()))
 }
@@ -171,6 +197,7 @@ impl State {
                 "node_id must be 1-128 characters".into(),
             ));
         }
+        check_labels(&reg.labels)?;
         let id = reg.node_id.clone();
         match self.nodes.get_mut(&id) {
             Some(n) => {

@@ -337,6 +337,53 @@ async fn bad_requests_get_clear_errors() {
     cp.shutdown().await;
 }
 
+/// Labels are bounded (issue 15): a registration is refused with 400 when it has
+/// too many labels, or a label key or value longer than the limits, so a node with
+/// the token cannot make the control plane keep, persist and hand to every `GET
+/// /nodes` megabytes of labels (the request body alone allows 8 MiB). Labels within
+/// the limits are kept as sent.
+#[tokio::test]
+async fn node_labels_are_bounded() {
+    let cp = start(cfg(None)).await;
+    let api = Api::new(&cp);
+    let labels = |n: usize, key_len: usize, value_len: usize| -> Value {
+        let m: serde_json::Map<String, Value> = (0..n)
+            .map(|i| (format!("{i:0>key_len$}"), Value::String("v".repeat(value_len))))
+            .collect();
+        Value::Object(m)
+    };
+    let mut refused = 0;
+    for (what, l) in [
+        ("too many labels", labels(eliop2p_cluster::api::MAX_LABELS + 1, 4, 1)),
+        ("a long key", labels(1, eliop2p_cluster::api::MAX_LABEL_KEY + 1, 1)),
+        ("a long value", labels(1, 4, eliop2p_cluster::api::MAX_LABEL_VALUE + 1)),
+        ("half a megabyte of value", labels(1, 4, 512 << 10)),
+        ("an empty key", json!({"": "x"})),
+    ] {
+        let r = api
+            .call(Method::POST, "/api/v1/nodes", Some(json!({"node_id": "big", "p2p_addr": "127.0.0.1:1", "labels": l})))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {:?}", r.body);
+        assert!(json_of(&r)["message"].as_str().unwrap().contains("label"), "{what}: {:?}", r.body);
+        refused += 1;
+    }
+    let r = api.call(Method::GET, "/api/v1/nodes/big", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "a refused registration keeps nothing");
+    let ok = labels(
+        eliop2p_cluster::api::MAX_LABELS,
+        eliop2p_cluster::api::MAX_LABEL_KEY,
+        eliop2p_cluster::api::MAX_LABEL_VALUE,
+    );
+    let r = api
+        .call(Method::POST, "/api/v1/nodes", Some(json!({"node_id": "big", "p2p_addr": "127.0.0.1:1", "labels": ok})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = api.call(Method::GET, "/api/v1/nodes/big", None).await;
+    assert_eq!(json_of(&r)["labels"], ok);
+    println!("refused registrations: {refused}; labels at the limits kept");
+    cp.shutdown().await;
+}
+
 #[tokio::test]
 async fn hot_chunks_get_replicated_across_zones_and_state_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
