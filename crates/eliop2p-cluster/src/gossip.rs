@@ -27,6 +27,10 @@ pub use wire::{Digest, Message};
 pub const MAX_CHUNKS_PER_MESSAGE: usize = 4096;
 /// Members per `StateSync`.
 pub const MAX_MEMBERS_PER_MESSAGE: usize = 8192;
+/// Chunks one member may have in this node's part of the index: 4 TiB of 16 MiB
+/// chunks, more than a node's disk holds. Announcements beyond it are dropped, so
+/// one member announcing ids without end costs the owner at most ~30 MB.
+pub const MAX_INDEXED_PER_MEMBER: usize = 1 << 18;
 /// Members this node keeps at most (live, suspect, dead and left together).
 pub const MAX_MEMBERS: usize = 16_384;
 /// Members not known before that one message may add (a StateSync about others).
@@ -533,6 +537,10 @@ impl Gossip {
             Message::ChunkAnnounce { from, chunks } => {
                 if self.members.get(&from).is_some_and(|e| self.is_live(e)) || from == self.me.id {
                     for c in chunks {
+                        if self.index.held_by(&from) >= MAX_INDEXED_PER_MEMBER {
+                            self.refused += 1;
+                            break;
+                        }
                         self.index.add(&from, c);
                     }
                 }

@@ -59,6 +59,11 @@ impl LocationIndex {
         });
     }
 
+    /// Chunks indexed for `node`.
+    pub fn held_by(&self, node: &str) -> usize {
+        self.by_node.get(node).map_or(0, HashSet::len)
+    }
+
     pub fn add(&mut self, node: &str, chunk: ChunkId) {
         // A holder is no longer a downloader of the chunk.
         if let Some(s) = self.swarm.get_mut(&chunk) {

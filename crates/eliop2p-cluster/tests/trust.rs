@@ -4,7 +4,8 @@
 
 use std::net::SocketAddr;
 
-use eliop2p_cluster::gossip::{Digest, MAX_NEW_MEMBERS_PER_MESSAGE};
+use eliop2p_cluster::gossip::{Digest, MAX_CHUNKS_PER_MESSAGE, MAX_INDEXED_PER_MEMBER, MAX_NEW_MEMBERS_PER_MESSAGE};
+use eliop2p_core::ChunkId;
 use eliop2p_cluster::{Gossip, GossipConfig, Message, NodeInfo, Status};
 
 fn node(i: u32) -> NodeInfo {
@@ -87,4 +88,28 @@ fn invented_members_are_bounded_per_message_and_forgotten() {
     }
     assert_eq!(g.member_count(), 2, "invented members forgotten");
     assert_eq!(g.status("node-2"), Some(Status::Alive));
+}
+
+#[test]
+fn one_member_announcing_without_end_gets_a_bounded_share_of_the_index() {
+    let mut g = victim_setup();
+    // node-1 announces, for itself, 16,384 more chunk ids than the bound.
+    let total = MAX_INDEXED_PER_MEMBER + 4 * MAX_CHUNKS_PER_MESSAGE;
+    let ids: Vec<ChunkId> = (0..total as u64)
+        .map(|i| {
+            let mut b = [0u8; 32];
+            b[..8].copy_from_slice(&i.to_le_bytes());
+            ChunkId::from_bytes(b)
+        })
+        .collect();
+    for part in ids.chunks(MAX_CHUNKS_PER_MESSAGE) {
+        g.handle_from(10, Some("node-1"), Message::ChunkAnnounce { from: "node-1".into(), chunks: part.to_vec() });
+    }
+    let n = g.index_len();
+    println!("{total} chunks announced by one member: {n} indexed");
+    assert_eq!(n, MAX_INDEXED_PER_MEMBER);
+    assert!(g.refused() > 0);
+    // Another member still gets its chunks indexed.
+    g.handle_from(10, Some("node-2"), Message::ChunkAnnounce { from: "node-2".into(), chunks: vec![ChunkId::from_bytes([7; 32])] });
+    assert_eq!(g.index_len(), MAX_INDEXED_PER_MEMBER + 1);
 }
