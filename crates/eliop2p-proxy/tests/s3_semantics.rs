@@ -312,6 +312,58 @@ async fn virtual_host_requests_and_admin_endpoints() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A write the origin refuses leaves what the node holds alone. Before, node mode
+/// dropped the cached object before forwarding any PUT, POST or DELETE, so any
+/// client of a node, with read-only keys say, could make it forget an object with
+/// one refused request (and cost the origin a refill for the next reader). Here
+/// the refusals are a copy from a missing source (PUT), and an abort and a
+/// completion of an upload that does not exist (DELETE, POST). A write the origin
+/// applies still invalidates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_writes_do_not_evict() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("wrtest").await?;
+    let data = test_data(3 << 20, 21);
+    origin.put("wrtest", "k", data.clone()).await?;
+    let node = start_node(&origin, |_| {}).await?;
+    let url = format!("{}/wrtest/k", base(&node));
+    let c = TestClient::new();
+    let read = async || -> anyhow::Result<String> {
+        let r = c.get(&url, &[]).await?;
+        assert_eq!(r.status, 200);
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+        Ok(r.header("x-cache").unwrap_or("").to_owned())
+    };
+    read().await?;
+    assert_eq!(read().await?, "HIT");
+    type Write = (Method, &'static str, &'static [(&'static str, &'static str)]);
+    let refusals: [Write; 3] = [
+        (Method::PUT, "", &[("x-amz-copy-source", "/wrtest/no-such-key")]),
+        (Method::DELETE, "?uploadId=no-such-upload", &[]),
+        (Method::POST, "?uploadId=no-such-upload", &[("content-type", "application/xml")]),
+    ];
+    for (method, query, headers) in refusals {
+        let body = if method == Method::POST {
+            bytes::Bytes::from_static(b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"x\"</ETag></Part></CompleteMultipartUpload>")
+        } else {
+            bytes::Bytes::new()
+        };
+        let r = c.request(method.clone(), &format!("{url}{query}"), headers, body).await?;
+        assert!(r.status.is_client_error(), "{method}{query}: {} {:?}", r.status, String::from_utf8_lossy(&r.body));
+        println!("refused {method}{query}: {}", r.status);
+        assert_eq!(read().await?, "HIT", "a refused {method}{query} evicted the object");
+    }
+    // An applied write still invalidates: the next read sees the new bytes.
+    let new = test_data(1000, 22);
+    let r = c.request(Method::PUT, &url, &[], new.clone()).await?;
+    assert_eq!(r.status, 200);
+    let r = c.get(&url, &[]).await?;
+    assert_eq!(r.body, new);
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_in_flight_responses() -> anyhow::Result<()> {
     use http_body_util::BodyExt;
