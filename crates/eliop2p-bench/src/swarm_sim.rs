@@ -3,8 +3,10 @@
 //!
 //!     eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200] [--origin-mbit=200]
 //!         [--latency-us=200] [--window=5] [--slots=8] [--queue=0] [--node-pieces=12]
-//!         [--origin-fill-pieces=2] [--seed-copies=2] [--piece-kib=1024]
+//!         [--origin-fill-pieces=2] [--seed-copies=2] [--piece-kib=1024] [--poll] [--seed=7]
 //!
+//! `--poll`: swarm bitmaps are polled every 25-50 ms instead of watched (standing
+//! queries answered on each new piece), the rule before have-announcements.
 //! `SIM_TIMELINE=1` prints refusals by reason and delivery per 500 ms.
 
 use std::time::{Duration, Instant};
@@ -28,15 +30,17 @@ pub fn run() {
     let origin = list("origin-mbit", "200")[0] * 1e6 / 8.0;
     let latency = Duration::from_micros(list("latency-us", "200")[0] as u64);
     let piece = list("piece-kib", "1024")[0] as u64 * 1024;
+    let poll = std::env::args().any(|a| a == "--poll");
     println!(
-        "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, 1 MiB pieces, readahead {} chunks, {} upload slots, {} pieces in flight a node ({} while it reads the origin)",
+        "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, 1 MiB pieces, readahead {} chunks, {} upload slots, {} pieces in flight a node ({} while it reads the origin), swarm bitmaps {}",
         rate * 8.0 / 1e6,
         origin * 8.0 / 1e6,
         latency.as_micros(),
         list("window", "5")[0] - 1.0,
         list("slots", "8")[0],
         list("node-pieces", "12")[0],
-        list("origin-fill-pieces", "2")[0]
+        list("origin-fill-pieces", "2")[0],
+        if poll { "polled" } else { "watched" }
     );
     println!();
     println!("| nodes | object | p50 / ideal | p99 / ideal | max / ideal | origin bytes / object | busiest uploader / object | mean upload / object | requests refused | events | wall time |");
@@ -58,8 +62,11 @@ pub fn run() {
                 origin_fill_pieces: list("origin-fill-pieces", "2")[0] as usize,
                 seed_copies: list("seed-copies", "2")[0] as u32,
                 seed_window: Duration::from_millis(200),
-                sched: SchedConfig::new(piece, Duration::from_secs(5)),
-                seed: 7,
+                sched: SchedConfig {
+                    watch: !poll,
+                    ..SchedConfig::new(piece, Duration::from_secs(5))
+                },
+                seed: list("seed", "7")[0] as u64,
             };
             let t0 = Instant::now();
             let r = simulate(&cfg);

@@ -119,6 +119,24 @@ impl Fill {
         self.lock().published
     }
 
+    /// A receiver told of every change to the fill (bytes published, a piece
+    /// stashed, the end): for waiting on news without polling.
+    pub fn changes(&self) -> watch::Receiver<()> {
+        self.changed_tx.subscribe()
+    }
+
+    /// How many whole pieces this fill can serve now (`have_pieces`, counted).
+    pub fn piece_count(&self) -> u32 {
+        let st = self.lock();
+        let whole = if st.published >= self.expected_len {
+            self.expected_len.div_ceil(PIECE_SIZE)
+        } else {
+            st.published / PIECE_SIZE
+        };
+        let ahead = st.stash.keys().filter(|&&i| u64::from(i) >= whole).count() as u64;
+        (whole + ahead) as u32
+    }
+
     /// Which whole pieces this fill can serve now: the published prefix and the
     /// pieces stashed ahead of it.
     pub fn have_pieces(&self) -> Vec<bool> {

@@ -24,6 +24,9 @@ const SERVER_LABEL: &[u8] = b"eliop2p-server-v1";
 const CLIENT_LABEL: &[u8] = b"eliop2p-client-v1";
 /// `Error` frames answering a piece request carry this flag.
 pub(crate) const FLAG_PIECE: u8 = 0x02;
+/// A `Bitmap` answering a standing query carries this flag: the holder held the
+/// query until it had news (a holder without it answered at once).
+pub(crate) const FLAG_WATCHED: u8 = 0x04;
 
 pub(crate) fn random_nonce() -> [u8; 32] {
     let mut n = [0u8; 32];
@@ -388,13 +391,19 @@ impl PeerConn {
         rx
     }
 
-    pub async fn bitmap(&self, id: &ChunkId) -> Result<Frame, P2pError> {
+    /// The peer's bitmap of a chunk: at once, or with `watch = (known, wait)` once
+    /// the peer has more than `known` pieces (or after `wait`).
+    pub async fn bitmap(&self, id: &ChunkId, watch: Option<(u32, Duration)>) -> Result<Frame, P2pError> {
         let req = self.next_request.fetch_add(1, Ordering::Relaxed);
         let rx = self.register(Key::Bitmap(*id, req));
+        let data = match watch {
+            Some((known, wait)) => proto::encode_watch(known, wait.as_millis().min(u128::from(u32::MAX)) as u32),
+            None => Bytes::new(),
+        };
         self.send(Frame::new(
             MessageType::HaveQuery,
             id.as_bytes(),
-            Bytes::new(),
+            data,
             req,
             0,
         ))

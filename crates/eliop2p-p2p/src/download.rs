@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::cluster::FetchRequest;
 use crate::codec::MessageType;
-use crate::conn::PeerConn;
+use crate::conn::{FLAG_WATCHED, PeerConn};
 use crate::proto::{self, Bitmap, Reason};
 use crate::sched::{Failure, SchedConfig, Scheduler, Source};
 use crate::{P2pError, P2pShared};
@@ -35,6 +35,10 @@ const RELOCATE_EVERY: Duration = Duration::from_millis(1000);
 const ENOUGH_PEERS: usize = 6;
 /// With a piece nobody has, the tracker is asked again at most this often.
 const RELOCATE_MIN: Duration = Duration::from_millis(150);
+/// A standing bitmap query is answered by then even without news.
+const WATCH_WAIT: Duration = Duration::from_secs(1);
+/// A peer that does not hold standing queries is asked again this often.
+const POLL_FALLBACK: Duration = Duration::from_millis(25);
 /// No verified piece at all for this long: the download gives up (the origin
 /// fill it waits on is dead, or the cluster is).
 const IDLE_LIMIT: Duration = Duration::from_secs(120);
@@ -101,6 +105,7 @@ pub(crate) async fn download(
     let stall = shared.cfg.piece_timeout;
     let sched_cfg = SchedConfig::new(PIECE_SIZE, stall);
     let per_download = sched_cfg.total;
+    let watching = sched_cfg.watch;
     let mut sched: Scheduler<SocketAddr> = Scheduler::new(len, sched_cfg, seed, now());
     let n = sched.num_pieces();
     let mut hashes: Vec<Option<[u8; 32]>> = vec![None; n];
@@ -118,7 +123,7 @@ pub(crate) async fn download(
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     for a in candidates {
         probing.insert(a);
-        tasks.spawn(probe(shared.clone(), a, id, tx.clone()));
+        tasks.spawn(probe(shared.clone(), a, id, None, tx.clone()));
     }
     let mut relocating = false;
     let mut last_locate = now();
@@ -152,9 +157,12 @@ pub(crate) async fn download(
                 }
             });
         }
+        // Standing queries to swarm peers: each answers when it has a piece beyond
+        // what we know of it.
         for peer in acts.refresh {
             if probing.insert(peer) {
-                tasks.spawn(probe(shared.clone(), peer, id, tx.clone()));
+                let watch = watching.then(|| (sched.known(&peer), WATCH_WAIT));
+                tasks.spawn(probe(shared.clone(), peer, id, watch, tx.clone()));
             }
         }
         // Pieces nobody has or is getting: ask the tracker again (it may start the
@@ -203,7 +211,7 @@ pub(crate) async fn download(
                 }
                 for a in found {
                     if a != shared.self_addr && !sched.knows(&a) && probing.insert(a) {
-                        tasks.spawn(probe(shared.clone(), a, id, tx.clone()));
+                        tasks.spawn(probe(shared.clone(), a, id, None, tx.clone()));
                     }
                 }
             }
@@ -212,8 +220,13 @@ pub(crate) async fn download(
                 match r {
                     Ok(bm) if bm.chunk_len == len && u64::from(bm.piece_size) == PIECE_SIZE => {
                         let k = shared.cfg.selection_k.max(1);
-                        if bm.complete && !complete_peers.contains(&peer) && complete_peers.len() >= k {
-                            // K complete holders are enough; the rest stay unasked.
+                        if bm.complete
+                            && !complete_peers.contains(&peer)
+                            && complete_peers.len() >= k
+                            && !sched.knows(&peer)
+                        {
+                            // K complete holders are enough; the rest stay unasked
+                            // (a swarm peer we know that completed stays, as a seed).
                             continue;
                         }
                         let source = if bm.complete {
@@ -343,15 +356,28 @@ impl Drop for Budget<'_> {
     }
 }
 
-/// A peer's bitmap of the chunk.
-async fn probe(shared: Arc<P2pShared>, addr: SocketAddr, id: ChunkId, tx: mpsc::UnboundedSender<Event>) {
+/// A peer's bitmap of the chunk: at once, or (`watch`: what we know of it) once it
+/// has more.
+async fn probe(
+    shared: Arc<P2pShared>,
+    addr: SocketAddr,
+    id: ChunkId,
+    watch: Option<(u32, Duration)>,
+    tx: mpsc::UnboundedSender<Event>,
+) {
     let r = async {
         let conn = shared.conn(addr).await?;
-        let f = tokio::time::timeout(shared.cfg.piece_timeout, conn.bitmap(&id))
+        let limit = shared.cfg.piece_timeout + watch.map_or(Duration::ZERO, |(_, w)| w);
+        let f = tokio::time::timeout(limit, conn.bitmap(&id, watch))
             .await
             .map_err(|_| P2pError::Timeout)??;
         if f.message_type != MessageType::Bitmap {
             return Err(P2pError::Refused(proto::parse_error(&f.data).1));
+        }
+        if watch.is_some() && f.flags & FLAG_WATCHED == 0 {
+            // The peer answered at once (a node without standing queries, or its
+            // bound on them reached): it is polled at the old pace instead.
+            tokio::time::sleep(POLL_FALLBACK).await;
         }
         Bitmap::decode(&f.data, 1 << 16).ok_or_else(|| P2pError::Protocol("bad bitmap".into()))
     }

@@ -120,6 +120,10 @@ pub struct P2pStats {
     pub verification_failures: AtomicU64,
     /// Origin fills started because a peer asked this node (the chunk's owner).
     pub fetches_for_peers: AtomicU64,
+    /// Bitmaps sent to peers: answers to queries at once, and to standing queries
+    /// once there was news (`watched`).
+    pub bitmaps_sent: AtomicU64,
+    pub bitmaps_watched: AtomicU64,
     piece_failures: Mutex<HashMap<&'static str, u64>>,
     /// Bytes by (peer, direction): peers are named by their node id when sending
     /// to them and by their P2P address when receiving from them.
@@ -441,11 +445,21 @@ impl P2pHandle {
     pub fn render_metrics(&self) -> String {
         let s = &self.shared.stats;
         let mut out = String::new();
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 11] = [
             (
                 "eliop2p_p2p_fetches_for_peers_total",
                 "Origin fills this node started as a chunk's owner for peers.",
                 s.fetches_for_peers.load(Relaxed),
+            ),
+            (
+                "eliop2p_p2p_bitmaps_sent_total",
+                "Bitmaps sent to peers (answers to have queries, standing or not).",
+                s.bitmaps_sent.load(Relaxed),
+            ),
+            (
+                "eliop2p_p2p_bitmaps_watched_total",
+                "Bitmaps sent to peers as answers to standing queries (have-announcements).",
+                s.bitmaps_watched.load(Relaxed),
             ),
             (
                 "eliop2p_p2p_sent_bytes_total",

@@ -118,6 +118,33 @@ impl Bitmap {
     }
 }
 
+/// The longest a standing `HaveQuery` is held before it is answered anyway.
+pub const MAX_WATCH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A standing `HaveQuery` (a have-announcement on request): the asker believes the
+/// holder has `known` verified pieces; the holder answers once it has more (or is
+/// no longer a swarm fill), or after `wait_ms`. `known u32 | wait_ms u32`.
+pub fn encode_watch(known: u32, wait_ms: u32) -> Bytes {
+    let mut b = BytesMut::with_capacity(8);
+    b.put_u32(known);
+    b.put_u32(wait_ms);
+    b.freeze()
+}
+
+/// A `HaveQuery`'s data: empty (answer now) or a standing query, its wait bounded
+/// by `MAX_WATCH`. `None` for any other length.
+pub fn decode_watch(data: &[u8]) -> Option<Option<(u32, std::time::Duration)>> {
+    match data.len() {
+        0 => Some(None),
+        8 => {
+            let known = u32::from_be_bytes(data[..4].try_into().ok()?);
+            let ms = u32::from_be_bytes(data[4..].try_into().ok()?);
+            Some(Some((known, std::time::Duration::from_millis(u64::from(ms)).min(MAX_WATCH))))
+        }
+        _ => None,
+    }
+}
+
 /// A list of piece indexes (`PieceRequest`, `Cancel`).
 pub fn encode_pieces(pieces: &[u32]) -> Bytes {
     let mut b = BytesMut::with_capacity(pieces.len() * 4);
@@ -157,6 +184,18 @@ pub fn proofs_equal(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn standing_query_round_trip_and_bounds() {
+        assert_eq!(decode_watch(&[]), Some(None), "empty: answer now");
+        let w = encode_watch(5, 700);
+        assert_eq!(decode_watch(&w), Some(Some((5, std::time::Duration::from_millis(700)))));
+        let long = encode_watch(0, u32::MAX);
+        assert_eq!(decode_watch(&long), Some(Some((0, MAX_WATCH))), "a wait is bounded");
+        for n in [1usize, 4, 7, 9, 64] {
+            assert_eq!(decode_watch(&vec![0; n]), None, "{n} bytes is malformed");
+        }
+    }
 
     #[test]
     fn bitmap_round_trip_and_bounds() {

@@ -21,8 +21,11 @@
 //!   on it, and is asked again after a back-off.
 //! - **Busy is back-pressure.** A peer out of upload slots answers busy; its
 //!   pieces go elsewhere and it is left alone for a short, jittered pause.
-//! - Swarm bitmaps are refreshed while the download runs (often when the peer has
-//!   nothing for us, rarely otherwise).
+//! - What swarm peers have is followed while the download runs: with `watch`
+//!   (the default) each swarm peer has one standing query, answered by the peer as
+//!   soon as it has a piece beyond what we know (a have-announcement, one round
+//!   trip after the piece arrived); without it bitmaps are polled (often when the
+//!   peer has nothing for us, rarely otherwise).
 //! - When some wanted piece has no source at all (no seed, no swarm peer that has
 //!   it), the caller asks the tracker again; the origin is the caller's last
 //!   resort, after `stall` without any progress.
@@ -43,8 +46,11 @@ pub struct SchedConfig {
     pub stall: Duration,
     /// The least time a piece may take before it is duplicated elsewhere.
     pub min_deadline: Duration,
-    /// Swarm bitmaps are refreshed this often when the peer has nothing for us,
-    /// and every `refresh * 2` otherwise.
+    /// Swarm peers are watched: one standing query each, answered by the peer when
+    /// it has more (`refresh` is then unused).
+    pub watch: bool,
+    /// Without `watch`: swarm bitmaps are polled this often when the peer has
+    /// nothing for us, and every `refresh * 2` otherwise.
     pub refresh: Duration,
     /// Pause after a busy answer (jittered up to twice this).
     pub busy_pause: Duration,
@@ -61,12 +67,16 @@ impl SchedConfig {
             batch: 2,
             stall,
             min_deadline: Duration::from_millis(300),
+            watch: true,
             refresh: Duration::from_millis(25),
             busy_pause: Duration::from_millis(25),
             defer: Duration::from_millis(150),
         }
     }
 }
+
+/// With nothing due, a watching download still looks at its state this often.
+const IDLE_WAKE: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -104,6 +114,8 @@ struct PeerState {
     rate: f64,
     last_arrival: Option<Duration>,
     last_bitmap: Duration,
+    /// A standing query (`watch`) is out to this peer.
+    watching: bool,
     /// Not asked before this time (busy or failed).
     paused_until: Duration,
     failures: u32,
@@ -199,6 +211,14 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         self.peers.contains_key(p)
     }
 
+    /// How many pieces we believe peer `p` has (what a standing query tells the
+    /// peer, which answers once it has more).
+    pub fn known(&self, p: &P) -> u32 {
+        self.peers
+            .get(p)
+            .map_or(0, |s| s.have.iter().filter(|h| **h).count() as u32)
+    }
+
     /// Time since the last verified piece arrived.
     pub fn idle_for(&self, now: Duration) -> Duration {
         now.saturating_sub(self.last_progress)
@@ -220,6 +240,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 s.source = source;
                 s.have = have;
                 s.last_bitmap = now;
+                s.watching = false;
             }
             None => {
                 self.peers.insert(
@@ -231,6 +252,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                         rate: 0.0,
                         last_arrival: None,
                         last_bitmap: now,
+                        watching: false,
                         paused_until: Duration::ZERO,
                         failures: 0,
                         deferred: Vec::new(),
@@ -501,10 +523,18 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 }
             }
         }
-        // 4. Bitmap refreshes of swarm peers.
+        // 4. Bitmap refreshes of swarm peers: a standing query to each one not
+        // watched yet, or polls.
         let wanted: Vec<u32> = order;
         for (p, s) in &mut self.peers {
             if s.source != Source::Swarm {
+                continue;
+            }
+            if self.cfg.watch {
+                if !s.watching {
+                    s.watching = true;
+                    out.refresh.push(*p);
+                }
                 continue;
             }
             let useful = wanted.iter().any(|&i| s.has(i) && self.copies[i as usize] == 0);
@@ -530,7 +560,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// The next time `poll` may have something new to do without any event.
     pub fn next_wake(&self, now: Duration) -> Duration {
-        let mut at = now + self.cfg.refresh;
+        // Watched peers wake us by answering; polls need the timer.
+        let mut at = now + if self.cfg.watch { IDLE_WAKE } else { self.cfg.refresh };
         for s in self.peers.values() {
             if s.paused_until > now {
                 at = at.min(s.paused_until);
@@ -649,12 +680,35 @@ mod tests {
     }
 
     #[test]
-    fn swarm_bitmaps_are_refreshed() {
-        let mut s = Scheduler::new(2 << 20, cfg(), 5, Duration::ZERO);
+    fn swarm_bitmaps_are_polled_without_watch() {
+        let mut c = cfg();
+        c.watch = false;
+        let mut s = Scheduler::new(2 << 20, c, 5, Duration::ZERO);
         s.set_peer(0u8, Source::Swarm, &[false, false], Duration::ZERO);
         assert!(s.poll(Duration::ZERO).refresh.is_empty());
         assert_eq!(s.poll(30 * MS).refresh, vec![0]);
         s.set_peer(0u8, Source::Swarm, &[false, true], 30 * MS);
         assert_eq!(s.poll(31 * MS).requests, vec![(0, vec![1])]);
+    }
+
+    #[test]
+    fn swarm_peers_get_one_standing_query_each() {
+        let mut s = Scheduler::new(2 << 20, cfg(), 5, Duration::ZERO);
+        s.set_peer(0u8, Source::Swarm, &[false, false], Duration::ZERO);
+        s.set_peer(1u8, Source::Complete, &[], Duration::ZERO);
+        let a = s.poll(Duration::ZERO);
+        assert_eq!(a.refresh, vec![0], "a watch goes out at once, to swarm peers only");
+        assert!(s.poll(30 * MS).refresh.is_empty(), "one standing query, no polls");
+        assert!(s.poll(3000 * MS).refresh.is_empty());
+        assert_eq!(s.known(&0), 0);
+        // The answer (the peer got piece 1) ends the query; the next poll renews it.
+        s.set_peer(0u8, Source::Swarm, &[false, true], 40 * MS);
+        assert_eq!(s.known(&0), 1);
+        assert_eq!(s.poll(41 * MS).refresh, vec![0]);
+        // Nothing due: the download sleeps until something answers, not 25 ms.
+        let mut idle = Scheduler::new(1 << 20, cfg(), 5, Duration::ZERO);
+        idle.set_peer(0u8, Source::Swarm, &[false], Duration::ZERO);
+        let _ = idle.poll(Duration::ZERO);
+        assert!(idle.next_wake(Duration::ZERO) >= 100 * MS);
     }
 }

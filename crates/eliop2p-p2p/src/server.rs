@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::codec::{FLAG_FINAL, Frame, MessageType, Parts};
-use crate::conn::{FLAG_PIECE, FrameReader, accept_handshake};
+use crate::conn::{FLAG_PIECE, FLAG_WATCHED, FrameReader, accept_handshake};
 use crate::proto::{self, Bitmap, Reason};
 use crate::{P2pError, P2pShared};
 
@@ -197,6 +197,7 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     // full" for all, found by `piece_requests_never_read_hold_bounded_memory`).
     let slots = shared.cfg.max_uploads.max(1);
     let conn_slots = Arc::new(tokio::sync::Semaphore::new((slots - slots / 4).max(1)));
+    let watches = Arc::new(tokio::sync::Semaphore::new(MAX_WATCHES_PER_CONN));
     while let Some(f) = reader.next().await? {
         if matches!(
             f.message_type,
@@ -225,25 +226,33 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
         };
         let id = ChunkId::from_bytes(raw);
         match f.message_type {
-            MessageType::HaveQuery => {
-                let reply = match bitmap(&shared, &id) {
-                    Some(bm) => Frame::new(
-                        MessageType::Bitmap,
-                        id.as_bytes(),
-                        bm.encode(),
-                        f.sequence_number,
-                        FLAG_FINAL,
-                    ),
-                    None => Frame::new(
-                        MessageType::Error,
-                        id.as_bytes(),
-                        proto::error_payload(Reason::NotFound, "chunk not held"),
-                        f.sequence_number,
-                        FLAG_FINAL,
-                    ),
-                };
-                send(&tx, reply).await;
-            }
+            MessageType::HaveQuery => match proto::decode_watch(&f.data) {
+                // A standing query waits on a task of its own (bounded per
+                // connection); past the bound it is answered at once, without
+                // `FLAG_WATCHED`, and the asker polls.
+                Some(Some((known, wait))) => match watches.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let (shared, tx, seq) = (shared.clone(), tx.clone(), f.sequence_number);
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            let reply = watched_bitmap(&shared, &id, known, wait, seq).await;
+                            send(&tx, reply).await;
+                        });
+                    }
+                    Err(_) => {
+                        send(&tx, have_reply(&shared, &id, f.sequence_number, 0)).await;
+                    }
+                },
+                Some(None) => {
+                    send(&tx, have_reply(&shared, &id, f.sequence_number, 0)).await;
+                }
+                None => {
+                    let msg = "have query data must be empty or known u32 | wait_ms u32";
+                    let payload = proto::error_payload(Reason::BadRequest, msg);
+                    let reply = Frame::new(MessageType::Error, id.as_bytes(), payload, f.sequence_number, FLAG_FINAL);
+                    send(&tx, reply).await;
+                }
+            },
             MessageType::PieceRequest => {
                 let Some(pieces) = proto::decode_pieces(&f.data, 4096) else {
                     send(
@@ -373,6 +382,50 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
 
 async fn send(tx: &mpsc::Sender<(Parts, Option<UploadSlot>)>, f: Frame) -> bool {
     tx.send((f.to_parts(), None)).await.is_ok()
+}
+
+/// Standing have queries one connection may hold at once (a downloader holds one
+/// per chunk it downloads from this node).
+const MAX_WATCHES_PER_CONN: usize = 256;
+
+/// The answer to a have query: the bitmap, or not found.
+fn have_reply(shared: &P2pShared, id: &ChunkId, seq: u32, flags: u8) -> Frame {
+    shared.stats.bitmaps_sent.fetch_add(1, Relaxed);
+    match bitmap(shared, id) {
+        Some(bm) => Frame::new(MessageType::Bitmap, id.as_bytes(), bm.encode(), seq, FLAG_FINAL | flags),
+        None => Frame::new(
+            MessageType::Error,
+            id.as_bytes(),
+            proto::error_payload(Reason::NotFound, "chunk not held"),
+            seq,
+            FLAG_FINAL,
+        ),
+    }
+}
+
+/// A standing have query: answered once this node's swarm fill of the chunk has
+/// more than `known` pieces, once it is no swarm fill any more (complete, failed,
+/// gone, reading the origin), or after `wait`. It never waits on a peer: the fill
+/// it watches moves on its own downloads, so no wait cycle forms.
+async fn watched_bitmap(shared: &P2pShared, id: &ChunkId, known: u32, wait: std::time::Duration, seq: u32) -> Frame {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        let fill = match shared.cache.peek(id) {
+            Some(Held::Filling(f)) if f.from_peer() => f,
+            _ => break,
+        };
+        // Subscribed before the count is read, so no piece slips in between.
+        let mut changes = fill.changes();
+        if fill.piece_count() > known {
+            break;
+        }
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep_until(until) => break,
+        }
+    }
+    shared.stats.bitmaps_watched.fetch_add(1, Relaxed);
+    have_reply(shared, id, seq, FLAG_WATCHED)
 }
 
 fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {

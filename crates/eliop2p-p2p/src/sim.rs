@@ -107,6 +107,9 @@ struct ChunkState {
     seed_sent: HashMap<(usize, u32), (u32, Time)>,
     /// Requests awaiting a piece the owner's origin fill has not reached.
     waiting: Vec<(usize, u32)>,
+    /// Standing bitmap queries (`sched.watch`): per node, the nodes waiting to hear
+    /// of its next piece of this chunk.
+    watchers: HashMap<usize, Vec<usize>>,
 }
 
 pub fn simulate(cfg: &SimConfig) -> SimReport {
@@ -135,6 +138,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
             complete: Vec::new(),
             seed_sent: HashMap::new(),
             waiting: Vec::new(),
+            watchers: HashMap::new(),
         })
         .collect();
     for c in chunks.iter_mut() {
@@ -371,12 +375,23 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                         push(&mut heap, &mut evs, &mut free_evs, now + lat, Ev::Request { from: node, to: peer, chunk, piece });
                     }
                 }
-                // A bitmap answer is a round trip away, well inside the refresh
-                // interval: it is applied at once (as of now), which saves an event
-                // per refresh at thousands of nodes.
                 for peer in acts.refresh {
                     let (source, have) = peer_view(&chunks[chunk], peer, chunk);
-                    d.sched.set_peer(peer, source, &have, dur(now));
+                    if !cfg.sched.watch {
+                        // A polled bitmap is a round trip away, well inside the
+                        // refresh interval: it is applied at once (as of now), which
+                        // saves an event per refresh at thousands of nodes.
+                        d.sched.set_peer(peer, source, &have, dur(now));
+                        continue;
+                    }
+                    // A standing query: answered at once when the peer already has
+                    // more than we know, else when its next piece arrives.
+                    let count = have.iter().filter(|h| **h).count() as u32;
+                    if source != Source::Swarm || count > d.sched.known(&peer) {
+                        push(&mut heap, &mut evs, &mut free_evs, now + 2 * lat, Ev::Bitmap { to: node, from: peer, chunk });
+                    } else {
+                        chunks[chunk].watchers.entry(peer).or_default().push(node);
+                    }
                 }
                 let few = d.sched.num_peers() < 6;
                 let every: Time = if few { 150_000 } else { 1_000_000 };
@@ -507,6 +522,10 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     let fresh = d.sched.on_piece(from, piece, dur(now + lat));
                     if fresh {
                         chunks[chunk].have[to] |= 1 << piece;
+                        // Its watchers hear of the piece one way later.
+                        for w in chunks[chunk].watchers.remove(&to).unwrap_or_default() {
+                            push(&mut heap, &mut evs, &mut free_evs, now + lat, Ev::Bitmap { to: w, from: to, chunk });
+                        }
                     }
                     schedule_poll!(now, to, chunk);
                 }

@@ -81,3 +81,51 @@ async fn two_peer_fed_fills_complete_from_each_other() {
     assert_eq!(a.stats().pieces_down.load(std::sync::atomic::Ordering::Relaxed), 2);
     assert_eq!(b.stats().pieces_down.load(std::sync::atomic::Ordering::Relaxed), 3);
 }
+
+/// A downloader learns of a swarm peer's new pieces through one standing query
+/// that the peer answers when a piece arrives (a have-announcement), not by
+/// polling it: the peer sends a bitmap per piece it gains, not one per 25 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_pieces_of_a_swarm_peer_are_announced_not_polled() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lb = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    let (a, cache_a) = node("a", la, ab).await;
+    let (b, cache_b) = node("b", lb, aa).await;
+    let len = 4 * PIECE_SIZE;
+    let data: Bytes = (0..len).map(|i| (i * 7 % 253) as u8).collect::<Vec<u8>>().into();
+    let id = ChunkId::from_bytes([9; 32]);
+    let mut wa = leader(&cache_a, id, len);
+    let mut wb = leader(&cache_b, id, len);
+    wa.fill().set_from_peer(true);
+    wb.fill().set_from_peer(true);
+    let (p, h) = piece(&data, 0);
+    wb.put_piece(0, p, h).unwrap();
+    // b gains a piece every 300 ms while a downloads from it.
+    let feeder = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            for i in 1..4 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let (p, h) = piece(&data, i);
+                wb.put_piece(i, p, h).unwrap();
+            }
+            wb
+        })
+    };
+    let got = tokio::time::timeout(Duration::from_secs(20), a.download(id, len, &mut wa, None))
+        .await
+        .expect("the download follows b's pieces as they come");
+    got.expect("a completes from b's pieces");
+    let chunk = wa.finish().unwrap();
+    let bytes: Vec<u8> = chunk.data.slices(0, len).flat_map(|b| b.to_vec()).collect();
+    assert_eq!(Sha256::digest(&bytes), Sha256::digest(&data), "byte-exact");
+    let _ = feeder.await.unwrap();
+    let sent = b.stats().bitmaps_sent.load(Relaxed);
+    let watched = b.stats().bitmaps_watched.load(Relaxed);
+    // ~900 ms of download: polling every 25-50 ms would have cost 18-36 bitmaps.
+    assert!(watched >= 3, "each new piece answered a standing query ({watched} of {sent})");
+    assert!(sent <= 10, "{sent} bitmaps for 3 new pieces: b was polled");
+    drop(a);
+}

@@ -71,6 +71,21 @@ pub struct Report {
     pub origin_done: Option<f64>,
     /// Piece failures over all surviving nodes, by reason.
     pub piece_failures: Vec<(String, u64)>,
+    /// Bitmaps the surviving nodes sent, and how many of them answered standing
+    /// queries.
+    pub bitmaps: (u64, u64),
+}
+
+/// CPU seconds (user + system) of this process's reaped children: the bed's node
+/// processes and clients, once a run has ended.
+pub fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes one `rusage` into the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
 }
 
 impl Report {
@@ -343,6 +358,8 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
                 }
             }
         }
+        report.bitmaps.0 += series(&m, "eliop2p_p2p_bitmaps_sent_total");
+        report.bitmaps.1 += series(&m, "eliop2p_p2p_bitmaps_watched_total");
         report
             .uploaded
             .push(series(&m, "eliop2p_p2p_sent_bytes_total").saturating_sub(*before));
