@@ -13,17 +13,68 @@ use crate::memory::{CacheShared, Chunk};
 use crate::pool::PiecePool;
 use crate::{ChunkData, PIECE_SIZE, chunk_root};
 
-/// Why a fill did not produce a chunk. Cloned to every reader of the fill.
+/// Why a fill did not produce a chunk. Cloned to every reader of the fill. Each
+/// case says who failed (`culprit`) and whether another source or a later try can
+/// help (`another_source_may_help`), so callers decide without parsing messages.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum FillError {
-    /// The source (origin) failed; the message is for logs and error bodies.
-    #[error("source failed: {0}")]
-    Source(Arc<str>),
+    /// The origin refused the read with this 4xx status. `client`: it was read
+    /// with the client's own authority (passthrough), so the client is refused;
+    /// otherwise the node's credentials are.
+    #[error("origin answered {status} to a chunk GET{}", if *client { " made with the client's authority" } else { "" })]
+    Refused { status: u16, client: bool },
+    /// The object is no longer the version being filled (its ETag differs, or the
+    /// origin answered 412 to `If-Match`).
+    #[error("object changed at the origin while it was read")]
+    Changed,
+    /// The origin could not be read within the fill's deadline (connection
+    /// errors, stalls, 5xx and 503 SlowDown past their retries).
+    #[error("origin failed: {0}")]
+    Unavailable(Arc<str>),
+    /// A fill from peers only (replication, passthrough peers): no peer supplied
+    /// the chunk.
+    #[error("no peer supplied the chunk")]
+    NoPeer,
+    /// The source sent more or fewer bytes than the chunk has.
     #[error("chunk length mismatch: expected {expected} bytes, got {got}")]
     LengthMismatch { expected: u64, got: u64 },
-    /// The writer went away without finishing (its task was cancelled or panicked).
-    #[error("fill abandoned")]
-    Abandoned,
+    /// The fill was cancelled: its writer went away unfinished (the node shuts
+    /// down, or the task running it ended).
+    #[error("fill cancelled")]
+    Cancelled,
+}
+
+/// Who a failed fill's error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Culprit {
+    /// The client's own authority was refused (passthrough).
+    Client,
+    /// The peers asked (none supplied the chunk).
+    Peer,
+    /// The origin (unreachable, failing, refusing the node, or the object changed).
+    Origin,
+    /// This node (the fill was cancelled).
+    Internal,
+}
+
+impl FillError {
+    pub fn culprit(&self) -> Culprit {
+        match self {
+            FillError::Refused { client: true, .. } => Culprit::Client,
+            FillError::Refused { .. } | FillError::Changed | FillError::Unavailable(_) | FillError::LengthMismatch { .. } => {
+                Culprit::Origin
+            }
+            FillError::NoPeer => Culprit::Peer,
+            FillError::Cancelled => Culprit::Internal,
+        }
+    }
+
+    /// Whether reading again (from another source, or later) can succeed for the
+    /// same version with the same authority. A refusal stands, and a changed
+    /// object needs fresh metadata first.
+    pub fn another_source_may_help(&self) -> bool {
+        !matches!(self, FillError::Refused { .. } | FillError::Changed)
+    }
 }
 
 /// Bytes are published to readers in segments of at least this size (except the first
@@ -104,7 +155,7 @@ impl Fill {
                 return outcome;
             }
             if rx.changed().await.is_err() {
-                return Err(FillError::Abandoned);
+                return Err(FillError::Cancelled);
             }
         }
     }
@@ -181,7 +232,7 @@ impl Fill {
 }
 
 /// The leader's handle: push bytes, then `finish`. Dropping it unfinished fails the
-/// fill with [`FillError::Abandoned`].
+/// fill with [`FillError::Cancelled`].
 pub struct FillWriter {
     fill: Arc<Fill>,
     cache: Weak<CacheShared>,
@@ -402,7 +453,7 @@ impl FillWriter {
 impl Drop for FillWriter {
     fn drop(&mut self) {
         if !self.done {
-            self.fail(FillError::Abandoned);
+            self.fail(FillError::Cancelled);
         }
     }
 }
@@ -470,7 +521,7 @@ impl FillReader {
                 }
             }
             if self.changed_rx.changed().await.is_err() {
-                return Some(Err(FillError::Abandoned));
+                return Some(Err(FillError::Cancelled));
             }
         }
     }

@@ -45,7 +45,7 @@ pub fn hash_pieces(data: &[u8]) -> (Vec<[u8; 32]>, [u8; 32]) {
 
 pub use budget::{Budget, Reservation};
 pub use data::{ChunkData, Slices};
-pub use fill::{Fill, FillError, FillReader, FillWriter};
+pub use fill::{Culprit, Fill, FillError, FillReader, FillWriter};
 pub use memory::{
     CacheConfig, CacheStats, Chunk, ChunkCache, ChunkEvent, DiskChunk, DiskTierConfig, Held,
     Lookup, TierStats, VerifyOnStart,

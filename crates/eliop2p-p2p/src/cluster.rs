@@ -63,7 +63,22 @@ pub struct FetchRequest {
 /// Starts origin fills on behalf of peers (implemented by the node).
 pub trait Fetcher: Send + Sync + 'static {
     /// Starts filling the chunk from the origin unless it is held or filling.
-    fn fetch(&self, id: ChunkId, req: &FetchRequest) -> Result<(), String>;
+    fn fetch(&self, id: ChunkId, req: &FetchRequest) -> Result<(), FetchRefused>;
+}
+
+/// Why an owner does not read a chunk from the origin for a peer (the asker's
+/// request is wrong for this node, or the node cannot); sent to the asker in the
+/// `Locations` answer's `error`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FetchRefused {
+    #[error("chunk size {asked} differs from this node's {ours}")]
+    ChunkSize { asked: u64, ours: u64 },
+    #[error("chunk id does not match this node's origin")]
+    WrongChunk,
+    #[error("node shutting down")]
+    ShuttingDown,
+    #[error("this node does not fetch for peers")]
+    NotOffered,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -253,9 +268,9 @@ pub(crate) fn on_locate(shared: &Arc<P2pShared>, id: &ChunkId, data: &[u8], aske
                     shared.stats.fetches_for_peers.fetch_add(1, Relaxed);
                     holders.push(me.clone());
                 }
-                Err(e) => error = Some(e),
+                Err(e) => error = Some(e.to_string()),
             },
-            None => error = Some("this node does not fetch for peers".into()),
+            None => error = Some(FetchRefused::NotOffered.to_string()),
         }
     } else if matches!(here, Some(Held::Filling(_))) {
         swarm.push(me.clone());

@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use cluster::{ClusterConfig, Directory, FetchRequest, Fetcher};
+pub use cluster::{ClusterConfig, Directory, FetchRefused, FetchRequest, Fetcher};
 pub use download::Incomplete;
 pub use eliop2p_cluster::{NodeInfo, Status};
 

@@ -13,7 +13,7 @@ use eliop2p_cluster::api;
 use eliop2p_core::{ByteRange, ChunkId, ETag, ObjectKey};
 use eliop2p_origin::ObjectMeta;
 use eliop2p_p2p::cluster::BoxFuture;
-use eliop2p_p2p::{Directory, FetchRequest, Fetcher, NodeInfo};
+use eliop2p_p2p::{Directory, FetchRefused, FetchRequest, Fetcher, NodeInfo};
 use http::{Method, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
@@ -28,14 +28,14 @@ use crate::state::{ProxyState, chunk_id};
 pub(crate) struct NodeFetcher(pub Weak<ProxyState>);
 
 impl Fetcher for NodeFetcher {
-    fn fetch(&self, id: ChunkId, req: &FetchRequest) -> Result<(), String> {
-        let state = self.0.upgrade().ok_or("node shutting down")?;
+    fn fetch(&self, id: ChunkId, req: &FetchRequest) -> Result<(), FetchRefused> {
+        let state = self.0.upgrade().ok_or(FetchRefused::ShuttingDown)?;
         let chunk_size = state.cfg.chunk_size;
         if req.chunk_size != chunk_size {
-            return Err(format!(
-                "chunk size {} differs from this node's {chunk_size}",
-                req.chunk_size
-            ));
+            return Err(FetchRefused::ChunkSize {
+                asked: req.chunk_size,
+                ours: chunk_size,
+            });
         }
         let key = ObjectKey::new(req.bucket.clone(), req.key.clone());
         let asked = ObjectMeta {
@@ -46,7 +46,7 @@ impl Fetcher for NodeFetcher {
             checksums: None,
         };
         if chunk_id(&state, &key, &asked, req.index) != id {
-            return Err("chunk id does not match this node's origin".into());
+            return Err(FetchRefused::WrongChunk);
         }
         let index = req.index;
         let st = state.clone();
@@ -551,10 +551,8 @@ async fn execute(
                         Ok(())
                     }
                     Err(_) => {
-                        writer.fail(eliop2p_cache::FillError::Source(
-                            "no peer supplied the chunk".into(),
-                        ));
-                        Err("no peer supplied the chunk".into())
+                        writer.fail(eliop2p_cache::FillError::NoPeer);
+                        Err(eliop2p_cache::FillError::NoPeer.to_string())
                     }
                 }
             }

@@ -160,12 +160,7 @@ pub(crate) async fn forward(
                 // The write may have been applied before the failure.
                 state.invalidate_target(&target);
             }
-            return state.error_at(
-                StatusCode::BAD_GATEWAY,
-                "BadGateway",
-                &format!("origin request failed: {e}"),
-                &resource,
-            );
+            return state.bad_gateway(&format!("origin request failed: {e}"), &resource);
         }
     };
     if mutates && !(resp.status().is_client_error() || resp.status().is_redirection()) {

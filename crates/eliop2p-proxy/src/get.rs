@@ -72,11 +72,9 @@ pub(crate) async fn serve<B>(
         if let Some(age) = stale
             && source.is_none()
         {
-            return Outcome::Response(state.error(
-                StatusCode::BAD_GATEWAY,
-                "BadGateway",
+            return Outcome::Response(state.bad_gateway(
                 &format!("origin unreachable, and the object is not wholly cached (metadata {}s old)", age.as_secs()),
-                &key,
+                &crate::state::resource(&key),
             ));
         }
         let mut resp = Response::builder().status(status);
@@ -121,17 +119,14 @@ pub(crate) async fn serve<B>(
         let first = match stream.next().await {
             Some(Ok(b)) => b,
             Some(Err(e)) => {
-                tracing::warn!(object = %key, error = %e, attempt, "fill failed before the first byte");
+                tracing::warn!(object = %key, error = %e, culprit = ?e.culprit(), attempt, "fill failed before the first byte");
+                // Typically the object changed: fresh metadata, and one more try
+                // unless the origin refused this authority (that stands).
                 state.meta.invalidate(&key);
-                if attempt + 1 < attempts {
+                if attempt + 1 < attempts && !matches!(e, FillError::Refused { .. }) {
                     continue;
                 }
-                return Outcome::Response(state.error(
-                    StatusCode::BAD_GATEWAY,
-                    "BadGateway",
-                    &format!("origin fetch failed: {e}"),
-                    &key,
-                ));
+                return Outcome::Response(state.fill_failed(&e, &key));
             }
             None => Bytes::new(),
         };
@@ -313,11 +308,9 @@ async fn lookup_meta_or_stale(
         MetaLookup::Fetched(Err(MetaError::Unusable)) => Err(Outcome::Forward),
         MetaLookup::Fetched(Err(MetaError::Origin(e))) => {
             m.origin_errors.fetch_add(1, Relaxed);
-            Err(Outcome::Response(state.error(
-                StatusCode::BAD_GATEWAY,
-                "BadGateway",
+            Err(Outcome::Response(state.bad_gateway(
                 &format!("origin request failed: {e}"),
-                key,
+                &crate::state::resource(key),
             )))
         }
     }

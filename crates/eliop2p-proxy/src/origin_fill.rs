@@ -61,8 +61,9 @@ enum Attempt {
     /// Worth asking again from the last received byte (after this long, when the
     /// origin said so).
     Retry(String, Option<std::time::Duration>),
-    /// The object changed, or the origin refused: the fill fails now.
-    Fatal(String),
+    /// The object changed, the origin refused, or the node shuts down: the fill
+    /// fails now.
+    Fatal(FillError),
 }
 
 /// What a range reader hands the fill.
@@ -72,7 +73,7 @@ enum Part {
     /// One whole piece of a later range, with the SHA-256 its reader computed.
     Piece(u32, Bytes, [u8; 32]),
     /// The range could not be read (after retries, or at once for a refusal).
-    Failed(String),
+    Failed(FillError),
 }
 
 /// Reads a chunk from the origin from the writer's last received byte to its end,
@@ -139,7 +140,7 @@ pub(crate) async fn fill_from_origin(
         let put = match part {
             Part::Bytes(b) => writer.push(&b),
             Part::Piece(i, b, h) => writer.put_piece(i, b, h),
-            Part::Failed(msg) => return writer.fail(FillError::Source(msg.into())),
+            Part::Failed(e) => return writer.fail(e),
         };
         // An error here already failed the fill (too many bytes).
         if put.is_err() || writer.join_stash().is_err() {
@@ -152,7 +153,9 @@ pub(crate) async fn fill_from_origin(
             return;
         }
     }
-    writer.fail(FillError::Source("origin ranges ended before the chunk was whole".into()));
+    // Every reader ended without the whole chunk and without an error: their tasks
+    // were cancelled.
+    writer.fail(FillError::Cancelled);
 }
 
 /// Where one range reader puts what it reads: in order into the fill (the first
@@ -227,10 +230,10 @@ async fn read_range(
         };
         let (msg, after) = match outcome {
             Attempt::Done => return,
-            Attempt::Fatal(msg) => {
+            Attempt::Fatal(e) => {
                 state.metrics.origin_errors.fetch_add(1, Relaxed);
-                tracing::warn!(object = %key, offset = chunk_start + sink.start, error = %msg, "chunk fill failed");
-                let _ = sink.tx.send(Part::Failed(msg)).await;
+                tracing::warn!(object = %key, offset = chunk_start + sink.start, error = %e, "chunk fill failed");
+                let _ = sink.tx.send(Part::Failed(e)).await;
                 return;
             }
             Attempt::Retry(msg, after) => (msg, after),
@@ -243,7 +246,7 @@ async fn read_range(
         if std::time::Instant::now() + wait >= deadline {
             state.metrics.origin_errors.fetch_add(1, Relaxed);
             tracing::warn!(object = %key, offset = chunk_start + sink.start, error = %msg, "chunk fill failed after retries");
-            let _ = sink.tx.send(Part::Failed(msg)).await;
+            let _ = sink.tx.send(Part::Failed(FillError::Unavailable(msg.into()))).await;
             return;
         }
         state.metrics.origin_retries.fetch_add(1, Relaxed);
@@ -268,7 +271,7 @@ async fn origin_attempt(
     let from = chunk_start + sink.start + sink.got;
     let end = chunk_start + sink.start + sink.len;
     let Ok(_slot) = state.origin_slots.clone().acquire_owned().await else {
-        return Attempt::Fatal("shutting down".into());
+        return Attempt::Fatal(FillError::Cancelled);
     };
     state.metrics.origin_get.fetch_add(1, Relaxed);
     let range_value = format!("bytes={}-{}", from, end - 1);
@@ -298,6 +301,7 @@ async fn origin_attempt(
     if !(status == StatusCode::PARTIAL_CONTENT || status == StatusCode::OK && whole) {
         if status == StatusCode::PRECONDITION_FAILED {
             state.meta.invalidate(key);
+            return Attempt::Fatal(FillError::Changed);
         }
         let msg = format!("origin answered {status} to a chunk GET");
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
@@ -309,13 +313,16 @@ async fn origin_attempt(
                 .map(std::time::Duration::from_secs);
             return Attempt::Retry(msg, after);
         }
-        return Attempt::Fatal(msg);
+        return Attempt::Fatal(FillError::Refused {
+            status: status.as_u16(),
+            client: matches!(access, OriginAccess::Client(_)),
+        });
     }
     let same_etag = ObjectMeta::validator(resp.headers(), meta.size)
         .is_some_and(|v| v.opaque() == meta.etag.opaque());
     if !same_etag {
         state.meta.invalidate(key);
-        return Attempt::Fatal("object changed at the origin (etag differs)".to_owned());
+        return Attempt::Fatal(FillError::Changed);
     }
     pump(state, sink, resp.into_body()).await
 }

@@ -210,12 +210,7 @@ pub(crate) async fn handle(
         Ok(r) => r,
         Err(e) => {
             state.metrics.origin_errors.fetch_add(1, Relaxed);
-            return state.error_at(
-                StatusCode::BAD_GATEWAY,
-                "BadGateway",
-                &format!("origin request failed: {e}"),
-                &resource,
-            );
+            return state.bad_gateway(&format!("origin request failed: {e}"), &resource);
         }
     };
     if mutates {
@@ -506,11 +501,9 @@ async fn serve_authorized(
     let req = Request::from_parts(parts, ());
     match get::serve(state, &req, key.clone(), Some(meta.clone()), access).await {
         Outcome::Response(r) => r,
-        Outcome::Forward => state.error(
-            StatusCode::BAD_GATEWAY,
-            "BadGateway",
+        Outcome::Forward => state.bad_gateway(
             "cached object could not be served",
-            key,
+            &crate::state::resource(key),
         ),
     }
 }

@@ -94,12 +94,7 @@ impl ProxyState {
         {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                return self.error_at(
-                    StatusCode::BAD_GATEWAY,
-                    "BadGateway",
-                    &format!("connecting to {target}: {e}"),
-                    auth.as_str(),
-                );
+                return self.bad_gateway(&format!("connecting to {target}: {e}"), auth.as_str());
             }
             Err(_) => {
                 return self.error_at(

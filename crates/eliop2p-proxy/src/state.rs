@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use eliop2p_cache::ChunkCache;
+use eliop2p_cache::{ChunkCache, Culprit, FillError};
 use eliop2p_core::{ChunkId, ChunkLayout, ObjectKey};
 use eliop2p_origin::{ObjectMeta, OriginClient};
 use http::header::{self, HeaderValue};
@@ -119,12 +119,24 @@ impl ProxyState {
         message: &str,
         key: &ObjectKey,
     ) -> Response<ProxyBody> {
-        self.error_at(
-            status,
-            code,
-            message,
-            &format!("/{}/{}", key.bucket, key.key),
-        )
+        self.error_at(status, code, message, &resource(key))
+    }
+
+    /// The one 502 answer: something upstream of this node (the origin, a tunnel's
+    /// target, the peers) failed. Every handler answers upstream failures through
+    /// this, or through `fill_failed`, which calls it.
+    pub fn bad_gateway(&self, message: &str, resource: &str) -> Response<ProxyBody> {
+        self.error_at(StatusCode::BAD_GATEWAY, "BadGateway", message, resource)
+    }
+
+    /// The answer to a read whose fill failed before its first byte
+    /// (`fill_failure_answer`).
+    pub fn fill_failed(&self, e: &FillError, key: &ObjectKey) -> Response<ProxyBody> {
+        let resource = resource(key);
+        match fill_failure_answer(e) {
+            (StatusCode::BAD_GATEWAY, _, message) => self.bad_gateway(&message, &resource),
+            (status, code, message) => self.error_at(status, code, &message, &resource),
+        }
     }
 
     pub fn error_at(
@@ -166,6 +178,37 @@ impl ProxyState {
     }
 }
 
+/// An object's resource path in S3 error bodies.
+pub(crate) fn resource(key: &ObjectKey) -> String {
+    format!("/{}/{}", key.bucket, key.key)
+}
+
+/// How a read whose fill failed before its first byte is answered, by who failed
+/// (status, S3 code, message): the client's own authority refused by the origin
+/// (passthrough) gets the origin's 4xx as S3 names it; a node that stops the read
+/// (shutting down) answers 503, which clients retry; a failure upstream (the
+/// origin, its refusal of the node's credentials, the peers) is a 502.
+pub(crate) fn fill_failure_answer(e: &FillError) -> (StatusCode, &'static str, String) {
+    match (e.culprit(), e) {
+        (Culprit::Client, FillError::Refused { status, .. }) if (400..500).contains(status) => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN);
+            let code = match status {
+                StatusCode::FORBIDDEN => "AccessDenied",
+                StatusCode::NOT_FOUND => "NoSuchKey",
+                StatusCode::RANGE_NOT_SATISFIABLE => "InvalidRange",
+                _ => "InvalidRequest",
+            };
+            (status, code, e.to_string())
+        }
+        (Culprit::Internal, _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the node stopped the read (it is shutting down); retry".to_owned(),
+        ),
+        _ => (StatusCode::BAD_GATEWAY, "BadGateway", format!("origin fetch failed: {e}")),
+    }
+}
+
 pub(crate) fn chunk_id(
     state: &ProxyState,
     key: &ObjectKey,
@@ -191,3 +234,34 @@ pub(crate) fn all_chunk_ids(
     (0..n).map(|i| chunk_id(state, key, meta, i)).collect()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_fill_is_answered_by_who_failed() {
+        let refused = |status, client| FillError::Refused { status, client };
+        let cases = [
+            (refused(403, true), 403, "AccessDenied"),
+            (refused(404, true), 404, "NoSuchKey"),
+            (refused(400, true), 400, "InvalidRequest"),
+            // The node's own credentials refused, or a redirect: the gateway's fault.
+            (refused(403, false), 502, "BadGateway"),
+            (refused(301, true), 502, "BadGateway"),
+            (FillError::Changed, 502, "BadGateway"),
+            (FillError::Unavailable("503 SlowDown past retries".into()), 502, "BadGateway"),
+            (FillError::NoPeer, 502, "BadGateway"),
+            (FillError::LengthMismatch { expected: 2, got: 1 }, 502, "BadGateway"),
+            (FillError::Cancelled, 503, "ServiceUnavailable"),
+        ];
+        for (e, status, code) in cases {
+            let (s, c, msg) = fill_failure_answer(&e);
+            assert_eq!((s.as_u16(), c), (status, code), "{e:?}");
+            assert!(!msg.is_empty());
+        }
+        assert!(!refused(403, true).another_source_may_help());
+        assert!(!FillError::Changed.another_source_may_help());
+        assert!(FillError::Unavailable("x".into()).another_source_may_help());
+        assert!(FillError::NoPeer.another_source_may_help());
+    }
+}

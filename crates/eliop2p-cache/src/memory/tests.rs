@@ -107,7 +107,7 @@ async fn abandoned_or_short_fill_leaves_nothing() {
     let fill = w.fill().clone();
     w.push(b"12345").unwrap();
     drop(w);
-    assert_eq!(fill.wait().await.unwrap_err(), FillError::Abandoned);
+    assert_eq!(fill.wait().await.unwrap_err(), FillError::Cancelled);
     let w = leader(&cache, 2, 10);
     assert!(matches!(
         w.finish(),
