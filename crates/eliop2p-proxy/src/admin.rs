@@ -21,7 +21,7 @@ type History = Arc<Mutex<VecDeque<api::Sample>>>;
 
 /// The node as one row of the dashboard.
 fn view(state: &ProxyState, admin: SocketAddr, history: &History) -> api::NodeView {
-    let me = state.p2p.as_ref().and_then(|p| p.me());
+    let me = state.reader.p2p.as_ref().and_then(|p| p.me());
     let hb = crate::cluster::heartbeat_of(state);
     api::NodeView {
         node_id: me
@@ -33,8 +33,8 @@ fn view(state: &ProxyState, admin: SocketAddr, history: &History) -> api::NodeVi
         proxy_addr: me.as_ref().and_then(|m| m.proxy),
         admin_addr: Some(admin),
         capacity: api::Capacity {
-            memory_bytes: state.cache.memory_capacity(),
-            disk_bytes: state.cache.disk_capacity(),
+            memory_bytes: state.reader.cache.memory_capacity(),
+            disk_bytes: state.reader.cache.disk_capacity(),
         },
         labels: me
             .as_ref()
@@ -82,6 +82,7 @@ fn dashboard(state: &ProxyState, admin: SocketAddr, history: &History) -> String
             .cloned()
             .collect(),
         hot_chunks: state
+            .reader
             .cache
             .hot_chunks_with_heat(20)
             .into_iter()
@@ -111,7 +112,7 @@ fn answer(
         "/stats" => (
             StatusCode::OK,
             "application/json",
-            state.metrics.stats_json(&state.cache).to_string(),
+            state.metrics.stats_json(&state.reader.cache).to_string(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/dashboard" | "/" => (

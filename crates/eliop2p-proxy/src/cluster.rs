@@ -17,20 +17,20 @@ use eliop2p_p2p::{Directory, FetchRefused, FetchRequest, Fetcher, NodeInfo};
 use http::{Method, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-use crate::get::run_fill;
-use crate::state::{ProxyState, chunk_id};
+use crate::read::ObjectReader;
+use crate::state::ProxyState;
 
 /// Starts origin fills asked for by peers. The chunk id must be the one this node
 /// derives from the request with its own origin and chunk size, so a peer can only
 /// ask for chunks of the origin this node serves; and the object's size and ETag
 /// are this node's own (its metadata cache, else a HEAD it makes), never the
 /// asker's: a chunk is filled only with the length its id implies.
-pub(crate) struct NodeFetcher(pub Weak<ProxyState>);
+pub(crate) struct NodeFetcher(pub Weak<ObjectReader>);
 
 impl Fetcher for NodeFetcher {
     fn fetch(&self, id: ChunkId, req: &FetchRequest) -> Result<(), FetchRefused> {
-        let state = self.0.upgrade().ok_or(FetchRefused::ShuttingDown)?;
-        let chunk_size = state.cfg.chunk_size;
+        let reader = self.0.upgrade().ok_or(FetchRefused::ShuttingDown)?;
+        let chunk_size = reader.cfg.chunk_size;
         if req.chunk_size != chunk_size {
             return Err(FetchRefused::ChunkSize {
                 asked: req.chunk_size,
@@ -45,13 +45,13 @@ impl Fetcher for NodeFetcher {
             headers: Vec::new(),
             checksums: None,
         };
-        if chunk_id(&state, &key, &asked, req.index) != id {
+        if reader.chunk_id(&key, &asked, req.index) != id {
             return Err(FetchRefused::WrongChunk);
         }
         let index = req.index;
-        let st = state.clone();
-        state.fills.spawn(async move {
-            let Ok(meta) = crate::get::lookup_meta(&st, &key).await else {
+        let st = reader.clone();
+        reader.fills.spawn(async move {
+            let Ok(meta) = st.lookup_meta(&key).await else {
                 tracing::debug!(object = %key, "fetch-through: no metadata from the origin");
                 return;
             };
@@ -66,12 +66,12 @@ impl Fetcher for NodeFetcher {
                 return;
             }
             let start = index.saturating_mul(chunk_size);
-            if start >= meta.size || chunk_id(&st, &key, &meta, index) != id {
+            if start >= meta.size || st.chunk_id(&key, &meta, index) != id {
                 return;
             }
             let range = ByteRange::new(start, (start + chunk_size).min(meta.size));
             if let Lookup::Leader(writer) = st.cache.lookup(id, range.len()) {
-                run_fill(st.clone(), writer, key, meta, range, true, crate::origin_fill::OriginAccess::Node).await;
+                st.clone().run_fill(writer, key, meta, range, true, crate::read::OriginAccess::Node).await;
             }
         });
         Ok(())
@@ -254,13 +254,13 @@ pub(crate) fn start_control_plane_client(
             proxy_addr: me.proxy,
             admin_addr: Some(admin_addr),
             capacity: api::Capacity {
-                memory_bytes: state.cache.memory_capacity(),
-                disk_bytes: state.cache.disk_capacity(),
+                memory_bytes: state.reader.cache.memory_capacity(),
+                disk_bytes: state.reader.cache.disk_capacity(),
             },
             labels: cfg.labels.clone(),
         };
         let register_body = serde_json::to_vec(&register).expect("serializes");
-        let mut events = state.cache.subscribe_events();
+        let mut events = state.reader.cache.subscribe_events();
         let mut registered = false;
         let (mut added, mut removed): (Vec<api::ReportedChunk>, Vec<String>) = (Vec::new(), Vec::new());
         let mut heartbeat = tokio::time::interval(cfg.heartbeat_interval.max(Duration::from_millis(50)));
@@ -296,38 +296,14 @@ pub(crate) fn start_control_plane_client(
                                 registered = false;
                             }
                         }
-                        if let Ok(Some(list)) = client
-                            .call::<api::NodeList>(Method::GET, "/api/v1/nodes", None, Duration::from_secs(2))
-                            .await
-                        {
-                            let online: Vec<NodeInfo> = list
-                                .nodes
-                                .into_iter()
-                                .filter(|n| n.status == api::NodeStatus::Online && n.node_id != me.id)
-                                .map(|n| NodeInfo {
-                                    id: n.node_id,
-                                    p2p: n.p2p_addr,
-                                    proxy: n.proxy_addr,
-                                    zone: n.labels.get("zone").cloned().unwrap_or_default(),
-                                })
-                                .collect();
-                            p2p.observe_members(online);
-                        }
+                        refresh_members(&client, &p2p, &me.id).await;
                     }
                 }
                 _ = flush.tick() => {
-                    if registered && (!added.is_empty() || !removed.is_empty()) {
-                        let report = api::ChunkReport {
-                            full: false,
-                            added: std::mem::take(&mut added),
-                            removed: std::mem::take(&mut removed),
-                        };
-                        let path = format!("/api/v1/nodes/{}/chunks", me.id);
-                        let body = serde_json::to_vec(&report).expect("serializes");
-                        if let Err(e) = client.call::<api::ReportAck>(Method::POST, &path, Some(body), Duration::from_secs(5)).await {
-                            tracing::debug!(error = %e, "chunk report failed; full resync on reconnect");
-                            registered = false;
-                        }
+                    if registered
+                        && !send_deltas(&client, &me.id, &mut added, &mut removed).await
+                    {
+                        registered = false;
                     }
                 }
                 ev = events.recv() => match ev {
@@ -361,6 +337,54 @@ pub(crate) fn start_control_plane_client(
     });
 }
 
+/// The control plane's online nodes become the P2P layer's members.
+async fn refresh_members(client: &CpClient, p2p: &eliop2p_p2p::P2pHandle, me: &str) {
+    if let Ok(Some(list)) = client
+        .call::<api::NodeList>(Method::GET, "/api/v1/nodes", None, Duration::from_secs(2))
+        .await
+    {
+        let online: Vec<NodeInfo> = list
+            .nodes
+            .into_iter()
+            .filter(|n| n.status == api::NodeStatus::Online && n.node_id != me)
+            .map(|n| NodeInfo {
+                id: n.node_id,
+                p2p: n.p2p_addr,
+                proxy: n.proxy_addr,
+                zone: n.labels.get("zone").cloned().unwrap_or_default(),
+            })
+            .collect();
+        p2p.observe_members(online);
+    }
+}
+
+/// Sends the chunks added and removed since the last report (taken from the
+/// lists); false when the report failed, so the node registers and resyncs.
+async fn send_deltas(
+    client: &CpClient,
+    me: &str,
+    added: &mut Vec<api::ReportedChunk>,
+    removed: &mut Vec<String>,
+) -> bool {
+    if added.is_empty() && removed.is_empty() {
+        return true;
+    }
+    let report = api::ChunkReport {
+        full: false,
+        added: std::mem::take(added),
+        removed: std::mem::take(removed),
+    };
+    let path = format!("/api/v1/nodes/{me}/chunks");
+    let body = serde_json::to_vec(&report).expect("serializes");
+    match client.call::<api::ReportAck>(Method::POST, &path, Some(body), Duration::from_secs(5)).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "chunk report failed; full resync on reconnect");
+            false
+        }
+    }
+}
+
 /// Registers and reports every held chunk (first batch `full`).
 async fn register_and_resync(client: &CpClient, state: &ProxyState, body: &[u8]) -> bool {
     if let Err(e) = client
@@ -375,7 +399,7 @@ async fn register_and_resync(client: &CpClient, state: &ProxyState, body: &[u8])
         tracing::debug!(error = %e, "control plane registration failed");
         return false;
     }
-    let held = state.cache.held();
+    let held = state.reader.cache.held();
     let path = format!("/api/v1/nodes/{}/chunks", client.node_id);
     let mut first = true;
     for part in held
@@ -418,8 +442,8 @@ pub(crate) fn heartbeat_of(state: &ProxyState) -> api::Heartbeat {
         m.bytes_origin.load(Relaxed),
     );
     let served = mem + disk + peer + origin;
-    let cs = state.cache.stats();
-    let (load, to_peers) = state.p2p.as_ref().map_or((0, 0), |p| {
+    let cs = state.reader.cache.stats();
+    let (load, to_peers) = state.reader.p2p.as_ref().map_or((0, 0), |p| {
         let st = p.stats();
         (
             st.active_downloads.load(Relaxed) + p.active_uploads(),
@@ -450,6 +474,7 @@ pub(crate) fn heartbeat_of(state: &ProxyState) -> api::Heartbeat {
 async fn send_heartbeat(client: &CpClient, state: &ProxyState) -> Result<usize, CpError> {
     let hb = api::Heartbeat {
         hot_chunks: state
+            .reader
             .cache
             .hot_chunks(256)
             .iter()
@@ -538,16 +563,16 @@ async fn execute(
     match cmd.kind {
         api::CommandKind::Preheat => Err("preheat command without its spec".into()),
         api::CommandKind::Evict => {
-            state.cache.remove(&id);
+            state.reader.cache.remove(&id);
             Ok(())
         }
-        api::CommandKind::Replicate => match state.cache.lookup(id, cmd.len) {
+        api::CommandKind::Replicate => match state.reader.cache.lookup(id, cmd.len) {
             Lookup::Leader(mut writer) => {
                 match p2p.download(id, cmd.len, &mut writer, None).await {
                     Ok(others) => {
                         writer.finish().map_err(|e| e.to_string())?;
                         state.metrics.replicated_bytes.fetch_add(cmd.len, Relaxed);
-                        state.cache.set_replicas(&id, others as u32 + 1);
+                        state.reader.cache.set_replicas(&id, others as u32 + 1);
                         Ok(())
                     }
                     Err(_) => {

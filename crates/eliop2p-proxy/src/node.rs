@@ -13,7 +13,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
 pub use crate::config::{AuthMode, ProxyConfig};
-use crate::state::{ProxyState, Route};
+use crate::read::{ObjectReader, Route};
+use crate::state::ProxyState;
 
 
 #[derive(Clone, Debug, Default)]
@@ -79,10 +80,10 @@ impl NodeHandle {
     pub async fn shutdown(self) -> bool {
         self.cancel.cancel();
         self.tracker.close();
-        self.state.fills.close();
+        self.state.reader.fills.close();
         let done = async {
             self.tracker.wait().await;
-            self.state.fills.wait().await;
+            self.state.reader.fills.wait().await;
         };
         tokio::time::timeout(self.grace, done).await.is_ok()
     }
@@ -140,14 +141,14 @@ pub async fn spawn_node_with_p2p(
     if p2p_cfg.is_some() && p2p_listener.is_none() {
         return Err(NodeError::MissingP2pListener);
     }
-    // The control-plane client is the P2P layer's chunk directory; the node itself
-    // (through a weak reference to the state being built) is its fetcher.
+    // The control-plane client is the P2P layer's chunk directory; the node's read
+    // path (through a weak reference to the reader being built) is its fetcher.
     let cp_client = match (&p2p_cfg, &cfg.control_plane) {
         (Some(pc), Some(cp)) => Some(crate::cluster::CpClient::new(cp, &pc.node_id)),
         _ => None,
     };
     let mut p2p_error = None;
-    let state = Arc::new_cyclic(|weak| {
+    let reader = Arc::new_cyclic(|weak| {
         let p2p = match (p2p_cfg, p2p_listener) {
             (Some(pc), Some(l)) => {
                 let services = eliop2p_p2p::NodeServices {
@@ -162,12 +163,13 @@ pub async fn spawn_node_with_p2p(
             }
             _ => None,
         };
-        ProxyState::new(cfg.proxy.clone(), origin, routes, cache, metrics.clone(), p2p)
+        ObjectReader::new(cfg.proxy.clone(), origin, routes, cache, metrics.clone(), p2p)
     });
     if let Some(e) = p2p_error {
         return Err(e.into());
     }
-    let p2p = state.p2p.clone();
+    let state = Arc::new(ProxyState::new(cfg.proxy.clone(), reader));
+    let p2p = state.reader.p2p.clone();
     let p2p_addr = p2p.as_ref().map(|p| p.local_addr);
     state.proxy_port.store(
         u64::from(proxy_addr.port()),
@@ -204,7 +206,7 @@ pub async fn spawn_node_with_p2p(
         p2p_addr,
         p2p,
         metrics,
-        cache: state.cache.clone(),
+        cache: state.reader.cache.clone(),
         cancel,
         tracker,
         state,

@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use crate::body::{BoxError, ProxyBody};
 use crate::get::{self, Outcome};
 use crate::metrics::Source;
-use crate::state::{ProxyState, chunk_id};
+use crate::state::ProxyState;
 
 /// Where a forward-proxy request goes (the scheme and host the client named).
 pub(crate) type Destination = Option<(http::uri::Scheme, http::uri::Authority)>;
@@ -59,7 +59,7 @@ fn is_conditional(h: &HeaderMap) -> bool {
 /// The cached metadata of an object when every chunk the request needs is held
 /// locally, so the only origin round trip is the authorization.
 fn local_hit(state: &ProxyState, key: &ObjectKey, headers: &HeaderMap) -> Option<Arc<ObjectMeta>> {
-    let meta = state.meta.peek(key)?;
+    let meta = state.reader.meta.peek(key)?;
     let range = match headers.get(header::RANGE) {
         None => eliop2p_core::ByteRange::new(0, meta.size),
         Some(v) => match RangeRequest::parse(v.to_str().ok()?) {
@@ -73,8 +73,9 @@ fn local_hit(state: &ProxyState, key: &ObjectKey, headers: &HeaderMap) -> Option
         .slices(range)
         .all(|sl| {
             state
+                .reader
                 .cache
-                .is_cached(&chunk_id(state, key, &meta, sl.index))
+                .is_cached(&state.reader.chunk_id(key, &meta, sl.index))
                 .is_some()
         })
         .then_some(meta)
@@ -96,12 +97,7 @@ pub(crate) async fn handle(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let mut headers = HeaderMap::new();
-    for (n, v) in &parts.headers {
-        if !is_hop_header(n) {
-            headers.append(n.clone(), v.clone());
-        }
-    }
+    let mut headers = end_to_end(&parts.headers);
     let read = matches!(parts.method, Method::GET | Method::HEAD);
     let mutates = matches!(parts.method, Method::PUT | Method::POST | Method::DELETE);
     // Only the configured origin's objects are cached.
@@ -110,17 +106,9 @@ pub(crate) async fn handle(
         .as_ref()
         .filter(|_| !is_conditional(&parts.headers))
         .and_then(|k| local_hit(state, k, &parts.headers));
-    // An authorization the origin gave this exact credential proof (signature) for
-    // this object and method within `proxy.auth_cache_ttl`: no round trip.
     let proof = credential_proof(&parts.headers, parts.uri.query());
-    // Only while the signature itself is still valid: the origin would refuse an
-    // expired presigned URL, so the node does too, cached authorization or not.
-    let fresh = signature_valid_until(&parts.headers, parts.uri.query())
-        .is_some_and(|t| std::time::SystemTime::now() < t);
-    if let (Some(meta), Some(key), Some(proof), true) = (&hit, &key, &proof, fresh)
-        && state
-            .auth_cache
-            .allowed(proof, key, &parts.method, &meta.etag)
+    if let (Some(meta), Some(key)) = (&hit, &key)
+        && recently_authorized(state, proof.as_ref(), key, &parts, meta)
     {
         state.metrics.passthrough_authorized.fetch_add(1, Relaxed);
         state
@@ -129,18 +117,9 @@ pub(crate) async fn handle(
             .fetch_add(1, Relaxed);
         return serve_authorized(state, parts, key, meta).await;
     }
-    // A plain GET the origin can authorize without sending the object: the bytes
-    // then come from this node, its peers, or the client's own ranged requests.
-    let cluster = key.as_ref().filter(|k| {
-        parts.method == Method::GET
-            && !is_conditional(&parts.headers)
-            && !parts.headers.contains_key(header::CONTENT_LENGTH)
-            && !parts.headers.contains_key(header::TRANSFER_ENCODING)
-            && !signs_range(&parts.headers, parts.uri.query())
-            && (state.peers().is_some() || state.meta.peek(k).is_some())
-    });
+    let cluster = key.as_ref().filter(|k| through_cluster(state, k, &parts));
     let hit = if cluster.is_some() { None } else { hit };
-    let known = cluster.and_then(|k| state.meta.peek(k));
+    let known = cluster.and_then(|k| state.reader.meta.peek(k));
     // The headers as the client sent them, should the probe not tell.
     let as_sent = cluster.is_some().then(|| headers.clone());
     if cluster.is_some() {
@@ -152,18 +131,7 @@ pub(crate) async fn handle(
     {
         headers.insert(header::IF_NONE_MATCH, v);
     }
-    // The body the request declares, whatever its method: relaying the header
-    // without it would leave the origin waiting for bytes that never come.
-    let has_body = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v != "0")
-        || parts.headers.contains_key(header::TRANSFER_ENCODING);
-    let body = if has_body {
-        body.map_err(Into::into).boxed()
-    } else {
-        eliop2p_origin::empty_body()
-    };
+    let body = declared_body(&parts.headers, body);
     let target = crate::request::S3Target {
         bucket: key.as_ref().map(|k| k.bucket.clone()),
         key: key.as_ref().map(|k| k.key.clone()),
@@ -186,10 +154,7 @@ pub(crate) async fn handle(
     let sent = match (cluster.zip(as_sent), sent) {
         (Some((key, as_sent)), Ok(probe)) => match authorized_version(state, key, known.as_ref(), probe, &parts.headers).await {
             Probe::Authorized(meta) => {
-                state.metrics.passthrough_authorized.fetch_add(1, Relaxed);
-                if let Some(proof) = &proof {
-                    state.auth_cache.record(proof, key, &parts.method, &meta.etag);
-                }
+                authorized(state, proof.as_ref(), key, &parts.method, &meta);
                 let key = key.clone();
                 return serve_authorized(state, parts, &key, &meta).await;
             }
@@ -216,32 +181,89 @@ pub(crate) async fn handle(
     if mutates {
         state.invalidate_target(&target);
     }
-    let status = resp.status();
-    let resp_etag = resp
-        .headers()
-        .get(header::ETAG)
-        .and_then(|v| v.to_str().ok())
-        .map(ETag::new);
-    if let (Some(meta), Some(key)) = (&hit, &key) {
-        let same_version = status == StatusCode::NOT_MODIFIED
-            || status.is_success()
-                && resp_etag
-                    .as_ref()
-                    .is_some_and(|e| e.opaque() == meta.etag.opaque());
-        if same_version {
-            // Authorized for this version: the cached bytes answer. An unread body
-            // is dropped with its connection.
-            drop(resp);
-            state.metrics.passthrough_authorized.fetch_add(1, Relaxed);
-            if let Some(proof) = &proof {
-                state
-                    .auth_cache
-                    .record(proof, key, &parts.method, &meta.etag);
-            }
-            return serve_authorized(state, parts, key, meta).await;
-        }
+    if let (Some(meta), Some(key)) = (&hit, &key)
+        && confirms(&resp, meta)
+    {
+        // Authorized for this version: the cached bytes answer. An unread body
+        // is dropped with its connection.
+        drop(resp);
+        authorized(state, proof.as_ref(), key, &parts.method, meta);
+        return serve_authorized(state, parts, key, meta).await;
     }
     relay(state, &parts, key.as_ref(), resp)
+}
+
+/// An authorization the origin gave this exact credential proof (signature) for
+/// this object version and method within `proxy.auth_cache_ttl`: no round trip.
+/// Only while the signature itself is still valid: the origin would refuse an
+/// expired presigned URL, so the node does too, cached authorization or not.
+fn recently_authorized(
+    state: &ProxyState,
+    proof: Option<&[u8; 32]>,
+    key: &ObjectKey,
+    parts: &http::request::Parts,
+    meta: &ObjectMeta,
+) -> bool {
+    let fresh = signature_valid_until(&parts.headers, parts.uri.query())
+        .is_some_and(|t| std::time::SystemTime::now() < t);
+    fresh && proof.is_some_and(|p| state.auth_cache.allowed(p, key, &parts.method, &meta.etag))
+}
+
+/// The origin authorized this client for `meta`'s version: counted, and the
+/// client's credential proof remembered for `proxy.auth_cache_ttl`.
+fn authorized(state: &ProxyState, proof: Option<&[u8; 32]>, key: &ObjectKey, method: &Method, meta: &ObjectMeta) {
+    state.metrics.passthrough_authorized.fetch_add(1, Relaxed);
+    if let Some(proof) = proof {
+        state.auth_cache.record(proof, key, method, &meta.etag);
+    }
+}
+
+/// The request's end-to-end headers (hop-by-hop ones dropped).
+fn end_to_end(h: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (n, v) in h {
+        if !is_hop_header(n) {
+            headers.append(n.clone(), v.clone());
+        }
+    }
+    headers
+}
+
+/// A plain GET the origin can authorize without sending the object (a one-byte
+/// probe of the client's own request): the bytes then come from this node, its
+/// peers, or the client's own ranged requests.
+fn through_cluster(state: &ProxyState, key: &ObjectKey, parts: &http::request::Parts) -> bool {
+    parts.method == Method::GET
+        && !is_conditional(&parts.headers)
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && !signs_range(&parts.headers, parts.uri.query())
+        && (state.peers().is_some() || state.reader.meta.peek(key).is_some())
+}
+
+/// The body the request declares, whatever its method: relaying the header
+/// without it would leave the origin waiting for bytes that never come.
+fn declared_body(h: &HeaderMap, body: Incoming) -> eliop2p_origin::OriginBody {
+    let has_body = h.get(header::CONTENT_LENGTH).is_some_and(|v| v != "0")
+        || h.contains_key(header::TRANSFER_ENCODING);
+    if has_body {
+        body.map_err(Into::into).boxed()
+    } else {
+        eliop2p_origin::empty_body()
+    }
+}
+
+/// Whether the origin's answer authorizes the client for the cached version: a
+/// 304, or a 2xx naming its ETag.
+fn confirms<B>(resp: &http::Response<B>, meta: &ObjectMeta) -> bool {
+    let status = resp.status();
+    status == StatusCode::NOT_MODIFIED
+        || status.is_success()
+            && resp
+                .headers()
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|e| ETag::new(e).opaque() == meta.etag.opaque())
 }
 
 /// The origin's answer to a request sent as received, relayed as it came; what a
@@ -302,10 +324,10 @@ fn relay(
     match (learned, len) {
         (Some((key, meta, start)), Some(len))
             if parts.method == Method::GET
-                && (certain || state.meta.peek(key).is_none_or(|old| old.etag.opaque() == meta.etag.opaque())) =>
+                && (certain || state.reader.meta.peek(key).is_none_or(|old| old.etag.opaque() == meta.etag.opaque())) =>
         {
             let meta = Arc::new(meta);
-            if let Some(old) = state.meta.peek(key)
+            if let Some(old) = state.reader.meta.peek(key)
                 && old.etag.opaque() != meta.etag.opaque()
             {
                 state.invalidate_target(&crate::request::S3Target {
@@ -313,7 +335,7 @@ fn relay(
                     key: Some(key.key.clone()),
                 });
             }
-            state.meta.put(key, meta.clone());
+            state.reader.meta.put(key, meta.clone());
             let tee = Tee {
                 state: state.clone(),
                 key: key.clone(),
@@ -429,7 +451,7 @@ async fn authorized_version(
                         });
                     }
                     let meta = Arc::new(meta);
-                    state.meta.put(key, meta.clone());
+                    state.reader.meta.put(key, meta.clone());
                     meta
                 }
             };
@@ -476,14 +498,14 @@ fn signs_range(headers: &HeaderMap, query: Option<&str>) -> bool {
 }
 
 /// The client's request, to re-send for the ranges a fill needs.
-fn client_request(parts: &http::request::Parts) -> crate::origin_fill::ClientRequest {
+fn client_request(parts: &http::request::Parts) -> crate::read::ClientRequest {
     let mut headers = HeaderMap::new();
     for (n, v) in &parts.headers {
         if !is_hop_header(n) && n != header::RANGE {
             headers.append(n.clone(), v.clone());
         }
     }
-    crate::origin_fill::ClientRequest {
+    crate::read::ClientRequest {
         path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
         headers,
     }
@@ -497,7 +519,7 @@ async fn serve_authorized(
     key: &ObjectKey,
     meta: &Arc<ObjectMeta>,
 ) -> Response<ProxyBody> {
-    let access = crate::origin_fill::OriginAccess::Client(Arc::new(client_request(&parts)));
+    let access = crate::read::OriginAccess::Client(Arc::new(client_request(&parts)));
     let req = Request::from_parts(parts, ());
     match get::serve(state, &req, key.clone(), Some(meta.clone()), access).await {
         Outcome::Response(r) => r,
@@ -538,8 +560,8 @@ impl Tee {
                 let index = abs / cs;
                 let r = layout.chunk_range(index);
                 if r.end <= self.end {
-                    let id = chunk_id(&self.state, &self.key, &self.meta, index);
-                    if let Lookup::Leader(w) = self.state.cache.lookup(id, r.len()) {
+                    let id = self.state.reader.chunk_id(&self.key, &self.meta, index);
+                    if let Lookup::Leader(w) = self.state.reader.cache.lookup(id, r.len()) {
                         self.writer = Some((w, r.end));
                     }
                 }

@@ -1,5 +1,5 @@
 //! Executing a preheat command: list the prefix at the origin (or take the one
-//! key), then read every object through this node's read path (`get::warm`), so the chunks
+//! key), then read every object through this node's read path (`read::warm`), so the chunks
 //! land in the cache exactly as a client read would put them there (cluster
 //! single flight included: nodes preheating together read each chunk from the
 //! origin once).
@@ -12,7 +12,7 @@ use eliop2p_core::ObjectKey;
 use eliop2p_origin::{ListError, OriginRequest};
 use http::Method;
 
-use crate::get::WarmError;
+use crate::read::WarmError;
 use crate::config::AuthMode;
 use crate::state::ProxyState;
 
@@ -32,12 +32,12 @@ async fn list(state: &ProxyState, bucket: &str, prefix: &str) -> Result<Vec<Stri
         })
 }
 
-/// Reads one object through the cache (`get::warm`); returns its size.
+/// Reads one object through the cache (`read::warm`); returns its size.
 async fn warm(state: &Arc<ProxyState>, bucket: &str, key: &str) -> Result<u64, String> {
     let what = format!("s3://{bucket}/{key}");
-    match crate::get::warm(state, &ObjectKey::new(bucket, key)).await {
+    match state.reader.warm(&ObjectKey::new(bucket, key)).await {
         Ok(n) => Ok(n),
-        Err(WarmError::Meta(status)) => Err(format!("{what}: {status}")),
+        Err(WarmError::Meta(e)) => Err(format!("{what}: {e}")),
         Err(WarmError::Fill(e)) => Err(format!("{what}: {e}")),
         Err(WarmError::NotCacheable) => {
             // The metadata lookup hands the origin's own answer to clients; say what it was.

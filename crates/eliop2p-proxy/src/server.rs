@@ -44,8 +44,8 @@ impl ProxyState {
     /// Whether a forward-proxy request for `a` is for the configured origin (or a
     /// virtual-host name under it), or for another allowed origin.
     fn classify(&self, scheme: &http::uri::Scheme, a: &http::uri::Authority) -> Option<bool> {
-        let origin = self.origin.authority();
-        let mine = Self::host_port(self.origin.scheme(), origin);
+        let origin = self.reader.origin.authority();
+        let mine = Self::host_port(self.reader.origin.scheme(), origin);
         let asked = Self::host_port(scheme, a);
         let origin_host = origin.host().to_ascii_lowercase();
         let same_port = a
@@ -246,7 +246,7 @@ impl ProxyState {
                 req.uri().path(),
             );
         }
-        let plain_http = self.origin.is_plain_http();
+        let plain_http = self.reader.origin.is_plain_http();
         let target = match self.target_of(&req, plain_http) {
             Ok(t) => t,
             Err(resp) => return *resp,
@@ -288,7 +288,7 @@ impl ProxyState {
         }
         if cacheable && let (Some(bucket), Some(key)) = (&target.bucket, &target.key) {
             let key = ObjectKey::new(bucket.clone(), key.clone());
-            match get::serve(self, &req, key, None, crate::origin_fill::OriginAccess::Node).await {
+            match get::serve(self, &req, key, None, crate::read::OriginAccess::Node).await {
                 Outcome::Response(r) => return r,
                 Outcome::Forward => {}
             }

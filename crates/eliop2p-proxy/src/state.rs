@@ -1,106 +1,70 @@
-//! What every part of the proxy shares: the configuration, origins and routes, the
-//! cache, the metadata cache, metrics and the P2P handle; and how an object version
-//! maps to chunk ids.
+//! What the HTTP side of the proxy shares: the configuration, the read path
+//! (`read::ObjectReader`), metrics, the authorization cache, and the one way
+//! errors are answered (S3 XML).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use eliop2p_cache::{ChunkCache, Culprit, FillError};
-use eliop2p_core::{ChunkId, ChunkLayout, ObjectKey};
-use eliop2p_origin::{ObjectMeta, OriginClient};
+use eliop2p_cache::{Culprit, FillError};
+use eliop2p_core::ObjectKey;
+use eliop2p_origin::OriginClient;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
-use tokio_util::task::TaskTracker;
 
 use crate::body::ProxyBody;
 use crate::config::ProxyConfig;
-use crate::meta::MetaCache;
 use crate::metrics::Metrics;
+use crate::read::ObjectReader;
 use crate::request::S3Target;
-
-/// An origin other than the default one, for some buckets.
-pub(crate) struct Route {
-    pub buckets: std::collections::HashSet<String>,
-    pub client: OriginClient,
-    pub auth: crate::config::AuthMode,
-}
 
 pub(crate) struct ProxyState {
     pub cfg: ProxyConfig,
-    /// The default origin (every bucket no route names).
-    pub origin: OriginClient,
-    pub routes: Vec<Route>,
-    pub cache: ChunkCache,
-    pub meta: MetaCache,
+    /// The read path: origins and routes, the caches, peers, fills.
+    pub reader: Arc<ObjectReader>,
     pub metrics: Arc<Metrics>,
-    pub p2p: Option<eliop2p_p2p::P2pHandle>,
-    /// Chunk fills run here, detached from the requests that started them.
-    pub fills: TaskTracker,
     next_request_id: AtomicU64,
     /// The proxy listener's port (absolute-form requests naming it are for this
     /// node, not forward-proxy requests); 0 until known.
     pub proxy_port: AtomicU64,
     pub auth_cache: crate::auth_cache::AuthCache,
-    /// Bounds this node's concurrent origin requests for chunk fills.
-    pub origin_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ProxyState {
-    pub fn new(
-        cfg: ProxyConfig,
-        origin: OriginClient,
-        routes: Vec<Route>,
-        cache: ChunkCache,
-        metrics: Arc<Metrics>,
-        p2p: Option<eliop2p_p2p::P2pHandle>,
-    ) -> Self {
-        let meta = MetaCache::new(cfg.metadata_ttl, cfg.metadata_max_entries, cfg.stale_if_error);
+    pub fn new(cfg: ProxyConfig, reader: Arc<ObjectReader>) -> Self {
         // Virtual-host requests under the origin's own name (forward-proxy clients
         // address `bucket.s3.<region>.amazonaws.com`) name their bucket too.
         let mut cfg = cfg;
         let auth_cache_ttl = cfg.auth_cache_ttl;
-        let origin_host = origin.authority().host().to_ascii_lowercase();
+        let origin_host = reader.origin.authority().host().to_ascii_lowercase();
         if origin_host.parse::<std::net::IpAddr>().is_err()
             && !cfg.virtual_host_domains.contains(&origin_host)
         {
             cfg.virtual_host_domains.push(origin_host);
         }
-        let origin_slots = Arc::new(tokio::sync::Semaphore::new(cfg.origin_max_concurrent.max(1)));
         Self {
-            origin_slots,
             cfg,
-            origin,
-            routes,
-            cache,
-            meta,
-            metrics,
-            p2p,
-            fills: TaskTracker::new(),
+            metrics: reader.metrics.clone(),
+            reader,
             next_request_id: AtomicU64::new(1),
             proxy_port: AtomicU64::new(0),
             auth_cache: crate::auth_cache::AuthCache::new(auth_cache_ttl),
         }
     }
 
-    fn route_for(&self, bucket: Option<&str>) -> Option<&Route> {
-        let b = bucket?;
-        self.routes.iter().find(|r| r.buckets.contains(b))
-    }
-
     /// The origin that serves a bucket.
     pub fn origin_for(&self, bucket: Option<&str>) -> &OriginClient {
-        self.route_for(bucket).map_or(&self.origin, |r| &r.client)
+        self.reader.origin_for(bucket)
     }
 
     /// The auth mode for a bucket.
     pub fn auth_for(&self, bucket: Option<&str>) -> crate::config::AuthMode {
-        self.route_for(bucket).map_or(self.cfg.auth, |r| r.auth)
+        self.reader.route_for(bucket).map_or(self.cfg.auth, |r| r.auth)
     }
 
     /// Prometheus text of everything this node measures.
     pub fn render_metrics(&self) -> String {
-        let mut text = self.metrics.render(&self.cache);
-        if let Some(p) = &self.p2p {
+        let mut text = self.metrics.render(&self.reader.cache);
+        if let Some(p) = &self.reader.p2p {
             text.push_str(&p.render_metrics());
         }
         text
@@ -108,7 +72,7 @@ impl ProxyState {
 
     /// The P2P layer, when it has peers to ask.
     pub fn peers(&self) -> Option<&eliop2p_p2p::P2pHandle> {
-        self.p2p.as_ref().filter(|p| p.has_peers())
+        self.reader.peers()
     }
 
     /// An S3 XML error response about an object.
@@ -168,10 +132,11 @@ impl ProxyState {
             return;
         };
         let key = ObjectKey::new(bucket.clone(), key.clone());
-        if let Some(meta) = self.meta.invalidate(&key) {
-            for id in all_chunk_ids(self, &key, &meta) {
-                if self.cache.is_cached(&id).is_some() {
-                    self.cache.remove(&id);
+        let reader = &self.reader;
+        if let Some(meta) = reader.meta.invalidate(&key) {
+            for id in reader.all_chunk_ids(&key, &meta) {
+                if reader.cache.is_cached(&id).is_some() {
+                    reader.cache.remove(&id);
                 }
             }
         }
@@ -207,31 +172,6 @@ pub(crate) fn fill_failure_answer(e: &FillError) -> (StatusCode, &'static str, S
         ),
         _ => (StatusCode::BAD_GATEWAY, "BadGateway", format!("origin fetch failed: {e}")),
     }
-}
-
-pub(crate) fn chunk_id(
-    state: &ProxyState,
-    key: &ObjectKey,
-    meta: &ObjectMeta,
-    index: u64,
-) -> ChunkId {
-    ChunkId::derive(
-        state.origin_for(Some(&key.bucket)).origin_id(),
-        key,
-        &meta.etag,
-        state.cfg.chunk_size,
-        index,
-    )
-}
-
-/// The chunk ids of an object version, for invalidation.
-pub(crate) fn all_chunk_ids(
-    state: &ProxyState,
-    key: &ObjectKey,
-    meta: &ObjectMeta,
-) -> Vec<ChunkId> {
-    let n = ChunkLayout::new(state.cfg.chunk_size, meta.size).num_chunks();
-    (0..n).map(|i| chunk_id(state, key, meta, i)).collect()
 }
 
 #[cfg(test)]

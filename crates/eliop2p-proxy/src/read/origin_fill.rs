@@ -13,7 +13,7 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::state::ProxyState;
+use crate::read::ObjectReader;
 
 /// Whose authority a fill reads the origin with.
 #[derive(Clone)]
@@ -38,7 +38,7 @@ impl ClientRequest {
     /// The client's GET for `range` of the object.
     async fn send(
         &self,
-        state: &ProxyState,
+        reader: &ObjectReader,
         bucket: &str,
         range: &str,
         if_match: Option<HeaderValue>,
@@ -48,7 +48,7 @@ impl ClientRequest {
         if let Some(v) = if_match {
             headers.insert(header::IF_MATCH, v);
         }
-        state
+        reader
             .origin_for(Some(bucket))
             .send_as_is(Method::GET, &self.path_and_query, headers, eliop2p_origin::empty_body(), None)
             .await
@@ -91,7 +91,7 @@ enum Part {
 /// GET of a cold object): the first range reads it. At most
 /// `origin_max_concurrent` requests of this node are at the origin at once.
 pub(crate) async fn fill_from_origin(
-    state: Arc<ProxyState>,
+    reader: Arc<ObjectReader>,
     mut writer: FillWriter,
     key: ObjectKey,
     meta: Arc<ObjectMeta>,
@@ -101,14 +101,14 @@ pub(crate) async fn fill_from_origin(
 ) {
     use eliop2p_cache::disk::PIECE_SIZE;
     // While this runs, this node's peer downloads leave its downlink to the origin.
-    let _running = state.peers().map(|p| p.origin_fill_running());
+    let _running = reader.peers().map(|p| p.origin_fill_running());
     let expected = writer.fill().expected_len();
     let from = writer.received();
     // Range bounds within the chunk: the first from `from`, the others on piece
     // boundaries, each of at least one piece.
     let pieces_left = expected.div_ceil(PIECE_SIZE) - from / PIECE_SIZE;
     // A response already open for the chunk is read to its end: one range.
-    let streams = if body.is_some() { 1 } else { state.cfg.origin_streams.max(1) as u64 };
+    let streams = if body.is_some() { 1 } else { reader.cfg.origin_streams.max(1) as u64 };
     let streams = streams.min(pieces_left.max(1));
     let per = pieces_left.div_ceil(streams).max(1);
     let mut bounds = vec![from];
@@ -133,7 +133,7 @@ pub(crate) async fn fill_from_origin(
             tx: tx.clone(),
         };
         let body = if i == 0 { body.take() } else { None };
-        readers.spawn(read_range(state.clone(), key.clone(), meta.clone(), chunk.start, sink, body, access.clone()));
+        readers.spawn(read_range(reader.clone(), key.clone(), meta.clone(), chunk.start, sink, body, access.clone()));
     }
     drop(tx);
     while let Some(part) = rx.recv().await {
@@ -212,7 +212,7 @@ impl RangeSink {
 /// Reads one range of a chunk from the origin into its sink, retrying from the
 /// last received byte (see `fill_from_origin`).
 async fn read_range(
-    state: Arc<ProxyState>,
+    reader: Arc<ObjectReader>,
     key: ObjectKey,
     meta: Arc<ObjectMeta>,
     chunk_start: u64,
@@ -220,18 +220,18 @@ async fn read_range(
     mut body: Option<Incoming>,
     access: OriginAccess,
 ) {
-    let deadline = std::time::Instant::now() + state.cfg.fill_deadline;
+    let deadline = std::time::Instant::now() + reader.cfg.fill_deadline;
     let mut attempt = 0u32;
     loop {
         let before = sink.got;
         let outcome = match body.take() {
-            Some(b) => pump(&state, &mut sink, b).await,
-            None => origin_attempt(&state, &key, &meta, chunk_start, &mut sink, &access).await,
+            Some(b) => pump(&reader, &mut sink, b).await,
+            None => origin_attempt(&reader, &key, &meta, chunk_start, &mut sink, &access).await,
         };
         let (msg, after) = match outcome {
             Attempt::Done => return,
             Attempt::Fatal(e) => {
-                state.metrics.origin_errors.fetch_add(1, Relaxed);
+                reader.metrics.origin_errors.fetch_add(1, Relaxed);
                 tracing::warn!(object = %key, offset = chunk_start + sink.start, error = %e, "chunk fill failed");
                 let _ = sink.tx.send(Part::Failed(e)).await;
                 return;
@@ -244,12 +244,12 @@ async fn read_range(
         let backoff = std::time::Duration::from_millis(100u64 << attempt.min(6));
         let wait = after.unwrap_or(backoff).min(std::time::Duration::from_secs(20));
         if std::time::Instant::now() + wait >= deadline {
-            state.metrics.origin_errors.fetch_add(1, Relaxed);
+            reader.metrics.origin_errors.fetch_add(1, Relaxed);
             tracing::warn!(object = %key, offset = chunk_start + sink.start, error = %msg, "chunk fill failed after retries");
             let _ = sink.tx.send(Part::Failed(FillError::Unavailable(msg.into()))).await;
             return;
         }
-        state.metrics.origin_retries.fetch_add(1, Relaxed);
+        reader.metrics.origin_retries.fetch_add(1, Relaxed);
         tracing::info!(object = %key, offset = chunk_start + sink.start, error = %msg, received = sink.got, ?wait, "origin read failed, resuming from the last received byte");
         tokio::time::sleep(wait).await;
         attempt += 1;
@@ -258,7 +258,7 @@ async fn read_range(
 
 /// One ranged GET for the rest of a range, streamed into its sink.
 async fn origin_attempt(
-    state: &Arc<ProxyState>,
+    reader: &Arc<ObjectReader>,
     key: &ObjectKey,
     meta: &ObjectMeta,
     chunk_start: u64,
@@ -270,10 +270,10 @@ async fn origin_attempt(
     }
     let from = chunk_start + sink.start + sink.got;
     let end = chunk_start + sink.start + sink.len;
-    let Ok(_slot) = state.origin_slots.clone().acquire_owned().await else {
+    let Ok(_slot) = reader.origin_slots.clone().acquire_owned().await else {
         return Attempt::Fatal(FillError::Cancelled);
     };
-    state.metrics.origin_get.fetch_add(1, Relaxed);
+    reader.metrics.origin_get.fetch_add(1, Relaxed);
     let range_value = format!("bytes={}-{}", from, end - 1);
     let if_match = HeaderValue::from_str(meta.etag.as_str())
         .ok()
@@ -288,9 +288,9 @@ async fn origin_attempt(
             if let Some(v) = if_match {
                 req.headers.insert(header::IF_MATCH, v);
             }
-            state.origin_for(Some(&key.bucket)).send(req).await
+            reader.origin_for(Some(&key.bucket)).send(req).await
         }
-        OriginAccess::Client(c) => c.send(state, &key.bucket, &range_value, if_match).await,
+        OriginAccess::Client(c) => c.send(reader, &key.bucket, &range_value, if_match).await,
     };
     let resp = match sent {
         Ok(r) => r,
@@ -300,7 +300,7 @@ async fn origin_attempt(
     let whole = from == 0 && end == meta.size;
     if !(status == StatusCode::PARTIAL_CONTENT || status == StatusCode::OK && whole) {
         if status == StatusCode::PRECONDITION_FAILED {
-            state.meta.invalidate(key);
+            reader.meta.invalidate(key);
             return Attempt::Fatal(FillError::Changed);
         }
         let msg = format!("origin answered {status} to a chunk GET");
@@ -321,16 +321,16 @@ async fn origin_attempt(
     let same_etag = ObjectMeta::validator(resp.headers(), meta.size)
         .is_some_and(|v| v.opaque() == meta.etag.opaque());
     if !same_etag {
-        state.meta.invalidate(key);
+        reader.meta.invalidate(key);
         return Attempt::Fatal(FillError::Changed);
     }
-    pump(state, sink, resp.into_body()).await
+    pump(reader, sink, resp.into_body()).await
 }
 
 /// Streams an origin body into a range's sink, with an idle timeout per frame;
 /// done once the range is whole (the rest of a longer body is not read).
-async fn pump(state: &Arc<ProxyState>, sink: &mut RangeSink, mut body: Incoming) -> Attempt {
-    let idle = state.cfg.fill_idle_timeout;
+async fn pump(reader: &Arc<ObjectReader>, sink: &mut RangeSink, mut body: Incoming) -> Attempt {
+    let idle = reader.cfg.fill_idle_timeout;
     loop {
         if sink.got == sink.len {
             return Attempt::Done;
@@ -342,7 +342,7 @@ async fn pump(state: &Arc<ProxyState>, sink: &mut RangeSink, mut body: Incoming)
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     let n = data.len().min((sink.len - sink.got) as usize);
-                    state.metrics.origin_fill_bytes.fetch_add(n as u64, Relaxed);
+                    reader.metrics.origin_fill_bytes.fetch_add(n as u64, Relaxed);
                     if sink.take(data).await.is_err() {
                         return Attempt::Done; // the fill is gone: nothing to read for
                     }
