@@ -5,7 +5,9 @@
 //! Needs root and iproute2.
 //!
 //!     eliop2p-bench fanout [--nodes=16] [--sizes=64,512] [--rate=200] [--origin-rates=200,50]
-//!                          [--modes=gossip,hybrid] [--kill] [--first-byte-ms=30] [--stream-mbps=0]
+//!                          [--modes=gossip,hybrid] [--kill] [--first-byte-ms=30] [--stream-mbps=0] [--sha256]
+//!
+//! Clients check bodies with CRC32C (`--sha256`: SHA-256, as the CI test does).
 
 use std::time::Duration;
 
@@ -45,6 +47,12 @@ pub async fn run() -> anyhow::Result<()> {
     let first_byte = Duration::from_millis(list("first-byte-ms", "30")[0]);
     let stream_rate = list("stream-mbps", "0")[0] * 1_000_000 / 8;
     let direct = !std::env::args().any(|a| a == "--no-direct");
+    // Clients check bodies with CRC32C unless told otherwise (see `BodyCheck`).
+    let check = if std::env::args().any(|a| a == "--sha256") {
+        fanout::BodyCheck::Sha256
+    } else {
+        fanout::BodyCheck::Crc32c
+    };
     // `--node-env=KEY=VALUE;KEY=VALUE` for every node.
     let node_env: Vec<(String, String)> = arg("node-env")
         .unwrap_or_default()
@@ -75,6 +83,7 @@ pub async fn run() -> anyhow::Result<()> {
                         kill_owner_at: kill.then_some(0.3),
                         direct,
                         node_env: node_env.clone(),
+                        check,
                     };
                     let cpu0 = fanout::children_cpu_seconds();
                     let r = fanout::run(&spec).await?;
@@ -97,7 +106,7 @@ pub async fn run() -> anyhow::Result<()> {
         }
     }
     println!();
-    println!("ideal = object size / min(node NIC, origin NIC); busiest uploader = piece bytes sent by the node that sent the most; bad bodies = clients whose body was short or wrong (SHA-256 checked).");
+    println!("ideal = object size / min(node NIC, origin NIC); busiest uploader = piece bytes sent by the node that sent the most; bad bodies = clients whose body was short or wrong ({} checked; --sha256 for SHA-256).", check.name());
     for n in notes {
         println!("- {n}");
     }
