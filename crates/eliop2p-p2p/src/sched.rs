@@ -547,9 +547,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         out
     }
 
-    /// Pieces asked and not yet answered.
+    /// Pieces asked and not yet answered (every request is one copy in flight).
     pub fn inflight(&self) -> usize {
-        self.peers.values().map(|s| s.inflight.len()).sum()
+        let n = self.copies.iter().map(|&c| usize::from(c)).sum();
+        debug_assert_eq!(n, self.peers.values().map(|s| s.inflight.len()).sum::<usize>());
+        n
     }
 
     /// Changes the cap on pieces in flight (the node's budget left for this
