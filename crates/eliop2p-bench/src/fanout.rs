@@ -96,7 +96,7 @@ pub async fn run() -> anyhow::Result<()> {
                             .map(|t| t.map_or("fail".into(), |t| format!("{:.2}", t / r.ideal)))
                             .collect();
                         let od = r.origin_done.map_or("-".into(), |t| format!("{:.2}", t / r.ideal));
-                        notes.push(format!("{n} nodes, {size} MiB, origin {orate} Mbit/s, {mode:?}: origin done at {od} x ideal; all uploads {:.2}x object; piece failures {:?}; bitmaps sent {} ({} answering standing queries); node and client CPU {cpu:.1} s; per-node finish / ideal: {}", r.uploaded.iter().sum::<u64>() as f64 / spec.object_size as f64, r.piece_failures, r.bitmaps.0, r.bitmaps.1, t.join(" ")));
+                        notes.push(format!("{n} nodes, {size} MiB, origin {orate} Mbit/s, {mode:?}: origin done at {od} x ideal; all uploads {:.2}x object; piece failures {:?}; bitmaps sent {} ({} answering standing queries); node processes' CPU {cpu:.1} s; per-node finish / ideal: {}", r.uploaded.iter().sum::<u64>() as f64 / spec.object_size as f64, r.piece_failures, r.bitmaps.0, r.bitmaps.1, t.join(" ")));
                     }
                     for e in r.errors.iter().take(3) {
                         notes.push(format!("{n} nodes, {size} MiB: {e}"));

@@ -176,16 +176,9 @@ impl Fill {
         self.changed_tx.subscribe()
     }
 
-    /// How many whole pieces this fill can serve now (`have_pieces`, counted).
+    /// How many whole pieces this fill can serve now.
     pub fn piece_count(&self) -> u32 {
-        let st = self.lock();
-        let whole = if st.published >= self.expected_len {
-            self.expected_len.div_ceil(PIECE_SIZE)
-        } else {
-            st.published / PIECE_SIZE
-        };
-        let ahead = st.stash.keys().filter(|&&i| u64::from(i) >= whole).count() as u64;
-        (whole + ahead) as u32
+        self.have_pieces().iter().filter(|h| **h).count() as u32
     }
 
     /// Which whole pieces this fill can serve now: the published prefix and the

@@ -133,8 +133,9 @@ pub struct Report {
     pub bitmaps: (u64, u64),
 }
 
-/// CPU seconds (user + system) of this process's reaped children: the bed's node
-/// processes and clients, once a run has ended.
+/// CPU seconds (user + system) of this process's reaped children, once a run has
+/// ended: the bed's node processes (and the direct baseline's curl clients; the
+/// nodes' clients run in this process).
 pub fn children_cpu_seconds() -> f64 {
     // SAFETY: getrusage writes one `rusage` into the struct it is given.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
