@@ -9,7 +9,8 @@
 //! pieces of its last bitmap and never awaits the rest). The rules:
 //! - **Rarest first, swarm first.** A peer with room gets the wanted pieces it has
 //!   that nobody is fetching, rarest first (ties at random, so downloaders spread
-//!   over different pieces). A seed is asked only for pieces no swarm peer has,
+//!   over different pieces); a seed still filling from the origin is asked in its
+//!   fill order instead, so what it awaits for us is what comes next. A seed is asked only for pieces no swarm peer has,
 //!   so a seed's uplink carries few copies of each piece (see the seeding rule
 //!   in `server`: two per window) and the swarm the
 //!   rest.
@@ -423,12 +424,13 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 }
             }
         }
+        // In piece order: the order a seed filling from the origin receives them.
         let wanted: Vec<u32> = (0..self.have.len() as u32)
             .filter(|&i| !self.have[i as usize])
             .collect();
         let mut order: Vec<(u32, u64, u32)> = wanted
-            .into_iter()
-            .map(|i| (avail[i as usize], self.random(), i))
+            .iter()
+            .map(|&i| (avail[i as usize], self.random(), i))
             .collect();
         order.sort_unstable();
         let order: Vec<u32> = order.into_iter().map(|(_, _, i)| i).collect();
@@ -457,7 +459,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     continue;
                 }
                 let take = room.min(self.cfg.batch).min(self.cfg.total - total);
-                let picked: Vec<u32> = order
+                // A seed still filling from the origin is asked in its fill order:
+                // the pieces it has, then the next to come. A random rare piece
+                // far beyond its fill would hold a request slot (and the seed's
+                // awaiting) for seconds while other peers could serve now.
+                let candidates = if s.source == Source::Origin { &wanted } else { &order };
+                let picked: Vec<u32> = candidates
                     .iter()
                     .copied()
                     .filter(|&i| {
@@ -525,7 +532,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         }
         // 4. Bitmap refreshes of swarm peers: a standing query to each one not
         // watched yet, or polls.
-        let wanted: Vec<u32> = order;
         for (p, s) in &mut self.peers {
             if s.source != Source::Swarm {
                 continue;
@@ -537,7 +543,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 }
                 continue;
             }
-            let useful = wanted.iter().any(|&i| s.has(i) && self.copies[i as usize] == 0);
+            let useful = order.iter().any(|&i| s.has(i) && self.copies[i as usize] == 0);
             let every = if useful { self.cfg.refresh * 2 } else { self.cfg.refresh };
             if now.saturating_sub(s.last_bitmap) >= every {
                 s.last_bitmap = now;
@@ -622,6 +628,33 @@ mod tests {
         }
         let asked: usize = a.requests.iter().map(|(_, v)| v.len()).sum();
         assert_eq!(asked, 8);
+    }
+
+    /// A seed filling from the origin receives pieces in order: asked for random
+    /// rare pieces, it would hold our requests (and awaits) for pieces seconds
+    /// away while the swarm could serve others; it is asked in its fill order.
+    #[test]
+    fn origin_filling_seed_is_asked_in_fill_order() {
+        let mut c = cfg();
+        c.per_peer = 3;
+        c.batch = 3;
+        c.total = 8;
+        for seed in 1..20 {
+            let mut s = Scheduler::new(16 << 20, c.clone(), seed, Duration::ZERO);
+            s.mark_have(0);
+            s.set_peer(0u8, Source::Origin, &[], Duration::ZERO);
+            // A swarm peer has pieces 1 and 5: the seed is not asked for them.
+            let mut some = vec![false; 16];
+            some[1] = true;
+            some[5] = true;
+            s.set_peer(1u8, Source::Swarm, &some, Duration::ZERO);
+            let a = s.poll(Duration::ZERO);
+            let of = |p: u8| a.requests.iter().find(|(q, _)| *q == p).map(|(_, v)| v.clone());
+            assert_eq!(of(0), Some(vec![2, 3, 4]), "seed {seed}: the next pieces of the fill");
+            let mut swarm = of(1).expect("the swarm peer is asked");
+            swarm.sort_unstable();
+            assert_eq!(swarm, vec![1, 5]);
+        }
     }
 
     #[test]
