@@ -62,7 +62,7 @@ pub(crate) async fn run(
     }
     println!();
     println!(
-        "## node to node (P2P, loopback, SHA-256 per 1 MiB piece): {} MiB object",
+        "## node to node (P2P, loopback, SHA-256 per 256 KiB piece): {} MiB object",
         o.large / MIB
     );
     println!();

@@ -3,7 +3,11 @@
 //!
 //!     eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200] [--origin-mbit=200]
 //!         [--latency-us=200] [--window=5] [--slots=8] [--queue=0] [--node-pieces=12]
-//!         [--origin-fill-pieces=2] [--seed-copies=2] [--piece-kib=1024] [--poll] [--seed=7]
+//!         [--origin-fill-pieces=2] [--seed-copies=2] [--piece-kib=256] [--poll] [--seed=7]
+//!         [--per-peer=N] [--total=N] [--batch=N] [--busy-pause-ms=N] [--defer-ms=N]
+//!
+//! The scheduler knobs (`--per-peer` .. `--defer-ms`) override `SchedConfig::new`
+//! for experiments; their defaults are what nodes run.
 //!
 //! `--poll`: swarm bitmaps are polled every 25-50 ms instead of watched (standing
 //! queries answered on each new piece), the rule before have-announcements.
@@ -23,19 +27,44 @@ fn list(name: &str, default: &str) -> Vec<f64> {
         .collect()
 }
 
+/// The nodes' scheduler settings, with the knobs given on the command line.
+fn sched_config(piece: u64, poll: bool) -> SchedConfig {
+    let mut c = SchedConfig::new(piece, Duration::from_secs(5));
+    c.watch = !poll;
+    let given = |name: &str| list(name, "").first().copied();
+    let ms = |v: f64| Duration::from_millis(v as u64);
+    if let Some(v) = given("per-peer") {
+        c.per_peer = v as usize;
+    }
+    if let Some(v) = given("total") {
+        c.total = v as usize;
+    }
+    if let Some(v) = given("batch") {
+        c.batch = v as usize;
+    }
+    if let Some(v) = given("busy-pause-ms") {
+        c.busy_pause = ms(v);
+    }
+    if let Some(v) = given("defer-ms") {
+        c.defer = ms(v);
+    }
+    c
+}
+
 pub fn run() {
     let nodes = list("nodes", "1000,5000");
     let sizes = list("sizes-gib", "1,16");
     let rate = list("rate-mbit", "200")[0] * 1e6 / 8.0;
     let origin = list("origin-mbit", "200")[0] * 1e6 / 8.0;
     let latency = Duration::from_micros(list("latency-us", "200")[0] as u64);
-    let piece = list("piece-kib", "1024")[0] as u64 * 1024;
+    let piece = list("piece-kib", "256")[0] as u64 * 1024;
     let poll = std::env::args().any(|a| a == "--poll");
     println!(
-        "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, 1 MiB pieces, readahead {} chunks, {} upload slots, {} pieces in flight a node ({} while it reads the origin), swarm bitmaps {}",
+        "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, {} KiB pieces, readahead {} chunks, {} upload slots, {} pieces in flight a node ({} while it reads the origin), swarm bitmaps {}",
         rate * 8.0 / 1e6,
         origin * 8.0 / 1e6,
         latency.as_micros(),
+        piece / 1024,
         list("window", "5")[0] - 1.0,
         list("slots", "8")[0],
         list("node-pieces", "12")[0],
@@ -62,10 +91,7 @@ pub fn run() {
                 origin_fill_pieces: list("origin-fill-pieces", "2")[0] as usize,
                 seed_copies: list("seed-copies", "2")[0] as u32,
                 seed_window: Duration::from_millis(200),
-                sched: SchedConfig {
-                    watch: !poll,
-                    ..SchedConfig::new(piece, Duration::from_secs(5))
-                },
+                sched: sched_config(piece, poll),
                 seed: list("seed", "7")[0] as u64,
             };
             let t0 = Instant::now();

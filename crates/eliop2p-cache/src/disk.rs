@@ -32,7 +32,8 @@ use thiserror::Error;
 
 const MAGIC: &[u8; 8] = b"ELIOCHK2";
 pub use crate::PIECE_SIZE;
-/// Headers larger than this are corrupt (4 GiB chunks of 1 MiB pieces need 128 KiB).
+/// Headers larger than this are corrupt (1 GiB chunks, the most `cache.chunk_size`
+/// allows, of 256 KiB pieces need 128 KiB).
 const MAX_HEADER: usize = 256 * 1024;
 
 #[derive(Debug, Error)]
@@ -221,7 +222,7 @@ impl DiskStore {
         self.lock().get(id).cloned()
     }
 
-    /// The SHA-256 of 1 MiB piece `index` of a chunk, from its header.
+    /// The SHA-256 of piece `index` of a chunk, from its header.
     pub fn piece_hash(&self, id: &ChunkId, index: usize) -> Option<[u8; 32]> {
         let e = self.entry(id)?;
         (e.piece_size == PIECE_SIZE)

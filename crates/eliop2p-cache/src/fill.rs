@@ -84,7 +84,7 @@ const PUBLISH_BYTES: usize = 64 * 1024;
 struct FillState {
     segments: Vec<Bytes>,
     published: u64,
-    /// SHA-256 of every complete 1 MiB piece so far, for serving peers without
+    /// SHA-256 of every complete piece so far, for serving peers without
     /// hashing again.
     piece_hashes: Vec<[u8; 32]>,
     /// Verified pieces from peers that arrived ahead of the published prefix (with

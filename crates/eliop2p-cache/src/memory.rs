@@ -30,7 +30,7 @@ pub struct Chunk {
     pub data: crate::ChunkData,
     /// The chunk's hash ([`crate::chunk_root`] of its piece hashes).
     pub sha256: [u8; 32],
-    /// SHA-256 of each 1 MiB piece, computed while the chunk was filled.
+    /// SHA-256 of each piece, computed while the chunk was filled.
     pub piece_hashes: Vec<[u8; 32]>,
 }
 

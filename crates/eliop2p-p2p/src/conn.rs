@@ -549,9 +549,10 @@ mod tests {
 
     #[tokio::test]
     async fn pieces_land_in_buffers_of_their_own() {
+        const PIECE: u64 = eliop2p_cache::PIECE_SIZE;
         let (mut r, mut server) = pair().await;
         let frames = [
-            piece(0, 1 << 20),
+            piece(0, PIECE as usize),
             piece(1, 100_000),
             piece(3, 1_000),
             Frame::new(
@@ -561,7 +562,7 @@ mod tests {
                 5,
                 1,
             ),
-            piece(2, 1 << 20),
+            piece(2, PIECE as usize),
         ];
         let mut wire = BytesMut::new();
         for f in &frames {
@@ -574,7 +575,7 @@ mod tests {
         // The first whole piece, not prepared, goes into the pool's buffer; the
         // last finds the pool empty and gets new memory.
         let pool = r.pieces_into.clone().expect("a client reader");
-        let pooled = BytesMut::with_capacity(1 << 20);
+        let pooled = BytesMut::with_capacity(PIECE as usize);
         let pooled_at = pooled.as_ptr();
         assert!(pool.give(pooled));
         let writer = tokio::spawn(async move {
@@ -608,10 +609,10 @@ mod tests {
         r.spare
             .lock()
             .unwrap()
-            .push(BytesMut::with_capacity(1 << 20));
+            .push(BytesMut::with_capacity(PIECE as usize));
         r.return_spare();
         assert!(r.spare.lock().unwrap().is_empty());
-        assert_eq!(pool.pooled_bytes(), 1 << 20);
+        assert_eq!(pool.pooled_bytes(), PIECE);
     }
 
     #[tokio::test]

@@ -390,7 +390,7 @@ enum Current {
     Fill(FillReader),
 }
 
-/// Disk reads are issued in blocks of this size (a multiple of the 1 MiB piece).
+/// Disk reads are issued in blocks of this size (a multiple of the piece size).
 const DISK_READ_BLOCK: u64 = 4 << 20;
 
 /// Streams the chunk slices of one response, with read-ahead fills for the next

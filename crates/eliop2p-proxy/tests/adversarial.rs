@@ -352,7 +352,8 @@ async fn piece_requests_never_read_hold_bounded_memory() -> anyhow::Result<()> {
         0,
     );
     let (mut s, _buf) = member(node.p2p_addr.unwrap()).await?;
-    let all: Vec<u32> = (0..16).collect();
+    const PIECE: usize = eliop2p_cache::PIECE_SIZE as usize;
+    let all: Vec<u32> = (0..((16 << 20) / PIECE) as u32).collect();
     let request = frame_bytes(MessageType::PieceRequest, id.as_bytes(), eliop2p_p2p::proto::encode_pieces(&all)).freeze();
     let before = rss_bytes();
     // The node stops reading once its bounds are reached: the writes then block.
@@ -366,7 +367,7 @@ async fn piece_requests_never_read_hold_bounded_memory() -> anyhow::Result<()> {
     });
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let after = rss_bytes();
-    println!("400 unread requests of 16 pieces: RSS {} MB -> {} MB", before >> 20, after >> 20);
+    println!("400 unread requests of a whole chunk: RSS {} MB -> {} MB", before >> 20, after >> 20);
     assert!(after < before + (150 << 20), "RSS grew from {} MB to {} MB", before >> 20, after >> 20);
     // Another member is served meanwhile, byte-exact.
     let (mut other, mut obuf) = member(node.p2p_addr.unwrap()).await?;
@@ -375,7 +376,7 @@ async fn piece_requests_never_read_hold_bounded_memory() -> anyhow::Result<()> {
         .await?;
     let f = tokio::time::timeout(std::time::Duration::from_secs(10), read_frame(&mut other, &mut obuf)).await??;
     assert_eq!(f.message_type, MessageType::PieceData, "{:?}", eliop2p_p2p::proto::parse_error(&f.data));
-    assert_eq!(&f.data[..], &data[3 << 20..4 << 20]);
+    assert_eq!(&f.data[..], &data[3 * PIECE..4 * PIECE]);
     writer.abort();
     node.shutdown().await;
     origin.stop().await;
