@@ -79,7 +79,11 @@ fn piece_count(len: u64, piece_size: u64) -> usize {
 }
 
 fn encode_header(id: &ChunkId, len: u64, piece_hashes: &[[u8; 32]]) -> Vec<u8> {
-    let n = piece_count(len, PIECE_SIZE);
+    encode_header_with(id, len, piece_hashes, PIECE_SIZE)
+}
+
+fn encode_header_with(id: &ChunkId, len: u64, piece_hashes: &[[u8; 32]], piece_size: u64) -> Vec<u8> {
+    let n = piece_count(len, piece_size);
     let sha256 = crate::chunk_root(piece_hashes);
     let header_len = 8 + 4 + 32 + 8 + 32 + 4 + 4 + 32 * n + 32;
     let mut h = Vec::with_capacity(header_len);
@@ -88,7 +92,7 @@ fn encode_header(id: &ChunkId, len: u64, piece_hashes: &[[u8; 32]]) -> Vec<u8> {
     h.extend_from_slice(id.as_bytes());
     h.extend_from_slice(&len.to_be_bytes());
     h.extend_from_slice(&sha256);
-    h.extend_from_slice(&(PIECE_SIZE as u32).to_be_bytes());
+    h.extend_from_slice(&(piece_size as u32).to_be_bytes());
     h.extend_from_slice(&(n as u32).to_be_bytes());
     for piece in piece_hashes {
         h.extend_from_slice(piece);
@@ -127,6 +131,14 @@ fn decode_header(buf: &[u8], expect_id: &ChunkId, file_len: u64) -> Result<DiskE
     let n = u32::from_be_bytes(take(88, 4)?.try_into().expect("4 bytes")) as usize;
     if piece_size == 0 || n != piece_count(len, piece_size) || header_len != 92 + 32 * n + 32 {
         return Err("inconsistent piece table".into());
+    }
+    // Piece hashes are what peers check pieces against and what the chunk hash
+    // is built from: a chunk cut in other pieces (1 MiB before 256 KiB) is
+    // fetched again rather than served with hashes no peer can use.
+    if piece_size != PIECE_SIZE {
+        return Err(format!(
+            "written with {piece_size}-byte pieces; this version uses {PIECE_SIZE}"
+        ));
     }
     if file_len != header_len as u64 + len {
         return Err(format!(
@@ -224,10 +236,7 @@ impl DiskStore {
 
     /// The SHA-256 of piece `index` of a chunk, from its header.
     pub fn piece_hash(&self, id: &ChunkId, index: usize) -> Option<[u8; 32]> {
-        let e = self.entry(id)?;
-        (e.piece_size == PIECE_SIZE)
-            .then(|| e.piece_hashes.get(index).copied())
-            .flatten()
+        self.entry(id)?.piece_hashes.get(index).copied()
     }
 
     pub fn ids(&self) -> Vec<(ChunkId, u64)> {
@@ -417,6 +426,29 @@ mod tests {
         let id = ChunkId::from_bytes([n; 32]);
         store.write(&id, &[d], &crate::hash_pieces(d).0).unwrap();
         id
+    }
+
+    /// Chunks written before pieces were 256 KiB carry 1 MiB piece hashes, which
+    /// no peer can check a 256 KiB piece against: they are removed at open.
+    #[test]
+    fn chunks_of_another_piece_size_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = DiskStore::open(dir.path()).unwrap();
+        let keep = put(&store, 1, &data(2 * PIECE_SIZE as usize));
+        let d = data(3 << 20);
+        let old = ChunkId::from_bytes([2; 32]);
+        let hashes: Vec<[u8; 32]> = d.chunks(1 << 20).map(|p| Sha256::digest(p).into()).collect();
+        let mut file = encode_header_with(&old, d.len() as u64, &hashes, 1 << 20);
+        file.extend_from_slice(&d);
+        let path = store.path(&old);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, file).unwrap();
+        drop(store);
+        let (store, report) = DiskStore::open(dir.path()).unwrap();
+        assert_eq!((report.chunks, report.bad_files_removed), (1, 1));
+        assert!(store.contains(&keep));
+        assert!(!store.contains(&old));
+        assert!(!path.exists());
     }
 
     #[test]
