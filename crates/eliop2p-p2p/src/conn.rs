@@ -586,6 +586,7 @@ mod tests {
             }
             server
         });
+        let mut kept = Vec::new();
         for want in &frames {
             let got = r.next().await.unwrap().unwrap();
             assert_eq!(&got, want);
@@ -601,7 +602,11 @@ mod tests {
                 (MessageType::PieceData, 2) => assert_ne!(got.data.as_ptr(), pooled_at),
                 _ => {}
             }
+            // Kept, so a later piece cannot be given the freed address of an
+            // earlier one by the allocator.
+            kept.push(got);
         }
+        drop(kept);
         assert_eq!(pool.reused(), 1);
         drop(writer.await.unwrap());
         assert!(r.next().await.unwrap().is_none());

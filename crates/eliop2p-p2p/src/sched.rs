@@ -146,13 +146,40 @@ pub struct Actions<P> {
     pub refresh: Vec<P>,
 }
 
+/// Copies of each piece in flight (one per peer asked for it), and their sum,
+/// which every poll (and the node-wide budget) reads.
+struct Copies {
+    per_piece: Vec<u8>,
+    total: usize,
+}
+
+impl Copies {
+    fn of(&self, piece: u32) -> u8 {
+        self.per_piece[piece as usize]
+    }
+
+    fn asked(&mut self, piece: u32) {
+        self.per_piece[piece as usize] += 1;
+        self.total += 1;
+    }
+
+    /// A copy answered, refused or withdrawn.
+    fn ended(&mut self, piece: u32) {
+        let c = &mut self.per_piece[piece as usize];
+        if *c > 0 {
+            *c -= 1;
+            self.total -= 1;
+        }
+    }
+}
+
 pub struct Scheduler<P> {
     cfg: SchedConfig,
     chunk_len: u64,
     have: Vec<bool>,
     num_have: usize,
     /// Copies of each piece in flight.
-    copies: Vec<u8>,
+    copies: Copies,
     peers: BTreeMap<P, PeerState>,
     rng: u64,
     last_progress: Duration,
@@ -166,7 +193,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             chunk_len,
             have: vec![false; n],
             num_have: 0,
-            copies: vec![0; n],
+            copies: Copies { per_piece: vec![0; n], total: 0 },
             peers: BTreeMap::new(),
             rng: seed | 1,
             last_progress: now,
@@ -268,7 +295,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     pub fn remove_peer(&mut self, p: &P) {
         if let Some(s) = self.peers.remove(p) {
             for (piece, _) in s.inflight {
-                self.copies[piece as usize] = self.copies[piece as usize].saturating_sub(1);
+                self.copies.ended(piece);
             }
         }
     }
@@ -279,7 +306,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         if let Some(s) = self.peers.get_mut(&p) {
             if let Some(i) = s.inflight.iter().position(|(x, _)| *x == piece) {
                 let (_, asked) = s.inflight.remove(i);
-                self.copies[piece as usize] = self.copies[piece as usize].saturating_sub(1);
+                self.copies.ended(piece);
                 // The rate this peer delivers to us: bytes over the time since the
                 // later of its previous piece and this request.
                 let since = s.last_arrival.map_or(asked, |t| t.max(asked));
@@ -321,7 +348,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             return;
         };
         s.inflight.remove(i);
-        self.copies[piece as usize] = self.copies[piece as usize].saturating_sub(1);
+        self.copies.ended(piece);
         match why {
             Failure::Missing => {
                 if s.source == Source::Swarm {
@@ -406,21 +433,75 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             s.failures += 1;
             s.paused_until = now + stall;
             for x in &pieces {
-                self.copies[*x as usize] = self.copies[*x as usize].saturating_sub(1);
+                self.copies.ended(*x);
             }
             out.cancels.push((p, pieces));
         }
-        // 2. New requests, rarest first.
+        // 2-3. Requests: only when there is room for one, or a piece is overdue
+        // (ranking the pieces is most of a poll's cost, and most polls follow an
+        // answer that freed no room).
+        if self.inflight() < self.cfg.total || self.any_overdue(now) {
+            self.request_pieces(now, &mut out);
+        }
+        // 4. Bitmap refreshes of swarm peers: a standing query to each one not
+        // watched yet, or polls.
+        for (p, s) in &mut self.peers {
+            if s.source != Source::Swarm {
+                continue;
+            }
+            if self.cfg.watch {
+                if !s.watching {
+                    s.watching = true;
+                    out.refresh.push(*p);
+                }
+                continue;
+            }
+            let useful = (0..self.have.len() as u32)
+                .any(|i| !self.have[i as usize] && s.has(i) && self.copies.of(i) == 0);
+            let every = if useful { self.cfg.refresh * 2 } else { self.cfg.refresh };
+            if now.saturating_sub(s.last_bitmap) >= every {
+                s.last_bitmap = now;
+                out.refresh.push(*p);
+            }
+        }
+        out
+    }
+
+    /// Whether a piece asked of some peer is past its deadline.
+    fn any_overdue(&self, now: Duration) -> bool {
+        self.peers.values().any(|s| {
+            s.inflight
+                .iter()
+                .enumerate()
+                .any(|(pos, (_, asked))| self.deadline(s, pos, *asked) <= now)
+        })
+    }
+
+    /// New requests, rarest first, and second copies of overdue pieces in the
+    /// endgame.
+    fn request_pieces(&mut self, now: Duration, out: &mut Actions<P>) {
         // How many peers have each piece, and whether an unpaused swarm peer does
         // (one pass over the peers).
         let mut avail = vec![0u32; self.have.len()];
         let mut swarm_has = vec![false; self.have.len()];
+        // (Branch-free per kind of peer: at hundreds of nodes a download knows
+        // dozens of peers, and this loop was most of the simulator's time.)
         for s in self.peers.values() {
-            let swarm = s.source == Source::Swarm && s.paused_until <= now;
-            for (i, (a, sw)) in avail.iter_mut().zip(swarm_has.iter_mut()).enumerate() {
-                if s.has(i as u32) {
-                    *a += 1;
-                    *sw |= swarm;
+            match s.source {
+                Source::Swarm => {
+                    let unpaused = s.paused_until <= now;
+                    for ((a, sw), &h) in avail.iter_mut().zip(swarm_has.iter_mut()).zip(&s.have) {
+                        *a += u32::from(h);
+                        *sw |= h & unpaused;
+                    }
+                }
+                _ if s.deferred.iter().all(|(_, until)| *until <= s.now) => {
+                    avail.iter_mut().for_each(|a| *a += 1);
+                }
+                _ => {
+                    for (i, a) in avail.iter_mut().enumerate() {
+                        *a += u32::from(s.has(i as u32));
+                    }
                 }
             }
         }
@@ -446,11 +527,17 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             e.2 = self.random();
         }
         peers.sort_unstable();
+        // Wanted pieces some peer has and nobody is fetching: none left, no peer
+        // is looked at (the usual case once a download's budget is out).
+        let mut askable = order
+            .iter()
+            .filter(|&&i| self.copies.of(i) == 0 && avail[i as usize] > 0)
+            .count();
         let mut progress = true;
-        while progress && total < self.cfg.total {
+        while progress && total < self.cfg.total && askable > 0 {
             progress = false;
             for &(seed, _, _, p) in &peers {
-                if total >= self.cfg.total {
+                if total >= self.cfg.total || askable == 0 {
                     break;
                 }
                 let s = &self.peers[&p];
@@ -468,7 +555,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     .iter()
                     .copied()
                     .filter(|&i| {
-                        self.copies[i as usize] == 0
+                        self.copies.of(i) == 0
                             && s.has(i)
                             && !(seed && swarm_has[i as usize])
                     })
@@ -480,9 +567,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 let s = self.peers.get_mut(&p).expect("listed above");
                 for &i in &picked {
                     s.inflight.push((i, now));
-                    self.copies[i as usize] += 1;
+                    self.copies.asked(i);
                 }
                 total += picked.len();
+                askable -= picked.len();
                 progress = true;
                 match out.requests.iter_mut().find(|(q, _)| *q == p) {
                     Some((_, v)) => v.extend(picked),
@@ -495,7 +583,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         // copy would take an uplink slot a piece nobody has asked for needs more.
         let endgame = !order
             .iter()
-            .any(|&i| self.copies[i as usize] == 0 && avail[i as usize] > 0);
+            .any(|&i| self.copies.of(i) == 0 && avail[i as usize] > 0);
         let overdue: Vec<u32> = if !endgame { Vec::new() } else { self
             .peers
             .values()
@@ -507,7 +595,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     .map(|(_, (x, _))| *x)
                     .collect::<Vec<_>>()
             })
-            .filter(|x| self.copies[*x as usize] == 1 && !self.have[*x as usize])
+            .filter(|x| self.copies.of(*x) == 1 && !self.have[*x as usize])
             .collect() };
         for x in overdue {
             let target = self
@@ -523,39 +611,18 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 .map(|(p, _)| *p);
             if let Some(p) = target {
                 self.peers.get_mut(&p).expect("found").inflight.push((x, now));
-                self.copies[x as usize] += 1;
+                self.copies.asked(x);
                 match out.requests.iter_mut().find(|(q, _)| *q == p) {
                     Some((_, v)) => v.push(x),
                     None => out.requests.push((p, vec![x])),
                 }
             }
         }
-        // 4. Bitmap refreshes of swarm peers: a standing query to each one not
-        // watched yet, or polls.
-        for (p, s) in &mut self.peers {
-            if s.source != Source::Swarm {
-                continue;
-            }
-            if self.cfg.watch {
-                if !s.watching {
-                    s.watching = true;
-                    out.refresh.push(*p);
-                }
-                continue;
-            }
-            let useful = order.iter().any(|&i| s.has(i) && self.copies[i as usize] == 0);
-            let every = if useful { self.cfg.refresh * 2 } else { self.cfg.refresh };
-            if now.saturating_sub(s.last_bitmap) >= every {
-                s.last_bitmap = now;
-                out.refresh.push(*p);
-            }
-        }
-        out
     }
 
     /// Pieces asked and not yet answered (every request is one copy in flight).
     pub fn inflight(&self) -> usize {
-        let n = self.copies.iter().map(|&c| usize::from(c)).sum();
+        let n = self.copies.total;
         debug_assert_eq!(n, self.peers.values().map(|s| s.inflight.len()).sum::<usize>());
         n
     }
