@@ -1,0 +1,150 @@
+//! Tests of the piece scheduler.
+
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn cfg() -> SchedConfig {
+    SchedConfig::new(1 << 20, Duration::from_secs(5))
+}
+
+#[test]
+fn seed_asked_only_for_what_the_swarm_lacks() {
+    let mut c = cfg();
+    c.per_peer = 4;
+    c.total = 8;
+    let mut s = Scheduler::new(8 << 20, c, 1, Duration::ZERO);
+    s.set_peer(0u8, Source::Complete, &[], Duration::ZERO);
+    let mut half = vec![false; 8];
+    half[..4].iter_mut().for_each(|h| *h = true);
+    s.set_peer(1u8, Source::Swarm, &half, Duration::ZERO);
+    let a = s.poll(Duration::ZERO);
+    for (p, pieces) in &a.requests {
+        for x in pieces {
+            if *p == 0 {
+                assert!(*x >= 4, "seed asked for piece {x} the swarm has");
+            } else {
+                assert!(*x < 4);
+            }
+        }
+    }
+    let asked: usize = a.requests.iter().map(|(_, v)| v.len()).sum();
+    assert_eq!(asked, 8);
+}
+
+/// A seed filling from the origin receives pieces in order: asked for random
+/// rare pieces, it would hold our requests (and awaits) for pieces seconds
+/// away while the swarm could serve others; it is asked in its fill order.
+#[test]
+fn origin_filling_seed_is_asked_in_fill_order() {
+    let mut c = cfg();
+    c.per_peer = 3;
+    c.batch = 3;
+    c.total = 8;
+    for seed in 1..20 {
+        let mut s = Scheduler::new(16 << 20, c.clone(), seed, Duration::ZERO);
+        s.mark_have(0);
+        s.set_peer(0u8, Source::Origin, &[], Duration::ZERO);
+        // A swarm peer has pieces 1 and 5: the seed is not asked for them.
+        let mut some = vec![false; 16];
+        some[1] = true;
+        some[5] = true;
+        s.set_peer(1u8, Source::Swarm, &some, Duration::ZERO);
+        let a = s.poll(Duration::ZERO);
+        let of = |p: u8| a.requests.iter().find(|(q, _)| *q == p).map(|(_, v)| v.clone());
+        assert_eq!(of(0), Some(vec![2, 3, 4]), "seed {seed}: the next pieces of the fill");
+        let mut swarm = of(1).expect("the swarm peer is asked");
+        swarm.sort_unstable();
+        assert_eq!(swarm, vec![1, 5]);
+    }
+}
+
+#[test]
+fn slow_peer_gets_a_duplicate_not_a_failure() {
+    let mut s = Scheduler::new(2 << 20, cfg(), 7, Duration::ZERO);
+    s.set_peer(0u8, Source::Complete, &[], Duration::ZERO);
+    let a = s.poll(Duration::ZERO);
+    assert_eq!(a.requests, vec![(0, vec![0, 1])]);
+    s.set_peer(1u8, Source::Complete, &[], Duration::ZERO);
+    // Nothing yet at the deadline: a copy goes to peer 1; peer 0 is not dropped.
+    let a = s.poll(400 * MS);
+    assert!(a.cancels.is_empty());
+    assert!(a.requests.iter().any(|(p, _)| *p == 1));
+    assert!(s.on_piece(1, 0, 450 * MS));
+    assert!(!s.on_piece(0, 0, 500 * MS), "a duplicate is not new");
+    assert!(s.on_piece(0, 1, 520 * MS));
+    assert!(s.done());
+}
+
+#[test]
+fn silent_peer_is_dropped_after_stall_and_its_pieces_move() {
+    let mut s = Scheduler::new(1 << 20, cfg(), 3, Duration::ZERO);
+    s.set_peer(0u8, Source::Complete, &[], Duration::ZERO);
+    assert_eq!(s.poll(Duration::ZERO).requests, vec![(0, vec![0])]);
+    let a = s.poll(Duration::from_secs(5));
+    assert_eq!(a.cancels, vec![(0, vec![0])]);
+    s.set_peer(1u8, Source::Complete, &[], Duration::from_secs(5));
+    let a = s.poll(Duration::from_secs(5));
+    assert_eq!(a.requests, vec![(1, vec![0])]);
+}
+
+#[test]
+fn busy_pauses_and_missing_forgets() {
+    let mut s = Scheduler::new(2 << 20, cfg(), 5, Duration::ZERO);
+    s.set_peer(0u8, Source::Swarm, &[true, true], Duration::ZERO);
+    let a = s.poll(Duration::ZERO);
+    assert_eq!(a.requests, vec![(0, vec![0, 1])]);
+    s.on_failure(0, 0, Failure::Busy, MS);
+    s.on_failure(0, 1, Failure::Missing, MS);
+    assert!(s.poll(2 * MS).requests.is_empty(), "paused while busy");
+    let a = s.poll(100 * MS);
+    assert_eq!(a.requests, vec![(0, vec![0])], "piece 1 is no longer believed there");
+    assert_eq!(s.unsourced(), 1);
+}
+
+#[test]
+fn deferred_piece_waits_for_the_swarm_then_returns_to_the_seed() {
+    let mut s = Scheduler::new(1 << 20, cfg(), 5, Duration::ZERO);
+    s.set_peer(0u8, Source::Origin, &[], Duration::ZERO);
+    assert_eq!(s.poll(Duration::ZERO).requests, vec![(0, vec![0])]);
+    s.on_failure(0, 0, Failure::Deferred, MS);
+    assert!(s.poll(2 * MS).requests.is_empty());
+    s.set_peer(1u8, Source::Swarm, &[true], 10 * MS);
+    assert_eq!(s.poll(10 * MS).requests, vec![(1, vec![0])]);
+    s.on_failure(1, 0, Failure::Missing, 20 * MS);
+    assert!(s.poll(30 * MS).requests.is_empty());
+    assert_eq!(s.poll(200 * MS).requests, vec![(0, vec![0])], "back to the seed");
+}
+
+#[test]
+fn swarm_bitmaps_are_polled_without_watch() {
+    let mut c = cfg();
+    c.watch = false;
+    let mut s = Scheduler::new(2 << 20, c, 5, Duration::ZERO);
+    s.set_peer(0u8, Source::Swarm, &[false, false], Duration::ZERO);
+    assert!(s.poll(Duration::ZERO).refresh.is_empty());
+    assert_eq!(s.poll(30 * MS).refresh, vec![0]);
+    s.set_peer(0u8, Source::Swarm, &[false, true], 30 * MS);
+    assert_eq!(s.poll(31 * MS).requests, vec![(0, vec![1])]);
+}
+
+#[test]
+fn swarm_peers_get_one_standing_query_each() {
+    let mut s = Scheduler::new(2 << 20, cfg(), 5, Duration::ZERO);
+    s.set_peer(0u8, Source::Swarm, &[false, false], Duration::ZERO);
+    s.set_peer(1u8, Source::Complete, &[], Duration::ZERO);
+    let a = s.poll(Duration::ZERO);
+    assert_eq!(a.refresh, vec![0], "a watch goes out at once, to swarm peers only");
+    assert!(s.poll(30 * MS).refresh.is_empty(), "one standing query, no polls");
+    assert!(s.poll(3000 * MS).refresh.is_empty());
+    assert_eq!(s.known(&0), 0);
+    // The answer (the peer got piece 1) ends the query; the next poll renews it.
+    s.set_peer(0u8, Source::Swarm, &[false, true], 40 * MS);
+    assert_eq!(s.known(&0), 1);
+    assert_eq!(s.poll(41 * MS).refresh, vec![0]);
+    // Nothing due: the download sleeps until something answers, not 25 ms.
+    let mut idle = Scheduler::new(1 << 20, cfg(), 5, Duration::ZERO);
+    idle.set_peer(0u8, Source::Swarm, &[false], Duration::ZERO);
+    let _ = idle.poll(Duration::ZERO);
+    assert!(idle.next_wake(Duration::ZERO) >= 100 * MS);
+}
