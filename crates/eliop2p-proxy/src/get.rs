@@ -185,10 +185,7 @@ fn stream_body(first: Bytes, stream: ChunkStream, len: u64) -> ProxyBody {
             }
         }
     });
-    ProxyBody::Stream {
-        stream: Box::pin(body),
-        len,
-    }
+    ProxyBody::stream(Box::pin(body), len)
 }
 
 /// The status and byte range a GET asks for (a multi-range request gets the whole

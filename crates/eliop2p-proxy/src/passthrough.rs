@@ -344,10 +344,7 @@ fn relay(
                 end: start + len,
                 writer: None,
             };
-            *out.body_mut() = ProxyBody::Stream {
-                stream: Box::pin(tee.stream(rbody)),
-                len,
-            };
+            *out.body_mut() = ProxyBody::stream(Box::pin(tee.stream(rbody)), len);
         }
         _ => *out.body_mut() = ProxyBody::Origin(rbody),
     }
