@@ -122,16 +122,15 @@ struct PeerState {
     failures: u32,
     /// Pieces this seed deferred, and until when they are not asked of it.
     deferred: Vec<(u32, Duration)>,
-    /// The time of the last `poll`, for the deferrals.
-    now: Duration,
 }
 
 impl PeerState {
-    fn has(&self, piece: u32) -> bool {
+    /// Whether the peer can serve `piece` at `now`.
+    fn has(&self, piece: u32, now: Duration) -> bool {
         if self.source == Source::Swarm {
             return self.have.get(piece as usize).copied().unwrap_or(false);
         }
-        !self.deferred.iter().any(|(p, until)| *p == piece && *until > self.now)
+        !self.deferred.iter().any(|(p, until)| *p == piece && *until > now)
     }
 }
 
@@ -180,9 +179,26 @@ pub struct Scheduler<P> {
     num_have: usize,
     /// Copies of each piece in flight.
     copies: Copies,
+    /// How many swarm peers have each piece (their last bitmaps and the pieces
+    /// they sent us since), kept current as those change: a poll reads this
+    /// instead of every peer's bitmap, which at hundreds of nodes was most of
+    /// its cost.
+    swarm_avail: Vec<u32>,
     peers: BTreeMap<P, PeerState>,
+    /// Peers by what a poll looks at, so that a poll costs what is in flight,
+    /// not how many peers the download has met (dozens at hundreds of nodes):
+    /// peers with pieces asked of them;
+    asked: Vec<P>,
+    /// peers that may be paused (a superset, pruned at each poll);
+    paused: Vec<P>,
+    /// seeds (complete, or filling from the origin);
+    seeds: Vec<P>,
+    /// peers whose standing query (`watch`) may need asking (a superset).
+    unwatched: Vec<P>,
     rng: u64,
     last_progress: Duration,
+    /// The time of the last `poll`.
+    last_poll: Duration,
 }
 
 impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
@@ -194,9 +210,15 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             have: vec![false; n],
             num_have: 0,
             copies: Copies { per_piece: vec![0; n], total: 0 },
+            swarm_avail: vec![0; n],
             peers: BTreeMap::new(),
+            asked: Vec::new(),
+            paused: Vec::new(),
+            seeds: Vec::new(),
+            unwatched: Vec::new(),
             rng: seed | 1,
             last_progress: now,
+            last_poll: now,
         }
     }
 
@@ -263,8 +285,14 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     pub fn set_peer(&mut self, p: P, source: Source, have: &[bool], now: Duration) {
         let n = self.have.len();
         let have: Vec<bool> = (0..n).map(|i| have.get(i).copied().unwrap_or(false)).collect();
+        if source == Source::Swarm {
+            count_pieces(&mut self.swarm_avail, &have, true);
+        }
         match self.peers.get_mut(&p) {
             Some(s) => {
+                if s.source == Source::Swarm {
+                    count_pieces(&mut self.swarm_avail, &s.have, false);
+                }
                 s.source = source;
                 s.have = have;
                 s.last_bitmap = now;
@@ -284,18 +312,29 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                         paused_until: Duration::ZERO,
                         failures: 0,
                         deferred: Vec::new(),
-                        now,
                     },
                 );
             }
         }
+        if source == Source::Swarm {
+            self.seeds.retain(|q| *q != p);
+        } else if !self.seeds.contains(&p) {
+            self.seeds.push(p);
+        }
+        self.unwatched.push(p);
     }
 
     /// A peer is gone (refused us, left the cluster): its pieces go elsewhere.
     pub fn remove_peer(&mut self, p: &P) {
         if let Some(s) = self.peers.remove(p) {
+            if s.source == Source::Swarm {
+                count_pieces(&mut self.swarm_avail, &s.have, false);
+            }
             for (piece, _) in s.inflight {
                 self.copies.ended(piece);
+            }
+            for list in [&mut self.asked, &mut self.paused, &mut self.seeds, &mut self.unwatched] {
+                list.retain(|q| q != p);
             }
         }
     }
@@ -307,6 +346,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             if let Some(i) = s.inflight.iter().position(|(x, _)| *x == piece) {
                 let (_, asked) = s.inflight.remove(i);
                 self.copies.ended(piece);
+                if s.inflight.is_empty() {
+                    self.asked.retain(|q| *q != p);
+                }
                 // The rate this peer delivers to us: bytes over the time since the
                 // later of its previous piece and this request.
                 let since = s.last_arrival.map_or(asked, |t| t.max(asked));
@@ -316,8 +358,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             }
             s.last_arrival = Some(now);
             s.failures = 0;
-            if s.source == Source::Swarm {
+            if s.source == Source::Swarm && !s.have[piece as usize] {
                 s.have[piece as usize] = true;
+                self.swarm_avail[piece as usize] += 1;
             }
         }
         if self.have[piece as usize] {
@@ -349,15 +392,27 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         };
         s.inflight.remove(i);
         self.copies.ended(piece);
+        if s.inflight.is_empty() {
+            self.asked.retain(|q| *q != p);
+        }
+        if why != Failure::Missing && !self.paused.contains(&p) {
+            self.paused.push(p);
+        }
         match why {
             Failure::Missing => {
                 if s.source == Source::Swarm {
-                    s.have[piece as usize] = false;
+                    if s.have[piece as usize] {
+                        s.have[piece as usize] = false;
+                        self.swarm_avail[piece as usize] -= 1;
+                    }
                 } else {
                     // A seed that lost the chunk (its fill failed) is a swarm peer
-                    // with nothing until a fresh bitmap says otherwise.
+                    // with nothing until a fresh bitmap says otherwise (a seed's
+                    // pieces were never in `swarm_avail`).
                     s.source = Source::Swarm;
                     s.have.iter_mut().for_each(|h| *h = false);
+                    self.seeds.retain(|q| *q != p);
+                    self.unwatched.push(p);
                 }
             }
             Failure::Busy => s.paused_until = s.paused_until.max(now + pause),
@@ -385,22 +440,37 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         asked + self.cfg.min_deadline.max(Duration::from_secs_f64(4.0 * queued))
     }
 
-    /// How many peers could serve each wanted piece (seeds count once each).
-    fn availability(&self) -> Vec<u32> {
-        let mut a = vec![0u32; self.have.len()];
-        for s in self.peers.values() {
-            for (i, c) in a.iter_mut().enumerate() {
-                if s.has(i as u32) {
-                    *c += 1;
-                }
+    /// How many peers could serve each wanted piece (seeds count once each), and
+    /// whether a swarm peer not paused at `now` has it.
+    fn availability(&self, now: Duration) -> (Vec<u32>, Vec<bool>) {
+        let mut avail = self.swarm_avail.clone();
+        let mut paused = vec![0u32; avail.len()];
+        for p in &self.seeds {
+            let s = &self.peers[p];
+            for (i, a) in avail.iter_mut().enumerate() {
+                *a += u32::from(s.has(i as u32, now));
             }
         }
-        a
+        for p in &self.paused {
+            let s = &self.peers[p];
+            if s.source == Source::Swarm && s.paused_until > now {
+                count_pieces(&mut paused, &s.have, true);
+            }
+        }
+        debug_assert_eq!(self.swarm_avail, {
+            let mut a = vec![0u32; avail.len()];
+            for s in self.peers.values().filter(|s| s.source == Source::Swarm) {
+                count_pieces(&mut a, &s.have, true);
+            }
+            a
+        });
+        let swarm_has = self.swarm_avail.iter().zip(&paused).map(|(a, p)| a > p).collect();
+        (avail, swarm_has)
     }
 
     /// Pieces this node still needs that no known peer has or will have.
     pub fn unsourced(&self) -> usize {
-        let a = self.availability();
+        let (a, _) = self.availability(self.last_poll);
         (0..self.have.len()).filter(|&i| !self.have[i] && a[i] == 0).count()
     }
 
@@ -410,23 +480,22 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             cancels: Vec::new(),
             refresh: Vec::new(),
         };
-        for s in self.peers.values_mut() {
-            s.now = now;
-        }
+        self.last_poll = now;
+        self.check_lists();
         // 1. Stalled peers are dropped from this round; their pieces go elsewhere.
         let stall = self.cfg.stall;
-        let stalled: Vec<P> = self
-            .peers
+        let mut stalled: Vec<P> = self
+            .asked
             .iter()
-            .filter(|(_, s)| {
-                !s.inflight.is_empty() && {
-                    let oldest = s.inflight.iter().map(|(_, t)| *t).min().unwrap_or(now);
-                    let heard = s.last_arrival.map_or(oldest, |t| t.max(oldest));
-                    now.saturating_sub(heard) >= stall
-                }
+            .copied()
+            .filter(|p| {
+                let s = &self.peers[p];
+                let oldest = s.inflight.iter().map(|(_, t)| *t).min().unwrap_or(now);
+                let heard = s.last_arrival.map_or(oldest, |t| t.max(oldest));
+                now.saturating_sub(heard) >= stall
             })
-            .map(|(p, _)| *p)
             .collect();
+        stalled.sort_unstable();
         for p in stalled {
             let s = self.peers.get_mut(&p).expect("listed above");
             let pieces: Vec<u32> = s.inflight.drain(..).map(|(x, _)| x).collect();
@@ -435,8 +504,14 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             for x in &pieces {
                 self.copies.ended(*x);
             }
+            self.asked.retain(|q| *q != p);
+            if !self.paused.contains(&p) {
+                self.paused.push(p);
+            }
             out.cancels.push((p, pieces));
         }
+        let peers = &self.peers;
+        self.paused.retain(|p| peers[p].paused_until > now);
         // 2-3. Requests: only when there is room for one, or a piece is overdue
         // (ranking the pieces is most of a poll's cost, and most polls follow an
         // answer that freed no room).
@@ -445,19 +520,27 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         }
         // 4. Bitmap refreshes of swarm peers: a standing query to each one not
         // watched yet, or polls.
+        if self.cfg.watch {
+            let mut unwatched = std::mem::take(&mut self.unwatched);
+            unwatched.sort_unstable();
+            unwatched.dedup();
+            for p in unwatched {
+                if let Some(s) = self.peers.get_mut(&p)
+                    && s.source == Source::Swarm
+                    && !s.watching
+                {
+                    s.watching = true;
+                    out.refresh.push(p);
+                }
+            }
+            return out;
+        }
         for (p, s) in &mut self.peers {
             if s.source != Source::Swarm {
                 continue;
             }
-            if self.cfg.watch {
-                if !s.watching {
-                    s.watching = true;
-                    out.refresh.push(*p);
-                }
-                continue;
-            }
             let useful = (0..self.have.len() as u32)
-                .any(|i| !self.have[i as usize] && s.has(i) && self.copies.of(i) == 0);
+                .any(|i| !self.have[i as usize] && s.has(i, now) && self.copies.of(i) == 0);
             let every = if useful { self.cfg.refresh * 2 } else { self.cfg.refresh };
             if now.saturating_sub(s.last_bitmap) >= every {
                 s.last_bitmap = now;
@@ -469,7 +552,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// Whether a piece asked of some peer is past its deadline.
     fn any_overdue(&self, now: Duration) -> bool {
-        self.peers.values().any(|s| {
+        self.asked.iter().map(|p| &self.peers[p]).any(|s| {
             s.inflight
                 .iter()
                 .enumerate()
@@ -480,28 +563,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// New requests, rarest first, and second copies of overdue pieces in the
     /// endgame.
     fn request_pieces(&mut self, now: Duration, out: &mut Actions<P>) {
-        // How many peers have each piece, and whether an unpaused swarm peer does
-        // (one pass over the peers).
-        let mut avail = vec![0u32; self.have.len()];
-        let mut swarm_has = vec![false; self.have.len()];
-        // (Branch-free per kind of peer: at hundreds of nodes a download knows
-        // dozens of peers, and this loop was most of the simulator's time.)
-        for s in self.peers.values() {
-            match s.source {
-                Source::Swarm => {
-                    let unpaused = s.paused_until <= now;
-                    for ((a, sw), &h) in avail.iter_mut().zip(swarm_has.iter_mut()).zip(&s.have) {
-                        *a += u32::from(h);
-                        *sw |= h & unpaused;
-                    }
-                }
-                _ => {
-                    for (i, a) in avail.iter_mut().enumerate() {
-                        *a += u32::from(s.has(i as u32));
-                    }
-                }
-            }
-        }
+        let (avail, swarm_has) = self.availability(now);
         // In piece order: the order a seed filling from the origin receives them.
         let wanted: Vec<u32> = (0..self.have.len() as u32)
             .filter(|&i| !self.have[i as usize])
@@ -511,7 +573,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             .map(|&i| (avail[i as usize], self.random(), i))
             .collect();
         order.sort_unstable();
-        let order: Vec<u32> = order.into_iter().map(|(_, _, i)| i).collect();
+        // Only pieces some peer has and nobody is fetching can be asked for (the
+        // lists shrink as pieces are asked: each peer scans what is left, not
+        // every wanted piece).
+        let askable = |i: &u32| self.copies.of(*i) == 0 && avail[*i as usize] > 0;
+        let mut order: Vec<u32> = order.into_iter().map(|(_, _, i)| i).filter(askable).collect();
+        let mut wanted: Vec<u32> = wanted.into_iter().filter(askable).collect();
         let mut total = self.inflight();
         // Swarm peers first, then seeds; within each, the least loaded first.
         let mut peers: Vec<(bool, usize, u64, P)> = self
@@ -524,17 +591,13 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             e.2 = self.random();
         }
         peers.sort_unstable();
-        // Wanted pieces some peer has and nobody is fetching: none left, no peer
-        // is looked at (the usual case once a download's budget is out).
-        let mut askable = order
-            .iter()
-            .filter(|&&i| self.copies.of(i) == 0 && avail[i as usize] > 0)
-            .count();
+        // None askable: no peer is looked at (the usual case once a download's
+        // budget is out).
         let mut progress = true;
-        while progress && total < self.cfg.total && askable > 0 {
+        while progress && total < self.cfg.total && !order.is_empty() {
             progress = false;
             for &(seed, _, _, p) in &peers {
-                if total >= self.cfg.total || askable == 0 {
+                if total >= self.cfg.total || order.is_empty() {
                     break;
                 }
                 let s = &self.peers[&p];
@@ -551,23 +614,23 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 let picked: Vec<u32> = candidates
                     .iter()
                     .copied()
-                    .filter(|&i| {
-                        self.copies.of(i) == 0
-                            && s.has(i)
-                            && !(seed && swarm_has[i as usize])
-                    })
+                    .filter(|&i| s.has(i, now) && !(seed && swarm_has[i as usize]))
                     .take(take)
                     .collect();
                 if picked.is_empty() {
                     continue;
                 }
                 let s = self.peers.get_mut(&p).expect("listed above");
+                if s.inflight.is_empty() {
+                    self.asked.push(p);
+                }
                 for &i in &picked {
                     s.inflight.push((i, now));
                     self.copies.asked(i);
                 }
                 total += picked.len();
-                askable -= picked.len();
+                order.retain(|i| !picked.contains(i));
+                wanted.retain(|i| !picked.contains(i));
                 progress = true;
                 match out.requests.iter_mut().find(|(q, _)| *q == p) {
                     Some((_, v)) => v.extend(picked),
@@ -578,10 +641,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         // 3. Overdue pieces: a second copy from another peer that has the piece,
         // once nothing new is left to ask for (the endgame): before that, a second
         // copy would take an uplink slot a piece nobody has asked for needs more.
-        let endgame = askable == 0;
-        let overdue: Vec<u32> = if !endgame { Vec::new() } else { self
-            .peers
-            .values()
+        let endgame = order.is_empty();
+        let mut asked = self.asked.clone();
+        asked.sort_unstable();
+        let overdue: Vec<u32> = if !endgame { Vec::new() } else { asked
+            .iter()
+            .map(|p| &self.peers[p])
             .flat_map(|s| {
                 s.inflight
                     .iter()
@@ -598,14 +663,18 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 .iter()
                 .filter(|(_, s)| {
                     s.paused_until <= now
-                        && s.has(x)
+                        && s.has(x, now)
                         && s.inflight.len() < self.cfg.per_peer
                         && !s.inflight.iter().any(|(y, _)| *y == x)
                 })
                 .min_by_key(|(_, s)| (s.source != Source::Swarm, s.inflight.len()))
                 .map(|(p, _)| *p);
             if let Some(p) = target {
-                self.peers.get_mut(&p).expect("found").inflight.push((x, now));
+                let s = self.peers.get_mut(&p).expect("found");
+                if s.inflight.is_empty() {
+                    self.asked.push(p);
+                }
+                s.inflight.push((x, now));
                 self.copies.asked(x);
                 match out.requests.iter_mut().find(|(q, _)| *q == p) {
                     Some((_, v)) => v.push(x),
@@ -632,10 +701,14 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     pub fn next_wake(&self, now: Duration) -> Duration {
         // Watched peers wake us by answering; polls need the timer.
         let mut at = now + if self.cfg.watch { IDLE_WAKE } else { self.cfg.refresh };
-        for s in self.peers.values() {
+        for p in &self.paused {
+            let s = &self.peers[p];
             if s.paused_until > now {
                 at = at.min(s.paused_until);
             }
+        }
+        for p in &self.asked {
+            let s = &self.peers[p];
             // Deadlines already past were acted on by the last poll (a second copy
             // asked, or none possible): only future ones can wake us.
             for (pos, (_, asked)) in s.inflight.iter().enumerate() {
@@ -652,9 +725,37 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         at.max(now + Duration::from_millis(1))
     }
 
+    /// In debug builds: the peer lists hold what they stand for.
+    fn check_lists(&self) {
+        if cfg!(debug_assertions) {
+            for (p, s) in &self.peers {
+                assert_eq!(self.asked.contains(p), !s.inflight.is_empty(), "asked: {p:?}");
+                assert!(s.paused_until <= self.last_poll || self.paused.contains(p), "paused: {p:?}");
+                assert_eq!(self.seeds.contains(p), s.source != Source::Swarm, "seeds: {p:?}");
+                assert!(
+                    !self.cfg.watch || s.watching || s.source != Source::Swarm || self.unwatched.contains(p),
+                    "unwatched: {p:?}"
+                );
+            }
+            let distinct: std::collections::BTreeSet<_> = self.asked.iter().collect();
+            assert_eq!(self.asked.len(), distinct.len());
+        }
+    }
+
     /// The contiguous verified prefix, in pieces.
     pub fn prefix(&self) -> u32 {
         self.have.iter().take_while(|h| **h).count() as u32
+    }
+}
+
+/// Adds (or takes away) one peer's pieces to per-piece counts.
+fn count_pieces(counts: &mut [u32], have: &[bool], add: bool) {
+    for (c, &h) in counts.iter_mut().zip(have) {
+        if add {
+            *c += u32::from(h);
+        } else {
+            *c -= u32::from(h);
+        }
     }
 }
 
