@@ -11,12 +11,13 @@
 //!
 //! `--poll`: swarm bitmaps are polled every 25-50 ms instead of watched (standing
 //! queries answered on each new piece), the rule before have-announcements.
-//! `SIM_TIMELINE=1` prints refusals by reason and delivery per 500 ms.
+//! `SIM_TIMELINE=1` prints refusals by reason, events by kind and delivery per
+//! 500 ms.
 
 use std::time::{Duration, Instant};
 
 use eliop2p_p2p::sched::SchedConfig;
-use eliop2p_p2p::sim::{SimConfig, simulate};
+use eliop2p_p2p::sim::{EVENT_KINDS, SimConfig, simulate};
 
 fn list(name: &str, default: &str) -> Vec<f64> {
     std::env::args()
@@ -100,6 +101,8 @@ pub fn run() {
             if std::env::var_os("SIM_TIMELINE").is_some() {
                 let cap = rate * 0.5 * n;
                 eprintln!("refused: missing {} busy {} deferred {} of {} requests", r.refused_by[0], r.refused_by[1], r.refused_by[2], r.requests);
+                let kinds: Vec<String> = EVENT_KINDS.iter().zip(r.kinds).map(|(k, n)| format!("{k} {n}")).collect();
+                eprintln!("events: {}", kinds.join(", "));
                 for (i, (peers, from_origin)) in r.timeline.iter().enumerate() {
                     eprintln!("t={:5.1}s peers {:5.1}% of node downlinks, origin {:5.1}% of its link", i as f64 * 0.5, 100.0 * *peers as f64 / cap, 100.0 * *from_origin as f64 / (origin * 0.5));
                 }

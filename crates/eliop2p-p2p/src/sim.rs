@@ -61,7 +61,12 @@ pub struct SimReport {
     pub refused_by: [u64; 3],
     /// Bytes delivered per 500 ms: to nodes by peers, and by the origin.
     pub timeline: Vec<(u64, u64)>,
+    /// Events run, by kind (`EVENT_KINDS`).
+    pub kinds: [u64; 7],
 }
+
+/// The kinds of events the simulator runs, in `SimReport::kinds` order.
+pub const EVENT_KINDS: [&str; 7] = ["poll", "flow end (some superseded)", "request", "refusal", "bitmap", "tracker", "origin read"];
 
 type Time = u64; // microseconds
 
@@ -566,6 +571,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
         refused: kinds[3],
         refused_by,
         timeline,
+        kinds,
     }
 }
 
