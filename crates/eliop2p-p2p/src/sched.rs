@@ -9,8 +9,9 @@
 //! pieces of its last bitmap and never awaits the rest). The rules:
 //! - **Rarest first, swarm first.** A peer with room gets the wanted pieces it has
 //!   that nobody is fetching, rarest first (ties at random, so downloaders spread
-//!   over different pieces); a seed still filling from the origin is asked in its
-//!   fill order instead, so what it awaits for us is what comes next. A seed is
+//!   over different pieces); a seed still filling from the origin is asked first
+//!   for what its bitmap shows filled, the same way, then in its fill order, so
+//!   what it awaits for us is what comes next. A seed is
 //!   asked only for pieces no swarm peer has, so a seed's uplink carries few
 //!   copies of each piece (see the seeding rule in `server`: two per window) and
 //!   the swarm the rest.
@@ -22,8 +23,8 @@
 //!   on it, and is asked again after a back-off.
 //! - **Busy is back-pressure.** A peer out of upload slots answers busy; its
 //!   pieces go elsewhere and it is left alone for a short, jittered pause.
-//! - What swarm peers have is followed while the download runs: with `watch`
-//!   (the default) each swarm peer has one standing query, answered by the peer as
+//! - What swarm peers and filling seeds have is followed while the download runs:
+//!   with `watch` (the default) each has one standing query, answered by the peer as
 //!   soon as it has a piece beyond what we know (a have-announcement, one round
 //!   trip after the piece arrived); without it bitmaps are polled (often when the
 //!   peer has nothing for us, rarely otherwise).
@@ -526,7 +527,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             unwatched.dedup();
             for p in unwatched {
                 if let Some(s) = self.peers.get_mut(&p)
-                    && s.source == Source::Swarm
+                    && s.source != Source::Complete
                     && !s.watching
                 {
                     s.watching = true;
@@ -606,14 +607,20 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     continue;
                 }
                 let take = room.min(self.cfg.batch).min(self.cfg.total - total);
-                // A seed still filling from the origin is asked in its fill order:
-                // the pieces it has, then the next to come. A random rare piece
-                // far beyond its fill would hold a request slot (and the seed's
-                // awaiting) for seconds while other peers could serve now.
-                let candidates = if s.source == Source::Origin { &wanted } else { &order };
+                // A seed still filling from the origin is asked for what its
+                // bitmap shows filled (rarest first, so askers spread over all of
+                // it: in fill order they all asked for the same next pieces and
+                // left the rest at one copy), then in fill order for what comes
+                // next. A random piece far beyond its fill would hold a request
+                // slot (and the seed's awaiting) for seconds.
+                let filled = |i: &u32| s.have.get(*i as usize).copied().unwrap_or(false);
+                let candidates: Box<dyn Iterator<Item = u32>> = if s.source == Source::Origin {
+                    let to_come = wanted.iter().copied().filter(|i| !filled(i));
+                    Box::new(order.iter().copied().filter(filled).chain(to_come))
+                } else {
+                    Box::new(order.iter().copied())
+                };
                 let picked: Vec<u32> = candidates
-                    .iter()
-                    .copied()
                     .filter(|&i| s.has(i, now) && !(seed && swarm_has[i as usize]))
                     .take(take)
                     .collect();
@@ -733,7 +740,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 assert!(s.paused_until <= self.last_poll || self.paused.contains(p), "paused: {p:?}");
                 assert_eq!(self.seeds.contains(p), s.source != Source::Swarm, "seeds: {p:?}");
                 assert!(
-                    !self.cfg.watch || s.watching || s.source != Source::Swarm || self.unwatched.contains(p),
+                    !self.cfg.watch || s.watching || s.source == Source::Complete || self.unwatched.contains(p),
                     "unwatched: {p:?}"
                 );
             }

@@ -403,17 +403,15 @@ fn have_reply(shared: &P2pShared, id: &ChunkId, seq: u32, flags: u8) -> Frame {
     }
 }
 
-/// A standing have query: answered once this node's swarm fill of the chunk has
-/// more than `known` pieces, once it is no swarm fill any more (complete, failed,
-/// gone, reading the origin), or after `wait`. It never waits on a peer: the fill
-/// it watches moves on its own downloads, so no wait cycle forms.
+/// A standing have query: answered once this node's fill of the chunk (from
+/// peers or from the origin) has more than `known` pieces, once it is no fill any
+/// more (complete, failed, gone), or after `wait`. It never waits on a peer: the
+/// fill it watches moves on its own downloads or origin reads, so no wait cycle
+/// forms.
 async fn watched_bitmap(shared: &P2pShared, id: &ChunkId, known: u32, wait: std::time::Duration, seq: u32) -> Frame {
     let until = tokio::time::Instant::now() + wait;
     loop {
-        let fill = match shared.cache.peek(id) {
-            Some(Held::Filling(f)) if f.from_peer() => f,
-            _ => break,
-        };
+        let Some(Held::Filling(fill)) = shared.cache.peek(id) else { break };
         // Subscribed before the count is read, so no piece slips in between.
         let mut changes = fill.changes();
         if fill.piece_count() > known {

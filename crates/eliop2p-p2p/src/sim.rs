@@ -193,7 +193,8 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
         if ch.have[peer] == full(c) {
             (Source::Complete, Vec::new())
         } else if peer == ch.owner {
-            (Source::Origin, Vec::new())
+            let h = ch.have[peer];
+            (Source::Origin, (0..pieces_of(c)).map(|i| h >> i & 1 == 1).collect())
         } else {
             let h = ch.have[peer];
             (Source::Swarm, (0..pieces_of(c)).map(|i| h >> i & 1 == 1).collect())
@@ -393,7 +394,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     // A standing query: answered at once when the peer already has
                     // more than we know, else when its next piece arrives.
                     let count = have.iter().filter(|h| **h).count() as u32;
-                    if source != Source::Swarm || count > d.sched.known(&peer) {
+                    if source == Source::Complete || count > d.sched.known(&peer) {
                         push(&mut heap, &mut evs, &mut free_evs, now + 2 * lat, Ev::Bitmap { to: node, from: peer, chunk });
                     } else {
                         chunks[chunk].watchers.entry(peer).or_default().push(node);
@@ -497,6 +498,10 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     origin_bytes += len;
                     let ch = &mut chunks[chunk];
                     ch.have[to] |= 1 << piece;
+                    for w in ch.watchers.remove(&to).unwrap_or_default() {
+                        push(&mut heap, &mut evs, &mut free_evs, now + lat, Ev::Bitmap { to: w, from: to, chunk });
+                    }
+                    let ch = &mut chunks[chunk];
                     ch.origin_next += 1;
                     if ch.origin_next == pieces_of(chunk) {
                         origin_fills[to] -= 1;

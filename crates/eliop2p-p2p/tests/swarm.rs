@@ -87,6 +87,19 @@ async fn two_peer_fed_fills_complete_from_each_other() {
 /// polling it: the peer sends a bitmap per piece it gains, not one per 25 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_pieces_of_a_swarm_peer_are_announced_not_polled() {
+    announced_not_polled(true).await;
+}
+
+/// The same for a peer filling the chunk from the origin: the downloader follows
+/// the fill through a standing query, so it asks first for the pieces the seed
+/// has (before, it knew only that every piece would come, and every downloader
+/// asked the seed for the same next pieces, leaving the rest at one copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_pieces_of_an_origin_fill_are_announced_not_polled() {
+    announced_not_polled(false).await;
+}
+
+async fn announced_not_polled(b_from_peers: bool) {
     use std::sync::atomic::Ordering::Relaxed;
     let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let lb = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -99,7 +112,7 @@ async fn new_pieces_of_a_swarm_peer_are_announced_not_polled() {
     let mut wa = leader(&cache_a, id, len);
     let mut wb = leader(&cache_b, id, len);
     wa.fill().set_from_peer(true);
-    wb.fill().set_from_peer(true);
+    wb.fill().set_from_peer(b_from_peers);
     let (p, h) = piece(&data, 0);
     wb.put_piece(0, p, h).unwrap();
     // b gains a piece every 300 ms while a downloads from it.

@@ -59,6 +59,33 @@ fn origin_filling_seed_is_asked_in_fill_order() {
     }
 }
 
+/// A seed filling from the origin whose bitmap shows its filled pieces is asked
+/// for those first, rarest first with ties at random, so that downloaders spread
+/// over what it has instead of all asking for its next pieces; it is followed with
+/// a standing query, like a swarm peer.
+#[test]
+fn origin_filling_seed_is_asked_first_for_what_it_has() {
+    let mut c = cfg();
+    c.per_peer = 3;
+    c.batch = 3;
+    c.total = 8;
+    let mut firsts = std::collections::BTreeSet::new();
+    for k in 1..20u64 {
+        // Seeds as nodes draw them (xorshift from a small seed starts in order).
+        let seed = k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut s = Scheduler::new(16 << 20, c.clone(), seed, Duration::ZERO);
+        let filled: Vec<bool> = (0..16).map(|i| i < 10).collect();
+        s.set_peer(0u8, Source::Origin, &filled, Duration::ZERO);
+        let a = s.poll(Duration::ZERO);
+        let asked = &a.requests[0].1;
+        assert_eq!(asked.len(), 3);
+        assert!(asked.iter().all(|&i| i < 10), "seed {seed}: {asked:?} beyond the fill");
+        firsts.insert(asked[0]);
+        assert_eq!(a.refresh, vec![0], "a standing query follows the fill");
+    }
+    assert!(firsts.len() >= 5, "downloaders spread over the filled pieces: {firsts:?}");
+}
+
 #[test]
 fn slow_peer_gets_a_duplicate_not_a_failure() {
     let mut s = Scheduler::new(2 << 20, cfg(), 7, Duration::ZERO);
