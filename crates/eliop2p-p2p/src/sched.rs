@@ -458,13 +458,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 count_pieces(&mut paused, &s.have, true);
             }
         }
-        debug_assert_eq!(self.swarm_avail, {
-            let mut a = vec![0u32; avail.len()];
-            for s in self.peers.values().filter(|s| s.source == Source::Swarm) {
-                count_pieces(&mut a, &s.have, true);
-            }
-            a
-        });
         let swarm_has = self.swarm_avail.iter().zip(&paused).map(|(a, p)| a > p).collect();
         (avail, swarm_has)
     }
@@ -613,13 +606,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 // left the rest at one copy), then in fill order for what comes
                 // next. A random piece far beyond its fill would hold a request
                 // slot (and the seed's awaiting) for seconds.
+                let filling = s.source == Source::Origin;
                 let filled = |i: &u32| s.have.get(*i as usize).copied().unwrap_or(false);
-                let candidates: Box<dyn Iterator<Item = u32>> = if s.source == Source::Origin {
-                    let to_come = wanted.iter().copied().filter(|i| !filled(i));
-                    Box::new(order.iter().copied().filter(filled).chain(to_come))
-                } else {
-                    Box::new(order.iter().copied())
-                };
+                let candidates = (order.iter().copied())
+                    .filter(|i| !filling || filled(i))
+                    .chain(wanted.iter().copied().filter(|i| filling && !filled(i)));
                 let picked: Vec<u32> = candidates
                     .filter(|&i| s.has(i, now) && !(seed && swarm_has[i as usize]))
                     .take(take)
@@ -746,6 +737,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             }
             let distinct: std::collections::BTreeSet<_> = self.asked.iter().collect();
             assert_eq!(self.asked.len(), distinct.len());
+            let mut avail = vec![0u32; self.have.len()];
+            for s in self.peers.values().filter(|s| s.source == Source::Swarm) {
+                count_pieces(&mut avail, &s.have, true);
+            }
+            assert_eq!(self.swarm_avail, avail, "swarm_avail");
         }
     }
 

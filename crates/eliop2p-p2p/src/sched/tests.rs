@@ -32,15 +32,21 @@ fn seed_asked_only_for_what_the_swarm_lacks() {
     assert_eq!(asked, 8);
 }
 
+/// Three pieces a peer, asked in one request; eight in flight.
+fn seed_cfg() -> SchedConfig {
+    let mut c = cfg();
+    c.per_peer = 3;
+    c.batch = 3;
+    c.total = 8;
+    c
+}
+
 /// A seed filling from the origin receives pieces in order: asked for random
 /// rare pieces, it would hold our requests (and awaits) for pieces seconds
 /// away while the swarm could serve others; it is asked in its fill order.
 #[test]
 fn origin_filling_seed_is_asked_in_fill_order() {
-    let mut c = cfg();
-    c.per_peer = 3;
-    c.batch = 3;
-    c.total = 8;
+    let c = seed_cfg();
     for seed in 1..20 {
         let mut s = Scheduler::new(16 << 20, c.clone(), seed, Duration::ZERO);
         s.mark_have(0);
@@ -65,10 +71,7 @@ fn origin_filling_seed_is_asked_in_fill_order() {
 /// a standing query, like a swarm peer.
 #[test]
 fn origin_filling_seed_is_asked_first_for_what_it_has() {
-    let mut c = cfg();
-    c.per_peer = 3;
-    c.batch = 3;
-    c.total = 8;
+    let c = seed_cfg();
     let mut firsts = std::collections::BTreeSet::new();
     for k in 1..20u64 {
         // Seeds as nodes draw them (xorshift from a small seed starts in order).
