@@ -93,7 +93,12 @@ pub async fn run() -> anyhow::Result<()> {
                         let t: Vec<String> = r
                             .finish
                             .iter()
-                            .map(|t| t.map_or("fail".into(), |t| format!("{:.2}", t / r.ideal)))
+                            .zip(&r.filled)
+                            .map(|(t, f)| {
+                                let t = t.map_or("fail".into(), |t| format!("{:.2}", t / r.ideal));
+                                // The node's origin bytes: which nodes own chunks.
+                                if *f > 0 { format!("{t} (origin {} MiB)", f >> 20) } else { t }
+                            })
                             .collect();
                         let od = r.origin_done.map_or("-".into(), |t| format!("{:.2}", t / r.ideal));
                         notes.push(format!("{n} nodes, {size} MiB, origin {orate} Mbit/s, {mode:?}: origin done at {od} x ideal; all uploads {:.2}x object; piece failures {:?}; bitmaps sent {} ({} answering standing queries); node processes' CPU {cpu:.1} s; per-node finish / ideal: {}", r.uploaded.iter().sum::<u64>() as f64 / spec.object_size as f64, r.piece_failures, r.bitmaps.0, r.bitmaps.1, t.join(" ")));

@@ -11,8 +11,8 @@
 //!
 //! `--poll`: swarm bitmaps are polled every 25-50 ms instead of watched (standing
 //! queries answered on each new piece), the rule before have-announcements.
-//! `SIM_TIMELINE=1` prints refusals by reason, events by kind and delivery per
-//! 500 ms.
+//! `SIM_TIMELINE=1` prints refusals by reason, events by kind, delivery per
+//! 500 ms and the slowest nodes with the chunks they own.
 
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,12 @@ pub fn run() {
                 for (i, (peers, from_origin)) in r.timeline.iter().enumerate() {
                     eprintln!("t={:5.1}s peers {:5.1}% of node downlinks, origin {:5.1}% of its link", i as f64 * 0.5, 100.0 * *peers as f64 / cap, 100.0 * *from_origin as f64 / (origin * 0.5));
                 }
+                // The slowest nodes, with the chunks each owns (an owner reads the
+                // origin for the cluster while it downloads the rest).
+                let mut by: Vec<(f64, u32, u64)> = (0..r.finish.len()).map(|i| (r.finish[i] / r.ideal, r.owned[i], r.uploaded[i])).collect();
+                by.sort_by(|a, b| b.0.total_cmp(&a.0));
+                let last: Vec<String> = by.iter().take(8).map(|(t, o, u)| format!("{t:.2}x (owns {o}, sent {:.2})", *u as f64 / cfg.object_bytes as f64)).collect();
+                eprintln!("slowest nodes / ideal: {}", last.join(", "));
             }
             let mut t = r.finish.clone();
             t.sort_by(f64::total_cmp);

@@ -51,7 +51,7 @@ pub struct P2pConfig {
     pub max_uploads: usize,
     /// Pieces this node asks of peers at once, over all its downloads: enough to
     /// fill the NIC, few enough that a download from the origin on the same link
-    /// still gets its share (every piece in flight is a MiB queued on the downlink).
+    /// still gets its share (every piece in flight is 256 KiB queued on the downlink).
     pub max_download_pieces: usize,
     /// The same budget while this node reads a chunk from the origin: the origin
     /// fill is the cluster's critical path (every other node waits on it), and

@@ -35,6 +35,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod bits;
+use bits::Bits;
+
 #[derive(Clone, Debug)]
 pub struct SchedConfig {
     pub piece_size: u64,
@@ -107,8 +110,9 @@ pub enum Failure {
 #[derive(Clone, Debug)]
 struct PeerState {
     source: Source,
-    /// For swarm peers; seeds have everything.
-    have: Vec<bool>,
+    /// For swarm peers (seeds have everything), and what a filling seed's
+    /// bitmap shows filled.
+    have: Bits,
     /// Pieces asked of this peer, with when they were asked, in the order the
     /// peer serves them.
     inflight: Vec<(u32, Duration)>,
@@ -129,7 +133,7 @@ impl PeerState {
     /// Whether the peer can serve `piece` at `now`.
     fn has(&self, piece: u32, now: Duration) -> bool {
         if self.source == Source::Swarm {
-            return self.have.get(piece as usize).copied().unwrap_or(false);
+            return self.have.get(piece as usize);
         }
         !self.deferred.iter().any(|(p, until)| *p == piece && *until > now)
     }
@@ -267,7 +271,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     pub fn known(&self, p: &P) -> u32 {
         self.peers
             .get(p)
-            .map_or(0, |s| s.have.iter().filter(|h| **h).count() as u32)
+            .map_or(0, |s| s.have.count() as u32)
     }
 
     /// Time since the last verified piece arrived.
@@ -285,7 +289,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// Adds a peer or updates what it has. `have` is read for swarm peers only.
     pub fn set_peer(&mut self, p: P, source: Source, have: &[bool], now: Duration) {
         let n = self.have.len();
-        let have: Vec<bool> = (0..n).map(|i| have.get(i).copied().unwrap_or(false)).collect();
+        let have = Bits::from_bools(n, have);
         if source == Source::Swarm {
             count_pieces(&mut self.swarm_avail, &have, true);
         }
@@ -359,8 +363,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             }
             s.last_arrival = Some(now);
             s.failures = 0;
-            if s.source == Source::Swarm && !s.have[piece as usize] {
-                s.have[piece as usize] = true;
+            if s.source == Source::Swarm && !s.have.get(piece as usize) {
+                s.have.set(piece as usize);
                 self.swarm_avail[piece as usize] += 1;
             }
         }
@@ -402,8 +406,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         match why {
             Failure::Missing => {
                 if s.source == Source::Swarm {
-                    if s.have[piece as usize] {
-                        s.have[piece as usize] = false;
+                    if s.have.get(piece as usize) {
+                        s.have.clear(piece as usize);
                         self.swarm_avail[piece as usize] -= 1;
                     }
                 } else {
@@ -411,7 +415,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     // with nothing until a fresh bitmap says otherwise (a seed's
                     // pieces were never in `swarm_avail`).
                     s.source = Source::Swarm;
-                    s.have.iter_mut().for_each(|h| *h = false);
+                    s.have.clear_all();
                     self.seeds.retain(|q| *q != p);
                     self.unwatched.push(p);
                 }
@@ -573,6 +577,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         let askable = |i: &u32| self.copies.of(*i) == 0 && avail[*i as usize] > 0;
         let mut order: Vec<u32> = order.into_iter().map(|(_, _, i)| i).filter(askable).collect();
         let mut wanted: Vec<u32> = wanted.into_iter().filter(askable).collect();
+        // The same pieces as a set: a swarm peer with none of them is passed over
+        // without a scan (most of them, at hundreds of nodes).
+        let mut left = Bits::new(self.have.len());
+        for &i in &order {
+            left.set(i as usize);
+        }
         let mut total = self.inflight();
         // Swarm peers first, then seeds; within each, the least loaded first.
         let mut peers: Vec<(bool, usize, u64, P)> = self
@@ -596,7 +606,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 }
                 let s = &self.peers[&p];
                 let room = self.cfg.per_peer.saturating_sub(s.inflight.len());
-                if room == 0 {
+                if room == 0 || s.source == Source::Swarm && !s.have.intersects(&left) {
                     continue;
                 }
                 let take = room.min(self.cfg.batch).min(self.cfg.total - total);
@@ -607,7 +617,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 // next. A random piece far beyond its fill would hold a request
                 // slot (and the seed's awaiting) for seconds.
                 let filling = s.source == Source::Origin;
-                let filled = |i: &u32| s.have.get(*i as usize).copied().unwrap_or(false);
+                let filled = |i: &u32| s.have.get(*i as usize);
                 let candidates = (order.iter().copied())
                     .filter(|i| !filling || filled(i))
                     .chain(wanted.iter().copied().filter(|i| filling && !filled(i)));
@@ -627,6 +637,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     self.copies.asked(i);
                 }
                 total += picked.len();
+                for &i in &picked {
+                    left.clear(i as usize);
+                }
                 order.retain(|i| !picked.contains(i));
                 wanted.retain(|i| !picked.contains(i));
                 progress = true;
@@ -752,12 +765,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
 }
 
 /// Adds (or takes away) one peer's pieces to per-piece counts.
-fn count_pieces(counts: &mut [u32], have: &[bool], add: bool) {
-    for (c, &h) in counts.iter_mut().zip(have) {
+fn count_pieces(counts: &mut [u32], have: &Bits, add: bool) {
+    for i in have.iter() {
         if add {
-            *c += u32::from(h);
+            counts[i] += 1;
         } else {
-            *c -= u32::from(h);
+            counts[i] -= 1;
         }
     }
 }

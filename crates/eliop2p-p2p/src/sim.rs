@@ -63,6 +63,8 @@ pub struct SimReport {
     pub timeline: Vec<(u64, u64)>,
     /// Events run, by kind (`EVENT_KINDS`).
     pub kinds: [u64; 7],
+    /// Chunks each node owns (reads from the origin for the cluster).
+    pub owned: Vec<u32>,
 }
 
 /// The kinds of events the simulator runs, in `SimReport::kinds` order.
@@ -577,6 +579,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
         refused_by,
         timeline,
         kinds,
+        owned: (0..n).map(|i| chunks.iter().filter(|c| c.owner == i).count() as u32).collect(),
     }
 }
 

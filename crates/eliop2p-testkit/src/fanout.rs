@@ -117,6 +117,8 @@ pub struct Report {
     pub origin_bytes: u64,
     /// Piece bytes each surviving node sent to peers.
     pub uploaded: Vec<u64>,
+    /// Bytes each surviving node read from the origin (the chunks it owns).
+    pub filled: Vec<u64>,
     /// Ideal seconds: object size over the slower of the node NIC and the origin NIC.
     pub ideal: f64,
     pub killed: Option<usize>,
@@ -422,6 +424,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         report
             .uploaded
             .push(series(&m, "eliop2p_p2p_sent_bytes_total").saturating_sub(*before));
+        report.filled.push(series(&m, "eliop2p_origin_bytes_total"));
     }
     if std::env::var_os("FANOUT_TCPSTATS").is_some() {
         // Kernel TCP counters of every host namespace (diagnosis of loss on the bed).

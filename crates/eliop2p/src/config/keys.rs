@@ -418,7 +418,7 @@ pub const KEYS: &[KeyDef] = &[
         "download_pieces",
         Kind::Int,
         "12",
-        "pieces (1 MiB each) asked of peers at once over all downloads of this node: enough to fill the NIC, few enough that an origin read on the same link keeps its share"
+        "pieces (256 KiB each) asked of peers at once over all downloads of this node: enough to fill the NIC, few enough that an origin read on the same link keeps its share"
     ),
     key!(
         "p2p",

@@ -1,0 +1,94 @@
+//! A fixed-size set of piece indexes, a bit per piece: what a peer has, and
+//! which pieces a poll may still ask for, so that a poll skips a peer with none
+//! of them in a few word operations instead of a scan of the pieces.
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Bits {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bits {
+    pub(super) fn new(len: usize) -> Self {
+        Self { words: vec![0; len.div_ceil(64)], len }
+    }
+
+    pub(super) fn from_bools(len: usize, have: &[bool]) -> Self {
+        let mut b = Self::new(len);
+        for (i, _) in have.iter().take(len).enumerate().filter(|(_, h)| **h) {
+            b.set(i);
+        }
+        b
+    }
+
+    pub(super) fn get(&self, i: usize) -> bool {
+        i < self.len && self.words[i / 64] >> (i % 64) & 1 == 1
+    }
+
+    pub(super) fn set(&mut self, i: usize) {
+        self.words[i / 64] |= 1 << (i % 64);
+    }
+
+    pub(super) fn clear(&mut self, i: usize) {
+        self.words[i / 64] &= !(1 << (i % 64));
+    }
+
+    pub(super) fn clear_all(&mut self) {
+        self.words.iter_mut().for_each(|w| *w = 0);
+    }
+
+    pub(super) fn count(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Whether some index is in both sets.
+    pub(super) fn intersects(&self, other: &Bits) -> bool {
+        self.words.iter().zip(&other.words).any(|(a, b)| a & b != 0)
+    }
+
+    /// The indexes in the set, in order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(w, &word)| {
+            let mut word = word;
+            std::iter::from_fn(move || {
+                (word != 0).then(|| {
+                    let b = word.trailing_zeros() as usize;
+                    word &= word - 1;
+                    w * 64 + b
+                })
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_clear_count_across_words() {
+        let mut b = Bits::new(130);
+        for i in [0, 63, 64, 129] {
+            b.set(i);
+        }
+        assert!(b.get(63) && b.get(64) && b.get(129) && !b.get(1) && !b.get(500));
+        assert_eq!(b.count(), 4);
+        assert_eq!(b.iter().collect::<Vec<_>>(), vec![0, 63, 64, 129]);
+        b.clear(64);
+        assert_eq!(b.iter().collect::<Vec<_>>(), vec![0, 63, 129]);
+        let mut other = Bits::new(130);
+        other.set(64);
+        assert!(!b.intersects(&other));
+        other.set(129);
+        assert!(b.intersects(&other));
+        b.clear_all();
+        assert_eq!(b.count(), 0);
+    }
+
+    #[test]
+    fn from_bools_keeps_the_length() {
+        let b = Bits::from_bools(3, &[true, false, true, true, true]);
+        assert_eq!(b.iter().collect::<Vec<_>>(), vec![0, 2]);
+        assert!(!b.get(3));
+    }
+}
