@@ -81,8 +81,10 @@ impl Fetcher for NodeFetcher {
 /// How a node talks to the control plane.
 #[derive(Clone, Debug)]
 pub struct ControlPlaneClientConfig {
-    /// `http://host:port` of the control plane.
-    pub endpoint: String,
+    /// `http://host:port` of each control-plane replica, in the order they are
+    /// tried: the node talks to one at a time and moves to the next when it
+    /// stops answering (re-registering there with a full chunk report).
+    pub endpoints: Vec<String>,
     pub token: Option<String>,
     /// Registered with the node (`zone`, `rack`, ...).
     pub labels: BTreeMap<String, String>,
@@ -106,14 +108,17 @@ enum CpError {
     BadJson(String),
 }
 
-/// A small JSON client for the control plane API.
+/// A small JSON client for the control plane API, over one or several replicas.
 #[derive(Clone)]
 pub(crate) struct CpClient {
     http: HttpClient,
-    base: String,
+    bases: Arc<Vec<String>>,
+    /// The replica in use (an index into `bases`): it stays in use while it
+    /// answers, so a node's registration, reports and heartbeats go to one place.
+    active: Arc<std::sync::atomic::AtomicUsize>,
     token: Option<String>,
     node_id: String,
-    /// Until when the control plane counts as down (location queries skip it).
+    /// Until when every replica counts as down (location queries skip them).
     down_until: Arc<Mutex<Option<Instant>>>,
 }
 
@@ -125,7 +130,8 @@ impl CpClient {
         Self {
             http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build(connector),
-            base: cfg.endpoint.trim_end_matches('/').to_owned(),
+            bases: Arc::new(cfg.endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect()),
+            active: Arc::default(),
             token: cfg.token.clone(),
             node_id: node_id.to_owned(),
             down_until: Arc::default(),
@@ -144,6 +150,11 @@ impl CpClient {
             (!up).then(|| Instant::now() + Duration::from_secs(2));
     }
 
+    /// One request to the replica in use; one that is unreachable, times out or
+    /// answers 5xx (a replica without its store answers 503) hands the request
+    /// to the next replica, and the first that answers otherwise stays in use.
+    /// A replica that does not know this node answers 404 to its heartbeat, and
+    /// the node registers there afresh with a full report.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
@@ -151,9 +162,37 @@ impl CpClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Option<T>, CpError> {
+        let n = self.bases.len().max(1);
+        let first = self.active.load(Relaxed) % n;
+        let mut last = Err(CpError::Unreachable("no control-plane endpoint".into()));
+        for k in 0..n {
+            let i = (first + k) % n;
+            last = self.call_one(&self.bases[i], method.clone(), path, body.clone(), timeout).await;
+            let failed_over = matches!(&last, Err(CpError::Unreachable(_)))
+                || matches!(&last, Err(CpError::Status(s, _)) if s.is_server_error());
+            if !failed_over {
+                if i != first {
+                    tracing::info!(endpoint = %self.bases[i], "control plane: moved to another replica");
+                }
+                self.active.store(i, Relaxed);
+                break;
+            }
+        }
+        self.mark(!matches!(last, Err(CpError::Unreachable(_))));
+        last
+    }
+
+    async fn call_one<T: serde::de::DeserializeOwned>(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Option<T>, CpError> {
         let mut b = http::Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
+            .uri(format!("{base}{path}"))
             .header(header::CONTENT_TYPE, "application/json");
         if let Some(t) = &self.token {
             b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -176,11 +215,9 @@ impl CpClient {
                 .to_bytes();
             Ok::<_, CpError>((status, body))
         };
-        let r = tokio::time::timeout(timeout, exchange)
+        let (status, body) = tokio::time::timeout(timeout, exchange)
             .await
-            .unwrap_or_else(|_| Err(CpError::Unreachable("timed out".into())));
-        self.mark(r.is_ok());
-        let (status, body) = r?;
+            .unwrap_or_else(|_| Err(CpError::Unreachable("timed out".into())))?;
         if !status.is_success() {
             return Err(CpError::Status(
                 status,

@@ -184,7 +184,16 @@ async fn cp_call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Option<serde_json::Value> {
-    let url = format!("http://{}{path}", cluster.control_addr.unwrap());
+    cp_call_at(cluster.control_addr.unwrap(), method, path, body).await
+}
+
+async fn cp_call_at(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Option<serde_json::Value> {
+    let url = format!("http://{addr}{path}");
     let auth = format!("Bearer {}", eliop2p_testkit::CONTROL_TOKEN);
     let r = TestClient::new()
         .request(
@@ -366,5 +375,57 @@ async fn thundering_herd_costs_the_origin_one_read() {
         "origin sent {origin_bytes} bytes for a {size}-byte object"
     );
     cluster.shutdown().await;
+    origin.stop().await;
+}
+
+/// Nodes told of two control-plane replicas (`control_plane.endpoint` lists both;
+/// here each has its own store, a standby) use the first; when it stops, every
+/// node moves to the other, registers there with a full chunk report, and reads
+/// keep being served by peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_move_to_the_next_control_plane_replica_when_theirs_stops() {
+    let (origin, a) = origin_with("bkt", "a", 20 * MIB, 6).await;
+    let standby_dir = tempfile::tempdir().unwrap();
+    let standby = TestCluster::spawn_control_plane(standby_dir.path()).await.unwrap();
+    let standby_url = format!("http://{}", standby.addr);
+    let mut cluster = TestCluster::start_with(
+        &origin,
+        3,
+        Discovery::Hybrid,
+        |_, cfg| {
+            let cp = cfg.control_plane.as_mut().expect("hybrid nodes have a control plane");
+            cp.endpoints.push(standby_url.clone());
+        },
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let listed = async |addr| {
+        let nodes = cp_call_at(addr, http::Method::GET, "/api/v1/nodes", None).await;
+        nodes.map_or(0, |n| {
+            n["nodes"].as_array().unwrap().iter().filter(|n| n["status"] == "online").count()
+        })
+    };
+    assert_eq!(listed(cluster.control_addr.unwrap()).await, 3, "the first replica is used");
+    assert_eq!(listed(standby.addr).await, 0, "the second is not, while the first answers");
+    let client = TestClient::new();
+    let r = get_ok(&client, &cluster.url(0, "bkt", "a"), &a).await;
+    let ids = chunk_ids(&origin, "bkt", "a", r.header("etag").unwrap(), a.len());
+
+    cluster.stop_control_plane().await;
+    let q = serde_json::json!({"chunks": [ids[0].to_hex()]});
+    eventually("every node at the standby, chunk 0 reported", Duration::from_secs(10), async || {
+        let l = cp_call_at(standby.addr, http::Method::POST, "/api/v1/chunks/locations", Some(q.clone())).await;
+        listed(standby.addr).await == 3
+            && l.is_some_and(|l| !l["locations"][ids[0].to_hex()].as_array().unwrap().is_empty())
+    })
+    .await;
+    // Peers serve the object through the standby's locations: no origin read.
+    let gets = origin.gets_of("bkt", "a").len();
+    get_ok(&client, &cluster.url(2, "bkt", "a"), &a).await;
+    assert_eq!(origin.gets_of("bkt", "a").len(), gets, "peers served a");
+    assert_eq!(cluster.node(2).metrics.bytes_origin.load(Relaxed), 0);
+    cluster.shutdown().await;
+    standby.shutdown().await;
     origin.stop().await;
 }

@@ -624,6 +624,13 @@ impl TestCluster {
         c
     }
 
+    /// Another control plane with the test timings on a free loopback port, its
+    /// store in `dir`: a second replica the nodes can be told about.
+    pub async fn spawn_control_plane(dir: &Path) -> anyhow::Result<eliop2p_control::ControlHandle> {
+        let l = TcpListener::bind("127.0.0.1:0").await?;
+        Ok(eliop2p_control::spawn_control_plane(Self::control_config(dir), l).await?)
+    }
+
     pub async fn start(origin: &TestOrigin, n: usize, mode: Discovery) -> anyhow::Result<Self> {
         Self::start_with(origin, n, mode, |_, _| {}, |_| {}).await
     }
@@ -688,7 +695,7 @@ impl TestCluster {
             cfg.p2p = Some(pc);
             if let Some(addr) = control_addr {
                 cfg.control_plane = Some(eliop2p_proxy::ControlPlaneClientConfig {
-                    endpoint: format!("http://{addr}"),
+                    endpoints: vec![format!("http://{addr}")],
                     token: Some(CONTROL_TOKEN.to_owned()),
                     labels: [("zone".to_owned(), format!("zone-{}", i % 2))].into(),
                     heartbeat_interval: Duration::from_millis(100),

@@ -299,6 +299,10 @@ impl Effective {
         self.str(name)
     }
 
+    pub fn get_list(&self, name: &str) -> Vec<String> {
+        self.list(name)
+    }
+
     fn str(&self, name: &str) -> String {
         match self.raw(name) {
             Value::Str(s) => s.clone(),

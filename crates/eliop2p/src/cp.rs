@@ -10,7 +10,8 @@ use eliop2p::config::Effective;
 use crate::get::{EXIT_DENIED, EXIT_NODE, EXIT_NOT_FOUND, EXIT_USAGE, ExitError};
 
 pub struct Cp {
-    endpoint: String,
+    /// The control-plane replicas, tried in order.
+    endpoints: Vec<String>,
     token: String,
     http: hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,
@@ -24,30 +25,55 @@ fn fail(code: u8, message: String) -> anyhow::Error {
 
 impl Cp {
     pub fn new(eff: &Effective) -> anyhow::Result<Self> {
-        let endpoint = eff.get_str("control_plane.endpoint");
-        if endpoint.is_empty() {
+        let endpoints = eff.get_list("control_plane.endpoint");
+        if endpoints.is_empty() {
             return Err(fail(
                 EXIT_USAGE,
                 "config key control_plane.endpoint is required (the control plane to ask)".into(),
             ));
         }
         Ok(Self {
-            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            endpoints: endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect(),
             token: eff.get_str("control_plane.token"),
             http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http(),
         })
     }
 
-    /// Sends a JSON request; a non-success answer becomes an [`ExitError`] with
-    /// the control plane's message.
+    /// Sends a JSON request to the first replica that answers: one unreachable,
+    /// silent for 10 s or answering 5xx passes the request to the next. A
+    /// non-success answer becomes an [`ExitError`] with the control plane's
+    /// message (the last replica's, when none answered).
     pub async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.endpoint);
+        let mut last = None;
+        for endpoint in &self.endpoints {
+            match self.call_one(endpoint, method.clone(), path, body.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let next = e.downcast_ref::<ExitError>().is_some_and(|x| x.code == EXIT_NODE);
+                    last = Some(e);
+                    if !next {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last.expect("at least one endpoint (checked in new)"))
+    }
+
+    async fn call_one<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<T> {
+        let url = format!("{endpoint}{path}");
         let mut req = http::Request::builder().method(method).uri(&url);
         if !self.token.is_empty() {
             req = req.header(
@@ -72,15 +98,14 @@ impl Cp {
                 fail(
                     EXIT_NODE,
                     format!(
-                        "control plane at {} did not answer within 10 s",
-                        self.endpoint
+                        "control plane at {endpoint} did not answer within 10 s"
                     ),
                 )
             })?
             .map_err(|e| {
                 fail(
                     EXIT_NODE,
-                    format!("control plane at {} unreachable: {e}", self.endpoint),
+                    format!("control plane at {endpoint} unreachable: {e}"),
                 )
             })?;
         let code = resp.status();

@@ -341,6 +341,16 @@ async fn preheat_warms_every_node_and_survives_a_control_plane_restart() -> anyh
     );
     let o = run(cp_args(&cluster, &["list"])).await;
     assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("job {id} succeeded")));
+    // Several replicas: one that refuses connections passes the request to the
+    // next (a closed loopback port stands for a dead control plane).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let replicas = format!("http://{dead}, http://{}", cluster.control_addr.unwrap());
+    let o = run(args(&[
+        "preheat", "list", "--control-plane-endpoint", &replicas,
+        "--control-plane-token", eliop2p_testkit::CONTROL_TOKEN,
+    ]))
+    .await;
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("job {id} succeeded")), "{o:?}");
     cluster.shutdown().await;
     origin.stop().await;
     Ok(())

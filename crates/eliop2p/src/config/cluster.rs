@@ -118,15 +118,16 @@ impl Effective {
     /// The discovery mode after resolving `auto`.
     pub fn discovery_mode(&self) -> String {
         match self.str("discovery.mode").as_str() {
-            "auto" if !self.str("control_plane.endpoint").is_empty() => "hybrid".into(),
+            "auto" if !self.list("control_plane.endpoint").is_empty() => "hybrid".into(),
             "auto" if !self.list("discovery.seeds").is_empty() => "gossip".into(),
             "auto" => "static".into(),
             m => m.to_owned(),
         }
     }
 
+    /// The first control-plane replica's `host:port`.
     fn control_plane_host(&self) -> Option<String> {
-        let e = self.str("control_plane.endpoint");
+        let e = self.list("control_plane.endpoint").into_iter().next()?;
         let uri: http::Uri = e.parse().ok()?;
         let port = uri.port_u16().unwrap_or(80);
         Some(format!("{}:{port}", uri.host()?))
@@ -152,18 +153,20 @@ impl Effective {
         &self,
     ) -> anyhow::Result<Option<eliop2p_proxy::ControlPlaneClientConfig>> {
         let mode = self.discovery_mode();
-        let endpoint = self.str("control_plane.endpoint");
+        let endpoints = self.list("control_plane.endpoint");
         if mode != "control-plane" && mode != "hybrid" {
             return Ok(None);
         }
-        if endpoint.is_empty() {
+        if endpoints.is_empty() {
             bail!("config key control_plane.endpoint: required with discovery.mode = {mode}");
         }
-        match endpoint.parse::<http::Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
-            _ => bail!(
-                "config key control_plane.endpoint: {endpoint:?} must be an http://host:port URL"
-            ),
+        for endpoint in &endpoints {
+            match endpoint.parse::<http::Uri>() {
+                Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
+                _ => bail!(
+                    "config key control_plane.endpoint: {endpoint:?} must be an http://host:port URL"
+                ),
+            }
         }
         let mut labels = BTreeMap::new();
         for l in ["zone", "rack"] {
@@ -174,7 +177,7 @@ impl Effective {
         }
         let token = self.str("control_plane.token");
         Ok(Some(eliop2p_proxy::ControlPlaneClientConfig {
-            endpoint,
+            endpoints,
             token: (!token.is_empty()).then_some(token),
             labels,
             heartbeat_interval: self.duration("control_plane.heartbeat_interval"),

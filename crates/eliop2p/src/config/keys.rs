@@ -507,9 +507,9 @@ pub const KEYS: &[KeyDef] = &[
     key!(
         "control_plane",
         "endpoint",
-        Kind::Str,
+        Kind::List,
         "",
-        "URL of the control plane a node registers with, e.g. http://10.0.0.5:8081"
+        "URL of the control plane a node registers with, e.g. http://10.0.0.5:8081; several replicas as a list (\"http://a:8081, http://b:8081\"): the node uses the first that answers and moves to the next when it stops answering, registering there afresh"
     ),
     key!(
         "control_plane",

@@ -178,8 +178,8 @@ fn discovery_modes_and_their_errors() {
     let cc = n.p2p.as_ref().unwrap().cluster.as_ref().unwrap();
     assert!(cc.gossip);
     assert_eq!(
-        n.control_plane.as_ref().unwrap().endpoint,
-        "http://10.0.0.5:8081"
+        n.control_plane.as_ref().unwrap().endpoints,
+        ["http://10.0.0.5:8081"]
     );
     assert_eq!(n.p2p.as_ref().unwrap().node_id, "n1");
     let e = with(&[("ELIOP2P_DISCOVERY_SEEDS", "127.0.0.1:9000,127.0.0.1:9001")]);
@@ -202,6 +202,13 @@ fn discovery_modes_and_their_errors() {
     assert!(m.contains("control_plane.endpoint"), "{m}");
     let m = err(&[("ELIOP2P_CONTROL_PLANE_ENDPOINT", "ftp://x")]);
     assert!(m.contains("control_plane.endpoint"), "{m}");
+    // Several replicas: each is checked, in order of use.
+    let e = with(&[("ELIOP2P_CONTROL_PLANE_ENDPOINT", "http://cp-a:8081, http://cp-b:8081/")]);
+    assert_eq!(e.discovery_mode(), "hybrid");
+    let cp = e.node_config().unwrap().control_plane.unwrap();
+    assert_eq!(cp.endpoints, ["http://cp-a:8081", "http://cp-b:8081/"]);
+    let m = err(&[("ELIOP2P_CONTROL_PLANE_ENDPOINT", "http://cp-a:8081,cp-b")]);
+    assert!(m.contains("control_plane.endpoint") && m.contains("cp-b"), "{m}");
     let m = err(&[("ELIOP2P_DISCOVERY_SEEDS", "not-an-address")]);
     assert!(m.contains("discovery.seeds"), "{m}");
     let m = err(&[("ELIOP2P_NODE_ID", "bad id!")]);
