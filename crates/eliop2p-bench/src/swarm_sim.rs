@@ -2,7 +2,7 @@
 //! time (`eliop2p_p2p::sim`, driving the real piece scheduler and serving rules).
 //!
 //!     eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200] [--origin-mbit=200]
-//!         [--latency-us=200] [--window=5] [--slots=8] [--queue=0] [--node-pieces=12]
+//!         [--latency-us=200] [--window=5] [--slots=8] [--slot-wait-ms=20] [--node-pieces=12]
 //!         [--origin-fill-pieces=2] [--seed-copies=2] [--piece-kib=256] [--poll] [--seed=7]
 //!         [--per-peer=N] [--total=N] [--batch=N] [--busy-pause-ms=N] [--defer-ms=N]
 //!
@@ -61,13 +61,14 @@ pub fn run() {
     let piece = list("piece-kib", "256")[0] as u64 * 1024;
     let poll = std::env::args().any(|a| a == "--poll");
     println!(
-        "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, {} KiB pieces, readahead {} chunks, {} upload slots, {} pieces in flight a node ({} while it reads the origin), swarm bitmaps {}",
+        "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, {} KiB pieces, readahead {} chunks, {} upload slots (a request waits {} ms for one), {} pieces in flight a node ({} while it reads the origin), swarm bitmaps {}",
         rate * 8.0 / 1e6,
         origin * 8.0 / 1e6,
         latency.as_micros(),
         piece / 1024,
         list("window", "5")[0] - 1.0,
         list("slots", "8")[0],
+        list("slot-wait-ms", &eliop2p_p2p::SLOT_WAIT.as_millis().to_string())[0],
         list("node-pieces", "12")[0],
         list("origin-fill-pieces", "2")[0],
         if poll { "polled" } else { "watched" }
@@ -87,7 +88,7 @@ pub fn run() {
                 latency,
                 window: list("window", "5")[0] as usize,
                 upload_slots: list("slots", "8")[0] as usize,
-                upload_queue: list("queue", "0")[0] as usize,
+                slot_wait: Duration::from_micros((list("slot-wait-ms", &eliop2p_p2p::SLOT_WAIT.as_millis().to_string())[0] * 1000.0) as u64),
                 node_pieces: list("node-pieces", "12")[0] as usize,
                 origin_fill_pieces: list("origin-fill-pieces", "2")[0] as usize,
                 seed_copies: list("seed-copies", "2")[0] as u32,

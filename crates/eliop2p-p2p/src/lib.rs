@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 pub use cluster::{ClusterConfig, Directory, FetchRefused, FetchRequest, Fetcher};
 pub use download::Incomplete;
+pub use server::SLOT_WAIT;
 pub use eliop2p_cluster::{NodeInfo, Status};
 
 #[derive(Clone, Debug)]

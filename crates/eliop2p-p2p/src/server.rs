@@ -478,8 +478,9 @@ fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {
 /// awaited (up to the piece timeout) before a slot is taken; a fill fed by peers
 /// answers only with what it has. No slot within `SLOT_WAIT`: `Busy`, so the asker
 /// takes the piece from another peer instead of queueing behind this uplink.
-/// How long a piece request waits for an upload slot before it is answered busy.
-const SLOT_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long a piece request waits for an upload slot before it is answered busy
+/// (the simulator waits as long).
+pub const SLOT_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A node-wide upload slot and one of its connection's share, held until the
 /// piece's frame is on the socket.

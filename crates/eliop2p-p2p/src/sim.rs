@@ -32,8 +32,9 @@ pub struct SimConfig {
     /// Chunks a node downloads at once (its readahead).
     pub window: usize,
     pub upload_slots: usize,
-    /// Piece requests a node queues for a free upload slot before it answers busy.
-    pub upload_queue: usize,
+    /// How long a piece request waits for a free upload slot before it is
+    /// answered busy (the server's `SLOT_WAIT`; zero: busy at once).
+    pub slot_wait: Duration,
     /// Pieces in flight over all downloads of a node (`p2p.download_pieces`); 0 =
     /// each download its `sched.total`.
     pub node_pieces: usize,
@@ -62,13 +63,13 @@ pub struct SimReport {
     /// Bytes delivered per 500 ms: to nodes by peers, and by the origin.
     pub timeline: Vec<(u64, u64)>,
     /// Events run, by kind (`EVENT_KINDS`).
-    pub kinds: [u64; 7],
+    pub kinds: [u64; 8],
     /// Chunks each node owns (reads from the origin for the cluster).
     pub owned: Vec<u32>,
 }
 
 /// The kinds of events the simulator runs, in `SimReport::kinds` order.
-pub const EVENT_KINDS: [&str; 7] = ["poll", "flow end (some superseded)", "request", "refusal", "bitmap", "tracker", "origin read"];
+pub const EVENT_KINDS: [&str; 8] = ["poll", "flow end (some superseded)", "request", "refusal", "bitmap", "tracker", "origin read", "slot wait over"];
 
 type Time = u64; // microseconds
 
@@ -81,6 +82,8 @@ enum Ev {
     Bitmap { to: usize, from: usize, chunk: usize },
     Located { to: usize, chunk: usize, peers: Vec<usize> },
     OriginNext(usize),
+    /// A request queued for an upload slot at `at` waited `slot_wait`.
+    SlotWaitOver { at: usize, asker: usize, chunk: usize, piece: u32 },
 }
 
 struct Flow {
@@ -162,7 +165,10 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
     let mut up_flows: Vec<Vec<usize>> = vec![Vec::new(); n + 1];
     let mut down_flows: Vec<Vec<usize>> = vec![Vec::new(); n + 1];
     let mut slots_used = vec![0usize; n + 1];
-    let mut queued: Vec<std::collections::VecDeque<(usize, usize, u32)>> = vec![Default::default(); n + 1];
+    // Requests waiting for an upload slot, per uploader, oldest first.
+    // (asker, chunk, piece, until when it waits).
+    let mut queued: Vec<std::collections::VecDeque<(usize, usize, u32, Time)>> = vec![Default::default(); n + 1];
+    let slot_wait = cfg.slot_wait.as_micros() as Time;
     let mut flows: Vec<Flow> = Vec::new();
     let mut free_flows: Vec<usize> = Vec::new();
     let mut heap: BinaryHeap<Reverse<(Time, u64, usize)>> = BinaryHeap::new();
@@ -212,7 +218,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
         }
     }
     let mut events = 0u64;
-    let mut kinds = [0u64; 7];
+    let mut kinds = [0u64; 8];
     let mut origin_bytes = 0u64;
     let mut remaining_nodes = n;
     let mut refused_by = [0u64; 3];
@@ -279,6 +285,20 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
             reshare!($now, &[$from, $to]);
         }};
     }
+    // A request that finds every upload slot taken waits `slot_wait` for one
+    // (as the server does), then is answered busy.
+    macro_rules! wait_for_slot {
+        ($now:expr, $at:expr, $asker:expr, $chunk:expr, $piece:expr) => {{
+            if slot_wait > 0 {
+                queued[$at].push_back(($asker, $chunk, $piece, $now + slot_wait));
+                let e = Ev::SlotWaitOver { at: $at, asker: $asker, chunk: $chunk, piece: $piece };
+                push(&mut heap, &mut evs, &mut free_evs, $now + slot_wait, e);
+            } else {
+                let e = Ev::Reply { to: $asker, from: $at, chunk: $chunk, piece: $piece, why: Failure::Busy };
+                push(&mut heap, &mut evs, &mut free_evs, $now + lat, e);
+            }
+        }};
+    }
     macro_rules! schedule_poll {
         ($now:expr, $node:expr, $chunk:expr) => {{
             if let Some(d) = downloads[$node].get_mut(&$chunk)
@@ -302,6 +322,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
             Ev::Bitmap { .. } => 4,
             Ev::Located { .. } => 5,
             Ev::OriginNext(..) => 6,
+            Ev::SlotWaitOver { .. } => 7,
         }] += 1;
         match ev {
             Ev::OriginNext(c) => {
@@ -449,15 +470,19 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     e.0 += 1;
                 }
                 if slots_used[to] >= cfg.upload_slots {
-                    if queued[to].len() < cfg.upload_queue {
-                        queued[to].push_back((from, chunk, piece));
-                    } else {
-                        push(&mut heap, &mut evs, &mut free_evs, now + lat, reply(Failure::Busy));
-                    }
+                    wait_for_slot!(now, to, from, chunk, piece);
                     continue;
                 }
                 slots_used[to] += 1;
                 start_flow!(now, to, from, chunk, piece);
+            }
+            Ev::SlotWaitOver { at, asker, chunk, piece } => {
+                // Still waiting (not served by a freed slot): busy.
+                if let Some(i) = queued[at].iter().position(|q| *q == (asker, chunk, piece, now)) {
+                    queued[at].remove(i);
+                    let e = Ev::Reply { to: asker, from: at, chunk, piece, why: Failure::Busy };
+                    push(&mut heap, &mut evs, &mut free_evs, now + lat, e);
+                }
             }
             Ev::Reply { to, from, chunk, piece, why } => {
                 match why {
@@ -513,11 +538,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     ch.waiting = rest;
                     for (asker, p) in ready {
                         if slots_used[to] >= cfg.upload_slots {
-                            if queued[to].len() < cfg.upload_queue {
-                                queued[to].push_back((asker, chunk, p));
-                            } else {
-                                push(&mut heap, &mut evs, &mut free_evs, now + lat, Ev::Reply { to: asker, from: to, chunk, piece: p, why: Failure::Busy });
-                            }
+                            wait_for_slot!(now, to, asker, chunk, p);
                         } else {
                             slots_used[to] += 1;
                             start_flow!(now, to, asker, chunk, p);
@@ -527,7 +548,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 } else {
                     slots_used[from] -= 1;
                     // The next queued request takes the freed slot at once.
-                    if let Some((asker, c, p)) = queued[from].pop_front() {
+                    if let Some((asker, c, p, _)) = queued[from].pop_front() {
                         slots_used[from] += 1;
                         start_flow!(now, from, asker, c, p);
                     }
@@ -599,7 +620,7 @@ mod tests {
             latency: Duration::from_micros(200),
             window: 3,
             upload_slots: 8,
-            upload_queue: 0,
+            slot_wait: Duration::ZERO,
             node_pieces: 12,
             origin_fill_pieces: 0,
             seed_copies: 2,
@@ -611,6 +632,40 @@ mod tests {
         assert!(r.finish.iter().all(|t| *t > 0.0), "every node finished");
         assert_eq!(r.origin_bytes, 64 << 20, "the origin is read once");
         assert!(r.finish.iter().all(|t| *t >= r.ideal * 0.99), "no node beats its NIC");
+    }
+
+    /// A request that finds the upload slots taken waits for one, as the
+    /// server's does (`SLOT_WAIT`): with one slot per node and a wait longer
+    /// than any piece takes, nothing is answered busy; without the wait, the
+    /// same swarm is answered busy again and again.
+    #[test]
+    fn requests_wait_for_an_upload_slot_before_busy() {
+        let cfg = |slot_wait| SimConfig {
+            nodes: 8,
+            object_bytes: 32 << 20,
+            chunk_bytes: 16 << 20,
+            piece_bytes: 256 << 10,
+            node_rate: 25e6,
+            origin_rate: 25e6,
+            latency: Duration::from_micros(200),
+            window: 2,
+            upload_slots: 1,
+            slot_wait,
+            node_pieces: 4,
+            origin_fill_pieces: 0,
+            seed_copies: 2,
+            seed_window: Duration::from_millis(200),
+            sched: SchedConfig::new(256 << 10, Duration::from_secs(5)),
+            seed: 3,
+        };
+        let waiting = simulate(&cfg(Duration::from_secs(2)));
+        assert_eq!(waiting.refused_by[1], 0, "no busy answer while a slot frees within the wait");
+        assert!(waiting.kinds[7] > 0, "requests waited for a slot");
+        assert_eq!(waiting.origin_bytes, 32 << 20);
+        assert!(waiting.finish.iter().all(|t| *t >= waiting.ideal * 0.99));
+        let at_once = simulate(&cfg(Duration::ZERO));
+        assert!(at_once.refused_by[1] > 0, "without the wait, busy answers");
+        assert_eq!(at_once.kinds[7], 0);
     }
 
     /// Flow slots are reused thousands of times in a busy swarm; a stale
@@ -628,7 +683,7 @@ mod tests {
             latency: Duration::from_millis(2),
             window: 5,
             upload_slots: 8,
-            upload_queue: 0,
+            slot_wait: Duration::ZERO,
             node_pieces: 12,
             origin_fill_pieces: 2,
             seed_copies: 2,
