@@ -3,7 +3,7 @@
 //!
 //!     eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200] [--origin-mbit=200]
 //!         [--latency-us=200] [--window=5] [--slots=8] [--slot-wait-ms=20] [--node-pieces=12]
-//!         [--origin-fill-pieces=2] [--seed-copies=2] [--piece-kib=256] [--poll] [--seed=7]
+//!         [--origin-fill-pieces=6] [--seed-copies=2] [--piece-kib=256] [--poll] [--seed=7]
 //!         [--per-peer=N] [--total=N] [--batch=N] [--busy-pause-ms=N] [--defer-ms=N]
 //!
 //! The scheduler knobs (`--per-peer` .. `--defer-ms`) override `SchedConfig::new`
@@ -70,7 +70,7 @@ pub fn run() {
         list("slots", "8")[0],
         list("slot-wait-ms", &eliop2p_p2p::SLOT_WAIT.as_millis().to_string())[0],
         list("node-pieces", "12")[0],
-        list("origin-fill-pieces", "2")[0],
+        list("origin-fill-pieces", "6")[0],
         if poll { "polled" } else { "watched" }
     );
     println!();
@@ -90,7 +90,7 @@ pub fn run() {
                 upload_slots: list("slots", "8")[0] as usize,
                 slot_wait: Duration::from_micros((list("slot-wait-ms", &eliop2p_p2p::SLOT_WAIT.as_millis().to_string())[0] * 1000.0) as u64),
                 node_pieces: list("node-pieces", "12")[0] as usize,
-                origin_fill_pieces: list("origin-fill-pieces", "2")[0] as usize,
+                origin_fill_pieces: list("origin-fill-pieces", "6")[0] as usize,
                 seed_copies: list("seed-copies", "2")[0] as u32,
                 seed_window: Duration::from_millis(200),
                 sched: sched_config(piece, poll),

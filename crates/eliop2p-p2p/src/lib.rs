@@ -56,8 +56,9 @@ pub struct P2pConfig {
     pub max_download_pieces: usize,
     /// The same budget while this node reads a chunk from the origin: the origin
     /// fill is the cluster's critical path (every other node waits on it), and
-    /// each piece asked of a peer is one more flow sharing the downlink with it.
-    /// 0 = no change.
+    /// each piece asked of a peer is one more flow sharing the downlink with it;
+    /// but the owner needs the rest of the object as much as anyone, and too small
+    /// a budget makes the owners the last to finish (the p99). 0 = no change.
     pub max_download_pieces_while_filling: usize,
     /// Connections the P2P listener holds open at once.
     pub max_connections: usize,
@@ -79,7 +80,7 @@ impl P2pConfig {
             max_download_rate: 0,
             max_uploads: 8,
             max_download_pieces: 12,
-            max_download_pieces_while_filling: 2,
+            max_download_pieces_while_filling: 6,
             max_connections: 4096,
             piece_timeout: Duration::from_secs(5),
             cluster: None,

@@ -424,8 +424,8 @@ pub const KEYS: &[KeyDef] = &[
         "p2p",
         "download_pieces_while_filling",
         Kind::Int,
-        "2",
-        "the same budget while this node reads a chunk from the origin (the cluster waits on that read, and every piece asked of a peer shares the downlink with it); 0 = no change"
+        "6",
+        "the same budget while this node reads a chunk from the origin: the cluster waits on that read, and every piece asked of a peer shares the downlink with it, but the owner needs the rest of the object too (with 2, owners finished last, 0.25-0.3x ideal after the others); 0 = no change"
     ),
     key!(
         "p2p",
