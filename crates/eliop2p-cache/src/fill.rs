@@ -197,11 +197,22 @@ impl Fill {
     /// Piece `index` with its SHA-256 if this fill has all of it now (never waits).
     pub fn piece_now(&self, index: u32) -> Option<(Vec<Bytes>, [u8; 32])> {
         let st = self.lock();
+        let start = u64::from(index) * PIECE_SIZE;
+        let end = (start + PIECE_SIZE).min(self.expected_len);
+        // A fill that ended handed its segments to the chunk (or dropped them):
+        // a server that looked the fill up just before that answers from the
+        // chunk, never with the empty segment list.
+        match &st.outcome {
+            Some(Ok(chunk)) if start < end => {
+                let hash = *chunk.piece_hashes.get(index as usize)?;
+                return Some((chunk.data.slices(start, end).collect(), hash));
+            }
+            Some(_) => return None,
+            None => {}
+        }
         if let Some((b, h)) = st.stash.get(&index) {
             return Some((vec![b.clone()], *h));
         }
-        let start = u64::from(index) * PIECE_SIZE;
-        let end = (start + PIECE_SIZE).min(self.expected_len);
         if start >= end || end > st.published {
             return None;
         }

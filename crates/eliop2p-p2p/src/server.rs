@@ -530,7 +530,7 @@ async fn serve_piece(
     if seeding && !shared.seed_copy(id, piece) {
         return Err((Reason::Busy, "deferred: sent to the swarm already".to_owned()));
     }
-    match held {
+    let served = match held {
         // Memory chunks carry their piece hashes: no hashing to serve them.
         // The piece's bytes as the chunk's buffers hold them, without a copy.
         Held::Memory(c) => {
@@ -574,5 +574,14 @@ async fn serve_piece(
                 Err(_) => Err((Reason::Timeout, "piece not filled in time".to_owned())),
             }
         }
+    };
+    // Never a frame whose bytes fall short of the piece: its hash would make
+    // the asker count the holder as corrupt, and nothing here is.
+    match served {
+        Ok((data, ..)) if data.iter().map(|b| b.len() as u64).sum::<u64>() != end - start => Err((
+            Reason::Internal,
+            format!("piece {piece}: {} of {} bytes at hand", data.iter().map(Bytes::len).sum::<usize>(), end - start),
+        )),
+        other => other,
     }
 }

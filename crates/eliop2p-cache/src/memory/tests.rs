@@ -374,3 +374,32 @@ async fn a_full_filesystem_makes_the_disk_tier_evict() {
     };
     assert_eq!(&d.read_range(0, data.len() as u64).await.unwrap()[..], &data[..]);
 }
+
+/// A server that looked a peer-fed fill up just before the fill finished asks it
+/// for a piece after the fill handed its segments to the chunk. It once got no
+/// bytes with the piece's real hash (seen on the bed as a "corrupt" piece of
+/// length 0); the finished fill answers from its chunk.
+#[tokio::test]
+async fn a_finished_peer_fed_fill_still_serves_its_pieces() {
+    let cache = ChunkCache::open(CacheConfig::memory_only(8 << 20, 4)).await;
+    let len = 2 * crate::PIECE_SIZE + 100;
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+    let mut w = leader(&cache, 1, len);
+    w.fill().set_from_peer(true);
+    let held = w.fill().clone();
+    let hashes = crate::hash_pieces(&data).0;
+    for (i, p) in data.chunks(crate::PIECE_SIZE as usize).enumerate() {
+        w.put_piece(i as u32, Bytes::copy_from_slice(p), hashes[i]).unwrap();
+    }
+    let before = held.piece_now(2).expect("a published piece");
+    w.finish().unwrap();
+    for piece in 0..3u32 {
+        let (parts, hash) = held.piece_now(piece).expect("the finished fill has every piece");
+        let got: Vec<u8> = parts.iter().flat_map(|b| b.to_vec()).collect();
+        let start = piece as usize * crate::PIECE_SIZE as usize;
+        let end = (start + crate::PIECE_SIZE as usize).min(data.len());
+        assert_eq!(got, &data[start..end], "piece {piece}: its bytes");
+        assert_eq!(hash, hashes[piece as usize]);
+    }
+    assert_eq!(before.1, hashes[2]);
+}
