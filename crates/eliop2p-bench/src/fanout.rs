@@ -37,6 +37,9 @@ pub async fn run() -> anyhow::Result<()> {
     let nodes = list("nodes", "16");
     let sizes = list("sizes", "64,512");
     let rate = list("rate", "200")[0];
+    // Jumbo frames, as in most data centres; `--mtu=1500` for plain Ethernet
+    // (the bed then costs the machine more per byte: see `netbed::Link::mtu`).
+    let mtu = list("mtu", "9000")[0] as u32;
     let origin_rates = list("origin-rates", "200,50");
     let modes: Vec<Mode> = arg("modes")
         .unwrap_or_else(|| "gossip".into())
@@ -60,7 +63,7 @@ pub async fn run() -> anyhow::Result<()> {
         .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect();
     println!(
-        "## fanout: N hosts in network namespaces, NICs capped by tc tbf both ways; origin = testkit S3 (O(bytes) per request, {} ms first byte{}); every client reads one cold object at once",
+        "## fanout: N hosts in network namespaces, NICs capped by tc tbf both ways, MTU {mtu}; origin = testkit S3 (O(bytes) per request, {} ms first byte{}); every client reads one cold object at once",
         first_byte.as_millis(),
         if stream_rate > 0 { format!(", {} Mbit/s per stream", stream_rate * 8 / 1_000_000) } else { String::new() }
     );
@@ -74,8 +77,8 @@ pub async fn run() -> anyhow::Result<()> {
                     let spec = Spec {
                         bin: bin.clone(),
                         nodes: n as usize,
-                        node_link: Link::mbit(rate),
-                        origin_link: Link::mbit(orate),
+                        node_link: Link::mbit(rate).with_mtu(mtu),
+                        origin_link: Link::mbit(orate).with_mtu(mtu),
                         object_size: (size as usize) << 20,
                         mode,
                         first_byte,
@@ -111,7 +114,7 @@ pub async fn run() -> anyhow::Result<()> {
         }
     }
     println!();
-    println!("ideal = object size / min(node NIC, origin NIC); busiest uploader = piece bytes sent by the node that sent the most; bad bodies = clients whose body was short or wrong ({} checked; --sha256 for SHA-256).", check.name());
+    println!("ideal = object size / min(node NIC, origin NIC); busiest uploader = piece bytes sent by the node that sent the most; bad bodies = clients whose body was short or wrong ({} checked; --sha256 for SHA-256); machine CPU busy = the share of this machine's CPU time in use while the clients read (every host of the bed runs here: near 100%, the times measure the machine, not the modelled network).", check.name());
     for n in notes {
         println!("- {n}");
     }

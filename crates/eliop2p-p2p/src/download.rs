@@ -449,9 +449,10 @@ async fn fetch_batch(
                     }
                     Err(e) => {
                         shared.stats.verification_failures.fetch_add(1, Relaxed);
-                        // What the next hunt needs (a mismatch was seen once on
-                        // the bed, cause not found): how long, how much of it
-                        // zeros (a buffer never written), the claimed hash.
+                        // What a hunt needs: how long, how much of it zeros (a
+                        // buffer never written), the claimed hash. (A mismatch
+                        // with len=0 on the bed was a finished peer-fed fill
+                        // serving its dropped segment list; `Fill::piece_now`.)
                         tracing::warn!(
                             peer = %addr,
                             piece,

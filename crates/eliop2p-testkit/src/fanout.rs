@@ -133,6 +133,21 @@ pub struct Report {
     /// Bitmaps the surviving nodes sent, and how many of them answered standing
     /// queries.
     pub bitmaps: (u64, u64),
+    /// Share of the machine's CPU time that was busy while the clients read: the
+    /// bed runs every host on one machine, and near 1.0 its finish times measure
+    /// the machine, not the network it models.
+    pub cpu_busy: Option<f64>,
+}
+
+/// The machine's CPU time so far from `/proc/stat`: (busy, total), in ticks.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
 }
 
 /// CPU seconds (user + system) of this process's reaped children, once a run has
@@ -291,6 +306,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     let progress: Vec<std::sync::Arc<std::sync::atomic::AtomicU64>> =
         (0..n).map(|_| Default::default()).collect();
     let start = Instant::now();
+    let cpu_start = cpu_ticks();
     let origin_done = {
         let (origin_sent, size) = (origin.bytes_counter(), spec.object_size as u64);
         let timeline = std::env::var_os("FANOUT_TIMELINE").is_some();
@@ -396,6 +412,11 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
                 report.errors.push(format!("node {i}: {e:#}"));
             }
         }
+    }
+    if let (Some((b0, t0)), Some((b1, t1))) = (cpu_start, cpu_ticks())
+        && t1 > t0
+    {
+        report.cpu_busy = Some((b1 - b0) as f64 / (t1 - t0) as f64);
     }
     if let Some(k) = report.killed {
         report.finish.remove(k);
@@ -578,6 +599,7 @@ pub fn summary(spec: &Spec, r: &Report) -> String {
         mib(max_up),
         r.bad_bodies,
     );
+    line.push_str(&r.cpu_busy.map_or(" - |".into(), |b| format!(" {:.0}% |", b * 100.0)));
     if let Some((t, bytes)) = &r.direct {
         let mut t = t.clone();
         let p99 = percentile(&mut t, 99.0).unwrap_or(0.0);
@@ -588,4 +610,4 @@ pub fn summary(spec: &Spec, r: &Report) -> String {
     line
 }
 
-pub const SUMMARY_HEADER: &str = "| nodes | object | node NIC | origin NIC | mode | p50 / ideal | p99 / ideal | max / ideal | origin bytes / object | busiest uploader / object | bad bodies | direct: p99 / ideal, origin bytes |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const SUMMARY_HEADER: &str = "| nodes | object | node NIC | origin NIC | mode | p50 / ideal | p99 / ideal | max / ideal | origin bytes / object | busiest uploader / object | bad bodies | machine CPU busy | direct: p99 / ideal, origin bytes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
