@@ -464,6 +464,10 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             }
         }
         eprintln!("tcp counters over all hosts: {sums:?}");
+        // Packets the shapers dropped: uplinks (hosts' NICs) and downlinks (the
+        // switch's ports).
+        let (up, down) = bed.qdisc_drops();
+        eprintln!("shaper drops: uplinks {up}, downlinks {down}");
     }
     drop(nodes);
     if let Some((cp, _dir)) = control {

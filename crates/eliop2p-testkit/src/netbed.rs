@@ -163,6 +163,25 @@ impl NetBed {
         self.hosts[host].addr
     }
 
+    /// Packets dropped by the shapers so far: (hosts' uplinks, switch ports).
+    pub fn qdisc_drops(&self) -> (u64, u64) {
+        let dropped = |ns: &str, dev: &str| -> u64 {
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns, "tc", "-s", "qdisc", "show", "dev", dev])
+                .output();
+            let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            // "Sent N bytes M pkt (dropped D, overlimits ...": the root qdisc's line.
+            text.split("(dropped ")
+                .nth(1)
+                .and_then(|r| r.split(',').next())
+                .and_then(|d| d.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let up = self.hosts.iter().map(|h| dropped(&h.ns, "eth0")).sum();
+        let down = (0..self.hosts.len()).map(|i| dropped(&self.switch, &format!("p{i}"))).sum();
+        (up, down)
+    }
+
     /// `program` run inside a host's namespace.
     pub fn command(&self, host: usize, program: &std::path::Path) -> Command {
         let mut c = Command::new("ip");
