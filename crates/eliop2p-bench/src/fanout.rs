@@ -40,6 +40,7 @@ pub async fn run() -> anyhow::Result<()> {
     // Jumbo frames, as in most data centres; `--mtu=1500` for plain Ethernet
     // (the bed then costs the machine more per byte: see `netbed::Link::mtu`).
     let mtu = list("mtu", "9000")[0] as u32;
+    let switch_buffer = list("switch-buffer-kib", "1024")[0] * 1024;
     let origin_rates = list("origin-rates", "200,50");
     let modes: Vec<Mode> = arg("modes")
         .unwrap_or_else(|| "gossip".into())
@@ -63,7 +64,8 @@ pub async fn run() -> anyhow::Result<()> {
         .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect();
     println!(
-        "## fanout: N hosts in network namespaces, NICs capped by tc tbf both ways, MTU {mtu}; origin = testkit S3 (O(bytes) per request, {} ms first byte{}); every client reads one cold object at once",
+        "## fanout: N hosts in network namespaces, NICs capped by tc tbf both ways, MTU {mtu}, {} KiB of switch buffer a port; origin = testkit S3 (O(bytes) per request, {} ms first byte{}); every client reads one cold object at once",
+        switch_buffer / 1024,
         first_byte.as_millis(),
         if stream_rate > 0 { format!(", {} Mbit/s per stream", stream_rate * 8 / 1_000_000) } else { String::new() }
     );
@@ -77,8 +79,8 @@ pub async fn run() -> anyhow::Result<()> {
                     let spec = Spec {
                         bin: bin.clone(),
                         nodes: n as usize,
-                        node_link: Link::mbit(rate).with_mtu(mtu),
-                        origin_link: Link::mbit(orate).with_mtu(mtu),
+                        node_link: Link::mbit(rate).with_mtu(mtu).with_switch_buffer(switch_buffer),
+                        origin_link: Link::mbit(orate).with_mtu(mtu).with_switch_buffer(switch_buffer),
                         object_size: (size as usize) << 20,
                         mode,
                         first_byte,
