@@ -1,9 +1,12 @@
 //! The control plane service (`eliop2p control-plane`): node registry with
 //! heartbeats and liveness, chunk locations from nodes' reports, demand counting
 //! and replication commands, over a token-authenticated JSON API under `/api/v1`
-//! (axum). State is soft and kept in an embedded store so a restart answers at once.
+//! (axum). State is soft and kept in an embedded store so a restart answers at
+//! once, or shared by any number of replicas through Redis (`redis.rs`).
 
+mod log;
 mod preheat;
+mod redis;
 mod state;
 mod store;
 
@@ -27,6 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use state::{Op, State, StateError};
+pub use redis::{RedisConfig, check_redis_url, node_ttl};
 pub use state::{ReplicationConfig, Timing};
 
 #[derive(Clone, Debug)]
@@ -35,6 +39,8 @@ pub struct ControlConfig {
     pub token: Option<String>,
     /// Where the store lives; `None` = memory only (state is lost on restart).
     pub data_dir: Option<PathBuf>,
+    /// Replicas sharing their state through Redis (`data_dir` is then unused).
+    pub redis: Option<RedisConfig>,
     pub timing: Timing,
     pub replication: ReplicationConfig,
     /// Time between replication passes.
@@ -46,6 +52,7 @@ impl Default for ControlConfig {
         Self {
             token: None,
             data_dir: None,
+            redis: None,
             timing: Timing {
                 heartbeat_interval: Duration::from_secs(2),
                 suspect_after: Duration::from_secs(6),
@@ -68,12 +75,22 @@ pub enum ControlError {
     Store(#[from] store::StoreError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    #[error("control_plane.redis_url: {0}")]
+    Redis(String),
+}
+
+/// Where changes go.
+enum Backend {
+    Memory,
+    Embedded(mpsc::UnboundedSender<Vec<Op>>),
+    Redis(Arc<redis::Link>, mpsc::UnboundedSender<redis::Write>),
 }
 
 struct Shared {
     cfg: ControlConfig,
     state: Mutex<State>,
-    store_tx: Option<mpsc::UnboundedSender<Vec<Op>>>,
+    backend: Backend,
+    follow: redis::FollowStats,
     requests: Mutex<std::collections::BTreeMap<(&'static str, u16), u64>>,
     /// Samples for the dashboard's charts.
     history: Mutex<std::collections::VecDeque<api::Sample>>,
@@ -84,9 +101,140 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn persist(&self, ops: Vec<Op>) {
-        if let (Some(tx), false) = (&self.store_tx, ops.is_empty()) {
-            let _ = tx.send(ops);
+    /// Keeps changes: queued for the embedded store, or written to Redis before
+    /// the request is answered (503 when Redis does not take them).
+    async fn commit(&self, ops: Vec<Op>) -> Result<(), Response> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Memory => Ok(()),
+            Backend::Embedded(tx) => {
+                let _ = tx.send(ops);
+                Ok(())
+            }
+            Backend::Redis(_, tx) => {
+                let (done, took) = tokio::sync::oneshot::channel();
+                if tx.send((ops, Some(done))).is_ok() && took.await == Ok(true) {
+                    Ok(())
+                } else {
+                    Err(store_unavailable())
+                }
+            }
+        }
+    }
+
+    /// Changes that need no answer (planning, demand batches).
+    fn commit_later(&self, ops: Vec<Op>) {
+        match &self.backend {
+            _ if ops.is_empty() => {}
+            Backend::Memory => {}
+            Backend::Embedded(tx) => {
+                let _ = tx.send(ops);
+            }
+            Backend::Redis(_, tx) => {
+                let _ = tx.send((ops, None));
+            }
+        }
+    }
+
+    fn available(&self) -> bool {
+        match &self.backend {
+            Backend::Redis(link, _) => link.available(),
+            _ => true,
+        }
+    }
+
+    /// Whether this replica runs the replication passes: always, unless replicas
+    /// share a store, where the holder of the planning lease does.
+    fn plans(&self) -> bool {
+        match &self.backend {
+            Backend::Redis(link, _) => link.available() && link.leader(),
+            _ => true,
+        }
+    }
+
+    /// Replaces the state with one loaded from the shared store, keeping this
+    /// replica's counters.
+    fn replace_state(&self, loaded: store::Loaded, tag: u64) {
+        let mut fresh = State::new(self.cfg.timing.clone(), self.cfg.replication.clone());
+        fresh.shared = true;
+        fresh.set_id_tag(tag);
+        fresh.restore(loaded, Instant::now());
+        let mut st = self.state();
+        fresh.commands_issued = st.commands_issued;
+        fresh.commands_acked_ok = st.commands_acked_ok;
+        fresh.commands_acked_failed = st.commands_acked_failed;
+        fresh.location_queries = st.location_queries;
+        *st = fresh;
+    }
+}
+
+fn store_unavailable() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "StoreUnavailable",
+        "this control plane cannot reach its shared store (redis); try another replica",
+    )
+}
+
+/// A replica's follower: loads the snapshot, then applies the log as it grows;
+/// after an outage or a gap in the log, loads afresh. Marks the replica available
+/// only while it follows.
+async fn follow(shared: Arc<Shared>, link: Arc<redis::Link>, cancel: CancellationToken) {
+    let mut cursor: Option<redis::Cursor> = None;
+    let mut failures = 0u32;
+    while !cancel.is_cancelled() {
+        let Some(cur) = cursor.as_mut() else {
+            match link.reload().await {
+                Ok((loaded, cur)) => {
+                    loaded.log("redis");
+                    shared.replace_state(loaded, link.tag());
+                    shared.follow.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    cursor = Some(cur);
+                    failures = 0;
+                    link.set_available(true);
+                }
+                Err(e) => {
+                    link.set_available(false);
+                    if failures == 0 {
+                        tracing::warn!(error = %e, "cannot load the control-plane state from redis; retrying");
+                    }
+                    failures += 1;
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                }
+            }
+            continue;
+        };
+        let read = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = link.read(cur) => r,
+        };
+        match read {
+            Ok(Some(ops)) => {
+                if !link.available() {
+                    // A write failed while the log still reads: load afresh.
+                    cursor = None;
+                    continue;
+                }
+                let n = ops.len() as u64;
+                let now = Instant::now();
+                let mut st = shared.state();
+                for op in ops {
+                    st.apply(op, now);
+                }
+                drop(st);
+                shared.follow.applied.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(None) => cursor = None,
+            Err(e) => {
+                tracing::warn!(error = %e, "control-plane log: redis did not answer");
+                link.set_available(false);
+                cursor = None;
+            }
         }
     }
 }
@@ -96,13 +244,19 @@ pub struct ControlHandle {
     cancel: CancellationToken,
     server: tokio::task::JoinHandle<()>,
     writer: Option<tokio::task::JoinHandle<()>>,
+    /// The follower and the lease (shared store only).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl ControlHandle {
-    /// Stops serving and waits until every change is in the store.
+    /// Stops serving, gives up the planning lease, and waits until every change is
+    /// in the store.
     pub async fn shutdown(self) {
         self.cancel.cancel();
         let _ = self.server.await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
         if let Some(w) = self.writer {
             let _ = w.await;
         }
@@ -117,39 +271,58 @@ pub async fn spawn_control_plane(
 ) -> Result<ControlHandle, ControlError> {
     let addr = listener.local_addr()?;
     let mut state = State::new(cfg.timing.clone(), cfg.replication.clone());
-    let (store_tx, writer) = match &cfg.data_dir {
-        Some(dir) => {
+    let cancel = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let (backend, writer) = match (&cfg.redis, &cfg.data_dir) {
+        (Some(r), _) => {
+            let link = Arc::new(
+                redis::Link::new(r.clone(), cfg.timing.dead_after).map_err(ControlError::Redis)?,
+            );
+            state.shared = true;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let w = tokio::spawn(redis::writer(link.clone(), rx));
+            tasks.push(tokio::spawn(redis::hold_lease(link.clone(), cancel.clone())));
+            (Backend::Redis(link, tx), Some(w))
+        }
+        (None, Some(dir)) => {
             let dir = dir.clone();
             let (store, loaded) = tokio::task::spawn_blocking(move || store::Store::open(&dir))
                 .await
                 .map_err(|e| store::StoreError::Db(e.to_string()))??;
-            tracing::info!(
-                nodes = loaded.nodes.len(),
-                chunk_holdings = loaded.chunks.len(),
-                commands = loaded.commands.len(),
-                jobs = loaded.jobs.len(),
-                "control-plane state loaded"
-            );
-            state.restore(
-                loaded.nodes,
-                loaded.chunks,
-                loaded.commands,
-                loaded.jobs,
-                Instant::now(),
-            );
+            loaded.log("the embedded store");
+            state.restore(loaded, Instant::now());
             let (tx, rx) = mpsc::unbounded_channel();
-            (Some(tx), Some(tokio::spawn(store::writer(store, rx))))
+            (Backend::Embedded(tx), Some(tokio::spawn(store::writer(store, rx))))
         }
-        None => (None, None),
+        (None, None) => (Backend::Memory, None),
     };
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         state: Mutex::new(state),
-        store_tx,
+        backend,
+        follow: redis::FollowStats::default(),
         requests: Mutex::default(),
         history: Mutex::default(),
     });
-    let cancel = CancellationToken::new();
+    if let Backend::Redis(link, _) = &shared.backend {
+        tasks.push(tokio::spawn(follow(shared.clone(), link.clone(), cancel.clone())));
+        // Demand batches for the log, so that whoever plans sees every replica's.
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        let every = cfg.replication_interval.clamp(Duration::from_millis(50), Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => {
+                        let op = shared.state().take_demand();
+                        shared.commit_later(op.into_iter().collect());
+                    }
+                }
+            }
+        });
+    }
     // Replication passes.
     {
         let shared = shared.clone();
@@ -162,8 +335,12 @@ pub async fn spawn_control_plane(
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tick.tick() => {
-                        let ops = shared.state().plan_replication(Instant::now());
-                        shared.persist(ops);
+                        if shared.plans() {
+                            let ops = shared.state().plan_replication(Instant::now());
+                            shared.commit_later(ops);
+                        } else {
+                            shared.state().decay_demand();
+                        }
                     }
                 }
             }
@@ -212,6 +389,7 @@ pub async fn spawn_control_plane(
         cancel,
         server,
         writer,
+        tasks,
     })
 }
 
@@ -342,6 +520,9 @@ async fn auth(
             }
         }
     }
+    if !s.available() {
+        return store_unavailable();
+    }
     next.run(req).await
 }
 
@@ -381,7 +562,9 @@ async fn register(
     let r = s.state().register(reg, Instant::now());
     match r {
         Ok(ops) => {
-            s.persist(ops);
+            if let Err(r) = s.commit(ops).await {
+                return r;
+            }
             tracing::info!(node = %id, "node registered");
             Json(api::Registered {
                 node_id: id,
@@ -403,7 +586,12 @@ async fn heartbeat(
     }
     let r = s.state().heartbeat(&id, hb, Instant::now());
     match r {
-        Ok(pending_commands) => Json(api::HeartbeatAck { pending_commands }).into_response(),
+        Ok((pending_commands, ops)) => {
+            if let Err(r) = s.commit(ops).await {
+                return r;
+            }
+            Json(api::HeartbeatAck { pending_commands }).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -425,7 +613,9 @@ async fn deregister(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) ->
     let r = s.state().deregister(&id);
     match r {
         Ok(ops) => {
-            s.persist(ops);
+            if let Err(r) = s.commit(ops).await {
+                return r;
+            }
             tracing::info!(node = %id, "node left");
             StatusCode::NO_CONTENT.into_response()
         }
@@ -444,7 +634,9 @@ async fn report(
     let res = s.state().report(&id, r);
     match res {
         Ok((chunks, ops)) => {
-            s.persist(ops);
+            if let Err(r) = s.commit(ops).await {
+                return r;
+            }
             Json(api::ReportAck { chunks }).into_response()
         }
         Err(e) => e.into_response(),
@@ -483,7 +675,9 @@ async fn ack(
     let r = s.state().ack(&id, cmd, &a);
     match r {
         Ok(ops) => {
-            s.persist(ops);
+            if let Err(r) = s.commit(ops).await {
+                return r;
+            }
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => e.into_response(),
@@ -498,7 +692,9 @@ async fn progress(
     let r = s.state().preheat_progress(&id, cmd, p);
     match r {
         Ok(ops) => {
-            s.persist(ops);
+            if let Err(r) = s.commit(ops).await {
+                return r;
+            }
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => e.into_response(),
@@ -512,7 +708,9 @@ async fn create_preheat(
     let r = s.state().create_preheat(req, Instant::now());
     match r {
         Ok((job, ops)) => {
-            s.persist(ops);
+            if let Err(r) = s.commit(ops).await {
+                return r;
+            }
             tracing::info!(
                 job = job.id,
                 targets = job.targets.len(),
@@ -632,6 +830,37 @@ async fn metrics(AxState(s): AxState<Arc<Shared>>) -> Response {
                 ("state=\"succeeded\"", jobs[1]),
                 ("state=\"failed\"", jobs[2]),
             ],
+        );
+    }
+    if let Backend::Redis(..) = &s.backend {
+        use std::sync::atomic::Ordering::Relaxed;
+        prom::family(
+            &mut out,
+            "eliop2p_control_store_available",
+            Kind::Gauge,
+            "1 while this replica reaches its shared store (redis) and follows its log.",
+            [("", s.available() as u64)],
+        );
+        prom::family(
+            &mut out,
+            "eliop2p_control_planning",
+            Kind::Gauge,
+            "1 while this replica holds the planning lease.",
+            [("", s.plans() as u64)],
+        );
+        prom::family(
+            &mut out,
+            "eliop2p_control_store_loads_total",
+            Kind::Counter,
+            "Snapshots loaded from the shared store (at start and after each outage).",
+            [("", s.follow.reloads.load(Relaxed))],
+        );
+        prom::family(
+            &mut out,
+            "eliop2p_control_log_changes_total",
+            Kind::Counter,
+            "Changes applied from the replicas' log.",
+            [("", s.follow.applied.load(Relaxed))],
         );
     }
     let rows: Vec<(String, u64)> = s

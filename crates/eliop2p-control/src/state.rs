@@ -12,8 +12,9 @@ use eliop2p_cluster::api::{
 use eliop2p_core::ChunkId;
 use tokio::time::Instant;
 
-/// A durable change.
-#[derive(Debug)]
+/// A change: what the embedded store keeps, and (with a shared store) what the
+/// replicas' log carries. Applying one twice leaves the state as applying it once.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     PutNode(Register),
     DeleteNode(String),
@@ -24,6 +25,11 @@ pub enum Op {
     DeleteCommand(u64),
     PutJob(api::PreheatJob),
     DeleteJob(u64),
+    /// A node's heartbeat (shared store only: liveness, rates and hot chunks for
+    /// every replica).
+    Heartbeat(String, Heartbeat),
+    /// Location queries per chunk since the last batch (shared store only).
+    Demand(Vec<(ChunkId, u64)>),
 }
 
 #[derive(Clone, Debug)]
@@ -66,7 +72,7 @@ pub struct State {
     lens: HashMap<ChunkId, u64>,
     demand: HashMap<ChunkId, u64>,
     pub(crate) commands: HashMap<String, VecDeque<Command>>,
-    next_command: u64,
+    pub(crate) next_command: u64,
     /// Preheat jobs by id.
     pub jobs: BTreeMap<u64, api::PreheatJob>,
     pub next_job: u64,
@@ -74,6 +80,24 @@ pub struct State {
     pub commands_acked_ok: u64,
     pub commands_acked_failed: u64,
     pub location_queries: u64,
+    /// Replicas on a shared store: heartbeats and demand are applied from the log
+    /// (by every replica, this one too), not where they arrive; demand waits in
+    /// `pending_demand` for the next batch.
+    pub(crate) shared: bool,
+    pending_demand: HashMap<ChunkId, u64>,
+}
+
+/// Command and job ids are `tag << ID_TAG_SHIFT | n`: each replica on a shared store
+/// numbers in its own range (tag 0 for a single control plane), and the ids stay
+/// below 2^53 so JSON readers keep them exact.
+pub const ID_TAG_SHIFT: u32 = 40;
+pub const MAX_ID_TAG: u64 = (1 << 12) - 1;
+
+/// Raises `next` past `id` when `id` is in `next`'s range.
+pub(crate) fn bump_id(next: &mut u64, id: u64) {
+    if id >> ID_TAG_SHIFT == *next >> ID_TAG_SHIFT {
+        *next = (*next).max(id + 1);
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -131,7 +155,16 @@ impl State {
             commands_acked_ok: 0,
             commands_acked_failed: 0,
             location_queries: 0,
+            shared: false,
+            pending_demand: HashMap::new(),
         }
+    }
+
+    /// Numbers this replica's commands and jobs in range `tag` (see [`ID_TAG_SHIFT`]).
+    pub fn set_id_tag(&mut self, tag: u64) {
+        let base = (tag & MAX_ID_TAG) << ID_TAG_SHIFT;
+        self.next_command = base + 1;
+        self.next_job = base + 1;
     }
 
     pub fn status(&self, n: &NodeEntry, now: Instant) -> NodeStatus {
@@ -153,16 +186,15 @@ impl State {
 
     /// Restores state loaded from the store: every node counts as just seen (it
     /// has `suspect_after` to heartbeat again).
-    pub fn restore(
-        &mut self,
-        nodes: Vec<Register>,
-        chunks: Vec<(String, ChunkId, u64)>,
-        commands: Vec<(String, Command)>,
-        jobs: Vec<api::PreheatJob>,
-        now: Instant,
-    ) {
+    pub fn restore(&mut self, loaded: crate::store::Loaded, now: Instant) {
+        let crate::store::Loaded {
+            nodes,
+            chunks,
+            commands,
+            jobs,
+        } = loaded;
         for j in jobs {
-            self.next_job = self.next_job.max(j.id + 1);
+            bump_id(&mut self.next_job, j.id);
             self.jobs.insert(j.id, j);
         }
         for reg in nodes {
@@ -186,7 +218,7 @@ impl State {
             }
         }
         for (node, c) in commands {
-            self.next_command = self.next_command.max(c.id + 1);
+            bump_id(&mut self.next_command, c.id);
             self.commands.entry(node).or_default().push_back(c);
         }
     }
@@ -221,17 +253,38 @@ impl State {
         Ok(vec![Op::PutNode(reg)])
     }
 
+    /// A node's heartbeat: the number of commands waiting for it, and (with a
+    /// shared store) the change for the log, which records the rest.
     pub fn heartbeat(
         &mut self,
         id: &str,
         hb: Heartbeat,
         now: Instant,
-    ) -> Result<usize, StateError> {
+    ) -> Result<(usize, Vec<Op>), StateError> {
         let n = self
             .nodes
             .get_mut(id)
             .ok_or_else(|| StateError::UnknownNode(id.to_owned()))?;
         n.last_seen = now;
+        let ops = if self.shared {
+            vec![Op::Heartbeat(id.to_owned(), hb)]
+        } else {
+            self.record_heartbeat(id, hb, now);
+            Vec::new()
+        };
+        Ok((self.commands.get(id).map_or(0, VecDeque::len), ops))
+    }
+
+    /// Liveness, rates since the previous heartbeat, hot chunks as demand. The
+    /// same heartbeat twice (a replayed log entry) counts once.
+    pub(crate) fn record_heartbeat(&mut self, id: &str, hb: Heartbeat, now: Instant) {
+        let Some(n) = self.nodes.get_mut(id) else {
+            return;
+        };
+        n.last_seen = now;
+        if n.last_heartbeat.is_some() && n.heartbeat == hb {
+            return;
+        }
         if let Some(prev) = n.last_heartbeat {
             let dt = now.saturating_duration_since(prev).as_secs_f64();
             if dt > 0.0 {
@@ -253,7 +306,28 @@ impl State {
             }
         }
         n.heartbeat = hb;
-        Ok(self.commands.get(id).map_or(0, VecDeque::len))
+    }
+
+    /// Demand counted since the last call, as one change for the log.
+    pub fn take_demand(&mut self) -> Option<Op> {
+        if self.pending_demand.is_empty() {
+            return None;
+        }
+        Some(Op::Demand(self.pending_demand.drain().collect()))
+    }
+
+    pub(crate) fn add_demand(&mut self, list: Vec<(ChunkId, u64)>) {
+        for (c, d) in list {
+            *self.demand.entry(c).or_default() += d;
+        }
+    }
+
+    /// Halves every chunk's demand (once per replication pass).
+    pub fn decay_demand(&mut self) {
+        self.demand.retain(|_, d| {
+            *d /= 2;
+            *d > 0
+        });
     }
 
     pub fn deregister(&mut self, id: &str) -> Result<Vec<Op>, StateError> {
@@ -269,6 +343,39 @@ impl State {
             ops.push(Op::DeleteCommand(c.id));
         }
         Ok(ops)
+    }
+
+    /// Forgets every chunk a node held.
+    pub(crate) fn clear_chunks(&mut self, id: &str) {
+        let Some(n) = self.nodes.get_mut(id) else {
+            return;
+        };
+        for c in std::mem::take(&mut n.chunks) {
+            self.drop_holder(&c, id);
+        }
+    }
+
+    pub(crate) fn add_chunks(&mut self, id: &str, added: &[(ChunkId, u64)]) {
+        let Some(n) = self.nodes.get_mut(id) else {
+            return;
+        };
+        n.chunks.extend(added.iter().map(|(c, _)| *c));
+        for (c, len) in added {
+            self.holders.entry(*c).or_default().insert(id.to_owned());
+            self.lens.insert(*c, *len);
+        }
+    }
+
+    pub(crate) fn remove_chunks(&mut self, id: &str, removed: &[ChunkId]) {
+        let Some(n) = self.nodes.get_mut(id) else {
+            return;
+        };
+        for c in removed {
+            n.chunks.remove(c);
+        }
+        for c in removed {
+            self.drop_holder(c, id);
+        }
     }
 
     fn drop_holder(&mut self, c: &ChunkId, node: &str) {
@@ -297,25 +404,12 @@ impl State {
             .collect::<Result<_, _>>()?;
         let mut ops = Vec::new();
         if r.full {
-            let old = std::mem::take(&mut self.nodes.get_mut(id).expect("checked").chunks);
-            for c in old {
-                self.drop_holder(&c, id);
-            }
+            self.clear_chunks(id);
             ops.push(Op::ClearChunks(id.to_owned()));
         }
-        for (c, len) in &added {
-            self.holders.entry(*c).or_default().insert(id.to_owned());
-            self.lens.insert(*c, *len);
-        }
-        for c in &removed {
-            self.drop_holder(c, id);
-        }
-        let n = self.nodes.get_mut(id).expect("checked");
-        n.chunks.extend(added.iter().map(|(c, _)| *c));
-        for c in &removed {
-            n.chunks.remove(c);
-        }
-        let count = n.chunks.len() as u64;
+        self.add_chunks(id, &added);
+        self.remove_chunks(id, &removed);
+        let count = self.nodes[id].chunks.len() as u64;
         if !added.is_empty() {
             ops.push(Op::AddChunks(id.to_owned(), added));
         }
@@ -345,8 +439,15 @@ impl State {
             .and_then(|n| n.reg.labels.get("zone").cloned())
             .unwrap_or_default();
         let mut out = BTreeMap::new();
+        let demand = if self.shared {
+            &mut self.pending_demand
+        } else {
+            &mut self.demand
+        };
+        for id in &ids {
+            *demand.entry(*id).or_default() += 1;
+        }
         for (hex, id) in q.chunks.iter().zip(ids) {
-            *self.demand.entry(id).or_default() += 1;
             let mut hs: Vec<(bool, u64, Holder)> = self
                 .holders
                 .get(&id)
@@ -511,10 +612,7 @@ impl State {
         if self.replication.max_replicas > 0 {
             ops.extend(self.plan_evictions(now));
         }
-        self.demand.retain(|_, d| {
-            *d /= 2;
-            *d > 0
-        });
+        self.decay_demand();
         ops
     }
 
@@ -621,10 +719,10 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn reg(id: &str) -> Register {
+    pub(crate) fn reg(id: &str) -> Register {
         Register {
             node_id: id.to_owned(),
             p2p_addr: "127.0.0.1:9000".parse().unwrap(),
@@ -649,7 +747,7 @@ mod tests {
     }
 
     /// Heartbeat 2 s, suspect after 6 s, dead after 15 s.
-    fn test_state(min_replicas: usize, hot_threshold: u64, max_replicas: usize) -> State {
+    pub(crate) fn test_state(min_replicas: usize, hot_threshold: u64, max_replicas: usize) -> State {
         State::new(
             Timing {
                 heartbeat_interval: Duration::from_secs(2),

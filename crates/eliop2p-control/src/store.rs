@@ -54,9 +54,9 @@ fn json_values<K: redb::Key + 'static, T: serde::de::DeserializeOwned>(
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct StoredCommand {
-    node: String,
-    command: Command,
+pub(crate) struct StoredCommand {
+    pub node: String,
+    pub command: Command,
 }
 
 fn chunk_key(node: &str, id: &ChunkId) -> Vec<u8> {
@@ -81,6 +81,18 @@ pub struct Loaded {
     pub chunks: Vec<(String, ChunkId, u64)>,
     pub commands: Vec<(String, Command)>,
     pub jobs: Vec<PreheatJob>,
+}
+
+impl Loaded {
+    pub fn log(&self, from: &str) {
+        tracing::info!(
+            nodes = self.nodes.len(),
+            chunk_holdings = self.chunks.len(),
+            commands = self.commands.len(),
+            jobs = self.jobs.len(),
+            "control-plane state loaded from {from}"
+        );
+    }
 }
 
 pub struct Store {
@@ -192,6 +204,8 @@ impl Store {
                     Op::DeleteJob(id) => {
                         jobs.remove(*id).map_err(db_err)?;
                     }
+                    // Soft: a restarted control plane waits for the next ones.
+                    Op::Heartbeat(..) | Op::Demand(_) => {}
                 }
             }
         }

@@ -2,104 +2,13 @@
 //! chunk reports, locations, replication commands, auth, bad input, and state
 //! kept across a restart.
 
+mod common;
+
 use std::time::Duration;
 
-use bytes::Bytes;
-use eliop2p_control::{ControlConfig, ControlHandle, spawn_control_plane};
-use eliop2p_testkit::{TestClient, TestResponse};
+use common::*;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-
-const TOKEN: &str = "cp-test-token";
-
-fn cfg(dir: Option<&std::path::Path>) -> ControlConfig {
-    let mut c = ControlConfig {
-        token: Some(TOKEN.to_owned()),
-        data_dir: dir.map(|d| d.to_path_buf()),
-        ..ControlConfig::default()
-    };
-    c.timing.suspect_after = Duration::from_millis(400);
-    c.timing.dead_after = Duration::from_millis(900);
-    c.replication_interval = Duration::from_millis(100);
-    c.replication.hot_threshold = 2;
-    c
-}
-
-async fn start(c: ControlConfig) -> ControlHandle {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    spawn_control_plane(c, l).await.unwrap()
-}
-
-struct Api {
-    base: String,
-    client: TestClient,
-}
-
-impl Api {
-    fn new(h: &ControlHandle) -> Self {
-        Self {
-            base: format!("http://{}", h.addr),
-            client: TestClient::new(),
-        }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> TestResponse {
-        self.raw(method, path, body.map(|b| b.to_string()), Some(TOKEN))
-            .await
-    }
-
-    async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<String>,
-        token: Option<&str>,
-    ) -> TestResponse {
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let mut headers = vec![("content-type", "application/json")];
-        if let Some(a) = &auth {
-            headers.push(("authorization", a.as_str()));
-        }
-        self.client
-            .request(
-                method,
-                &format!("{}{path}", self.base),
-                &headers,
-                Bytes::from(body.unwrap_or_default()),
-            )
-            .await
-            .unwrap()
-    }
-}
-
-fn json_of(r: &TestResponse) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.body))
-}
-
-fn chunk(i: u8) -> String {
-    hex_of([i; 32])
-}
-
-fn hex_of(b: [u8; 32]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-async fn register(api: &Api, id: &str, port: u16, zone: &str) {
-    let r = api
-        .call(
-            Method::POST,
-            "/api/v1/nodes",
-            Some(json!({
-                "node_id": id,
-                "p2p_addr": format!("127.0.0.1:{port}"),
-                "capacity": {"memory_bytes": 1 << 30},
-                "labels": {"zone": zone},
-            })),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(json_of(&r)["node_id"], id);
-}
 
 #[tokio::test]
 async fn registry_locations_and_liveness() {

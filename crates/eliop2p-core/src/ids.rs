@@ -126,6 +126,21 @@ impl fmt::Display for ChunkId {
     }
 }
 
+/// The 64-character hex form, as in every JSON API.
+impl serde::Serialize for ChunkId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ChunkId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom("a chunk id is 64 hex characters"))
+    }
+}
+
 impl fmt::Debug for ChunkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ChunkId({})", &self.to_hex()[..16])

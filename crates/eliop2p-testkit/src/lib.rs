@@ -8,6 +8,8 @@ pub use cluster::{CONTROL_TOKEN, Discovery, TestCluster, test_gossip_config};
 mod fastfs;
 pub mod fanout;
 mod raw;
+mod redis;
+pub use redis::TestRedis;
 pub use raw::{raw_http, rss_bytes, slow_get};
 pub mod netbed;
 pub mod oss;

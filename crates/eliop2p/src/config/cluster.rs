@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -198,9 +199,31 @@ impl Effective {
         }
         let token = self.str("control_plane.token");
         let dir = self.str("control_plane.data_dir");
+        let redis = match self.str("control_plane.store").as_str() {
+            "redis" => {
+                let url = self.str("control_plane.redis_url");
+                if url.is_empty() {
+                    bail!("config key control_plane.redis_url: required with control_plane.store = redis");
+                }
+                if let Err(e) = eliop2p_control::check_redis_url(&url) {
+                    bail!("config key control_plane.redis_url: {e}");
+                }
+                let lease = self.duration("control_plane.planning_lease");
+                if lease < Duration::from_millis(300) {
+                    bail!("config key control_plane.planning_lease: at least 300ms (it is renewed every third of it)");
+                }
+                Some(eliop2p_control::RedisConfig {
+                    url,
+                    prefix: self.str("control_plane.redis_prefix"),
+                    lease,
+                })
+            }
+            _ => None,
+        };
         Ok(eliop2p_control::ControlConfig {
             token: (!token.is_empty()).then_some(token),
-            data_dir: (!dir.is_empty()).then(|| dir.into()),
+            data_dir: (!dir.is_empty() && redis.is_none()).then(|| dir.into()),
+            redis,
             timing: eliop2p_control::Timing {
                 heartbeat_interval: self.duration("control_plane.heartbeat_interval"),
                 suspect_after: suspect,

@@ -534,6 +534,34 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "control_plane",
+        "store",
+        Kind::Choice(&["embedded", "redis"]),
+        "embedded",
+        "embedded: one control plane keeps its state in control_plane.data_dir; redis: any number of replicas share their state through control_plane.redis_url (one of them plans replication at a time, under a lease)"
+    ),
+    key!(
+        "control_plane",
+        "redis_url",
+        Kind::Str,
+        "",
+        "Redis of the replicas with control_plane.store = redis, e.g. redis://10.0.0.7:6379/0 (redis://:password@host:port/db)"
+    ),
+    key!(
+        "control_plane",
+        "redis_prefix",
+        Kind::Str,
+        "eliop2p:",
+        "prefix of every Redis key of this cluster, so that clusters can share one Redis"
+    ),
+    key!(
+        "control_plane",
+        "planning_lease",
+        Kind::Duration,
+        "10s",
+        "with control_plane.store = redis: the replica that plans holds a lease this long, renewed every third of it; when it dies another takes over within this time"
+    ),
+    key!(
+        "control_plane",
         "heartbeat_interval",
         Kind::Duration,
         "2s",

@@ -294,6 +294,36 @@ fn control_plane_service_config() {
 }
 
 #[test]
+fn control_plane_replicas_on_redis_config() {
+    let load = |vars: &[(&str, &str)]| {
+        let mut all = vec![("ELIOP2P_CONTROL_PLANE_STORE", "redis")];
+        all.extend_from_slice(vars);
+        Effective::load(None, &env(&all), &[]).unwrap().control_config()
+    };
+    let c = load(&[("ELIOP2P_CONTROL_PLANE_REDIS_URL", "redis://10.0.0.7:6379/2")]).unwrap();
+    let r = c.redis.expect("redis store");
+    assert_eq!((r.url.as_str(), r.prefix.as_str()), ("redis://10.0.0.7:6379/2", "eliop2p:"));
+    assert_eq!(r.lease, std::time::Duration::from_secs(10));
+    assert!(c.data_dir.is_none(), "the shared store replaces the embedded one");
+    for (vars, key) in [
+        (&[][..], "control_plane.redis_url"),
+        (&[("ELIOP2P_CONTROL_PLANE_REDIS_URL", "http://10.0.0.7:6379")][..], "control_plane.redis_url"),
+        (
+            &[
+                ("ELIOP2P_CONTROL_PLANE_REDIS_URL", "redis://h:6379"),
+                ("ELIOP2P_CONTROL_PLANE_PLANNING_LEASE", "100ms"),
+            ][..],
+            "control_plane.planning_lease",
+        ),
+    ] {
+        let m = format!("{:#}", load(vars).unwrap_err());
+        assert!(m.contains(key), "{m}");
+    }
+    let e = Effective::load(None, &env(&[("ELIOP2P_CONTROL_PLANE_STORE", "mysql")]), &[]);
+    assert!(format!("{:#}", e.err().expect("refused")).contains("control_plane.store"));
+}
+
+#[test]
 fn client_keys_file_is_read_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("keys");
