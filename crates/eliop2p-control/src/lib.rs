@@ -101,39 +101,51 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps changes: queued for the embedded store, or written to Redis before
-    /// the request is answered (503 when Redis does not take them).
-    async fn commit(&self, ops: Vec<Op>) -> Result<(), Response> {
+    /// Changes the state with `f` and keeps its changes: queued for the embedded
+    /// store, or written to Redis before the request is answered (503 when Redis
+    /// does not take them). The changes are queued under the state's lock, so the
+    /// store and the replicas' log see them in the order they were made.
+    async fn change<T>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<(T, Vec<Op>), StateError>,
+    ) -> Result<T, Response> {
+        let (v, took) = {
+            let mut st = self.state();
+            let (v, ops) = f(&mut st).map_err(IntoResponse::into_response)?;
+            (v, self.queue(ops, true))
+        };
+        if let Some(took) = took
+            && took.await != Ok(true)
+        {
+            return Err(store_unavailable());
+        }
+        Ok(v)
+    }
+
+    /// Changes made by the service itself (planning, demand batches): kept, with
+    /// nobody to tell if Redis refuses them.
+    fn change_later(&self, f: impl FnOnce(&mut State) -> Vec<Op>) {
+        let mut st = self.state();
+        let ops = f(&mut st);
+        self.queue(ops, false);
+    }
+
+    /// Queues changes for the store; call with the state locked. With `answer`
+    /// and Redis, the receiver says whether Redis took them.
+    fn queue(&self, ops: Vec<Op>, answer: bool) -> Option<tokio::sync::oneshot::Receiver<bool>> {
         if ops.is_empty() {
-            return Ok(());
+            return None;
         }
         match &self.backend {
-            Backend::Memory => Ok(()),
+            Backend::Memory => None,
             Backend::Embedded(tx) => {
                 let _ = tx.send(ops);
-                Ok(())
+                None
             }
             Backend::Redis(_, tx) => {
                 let (done, took) = tokio::sync::oneshot::channel();
-                if tx.send((ops, Some(done))).is_ok() && took.await == Ok(true) {
-                    Ok(())
-                } else {
-                    Err(store_unavailable())
-                }
-            }
-        }
-    }
-
-    /// Changes that need no answer (planning, demand batches).
-    fn commit_later(&self, ops: Vec<Op>) {
-        match &self.backend {
-            _ if ops.is_empty() => {}
-            Backend::Memory => {}
-            Backend::Embedded(tx) => {
-                let _ = tx.send(ops);
-            }
-            Backend::Redis(_, tx) => {
-                let _ = tx.send((ops, None));
+                let _ = tx.send((ops, answer.then_some(done)));
+                answer.then_some(took)
             }
         }
     }
@@ -316,8 +328,7 @@ pub async fn spawn_control_plane(
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tick.tick() => {
-                        let op = shared.state().take_demand();
-                        shared.commit_later(op.into_iter().collect());
+                        shared.change_later(|st| st.take_demand().into_iter().collect());
                     }
                 }
             }
@@ -336,8 +347,7 @@ pub async fn spawn_control_plane(
                     _ = cancel.cancelled() => break,
                     _ = tick.tick() => {
                         if shared.plans() {
-                            let ops = shared.state().plan_replication(Instant::now());
-                            shared.commit_later(ops);
+                            shared.change_later(|st| st.plan_replication(Instant::now()));
                         } else {
                             shared.state().decay_demand();
                         }
@@ -559,12 +569,9 @@ async fn register(
     ApiJson(reg): ApiJson<api::Register>,
 ) -> Response {
     let id = reg.node_id.clone();
-    let r = s.state().register(reg, Instant::now());
+    let r = s.change(|st| st.register(reg, Instant::now()).map(|ops| ((), ops))).await;
     match r {
-        Ok(ops) => {
-            if let Err(r) = s.commit(ops).await {
-                return r;
-            }
+        Ok(()) => {
             tracing::info!(node = %id, "node registered");
             Json(api::Registered {
                 node_id: id,
@@ -572,7 +579,7 @@ async fn register(
             })
             .into_response()
         }
-        Err(e) => e.into_response(),
+        Err(e) => e,
     }
 }
 
@@ -584,15 +591,12 @@ async fn heartbeat(
     if let Some(r) = check_batch(hb.hot_chunks.len()) {
         return r;
     }
-    let r = s.state().heartbeat(&id, hb, Instant::now());
+    let r = s.change(|st| st.heartbeat(&id, hb, Instant::now())).await;
     match r {
-        Ok((pending_commands, ops)) => {
-            if let Err(r) = s.commit(ops).await {
-                return r;
-            }
+        Ok(pending_commands) => {
             Json(api::HeartbeatAck { pending_commands }).into_response()
         }
-        Err(e) => e.into_response(),
+        Err(e) => e,
     }
 }
 
@@ -610,16 +614,13 @@ async fn get_node(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> R
 }
 
 async fn deregister(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let r = s.state().deregister(&id);
+    let r = s.change(|st| st.deregister(&id).map(|ops| ((), ops))).await;
     match r {
-        Ok(ops) => {
-            if let Err(r) = s.commit(ops).await {
-                return r;
-            }
+        Ok(()) => {
             tracing::info!(node = %id, "node left");
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(e) => e.into_response(),
+        Err(e) => e,
     }
 }
 
@@ -631,15 +632,12 @@ async fn report(
     if let Some(resp) = check_batch(r.added.len() + r.removed.len()) {
         return resp;
     }
-    let res = s.state().report(&id, r);
+    let res = s.change(|st| st.report(&id, r)).await;
     match res {
-        Ok((chunks, ops)) => {
-            if let Err(r) = s.commit(ops).await {
-                return r;
-            }
+        Ok(chunks) => {
             Json(api::ReportAck { chunks }).into_response()
         }
-        Err(e) => e.into_response(),
+        Err(e) => e,
     }
 }
 
@@ -672,15 +670,12 @@ async fn ack(
     if let Some(e) = &a.error {
         tracing::warn!(node = %id, command = cmd, error = %e, "replication command failed");
     }
-    let r = s.state().ack(&id, cmd, &a);
+    let r = s.change(|st| st.ack(&id, cmd, &a).map(|ops| ((), ops))).await;
     match r {
-        Ok(ops) => {
-            if let Err(r) = s.commit(ops).await {
-                return r;
-            }
+        Ok(()) => {
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(e) => e.into_response(),
+        Err(e) => e,
     }
 }
 
@@ -689,15 +684,12 @@ async fn progress(
     Path((id, cmd)): Path<(String, u64)>,
     ApiJson(p): ApiJson<api::PreheatProgress>,
 ) -> Response {
-    let r = s.state().preheat_progress(&id, cmd, p);
+    let r = s.change(|st| st.preheat_progress(&id, cmd, p).map(|ops| ((), ops))).await;
     match r {
-        Ok(ops) => {
-            if let Err(r) = s.commit(ops).await {
-                return r;
-            }
+        Ok(()) => {
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(e) => e.into_response(),
+        Err(e) => e,
     }
 }
 
@@ -705,12 +697,9 @@ async fn create_preheat(
     AxState(s): AxState<Arc<Shared>>,
     ApiJson(req): ApiJson<api::PreheatRequest>,
 ) -> Response {
-    let r = s.state().create_preheat(req, Instant::now());
+    let r = s.change(|st| st.create_preheat(req, Instant::now())).await;
     match r {
-        Ok((job, ops)) => {
-            if let Err(r) = s.commit(ops).await {
-                return r;
-            }
+        Ok(job) => {
             tracing::info!(
                 job = job.id,
                 targets = job.targets.len(),
@@ -718,7 +707,7 @@ async fn create_preheat(
             );
             (StatusCode::CREATED, Json(job)).into_response()
         }
-        Err(e) => e.into_response(),
+        Err(e) => e,
     }
 }
 

@@ -5,8 +5,10 @@
 //! snapshot already holds changes nothing; demand alone adds up, and a batch
 //! replayed after a reload counts twice (demand is soft and halves every pass).
 
+use eliop2p_cluster::api::TargetState;
 use tokio::time::Instant;
 
+use crate::preheat::job_state;
 use crate::state::{Op, State, bump_id};
 
 impl State {
@@ -37,8 +39,23 @@ impl State {
                 }
                 self.commands.retain(|_, q| !q.is_empty());
             }
-            Op::PutJob(job) => {
+            Op::PutJob(mut job) => {
                 bump_id(&mut self.next_job, job.id);
+                if let Some(old) = self.jobs.get(&job.id) {
+                    // A finished target stays finished: a progress report taken
+                    // by one replica can reach the log after the acknowledgement
+                    // another replica took.
+                    let done = |s: TargetState| matches!(s, TargetState::Done | TargetState::Failed);
+                    for t in &mut job.targets {
+                        if let Some(o) = old.targets.iter().find(|o| o.command == t.command)
+                            && done(o.state)
+                            && !done(t.state)
+                        {
+                            *t = o.clone();
+                        }
+                    }
+                    job.state = job_state(&job.targets);
+                }
                 self.jobs.insert(job.id, job);
             }
             Op::DeleteJob(id) => {
@@ -128,6 +145,42 @@ mod tests {
         a_ops.retain(|op| matches!(op, Op::PutCommand(..)));
         if let [Op::PutCommand(_, c2)] = &a_ops[..] {
             assert_eq!(c2.id >> crate::state::ID_TAG_SHIFT, 1);
+        }
+    }
+
+    /// A progress report that reaches the log after the acknowledgement (taken by
+    /// two replicas) does not reopen the target: the job finishes.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_progress_report_does_not_reopen_a_finished_target() {
+        let (mut a, mut b) = (state(true, 1), state(true, 2));
+        let now = Instant::now();
+        let reg_ops = a.register(reg("n1"), now).unwrap();
+        for op in reg_ops {
+            b.apply(op, now);
+        }
+        let req = api::PreheatRequest {
+            bucket: "b".into(),
+            key: "k".into(),
+            recursive: false,
+            replicas: None,
+            labels: Default::default(),
+        };
+        let (job, created) = a.create_preheat(req, now).unwrap();
+        for op in created {
+            b.apply(op, now);
+        }
+        let cmd = job.targets[0].command;
+        let progress = a.preheat_progress("n1", cmd, api::PreheatProgress::default()).unwrap();
+        let ack = api::CommandAck { ok: true, error: None, progress: None };
+        let acked = b.ack("n1", cmd, &ack).unwrap();
+        // The log: b's acknowledgement, then a's progress.
+        for op in acked.into_iter().chain(progress) {
+            a.apply(op.clone(), now);
+            b.apply(op, now);
+        }
+        for s in [&a, &b] {
+            assert_eq!(s.jobs[&job.id].state, api::JobState::Succeeded);
+            assert!(s.commands("n1").unwrap().is_empty());
         }
     }
 

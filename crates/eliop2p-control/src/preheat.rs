@@ -212,7 +212,7 @@ impl State {
     }
 }
 
-fn job_state(targets: &[PreheatTarget]) -> JobState {
+pub(crate) fn job_state(targets: &[PreheatTarget]) -> JobState {
     if targets
         .iter()
         .any(|t| matches!(t.state, TargetState::Pending | TargetState::Running))
