@@ -7,6 +7,7 @@
 //! --p2p-only | --cluster-only]` (the cluster scenario runs nodes as processes when
 //! the `eliop2p` binary is next to this one).
 
+mod control;
 mod cluster;
 mod fanout;
 mod swarm_sim;
@@ -359,6 +360,9 @@ async fn main() -> anyhow::Result<()> {
     eliop2p_cache::tune_allocator();
     if std::env::args().nth(1).as_deref() == Some("fanout") {
         return fanout::run().await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("control-plane") {
+        return control::run().await;
     }
     if std::env::args().nth(1).as_deref() == Some("swarm-sim") {
         swarm_sim::run();

@@ -5,6 +5,7 @@
 //! once, or shared by any number of replicas through Redis (`redis.rs`).
 
 mod log;
+mod plan;
 mod preheat;
 mod redis;
 mod state;

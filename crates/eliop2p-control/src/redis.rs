@@ -39,14 +39,13 @@ pub struct RedisConfig {
     pub lease: Duration,
 }
 
-/// Checks a Redis URL's form (the config loader names the key).
+/// Checks a Redis URL's form (the config loader names the key). The URL may
+/// hold a password, so the error does not repeat it.
 pub fn check_redis_url(url: &str) -> Result<(), String> {
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        return Err(format!("{url:?} must be a redis://host:port URL"));
+        return Err("must be a redis://[:password@]host:port[/db] URL".into());
     }
-    redis::Client::open(url)
-        .map(drop)
-        .map_err(|e| format!("{url:?}: {e}"))
+    redis::Client::open(url).map(drop).map_err(|e| e.to_string())
 }
 
 /// Entries the log keeps (approximately): a replica further behind reloads.

@@ -68,9 +68,9 @@ pub struct State {
     pub replication: ReplicationConfig,
     pub nodes: HashMap<String, NodeEntry>,
     /// Holders per chunk, and chunk lengths (for replicate commands).
-    holders: HashMap<ChunkId, HashSet<String>>,
-    lens: HashMap<ChunkId, u64>,
-    demand: HashMap<ChunkId, u64>,
+    pub(crate) holders: HashMap<ChunkId, HashSet<String>>,
+    pub(crate) lens: HashMap<ChunkId, u64>,
+    pub(crate) demand: HashMap<ChunkId, u64>,
     pub(crate) commands: HashMap<String, VecDeque<Command>>,
     pub(crate) next_command: u64,
     /// Preheat jobs by id.
@@ -178,7 +178,7 @@ impl State {
         }
     }
 
-    fn online(&self, id: &str, now: Instant) -> bool {
+    pub(crate) fn online(&self, id: &str, now: Instant) -> bool {
         self.nodes
             .get(id)
             .is_some_and(|n| self.status(n, now) == NodeStatus::Online)
@@ -537,87 +537,8 @@ impl State {
             .map_or(0, |h| h.iter().filter(|n| self.online(n, now)).count())
     }
 
-    /// One replication pass: hot chunks with fewer than `min_replicas` online
-    /// holders get a replicate command for a node that lacks them, preferring a zone
-    /// that has no copy yet, then the least used cache. Demand then decays by half.
-    pub fn plan_replication(&mut self, now: Instant) -> Vec<Op> {
-        let mut ops = Vec::new();
-        let min = self.replication.min_replicas;
-        if min > 0 {
-            let mut hot: Vec<(u64, ChunkId)> = self
-                .demand
-                .iter()
-                .filter(|(_, d)| **d >= self.replication.hot_threshold)
-                .map(|(c, d)| (*d, *c))
-                .collect();
-            hot.sort_by(|a, b| b.cmp(a));
-            for (_, c) in hot {
-                let Some(&len) = self.lens.get(&c) else {
-                    continue; // nobody holds it: the next read fills it
-                };
-                let have = self.replicas(&c, now);
-                if have == 0 {
-                    continue;
-                }
-                let pending: HashSet<String> = self
-                    .commands
-                    .iter()
-                    .filter(|(_, q)| q.iter().any(|cmd| cmd.chunk == c.to_hex()))
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                let missing = min.saturating_sub(have + pending.len());
-                if missing == 0 {
-                    continue;
-                }
-                let holders = self.holders.get(&c).cloned().unwrap_or_default();
-                let zones: HashSet<String> = holders
-                    .iter()
-                    .filter_map(|h| self.nodes.get(h))
-                    .map(|n| n.reg.labels.get("zone").cloned().unwrap_or_default())
-                    .collect();
-                // One new copy per chunk per pass: new copies then seed the next.
-                {
-                    let target = self
-                        .nodes
-                        .values()
-                        .filter(|n| {
-                            let id = &n.reg.node_id;
-                            !holders.contains(id)
-                                && !pending.contains(id)
-                                && self.status(n, now) == NodeStatus::Online
-                                && self.commands.get(id).map_or(0, VecDeque::len)
-                                    < self.replication.max_pending_per_node
-                        })
-                        .min_by_key(|n| {
-                            let zone = n.reg.labels.get("zone").cloned().unwrap_or_default();
-                            (
-                                zones.contains(&zone),
-                                n.heartbeat.memory_used_bytes + n.heartbeat.disk_used_bytes,
-                                n.reg.node_id.clone(),
-                            )
-                        })
-                        .map(|n| {
-                            (
-                                n.reg.node_id.clone(),
-                                n.reg.labels.get("zone").cloned().unwrap_or_default(),
-                            )
-                        });
-                    let Some((target, _zone)) = target else {
-                        continue;
-                    };
-                    ops.push(self.issue(target, CommandKind::Replicate, c.to_hex(), len));
-                }
-            }
-        }
-        if self.replication.max_replicas > 0 {
-            ops.extend(self.plan_evictions(now));
-        }
-        self.decay_demand();
-        ops
-    }
-
     /// Queues a command for a node; returns its durable change.
-    fn issue(&mut self, node: String, kind: CommandKind, chunk: String, len: u64) -> Op {
+    pub(crate) fn issue(&mut self, node: String, kind: CommandKind, chunk: String, len: u64) -> Op {
         self.issue_command(
             node,
             Command {
@@ -640,51 +561,6 @@ impl State {
             .or_default()
             .push_back(cmd.clone());
         Op::PutCommand(node, cmd)
-    }
-
-    /// Cold chunks held by more than `max_replicas` online nodes: the fullest
-    /// holders are told to drop their copy (one per chunk per pass).
-    fn plan_evictions(&mut self, now: Instant) -> Vec<Op> {
-        let max = self.replication.max_replicas;
-        let surplus: Vec<(ChunkId, Vec<String>)> = self
-            .holders
-            .iter()
-            .filter(|(c, _)| !self.demand.contains_key(*c))
-            .map(|(c, h)| {
-                let online: Vec<String> =
-                    h.iter().filter(|n| self.online(n, now)).cloned().collect();
-                (*c, online)
-            })
-            .filter(|(_, online)| online.len() > max)
-            .collect();
-        let mut ops = Vec::new();
-        for (c, online) in surplus {
-            let hex = c.to_hex();
-            if self
-                .commands
-                .values()
-                .any(|q| q.iter().any(|cmd| cmd.chunk == hex))
-            {
-                continue;
-            }
-            let Some(victim) = online
-                .iter()
-                .filter(|n| {
-                    self.commands.get(*n).map_or(0, VecDeque::len)
-                        < self.replication.max_pending_per_node
-                })
-                .max_by_key(|n| {
-                    let hb = &self.nodes[*n].heartbeat;
-                    (hb.memory_used_bytes + hb.disk_used_bytes, (*n).clone())
-                })
-                .cloned()
-            else {
-                continue;
-            };
-            let len = self.lens.get(&c).copied().unwrap_or(0);
-            ops.push(self.issue(victim, CommandKind::Evict, hex, len));
-        }
-        ops
     }
 
     /// The most demanded chunks with their online holder counts.

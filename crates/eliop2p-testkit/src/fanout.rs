@@ -140,7 +140,7 @@ pub struct Report {
 }
 
 /// The machine's CPU time so far from `/proc/stat`: (busy, total), in ticks.
-fn cpu_ticks() -> Option<(u64, u64)> {
+pub fn cpu_ticks() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();

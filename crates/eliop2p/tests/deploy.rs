@@ -68,8 +68,13 @@ fn systemd_units_start_with_their_files() {
     assert!(cfg.contains("/var/lib/eliop2p/control-plane"), "{cfg}");
 }
 
-/// Python (PyYAML comes with the aws CLI) turns the manifests into JSON.
+/// Python (PyYAML comes with the aws CLI) turns the manifests of
+/// `deploy/kubernetes` into JSON.
 fn manifests() -> Vec<serde_json::Value> {
+    manifests_in("deploy/kubernetes")
+}
+
+fn manifests_in(dir: &str) -> Vec<serde_json::Value> {
     let out = Command::new("python3")
         .arg("-c")
         .arg(
@@ -77,7 +82,7 @@ fn manifests() -> Vec<serde_json::Value> {
              docs = [d for f in sorted(glob.glob(sys.argv[1] + '/*.yaml')) for d in yaml.safe_load_all(open(f)) if d]\n\
              print(json.dumps(docs))",
         )
-        .arg(root().join("deploy/kubernetes"))
+        .arg(root().join(dir))
         .output()
         .unwrap();
     assert!(
@@ -159,14 +164,51 @@ fn kubernetes_manifests_parse_and_their_config_loads() {
     print_config(&args, &env);
 }
 
+/// The overlay for control-plane replicas on Redis: the replicas' environment
+/// (the base's plus the patch's) loads as a control plane on Redis, and Redis
+/// keeps an append-only file.
+#[test]
+fn the_redis_replicas_overlay_loads() {
+    let docs = manifests_in("deploy/kubernetes/replicas-redis");
+    let deployment = |name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("Deployment {name}"))
+    };
+    let patch = deployment("eliop2p-control-plane");
+    assert_eq!(patch["spec"]["replicas"], 3);
+    let redis = &deployment("eliop2p-redis")["spec"]["template"]["spec"]["containers"][0];
+    assert!(redis["args"].to_string().contains("appendonly"), "{redis}");
+    let base = manifests();
+    let cp = &base.iter().find(|d| d["kind"] == "Deployment").unwrap()["spec"]["template"]["spec"]["containers"][0];
+    let mut env: Vec<(String, String)> = Vec::new();
+    for e in cp["env"].as_array().unwrap().iter().chain(patch["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap()) {
+        let name = e["name"].as_str().unwrap().to_owned();
+        let value = match (&e["value"], name.as_str()) {
+            (serde_json::Value::String(v), _) => v.clone(),
+            (_, "ELIOP2P_CONTROL_PLANE_REDIS_URL") => "redis://:pw@eliop2p-redis:6379/0".into(),
+            _ => "from-a-secret".into(),
+        };
+        env.retain(|(n, _)| *n != name);
+        env.push((name, value));
+    }
+    let args: Vec<String> = cp["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+    let cfg = print_config(&args, &env);
+    assert!(cfg.contains("store = \"redis\""), "{cfg}");
+    assert!(cfg.contains("redis_url = \"<redacted>\""), "the URL holds a password: {cfg}");
+}
+
 #[test]
 fn every_variable_named_in_the_deployment_files_exists() {
     let help = Command::new(BIN).args(["node", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
     let mut files = vec![root().join("Dockerfile"), root().join("docs/deployment.md")];
-    for sub in ["deploy/systemd", "deploy/kubernetes"] {
+    for sub in ["deploy/systemd", "deploy/kubernetes", "deploy/kubernetes/replicas-redis"] {
         for e in std::fs::read_dir(root().join(sub)).unwrap() {
-            files.push(e.unwrap().path());
+            let p = e.unwrap().path();
+            if p.is_file() {
+                files.push(p);
+            }
         }
     }
     let mut seen = 0;

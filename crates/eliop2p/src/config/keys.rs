@@ -542,7 +542,7 @@ pub const KEYS: &[KeyDef] = &[
     key!(
         "control_plane",
         "redis_url",
-        Kind::Str,
+        Kind::Secret,
         "",
         "Redis of the replicas with control_plane.store = redis, e.g. redis://10.0.0.7:6379/0 (redis://:password@host:port/db)"
     ),
