@@ -42,7 +42,10 @@ pub struct RedisConfig {
 /// Checks a Redis URL's form (the config loader names the key). The URL may
 /// hold a password, so the error does not repeat it.
 pub fn check_redis_url(url: &str) -> Result<(), String> {
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+    if url.starts_with("rediss://") {
+        return Err("rediss:// (Redis over TLS) is not supported by this build; use redis:// on a private network".into());
+    }
+    if !url.starts_with("redis://") {
         return Err("must be a redis://[:password@]host:port[/db] URL".into());
     }
     redis::Client::open(url).map(drop).map_err(|e| e.to_string())

@@ -429,3 +429,30 @@ async fn nodes_move_to_the_next_control_plane_replica_when_theirs_stops() {
     standby.shutdown().await;
     origin.stop().await;
 }
+
+/// Two gossip nodes over IPv6 loopback (P2P, proxy and admin on `[::1]`): the
+/// second reads from the first with no origin byte (issue 18, item 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_over_ipv6_loopback_read_from_each_other() {
+    let (origin, a) = origin_with("bkt", "v6", 20 * MIB, 61).await;
+    let cluster = TestCluster::start_ipv6(&origin, 2).await.unwrap();
+    for i in 0..2 {
+        assert!(cluster.node(i).proxy_addr.is_ipv6());
+        let p2p = cluster.node(i).p2p.as_ref().unwrap().me().unwrap().p2p;
+        assert!(p2p.is_ipv6(), "{p2p}");
+    }
+    let client = TestClient::new();
+    let url = |i: usize| format!("http://{}/bkt/v6", cluster.node(i).proxy_addr);
+    get_ok(&client, &url(0), &a).await;
+    let gets = origin.gets_of("bkt", "v6").len();
+    eventually("node 1 knows node 0's chunks", Duration::from_secs(10), async || {
+        cluster.node(1).p2p.as_ref().unwrap().members().iter().any(|(_, s)| *s == eliop2p_p2p::Status::Alive)
+    })
+    .await;
+    get_ok(&client, &url(1), &a).await;
+    assert_eq!(origin.gets_of("bkt", "v6").len(), gets, "node 1 read from node 0");
+    assert_eq!(cluster.node(1).metrics.bytes_origin.load(Relaxed), 0);
+    cluster.shutdown().await;
+    origin.stop().await;
+}
+

@@ -10,7 +10,7 @@ use eliop2p_origin::encode_key;
 use eliop2p_proxy::{NodeConfig, NodeHandle};
 use tokio::net::TcpListener;
 
-use crate::{TestOrigin, node_config, p2p_listeners};
+use crate::{TestOrigin, node_config};
 
 /// How a [`TestCluster`]'s nodes find each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +91,24 @@ impl TestCluster {
         mode: Discovery,
         tweak: impl Fn(usize, &mut NodeConfig),
         control_tweak: fn(&mut eliop2p_control::ControlConfig),
+        first: Option<(TcpListener, TcpListener)>,
+    ) -> anyhow::Result<Self> {
+        Self::start_on_host(origin, n, mode, tweak, control_tweak, first, "127.0.0.1").await
+    }
+
+    /// `n` gossip nodes whose P2P, proxy and admin listeners are on IPv6 loopback.
+    pub async fn start_ipv6(origin: &TestOrigin, n: usize) -> anyhow::Result<Self> {
+        Self::start_on_host(origin, n, Discovery::Gossip, |_, _| {}, |_| {}, None, "[::1]").await
+    }
+
+    async fn start_on_host(
+        origin: &TestOrigin,
+        n: usize,
+        mode: Discovery,
+        tweak: impl Fn(usize, &mut NodeConfig),
+        control_tweak: fn(&mut eliop2p_control::ControlConfig),
         mut first: Option<(TcpListener, TcpListener)>,
+        host: &str,
     ) -> anyhow::Result<Self> {
         let control_dir = tempfile::tempdir()?;
         let (control, control_addr) = if mode == Discovery::Gossip {
@@ -104,7 +121,10 @@ impl TestCluster {
             let addr = h.addr;
             (Some(h), Some(addr))
         };
-        let listeners = p2p_listeners(n).await?;
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(TcpListener::bind(format!("{host}:0")).await?);
+        }
         let addrs: Vec<SocketAddr> = listeners
             .iter()
             .map(|l| l.local_addr())
@@ -142,8 +162,8 @@ impl TestCluster {
             let (proxy, admin) = match first.take() {
                 Some(pair) => pair,
                 None => (
-                    TcpListener::bind("127.0.0.1:0").await?,
-                    TcpListener::bind("127.0.0.1:0").await?,
+                    TcpListener::bind(format!("{host}:0")).await?,
+                    TcpListener::bind(format!("{host}:0")).await?,
                 ),
             };
             nodes.push(Some(

@@ -77,12 +77,7 @@ impl Effective {
                     let toward = self
                         .control_plane_host()
                         .or_else(|| seeds.first().map(|s| s.to_string()))?;
-                    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-                    probe.connect(toward).ok()?;
-                    Some(SocketAddr::new(
-                        probe.local_addr().ok()?.ip(),
-                        listen.port(),
-                    ))
+                    Some(SocketAddr::new(route_source(&toward)?, listen.port()))
                 })?
             });
             let fanout = self.int("discovery.fanout").clamp(1, 16) as usize;
@@ -310,3 +305,14 @@ impl Effective {
         Ok(id)
     }
 }
+
+/// The local address packets to `toward` (`host:port`) leave from, in the
+/// address family of `toward` (IPv6 peers get the IPv6 source).
+fn route_source(toward: &str) -> Option<std::net::IpAddr> {
+    use std::net::ToSocketAddrs;
+    let to = toward.to_socket_addrs().ok()?.next()?;
+    let probe = std::net::UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).ok()?;
+    probe.connect(to).ok()?;
+    Some(probe.local_addr().ok()?.ip())
+}
+

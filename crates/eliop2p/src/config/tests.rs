@@ -211,6 +211,20 @@ fn discovery_modes_and_their_errors() {
     assert!(m.contains("control_plane.endpoint") && m.contains("cp-b"), "{m}");
     let m = err(&[("ELIOP2P_DISCOVERY_SEEDS", "not-an-address")]);
     assert!(m.contains("discovery.seeds"), "{m}");
+    // Dual stack: listeners on [::], IPv6 seeds and control planes; a node
+    // listening on every interface advertises the IPv6 source address that
+    // routes to its seed (it used to probe with an IPv4 socket and advertise [::]).
+    let e = with(&[
+        ("ELIOP2P_P2P_LISTEN", "[::]:9000"),
+        ("ELIOP2P_PROXY_LISTEN", "[::]:8080"),
+        ("ELIOP2P_DISCOVERY_SEEDS", "[::1]:9001"),
+    ]);
+    let n = e.node_config().unwrap();
+    let cc = n.p2p.unwrap().cluster.unwrap();
+    assert_eq!(cc.seeds, ["[::1]:9001".parse().unwrap()]);
+    assert_eq!(cc.advertise, Some("[::1]:9000".parse().unwrap()));
+    let e = with(&[("ELIOP2P_CONTROL_PLANE_ENDPOINT", "http://[::1]:8081")]);
+    assert_eq!(e.node_config().unwrap().control_plane.unwrap().endpoints, ["http://[::1]:8081"]);
     let m = err(&[("ELIOP2P_NODE_ID", "bad id!")]);
     assert!(m.contains("node.id"), "{m}");
     let m = err(&[
@@ -308,6 +322,7 @@ fn control_plane_replicas_on_redis_config() {
     for (vars, key) in [
         (&[][..], "control_plane.redis_url"),
         (&[("ELIOP2P_CONTROL_PLANE_REDIS_URL", "http://10.0.0.7:6379")][..], "control_plane.redis_url"),
+        (&[("ELIOP2P_CONTROL_PLANE_REDIS_URL", "rediss://10.0.0.7:6379")][..], "not supported"),
         (
             &[
                 ("ELIOP2P_CONTROL_PLANE_REDIS_URL", "redis://h:6379"),
