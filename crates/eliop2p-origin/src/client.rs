@@ -63,6 +63,8 @@ pub struct OriginConfig {
     pub request_timeout: Duration,
     /// Retries (after the first try) on 5xx and connection errors, for requests without a body.
     pub max_retries: u32,
+    /// Roots and verification for an https endpoint.
+    pub tls: crate::TlsConfig,
 }
 
 impl OriginConfig {
@@ -78,6 +80,7 @@ impl OriginConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             max_retries: 2,
+            tls: Default::default(),
         }
     }
 }
@@ -193,9 +196,17 @@ impl OriginClient {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(cfg.connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| OriginError::InvalidRequest(format!("loading TLS roots: {e}")))?
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = if cfg.tls.is_default() {
+            builder
+                .with_native_roots()
+                .map_err(|e| OriginError::InvalidRequest(format!("loading TLS roots: {e}")))?
+        } else {
+            let tls = crate::tls::client_config(&cfg.tls)
+                .map_err(|e| OriginError::InvalidRequest(format!("origin TLS (origin.ca_file): {e}")))?;
+            builder.with_tls_config(tls)
+        };
+        let https = builder
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -450,7 +461,13 @@ impl OriginClient {
     ) -> Result<Response<Incoming>, OriginError> {
         match tokio::time::timeout(self.cfg.request_timeout, self.client.request(request)).await {
             Err(_) => Err(OriginError::Timeout(self.cfg.request_timeout)),
-            Ok(Err(e)) => Err(OriginError::Unreachable(error_chain(&e))),
+            Ok(Err(e)) => {
+                let mut why = error_chain(&e);
+                if why.contains("certificate") || why.contains("UnknownIssuer") {
+                    why.push_str(" (the origin's TLS certificate is not trusted: origin.ca_file adds a CA bundle to the system's roots)");
+                }
+                Err(OriginError::Unreachable(why))
+            }
             Ok(Ok(resp)) => Ok(resp),
         }
     }

@@ -12,6 +12,8 @@ mod client;
 mod list;
 mod meta;
 pub mod sigv4;
+mod tls;
+pub use tls::{TlsConfig, load_ca_file};
 
 pub use client::{
     Addressing, OriginBody, OriginClient, OriginConfig, OriginError, OriginKind, OriginRequest,

@@ -416,3 +416,45 @@ async fn a_cached_object_survives_its_origin_going_down() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+/// An https origin whose certificate comes from a private CA (issue 18, item 3):
+/// a node given that CA (`origin.ca_file`) reads byte-exact; a node given another
+/// CA, or only the system's roots, answers with an error that names
+/// `origin.ca_file`, at once, not after a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_origin_with_a_private_ca() {
+    let ca = eliop2p_testkit::TestCa::new().unwrap();
+    let origin = TestOrigin::start_tls(&ca).await.unwrap();
+    assert!(origin.endpoint.starts_with("https://"));
+    origin.create_bucket("tls").await.unwrap();
+    let data = test_data(20 << 20, 71);
+    origin.put("tls", "obj", data.clone()).await.unwrap();
+    let client = TestClient::new();
+    let node = eliop2p_testkit::start_node(&origin, |_| {}).await.unwrap();
+    let r = client.get(&format!("http://{}/tls/obj", node.proxy_addr), &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    node.shutdown().await;
+    // No verification at all (what tests may ask for): reads too.
+    let mut cfg = origin.origin_config();
+    cfg.tls = eliop2p_origin::TlsConfig { ca_file: None, insecure_skip_verify: true };
+    let node = eliop2p_testkit::start_node_for(cfg, |_| {}).await.unwrap();
+    let r = client.get(&format!("http://{}/tls/obj", node.proxy_addr), &[]).await.unwrap();
+    assert_eq!((r.status.as_u16(), sha256_hex(&r.body)), (200, sha256_hex(&data)));
+    node.shutdown().await;
+    let other = eliop2p_testkit::TestCa::new().unwrap();
+    for ca_file in [Some(other.ca_pem.clone()), None] {
+        let mut cfg = origin.origin_config();
+        cfg.tls.ca_file = ca_file.clone();
+        cfg.max_retries = 0;
+        let node = eliop2p_testkit::start_node_for(cfg, |_| {}).await.unwrap();
+        let started = std::time::Instant::now();
+        let r = client.get(&format!("http://{}/tls/obj", node.proxy_addr), &[]).await.unwrap();
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(r.status.is_server_error(), "{ca_file:?}: {} {body}", r.status);
+        assert!(body.contains("origin.ca_file"), "{ca_file:?}: {body}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        node.shutdown().await;
+    }
+    origin.stop().await;
+}

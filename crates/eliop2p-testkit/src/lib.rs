@@ -10,6 +10,8 @@ pub mod fanout;
 mod raw;
 mod redis;
 pub use redis::TestRedis;
+mod tls;
+pub use tls::TestCa;
 pub use raw::{raw_http, rss_bytes, slow_get};
 pub mod netbed;
 pub mod oss;
@@ -68,6 +70,8 @@ pub struct TestOrigin {
     tracker: TaskTracker,
     _root: Option<tempfile::TempDir>,
     root: PathBuf,
+    /// The CA an https origin's certificate comes from.
+    ca_file: Option<PathBuf>,
 }
 
 impl TestOrigin {
@@ -81,14 +85,35 @@ impl TestOrigin {
         Ok(o)
     }
 
+    /// Starts an https origin over a fresh temporary directory, with `ca`'s
+    /// certificate for 127.0.0.1; its `origin_config` trusts `ca`.
+    pub async fn start_tls(ca: &TestCa) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let mut o = Self::start_full(listener, &root, Some((ca.acceptor()?, ca.ca_pem.clone()))).await?;
+        o._root = Some(dir);
+        Ok(o)
+    }
+
     /// Starts an origin over `root` (kept after stop) on a given listener.
     pub async fn start_on(listener: TcpListener, root: &Path) -> anyhow::Result<Self> {
+        Self::start_full(listener, root, None).await
+    }
+
+    async fn start_full(
+        listener: TcpListener,
+        root: &Path,
+        tls: Option<(tokio_rustls::TlsAcceptor, PathBuf)>,
+    ) -> anyhow::Result<Self> {
         let store = fastfs::FastFs::new(root)?;
         let mut builder = s3s::service::S3ServiceBuilder::new(store.clone());
         builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
         let addr = listener.local_addr()?;
-        let endpoint = format!("http://{addr}");
+        let endpoint = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
+        let ca_file = tls.as_ref().map(|(_, ca)| ca.clone());
+        let acceptor = tls.map(|(a, _)| a);
         let log = Arc::new(Mutex::new(Vec::new()));
         let bytes_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let limiter = Arc::new(Throttle::default());
@@ -119,6 +144,7 @@ impl TestOrigin {
                     let slow_down_from = slow_down_from.clone();
                     let cancel = cancel.clone();
                     let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
+                    let acceptor = acceptor.clone();
                     conns.spawn(async move {
                         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                             log.lock().unwrap().push(LoggedRequest {
@@ -178,18 +204,31 @@ impl TestOrigin {
                                 }
                             }
                         });
-                        let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-                        tokio::select! {
-                            _ = conn => {}
-                            _ = cancel.cancelled() => {}
+                        let http1 = hyper::server::conn::http1::Builder::new();
+                        match acceptor {
+                            Some(acceptor) => {
+                                let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
+                                    return; // a client that does not trust the certificate
+                                };
+                                tokio::select! {
+                                    _ = http1.serve_connection(TokioIo::new(stream), svc) => {}
+                                    _ = cancel.cancelled() => {}
+                                }
+                            }
+                            None => {
+                                tokio::select! {
+                                    _ = http1.serve_connection(TokioIo::new(stream), svc) => {}
+                                    _ = cancel.cancelled() => {}
+                                }
+                            }
                         }
                     });
                 }
             });
         }
-        let client = OriginClient::new(OriginConfig::for_endpoint(
-            &endpoint, ACCESS_KEY, SECRET_KEY,
-        ))?;
+        let mut cfg = OriginConfig::for_endpoint(&endpoint, ACCESS_KEY, SECRET_KEY);
+        cfg.tls.ca_file = ca_file.clone();
+        let client = OriginClient::new(cfg)?;
         Ok(Self {
             addr,
             endpoint,
@@ -205,6 +244,7 @@ impl TestOrigin {
             tracker,
             _root: None,
             root: root.to_owned(),
+            ca_file,
         })
     }
 
@@ -213,7 +253,9 @@ impl TestOrigin {
     }
 
     pub fn origin_config(&self) -> OriginConfig {
-        OriginConfig::for_endpoint(&self.endpoint, ACCESS_KEY, SECRET_KEY)
+        let mut c = OriginConfig::for_endpoint(&self.endpoint, ACCESS_KEY, SECRET_KEY);
+        c.tls.ca_file = self.ca_file.clone();
+        c
     }
 
     pub async fn create_bucket(&self, bucket: &str) -> anyhow::Result<()> {

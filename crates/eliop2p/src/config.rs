@@ -55,6 +55,8 @@ const ORIGIN_ENTRY_KEYS: &[&str] = &[
     "connect_timeout",
     "request_timeout",
     "max_retries",
+    "ca_file",
+    "insecure_skip_verify",
 ];
 
 fn render(value: &Value, kind: Kind) -> String {
@@ -553,8 +555,27 @@ impl Effective {
             connect_timeout: self.duration("origin.connect_timeout"),
             request_timeout: self.duration("origin.request_timeout"),
             max_retries: self.int("origin.max_retries").min(10) as u32,
+            tls: self.origin_tls(what)?,
         };
         Ok(origin)
+    }
+
+    fn origin_tls(&self, what: &str) -> anyhow::Result<eliop2p_origin::TlsConfig> {
+        let insecure = self.str("origin.insecure_skip_verify") == "true";
+        if insecure && std::env::var("ELIOP2P_TEST_ALLOW_INSECURE_TLS").as_deref() != Ok("1") {
+            bail!(
+                "config key {what}.insecure_skip_verify: refused: it turns off the checks of the origin's certificate; use {what}.ca_file for a private CA (tests set ELIOP2P_TEST_ALLOW_INSECURE_TLS=1)"
+            );
+        }
+        let ca = self.str("origin.ca_file");
+        let ca_file = (!ca.is_empty()).then(|| std::path::PathBuf::from(&ca));
+        if let Some(path) = &ca_file {
+            eliop2p_origin::load_ca_file(path).map_err(|e| anyhow::anyhow!("config key {what}.ca_file: {e}"))?;
+        }
+        Ok(eliop2p_origin::TlsConfig {
+            ca_file,
+            insecure_skip_verify: insecure,
+        })
     }
 
     /// The node's configuration, with cross-key checks. `node_id` comes from

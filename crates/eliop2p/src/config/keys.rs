@@ -191,6 +191,20 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "origin",
+        "ca_file",
+        Kind::Str,
+        "",
+        "PEM bundle of CA certificates trusted for an https origin besides the system's roots (a private CA); checked at start"
+    ),
+    key!(
+        "origin",
+        "insecure_skip_verify",
+        Kind::Choice(&["false", "true"]),
+        "false",
+        "accept any certificate from an https origin; refused unless ELIOP2P_TEST_ALLOW_INSECURE_TLS=1 (tests only)"
+    ),
+    key!(
+        "origin",
         "max_concurrent_requests",
         Kind::Int,
         "32",

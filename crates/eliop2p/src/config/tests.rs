@@ -467,3 +467,25 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn origin_ca_file_is_read_at_start_and_insecure_tls_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let load = |vars: &[(&str, &str)]| {
+        let mut all = vec![("ELIOP2P_ORIGIN_ENDPOINT", "https://10.0.0.9")];
+        all.extend_from_slice(vars);
+        Effective::load(None, &env(&all), &[]).unwrap().node_config()
+    };
+    let missing = dir.path().join("missing.pem");
+    for path in [missing.to_str().unwrap(), garbage.to_str().unwrap()] {
+        let m = format!("{:#}", load(&[("ELIOP2P_ORIGIN_CA_FILE", path)]).unwrap_err());
+        assert!(m.contains("origin.ca_file") && m.contains(path), "{m}");
+    }
+    let ca = eliop2p_testkit::TestCa::new().unwrap();
+    let n = load(&[("ELIOP2P_ORIGIN_CA_FILE", ca.ca_pem.to_str().unwrap())]).unwrap();
+    assert_eq!(n.origin.tls.ca_file.as_deref(), Some(ca.ca_pem.as_path()));
+    let m = format!("{:#}", load(&[("ELIOP2P_ORIGIN_INSECURE_SKIP_VERIFY", "true")]).unwrap_err());
+    assert!(m.contains("origin.insecure_skip_verify") && m.contains("refused"), "{m}");
+}
