@@ -57,6 +57,9 @@ pub struct OriginConfig {
     pub region: String,
     pub access_key: String,
     pub secret_key: String,
+    /// The session token of temporary credentials (STS), signed into every
+    /// request (`X-Amz-Security-Token`, presigned URLs too; OSS's security token).
+    pub session_token: Option<String>,
     pub addressing: Addressing,
     pub connect_timeout: Duration,
     /// Time allowed until the response head arrives.
@@ -76,6 +79,7 @@ impl OriginConfig {
             region: "us-east-1".to_owned(),
             access_key: access_key.to_owned(),
             secret_key: secret_key.to_owned(),
+            session_token: None,
             addressing: Addressing::Path,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
@@ -217,7 +221,7 @@ impl OriginClient {
         let oss_credential = reqsign_aliyun_oss::Credential {
             access_key_id: cfg.access_key.clone(),
             access_key_secret: cfg.secret_key.clone(),
-            security_token: None,
+            security_token: cfg.session_token.clone(),
             expires_in: None,
         };
         let base_path = uri.path().trim_end_matches('/').to_owned();
@@ -324,7 +328,7 @@ impl OriginClient {
                 let signer = crate::sigv4::Signer {
                     access_key: &self.cfg.access_key,
                     secret_key: &self.cfg.secret_key,
-                    session_token: None,
+                    session_token: self.cfg.session_token.as_deref(),
                     region: &self.cfg.region,
                     service: "s3",
                 };

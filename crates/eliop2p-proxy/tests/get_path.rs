@@ -458,3 +458,50 @@ async fn an_https_origin_with_a_private_ca() {
     }
     origin.stop().await;
 }
+
+/// Temporary credentials (issue 18, item 1, the static part): with
+/// `origin.session_token` the node signs the token into every origin request and
+/// into presigned URLs, and reads byte-exact from an origin that wants it; when
+/// the origin stops accepting it (revoked, expired) or the node has none, the
+/// client gets the origin's 403 at once, not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_tokens_are_signed_into_origin_requests() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.create_bucket("sts").await.unwrap();
+    let (a, b) = (test_data(20 << 20, 81), test_data(3 << 20, 82));
+    origin.put("sts", "a", a.clone()).await.unwrap();
+    origin.put("sts", "b", b.clone()).await.unwrap();
+    origin.require_session_token(Some("token-1"));
+    let mut cfg = origin.origin_config();
+    cfg.session_token = Some("token-1".into());
+    cfg.max_retries = 0;
+    // Presigned: the token is in the signed query.
+    let presigned = eliop2p_origin::OriginClient::new(cfg.clone())
+        .unwrap()
+        .presign(&eliop2p_origin::OriginRequest::new(http::Method::GET, "sts", Some("b")), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(presigned.to_string().contains("X-Amz-Security-Token=token-1"), "{presigned}");
+    let client = TestClient::new();
+    let r = client.get(&presigned.to_string(), &[]).await.unwrap();
+    assert_eq!((r.status.as_u16(), sha256_hex(&r.body)), (200, sha256_hex(&b)));
+    let node = eliop2p_testkit::start_node_for(cfg.clone(), |_| {}).await.unwrap();
+    let r = client.get(&format!("http://{}/sts/a", node.proxy_addr), &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&a));
+    // The token is revoked: the next origin read is refused with the origin's 403.
+    origin.require_session_token(Some("token-2"));
+    let started = Instant::now();
+    let r = client.get(&format!("http://{}/sts/b", node.proxy_addr), &[]).await.unwrap();
+    assert_eq!(r.status, 403, "{:?}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("InvalidToken"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    node.shutdown().await;
+    // No token at all: refused the same way.
+    cfg.session_token = None;
+    let node = eliop2p_testkit::start_node_for(cfg, |_| {}).await.unwrap();
+    let r = client.get(&format!("http://{}/sts/a", node.proxy_addr), &[]).await.unwrap();
+    assert_eq!(r.status, 403, "{:?}", String::from_utf8_lossy(&r.body));
+    node.shutdown().await;
+    origin.stop().await;
+}

@@ -72,6 +72,8 @@ pub struct TestOrigin {
     root: PathBuf,
     /// The CA an https origin's certificate comes from.
     ca_file: Option<PathBuf>,
+    /// A session token every request must carry (temporary credentials).
+    required_token: Arc<Mutex<Option<String>>>,
 }
 
 impl TestOrigin {
@@ -120,6 +122,7 @@ impl TestOrigin {
         let fail_next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let model = Arc::new(StoreModel::default());
         let slow_down_from = Arc::new(Mutex::new((0u64, 0usize)));
+        let required_token: Arc<Mutex<Option<String>>> = Arc::default();
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         {
@@ -127,6 +130,7 @@ impl TestOrigin {
             let fail_next = fail_next.clone();
             let model = model.clone();
             let slow_down_from = slow_down_from.clone();
+            let required_token = required_token.clone();
             let cancel = cancel.clone();
             let conns = tracker.clone();
             let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
@@ -142,6 +146,7 @@ impl TestOrigin {
                     let fail_next = fail_next.clone();
                     let model = model.clone();
                     let slow_down_from = slow_down_from.clone();
+                    let required_token = required_token.clone();
                     let cancel = cancel.clone();
                     let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
                     let acceptor = acceptor.clone();
@@ -172,9 +177,18 @@ impl TestOrigin {
                                 || fail_next
                                     .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1))
                                     .is_ok();
+                            // Temporary credentials: the session token must match.
+                            let token_refused = required_token.lock().unwrap().as_ref().is_some_and(|want| {
+                                let header = req.headers().get("x-amz-security-token").and_then(|v| v.to_str().ok());
+                                let query = req.uri().query().and_then(|q| {
+                                    q.split('&').find_map(|kv| kv.strip_prefix("X-Amz-Security-Token="))
+                                });
+                                let query = query.map(|q| percent_encoding::percent_decode_str(q).decode_utf8_lossy().into_owned());
+                                header != Some(want.as_str()) && query.as_deref() != Some(want.as_str())
+                            });
                             let first_byte = model.first_byte();
                             let stream = Arc::new(Throttle::with_rate(model.stream_rate()));
-                            let fut = (!inject).then(|| Service::call(&service, req));
+                            let fut = (!inject && !token_refused).then(|| Service::call(&service, req));
                             let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
                             async move {
                                 if !first_byte.is_zero() {
@@ -192,6 +206,12 @@ impl TestOrigin {
                                             })
                                         })
                                     }),
+                                    None if token_refused => {
+                                        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidToken</Code><Message>The provided token is malformed or otherwise invalid.</Message></Error>";
+                                        let mut resp = http::Response::new(s3s::Body::from(body.to_owned()));
+                                        *resp.status_mut() = StatusCode::FORBIDDEN;
+                                        Ok(resp)
+                                    }
                                     None => {
                                         let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>injected by the test</Message></Error>";
                                         let mut resp = http::Response::new(s3s::Body::from(body.to_owned()));
@@ -245,7 +265,14 @@ impl TestOrigin {
             _root: None,
             root: root.to_owned(),
             ca_file,
+            required_token,
         })
+    }
+
+    /// From now on every request must carry this session token (header or
+    /// presigned query), or gets 403 InvalidToken; `None` lifts the rule.
+    pub fn require_session_token(&self, token: Option<&str>) {
+        *self.required_token.lock().unwrap() = token.map(str::to_owned);
     }
 
     pub fn root(&self) -> &Path {

@@ -163,6 +163,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "origin",
+        "session_token",
+        Kind::Secret,
+        "",
+        "session token of temporary credentials (STS) that go with origin.access_key and origin.secret_key; signed into every origin request"
+    ),
+    key!(
+        "origin",
         "addressing",
         Kind::Choice(&["path", "virtual"]),
         "path",

@@ -486,6 +486,9 @@ fn origin_ca_file_is_read_at_start_and_insecure_tls_is_refused() {
     let ca = eliop2p_testkit::TestCa::new().unwrap();
     let n = load(&[("ELIOP2P_ORIGIN_CA_FILE", ca.ca_pem.to_str().unwrap())]).unwrap();
     assert_eq!(n.origin.tls.ca_file.as_deref(), Some(ca.ca_pem.as_path()));
+    let n = load(&[("ELIOP2P_ORIGIN_SESSION_TOKEN", "tok")]).unwrap();
+    assert_eq!(n.origin.session_token.as_deref(), Some("tok"));
+    assert_eq!(load(&[]).unwrap().origin.session_token, None);
     let m = format!("{:#}", load(&[("ELIOP2P_ORIGIN_INSECURE_SKIP_VERIFY", "true")]).unwrap_err());
     assert!(m.contains("origin.insecure_skip_verify") && m.contains("refused"), "{m}");
 }
