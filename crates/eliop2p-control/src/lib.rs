@@ -5,6 +5,7 @@
 //! once, or shared by any number of replicas through Redis (`redis.rs`).
 
 mod log;
+mod metrics;
 mod plan;
 mod preheat;
 mod redis;
@@ -24,7 +25,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use eliop2p_cluster::api::{self, ErrorBody};
-use eliop2p_core::prom::{self, Kind};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -320,68 +320,31 @@ pub async fn spawn_control_plane(
     if let Backend::Redis(link, _) = &shared.backend {
         tasks.push(tokio::spawn(follow(shared.clone(), link.clone(), cancel.clone())));
         // Demand batches for the log, so that whoever plans sees every replica's.
-        let shared = shared.clone();
-        let cancel = cancel.clone();
-        let every = cfg.replication_interval.clamp(Duration::from_millis(50), Duration::from_secs(1));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tick.tick() => {
-                        shared.change_later(|st| st.take_demand().into_iter().collect());
-                    }
-                }
-            }
+        let s = shared.clone();
+        every(&cancel, cfg.replication_interval.clamp(Duration::from_millis(50), Duration::from_secs(1)), move || {
+            s.change_later(|st| st.take_demand().into_iter().collect());
         });
     }
-    // Replication passes.
-    {
-        let shared = shared.clone();
-        let cancel = cancel.clone();
-        let every = cfg.replication_interval.max(Duration::from_millis(10));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tick.tick() => {
-                        if shared.plans() {
-                            shared.change_later(|st| st.plan_replication(Instant::now()));
-                        } else {
-                            shared.state().decay_demand();
-                        }
-                    }
-                }
-            }
-        });
-    }
+    // Replication passes (the first one interval after the start).
+    let s = shared.clone();
+    every(&cancel, cfg.replication_interval.max(Duration::from_millis(10)), move || {
+        if s.plans() {
+            s.change_later(|st| st.plan_replication(Instant::now()));
+        } else {
+            s.state().decay_demand();
+        }
+    });
     // Dashboard history.
-    {
-        let shared = shared.clone();
-        let cancel = cancel.clone();
-        let every = cfg
-            .timing
-            .heartbeat_interval
-            .clamp(Duration::from_millis(100), Duration::from_secs(5));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tick.tick() => {
-                        let sample = shared.state().sample(api::unix_ms());
-                        let mut h = shared.history.lock().unwrap_or_else(|p| p.into_inner());
-                        if h.len() >= api::HISTORY_LEN {
-                            h.pop_front();
-                        }
-                        h.push_back(sample);
-                    }
-                }
-            }
-        });
-    }
+    let s = shared.clone();
+    let period = cfg.timing.heartbeat_interval.clamp(Duration::from_millis(100), Duration::from_secs(5));
+    every(&cancel, period, move || {
+        let sample = s.state().sample(api::unix_ms());
+        let mut h = s.history.lock().unwrap_or_else(|p| p.into_inner());
+        if h.len() >= api::HISTORY_LEN {
+            h.pop_front();
+        }
+        h.push_back(sample);
+    });
     let app = router(shared.clone());
     let c = cancel.clone();
     let server = tokio::spawn(async move {
@@ -402,6 +365,22 @@ pub async fn spawn_control_plane(
         writer,
         tasks,
     })
+}
+
+/// Runs `f` every `period` (the first time one period after the start) until
+/// `cancel`.
+fn every(cancel: &CancellationToken, period: Duration, mut f: impl FnMut() + Send + 'static) {
+    let cancel = cancel.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => f(),
+            }
+        }
+    });
 }
 
 /// The OpenAPI document of `/api/v1`.
@@ -430,7 +409,7 @@ fn router(shared: Arc<Shared>) -> Router {
             "/",
             get(|| async { axum::response::Redirect::to("/dashboard") }),
         )
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "NotFound", "no such endpoint") })
         .layer(DefaultBodyLimit::max(8 << 20))
         .layer(middleware::from_fn_with_state(shared.clone(), count))
@@ -759,113 +738,4 @@ async fn dashboard_data(AxState(s): AxState<Arc<Shared>>) -> Response {
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
-}
-
-async fn metrics(AxState(s): AxState<Arc<Shared>>) -> Response {
-    let mut out = String::new();
-    {
-        let st = s.state();
-        let now = Instant::now();
-        let mut by_status = [0u64; 3];
-        for n in st.nodes.values() {
-            by_status[st.status(n, now) as usize] += 1;
-        }
-        prom::family(
-            &mut out,
-            "eliop2p_control_nodes",
-            Kind::Gauge,
-            "Registered nodes by status.",
-            [
-                ("status=\"online\"", by_status[0]),
-                ("status=\"suspect\"", by_status[1]),
-                ("status=\"dead\"", by_status[2]),
-            ],
-        );
-        prom::family(
-            &mut out,
-            "eliop2p_control_chunks",
-            Kind::Gauge,
-            "Chunks with at least one reported holder.",
-            [("", st.chunk_count() as u64)],
-        );
-        prom::family(
-            &mut out,
-            "eliop2p_control_location_queries_total",
-            Kind::Counter,
-            "Location queries answered.",
-            [("", st.location_queries)],
-        );
-        prom::family(
-            &mut out,
-            "eliop2p_control_commands_total",
-            Kind::Counter,
-            "Replication commands issued and acknowledged.",
-            [
-                ("state=\"issued\"", st.commands_issued),
-                ("state=\"ok\"", st.commands_acked_ok),
-                ("state=\"failed\"", st.commands_acked_failed),
-            ],
-        );
-        let mut jobs = [0u64; 3];
-        for j in st.jobs_view(now) {
-            jobs[j.state as usize] += 1;
-        }
-        prom::family(
-            &mut out,
-            "eliop2p_control_preheat_jobs",
-            Kind::Gauge,
-            "Preheat jobs kept, by state.",
-            [
-                ("state=\"running\"", jobs[0]),
-                ("state=\"succeeded\"", jobs[1]),
-                ("state=\"failed\"", jobs[2]),
-            ],
-        );
-    }
-    if let Backend::Redis(..) = &s.backend {
-        use std::sync::atomic::Ordering::Relaxed;
-        prom::family(
-            &mut out,
-            "eliop2p_control_store_available",
-            Kind::Gauge,
-            "1 while this replica reaches its shared store (redis) and follows its log.",
-            [("", s.available() as u64)],
-        );
-        prom::family(
-            &mut out,
-            "eliop2p_control_planning",
-            Kind::Gauge,
-            "1 while this replica holds the planning lease.",
-            [("", s.plans() as u64)],
-        );
-        prom::family(
-            &mut out,
-            "eliop2p_control_store_loads_total",
-            Kind::Counter,
-            "Snapshots loaded from the shared store (at start and after each outage).",
-            [("", s.follow.reloads.load(Relaxed))],
-        );
-        prom::family(
-            &mut out,
-            "eliop2p_control_log_changes_total",
-            Kind::Counter,
-            "Changes applied from the replicas' log.",
-            [("", s.follow.applied.load(Relaxed))],
-        );
-    }
-    let rows: Vec<(String, u64)> = s
-        .requests
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|((m, st), v)| (format!("method=\"{m}\",status=\"{st}\""), *v))
-        .collect();
-    prom::family(
-        &mut out,
-        "eliop2p_control_requests_total",
-        Kind::Counter,
-        "API requests by method and status.",
-        rows,
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
