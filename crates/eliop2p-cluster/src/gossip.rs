@@ -2,42 +2,73 @@
 //! [`Gossip::tick`] and [`Gossip::handle`] take the time and return the messages to
 //! send, so the same code runs on sockets (the P2P layer) and in the simulator.
 //!
-//! Membership is heartbeat gossip with push-pull anti-entropy: every node bumps its
-//! own heartbeat each round and sends its member table (`StateSync`) to `fanout`
-//! random live members, which merge it and answer with theirs. A member whose
-//! heartbeat has not advanced for `suspect_after` is suspect, for `dead_after` dead;
-//! a restarted node comes back with a higher generation. `NodeLeave` marks a member
-//! gone at once. The location index is partitioned by rendezvous hashing: a chunk's
-//! owner (and `backups` next ones) learn its holders from `ChunkAnnounce` /
-//! `ChunkRemove`.
+//! Membership is SWIM (Das, Gupta and Motivala, 2002) with the refinements
+//! HashiCorp's memberlist runs at 10,000+ nodes, so a node's steady-state traffic
+//! does not grow with the cluster:
+//! - **Probes.** Every round a node pings one member, taken in a shuffled
+//!   round-robin order (every member is probed within a cycle). Without an `Ack` by
+//!   the next round it pings again and asks `indirect` other members to probe the
+//!   target for it (`PingReq`); with no ack, direct or relayed, for
+//!   `suspect_after`, the member becomes suspect.
+//! - **Suspicion with incarnations.** A suspect member that does not refute is
+//!   declared dead `dead_after - suspect_after` later (at least one round). A member
+//!   that hears it is suspected raises its incarnation and spreads that it is
+//!   alive; a claim with a higher `(generation, incarnation, status)` wins.
+//! - **Dissemination.** A change (join, suspicion, refutation, death, leave) is
+//!   piggybacked on probes and acks, and sent to `fanout` members a round while
+//!   fresh, each a bounded number of times (`retransmit_mult * log10(n + 1)`).
+//! - **Push-pull.** The full table (`StateSync`) is exchanged on a join, a few times
+//!   while a node is young, and then once every `max(push_pull_rounds, n / 4)`
+//!   rounds, so that exchange costs each node the same per second at any size.
+//!
+//! The location index is partitioned by rendezvous hashing: a chunk's owner (and
+//! `backups` next ones) learn its holders from `ChunkAnnounce` / `ChunkRemove`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use eliop2p_core::ChunkId;
 use serde::{Deserialize, Serialize};
 
 use crate::index::LocationIndex;
 use crate::rendezvous;
 
+mod config;
+mod locations;
+mod probe;
+mod queue;
 mod wire;
+use probe::{Probe, Relay};
+use queue::BroadcastQueue;
+pub use config::GossipConfig;
 pub use wire::{Digest, Message};
 
 /// Chunk ids per announce/remove message.
 pub const MAX_CHUNKS_PER_MESSAGE: usize = 4096;
 /// Members per `StateSync`.
 pub const MAX_MEMBERS_PER_MESSAGE: usize = 8192;
+/// Membership changes piggybacked on one probe message.
+pub const MAX_UPDATES_PER_MESSAGE: usize = 16;
+/// Rounds a node may know fewer live members than the members it probes before
+/// it asks one of them for its table.
+pub const BEHIND_ROUNDS: u64 = 10;
+/// Changes waiting to be piggybacked, at most (about what a few rounds carry).
+pub const MAX_QUEUED_UPDATES: usize = 128;
 /// Chunks one member may have in this node's part of the index: 4 TiB of 16 MiB
 /// chunks, more than a node's disk holds. Announcements beyond it are dropped, so
 /// one member announcing ids without end costs the owner at most ~30 MB.
 pub const MAX_INDEXED_PER_MEMBER: usize = 1 << 18;
 /// Members this node keeps at most (live, suspect, dead and left together).
 pub const MAX_MEMBERS: usize = 16_384;
-/// Members not known before that one message may add (a StateSync about others).
+/// Members not known before that one unsolicited message may add (a StateSync or
+/// updates about others). The table answering this node's own join or push-pull
+/// may add up to `MAX_MEMBERS`.
 pub const MAX_NEW_MEMBERS_PER_MESSAGE: usize = 64;
-/// No real heartbeat gets near this (one per round: millennia), so a digest above
-/// it is a lie meant to outbid its node for good: it is dropped.
-pub const MAX_HEARTBEAT: u64 = 1 << 48;
+/// No member refutes this often (one per suspicion: millennia), so a claim above
+/// it is a lie meant to outbid its subject for good: it is dropped.
+pub const MAX_INCARNATION: u64 = 1 << 32;
+/// A claim from a third party that raises a known member's incarnation by more
+/// than this is dropped: only the member raises it, by one per refutation.
+pub const MAX_INCARNATION_STEP: u64 = 1024;
 /// Generations are wall-clock milliseconds at start: far below this.
 pub const MAX_GENERATION: u64 = 1 << 60;
 
@@ -54,7 +85,8 @@ pub struct NodeInfo {
     pub zone: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A member's state; the order is a claim's precedence at equal incarnation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Alive,
@@ -63,43 +95,10 @@ pub enum Status {
     Left,
 }
 
-#[derive(Clone, Debug)]
-pub struct GossipConfig {
-    /// Milliseconds between rounds.
-    pub interval_ms: u64,
-    /// Members sent our table per round.
-    pub fanout: usize,
-    pub suspect_after_ms: u64,
-    pub dead_after_ms: u64,
-    /// Dead and left members stop being gossiped after this (kept as tombstones).
-    pub forget_after_ms: u64,
-    /// Rounds between join attempts to seeds that are not live members.
-    pub rejoin_every: u64,
-    /// Owners after the first that also index a chunk's holders.
-    pub backups: usize,
-}
-
-impl Default for GossipConfig {
-    fn default() -> Self {
-        Self {
-            interval_ms: 1000,
-            fanout: 3,
-            suspect_after_ms: 5000,
-            dead_after_ms: 10_000,
-            forget_after_ms: 60_000,
-            rejoin_every: 10,
-            backups: 1,
-        }
-    }
-}
-
-impl GossipConfig {
-    /// Upper bound on how long a crashed node keeps being treated as live: its
-    /// last heartbeat reaches everyone within a few rounds (push-pull gossip spreads
-    /// in O(log n) rounds; 5 covers clusters of a thousand nodes at fanout 3), and it
-    /// is declared dead `dead_after` later.
-    pub fn detection_bound_ms(&self) -> u64 {
-        self.dead_after_ms + 5 * self.interval_ms
+impl Status {
+    /// Alive or suspect: still a member for ownership and peer choice.
+    pub fn is_live(self) -> bool {
+        matches!(self, Status::Alive | Status::Suspect)
     }
 }
 
@@ -114,22 +113,49 @@ struct Entry {
     node: NodeInfo,
     hash: u64,
     generation: u64,
-    heartbeat: u64,
-    left: bool,
-    /// Local time the heartbeat last advanced.
+    incarnation: u64,
+    state: Status,
+    /// Local time of the last status change.
+    changed_at: u64,
+    /// When a suspect member is declared dead.
+    suspect_until: u64,
+    /// Reported live by the control plane (mode `control-plane`) rather than
+    /// probed: live while reported, suspect and dead by the age of `seen_at`.
+    observed: bool,
     seen_at: u64,
-    /// Whether the death was already acted on (index dropped).
-    dead_handled: bool,
+}
+
+impl Entry {
+    fn digest(&self) -> Digest {
+        Digest {
+            node: self.node.clone(),
+            generation: self.generation,
+            incarnation: self.incarnation,
+            status: self.state,
+        }
+    }
+}
+
+/// Where a claim about a member comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The member itself, on its own authenticated link.
+    Itself,
+    /// Piggybacked news: spread further when it changes something.
+    Rumour,
+    /// A full table: merged, not spread (every member gets tables of its own).
+    Table { solicited: bool },
 }
 
 pub struct Gossip {
     me: NodeInfo,
     my_hash: u64,
     generation: u64,
-    heartbeat: u64,
+    incarnation: u64,
     leaving: bool,
     members: HashMap<String, Entry>,
     seeds: Vec<SocketAddr>,
+    next_seed: usize,
     cfg: GossipConfig,
     rng: u64,
     now: u64,
@@ -138,8 +164,32 @@ pub struct Gossip {
     changed: bool,
     /// Members added by the message being handled (bounded per message).
     new_this_message: usize,
-    /// Messages dropped because they spoke for a node other than their sender.
+    /// Messages and claims dropped: spoken for a node other than their sender, or
+    /// beyond the bounds.
     refused: u64,
+    /// Probes that failed (the member became suspect here), and suspicions that
+    /// ran out here (the member declared dead by this node).
+    suspicions: u64,
+    deaths: u64,
+    seq: u64,
+    probes: HashMap<u64, Probe>,
+    relays: HashMap<u64, Relay>,
+    probe_order: Vec<String>,
+    probe_pos: usize,
+    broadcasts: BroadcastQueue,
+    next_push_pull: u64,
+    /// Addresses whose table this node asked for (join, push-pull), until when.
+    awaiting: HashMap<SocketAddr, u64>,
+    /// Members now suspect (their timers run out here).
+    suspects: HashSet<String>,
+    /// Whether any member came from the control plane (`observe`).
+    any_observed: bool,
+    last_push_pull: u64,
+    /// Live gossiped (not observed) members, kept as states change.
+    live_gossiped: usize,
+    /// Since when (round) probes have told this node that others know more live
+    /// members than it does.
+    behind_since: Option<u64>,
 }
 
 impl Gossip {
@@ -147,22 +197,40 @@ impl Gossip {
     /// milliseconds at start do).
     pub fn new(me: NodeInfo, generation: u64, seeds: Vec<SocketAddr>, cfg: GossipConfig) -> Self {
         let my_hash = rendezvous::node_hash(&me.id);
+        let mut broadcasts = BroadcastQueue::default();
+        broadcasts.push(&me.id);
         Self {
             rng: my_hash ^ generation.rotate_left(17) | 1,
             me,
             my_hash,
             generation,
-            heartbeat: 0,
+            incarnation: 0,
             leaving: false,
             new_this_message: 0,
             refused: 0,
             members: HashMap::new(),
             seeds,
+            next_seed: 0,
             cfg,
             now: 0,
             rounds: 0,
             index: LocationIndex::default(),
             changed: false,
+            suspicions: 0,
+            deaths: 0,
+            seq: 0,
+            probes: HashMap::new(),
+            relays: HashMap::new(),
+            probe_order: Vec::new(),
+            probe_pos: 0,
+            broadcasts,
+            next_push_pull: 2,
+            awaiting: HashMap::new(),
+            suspects: HashSet::new(),
+            any_observed: false,
+            last_push_pull: 0,
+            live_gossiped: 0,
+            behind_since: None,
         }
     }
 
@@ -192,21 +260,19 @@ impl Gossip {
     }
 
     fn status_of(&self, e: &Entry) -> Status {
-        if e.left {
-            return Status::Left;
+        if e.observed && e.state == Status::Alive {
+            let age = self.now.saturating_sub(e.seen_at);
+            if age >= self.cfg.dead_after_ms {
+                return Status::Dead;
+            } else if age >= self.cfg.suspect_after_ms {
+                return Status::Suspect;
+            }
         }
-        let age = self.now.saturating_sub(e.seen_at);
-        if age >= self.cfg.dead_after_ms {
-            Status::Dead
-        } else if age >= self.cfg.suspect_after_ms {
-            Status::Suspect
-        } else {
-            Status::Alive
-        }
+        e.state
     }
 
     fn is_live(&self, e: &Entry) -> bool {
-        matches!(self.status_of(e), Status::Alive | Status::Suspect)
+        self.status_of(e).is_live()
     }
 
     /// Every known member but this node, with its status.
@@ -234,17 +300,31 @@ impl Gossip {
             .collect()
     }
 
+    /// Live members, counted without allocating.
+    pub fn live_count(&self) -> usize {
+        self.members.values().filter(|e| self.is_live(e)).count()
+    }
+
     pub fn status(&self, id: &str) -> Option<Status> {
         self.members.get(id).map(|e| self.status_of(e))
     }
 
+    /// This node's own claim.
     fn digest(&self) -> Digest {
         Digest {
             node: self.me.clone(),
             generation: self.generation,
-            heartbeat: self.heartbeat,
-            left: self.leaving,
+            incarnation: self.incarnation,
+            status: if self.leaving { Status::Left } else { Status::Alive },
         }
+    }
+
+    /// The current claim about `id` (this node included).
+    fn claim(&self, id: &str) -> Option<Digest> {
+        if id == self.me.id {
+            return Some(self.digest());
+        }
+        self.members.get(id).map(Entry::digest)
     }
 
     fn table(&self) -> Vec<Digest> {
@@ -253,41 +333,54 @@ impl Gossip {
             self.members
                 .values()
                 .filter(|e| {
-                    self.is_live(e) || self.now.saturating_sub(e.seen_at) < self.cfg.forget_after_ms
+                    !e.observed
+                        && (e.state.is_live()
+                            || self.now.saturating_sub(e.changed_at) < self.cfg.forget_after_ms)
                 })
                 .take(MAX_MEMBERS_PER_MESSAGE - 1)
-                .map(|e| Digest {
-                    node: e.node.clone(),
-                    generation: e.generation,
-                    heartbeat: e.heartbeat,
-                    left: e.left,
-                }),
+                .map(Entry::digest),
         );
         v
     }
 
     /// Records a member reported live by another source (the control plane, in
-    /// control-plane mode): as if its heartbeat advanced now.
+    /// control-plane mode): live while reported, dead `dead_after` after the last
+    /// report. Such members are not probed.
     pub fn observe(&mut self, now: u64, node: NodeInfo) {
         self.now = now.max(self.now);
         if node.id == self.me.id {
             return;
         }
-        let (generation, heartbeat) = self
-            .members
-            .get(&node.id)
-            .map_or((0, 0), |e| (e.generation, e.heartbeat));
-        let d = Digest {
-            node,
-            generation,
-            heartbeat: heartbeat.saturating_add(1),
-            left: false,
-        };
-        self.new_this_message = 0;
-        self.merge(&d);
+        if self.members.len() >= MAX_MEMBERS && !self.members.contains_key(&node.id) {
+            return;
+        }
+        let e = self.members.entry(node.id.clone()).or_insert_with(|| Entry {
+            hash: rendezvous::node_hash(&node.id),
+            node: node.clone(),
+            generation: 0,
+            incarnation: 0,
+            state: Status::Dead,
+            changed_at: now,
+            suspect_until: 0,
+            observed: true,
+            seen_at: now,
+        });
+        if !e.observed && e.state.is_live() {
+            self.live_gossiped -= 1;
+        }
+        e.observed = true;
+        e.seen_at = now;
+        self.any_observed = true;
+        e.node = node;
+        if e.state != Status::Alive {
+            e.state = Status::Alive;
+            e.changed_at = now;
+            self.changed = true;
+        }
     }
 
-    /// Messages dropped because they spoke for a node other than their sender.
+    /// Messages and claims dropped: spoken for a node other than their sender, or
+    /// beyond the bounds.
     pub fn refused(&self) -> u64 {
         self.refused
     }
@@ -297,158 +390,161 @@ impl Gossip {
         self.members.len()
     }
 
+    /// This node's incarnation (raised on every refuted suspicion).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Members this node suspected after a failed probe, and members it declared
+    /// dead when their suspicion ran out, since it started.
+    pub fn detections(&self) -> (u64, u64) {
+        (self.suspicions, self.deaths)
+    }
+
+    /// Membership changes waiting to be piggybacked.
+    pub fn pending_updates(&self) -> usize {
+        self.broadcasts.len()
+    }
+
     /// Whether membership changed (a member joined, died or left) since the last
     /// call: the caller re-announces its chunks, whose owners may have moved.
     pub fn take_changed(&mut self) -> bool {
         std::mem::take(&mut self.changed)
     }
 
-    fn merge(&mut self, d: &Digest) {
-        if d.heartbeat > MAX_HEARTBEAT || d.generation > MAX_GENERATION {
+    /// A claim about this node from someone else: a suspicion, death or leave in
+    /// this life at or above the current incarnation is refuted by raising it.
+    fn refute(&mut self, d: &Digest) {
+        if !self.leaving
+            && d.generation == self.generation
+            && d.status != Status::Alive
+            && d.incarnation >= self.incarnation
+        {
+            self.incarnation = d.incarnation + 1;
+            let me = self.me.id.clone();
+            self.spread(&me);
+        }
+    }
+
+    /// Merges a claim about a member.
+    fn apply(&mut self, d: &Digest, src: Source) {
+        if d.incarnation > MAX_INCARNATION || d.generation > MAX_GENERATION {
+            self.refused += 1;
             return;
         }
         if d.node.id == self.me.id {
-            // Someone thinks this node left or holds an older heartbeat than a
-            // rumour: outbid it, unless this node is leaving.
-            if !self.leaving
-                && d.generation == self.generation
-                && d.left
-                && d.heartbeat >= self.heartbeat
-            {
-                self.heartbeat = d.heartbeat.saturating_add(1);
-            }
+            self.refute(d);
             return;
         }
         let now = self.now;
-        let full = self.members.len() >= MAX_MEMBERS
-            || self.new_this_message >= MAX_NEW_MEMBERS_PER_MESSAGE;
-        match self.members.get_mut(&d.node.id) {
-            None if full => {}
-            None => {
-                self.new_this_message += 1;
-                self.members.insert(
-                    d.node.id.clone(),
-                    Entry {
-                        hash: rendezvous::node_hash(&d.node.id),
-                        node: d.node.clone(),
-                        generation: d.generation,
-                        heartbeat: d.heartbeat,
-                        left: d.left,
-                        seen_at: now,
-                        dead_handled: d.left,
-                    },
-                );
-                if !d.left {
-                    self.changed = true;
-                }
+        let spread = !matches!(src, Source::Table { .. });
+        let Some(e) = self.members.get_mut(&d.node.id) else {
+            // Tombstones of members never known say nothing here.
+            let bounded = !matches!(src, Source::Itself | Source::Table { solicited: true });
+            if !d.status.is_live()
+                || self.members.len() >= MAX_MEMBERS
+                || (bounded && self.new_this_message >= MAX_NEW_MEMBERS_PER_MESSAGE)
+            {
+                return;
             }
-            Some(e) => {
-                let newer = (d.generation, d.heartbeat) > (e.generation, e.heartbeat);
-                if newer {
-                    let was_gone = e.left || e.dead_handled;
-                    e.generation = d.generation;
-                    e.heartbeat = d.heartbeat;
-                    e.node = d.node.clone();
-                    e.seen_at = now;
-                    e.left = d.left;
-                    if was_gone && !d.left {
-                        e.dead_handled = false;
-                        self.changed = true;
-                    }
-                } else if d.left
-                    && !e.left
-                    && (d.generation, d.heartbeat) == (e.generation, e.heartbeat)
-                {
-                    e.left = true;
-                }
-                if e.left && !e.dead_handled {
-                    e.dead_handled = true;
-                    let id = e.node.id.clone();
-                    self.index.drop_node(&id);
-                    self.changed = true;
-                }
+            self.new_this_message += 1;
+            self.live_gossiped += 1;
+            self.members.insert(
+                d.node.id.clone(),
+                Entry {
+                    hash: rendezvous::node_hash(&d.node.id),
+                    node: d.node.clone(),
+                    generation: d.generation,
+                    incarnation: d.incarnation,
+                    state: d.status,
+                    changed_at: now,
+                    suspect_until: now + self.cfg.suspicion_ms(),
+                    observed: false,
+                    seen_at: now,
+                },
+            );
+            // Probed within this cycle, at a random place among those left.
+            self.probe_order.push(d.node.id.clone());
+            let left = (self.probe_order.len() - self.probe_pos) as u64;
+            let j = self.probe_pos + (self.next_random() % left) as usize;
+            let last = self.probe_order.len() - 1;
+            self.probe_order.swap(j, last);
+            if d.status == Status::Suspect {
+                self.suspects.insert(d.node.id.clone());
             }
-        }
-    }
-
-    /// Marks members dead whose heartbeat stopped, dropping their index entries.
-    fn detect(&mut self) {
-        let dead: Vec<String> = self
-            .members
-            .values()
-            .filter(|e| !e.dead_handled && self.status_of(e) == Status::Dead)
-            .map(|e| e.node.id.clone())
-            .collect();
-        for id in dead {
-            if let Some(e) = self.members.get_mut(&id) {
-                e.dead_handled = true;
-            }
-            self.index.drop_node(&id);
             self.changed = true;
+            if spread {
+                self.spread(&d.node.id);
+            }
+            return;
+        };
+        if e.observed {
+            return;
+        }
+        if src != Source::Itself
+            && d.generation == e.generation
+            && d.incarnation > e.incarnation.saturating_add(MAX_INCARNATION_STEP)
+        {
+            self.refused += 1;
+            return;
+        }
+        let before = (e.generation, e.incarnation, e.state);
+        if d.key() <= before {
+            return;
+        }
+        let was_live = e.state.is_live();
+        e.generation = d.generation;
+        e.incarnation = d.incarnation;
+        e.node = d.node.clone();
+        if e.state != d.status || before.0 != d.generation {
+            e.changed_at = now;
+            if d.status == Status::Suspect {
+                e.suspect_until = now + self.cfg.suspicion_ms();
+            }
+        }
+        e.state = d.status;
+        let id = d.node.id.clone();
+        if d.status == Status::Suspect {
+            self.suspects.insert(id.clone());
+        } else {
+            self.suspects.remove(&id);
+        }
+        match (was_live, d.status.is_live()) {
+            (true, false) => {
+                self.live_gossiped -= 1;
+                self.index.drop_node(&id);
+                self.changed = true;
+            }
+            (false, true) => {
+                self.live_gossiped += 1;
+                self.changed = true;
+            }
+            _ => {}
+        }
+        if spread {
+            self.spread(&id);
         }
     }
 
-    /// One gossip round at local time `now` (milliseconds).
-    pub fn tick(&mut self, now: u64) -> Vec<Out> {
-        self.now = now;
-        if self.leaving {
-            return Vec::new();
+    /// Queues a change to piggyback. A full queue drops its most-sent change:
+    /// when more changed at once than piggybacking carries (a crowd joining),
+    /// tables spread the rest (young nodes' push-pulls, and members that keep
+    /// knowing fewer live members than their probes report).
+    fn spread(&mut self, id: &str) {
+        self.broadcasts.push(id);
+        if self.broadcasts.len() > MAX_QUEUED_UPDATES {
+            self.broadcasts.pop_most_sent(&self.me.id);
         }
-        self.index.expire_downloaders(now);
-        self.heartbeat = self.heartbeat.saturating_add(1);
-        self.rounds += 1;
-        self.detect();
-        // Dead and left members are gossiped for `forget_after_ms` (tombstones),
-        // then removed: the table does not keep every node that ever existed.
-        let forget = self.cfg.forget_after_ms.saturating_mul(2);
-        let gone: Vec<String> = self
-            .members
-            .values()
-            .filter(|e| !self.is_live(e) && now.saturating_sub(e.seen_at) >= forget)
-            .map(|e| e.node.id.clone())
-            .collect();
-        for id in gone {
-            self.members.remove(&id);
-            self.index.drop_node(&id);
+    }
+
+    /// Merges a member table from a trusted source, as the answer to a join is
+    /// merged (the simulator starts a converged cluster with it).
+    pub fn merge_table(&mut self, now: u64, members: &[Digest]) {
+        self.now = now.max(self.now);
+        self.new_this_message = 0;
+        for d in members {
+            self.apply(d, Source::Table { solicited: true });
         }
-        let mut out = Vec::new();
-        let live: Vec<SocketAddr> = self
-            .members
-            .values()
-            .filter(|e| self.is_live(e))
-            .map(|e| e.node.p2p)
-            .collect();
-        let rejoin = self.rounds % self.cfg.rejoin_every.max(1) == 1;
-        for s in self.seeds.clone() {
-            if (live.is_empty() || rejoin) && !live.contains(&s) {
-                out.push(Out {
-                    to: s,
-                    msg: Message::NodeJoin(self.digest()),
-                });
-            }
-        }
-        if !live.is_empty() {
-            let table = self.table();
-            let k = self.cfg.fanout.min(live.len());
-            let mut picked: Vec<usize> = Vec::with_capacity(k);
-            while picked.len() < k {
-                let i = (self.next_random() % live.len() as u64) as usize;
-                if !picked.contains(&i) {
-                    picked.push(i);
-                }
-            }
-            for i in picked {
-                out.push(Out {
-                    to: live[i],
-                    msg: Message::StateSync {
-                        from: self.me.id.clone(),
-                        members: table.clone(),
-                        reply: true,
-                    },
-                });
-            }
-        }
-        out
     }
 
     /// Handles a message received at local time `now` from a trusted source (the
@@ -458,33 +554,32 @@ impl Gossip {
     }
 
     /// Handles a message received at local time `now` on a connection whose peer
-    /// authenticated as `sender`: a node speaks for itself. A NodeJoin, NodeLeave,
-    /// chunk announcement or StateSync whose subject or `from` is another node is
-    /// dropped; what a StateSync says about others is gossip, taken within bounds
-    /// (at most `MAX_NEW_MEMBERS_PER_MESSAGE` new members, `MAX_MEMBERS` in all,
-    /// no heartbeat above `MAX_HEARTBEAT`).
+    /// authenticated as `sender`: a node speaks for itself. A message whose subject
+    /// (`from`, or the digest of a join or leave) is another node is dropped; what a
+    /// message says about others is gossip, taken within bounds (at most
+    /// `MAX_NEW_MEMBERS_PER_MESSAGE` new members unless this node asked for the
+    /// table, `MAX_MEMBERS` in all, no incarnation above `MAX_INCARNATION` or raised
+    /// by more than `MAX_INCARNATION_STEP`), and a claim about this node is refuted.
     pub fn handle_from(&mut self, now: u64, sender: Option<&str>, msg: Message) -> Vec<Out> {
         self.now = now.max(self.now);
         if self.leaving {
             return Vec::new();
         }
-        if let Some(sender) = sender {
-            let subject = match &msg {
-                Message::NodeJoin(d) | Message::NodeLeave(d) => &d.node.id,
-                Message::ChunkAnnounce { from, .. }
-                | Message::ChunkRemove { from, .. }
-                | Message::StateSync { from, .. } => from,
-            };
-            if subject != sender {
-                self.refused += 1;
-                return Vec::new();
-            }
+        if let Some(sender) = sender
+            && msg.subject() != sender
+        {
+            self.refused += 1;
+            return Vec::new();
         }
         self.new_this_message = 0;
         match msg {
             Message::NodeJoin(d) => {
                 let to = d.node.p2p;
-                self.merge(&d);
+                let d = Digest {
+                    status: Status::Alive,
+                    ..d
+                };
+                self.apply(&d, Source::Itself);
                 vec![Out {
                     to,
                     msg: Message::StateSync {
@@ -495,19 +590,11 @@ impl Gossip {
                 }]
             }
             Message::NodeLeave(d) => {
-                // Only a leave of the generation this node knows: a stale or
-                // future one says nothing about the member now.
-                let d = Digest { left: true, ..d };
-                self.merge(&d);
-                if let Some(e) = self.members.get_mut(&d.node.id)
-                    && !e.left
-                    && e.generation == d.generation
-                {
-                    e.left = true;
-                    e.dead_handled = true;
-                    self.index.drop_node(&d.node.id);
-                    self.changed = true;
-                }
+                let d = Digest {
+                    status: Status::Left,
+                    ..d
+                };
+                self.apply(&d, Source::Itself);
                 Vec::new()
             }
             Message::StateSync {
@@ -519,8 +606,14 @@ impl Gossip {
                     .iter()
                     .find(|d| d.node.id == from)
                     .map(|d| d.node.p2p);
+                let solicited = sender.is_some_and(|a| self.awaiting.remove(&a).is_some());
                 for d in &members {
-                    self.merge(d);
+                    let src = if d.node.id == from {
+                        Source::Itself
+                    } else {
+                        Source::Table { solicited }
+                    };
+                    self.apply(d, src);
                 }
                 match (reply, sender) {
                     (true, Some(to)) => vec![Out {
@@ -533,6 +626,97 @@ impl Gossip {
                     }],
                     _ => Vec::new(),
                 }
+            }
+            Message::Ping {
+                from,
+                seq,
+                members,
+                updates,
+            } => {
+                let to = from.node.p2p;
+                let asker = from.node.id.clone();
+                self.take_news(&from, &updates);
+                let updates = self.updates_for(Some(&asker));
+                let mut out = vec![Out {
+                    to,
+                    msg: Message::Ack {
+                        from: self.digest(),
+                        seq,
+                        members: self.live_gossiped as u64,
+                        updates,
+                    },
+                }];
+                out.extend(self.compare_counts(members, to));
+                out
+            }
+            Message::PingReq {
+                from,
+                seq,
+                target,
+                updates,
+            } => {
+                let asker = from.node.p2p;
+                self.take_news(&from, &updates);
+                // Only a member this node knows, at the address it knows: a
+                // PingReq does not make this node contact arbitrary addresses.
+                let known = self
+                    .members
+                    .get(&target.id)
+                    .is_some_and(|e| e.node.p2p == target.p2p && !e.observed);
+                if !known || self.relays.len() >= MAX_MEMBERS {
+                    return Vec::new();
+                }
+                self.seq += 1;
+                self.relays.insert(
+                    self.seq,
+                    Relay {
+                        to: asker,
+                        seq,
+                        until: self.now + self.cfg.probe_timeout_ms(),
+                    },
+                );
+                let updates = self.updates_for(Some(&target.id));
+                vec![Out {
+                    to: target.p2p,
+                    msg: Message::Ping {
+                        from: self.digest(),
+                        seq: self.seq,
+                        members: self.live_gossiped as u64,
+                        updates,
+                    },
+                }]
+            }
+            Message::Ack {
+                from,
+                seq,
+                members,
+                updates,
+            } => {
+                let id = from.node.id.clone();
+                self.take_news(&from, &updates);
+                if let Some(p) = self.probes.get(&seq)
+                    && (p.target == id || p.helpers.contains(&id))
+                {
+                    self.probes.remove(&seq);
+                    return self.compare_counts(members, from.node.p2p);
+                }
+                if let Some(r) = self.relays.remove(&seq) {
+                    let updates = self.updates_for(None);
+                    return vec![Out {
+                        to: r.to,
+                        msg: Message::Ack {
+                            from: self.digest(),
+                            seq: r.seq,
+                            members: self.live_gossiped as u64,
+                            updates,
+                        },
+                    }];
+                }
+                Vec::new()
+            }
+            Message::Updates { from, updates } => {
+                self.take_news(&from, &updates);
+                Vec::new()
             }
             Message::ChunkAnnounce { from, chunks } => {
                 if self.members.get(&from).is_some_and(|e| self.is_live(e)) || from == self.me.id {
@@ -555,137 +739,25 @@ impl Gossip {
         }
     }
 
-    /// The first `k` live nodes (this one included) in rendezvous order for a
-    /// chunk: its owner first.
-    pub fn owners(&self, chunk: &ChunkId, k: usize) -> Vec<NodeInfo> {
-        let mut best: Vec<(u64, &NodeInfo)> = Vec::with_capacity(k + 1);
-        let mut push = |w: u64, n| {
-            let pos = best
-                .iter()
-                .position(|(bw, _)| w > *bw)
-                .unwrap_or(best.len());
-            if pos < k {
-                best.insert(pos, (w, n));
-                best.truncate(k);
-            }
-        };
-        if !self.leaving {
-            push(rendezvous::weight(chunk, self.my_hash), &self.me);
-        }
-        for e in self.members.values() {
-            if self.is_live(e) {
-                push(rendezvous::weight(chunk, e.hash), &e.node);
+    /// The sender's own claim, then the news it piggybacked.
+    fn take_news(&mut self, from: &Digest, updates: &[Digest]) {
+        self.apply(from, Source::Itself);
+        for d in updates.iter().take(MAX_UPDATES_PER_MESSAGE) {
+            if d.node.id != from.node.id {
+                self.apply(d, Source::Rumour);
             }
         }
-        best.into_iter().map(|(_, n)| n.clone()).collect()
-    }
-
-    /// Whether this node is among the chunk's owner and backups.
-    pub fn indexes(&self, chunk: &ChunkId) -> bool {
-        self.owners(chunk, 1 + self.cfg.backups)
-            .iter()
-            .any(|n| n.id == self.me.id)
-    }
-
-    /// Live holders of a chunk known to this node's part of the index.
-    pub fn holders(&self, chunk: &ChunkId) -> Vec<NodeInfo> {
-        self.index
-            .holders(chunk)
-            .iter()
-            .filter_map(|id| {
-                if *id == self.me.id {
-                    return Some(self.me.clone());
-                }
-                let e = self.members.get(id)?;
-                self.is_live(e).then(|| e.node.clone())
-            })
-            .collect()
-    }
-
-    /// Registers a member as downloading a chunk this node tracks, for `ttl_ms`.
-    pub fn add_downloader(&mut self, now: u64, node: &str, chunk: ChunkId, ttl_ms: u64) {
-        self.index.add_downloader(node, chunk, now, now + ttl_ms);
-    }
-
-    /// Live members downloading a chunk, as far as this node tracks it.
-    pub fn downloaders(&self, now: u64, chunk: &ChunkId) -> Vec<NodeInfo> {
-        self.index
-            .downloaders(chunk, now)
-            .into_iter()
-            .filter_map(|id| {
-                let e = self.members.get(id)?;
-                self.is_live(e).then(|| e.node.clone())
-            })
-            .collect()
-    }
-
-    /// Chunks indexed here.
-    pub fn index_len(&self) -> usize {
-        self.index.len()
-    }
-
-    /// Tells the owners of these chunks that this node now holds (`added`) or no
-    /// longer holds (`removed`) them. Chunks this node indexes itself are recorded
-    /// directly.
-    pub fn announce(&mut self, added: &[ChunkId], removed: &[ChunkId]) -> Vec<Out> {
-        let mut batches: HashMap<(SocketAddr, bool), Vec<ChunkId>> = HashMap::new();
-        let k = 1 + self.cfg.backups;
-        for (list, add) in [(added, true), (removed, false)] {
-            for c in list {
-                for owner in self.owners(c, k) {
-                    if owner.id == self.me.id {
-                        let me = self.me.id.clone();
-                        if add {
-                            self.index.add(&me, *c);
-                        } else {
-                            self.index.remove(&me, c);
-                        }
-                    } else {
-                        batches.entry((owner.p2p, add)).or_default().push(*c);
-                    }
-                }
-            }
-        }
-        let mut out = Vec::new();
-        for ((to, add), chunks) in batches {
-            for part in chunks.chunks(MAX_CHUNKS_PER_MESSAGE) {
-                let (from, chunks) = (self.me.id.clone(), part.to_vec());
-                out.push(Out {
-                    to,
-                    msg: if add {
-                        Message::ChunkAnnounce { from, chunks }
-                    } else {
-                        Message::ChunkRemove { from, chunks }
-                    },
-                });
-            }
-        }
-        out
-    }
-
-    /// Drops index entries for chunks this node no longer owns or backs up (after
-    /// membership changed); their new owners learn them from re-announcements.
-    pub fn prune_index(&mut self) {
-        let k = 1 + self.cfg.backups;
-        let me = self.me.id.clone();
-        let drop: std::collections::HashSet<ChunkId> = self
-            .index
-            .chunks()
-            .filter(|c| !self.owners(c, k).iter().any(|n| n.id == me))
-            .copied()
-            .collect();
-        self.index.retain(|c| !drop.contains(c));
     }
 
     /// Leaves the cluster: returns `NodeLeave` for every live member; afterwards the
     /// node sends and answers nothing.
     pub fn leave(&mut self) -> Vec<Out> {
-        self.heartbeat += 1;
+        self.incarnation += 1;
         self.leaving = true;
         let d = self.digest();
         self.members
             .values()
-            .filter(|e| self.is_live(e))
+            .filter(|e| self.is_live(e) && !e.observed)
             .map(|e| Out {
                 to: e.node.p2p,
                 msg: Message::NodeLeave(d.clone()),

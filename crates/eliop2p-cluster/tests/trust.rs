@@ -1,10 +1,11 @@
 //! What one authenticated member can make another believe (issue 15): a node
-//! speaks for itself, invented members are bounded and forgotten, and no
-//! heartbeat outbids its node for good.
+//! speaks for itself, invented members are bounded and forgotten, no
+//! incarnation outbids its node for good, a false death is refuted, and a PingReq
+//! does not make a node contact addresses it does not know.
 
 use std::net::SocketAddr;
 
-use eliop2p_cluster::gossip::{Digest, MAX_CHUNKS_PER_MESSAGE, MAX_INDEXED_PER_MEMBER, MAX_NEW_MEMBERS_PER_MESSAGE};
+use eliop2p_cluster::gossip::{Digest, MAX_CHUNKS_PER_MESSAGE, MAX_INCARNATION_STEP, MAX_INDEXED_PER_MEMBER, MAX_NEW_MEMBERS_PER_MESSAGE};
 use eliop2p_core::ChunkId;
 use eliop2p_cluster::{Gossip, GossipConfig, Message, NodeInfo, Status};
 
@@ -17,8 +18,8 @@ fn node(i: u32) -> NodeInfo {
     }
 }
 
-fn digest(i: u32, heartbeat: u64, left: bool) -> Digest {
-    Digest { node: node(i), generation: 1, heartbeat, left }
+fn digest(i: u32, incarnation: u64, left: bool) -> Digest {
+    Digest { node: node(i), generation: 1, incarnation, status: if left { Status::Left } else { Status::Alive } }
 }
 
 fn cfg() -> GossipConfig {
@@ -54,16 +55,34 @@ fn a_member_cannot_leave_or_join_for_another() {
 }
 
 #[test]
-fn a_heartbeat_beyond_any_real_one_is_dropped() {
+fn an_incarnation_beyond_any_real_one_is_dropped() {
     let mut g = victim_setup();
-    // Third-party gossip marking node-2 left with an unbeatable heartbeat.
+    // Third-party gossip marking node-2 left with an unbeatable incarnation, or one
+    // raised far beyond what refutations do.
     g.handle_from(10, Some("node-1"), Message::StateSync { from: "node-1".into(), members: vec![digest(2, u64::MAX, true)], reply: false });
+    g.handle_from(10, Some("node-1"), Message::StateSync { from: "node-1".into(), members: vec![digest(2, 5 + MAX_INCARNATION_STEP + 1, true)], reply: false });
     assert_eq!(g.status("node-2"), Some(Status::Alive));
-    // And one about node-0 itself: it does not wrap its own heartbeat.
-    g.handle_from(10, Some("node-1"), Message::StateSync { from: "node-1".into(), members: vec![Digest { node: node(0), generation: 1, heartbeat: u64::MAX, left: true }], reply: false });
+    // And one about node-0 itself: it does not wrap or exhaust its incarnation.
+    g.handle_from(10, Some("node-1"), Message::StateSync { from: "node-1".into(), members: vec![Digest { node: node(0), generation: 1, incarnation: u64::MAX, status: Status::Dead }], reply: false });
+    assert_eq!(g.incarnation(), 0);
     g.tick(20);
-    let me = g.members();
-    assert!(me.iter().all(|(n, _)| n.id != "node-0"));
+    assert!(g.members().iter().all(|(n, _)| n.id != "node-0"));
+    // A suspicion of node-0 at its incarnation is refuted by raising it.
+    g.handle_from(30, Some("node-1"), Message::Updates { from: digest(1, 5, false), updates: vec![Digest { status: Status::Suspect, ..digest(0, 0, false) }] });
+    assert_eq!(g.incarnation(), 1);
+}
+
+/// Answers node-0's pings to node-1 and node-2 (the real members) as they would.
+fn answer_real_members(g: &mut Gossip, t: u64, outs: Vec<eliop2p_cluster::Out>) {
+    for o in outs {
+        if let Message::Ping { seq, .. } = o.msg {
+            for i in [1, 2] {
+                if o.to == node(i).p2p {
+                    g.handle_from(t, Some(&format!("node-{i}")), Message::Ack { from: digest(i, 5, false), seq, members: 2, updates: vec![] });
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -76,18 +95,74 @@ fn invented_members_are_bounded_per_message_and_forgotten() {
     let n = g.member_count();
     println!("ten StateSyncs of 8192 invented members: {n} members kept");
     assert!(n <= 2 + 10 * MAX_NEW_MEMBERS_PER_MESSAGE, "{n} members");
-    // Nobody heartbeats for them: dead, then removed after twice the forget time.
+    // Nobody answers for them: each is probed once in the next cycle, suspected,
+    // declared dead and removed after twice the forget time. The real members
+    // answer every probe and stay alive.
     let mut t = 10;
-    while t < 10 + 5000 {
+    while t < 10 + 100_000 {
         t += 100;
-        g.tick(t);
-        // The two real members keep heartbeating.
-        for i in [1, 2] {
-            g.handle_from(t, Some(&format!("node-{i}")), Message::StateSync { from: format!("node-{i}"), members: vec![digest(i, t, false)], reply: false });
+        let outs = g.tick(t);
+        answer_real_members(&mut g, t, outs);
+        if g.member_count() == 2 {
+            break;
         }
     }
+    println!("invented members forgotten after {} s", (t - 10) / 1000);
     assert_eq!(g.member_count(), 2, "invented members forgotten");
     assert_eq!(g.status("node-2"), Some(Status::Alive));
+    assert_eq!(g.status("node-1"), Some(Status::Alive));
+}
+
+#[test]
+fn a_member_declared_dead_by_another_refutes_it() {
+    // node-0 and node-2 are real state machines; node-1 lies that node-2 is dead.
+    let mut a = victim_setup();
+    let mut b = Gossip::new(node(2), 1, vec![], cfg());
+    b.handle_from(0, Some("node-0"), Message::NodeJoin(digest(0, 0, false)));
+    a.handle_from(10, Some("node-1"), Message::Updates { from: digest(1, 5, false), updates: vec![Digest { status: Status::Dead, ..digest(2, 5, false) }] });
+    assert_eq!(a.status("node-2"), Some(Status::Dead));
+    // node-2 probes node-0; the ack tells it it is held dead; it refutes, and its
+    // next message brings it back.
+    let mut t = 100;
+    for _ in 0..20 {
+        t += 100;
+        let mut queue: Vec<(bool, eliop2p_cluster::Out)> = b.tick(t).into_iter().map(|o| (true, o)).collect();
+        queue.extend(a.tick(t).into_iter().map(|o| (false, o)));
+        while let Some((from_b, o)) = queue.pop() {
+            let outs = if from_b && o.to == node(0).p2p {
+                a.handle_from(t, Some("node-2"), o.msg)
+            } else if !from_b && o.to == node(2).p2p {
+                b.handle_from(t, Some("node-0"), o.msg)
+            } else {
+                continue;
+            };
+            queue.extend(outs.into_iter().map(|x| (!from_b, x)));
+        }
+        if a.status("node-2") == Some(Status::Alive) {
+            break;
+        }
+    }
+    assert!(b.incarnation() > 5, "node-2 refuted (incarnation {})", b.incarnation());
+    assert_eq!(a.status("node-2"), Some(Status::Alive));
+}
+
+#[test]
+fn a_ping_req_reaches_only_a_known_member_at_its_known_address() {
+    let mut g = victim_setup();
+    let target = NodeInfo { p2p: "192.0.2.7:9000".parse().unwrap(), ..node(2) };
+    let outs = g.handle_from(10, Some("node-1"), Message::PingReq { from: digest(1, 5, false), seq: 1, target, updates: vec![] });
+    assert!(outs.is_empty(), "{outs:?}");
+    let outs = g.handle_from(10, Some("node-1"), Message::PingReq { from: digest(1, 5, false), seq: 2, target: node(77), updates: vec![] });
+    assert!(outs.is_empty(), "{outs:?}");
+    // The known member at its address is probed, and its ack relayed to the asker.
+    let outs = g.handle_from(10, Some("node-1"), Message::PingReq { from: digest(1, 5, false), seq: 3, target: node(2), updates: vec![] });
+    let [o] = &outs[..] else { panic!("{outs:?}") };
+    assert_eq!(o.to, node(2).p2p);
+    let Message::Ping { seq, .. } = o.msg else { panic!("{o:?}") };
+    let relayed = g.handle_from(11, Some("node-2"), Message::Ack { from: digest(2, 5, false), seq, members: 2, updates: vec![] });
+    let [r] = &relayed[..] else { panic!("{relayed:?}") };
+    assert_eq!(r.to, node(1).p2p);
+    assert!(matches!(r.msg, Message::Ack { seq: 3, .. }), "{r:?}");
 }
 
 #[test]

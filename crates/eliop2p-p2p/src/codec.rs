@@ -11,13 +11,13 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 pub const MAGIC: u32 = 0x4348_4B50; // "CHKP"
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Bytes before `chunk_id`.
 const PREFIX: usize = 16;
 /// Bytes after `data`.
 const SUFFIX: usize = 32 + 4 + 1;
 
-/// Message types. 0x20-0x24 are the gossip messages of the discovery layer.
+/// Message types. 0x20-0x28 are the gossip messages of the discovery layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum MessageType {
@@ -38,6 +38,10 @@ pub enum MessageType {
     ChunkAnnounce = 0x22,
     ChunkRemove = 0x23,
     StateSync = 0x24,
+    Ping = 0x25,
+    PingReq = 0x26,
+    Ack = 0x27,
+    Updates = 0x28,
 }
 
 impl MessageType {
@@ -61,6 +65,10 @@ impl MessageType {
             0x22 => ChunkAnnounce,
             0x23 => ChunkRemove,
             0x24 => StateSync,
+            0x25 => Ping,
+            0x26 => PingReq,
+            0x27 => Ack,
+            0x28 => Updates,
             _ => return None,
         })
     }
@@ -570,6 +578,10 @@ mod tests {
             MessageType::ChunkAnnounce,
             MessageType::ChunkRemove,
             MessageType::StateSync,
+            MessageType::Ping,
+            MessageType::PingReq,
+            MessageType::Ack,
+            MessageType::Updates,
         ])
     }
 

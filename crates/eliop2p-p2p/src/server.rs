@@ -206,6 +206,10 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                 | MessageType::ChunkAnnounce
                 | MessageType::ChunkRemove
                 | MessageType::StateSync
+                | MessageType::Ping
+                | MessageType::PingReq
+                | MessageType::Ack
+                | MessageType::Updates
         ) {
             crate::cluster::on_gossip(&shared, &f, &peer_id);
             continue;

@@ -134,7 +134,7 @@ async fn a_killed_node_stops_being_offered_and_a_leaving_node_at_once() {
     // Crash: no goodbye. Within the detection bound nobody offers it.
     cluster.kill(1);
     let killed = tokio::time::Instant::now();
-    let bound = Duration::from_millis(eliop2p_testkit::test_gossip_config().detection_bound_ms());
+    let bound = Duration::from_millis(eliop2p_testkit::test_gossip_config().detection_bound_ms(5));
     eventually(
         "the dead node withdrawn",
         bound + Duration::from_secs(2),

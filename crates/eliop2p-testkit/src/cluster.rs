@@ -30,6 +30,7 @@ pub fn test_gossip_config() -> eliop2p_cluster::GossipConfig {
         forget_after_ms: 10_000,
         rejoin_every: 5,
         backups: 1,
+        ..Default::default()
     }
 }
 
