@@ -550,7 +550,16 @@ impl P2pHandle {
             for (_, st) in c.gossip().members() {
                 counts[st as usize] += 1;
             }
-            let index_len = c.gossip().index_len() as u64;
+            let (index_len, (suspicions, deaths), refused, queued, incarnation) = {
+                let g = c.gossip();
+                (
+                    g.index_len() as u64,
+                    g.detections(),
+                    g.refused(),
+                    g.pending_updates() as u64,
+                    g.incarnation(),
+                )
+            };
             prom::family(
                 &mut out,
                 "eliop2p_cluster_members",
@@ -569,6 +578,34 @@ impl P2pHandle {
                 Kind::Gauge,
                 "Chunks whose holders this node tracks as their owner or backup.",
                 [("", index_len)],
+            );
+            prom::family(
+                &mut out,
+                "eliop2p_gossip_detections_total",
+                Kind::Counter,
+                "Members this node suspected after a failed probe, and members it declared dead when their suspicion ran out.",
+                [("event=\"suspected\"", suspicions), ("event=\"declared_dead\"", deaths)],
+            );
+            prom::family(
+                &mut out,
+                "eliop2p_gossip_refused_total",
+                Kind::Counter,
+                "Gossip messages and claims dropped: spoken for another node than their sender, or beyond the bounds.",
+                [("", refused)],
+            );
+            prom::family(
+                &mut out,
+                "eliop2p_gossip_queued_updates",
+                Kind::Gauge,
+                "Membership changes waiting to be piggybacked.",
+                [("", queued)],
+            );
+            prom::family(
+                &mut out,
+                "eliop2p_gossip_incarnation",
+                Kind::Gauge,
+                "This node's incarnation: how many times it refuted a suspicion or death in this life.",
+                [("", incarnation)],
             );
         }
         prom::family(

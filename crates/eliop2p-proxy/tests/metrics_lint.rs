@@ -150,6 +150,8 @@ async fn node_and_control_plane_metrics_pass_promtool_and_naming_rules() -> anyh
         "eliop2p_cache_bytes",
         "eliop2p_p2p_sent_bytes_total",
         "eliop2p_cluster_members",
+        "eliop2p_gossip_detections_total",
+        "eliop2p_gossip_refused_total",
     ] {
         assert!(
             text.contains(&format!("# TYPE {family} ")),

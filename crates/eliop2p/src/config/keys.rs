@@ -502,28 +502,28 @@ pub const KEYS: &[KeyDef] = &[
         "gossip_interval",
         Kind::Duration,
         "1s",
-        "time between gossip rounds"
+        "time between gossip rounds (each probes one member)"
     ),
     key!(
         "discovery",
         "fanout",
         Kind::Int,
         "3",
-        "members each gossip round talks to"
+        "members a round sends fresh membership changes to"
     ),
     key!(
         "discovery",
         "suspect_after",
         Kind::Duration,
         "5s",
-        "a member silent this long is suspect"
+        "a probed member that answers neither directly nor through others this long is suspect"
     ),
     key!(
         "discovery",
         "dead_after",
         Kind::Duration,
         "10s",
-        "a member silent this long is dead: its chunks are no longer offered"
+        "a suspect member that has not refuted this long after its probe began is dead: its chunks are no longer offered"
     ),
     key!(
         "control_plane",
