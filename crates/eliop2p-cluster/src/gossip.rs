@@ -51,6 +51,8 @@ pub const MAX_UPDATES_PER_MESSAGE: usize = 16;
 /// Rounds a node may know fewer live members than the members it probes before
 /// it asks one of them for its table.
 pub const BEHIND_ROUNDS: u64 = 10;
+/// Members a leaving node tells itself; they spread the leave.
+pub const LEAVE_TOLD: usize = 32;
 /// Changes waiting to be piggybacked, at most (about what a few rounds carry).
 pub const MAX_QUEUED_UPDATES: usize = 128;
 /// Chunks one member may have in this node's part of the index: 4 TiB of 16 MiB
@@ -749,17 +751,18 @@ impl Gossip {
         }
     }
 
-    /// Leaves the cluster: returns `NodeLeave` for every live member; afterwards the
-    /// node sends and answers nothing.
+    /// Leaves the cluster: returns `NodeLeave` for up to `LEAVE_TOLD` random live
+    /// members (all of them in a smaller cluster), which spread it as any change;
+    /// afterwards the node sends and answers nothing. A node of a large cluster
+    /// does not open thousands of connections while it shuts down.
     pub fn leave(&mut self) -> Vec<Out> {
+        let told = self.random_members(LEAVE_TOLD, &[]);
         self.incarnation += 1;
         self.leaving = true;
         let d = self.digest();
-        self.members
-            .values()
-            .filter(|e| self.is_live(e) && !e.observed)
-            .map(|e| Out {
-                to: e.node.p2p,
+        told.into_iter()
+            .map(|(_, to)| Out {
+                to,
                 msg: Message::NodeLeave(d.clone()),
             })
             .collect()
