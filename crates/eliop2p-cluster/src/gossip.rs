@@ -128,6 +128,12 @@ struct Entry {
 }
 
 impl Entry {
+    /// Gossiped (not reported by the control plane) and live: probed, asked to
+    /// probe, told news.
+    fn probeable(&self) -> bool {
+        !self.observed && self.state.is_live()
+    }
+
     fn digest(&self) -> Digest {
         Digest {
             node: self.node.clone(),
@@ -367,7 +373,7 @@ impl Gossip {
             observed: true,
             seen_at: now,
         });
-        if !e.observed && e.state.is_live() {
+        if e.probeable() {
             self.live_gossiped -= 1;
         }
         e.observed = true;
@@ -677,15 +683,9 @@ impl Gossip {
                         until: self.now + self.cfg.probe_timeout_ms(),
                     },
                 );
-                let updates = self.updates_for(Some(&target.id));
                 vec![Out {
                     to: target.p2p,
-                    msg: Message::Ping {
-                        from: self.digest(),
-                        seq: self.seq,
-                        members: self.live_gossiped as u64,
-                        updates,
-                    },
+                    msg: self.ping(self.seq, &target.id),
                 }]
             }
             Message::Ack {

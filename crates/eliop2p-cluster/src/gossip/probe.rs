@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use super::{Digest, Gossip, MAX_UPDATES_PER_MESSAGE, Message, Out, BEHIND_ROUNDS, Source, Status};
+use super::{Digest, Entry, Gossip, MAX_UPDATES_PER_MESSAGE, Message, Out, BEHIND_ROUNDS, Source, Status};
 
 /// A probe waiting for its ack.
 pub(super) struct Probe {
@@ -48,7 +48,7 @@ impl Gossip {
     pub(super) fn probeable(&self, id: &str) -> bool {
         self.members
             .get(id)
-            .is_some_and(|e| !e.observed && e.state.is_live())
+            .is_some_and(Entry::probeable)
     }
 
     /// The next member to probe in the shuffled round-robin order.
@@ -65,7 +65,7 @@ impl Gossip {
             let mut order: Vec<String> = self
                 .members
                 .iter()
-                .filter(|(_, e)| !e.observed && e.state.is_live())
+                .filter(|(_, e)| e.probeable())
                 .map(|(id, _)| id.clone())
                 .collect();
             order.sort();
@@ -94,8 +94,7 @@ impl Gossip {
                 continue;
             }
             if let Some(e) = self.members.get(id)
-                && !e.observed
-                && e.state.is_live()
+                && e.probeable()
             {
                 out.push((id.clone(), e.node.p2p));
             }
@@ -107,8 +106,7 @@ impl Gossip {
             .members
             .iter()
             .filter(|(id, e)| {
-                !e.observed
-                    && e.state.is_live()
+                e.probeable()
                     && !except.contains(&id.as_str())
                     && !out.iter().any(|(o, _)| o == *id)
             })
@@ -165,15 +163,9 @@ impl Gossip {
                 self.probes.remove(&seq);
                 continue;
             };
-            let updates = self.updates_for(Some(&target));
             out.push(Out {
                 to: addr,
-                msg: Message::Ping {
-                    from: self.digest(),
-                    seq,
-                    members: self.live_gossiped as u64,
-                    updates,
-                },
+                msg: self.ping(seq, &target),
             });
             for (_, to) in &helpers {
                 let updates = self.updates_for(None);
@@ -206,24 +198,21 @@ impl Gossip {
             self.apply(&d, Source::Rumour);
         }
         // Members the control plane stopped reporting.
-        if !self.any_observed {
-            self.relays.retain(|_, r| r.until > now);
-            self.awaiting.retain(|_, until| *until > now);
-            return;
-        }
-        let gone: Vec<String> = self
-            .members
-            .values()
-            .filter(|e| e.observed && e.state == Status::Alive && self.status_of(e) == Status::Dead)
-            .map(|e| e.node.id.clone())
-            .collect();
-        for id in gone {
-            if let Some(e) = self.members.get_mut(&id) {
-                e.state = Status::Dead;
-                e.changed_at = now;
+        if self.any_observed {
+            let gone: Vec<String> = self
+                .members
+                .values()
+                .filter(|e| e.observed && e.state == Status::Alive && self.status_of(e) == Status::Dead)
+                .map(|e| e.node.id.clone())
+                .collect();
+            for id in gone {
+                if let Some(e) = self.members.get_mut(&id) {
+                    e.state = Status::Dead;
+                    e.changed_at = now;
+                }
+                self.index.drop_node(&id);
+                self.changed = true;
             }
-            self.index.drop_node(&id);
-            self.changed = true;
         }
         self.relays.retain(|_, r| r.until > now);
         self.awaiting.retain(|_, until| *until > now);
@@ -261,15 +250,9 @@ impl Gossip {
         if let Some(target) = self.next_target() {
             self.seq += 1;
             let addr = self.members[&target].node.p2p;
-            let updates = self.updates_for(Some(&target));
             out.push(Out {
                 to: addr,
-                msg: Message::Ping {
-                    from: self.digest(),
-                    seq: self.seq,
-                    members: self.live_gossiped as u64,
-                    updates,
-                },
+                msg: self.ping(self.seq, &target),
             });
             self.probes.insert(
                 self.seq,
@@ -298,7 +281,6 @@ impl Gossip {
             }
         }
         if self.rounds >= self.next_push_pull {
-            self.last_push_pull = self.rounds;
             let every = self.cfg.push_pull_every(self.members.len() + 1);
             let jitter = 1 + self.next_random() % every;
             self.next_push_pull = if self.rounds < 32 {
@@ -314,15 +296,7 @@ impl Gossip {
                 self.rounds + every / 2 + jitter
             };
             if let Some((_, to)) = self.random_members(1, &[]).pop() {
-                self.awaiting.insert(to, self.now + self.cfg.probe_timeout_ms());
-                out.push(Out {
-                    to,
-                    msg: Message::StateSync {
-                        from: self.me.id.clone(),
-                        members: self.table(),
-                        reply: true,
-                    },
-                });
+                out.push(self.push_pull(to));
             }
         }
         out
@@ -371,15 +345,32 @@ impl Gossip {
             return Vec::new();
         }
         self.behind_since = None;
+        vec![self.push_pull(addr)]
+    }
+
+    /// A probe with its piggybacked changes.
+    pub(super) fn ping(&mut self, seq: u64, target: &str) -> Message {
+        let updates = self.updates_for(Some(target));
+        Message::Ping {
+            from: self.digest(),
+            seq,
+            members: self.live_gossiped as u64,
+            updates,
+        }
+    }
+
+    /// This node's table to `to`, asking for its own back (which this node then
+    /// takes whole).
+    fn push_pull(&mut self, to: SocketAddr) -> Out {
         self.last_push_pull = self.rounds;
-        self.awaiting.insert(addr, self.now + self.cfg.probe_timeout_ms());
-        vec![Out {
-            to: addr,
+        self.awaiting.insert(to, self.now + self.cfg.probe_timeout_ms());
+        Out {
+            to,
             msg: Message::StateSync {
                 from: self.me.id.clone(),
                 members: self.table(),
                 reply: true,
             },
-        }]
+        }
     }
 }
