@@ -68,6 +68,9 @@ pub struct OriginConfig {
     pub max_retries: u32,
     /// Roots and verification for an https endpoint.
     pub tls: crate::TlsConfig,
+    /// Where the keys come from: the static ones above, or a loader (the AWS
+    /// chain, IMDS, web identity, ...) that keeps temporary ones fresh.
+    pub credentials: crate::CredentialSettings,
 }
 
 impl OriginConfig {
@@ -85,6 +88,7 @@ impl OriginConfig {
             request_timeout: Duration::from_secs(30),
             max_retries: 2,
             tls: Default::default(),
+            credentials: Default::default(),
         }
     }
 }
@@ -171,7 +175,7 @@ pub struct OriginClient {
     client: Client<HttpsConnector<HttpConnector>, OriginBody>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
-    oss_credential: reqsign_aliyun_oss::Credential,
+    creds: crate::Credentials,
     ctx: Context,
     cfg: OriginConfig,
     /// Stable identity of this origin, part of every chunk id.
@@ -218,11 +222,16 @@ impl OriginClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(https);
-        let oss_credential = reqsign_aliyun_oss::Credential {
-            access_key_id: cfg.access_key.clone(),
-            access_key_secret: cfg.secret_key.clone(),
-            security_token: cfg.session_token.clone(),
-            expires_in: None,
+        let fixed = crate::Keys {
+            access_key: cfg.access_key.clone(),
+            secret_key: cfg.secret_key.clone(),
+            session_token: cfg.session_token.clone(),
+            expires: None,
+        };
+        let creds = if cfg.kind == OriginKind::Http {
+            crate::Credentials::fixed(fixed)
+        } else {
+            crate::Credentials::new(&cfg.credentials, cfg.kind, fixed, client.clone())?
         };
         let base_path = uri.path().trim_end_matches('/').to_owned();
         let origin_id = if cfg.kind == OriginKind::Http {
@@ -232,7 +241,7 @@ impl OriginClient {
         };
         Ok(Self {
             base_path,
-            oss_credential,
+            creds,
             client,
             scheme,
             authority,
@@ -240,6 +249,11 @@ impl OriginClient {
             cfg,
             origin_id,
         })
+    }
+
+    /// The node's credentials for this origin.
+    pub fn credentials(&self) -> &crate::Credentials {
+        &self.creds
     }
 
     pub fn origin_id(&self) -> &str {
@@ -323,12 +337,21 @@ impl OriginClient {
         bucket: Option<&str>,
         expires: Option<Duration>,
     ) -> Result<(), OriginError> {
+        if self.cfg.kind == OriginKind::Http {
+            if expires.is_some() {
+                return Err(OriginError::InvalidRequest(
+                    "plain HTTP origins have no presigned URLs".into(),
+                ));
+            }
+            return Ok(());
+        }
+        let keys = self.creds.keys().await?;
         let r = match self.cfg.kind {
             OriginKind::S3 => {
                 let signer = crate::sigv4::Signer {
-                    access_key: &self.cfg.access_key,
-                    secret_key: &self.cfg.secret_key,
-                    session_token: self.cfg.session_token.as_deref(),
+                    access_key: &keys.access_key,
+                    secret_key: &keys.secret_key,
+                    session_token: keys.session_token.as_deref(),
                     region: &self.cfg.region,
                     service: "s3",
                 };
@@ -339,14 +362,7 @@ impl OriginClient {
                 }
                 .map_err(OriginError::Signing);
             }
-            OriginKind::Http => {
-                if expires.is_some() {
-                    return Err(OriginError::InvalidRequest(
-                        "plain HTTP origins have no presigned URLs".into(),
-                    ));
-                }
-                Ok(())
-            }
+            OriginKind::Http => Ok(()),
             OriginKind::Oss(version) => {
                 use reqsign_core::SignRequest;
                 // The OSS signer reads header values as text (and panics on
@@ -356,8 +372,14 @@ impl OriginClient {
                         "header {n} is not ASCII: OSS origins need non-ASCII metadata RFC 2047-encoded (=?UTF-8?B?...?=)"
                     )));
                 }
+                let credential = reqsign_aliyun_oss::Credential {
+                    access_key_id: keys.access_key,
+                    access_key_secret: keys.secret_key,
+                    security_token: keys.session_token,
+                    expires_in: None,
+                };
                 oss_signer(bucket.unwrap_or(""), &self.cfg.region, version)
-                    .sign_request(&self.ctx, parts, Some(&self.oss_credential), expires)
+                    .sign_request(&self.ctx, parts, Some(&credential), expires)
                     .await
             }
         };

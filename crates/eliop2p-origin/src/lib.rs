@@ -9,6 +9,8 @@
 //! the origin sees.
 
 mod client;
+mod credentials;
+pub use credentials::{CredentialSettings, CredentialSource, Credentials, Keys};
 mod list;
 mod meta;
 pub mod sigv4;

@@ -190,3 +190,46 @@ async fn non_ascii_metadata_to_oss_is_a_clear_400() {
     assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
     node.shutdown().await;
 }
+
+/// An OSS origin read with an ECS RAM role's STS credentials (issue 18, item 2):
+/// the node takes them from the instance metadata stand-in (token first), signs
+/// their security token into V1 and V4 requests, and refreshes them before they
+/// expire; the OSS stand-in accepts a temporary key only with its token and
+/// until its expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_reads_an_oss_origin_with_ecs_ram_role_credentials() {
+    use eliop2p_origin::{CredentialSettings, CredentialSource};
+    let oss = TestOssOrigin::start(AK, SK).await.unwrap();
+    let issuer = eliop2p_testkit::TestIssuer::new(Duration::from_secs(3));
+    oss.trust(&issuer);
+    let server = eliop2p_testkit::CredentialServer::start(&issuer).await.unwrap();
+    let objects: Vec<_> = (0..4).map(|i| test_data(2 << 20, 400 + i)).collect();
+    for (i, d) in objects.iter().enumerate() {
+        oss.put("ram", &format!("o{i}"), d.clone());
+    }
+    for version in [OssSignature::V1, OssSignature::V4] {
+        let mut cfg = oss_config(&oss.endpoint, "");
+        cfg.access_key.clear();
+        cfg.kind = OriginKind::Oss(version);
+        cfg.credentials = CredentialSettings {
+            source: CredentialSource::EcsRamRole,
+            metadata_endpoint: Some(server.endpoint.clone()),
+            ..Default::default()
+        };
+        let node = node_for(cfg).await;
+        let before = issuer.issued_count();
+        // Four reads 1.2 s apart: past the first credential's 3 s life.
+        for (i, d) in objects.iter().enumerate() {
+            let url = format!("http://{}/ram/o{i}", node.proxy_addr);
+            let r = TestClient::new().get(&url, &[]).await.unwrap();
+            assert_eq!(r.status, StatusCode::OK, "{version:?} o{i}: {}", String::from_utf8_lossy(&r.body));
+            assert_eq!(sha256_hex(&r.body), sha256_hex(d), "{version:?} o{i}");
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+        assert!(issuer.issued_count() >= before + 2, "{version:?}: {} credentials", issuer.issued_count() - before);
+        node.shutdown().await;
+    }
+    assert!(server.served("ecs-token") >= 1 && server.served("ecs-ram-role") >= 2);
+    assert_eq!(server.refused(), 0);
+    server.stop().await;
+}

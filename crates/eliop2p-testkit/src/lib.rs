@@ -4,6 +4,8 @@
 //! deterministic test data.
 
 mod cluster;
+pub mod creds;
+pub use creds::{CredentialServer, TestIssuer};
 pub use cluster::{CONTROL_TOKEN, Discovery, TestCluster, test_gossip_config};
 mod fastfs;
 pub mod fanout;
@@ -36,6 +38,60 @@ use tokio_util::task::TaskTracker;
 
 pub const ACCESS_KEY: &str = "eliop2p-test-access";
 pub const SECRET_KEY: &str = "eliop2p-test-secret-key-0123456789";
+
+/// The origin's keys: the static test key, and any temporary key of a trusted
+/// issuer.
+struct TestAuth {
+    issuer: Arc<Mutex<Option<TestIssuer>>>,
+}
+
+#[async_trait::async_trait]
+impl s3s::auth::S3Auth for TestAuth {
+    async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<s3s::auth::SecretKey> {
+        if access_key == ACCESS_KEY {
+            return Ok(SECRET_KEY.into());
+        }
+        let issuer = self.issuer.lock().unwrap().clone();
+        match issuer.and_then(|i| i.secret_of(access_key)) {
+            Some(secret) => Ok(secret.into()),
+            None => Err(s3s::s3_error!(InvalidAccessKeyId)),
+        }
+    }
+}
+
+/// Why a request's session token is refused, if it is: the static rule
+/// ([`TestOrigin::require_session_token`]) or a trusted issuer's.
+fn token_refusal<B>(
+    req: &http::Request<B>,
+    required: &Mutex<Option<String>>,
+    issuer: &Mutex<Option<TestIssuer>>,
+) -> Option<(StatusCode, &'static str, &'static str)> {
+    const INVALID: (StatusCode, &str, &str) = (
+        StatusCode::FORBIDDEN,
+        "InvalidToken",
+        "The provided token is malformed or otherwise invalid.",
+    );
+    let header = req.headers().get("x-amz-security-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let query = req.uri().query().and_then(|q| {
+        q.split('&').find_map(|kv| kv.strip_prefix("X-Amz-Security-Token="))
+    });
+    let token = header.or_else(|| query.map(|q| percent_encoding::percent_decode_str(q).decode_utf8_lossy().into_owned()));
+    let issuer = issuer.lock().unwrap().clone();
+    if let Some(issuer) = issuer
+        && let Some(key) = creds::signing_access_key(req.headers(), req.uri().query())
+    {
+        match issuer.check(&key, token.as_deref()) {
+            Ok(()) => return None,
+            Err(creds::Refusal::NotIssued) => {}
+            Err(creds::Refusal::Expired) => {
+                return Some((StatusCode::BAD_REQUEST, "ExpiredToken", "The provided token has expired."));
+            }
+            Err(creds::Refusal::InvalidToken | creds::Refusal::Revoked) => return Some(INVALID),
+        }
+    }
+    let want = required.lock().unwrap().clone()?;
+    (token.as_deref() != Some(want.as_str())).then_some(INVALID)
+}
 
 /// One request as the origin saw it.
 #[derive(Clone, Debug)]
@@ -74,6 +130,8 @@ pub struct TestOrigin {
     ca_file: Option<PathBuf>,
     /// A session token every request must carry (temporary credentials).
     required_token: Arc<Mutex<Option<String>>>,
+    /// Temporary credentials the origin accepts besides its static key.
+    issuer: Arc<Mutex<Option<TestIssuer>>>,
 }
 
 impl TestOrigin {
@@ -110,7 +168,8 @@ impl TestOrigin {
     ) -> anyhow::Result<Self> {
         let store = fastfs::FastFs::new(root)?;
         let mut builder = s3s::service::S3ServiceBuilder::new(store.clone());
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let issuer: Arc<Mutex<Option<TestIssuer>>> = Arc::default();
+        builder.set_auth(TestAuth { issuer: issuer.clone() });
         let service = builder.build();
         let addr = listener.local_addr()?;
         let endpoint = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
@@ -126,6 +185,7 @@ impl TestOrigin {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         {
+            let issuer = issuer.clone();
             let log = log.clone();
             let fail_next = fail_next.clone();
             let model = model.clone();
@@ -147,6 +207,7 @@ impl TestOrigin {
                     let model = model.clone();
                     let slow_down_from = slow_down_from.clone();
                     let required_token = required_token.clone();
+                    let issuer = issuer.clone();
                     let cancel = cancel.clone();
                     let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
                     let acceptor = acceptor.clone();
@@ -178,17 +239,10 @@ impl TestOrigin {
                                     .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1))
                                     .is_ok();
                             // Temporary credentials: the session token must match.
-                            let token_refused = required_token.lock().unwrap().as_ref().is_some_and(|want| {
-                                let header = req.headers().get("x-amz-security-token").and_then(|v| v.to_str().ok());
-                                let query = req.uri().query().and_then(|q| {
-                                    q.split('&').find_map(|kv| kv.strip_prefix("X-Amz-Security-Token="))
-                                });
-                                let query = query.map(|q| percent_encoding::percent_decode_str(q).decode_utf8_lossy().into_owned());
-                                header != Some(want.as_str()) && query.as_deref() != Some(want.as_str())
-                            });
+                            let token_refused = token_refusal(&req, &required_token, &issuer);
                             let first_byte = model.first_byte();
                             let stream = Arc::new(Throttle::with_rate(model.stream_rate()));
-                            let fut = (!inject && !token_refused).then(|| Service::call(&service, req));
+                            let fut = (!inject && token_refused.is_none()).then(|| Service::call(&service, req));
                             let (bytes_sent, limiter) = (bytes_sent.clone(), limiter.clone());
                             async move {
                                 if !first_byte.is_zero() {
@@ -206,10 +260,10 @@ impl TestOrigin {
                                             })
                                         })
                                     }),
-                                    None if token_refused => {
-                                        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidToken</Code><Message>The provided token is malformed or otherwise invalid.</Message></Error>";
-                                        let mut resp = http::Response::new(s3s::Body::from(body.to_owned()));
-                                        *resp.status_mut() = StatusCode::FORBIDDEN;
+                                    None if let Some((status, code, message)) = token_refused => {
+                                        let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>");
+                                        let mut resp = http::Response::new(s3s::Body::from(body));
+                                        *resp.status_mut() = status;
                                         Ok(resp)
                                     }
                                     None => {
@@ -266,7 +320,15 @@ impl TestOrigin {
             root: root.to_owned(),
             ca_file,
             required_token,
+            issuer,
         })
+    }
+
+    /// From now on the origin also accepts the temporary credentials `issuer`
+    /// hands out, each only with its session token and until its expiry or
+    /// revocation (400 ExpiredToken, 403 InvalidToken otherwise).
+    pub fn trust(&self, issuer: &TestIssuer) {
+        *self.issuer.lock().unwrap() = Some(issuer.clone());
     }
 
     /// From now on every request must carry this session token (header or

@@ -191,6 +191,7 @@ pub struct TestOssOrigin {
     pub addr: SocketAddr,
     pub endpoint: String,
     objects: Objects,
+    issuer: Arc<std::sync::Mutex<Option<crate::TestIssuer>>>,
     gets: Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -227,13 +228,18 @@ impl TestOssOrigin {
         let objects: Objects = Arc::default();
         let gets = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (o, g) = (objects.clone(), gets.clone());
-        let (access, secret) = (access.to_owned(), secret.to_owned());
+        let issuer: Arc<std::sync::Mutex<Option<crate::TestIssuer>>> = Arc::default();
+        let keys = Arc::new(Keys {
+            access: access.to_owned(),
+            secret: secret.to_owned(),
+            issuer: issuer.clone(),
+        });
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (o, g, access, secret) = (o.clone(), g.clone(), access.clone(), secret.clone());
+                let (o, g, keys) = (o.clone(), g.clone(), keys.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let r = handle(&req, &o, &g, &access, &secret, mode);
+                        let r = handle(&req, &o, &g, &keys, mode);
                         async move { Ok::<_, std::convert::Infallible>(r) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -246,9 +252,17 @@ impl TestOssOrigin {
             addr,
             endpoint: format!("http://{addr}"),
             objects,
+            issuer,
             gets,
             task,
         })
+    }
+
+    /// From now on the origin also accepts the temporary credentials `issuer`
+    /// hands out (STS, an ECS RAM role), each only with its security token and
+    /// until its expiry or revocation.
+    pub fn trust(&self, issuer: &crate::TestIssuer) {
+        *self.issuer.lock().unwrap() = Some(issuer.clone());
     }
 
     pub fn put(&self, bucket: &str, key: &str, data: Bytes) {
@@ -264,12 +278,47 @@ impl TestOssOrigin {
     }
 }
 
+/// The key pair the origin accepts, and the issuer of temporary ones it trusts.
+struct Keys {
+    access: String,
+    secret: String,
+    issuer: Arc<std::sync::Mutex<Option<crate::TestIssuer>>>,
+}
+
+impl Keys {
+    /// The secret of `id`; a temporary key also needs its security token
+    /// (`x-oss-security-token`, or `security-token` in a presigned query).
+    fn secret_of(
+        &self,
+        id: &str,
+        req: &Request<hyper::body::Incoming>,
+        query: &HashMap<String, String>,
+    ) -> Result<String, Box<Response<Full<Bytes>>>> {
+        if id == self.access {
+            return Ok(self.secret.clone());
+        }
+        let issuer = self.issuer.lock().unwrap().clone();
+        let token = req
+            .headers()
+            .get("x-oss-security-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| query.get("security-token").cloned());
+        let refused = |code| Err(Box::new(xml_error(StatusCode::FORBIDDEN, code)));
+        match issuer.as_ref().map(|i| i.check(id, token.as_deref())) {
+            None | Some(Err(crate::creds::Refusal::NotIssued)) => refused("InvalidAccessKeyId"),
+            Some(Err(crate::creds::Refusal::Expired)) => refused("SecurityTokenExpired"),
+            Some(Err(_)) => refused("InvalidSecurityToken"),
+            Some(Ok(())) => Ok(issuer.and_then(|i| i.secret_of(id)).unwrap_or_default()),
+        }
+    }
+}
+
 fn handle(
     req: &Request<hyper::body::Incoming>,
     objects: &Objects,
     gets: &std::sync::atomic::AtomicU64,
-    access: &str,
-    secret: &str,
+    keys: &Keys,
     mode: Mode,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
@@ -312,7 +361,7 @@ fn handle(
         .collect();
     let resource = format!("/{bucket}/{key}");
     if !mode.public
-        && let Err(r) = authenticate(req, &query, &resource, access, secret)
+        && let Err(r) = authenticate(req, &query, &resource, keys)
     {
         return *r;
     }
@@ -323,8 +372,7 @@ fn authenticate(
     req: &Request<hyper::body::Incoming>,
     query: &HashMap<String, String>,
     resource: &str,
-    access: &str,
-    secret: &str,
+    keys: &Keys,
 ) -> Result<(), Box<Response<Full<Bytes>>>> {
     let err = |s, c| Err(Box::new(xml_error(s, c)));
     if let Some(v4) = req
@@ -354,9 +402,7 @@ fn authenticate(
         if parts.len() != 5 {
             return err(StatusCode::BAD_REQUEST, "InvalidArgument");
         }
-        if parts[0] != access {
-            return err(StatusCode::FORBIDDEN, "InvalidAccessKeyId");
-        }
+        let secret = keys.secret_of(parts[0], req, query)?;
         let datetime = req
             .headers()
             .get("x-oss-date")
@@ -367,7 +413,7 @@ fn authenticate(
             return err(StatusCode::FORBIDDEN, "AccessDenied");
         }
         let expected = v4_signature(
-            secret,
+            &secret,
             &V4Request {
                 method: req.method().as_str(),
                 path: req.uri().path(),
@@ -419,11 +465,9 @@ fn authenticate(
     } else {
         return err(StatusCode::FORBIDDEN, "AccessDenied");
     };
-    if given_id != access {
-        return err(StatusCode::FORBIDDEN, "InvalidAccessKeyId");
-    }
+    let secret = keys.secret_of(&given_id, req, query)?;
     let sts = v1_string_to_sign(req.method().as_str(), req.headers(), &date, resource);
-    if v1_signature(secret, &sts) != given_sig {
+    if v1_signature(&secret, &sts) != given_sig {
         return err(StatusCode::FORBIDDEN, "SignatureDoesNotMatch");
     }
     Ok(())

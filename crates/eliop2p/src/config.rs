@@ -58,6 +58,14 @@ const ORIGIN_ENTRY_KEYS: &[&str] = &[
     "max_retries",
     "ca_file",
     "insecure_skip_verify",
+    "credentials",
+    "profile",
+    "role_arn",
+    "web_identity_token_file",
+    "sts_endpoint",
+    "metadata_endpoint",
+    "container_credentials_uri",
+    "container_authorization_token_file",
 ];
 
 fn render(value: &Value, kind: Kind) -> String {
@@ -558,8 +566,60 @@ impl Effective {
             request_timeout: self.duration("origin.request_timeout"),
             max_retries: self.int("origin.max_retries").min(10) as u32,
             tls: self.origin_tls(what)?,
+            credentials: self.origin_credentials(what, kind)?,
         };
         Ok(origin)
+    }
+
+    fn origin_credentials(
+        &self,
+        what: &str,
+        kind: eliop2p_origin::OriginKind,
+    ) -> anyhow::Result<eliop2p_origin::CredentialSettings> {
+        let opt = |k: &str| Some(self.str(&format!("origin.{k}"))).filter(|v| !v.is_empty());
+        let has_key = opt("access_key").is_some();
+        let source = eliop2p_origin::CredentialSource::parse(&self.str("origin.credentials"), has_key)
+            .map_err(|e| anyhow::anyhow!("config key {what}.credentials: {e}"))?;
+        if kind == eliop2p_origin::OriginKind::Http {
+            return Ok(Default::default());
+        }
+        source
+            .check_kind(kind)
+            .map_err(|e| anyhow::anyhow!("config key {what}.credentials: {e}"))?;
+        if source == eliop2p_origin::CredentialSource::Static && !has_key {
+            bail!("config key {what}.credentials: static needs {what}.access_key and {what}.secret_key");
+        }
+        if source != eliop2p_origin::CredentialSource::Static && has_key {
+            bail!(
+                "config key {what}.access_key: set, but {what}.credentials = {} loads keys of its own; remove one of them",
+                source.name()
+            );
+        }
+        for k in ["sts_endpoint", "metadata_endpoint", "container_credentials_uri"] {
+            if let Some(v) = opt(k)
+                && !(v.starts_with("http://") || v.starts_with("https://"))
+            {
+                bail!("config key {what}.{k}: {v:?} is not an http:// or https:// URL");
+            }
+        }
+        let token_file = opt("web_identity_token_file").map(std::path::PathBuf::from);
+        if let Some(f) = &token_file
+            && source == eliop2p_origin::CredentialSource::WebIdentity
+            && !f.is_file()
+        {
+            bail!("config key {what}.web_identity_token_file: {} is not a readable file", f.display());
+        }
+        Ok(eliop2p_origin::CredentialSettings {
+            source,
+            profile: opt("profile"),
+            role_arn: opt("role_arn"),
+            web_identity_token_file: token_file,
+            sts_endpoint: opt("sts_endpoint"),
+            metadata_endpoint: opt("metadata_endpoint"),
+            container_uri: opt("container_credentials_uri"),
+            container_token_file: opt("container_authorization_token_file").map(std::path::PathBuf::from),
+            region: opt("region"),
+        })
     }
 
     fn origin_tls(&self, what: &str) -> anyhow::Result<eliop2p_origin::TlsConfig> {

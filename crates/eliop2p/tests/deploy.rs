@@ -198,12 +198,51 @@ fn the_redis_replicas_overlay_loads() {
     assert!(cfg.contains("redis_url = \"<redacted>\""), "the URL holds a password: {cfg}");
 }
 
+/// The overlays that give nodes temporary origin credentials on EKS (IRSA, Pod
+/// Identity): the DaemonSet's environment with the patch applied loads, with the
+/// source the overlay names and no static keys, and the service account exists.
+#[test]
+fn the_origin_credential_overlays_load() {
+    let base = manifests();
+    let ds = base.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    let node = &ds["spec"]["template"]["spec"]["containers"][0];
+    for (dir, source) in [("deploy/kubernetes/aws-irsa", "web-identity"), ("deploy/kubernetes/aws-pod-identity", "container")] {
+        let docs = manifests_in(dir);
+        let sa = docs.iter().find(|d| d["kind"] == "ServiceAccount").unwrap_or_else(|| panic!("{dir}: ServiceAccount"));
+        let patch = docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap_or_else(|| panic!("{dir}: DaemonSet patch"));
+        assert_eq!(patch["spec"]["template"]["spec"]["serviceAccountName"], sa["metadata"]["name"], "{dir}");
+        let patch_env = patch["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+        let mut env: Vec<(String, String)> = Vec::new();
+        for e in node["env"].as_array().unwrap().iter().chain(patch_env) {
+            let name = e["name"].as_str().unwrap().to_owned();
+            env.retain(|(n, _)| *n != name);
+            if e["$patch"] == "delete" || !name.starts_with("ELIOP2P_") {
+                continue;
+            }
+            let value = match (&e["value"], name.as_str()) {
+                (serde_json::Value::String(v), _) => v.clone(),
+                (_, "ELIOP2P_P2P_ADVERTISE_ADDR") => "10.1.2.3:9000".into(),
+                _ => "from-a-secret".into(),
+            };
+            env.push((name, value));
+        }
+        assert!(!env.iter().any(|(n, _)| n == "ELIOP2P_ORIGIN_ACCESS_KEY"), "{dir}: static keys left in");
+        let toml = base.iter().find(|d| d["kind"] == "ConfigMap").unwrap()["data"]["node.toml"].as_str().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("node.toml");
+        std::fs::write(&file, toml).unwrap();
+        let args = ["node".to_owned(), "--config".to_owned(), file.display().to_string()];
+        let cfg = print_config(&args, &env);
+        assert!(cfg.contains(&format!("credentials = \"{source}\"")), "{dir}: {cfg}");
+    }
+}
+
 #[test]
 fn every_variable_named_in_the_deployment_files_exists() {
     let help = Command::new(BIN).args(["node", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
     let mut files = vec![root().join("Dockerfile"), root().join("docs/deployment.md")];
-    for sub in ["deploy/systemd", "deploy/kubernetes", "deploy/kubernetes/replicas-redis"] {
+    for sub in ["deploy/systemd", "deploy/kubernetes", "deploy/kubernetes/replicas-redis", "deploy/kubernetes/aws-irsa", "deploy/kubernetes/aws-pod-identity"] {
         for e in std::fs::read_dir(root().join(sub)).unwrap() {
             let p = e.unwrap().path();
             if p.is_file() {

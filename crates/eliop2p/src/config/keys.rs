@@ -212,6 +212,62 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "origin",
+        "credentials",
+        Kind::Choice(&["auto", "static", "default", "env", "profile", "web-identity", "imds", "container", "ecs-ram-role"]),
+        "auto",
+        "where the node's origin keys come from: static = origin.access_key/secret_key/session_token; default = the provider's chain (S3: environment, shared profile, web identity, container endpoint, IMDSv2; OSS: environment, OIDC role, config files, ECS RAM role); env, profile, web-identity (EKS IRSA), imds (EC2), container (ECS, EKS Pod Identity), ecs-ram-role (Alibaba ECS); temporary credentials are refreshed before they expire; auto = static when origin.access_key is set, default otherwise"
+    ),
+    key!(
+        "origin",
+        "profile",
+        Kind::Str,
+        "",
+        "shared config profile for origin.credentials = profile or default (AWS_PROFILE otherwise, then default)"
+    ),
+    key!(
+        "origin",
+        "role_arn",
+        Kind::Str,
+        "",
+        "role to assume with a web identity token (origin.credentials = web-identity; AWS_ROLE_ARN otherwise)"
+    ),
+    key!(
+        "origin",
+        "web_identity_token_file",
+        Kind::Str,
+        "",
+        "file holding the web identity token, re-read at each refresh (AWS_WEB_IDENTITY_TOKEN_FILE otherwise)"
+    ),
+    key!(
+        "origin",
+        "sts_endpoint",
+        Kind::Str,
+        "",
+        "STS URL for web identity instead of AWS's (a VPC endpoint, a private STS; AWS_ENDPOINT_URL_STS otherwise)"
+    ),
+    key!(
+        "origin",
+        "metadata_endpoint",
+        Kind::Str,
+        "",
+        "instance metadata URL for origin.credentials = imds or ecs-ram-role instead of the link-local default (AWS_EC2_METADATA_SERVICE_ENDPOINT otherwise)"
+    ),
+    key!(
+        "origin",
+        "container_credentials_uri",
+        Kind::Str,
+        "",
+        "container credentials URL for origin.credentials = container (AWS_CONTAINER_CREDENTIALS_FULL_URI or _RELATIVE_URI otherwise)"
+    ),
+    key!(
+        "origin",
+        "container_authorization_token_file",
+        Kind::Str,
+        "",
+        "file holding the container credentials endpoint's authorization token, re-read at each refresh (EKS Pod Identity; AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE otherwise)"
+    ),
+    key!(
+        "origin",
         "max_concurrent_requests",
         Kind::Int,
         "32",

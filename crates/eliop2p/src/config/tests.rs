@@ -492,3 +492,53 @@ fn origin_ca_file_is_read_at_start_and_insecure_tls_is_refused() {
     let m = format!("{:#}", load(&[("ELIOP2P_ORIGIN_INSECURE_SKIP_VERIFY", "true")]).unwrap_err());
     assert!(m.contains("origin.insecure_skip_verify") && m.contains("refused"), "{m}");
 }
+
+#[test]
+fn origin_credentials_sources_are_checked_against_the_keys_and_the_kind() {
+    use eliop2p_origin::CredentialSource;
+    let load = |vars: &[(&str, &str)]| {
+        let mut all = vec![("ELIOP2P_ORIGIN_ENDPOINT", "https://s3.example.com")];
+        all.extend_from_slice(vars);
+        Effective::load(None, &env(&all), &[]).and_then(|e| e.node_config())
+    };
+    let err = |vars: &[(&str, &str)]| match load(vars) {
+        Ok(_) => panic!("{vars:?}: no error"),
+        Err(e) => format!("{e:#}"),
+    };
+    // auto: static keys when set, the default chain otherwise.
+    let n = load(&[("ELIOP2P_ORIGIN_ACCESS_KEY", "AK"), ("ELIOP2P_ORIGIN_SECRET_KEY", "SK")]).unwrap();
+    assert_eq!(n.origin.credentials.source, CredentialSource::Static);
+    assert_eq!(load(&[]).unwrap().origin.credentials.source, CredentialSource::Default);
+    let n = load(&[
+        ("ELIOP2P_ORIGIN_CREDENTIALS", "web-identity"),
+        ("ELIOP2P_ORIGIN_ROLE_ARN", "arn:aws:iam::1:role/r"),
+        ("ELIOP2P_ORIGIN_STS_ENDPOINT", "https://sts.internal"),
+        ("ELIOP2P_ORIGIN_REGION", "eu-west-1"),
+    ])
+    .unwrap();
+    let c = &n.origin.credentials;
+    assert_eq!(c.source, CredentialSource::WebIdentity);
+    assert_eq!(c.role_arn.as_deref(), Some("arn:aws:iam::1:role/r"));
+    assert_eq!(c.sts_endpoint.as_deref(), Some("https://sts.internal"));
+    assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+    // Errors name the key.
+    let m = err(&[("ELIOP2P_ORIGIN_CREDENTIALS", "instance-role")]);
+    assert!(m.contains("origin.credentials") && m.contains("imds"), "{m}");
+    let m = err(&[("ELIOP2P_ORIGIN_CREDENTIALS", "static")]);
+    assert!(m.contains("origin.credentials") && m.contains("origin.access_key"), "{m}");
+    let m = err(&[("ELIOP2P_ORIGIN_CREDENTIALS", "imds"), ("ELIOP2P_ORIGIN_ACCESS_KEY", "AK")]);
+    assert!(m.contains("origin.access_key") && m.contains("imds"), "{m}");
+    let m = err(&[("ELIOP2P_ORIGIN_CREDENTIALS", "ecs-ram-role")]);
+    assert!(m.contains("origin.credentials") && m.contains("Alibaba"), "{m}");
+    let m = err(&[("ELIOP2P_ORIGIN_KIND", "oss"), ("ELIOP2P_ORIGIN_CREDENTIALS", "imds")]);
+    assert!(m.contains("origin.credentials") && m.contains("AWS source"), "{m}");
+    let m = err(&[("ELIOP2P_ORIGIN_CREDENTIALS", "imds"), ("ELIOP2P_ORIGIN_METADATA_ENDPOINT", "169.254.169.254")]);
+    assert!(m.contains("origin.metadata_endpoint"), "{m}");
+    let m = err(&[
+        ("ELIOP2P_ORIGIN_CREDENTIALS", "web-identity"),
+        ("ELIOP2P_ORIGIN_WEB_IDENTITY_TOKEN_FILE", "/nonexistent/token"),
+    ]);
+    assert!(m.contains("origin.web_identity_token_file"), "{m}");
+    let n = load(&[("ELIOP2P_ORIGIN_KIND", "oss"), ("ELIOP2P_ORIGIN_CREDENTIALS", "ecs-ram-role")]).unwrap();
+    assert_eq!(n.origin.credentials.source, CredentialSource::EcsRamRole);
+}
