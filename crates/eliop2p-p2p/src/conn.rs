@@ -12,7 +12,6 @@ use eliop2p_cache::PiecePool;
 use eliop2p_core::ChunkId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{self, Frame, Limits, MessageType};
@@ -27,6 +26,25 @@ pub(crate) const FLAG_PIECE: u8 = 0x02;
 /// A `Bitmap` answering a standing query carries this flag: the holder held the
 /// query until it had news (a holder without it answered at once).
 pub(crate) const FLAG_WATCHED: u8 = 0x04;
+
+/// The two halves of a peer connection, over TCP or TLS.
+pub(crate) type Rd = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+pub(crate) type Wr = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
+/// A plain TCP connection's halves (no lock between them).
+pub(crate) fn split_tcp(s: TcpStream) -> (Rd, Wr) {
+    let (r, w) = s.into_split();
+    (Box::new(r), Box::new(w))
+}
+
+/// A TLS connection's halves.
+pub(crate) fn split_tls<S>(s: S) -> (Rd, Wr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (r, w) = tokio::io::split(s);
+    (Box::new(r), Box::new(w))
+}
 
 pub(crate) fn random_nonce() -> [u8; 32] {
     let mut n = [0u8; 32];
@@ -48,7 +66,7 @@ unsafe fn libc_getrandom(buf: &mut [u8; 32]) -> isize {
 
 /// Reads frames from a socket into a buffer.
 pub(crate) struct FrameReader {
-    rd: OwnedReadHalf,
+    rd: Rd,
     buf: BytesMut,
     /// The limits in force: `Limits::HANDSHAKE` until `authenticated`.
     limits: Limits,
@@ -82,7 +100,7 @@ const SHARED_READ: usize = 64 * 1024;
 impl FrameReader {
     /// A reader for a new connection: handshake limits (tiny frames, small reads,
     /// no buffer ahead) until `authenticated`, then `limits`.
-    pub fn new(rd: OwnedReadHalf, limits: Limits) -> Self {
+    pub fn new(rd: Rd, limits: Limits) -> Self {
         Self {
             rd,
             buf: BytesMut::new(),
@@ -189,19 +207,23 @@ impl FrameReader {
     }
 }
 
-pub(crate) async fn write_frame(wr: &mut OwnedWriteHalf, f: &Frame) -> Result<(), P2pError> {
+pub(crate) async fn write_frame(wr: &mut Wr, f: &Frame) -> Result<(), P2pError> {
     let mut b = BytesMut::new();
     f.encode(&mut b);
     wr.write_all(&b).await?;
+    // TLS keeps records in its buffer until flushed (a no-op on TCP).
+    wr.flush().await?;
     Ok(())
 }
 
 /// Server side of the handshake: HELLO -> CHALLENGE -> AUTH -> AUTH_OK. Returns
-/// the node id the peer announced.
+/// the node id the peer announced, which must be one of `certified` (the
+/// identities of its TLS certificate) when given.
 pub(crate) async fn accept_handshake(
     reader: &mut FrameReader,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Wr,
     secret: &[u8],
+    certified: Option<&[String]>,
 ) -> Result<String, P2pError> {
     let hello = reader.expect(MessageType::Hello).await?;
     if hello.data.len() < 32 || hello.data.len() > 32 + 256 {
@@ -211,6 +233,14 @@ pub(crate) async fn accept_handshake(
         .chars()
         .filter(|c| c.is_ascii_graphic())
         .collect();
+    // With TLS the peer is the node its certificate names, whatever it announces.
+    if let Some(ids) = certified
+        && !ids.contains(&node_id)
+    {
+        let refusal = proto::error_payload(Reason::AuthFailed, "the certificate does not name this node");
+        let _ = write_frame(wr, &Frame::new(MessageType::Error, &[], refusal, 0, 0)).await;
+        return Err(P2pError::WrongIdentity { announced: node_id, certified: ids.to_vec() });
+    }
     let nonce_c = &hello.data[..32];
     let nonce_s = random_nonce();
     let mut challenge = Vec::with_capacity(64);
@@ -252,7 +282,7 @@ pub(crate) async fn accept_handshake(
 /// server without the secret cannot feed us data either).
 async fn connect_handshake(
     reader: &mut FrameReader,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Wr,
     secret: &[u8],
     node_id: &str,
 ) -> Result<(), P2pError> {
@@ -282,6 +312,44 @@ async fn connect_handshake(
     Ok(())
 }
 
+async fn tcp(addr: SocketAddr) -> Result<TcpStream, P2pError> {
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| P2pError::Timeout)??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Opens a connection to a peer: TLS when the node has certificates (falling
+/// back to plain TCP for a peer without TLS only during a rollout), TCP otherwise.
+async fn dial(addr: SocketAddr, shared: &P2pShared) -> Result<(Rd, Wr), P2pError> {
+    let stream = tcp(addr).await?;
+    let Some(tls) = &shared.tls else {
+        return Ok(split_tcp(stream));
+    };
+    // The name is not checked (see `tls`): the peer's certificate is.
+    let name = rustls::pki_types::ServerName::try_from("eliop2p-peer").expect("a valid DNS name");
+    let why = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connector().connect(name, stream)).await {
+        Ok(Ok(s)) => return Ok(split_tls(s)),
+        Ok(Err(e)) => {
+            let reason = crate::tls::reason(&e);
+            tls.failed(reason);
+            format!("{reason}: {e}")
+        }
+        Err(_) => {
+            tls.failed("timeout");
+            "no TLS handshake within 5 s".to_owned()
+        }
+    };
+    if tls.rollout() {
+        tracing::debug!(peer = %addr, why, "TLS to the peer failed; plain TCP (p2p.tls_rollout)");
+        return Ok(split_tcp(tcp(addr).await?));
+    }
+    shared.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(peer = %addr, why, "TLS handshake with a peer failed");
+    Err(P2pError::Tls(why))
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
     Bitmap(ChunkId, u32),
@@ -303,11 +371,7 @@ pub(crate) struct PeerConn {
 
 impl PeerConn {
     pub async fn connect(addr: SocketAddr, shared: &P2pShared) -> Result<Arc<Self>, P2pError> {
-        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| P2pError::Timeout)??;
-        stream.set_nodelay(true)?;
-        let (rd, mut wr) = stream.into_split();
+        let (rd, mut wr) = dial(addr, shared).await?;
         let mut reader = FrameReader::new(rd, shared.limits);
         if let Err(e) =
             connect_handshake(&mut reader, &mut wr, &shared.secret, &shared.cfg.node_id).await
@@ -328,7 +392,7 @@ impl PeerConn {
         let closed = Arc::new(AtomicBool::new(false));
         tokio::spawn(async move {
             while let Some(b) = rx.recv().await {
-                if wr.write_all(&b).await.is_err() {
+                if wr.write_all(&b).await.is_err() || wr.flush().await.is_err() {
                     break;
                 }
             }
@@ -535,7 +599,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
-        let (rd, _wr) = client.into_split();
+        let (rd, _wr) = split_tcp(client);
         let mut r = FrameReader::new(rd, Limits::default());
         r.authenticated();
         let cache = eliop2p_cache::ChunkCache::open(eliop2p_cache::CacheConfig::memory_only(

@@ -14,6 +14,7 @@ pub mod limit;
 pub mod proto;
 pub mod score;
 mod server;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -66,6 +67,9 @@ pub struct P2pConfig {
     pub piece_timeout: Duration,
     /// Cluster membership and chunk locations; `None` = static peers only.
     pub cluster: Option<ClusterConfig>,
+    /// Mutual TLS on the P2P port (`p2p.tls_*`); `None` = the cluster secret's
+    /// handshake over plain TCP.
+    pub tls: Option<Arc<tls::P2pTls>>,
 }
 
 impl P2pConfig {
@@ -84,6 +88,7 @@ impl P2pConfig {
             max_connections: 4096,
             piece_timeout: Duration::from_secs(5),
             cluster: None,
+            tls: None,
         }
     }
 }
@@ -106,6 +111,10 @@ pub enum P2pError {
     Closed,
     #[error("p2p config: {0}")]
     Config(String),
+    #[error("peer TLS: {0}")]
+    Tls(String),
+    #[error("peer announced node {announced:?}, but its certificate names {certified:?}")]
+    WrongIdentity { announced: String, certified: Vec<String> },
 }
 
 /// Transfer counters, exported as metrics.
@@ -176,6 +185,8 @@ impl Drop for OriginFillGuard {
 pub(crate) struct P2pShared {
     cfg: P2pConfig,
     secret: Vec<u8>,
+    /// Mutual TLS with the cluster CA's certificates, when configured.
+    tls: Option<Arc<tls::P2pTls>>,
     limits: codec::Limits,
     cache: ChunkCache,
     stats: Arc<P2pStats>,
@@ -306,7 +317,19 @@ pub fn spawn_p2p(
     node: NodeServices,
 ) -> Result<P2pHandle, P2pError> {
     let local_addr = listener.local_addr()?;
-    if cfg.cluster_secret.is_none() && !local_addr.ip().is_loopback() && !cfg.allow_unauthenticated
+    if let Some(tls) = &cfg.tls
+        && !tls.identities().contains(&cfg.node_id)
+    {
+        return Err(P2pError::Config(format!(
+            "p2p.tls_cert names {:?}, not this node's id {:?}: peers would refuse it",
+            tls.identities(),
+            cfg.node_id
+        )));
+    }
+    if cfg.cluster_secret.is_none()
+        && cfg.tls.is_none()
+        && !local_addr.ip().is_loopback()
+        && !cfg.allow_unauthenticated
     {
         return Err(P2pError::Config(format!(
             "refusing to listen on {local_addr} without p2p.cluster_secret (set one, or p2p.allow_unauthenticated = true)"
@@ -326,6 +349,7 @@ pub fn spawn_p2p(
         cluster,
         silent: Default::default(),
         seed_copies: Mutex::default(),
+        tls: cfg.tls.clone(),
         secret,
         limits: codec::Limits::default(),
         cache,
@@ -347,6 +371,9 @@ pub fn spawn_p2p(
         cancel.clone(),
         tracker.clone(),
     ));
+    if let Some(tls) = shared.tls.clone() {
+        tracker.spawn(tls::watch(tls, cancel.clone()));
+    }
     tracker.spawn(cluster::run(shared.clone(), cancel));
     Ok(P2pHandle { shared, local_addr })
 }
@@ -519,6 +546,23 @@ impl P2pHandle {
             "missing",
             "deferred",
         ];
+        if let Some(tls) = &self.shared.tls {
+            let failures = tls.failures();
+            prom::family(
+                &mut out,
+                "eliop2p_p2p_tls_handshake_failures_total",
+                Kind::Counter,
+                "P2P TLS handshakes that failed, by reason (expired, unknown_ca, no_certificate, wrong_identity, not_tls, refused_by_peer, timeout, other).",
+                tls::REASONS.map(|r| (format!("reason=\"{r}\""), failures.get(r).copied().unwrap_or(0))),
+            );
+            prom::family(
+                &mut out,
+                "eliop2p_p2p_tls_reloads_total",
+                Kind::Counter,
+                "Times the P2P certificate files were read again after a change or SIGHUP.",
+                [("", tls.reloads())],
+            );
+        }
         prom::family(
             &mut out,
             "eliop2p_p2p_piece_failures_total",

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::codec::{FLAG_FINAL, Frame, MessageType, Parts};
-use crate::conn::{FLAG_PIECE, FLAG_WATCHED, FrameReader, accept_handshake};
+use crate::conn::{FLAG_PIECE, FLAG_WATCHED, FrameReader, HANDSHAKE_TIMEOUT, Rd, Wr, accept_handshake, split_tcp, split_tls};
 use crate::proto::{self, Bitmap, Reason};
 use crate::{P2pError, P2pShared};
 
@@ -160,15 +160,69 @@ fn bound_unsent(stream: &TcpStream) {
     }
 }
 
+/// TLS first (when the node has certificates): the peer's certificate is of the
+/// cluster CA and valid, and the identities it names. During a rollout a peer
+/// whose first byte is not a TLS record speaks the plain protocol.
+async fn accept_tls(stream: TcpStream, shared: &P2pShared) -> Result<(Rd, Wr, Option<Vec<String>>), P2pError> {
+    let Some(tls) = &shared.tls else {
+        let (rd, wr) = split_tcp(stream);
+        return Ok((rd, wr, None));
+    };
+    if tls.rollout() {
+        let mut first = [0u8; 1];
+        let n = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first))
+            .await
+            .map_err(|_| P2pError::Timeout)??;
+        // 0x16: a TLS handshake record; frames start with the magic "CHKP".
+        if n == 1 && first[0] != 0x16 {
+            let (rd, wr) = split_tcp(stream);
+            return Ok((rd, wr, None));
+        }
+    }
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await;
+    let s = match accepted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = crate::tls::reason(&e);
+            tls.failed(reason);
+            tracing::warn!(reason, error = %e, "refused a peer's TLS handshake");
+            return Err(P2pError::Tls(format!("{reason}: {e}")));
+        }
+        Err(_) => {
+            tls.failed("timeout");
+            return Err(P2pError::Timeout);
+        }
+    };
+    let ids = s
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(crate::tls::identities)
+        .unwrap_or_default();
+    let (rd, wr) = split_tls(s);
+    Ok((rd, wr, Some(ids)))
+}
+
 async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2pError> {
     stream.set_nodelay(true)?;
     bound_unsent(&stream);
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr, cert_ids) = match accept_tls(stream, &shared).await {
+        Ok(x) => x,
+        Err(e) => {
+            shared.stats.handshake_failures.fetch_add(1, Relaxed);
+            return Err(e);
+        }
+    };
     let mut reader = FrameReader::new(rd, shared.limits);
-    let peer_id = match accept_handshake(&mut reader, &mut wr, &shared.secret).await {
+    let peer_id = match accept_handshake(&mut reader, &mut wr, &shared.secret, cert_ids.as_deref()).await {
         Ok(id) => Arc::new(id),
         Err(e) => {
             shared.stats.handshake_failures.fetch_add(1, Relaxed);
+            if let (P2pError::WrongIdentity { .. }, Some(tls)) = (&e, &shared.tls) {
+                tls.failed("wrong_identity");
+                tracing::warn!(error = %e, "refused a peer");
+            }
             return Err(e);
         }
     };
@@ -180,7 +234,8 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     let writer = tokio::spawn(async move {
         while let Some((mut frame, _slot)) = rx.recv().await {
             // Vectored writes of the frame's buffers (header, piece, trailer).
-            if wr.write_all_buf(&mut frame).await.is_err() {
+            // Flushed: TLS keeps records in its buffer until then (a no-op on TCP).
+            if wr.write_all_buf(&mut frame).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }

@@ -13,7 +13,7 @@ mod raw;
 mod redis;
 pub use redis::TestRedis;
 mod tls;
-pub use tls::TestCa;
+pub use tls::{NodeCert, TestCa};
 pub use raw::{raw_http, rss_bytes, slow_get};
 pub mod netbed;
 pub mod oss;

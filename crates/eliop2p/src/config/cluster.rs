@@ -10,6 +10,28 @@ use anyhow::{Context, bail};
 use super::Effective;
 
 impl Effective {
+    /// Mutual TLS on the P2P port, when `p2p.tls_cert` is set; the files are read
+    /// now, and an error names the key whose file is wrong.
+    fn p2p_tls(&self) -> anyhow::Result<Option<eliop2p_p2p::tls::P2pTls>> {
+        let (cert, key, ca) = (self.str("p2p.tls_cert"), self.str("p2p.tls_key"), self.str("p2p.tls_ca"));
+        let rollout = self.str("p2p.tls_rollout") == "true";
+        if cert.is_empty() && key.is_empty() && ca.is_empty() {
+            if rollout {
+                bail!("config key p2p.tls_rollout: set, but p2p.tls_cert is not: there is nothing to roll out");
+            }
+            return Ok(None);
+        }
+        for (k, v) in [("p2p.tls_cert", &cert), ("p2p.tls_key", &key), ("p2p.tls_ca", &ca)] {
+            if v.is_empty() {
+                bail!("config key {k}: required with the other p2p.tls_* keys (mutual TLS needs the certificate, its key and the cluster CA)");
+            }
+        }
+        let files = eliop2p_p2p::tls::TlsFiles { cert: cert.into(), key: key.into(), ca: ca.into(), rollout };
+        eliop2p_p2p::tls::P2pTls::load(files)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("config key {e}"))
+    }
+
     /// The P2P layer's config; `None` (standalone node) when there is neither a
     /// secret nor a peer to talk to.
     pub(super) fn p2p_config(
@@ -37,7 +59,8 @@ impl Effective {
             .collect::<anyhow::Result<Vec<std::net::SocketAddr>>>()?;
         let allow = self.str("p2p.allow_unauthenticated") == "true";
         let mode = self.discovery_mode();
-        if secret.is_empty() && peers.is_empty() && !allow && mode == "static" {
+        let tls = self.p2p_tls()?;
+        if secret.is_empty() && peers.is_empty() && !allow && mode == "static" && tls.is_none() {
             return Ok(None);
         }
         let k = self.int("p2p.selection_k");
@@ -45,12 +68,21 @@ impl Effective {
             bail!("config key p2p.selection_k: must be 1 to 10, got {k}");
         }
         let listen = self.addr("p2p.listen");
-        if secret.is_empty() && !allow && !listen.ip().is_loopback() {
+        if secret.is_empty() && tls.is_none() && !allow && !listen.ip().is_loopback() {
             bail!(
-                "config key p2p.cluster_secret: required to listen for peers on {listen} (or set p2p.allow_unauthenticated = true)"
+                "config key p2p.cluster_secret: required to listen for peers on {listen} (or set p2p.tls_cert, p2p.tls_key and p2p.tls_ca, or p2p.allow_unauthenticated = true)"
+            );
+        }
+        if let Some(t) = &tls
+            && !t.identities().iter().any(|i| i == node_id)
+        {
+            bail!(
+                "config key p2p.tls_cert: the certificate names {:?}, not this node's id {node_id:?} (node.id); peers would refuse it",
+                t.identities()
             );
         }
         let mut pc = eliop2p_p2p::P2pConfig::new(node_id);
+        pc.tls = tls.map(std::sync::Arc::new);
         pc.cluster_secret = (!secret.is_empty()).then_some(secret);
         pc.allow_unauthenticated = allow;
         pc.static_peers = peers;

@@ -450,6 +450,34 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "p2p",
+        "tls_cert",
+        Kind::Str,
+        "",
+        "PEM certificate (and chain) of this node for mutual TLS on the P2P port; it names the node id in a DNS SAN or a URI SAN eliop2p://node/<id>; re-read when the file changes or on SIGHUP"
+    ),
+    key!(
+        "p2p",
+        "tls_key",
+        Kind::Str,
+        "",
+        "PEM private key of p2p.tls_cert"
+    ),
+    key!(
+        "p2p",
+        "tls_ca",
+        Kind::Str,
+        "",
+        "PEM bundle of the cluster CA: peers must present a certificate it issued"
+    ),
+    key!(
+        "p2p",
+        "tls_rollout",
+        Kind::Choice(&["false", "true"]),
+        "false",
+        "while moving a cluster to TLS: the listener also takes peers without TLS (cluster-secret handshake) and the node falls back to plain TCP for peers that do not speak TLS; turn it off once every node has certificates"
+    ),
+    key!(
+        "p2p",
         "selection_k",
         Kind::Int,
         "5",
