@@ -4,7 +4,7 @@
 //! bytes from the page cache when nginx is installed.
 //!
 //! `cargo build --release && target/release/eliop2p-bench [--quick] [--disk-only |
-//! --p2p-only | --cluster-only]` (the cluster scenario runs nodes as processes when
+//! --p2p-only | --tls-only | --cluster-only]` (the cluster scenario runs nodes as processes when
 //! the `eliop2p` binary is next to this one).
 
 mod control;
@@ -372,6 +372,7 @@ async fn main() -> anyhow::Result<()> {
     let only_disk = std::env::args().any(|a| a == "--disk-only");
     let only_p2p = std::env::args().any(|a| a == "--p2p-only");
     let only_cluster = std::env::args().any(|a| a == "--cluster-only");
+    let only_tls = std::env::args().any(|a| a == "--tls-only");
     let o = if quick {
         Opts {
             large: 128 * MIB,
@@ -428,9 +429,16 @@ async fn main() -> anyhow::Result<()> {
         d.push(direct_get(&direct, "bench", "large.bin").await?);
     }
     let base = median(d);
+    if only_tls {
+        row("direct origin", base, base);
+        p2p::tls_vs_plain(&origin, &o, base).await?;
+        origin.stop().await;
+        return Ok(());
+    }
     if only_p2p {
         row("direct origin", base, base);
         p2p::run(&origin, &o, &large, base).await?;
+        p2p::tls_vs_plain(&origin, &o, base).await?;
         origin.stop().await;
         return Ok(());
     }
@@ -467,6 +475,7 @@ async fn main() -> anyhow::Result<()> {
 
     disk_tier(&origin, &o, &large, base, nginx.as_ref()).await?;
     p2p::run(&origin, &o, &large, base).await?;
+    p2p::tls_vs_plain(&origin, &o, base).await?;
 
     println!();
     println!(

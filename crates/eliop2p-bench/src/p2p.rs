@@ -182,3 +182,81 @@ async fn engine_download(
         bytes,
     })
 }
+
+/// Node to node with mutual TLS on the P2P port against plain TCP (issue 19): a
+/// plain pair and a TLS pair of nodes (certificates of a test CA), each downloader
+/// reading the large object from its one holder through HTTP, pieces verified;
+/// the modes alternate, `o.runs` times each, a new object each round.
+pub(crate) async fn tls_vs_plain(origin: &TestOrigin, o: &Opts, base: Sample) -> anyhow::Result<()> {
+    let ca = eliop2p_testkit::TestCa::new()?;
+    let listeners = eliop2p_testkit::p2p_listeners(4).await?;
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().expect("bound")).collect();
+    let big = o.large as u64;
+    let mut nodes = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        // 0 -> 1 plain, 2 -> 3 TLS.
+        let peers = match i {
+            1 => vec![addrs[0]],
+            3 => vec![addrs[2]],
+            _ => vec![],
+        };
+        let tls = if i >= 2 {
+            let id = format!("node-{}", addrs[i].port());
+            Some(ca.node_cert(&id, false)?.p2p_tls(false)?)
+        } else {
+            None
+        };
+        nodes.push(
+            eliop2p_testkit::start_p2p_node(origin, l, peers, |c| {
+                // One object per node: the next round's evicts the last.
+                c.cache.memory_capacity = big + big / 8;
+                if let Some(t) = tls {
+                    let p = c.p2p.as_mut().expect("p2p");
+                    p.tls = Some(t);
+                    p.cluster_secret = None;
+                }
+            })
+            .await?,
+        );
+    }
+    let (mut plain, mut tls) = (Vec::new(), Vec::new());
+    for round in 0..o.runs {
+        let key = format!("tls-round-{round}.bin");
+        let data = test_data(o.large, 100 + round as u64);
+        origin.put("bench", &key, data.clone()).await?;
+        let path = format!("/bench/{key}");
+        for h in [0, 2] {
+            plain_get(nodes[h].proxy_addr, &path).await?;
+        }
+        plain.push(plain_get(nodes[1].proxy_addr, &path).await?);
+        tls.push(plain_get(nodes[3].proxy_addr, &path).await?);
+        for d in [1, 3] {
+            let r = eliop2p_testkit::TestClient::new()
+                .get(&format!("http://{}{path}", nodes[d].proxy_addr), &[])
+                .await?;
+            anyhow::ensure!(sha256_hex(&r.body) == sha256_hex(&data), "node {d}: wrong bytes");
+            let origin_bytes = metric(&nodes[d], "eliop2p_origin_bytes_total");
+            anyhow::ensure!(origin_bytes == 0, "node {d} read {origin_bytes} bytes from the origin");
+        }
+    }
+    let failures = metric(&nodes[2], "eliop2p_p2p_handshake_failures_total")
+        + metric(&nodes[3], "eliop2p_p2p_handshake_failures_total");
+    anyhow::ensure!(failures == 0, "{failures} TLS handshake failures");
+    println!();
+    println!(
+        "## node to node over mutual TLS (P2P, loopback, 1 peer, SHA-256 per piece): {} MiB object, median of {} runs, modes alternating",
+        o.large / MIB,
+        o.runs
+    );
+    println!();
+    transfer_header();
+    let (p, t) = (crate::median(plain), crate::median(tls));
+    row("node MISS from 1 peer, plain TCP", p, base);
+    row("node MISS from 1 peer, mutual TLS", t, base);
+    println!();
+    println!("TLS / plain throughput: {:.2}x", t.mbps() / p.mbps());
+    for n in nodes {
+        n.shutdown().await;
+    }
+    Ok(())
+}
