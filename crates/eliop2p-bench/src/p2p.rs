@@ -186,7 +186,7 @@ async fn engine_download(
 /// Node to node with mutual TLS on the P2P port against plain TCP (issue 19): a
 /// plain pair and a TLS pair of nodes (certificates of a test CA), each downloader
 /// reading the large object from its one holder through HTTP, pieces verified;
-/// the modes alternate, `o.runs` times each, a new object each round.
+/// the modes alternate, at least five times each, a new object each round.
 pub(crate) async fn tls_vs_plain(origin: &TestOrigin, o: &Opts, base: Sample) -> anyhow::Result<()> {
     let ca = eliop2p_testkit::TestCa::new()?;
     let listeners = eliop2p_testkit::p2p_listeners(4).await?;
@@ -220,7 +220,12 @@ pub(crate) async fn tls_vs_plain(origin: &TestOrigin, o: &Opts, base: Sample) ->
         );
     }
     let (mut plain, mut tls) = (Vec::new(), Vec::new());
-    for round in 0..o.runs {
+    // Origin bytes each downloader read (a chunk whose pieces were too slow), by
+    // round: a round with any is reported, as its figure is not node to node only.
+    let mut from_origin: Vec<(usize, usize, u64)> = Vec::new();
+    // Five rounds at least: one pair of runs moves by 20% on this shared machine.
+    let rounds = o.runs.max(5);
+    for round in 0..rounds {
         let key = format!("tls-round-{round}.bin");
         let data = test_data(o.large, 100 + round as u64);
         origin.put("bench", &key, data.clone()).await?;
@@ -235,8 +240,11 @@ pub(crate) async fn tls_vs_plain(origin: &TestOrigin, o: &Opts, base: Sample) ->
                 .get(&format!("http://{}{path}", nodes[d].proxy_addr), &[])
                 .await?;
             anyhow::ensure!(sha256_hex(&r.body) == sha256_hex(&data), "node {d}: wrong bytes");
-            let origin_bytes = metric(&nodes[d], "eliop2p_origin_bytes_total");
-            anyhow::ensure!(origin_bytes == 0, "node {d} read {origin_bytes} bytes from the origin");
+            let total = metric(&nodes[d], "eliop2p_origin_bytes_total");
+            let before: u64 = from_origin.iter().filter(|f| f.1 == d).map(|f| f.2).sum();
+            if total > before {
+                from_origin.push((round, d, total - before));
+            }
         }
     }
     let failures = metric(&nodes[2], "eliop2p_p2p_handshake_failures_total")
@@ -246,7 +254,7 @@ pub(crate) async fn tls_vs_plain(origin: &TestOrigin, o: &Opts, base: Sample) ->
     println!(
         "## node to node over mutual TLS (P2P, loopback, 1 peer, SHA-256 per piece): {} MiB object, median of {} runs, modes alternating",
         o.large / MIB,
-        o.runs
+        rounds
     );
     println!();
     transfer_header();
@@ -255,6 +263,10 @@ pub(crate) async fn tls_vs_plain(origin: &TestOrigin, o: &Opts, base: Sample) ->
     row("node MISS from 1 peer, mutual TLS", t, base);
     println!();
     println!("TLS / plain throughput: {:.2}x", t.mbps() / p.mbps());
+    for (round, d, bytes) in from_origin {
+        let mode = if d == 1 { "plain" } else { "TLS" };
+        println!("round {round}, {mode}: {} MiB of the object came from the origin (pieces too slow), not the peer", bytes >> 20);
+    }
     for n in nodes {
         n.shutdown().await;
     }

@@ -37,6 +37,17 @@ pub(crate) fn split_tcp(s: TcpStream) -> (Rd, Wr) {
     (Box::new(r), Box::new(w))
 }
 
+/// Bytes a TLS connection reads from and writes to its socket at a time. rustls
+/// asks its transport for at most 4 KiB per read: without a buffer below it, a
+/// 256 KiB piece costs 64 `recv` calls and as many buffer resizes (measured: TLS
+/// at 0.58x of plain TCP node to node; with this buffer, see the bench).
+pub(crate) const TLS_IO_BUFFER: usize = 256 * 1024;
+
+/// The socket under a TLS session, read and written in large blocks.
+pub(crate) fn tls_transport(s: TcpStream) -> tokio::io::BufStream<TcpStream> {
+    tokio::io::BufStream::with_capacity(TLS_IO_BUFFER, TLS_IO_BUFFER, s)
+}
+
 /// A TLS connection's halves.
 pub(crate) fn split_tls<S>(s: S) -> (Rd, Wr)
 where
@@ -329,7 +340,7 @@ async fn dial(addr: SocketAddr, shared: &P2pShared) -> Result<(Rd, Wr), P2pError
     };
     // The name is not checked (see `tls`): the peer's certificate is.
     let name = rustls::pki_types::ServerName::try_from("eliop2p-peer").expect("a valid DNS name");
-    let why = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connector().connect(name, stream)).await {
+    let why = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connector().connect(name, tls_transport(stream))).await {
         Ok(Ok(s)) => return Ok(split_tls(s)),
         Ok(Err(e)) => {
             let reason = crate::tls::reason(&e);

@@ -179,7 +179,7 @@ async fn accept_tls(stream: TcpStream, shared: &P2pShared) -> Result<(Rd, Wr, Op
             return Ok((rd, wr, None));
         }
     }
-    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await;
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(crate::conn::tls_transport(stream))).await;
     let s = match accepted {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
