@@ -11,6 +11,7 @@ mod preheat;
 mod redis;
 mod state;
 mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ pub struct ControlConfig {
     pub replication: ReplicationConfig,
     /// Time between replication passes.
     pub replication_interval: Duration,
+    /// https on the listener (`control_plane.tls_cert`, `tls_key`); `None` = http.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ControlConfig {
@@ -66,6 +69,7 @@ impl Default for ControlConfig {
                 max_pending_per_node: 16,
             },
             replication_interval: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -347,17 +351,23 @@ pub async fn spawn_control_plane(
     });
     let app = router(shared.clone());
     let c = cancel.clone();
+    let tls = cfg.tls.clone();
     let server = tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { c.cancelled().await })
-            .await;
+        let stop = async move { c.cancelled().await };
+        let r = match tls {
+            Some(tls) => match tls::TlsListener::new(listener, tls) {
+                Ok(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
+                Err(e) => Err(e),
+            },
+            None => axum::serve(listener, app).with_graceful_shutdown(stop).await,
+        };
         if let Err(e) = r {
             tracing::error!(error = %e, "control plane server failed");
         }
         // Dropping the last sender lets the writer finish.
         drop(shared);
     });
-    tracing::info!(%addr, "control plane started");
+    tracing::info!(%addr, https = cfg.tls.is_some(), "control plane started");
     Ok(ControlHandle {
         addr,
         cancel,

@@ -111,3 +111,25 @@ impl ServerCertVerifier for AnyCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// A connector for http and https URLs whose roots are the system's plus
+/// `ca_file` (a PEM bundle), for clients other than the origin's (the
+/// control plane's). `what` names the key in errors.
+pub fn https_connector(
+    ca_file: Option<&Path>,
+    connect_timeout: std::time::Duration,
+    what: &str,
+) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, String> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let t = TlsConfig { ca_file: ca_file.map(Path::to_path_buf), insecure_skip_verify: false };
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = if t.is_default() {
+        builder.with_native_roots().map_err(|e| format!("loading TLS roots: {e}"))?
+    } else {
+        builder.with_tls_config(client_config(&t).map_err(|e| format!("{what}: {e}"))?)
+    };
+    Ok(builder.https_or_http().enable_http1().wrap_connector(http))
+}

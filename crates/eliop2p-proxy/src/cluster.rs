@@ -91,10 +91,13 @@ pub struct ControlPlaneClientConfig {
     pub heartbeat_interval: Duration,
     /// Bytes per second replication commands may fetch on average (0 = unlimited).
     pub replication_max_rate: u64,
+    /// CA bundle trusted for `https://` endpoints besides the system's roots
+    /// (`control_plane.ca_file`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 type HttpClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 >;
 
@@ -123,11 +126,10 @@ pub(crate) struct CpClient {
 }
 
 impl CpClient {
-    pub(crate) fn new(cfg: &ControlPlaneClientConfig, node_id: &str) -> Self {
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(1)));
-        connector.set_nodelay(true);
-        Self {
+    pub(crate) fn new(cfg: &ControlPlaneClientConfig, node_id: &str) -> Result<Self, String> {
+        let connector =
+            eliop2p_origin::https_connector(cfg.ca_file.as_deref(), Duration::from_secs(1), "control_plane.ca_file")?;
+        Ok(Self {
             http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build(connector),
             bases: Arc::new(cfg.endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect()),
@@ -135,7 +137,7 @@ impl CpClient {
             token: cfg.token.clone(),
             node_id: node_id.to_owned(),
             down_until: Arc::default(),
-        }
+        })
     }
 
     fn is_down(&self) -> bool {
@@ -201,11 +203,13 @@ impl CpClient {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| CpError::Unreachable(e.to_string()))?;
         let exchange = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| CpError::Unreachable(e.to_string()))?;
+            let resp = self.http.request(req).await.map_err(|e| {
+                let mut why = error_chain(&e);
+                if why.contains("certificate") || why.contains("UnknownIssuer") {
+                    why.push_str(" (the control plane's TLS certificate is not trusted: control_plane.ca_file adds a CA bundle to the system's roots)");
+                }
+                CpError::Unreachable(why)
+            })?;
             let status = resp.status();
             let body = resp
                 .into_body()
@@ -622,4 +626,15 @@ async fn execute(
             Lookup::Hit(_) | Lookup::Disk(_) => Ok(()),
         },
     }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
 }

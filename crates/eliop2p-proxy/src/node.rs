@@ -109,6 +109,8 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
     #[error("p2p is configured but no p2p listener was given")]
     MissingP2pListener,
+    #[error("config key {0}")]
+    Config(String),
 }
 
 /// Starts a node with its P2P listener (port 9000 by default) when `cfg.p2p` is set.
@@ -144,7 +146,7 @@ pub async fn spawn_node_with_p2p(
     // The control-plane client is the P2P layer's chunk directory; the node's read
     // path (through a weak reference to the reader being built) is its fetcher.
     let cp_client = match (&p2p_cfg, &cfg.control_plane) {
-        (Some(pc), Some(cp)) => Some(crate::cluster::CpClient::new(cp, &pc.node_id)),
+        (Some(pc), Some(cp)) => Some(crate::cluster::CpClient::new(cp, &pc.node_id).map_err(NodeError::Config)?),
         _ => None,
     };
     let mut p2p_error = None;

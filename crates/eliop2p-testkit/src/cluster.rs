@@ -157,6 +157,7 @@ impl TestCluster {
                     labels: [("zone".to_owned(), format!("zone-{}", i % 2))].into(),
                     heartbeat_interval: Duration::from_millis(100),
                     replication_max_rate: 0,
+                    ca_file: None,
                 });
             }
             tweak(i, &mut cfg);

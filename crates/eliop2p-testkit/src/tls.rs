@@ -114,6 +114,11 @@ impl TestCa {
         Ok(NodeCert { cert: d.join(pem), key: d.join(key), ca: self.ca_pem.clone() })
     }
 
+    /// The server certificate for 127.0.0.1 and its key (PEM files).
+    pub fn server_files(&self) -> (PathBuf, PathBuf) {
+        (self.cert.clone(), self.key.clone())
+    }
+
     /// The server side: the certificate for 127.0.0.1.
     pub fn acceptor(&self) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
         let certs: Vec<CertificateDer<'static>> =

@@ -14,7 +14,7 @@ pub struct Cp {
     endpoints: Vec<String>,
     token: String,
     http: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
         Full<Bytes>,
     >,
 }
@@ -32,11 +32,14 @@ impl Cp {
                 "config key control_plane.endpoint is required (the control plane to ask)".into(),
             ));
         }
+        let ca = eff.control_plane_ca().map_err(|e| fail(EXIT_USAGE, format!("{e:#}")))?;
+        let connector = eliop2p_origin::https_connector(ca.as_deref(), Duration::from_secs(5), "control_plane.ca_file")
+            .map_err(|e| fail(EXIT_USAGE, format!("config key {e}")))?;
         Ok(Self {
             endpoints: endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect(),
             token: eff.get_str("control_plane.token"),
             http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http(),
+                .build(connector),
         })
     }
 
@@ -103,10 +106,16 @@ impl Cp {
                 )
             })?
             .map_err(|e| {
-                fail(
-                    EXIT_NODE,
-                    format!("control plane at {endpoint} unreachable: {e}"),
-                )
+                let mut why = format!("{e}");
+                let mut cur = std::error::Error::source(&e);
+                while let Some(inner) = cur {
+                    why.push_str(&format!(": {inner}"));
+                    cur = inner.source();
+                }
+                if why.contains("certificate") || why.contains("UnknownIssuer") {
+                    why.push_str(" (its TLS certificate is not trusted: control_plane.ca_file adds a CA bundle to the system's roots)");
+                }
+                fail(EXIT_NODE, format!("control plane at {endpoint} unreachable: {why}"))
             })?;
         let code = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();

@@ -209,8 +209,10 @@ async fn run_control_plane(eff: Effective) -> anyhow::Result<()> {
         tracing::warn!(%listen, "control plane without control_plane.token: anyone who reaches it can register nodes");
     }
     let l = bind(listen, "control plane").await?;
+    let https = cfg.tls.is_some();
     let cp = eliop2p_control::spawn_control_plane(cfg, l).await?;
-    println!("eliop2p control plane on http://{}", cp.addr);
+    let scheme = if https { "https" } else { "http" };
+    println!("eliop2p control plane on {scheme}://{}", cp.addr);
     shutdown_signal().await;
     tracing::info!("shutting down");
     cp.shutdown().await;

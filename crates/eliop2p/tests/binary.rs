@@ -552,6 +552,75 @@ async fn presign_takes_temporary_keys_from_the_environment_a_profile_and_the_def
     Ok(())
 }
 
+/// The control plane over https with a private CA (issue 19, item 2): a node
+/// process registers through `https://` with `control_plane.ca_file`, and
+/// `eliop2p status` lists it; without the CA (or with another) the error names
+/// `control_plane.ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_over_https_with_a_private_ca() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    let (ca, other) = (eliop2p_testkit::TestCa::new()?, eliop2p_testkit::TestCa::new()?);
+    let (cert, key) = ca.server_files();
+    let mut cp = Command::new(BIN)
+        .args(["control-plane", "--control-plane-listen", "127.0.0.1:0"])
+        .env("ELIOP2P_CONTROL_PLANE_TOKEN", "tls-token")
+        .env("ELIOP2P_CONTROL_PLANE_TLS_CERT", &cert)
+        .env("ELIOP2P_CONTROL_PLANE_TLS_KEY", &key)
+        .env("ELIOP2P_CONTROL_PLANE_HEARTBEAT_INTERVAL", "200ms")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let cp_url = first_line_addr(&mut cp, "control plane on ");
+    assert!(cp_url.starts_with("https://127.0.0.1:"), "{cp_url}");
+    fn os(s: &str) -> &std::ffi::OsStr {
+        std::ffi::OsStr::new(s)
+    }
+    let env = [
+        ("ELIOP2P_CONTROL_PLANE_ENDPOINT", os(&cp_url)),
+        ("ELIOP2P_CONTROL_PLANE_TOKEN", os("tls-token")),
+        ("ELIOP2P_CONTROL_PLANE_CA_FILE", ca.ca_pem.as_os_str()),
+        ("ELIOP2P_CONTROL_PLANE_HEARTBEAT_INTERVAL", os("200ms")),
+        ("ELIOP2P_DISCOVERY_MODE", os("control-plane")),
+        ("ELIOP2P_P2P_LISTEN", os("127.0.0.1:0")),
+        ("ELIOP2P_P2P_CLUSTER_SECRET", os("tls-secret")),
+        ("ELIOP2P_NODE_ID", os("node-tls")),
+    ];
+    let (mut node, _, _) = spawn_node_process(&origin, &env)?;
+    let status = |ca_file: Option<&std::path::Path>| {
+        let mut c = Command::new(BIN);
+        c.args(["status"])
+            .env("ELIOP2P_CONTROL_PLANE_ENDPOINT", &cp_url)
+            .env("ELIOP2P_CONTROL_PLANE_TOKEN", "tls-token")
+            .env_remove("ELIOP2P_CONTROL_PLANE_CA_FILE");
+        if let Some(f) = ca_file {
+            c.env("ELIOP2P_CONTROL_PLANE_CA_FILE", f);
+        }
+        c.output().unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = status(Some(&ca.ca_pem));
+        let table = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && table.contains("node-tls") && table.contains("1 online") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node did not register over https: {table} {}", String::from_utf8_lossy(&out.stderr));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for wrong in [None, Some(other.ca_pem.as_path())] {
+        let out = status(wrong);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(6), "{err}");
+        assert!(err.contains("control_plane.ca_file"), "{err}");
+    }
+    sigterm(&node);
+    assert!(node.wait()?.success());
+    sigterm(&cp);
+    assert!(cp.wait()?.success());
+    origin.stop().await;
+    Ok(())
+}
+
 #[test]
 fn log_format_json_writes_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -176,6 +176,17 @@ impl Effective {
             .collect()
     }
 
+    /// `control_plane.ca_file`, read and checked now.
+    pub fn control_plane_ca(&self) -> anyhow::Result<Option<std::path::PathBuf>> {
+        let ca = self.str("control_plane.ca_file");
+        if ca.is_empty() {
+            return Ok(None);
+        }
+        let path = std::path::PathBuf::from(&ca);
+        eliop2p_origin::load_ca_file(&path).map_err(|e| anyhow::anyhow!("config key control_plane.ca_file: {e}"))?;
+        Ok(Some(path))
+    }
+
     /// The node's control-plane client, for modes `control-plane` and `hybrid`.
     pub(super) fn control_plane_client(
         &self,
@@ -190,12 +201,13 @@ impl Effective {
         }
         for endpoint in &endpoints {
             match endpoint.parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
+                Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
                 _ => bail!(
-                    "config key control_plane.endpoint: {endpoint:?} must be an http://host:port URL"
+                    "config key control_plane.endpoint: {endpoint:?} must be an http://host:port or https://host:port URL"
                 ),
             }
         }
+        let ca_file = self.control_plane_ca()?;
         let mut labels = BTreeMap::new();
         for l in ["zone", "rack"] {
             let v = self.str(&format!("node.{l}"));
@@ -210,6 +222,7 @@ impl Effective {
             labels,
             heartbeat_interval: self.duration("control_plane.heartbeat_interval"),
             replication_max_rate: self.size("replication.max_rate"),
+            ca_file,
         }))
     }
 
@@ -263,7 +276,21 @@ impl Effective {
                 max_pending_per_node: 16,
             },
             replication_interval: self.duration("replication.interval"),
+            tls: self.control_plane_tls()?,
         })
+    }
+
+    /// https on the control-plane listener: `control_plane.tls_cert` and `tls_key`.
+    fn control_plane_tls(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+        let (cert, key) = (self.str("control_plane.tls_cert"), self.str("control_plane.tls_key"));
+        match (cert.is_empty(), key.is_empty()) {
+            (true, true) => Ok(None),
+            (false, true) => bail!("config key control_plane.tls_key: required with control_plane.tls_cert"),
+            (true, false) => bail!("config key control_plane.tls_cert: required with control_plane.tls_key"),
+            (false, false) => eliop2p_control::tls::server_config(cert.as_ref(), key.as_ref())
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("config key {e}")),
+        }
     }
 
     /// `node.id`, or the id kept in `<cache.disk_path>/node-id` (generated on first

@@ -611,6 +611,27 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "control_plane",
+        "ca_file",
+        Kind::Str,
+        "",
+        "PEM bundle of CA certificates trusted for https:// control_plane.endpoint URLs besides the system's roots (a private CA); checked at start"
+    ),
+    key!(
+        "control_plane",
+        "tls_cert",
+        Kind::Str,
+        "",
+        "control plane service: PEM certificate (and chain) to serve https on control_plane.listen"
+    ),
+    key!(
+        "control_plane",
+        "tls_key",
+        Kind::Str,
+        "",
+        "control plane service: PEM private key of control_plane.tls_cert"
+    ),
+    key!(
+        "control_plane",
         "endpoint",
         Kind::List,
         "",
