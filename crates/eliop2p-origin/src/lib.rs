@@ -19,7 +19,7 @@ pub use tls::{TlsConfig, https_connector, load_ca_file};
 
 pub use client::{
     Addressing, OriginBody, OriginClient, OriginConfig, OriginError, OriginKind, OriginRequest,
-    OssSignature, empty_body, full_body, oss_signer,
+    OssSignature, empty_body, error_chain, full_body, oss_signer,
 };
 pub use list::ListError;
 pub use meta::{CHECKSUM_MODE, ObjectMeta};

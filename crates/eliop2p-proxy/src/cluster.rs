@@ -204,7 +204,7 @@ impl CpClient {
             .map_err(|e| CpError::Unreachable(e.to_string()))?;
         let exchange = async {
             let resp = self.http.request(req).await.map_err(|e| {
-                let mut why = error_chain(&e);
+                let mut why = eliop2p_origin::error_chain(&e);
                 if why.contains("certificate") || why.contains("UnknownIssuer") {
                     why.push_str(" (the control plane's TLS certificate is not trusted: control_plane.ca_file adds a CA bundle to the system's roots)");
                 }
@@ -626,15 +626,4 @@ async fn execute(
             Lookup::Hit(_) | Lookup::Disk(_) => Ok(()),
         },
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }

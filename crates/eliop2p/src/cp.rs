@@ -106,12 +106,7 @@ impl Cp {
                 )
             })?
             .map_err(|e| {
-                let mut why = format!("{e}");
-                let mut cur = std::error::Error::source(&e);
-                while let Some(inner) = cur {
-                    why.push_str(&format!(": {inner}"));
-                    cur = inner.source();
-                }
+                let mut why = eliop2p_origin::error_chain(&e);
                 if why.contains("certificate") || why.contains("UnknownIssuer") {
                     why.push_str(" (its TLS certificate is not trusted: control_plane.ca_file adds a CA bundle to the system's roots)");
                 }
