@@ -47,7 +47,8 @@ pub struct ControlConfig {
     pub replication: ReplicationConfig,
     /// Time between replication passes.
     pub replication_interval: Duration,
-    /// https on the listener (`control_plane.tls_cert`, `tls_key`); `None` = http.
+    /// https on the listener (`control_plane.tls_cert`, `tls_key`, and
+    /// `client_ca` for client certificates instead of the token); `None` = http.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -356,7 +357,10 @@ pub async fn spawn_control_plane(
         let stop = async move { c.cancelled().await };
         let r = match tls {
             Some(tls) => match tls::TlsListener::new(listener, tls) {
-                Ok(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
+                Ok(l) => {
+                    let app = app.into_make_service_with_connect_info::<tls::ClientCert>();
+                    axum::serve(l, app).with_graceful_shutdown(stop).await
+                }
                 Err(e) => Err(e),
             },
             None => axum::serve(listener, app).with_graceful_shutdown(stop).await,
@@ -503,7 +507,12 @@ async fn auth(
     req: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &s.cfg.token {
+    // A client certificate of control_plane.client_ca stands in for the token.
+    let certified = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<tls::ClientCert>>()
+        .is_some_and(|c| c.0.0);
+    if let Some(token) = s.cfg.token.as_ref().filter(|_| !certified) {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

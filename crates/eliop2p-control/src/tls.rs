@@ -15,8 +15,14 @@ use tokio_rustls::server::TlsStream;
 /// Time a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The server's TLS configuration from PEM files; an error names the key.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+/// The server's TLS configuration from PEM files; with `client_ca`, clients may
+/// present a certificate it issued, which then stands in for the bearer token
+/// (see [`ClientCert`]). An error names the key.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|i| i.collect::<Result<_, _>>())
         .map_err(|e| format!("control_plane.tls_cert {}: {e}", cert.display()))?;
@@ -24,17 +30,51 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         return Err(format!("control_plane.tls_cert {}: no PEM certificate in it", cert.display()));
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("control_plane.tls_key {}: {e}", key.display()))?;
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+                .and_then(|i| i.collect::<Result<_, _>>())
+                .map_err(|e| format!("control_plane.client_ca {}: {e}", ca.display()))?;
+            for c in cas {
+                roots.add(c).map_err(|e| format!("control_plane.client_ca {}: {e}", ca.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("control_plane.client_ca {}: no PEM certificate in it", ca.display()));
+            }
+            // Optional: a client without a certificate still may use the token.
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("control_plane.client_ca {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let cfg = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("control_plane.tls_key: does not go with control_plane.tls_cert: {e}"))?;
     Ok(Arc::new(cfg))
 }
 
+/// Whether a connection's client presented a certificate of
+/// `control_plane.client_ca` (the handshake verified its chain and validity):
+/// such a client is authenticated without the bearer token.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientCert(pub bool);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for ClientCert {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        ClientCert(stream.io().get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()))
+    }
+}
+
 /// A listener whose connections are TLS sessions, for `axum::serve`.
-pub(crate) struct TlsListener {
+pub struct TlsListener {
     rx: mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
     addr: std::net::SocketAddr,
     _accept: tokio::task::JoinHandle<()>,

@@ -15,7 +15,7 @@ mod list;
 mod meta;
 pub mod sigv4;
 mod tls;
-pub use tls::{TlsConfig, https_connector, load_ca_file};
+pub use tls::{ClientIdentity, TlsConfig, https_connector, load_ca_file};
 
 pub use client::{
     Addressing, OriginBody, OriginClient, OriginConfig, OriginError, OriginKind, OriginRequest,

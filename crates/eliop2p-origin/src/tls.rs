@@ -60,6 +60,11 @@ pub fn client_config(t: &TlsConfig) -> Result<rustls::ClientConfig, String> {
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
             .with_no_client_auth());
     }
+    Ok(builder.with_root_certificates(roots(t)?).with_no_client_auth())
+}
+
+/// The system's roots plus `t.ca_file`.
+fn roots(t: &TlsConfig) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_native_certs::load_native_certs().certs {
         // A system root rustls cannot use is skipped, as the default loader does.
@@ -70,7 +75,14 @@ pub fn client_config(t: &TlsConfig) -> Result<rustls::ClientConfig, String> {
             roots.add(c).map_err(|e| e.to_string())?;
         }
     }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    Ok(roots)
+}
+
+/// A client certificate and its key (PEM files) to present to a server.
+#[derive(Clone, Debug)]
+pub struct ClientIdentity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Accepts every certificate; signatures are still checked.
@@ -113,10 +125,12 @@ impl ServerCertVerifier for AnyCertificate {
 }
 
 /// A connector for http and https URLs whose roots are the system's plus
-/// `ca_file` (a PEM bundle), for clients other than the origin's (the
-/// control plane's). `what` names the key in errors.
+/// `ca_file` (a PEM bundle), presenting `identity` when a server asks for a
+/// client certificate, for clients other than the origin's (the control
+/// plane's). `what` names the CA key in errors.
 pub fn https_connector(
     ca_file: Option<&Path>,
+    identity: Option<&ClientIdentity>,
     connect_timeout: std::time::Duration,
     what: &str,
 ) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, String> {
@@ -126,10 +140,23 @@ pub fn https_connector(
     http.set_connect_timeout(Some(connect_timeout));
     let t = TlsConfig { ca_file: ca_file.map(Path::to_path_buf), insecure_skip_verify: false };
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    let builder = if t.is_default() {
-        builder.with_native_roots().map_err(|e| format!("loading TLS roots: {e}"))?
-    } else {
-        builder.with_tls_config(client_config(&t).map_err(|e| format!("{what}: {e}"))?)
+    let builder = match identity {
+        None if t.is_default() => builder.with_native_roots().map_err(|e| format!("loading TLS roots: {e}"))?,
+        None => builder.with_tls_config(client_config(&t).map_err(|e| format!("{what}: {e}"))?),
+        Some(id) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&id.cert)
+                .and_then(|i| i.collect::<Result<_, _>>())
+                .map_err(|e| format!("{}: {e}", id.cert.display()))?;
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&id.key)
+                .map_err(|e| format!("{}: {e}", id.key.display()))?;
+            let cfg = rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots(&t).map_err(|e| format!("{what}: {e}"))?)
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("{}: the key does not go with the certificate: {e}", id.key.display()))?;
+            builder.with_tls_config(cfg)
+        }
     };
     Ok(builder.https_or_http().enable_http1().wrap_connector(http))
 }

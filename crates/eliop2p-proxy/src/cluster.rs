@@ -94,6 +94,8 @@ pub struct ControlPlaneClientConfig {
     /// CA bundle trusted for `https://` endpoints besides the system's roots
     /// (`control_plane.ca_file`).
     pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate for a control plane with `control_plane.client_ca`.
+    pub identity: Option<eliop2p_origin::ClientIdentity>,
 }
 
 type HttpClient = hyper_util::client::legacy::Client<
@@ -128,7 +130,7 @@ pub(crate) struct CpClient {
 impl CpClient {
     pub(crate) fn new(cfg: &ControlPlaneClientConfig, node_id: &str) -> Result<Self, String> {
         let connector =
-            eliop2p_origin::https_connector(cfg.ca_file.as_deref(), Duration::from_secs(1), "control_plane.ca_file")?;
+            eliop2p_origin::https_connector(cfg.ca_file.as_deref(), cfg.identity.as_ref(), Duration::from_secs(1), "control_plane.ca_file")?;
         Ok(Self {
             http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build(connector),

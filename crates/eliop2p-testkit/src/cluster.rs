@@ -158,6 +158,7 @@ impl TestCluster {
                     heartbeat_interval: Duration::from_millis(100),
                     replication_max_rate: 0,
                     ca_file: None,
+                    identity: None,
                 });
             }
             tweak(i, &mut cfg);

@@ -33,7 +33,8 @@ impl Cp {
             ));
         }
         let ca = eff.control_plane_ca().map_err(|e| fail(EXIT_USAGE, format!("{e:#}")))?;
-        let connector = eliop2p_origin::https_connector(ca.as_deref(), Duration::from_secs(5), "control_plane.ca_file")
+        let identity = eff.control_plane_identity().map_err(|e| fail(EXIT_USAGE, format!("{e:#}")))?;
+        let connector = eliop2p_origin::https_connector(ca.as_deref(), identity.as_ref(), Duration::from_secs(5), "control_plane.ca_file")
             .map_err(|e| fail(EXIT_USAGE, format!("config key {e}")))?;
         Ok(Self {
             endpoints: endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect(),

@@ -553,9 +553,10 @@ async fn presign_takes_temporary_keys_from_the_environment_a_profile_and_the_def
 }
 
 /// The control plane over https with a private CA (issue 19, item 2): a node
-/// process registers through `https://` with `control_plane.ca_file`, and
-/// `eliop2p status` lists it; without the CA (or with another) the error names
-/// `control_plane.ca_file`.
+/// process registers through `https://` with `control_plane.ca_file` and the
+/// token, another with a client certificate of `control_plane.client_ca` and no
+/// token, and `eliop2p status` lists both; without the CA (or with another) the
+/// error names `control_plane.ca_file`; with neither token nor certificate, 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_over_https_with_a_private_ca() -> anyhow::Result<()> {
     let origin = TestOrigin::start().await?;
@@ -566,6 +567,7 @@ async fn control_plane_over_https_with_a_private_ca() -> anyhow::Result<()> {
         .env("ELIOP2P_CONTROL_PLANE_TOKEN", "tls-token")
         .env("ELIOP2P_CONTROL_PLANE_TLS_CERT", &cert)
         .env("ELIOP2P_CONTROL_PLANE_TLS_KEY", &key)
+        .env("ELIOP2P_CONTROL_PLANE_CLIENT_CA", &ca.ca_pem)
         .env("ELIOP2P_CONTROL_PLANE_HEARTBEAT_INTERVAL", "200ms")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -586,22 +588,42 @@ async fn control_plane_over_https_with_a_private_ca() -> anyhow::Result<()> {
         ("ELIOP2P_NODE_ID", os("node-tls")),
     ];
     let (mut node, _, _) = spawn_node_process(&origin, &env)?;
-    let status = |ca_file: Option<&std::path::Path>| {
+    // The second node: a client certificate, no token.
+    let client = ca.node_cert("node-cert", false)?;
+    let mut cert_env: Vec<_> = env
+        .iter()
+        .filter(|(k, _)| *k != "ELIOP2P_CONTROL_PLANE_TOKEN" && *k != "ELIOP2P_NODE_ID")
+        .copied()
+        .collect();
+    cert_env.extend([
+        ("ELIOP2P_NODE_ID", os("node-cert")),
+        ("ELIOP2P_CONTROL_PLANE_TLS_CLIENT_CERT", client.cert.as_os_str()),
+        ("ELIOP2P_CONTROL_PLANE_TLS_CLIENT_KEY", client.key.as_os_str()),
+    ]);
+    let (mut node2, _, _) = spawn_node_process(&origin, &cert_env)?;
+    let run = |vars: &[(&str, &std::ffi::OsStr)]| {
         let mut c = Command::new(BIN);
-        c.args(["status"])
-            .env("ELIOP2P_CONTROL_PLANE_ENDPOINT", &cp_url)
-            .env("ELIOP2P_CONTROL_PLANE_TOKEN", "tls-token")
-            .env_remove("ELIOP2P_CONTROL_PLANE_CA_FILE");
-        if let Some(f) = ca_file {
-            c.env("ELIOP2P_CONTROL_PLANE_CA_FILE", f);
+        c.args(["status"]).env("ELIOP2P_CONTROL_PLANE_ENDPOINT", &cp_url);
+        for k in ["ELIOP2P_CONTROL_PLANE_CA_FILE", "ELIOP2P_CONTROL_PLANE_TOKEN"] {
+            c.env_remove(k);
+        }
+        for (k, v) in vars {
+            c.env(k, v);
         }
         c.output().unwrap()
+    };
+    let status = |ca_file: Option<&std::path::Path>| {
+        let mut vars = vec![("ELIOP2P_CONTROL_PLANE_TOKEN", os("tls-token"))];
+        if let Some(f) = ca_file {
+            vars.push(("ELIOP2P_CONTROL_PLANE_CA_FILE", f.as_os_str()));
+        }
+        run(&vars)
     };
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let out = status(Some(&ca.ca_pem));
         let table = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() && table.contains("node-tls") && table.contains("1 online") {
+        if out.status.success() && table.contains("node-tls") && table.contains("node-cert") && table.contains("2 online") {
             break;
         }
         assert!(Instant::now() < deadline, "the node did not register over https: {table} {}", String::from_utf8_lossy(&out.stderr));
@@ -613,6 +635,26 @@ async fn control_plane_over_https_with_a_private_ca() -> anyhow::Result<()> {
         assert_eq!(out.status.code(), Some(6), "{err}");
         assert!(err.contains("control_plane.ca_file"), "{err}");
     }
+    // The CLI with the client certificate and no token; then with neither.
+    let out = run(&[
+        ("ELIOP2P_CONTROL_PLANE_CA_FILE", ca.ca_pem.as_os_str()),
+        ("ELIOP2P_CONTROL_PLANE_TLS_CLIENT_CERT", client.cert.as_os_str()),
+        ("ELIOP2P_CONTROL_PLANE_TLS_CLIENT_KEY", client.key.as_os_str()),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[("ELIOP2P_CONTROL_PLANE_CA_FILE", ca.ca_pem.as_os_str())]);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    // A certificate of another CA is no credential either.
+    let foreign = other.node_cert("node-cert", false)?;
+    let out = run(&[
+        ("ELIOP2P_CONTROL_PLANE_CA_FILE", ca.ca_pem.as_os_str()),
+        ("ELIOP2P_CONTROL_PLANE_TLS_CLIENT_CERT", foreign.cert.as_os_str()),
+        ("ELIOP2P_CONTROL_PLANE_TLS_CLIENT_KEY", foreign.key.as_os_str()),
+    ]);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    sigterm(&node2);
+    assert!(node2.wait()?.success());
     sigterm(&node);
     assert!(node.wait()?.success());
     sigterm(&cp);

@@ -187,6 +187,22 @@ impl Effective {
         Ok(Some(path))
     }
 
+    /// `control_plane.tls_client_cert` and `tls_client_key`, checked now.
+    pub fn control_plane_identity(&self) -> anyhow::Result<Option<eliop2p_origin::ClientIdentity>> {
+        let (cert, key) = (self.str("control_plane.tls_client_cert"), self.str("control_plane.tls_client_key"));
+        match (cert.is_empty(), key.is_empty()) {
+            (true, true) => Ok(None),
+            (false, true) => bail!("config key control_plane.tls_client_key: required with control_plane.tls_client_cert"),
+            (true, false) => bail!("config key control_plane.tls_client_cert: required with control_plane.tls_client_key"),
+            (false, false) => {
+                let id = eliop2p_origin::ClientIdentity { cert: cert.into(), key: key.into() };
+                eliop2p_origin::https_connector(None, Some(&id), Duration::from_secs(1), "control_plane.ca_file")
+                    .map_err(|e| anyhow::anyhow!("config key control_plane.tls_client_cert: {e}"))?;
+                Ok(Some(id))
+            }
+        }
+    }
+
     /// The node's control-plane client, for modes `control-plane` and `hybrid`.
     pub(super) fn control_plane_client(
         &self,
@@ -208,6 +224,7 @@ impl Effective {
             }
         }
         let ca_file = self.control_plane_ca()?;
+        let identity = self.control_plane_identity()?;
         let mut labels = BTreeMap::new();
         for l in ["zone", "rack"] {
             let v = self.str(&format!("node.{l}"));
@@ -223,6 +240,7 @@ impl Effective {
             heartbeat_interval: self.duration("control_plane.heartbeat_interval"),
             replication_max_rate: self.size("replication.max_rate"),
             ca_file,
+            identity,
         }))
     }
 
@@ -283,11 +301,16 @@ impl Effective {
     /// https on the control-plane listener: `control_plane.tls_cert` and `tls_key`.
     fn control_plane_tls(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
         let (cert, key) = (self.str("control_plane.tls_cert"), self.str("control_plane.tls_key"));
+        let client_ca = self.str("control_plane.client_ca");
+        if !client_ca.is_empty() && cert.is_empty() {
+            bail!("config key control_plane.client_ca: needs control_plane.tls_cert and tls_key (client certificates are a TLS matter)");
+        }
+        let client_ca = (!client_ca.is_empty()).then(|| std::path::PathBuf::from(client_ca));
         match (cert.is_empty(), key.is_empty()) {
             (true, true) => Ok(None),
             (false, true) => bail!("config key control_plane.tls_key: required with control_plane.tls_cert"),
             (true, false) => bail!("config key control_plane.tls_cert: required with control_plane.tls_key"),
-            (false, false) => eliop2p_control::tls::server_config(cert.as_ref(), key.as_ref())
+            (false, false) => eliop2p_control::tls::server_config(cert.as_ref(), key.as_ref(), client_ca.as_deref())
                 .map(Some)
                 .map_err(|e| anyhow::anyhow!("config key {e}")),
         }

@@ -618,6 +618,27 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "control_plane",
+        "tls_client_cert",
+        Kind::Str,
+        "",
+        "PEM certificate nodes (and eliop2p status, preheat) present to an https control plane with control_plane.client_ca; it authenticates them instead of control_plane.token"
+    ),
+    key!(
+        "control_plane",
+        "tls_client_key",
+        Kind::Str,
+        "",
+        "PEM private key of control_plane.tls_client_cert"
+    ),
+    key!(
+        "control_plane",
+        "client_ca",
+        Kind::Str,
+        "",
+        "control plane service: PEM bundle of the CA whose client certificates authenticate a client without control_plane.token (needs control_plane.tls_cert); clients without one still use the token"
+    ),
+    key!(
+        "control_plane",
         "tls_cert",
         Kind::Str,
         "",
