@@ -49,7 +49,7 @@ pub struct ControlConfig {
     pub replication_interval: Duration,
     /// https on the listener (`control_plane.tls_cert`, `tls_key`, and
     /// `client_ca` for client certificates instead of the token); `None` = http.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Default for ControlConfig {
@@ -83,6 +83,8 @@ pub enum ControlError {
     Io(#[from] std::io::Error),
     #[error("control_plane.redis_url: {0}")]
     Redis(String),
+    #[error("config key {0}")]
+    Tls(String),
 }
 
 /// Where changes go.
@@ -352,7 +354,10 @@ pub async fn spawn_control_plane(
     });
     let app = router(shared.clone());
     let c = cancel.clone();
-    let tls = cfg.tls.clone();
+    let tls = cfg.tls.clone().map(tls::ServerTls::load).transpose().map_err(ControlError::Tls)?;
+    if let Some(t) = &tls {
+        tasks.push(tokio::spawn(t.clone().watch(cancel.clone())));
+    }
     let server = tokio::spawn(async move {
         let stop = async move { c.cancelled().await };
         let r = match tls {

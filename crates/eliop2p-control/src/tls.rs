@@ -1,10 +1,12 @@
 //! https on the control-plane listener (`control_plane.tls_cert`,
-//! `control_plane.tls_key`): TLS handshakes run in tasks of their own, with a
-//! deadline, so a client that never finishes one holds up no other client.
+//! `control_plane.tls_key`, `control_plane.client_ca`): TLS handshakes run in
+//! tasks of their own, with a deadline, so a client that never finishes one
+//! holds up no other client. The files are read again when they change (checked
+//! every 2 s) or on SIGHUP; new connections use them.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -73,6 +75,80 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
     }
 }
 
+/// The files of the control plane's https.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Reads the files; an error names the key whose file is wrong.
+    pub fn load(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        server_config(&self.cert, &self.key, self.client_ca.as_deref())
+    }
+
+    fn stamps(&self) -> Vec<Option<SystemTime>> {
+        [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+}
+
+/// The configuration in force, replaced when the files change.
+pub(crate) struct ServerTls {
+    files: TlsFiles,
+    current: RwLock<(Arc<rustls::ServerConfig>, Vec<Option<SystemTime>>)>,
+}
+
+impl ServerTls {
+    pub(crate) fn load(files: TlsFiles) -> Result<Arc<Self>, String> {
+        let stamps = files.stamps();
+        let cfg = files.load()?;
+        Ok(Arc::new(Self { files, current: RwLock::new((cfg, stamps)) }))
+    }
+
+    fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).0.clone()
+    }
+
+    /// Reloads when a file changed (or always, `forced`); a failed reload keeps
+    /// the configuration in force.
+    fn reload(&self, forced: bool) {
+        let stamps = self.files.stamps();
+        if !forced && stamps == self.current.read().unwrap_or_else(|e| e.into_inner()).1 {
+            return;
+        }
+        match self.files.load() {
+            Ok(cfg) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = (cfg, stamps);
+                tracing::info!("control plane: TLS certificate reloaded");
+            }
+            Err(e) => {
+                // Remember the stamps: one warning per change, not one per check.
+                self.current.write().unwrap_or_else(|e| e.into_inner()).1 = stamps;
+                tracing::warn!(error = %e, "control plane: TLS certificate not reloaded; the one loaded before stays in force");
+            }
+        }
+    }
+
+    /// Reloads on file changes and SIGHUP until cancelled.
+    pub(crate) async fn watch(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            let forced = tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => false,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            };
+            self.reload(forced);
+        }
+    }
+}
+
 /// A listener whose connections are TLS sessions, for `axum::serve`.
 pub struct TlsListener {
     rx: mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
@@ -81,9 +157,8 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub(crate) fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+    pub(crate) fn new(listener: TcpListener, tls: Arc<ServerTls>) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let (tx, rx) = mpsc::channel(64);
         let accept = tokio::spawn(async move {
             loop {
@@ -94,7 +169,7 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                let (acceptor, tx) = (tokio_rustls::TlsAcceptor::from(tls.config()), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => {

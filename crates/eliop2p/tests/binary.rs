@@ -657,6 +657,23 @@ async fn control_plane_over_https_with_a_private_ca() -> anyhow::Result<()> {
     assert!(node2.wait()?.success());
     sigterm(&node);
     assert!(node.wait()?.success());
+    // Rotation without a restart: the control plane's files now hold another
+    // CA's certificate; within a few seconds clients must trust that CA.
+    let (new_cert, new_key) = other.server_files();
+    std::fs::copy(&new_key, &key)?;
+    std::fs::copy(&new_cert, &cert)?;
+    let with_ca = |ca_file: &std::path::Path| {
+        run(&[
+            ("ELIOP2P_CONTROL_PLANE_TOKEN", os("tls-token")),
+            ("ELIOP2P_CONTROL_PLANE_CA_FILE", ca_file.as_os_str()),
+        ])
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !with_ca(&other.ca_pem).status.success() {
+        assert!(Instant::now() < deadline, "the control plane did not reload its certificate");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(with_ca(&ca.ca_pem).status.code(), Some(6), "the old certificate is gone");
     sigterm(&cp);
     assert!(cp.wait()?.success());
     origin.stop().await;

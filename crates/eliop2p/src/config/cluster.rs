@@ -299,7 +299,7 @@ impl Effective {
     }
 
     /// https on the control-plane listener: `control_plane.tls_cert` and `tls_key`.
-    fn control_plane_tls(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+    fn control_plane_tls(&self) -> anyhow::Result<Option<eliop2p_control::tls::TlsFiles>> {
         let (cert, key) = (self.str("control_plane.tls_cert"), self.str("control_plane.tls_key"));
         let client_ca = self.str("control_plane.client_ca");
         if !client_ca.is_empty() && cert.is_empty() {
@@ -310,9 +310,11 @@ impl Effective {
             (true, true) => Ok(None),
             (false, true) => bail!("config key control_plane.tls_key: required with control_plane.tls_cert"),
             (true, false) => bail!("config key control_plane.tls_cert: required with control_plane.tls_key"),
-            (false, false) => eliop2p_control::tls::server_config(cert.as_ref(), key.as_ref(), client_ca.as_deref())
-                .map(Some)
-                .map_err(|e| anyhow::anyhow!("config key {e}")),
+            (false, false) => {
+                let files = eliop2p_control::tls::TlsFiles { cert: cert.into(), key: key.into(), client_ca };
+                files.load().map_err(|e| anyhow::anyhow!("config key {e}"))?;
+                Ok(Some(files))
+            }
         }
     }
 
