@@ -102,6 +102,8 @@ struct Shared {
     requests: Mutex<std::collections::BTreeMap<(&'static str, u16), u64>>,
     /// Samples for the dashboard's charts.
     history: Mutex<std::collections::VecDeque<api::Sample>>,
+    /// https on the listener, when configured.
+    tls: Option<Arc<tls::ServerTls>>,
 }
 
 impl Shared {
@@ -316,7 +318,9 @@ pub async fn spawn_control_plane(
         }
         (None, None) => (Backend::Memory, None),
     };
+    let tls = cfg.tls.clone().map(tls::ServerTls::load).transpose().map_err(ControlError::Tls)?;
     let shared = Arc::new(Shared {
+        tls,
         cfg: cfg.clone(),
         state: Mutex::new(state),
         backend,
@@ -354,7 +358,7 @@ pub async fn spawn_control_plane(
     });
     let app = router(shared.clone());
     let c = cancel.clone();
-    let tls = cfg.tls.clone().map(tls::ServerTls::load).transpose().map_err(ControlError::Tls)?;
+    let tls = shared.tls.clone();
     if let Some(t) = &tls {
         tasks.push(tokio::spawn(t.clone().watch(cancel.clone())));
     }

@@ -102,6 +102,23 @@ pub(crate) async fn metrics(AxState(s): AxState<Arc<Shared>>) -> Response {
             [("", s.follow.applied.load(Relaxed))],
         );
     }
+    if let Some(tls) = &s.tls {
+        let failures = tls.failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        prom::family(
+            &mut out,
+            "eliop2p_control_tls_handshake_failures_total",
+            Kind::Counter,
+            "TLS handshakes on the control plane's listener that failed, by reason.",
+            crate::tls::REASONS.map(|r| (format!("reason=\"{r}\""), failures.get(r).copied().unwrap_or(0))),
+        );
+        prom::family(
+            &mut out,
+            "eliop2p_control_tls_reloads_total",
+            Kind::Counter,
+            "Times the control plane's TLS files were read again after a change or SIGHUP.",
+            [("", tls.reloads.load(std::sync::atomic::Ordering::Relaxed))],
+        );
+    }
     let rows: Vec<(String, u64)> = s
         .requests
         .lock()

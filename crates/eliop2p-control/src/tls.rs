@@ -102,13 +102,37 @@ impl TlsFiles {
 pub(crate) struct ServerTls {
     files: TlsFiles,
     current: RwLock<(Arc<rustls::ServerConfig>, Vec<Option<SystemTime>>)>,
+    /// Handshakes that failed, by reason (see [`REASONS`]).
+    pub(crate) failures: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    pub(crate) reloads: std::sync::atomic::AtomicU64,
+}
+
+/// Why handshakes fail, as `eliop2p_control_tls_handshake_failures_total` counts them.
+pub(crate) const REASONS: [&str; 6] = ["expired", "unknown_ca", "bad_certificate", "not_tls", "timeout", "other"];
+
+fn reason(e: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. })) => "expired",
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature)) => "unknown_ca",
+        Some(Error::InvalidCertificate(_)) => "bad_certificate",
+        Some(Error::InvalidMessage(_) | Error::InappropriateMessage { .. } | Error::InappropriateHandshakeMessage { .. }) => {
+            "not_tls"
+        }
+        _ => "other",
+    }
 }
 
 impl ServerTls {
     pub(crate) fn load(files: TlsFiles) -> Result<Arc<Self>, String> {
         let stamps = files.stamps();
         let cfg = files.load()?;
-        Ok(Arc::new(Self { files, current: RwLock::new((cfg, stamps)) }))
+        Ok(Arc::new(Self {
+            files,
+            current: RwLock::new((cfg, stamps)),
+            failures: Default::default(),
+            reloads: Default::default(),
+        }))
     }
 
     fn config(&self) -> Arc<rustls::ServerConfig> {
@@ -125,6 +149,7 @@ impl ServerTls {
         match self.files.load() {
             Ok(cfg) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = (cfg, stamps);
+                self.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!("control plane: TLS certificate reloaded");
             }
             Err(e) => {
@@ -170,14 +195,21 @@ impl TlsListener {
                     return;
                 }
                 let (acceptor, tx) = (tokio_rustls::TlsAcceptor::from(tls.config()), tx.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let why = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => {
                             let _ = tx.send((s, peer)).await;
+                            return;
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "control plane: TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "control plane: TLS handshake timed out"),
-                    }
+                        Ok(Err(e)) => {
+                            let why = reason(&e);
+                            tracing::info!(%peer, reason = why, error = %e, "control plane: TLS handshake failed");
+                            why
+                        }
+                        Err(_) => "timeout",
+                    };
+                    *tls.failures.lock().unwrap_or_else(|e| e.into_inner()).entry(why).or_default() += 1;
                 });
             }
         });

@@ -674,6 +674,17 @@ async fn control_plane_over_https_with_a_private_ca() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(with_ca(&ca.ca_pem).status.code(), Some(6), "the old certificate is gone");
+    // The reload and the foreign client certificate are in the metrics.
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&other.ca_pem)
+        .arg(format!("{cp_url}/metrics"))
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("CURL_CA_BUNDLE")
+        .output()?;
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    assert!(metrics.contains("eliop2p_control_tls_reloads_total 1"), "{metrics}");
+    assert!(metrics.contains("eliop2p_control_tls_handshake_failures_total{reason=\"unknown_ca\"} 1"), "{metrics}");
     sigterm(&cp);
     assert!(cp.wait()?.success());
     origin.stop().await;
