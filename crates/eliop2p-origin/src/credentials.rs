@@ -37,7 +37,8 @@ pub enum CredentialSource {
     Static,
     /// The provider's default chain: for S3 the AWS SDKs' order (environment,
     /// shared profile, web identity, container, IMDSv2); for OSS Alibaba Cloud's
-    /// (environment, OIDC role, config files, ECS RAM role).
+    /// (environment, profile and config files, credentials URI, ECS RAM role,
+    /// OIDC role).
     Default,
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` (OSS:
     /// `ALIBABA_CLOUD_ACCESS_KEY_ID`, `..._SECRET`, `ALIBABA_CLOUD_SECURITY_TOKEN`).

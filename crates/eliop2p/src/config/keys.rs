@@ -215,7 +215,7 @@ pub const KEYS: &[KeyDef] = &[
         "credentials",
         Kind::Choice(&["auto", "static", "default", "env", "profile", "web-identity", "imds", "container", "ecs-ram-role"]),
         "auto",
-        "where the node's origin keys come from: static = origin.access_key/secret_key/session_token; default = the provider's chain (S3: environment, shared profile, web identity, container endpoint, IMDSv2; OSS: environment, OIDC role, config files, ECS RAM role); env, profile, web-identity (EKS IRSA), imds (EC2), container (ECS, EKS Pod Identity), ecs-ram-role (Alibaba ECS); temporary credentials are refreshed before they expire; auto = static when origin.access_key is set, default otherwise"
+        "where the node's origin keys come from: static = origin.access_key/secret_key/session_token; default = the provider's chain (S3: environment, shared profile, web identity, container endpoint, IMDSv2; OSS: environment, profile and config files, credentials URI, ECS RAM role, OIDC role); env, profile, web-identity (EKS IRSA), imds (EC2), container (ECS, EKS Pod Identity), ecs-ram-role (Alibaba ECS); temporary credentials are refreshed before they expire; auto = static when origin.access_key is set, default otherwise"
     ),
     key!(
         "origin",
