@@ -49,6 +49,9 @@ struct Loaded {
 pub struct P2pTls {
     files: TlsFiles,
     current: RwLock<Loaded>,
+    /// The files' modification times when a reload last failed: the same broken
+    /// files are not tried (and logged) again every check.
+    failed_stamps: Mutex<Option<Vec<Option<SystemTime>>>>,
     failures: Mutex<BTreeMap<&'static str, u64>>,
     reloads: std::sync::atomic::AtomicU64,
 }
@@ -144,6 +147,7 @@ impl P2pTls {
         Ok(Self {
             files,
             current: RwLock::new(loaded),
+            failed_stamps: Mutex::default(),
             failures: Mutex::default(),
             reloads: Default::default(),
         })
@@ -174,13 +178,18 @@ impl P2pTls {
         Ok(())
     }
 
-    /// Reloads when a file's modification time changed since the last load.
+    /// Reloads when a file's modification time changed since the last load (or
+    /// the last failed attempt).
     pub fn reload_if_changed(&self) -> Option<Result<(), String>> {
         let now: Vec<_> = [&self.files.cert, &self.files.key, &self.files.ca].iter().map(|p| stamp(p)).collect();
-        if now == self.current.read().unwrap_or_else(|e| e.into_inner()).stamps {
+        if now == self.current.read().unwrap_or_else(|e| e.into_inner()).stamps
+            || self.failed_stamps.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&now)
+        {
             return None;
         }
-        Some(self.reload())
+        let r = self.reload();
+        *self.failed_stamps.lock().unwrap_or_else(|e| e.into_inner()) = r.is_err().then_some(now);
+        Some(r)
     }
 
     /// Successful reloads since start.

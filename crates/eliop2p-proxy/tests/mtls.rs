@@ -279,6 +279,12 @@ async fn rotated_certificates_are_used_for_new_connections_without_a_restart() -
         })
     };
     tokio::time::sleep(Duration::from_millis(600)).await;
+    // First a broken change: a key that does not go with the certificate. The
+    // node keeps the certificate it has, and reads go on.
+    let stray = ca.node_cert("stray", false)?;
+    std::fs::copy(&stray.key, &node0_files.key)?;
+    tokio::time::sleep(eliop2p_p2p::tls::RELOAD_CHECK * 2 + Duration::from_millis(300)).await;
+    assert_eq!(metric(&nodes[0], "eliop2p_p2p_tls_reloads_total"), 0, "a broken key was loaded");
     // New key and certificate, same names; written over the old files.
     let rotated = ca.node_cert(&id_of(&nodes[0]), false)?;
     std::fs::copy(&rotated.key, &node0_files.key)?;
@@ -303,6 +309,54 @@ async fn rotated_certificates_are_used_for_new_connections_without_a_restart() -
     drop(s);
     for n in nodes {
         n.shutdown().await;
+    }
+    origin.stop().await;
+    Ok(())
+}
+
+/// Moving a running cluster to TLS (`p2p.tls_rollout`): a node with
+/// certificates in rollout mode and a node without any (both with the cluster
+/// secret) read from each other in both directions; the TLS node took the plain
+/// peer's connection and fell back to plain TCP towards it. Without rollout the
+/// same pair shares nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_node_serves_and_reads_plain_peers() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("roll").await?;
+    let (a, b) = (test_data(3 * MIB, 701), test_data(3 * MIB, 702));
+    origin.put("roll", "a", a.clone()).await?;
+    origin.put("roll", "b", b.clone()).await?;
+    let ca = TestCa::new()?;
+    let c = TestClient::new();
+    for rollout in [true, false] {
+        let listeners = p2p_listeners(2).await?;
+        let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let mut nodes = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            // Node 0 has certificates; node 1 is not upgraded yet. Both keep
+            // the cluster secret (start_p2p_node sets it).
+            let tls = if i == 0 {
+                let id = format!("node-{}", addrs[0].port());
+                Some(ca.node_cert(&id, false)?.p2p_tls(rollout)?)
+            } else {
+                None
+            };
+            nodes.push(start_p2p_node(&origin, l, addrs.clone(), |c| c.p2p.as_mut().unwrap().tls = tls).await?);
+        }
+        let url = |n: &NodeHandle, k: &str| format!("http://{}/roll/{k}", n.proxy_addr);
+        // Each node reads one object from the origin, then the other's.
+        assert_eq!(sha256_hex(&c.get(&url(&nodes[0], "a"), &[]).await?.body), sha256_hex(&a));
+        assert_eq!(sha256_hex(&c.get(&url(&nodes[1], "b"), &[]).await?.body), sha256_hex(&b));
+        let from_b = c.get(&url(&nodes[0], "b"), &[]).await?;
+        let from_a = c.get(&url(&nodes[1], "a"), &[]).await?;
+        assert_eq!(sha256_hex(&from_b.body), sha256_hex(&b));
+        assert_eq!(sha256_hex(&from_a.body), sha256_hex(&a));
+        let want = if rollout { Some("peer") } else { Some("origin") };
+        assert_eq!(from_b.header("x-cache-source"), want, "rollout = {rollout}: TLS node reading the plain one");
+        assert_eq!(from_a.header("x-cache-source"), want, "rollout = {rollout}: plain node reading the TLS one");
+        for n in nodes {
+            n.shutdown().await;
+        }
     }
     origin.stop().await;
     Ok(())
