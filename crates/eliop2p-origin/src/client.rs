@@ -373,9 +373,9 @@ impl OriginClient {
                     )));
                 }
                 let credential = reqsign_aliyun_oss::Credential {
-                    access_key_id: keys.access_key,
-                    access_key_secret: keys.secret_key,
-                    security_token: keys.session_token,
+                    access_key_id: keys.access_key.clone(),
+                    access_key_secret: keys.secret_key.clone(),
+                    security_token: keys.session_token.clone(),
                     expires_in: None,
                 };
                 oss_signer(bucket.unwrap_or(""), &self.cfg.region, version)

@@ -211,7 +211,7 @@ const LOADER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const EXPIRY_MARGIN_MAX: Duration = Duration::from_secs(30);
 
 struct Cached {
-    keys: Keys,
+    keys: Arc<Keys>,
     /// When the background refresh starts.
     refresh_at: SystemTime,
     /// The last moment the credential may sign.
@@ -236,7 +236,7 @@ pub struct Credentials(Kind);
 
 #[derive(Clone)]
 enum Kind {
-    Fixed(Keys),
+    Fixed(Arc<Keys>),
     Loaded(Arc<Inner>),
 }
 
@@ -252,7 +252,7 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// Static keys, signed as given.
     pub fn fixed(keys: Keys) -> Self {
-        Self(Kind::Fixed(keys))
+        Self(Kind::Fixed(Arc::new(keys)))
     }
 
     /// The loader `settings` name for an origin of `kind`, reaching services
@@ -340,8 +340,8 @@ impl Credentials {
         }
     }
 
-    /// Keys to sign a request with now.
-    pub async fn keys(&self) -> Result<Keys, OriginError> {
+    /// Keys to sign a request with now (shared: nothing is copied per request).
+    pub async fn keys(&self) -> Result<Arc<Keys>, OriginError> {
         let inner = match &self.0 {
             Kind::Fixed(k) => return Ok(k.clone()),
             Kind::Loaded(i) => i,
@@ -375,7 +375,7 @@ impl Credentials {
 impl Inner {
     /// The cached keys if usable at `now`; past the refresh point, starts one
     /// background refresh (when `refresh`) and still answers with them.
-    fn current(self: &Arc<Self>, now: SystemTime, refresh: bool) -> Option<Keys> {
+    fn current(self: &Arc<Self>, now: SystemTime, refresh: bool) -> Option<Arc<Keys>> {
         let cached = self.cached.lock().unwrap();
         let c = cached.as_ref()?;
         if c.usable_until.is_some_and(|u| now >= u) {
@@ -412,7 +412,7 @@ impl Inner {
     }
 
     /// Runs the loader once and caches what it gives.
-    async fn load(&self) -> Result<Keys, OriginError> {
+    async fn load(&self) -> Result<Arc<Keys>, OriginError> {
         self.loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = tokio::time::timeout(
             LOADER_REQUEST_TIMEOUT * 3,
@@ -430,6 +430,7 @@ impl Inner {
                     )
                 } else {
                     tracing::debug!(source = self.source.name(), expires = ?keys.expires, "loaded origin credentials");
+                    let keys = Arc::new(keys);
                     *self.cached.lock().unwrap() = Some(Cached {
                         keys: keys.clone(),
                         refresh_at,
