@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use state::{Op, State, StateError};
-pub use redis::{RedisConfig, check_redis_url, node_ttl};
+pub use redis::{RedisConfig, check_redis_config, check_redis_url, node_ttl};
 pub use state::{ReplicationConfig, Timing};
 
 #[derive(Clone, Debug)]
@@ -81,7 +81,7 @@ pub enum ControlError {
     Store(#[from] store::StoreError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
-    #[error("control_plane.redis_url: {0}")]
+    #[error("{0}")]
     Redis(String),
     #[error("config key {0}")]
     Tls(String),

@@ -21,34 +21,129 @@ use std::time::Duration;
 use eliop2p_cluster::api::{PreheatJob, Register};
 use eliop2p_core::ChunkId;
 use redis::aio::MultiplexedConnection;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::streams::{StreamRangeReply, StreamReadReply};
-use redis::{AsyncConnectionConfig, RedisResult};
+use redis::{AsyncConnectionConfig, ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, RedisResult, TlsCertificates, TlsMode};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::{MAX_ID_TAG, Op};
 use crate::store::{Loaded, StoredCommand};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RedisConfig {
-    /// `redis://[:password@]host:port[/db]`.
+    /// `redis[s]://[[user]:password@]host:port[/db]`; with `sentinels`, the host
+    /// is the name of the master the sentinels monitor (as redis-rb reads it).
     pub url: String,
     /// Prefix of every key, so that clusters can share one Redis.
     pub prefix: String,
     /// How long the planning lease lasts without renewal.
     pub lease: Duration,
+    /// Redis Sentinels (`host:port`) that say which server is the master; empty:
+    /// `url` names the server itself.
+    pub sentinels: Vec<String>,
+    /// The sentinels' own password (`requirepass` in sentinel.conf), if any.
+    pub sentinel_password: Option<String>,
+    /// With `rediss://`: the CA (PEM) that signed the servers' certificates;
+    /// `None`: the system's roots.
+    pub ca: Option<Vec<u8>>,
+    /// With `rediss://`: a client certificate and key (PEM), for servers that
+    /// authenticate clients (`tls-auth-clients`, Redis's default).
+    pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Checks a Redis URL's form (the config loader names the key). The URL may
 /// hold a password, so the error does not repeat it.
 pub fn check_redis_url(url: &str) -> Result<(), String> {
-    if url.starts_with("rediss://") {
-        return Err("rediss:// (Redis over TLS) is not supported by this build; use redis:// on a private network".into());
+    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+        return Err("must be a redis://[:password@]host:port[/db] URL (rediss:// for TLS)".into());
     }
-    if !url.starts_with("redis://") {
-        return Err("must be a redis://[:password@]host:port[/db] URL".into());
+    if url.contains('#') {
+        // redis-rs reads `#insecure` as "do not verify the certificate".
+        return Err("a fragment (#...) is not accepted: certificates are always verified (control_plane.redis_ca_file names a private CA)".into());
     }
-    redis::Client::open(url).map(drop).map_err(|e| e.to_string())
+    url.into_connection_info().map(drop).map_err(|e| e.to_string())
+}
+
+/// Checks a whole Redis configuration: the URL, the sentinels' addresses and the
+/// TLS files (as the client would use them). The error names the part at fault
+/// by its `control_plane` key: `redis_url`, `redis_sentinels` or `redis_tls_cert`.
+pub fn check_redis_config(cfg: &RedisConfig) -> Result<(), (&'static str, String)> {
+    Backend::new(cfg).map(drop)
+}
+
+/// Where a replica's connections go: one server, or whichever server the
+/// sentinels name master at the time of connecting.
+enum Backend {
+    Direct(redis::Client),
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+impl Backend {
+    fn new(cfg: &RedisConfig) -> Result<Self, (&'static str, String)> {
+        let url = |e: String| ("redis_url", e);
+        let tls_err = |e: redis::RedisError| ("redis_tls_cert", e.to_string());
+        check_redis_url(&cfg.url).map_err(url)?;
+        let info = cfg.url.as_str().into_connection_info().map_err(|e| url(e.to_string()))?;
+        let tls = cfg.url.starts_with("rediss://");
+        if !tls && (cfg.ca.is_some() || cfg.client_cert.is_some()) {
+            return Err(url("a CA or a client certificate is set but the URL is not rediss://".into()));
+        }
+        let certs = (cfg.ca.is_some() || cfg.client_cert.is_some()).then(|| TlsCertificates {
+            client_tls: cfg.client_cert.clone().map(|(client_cert, client_key)| ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+            root_cert: cfg.ca.clone(),
+        });
+        if cfg.sentinels.is_empty() {
+            let client = match certs {
+                Some(c) => redis::Client::build_with_tls(info, c).map_err(tls_err),
+                None => redis::Client::open(info).map_err(|e| url(e.to_string())),
+            };
+            return client.map(Self::Direct);
+        }
+        let master = match info.addr() {
+            ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => host.clone(),
+            _ => return Err(url("with sentinels, the URL's host is the master's name".into())),
+        };
+        let mut addrs = Vec::new();
+        for s in &cfg.sentinels {
+            let (host, port) = s
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.trim_start_matches('[').trim_end_matches(']'), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| ("redis_sentinels", format!("{s:?} is not host:port")))?;
+            addrs.push(if tls {
+                ConnectionAddr::TcpTls { host: host.to_owned(), port, insecure: false, tls_params: None }
+            } else {
+                ConnectionAddr::Tcp(host.to_owned(), port)
+            });
+        }
+        let settings = info.redis_settings();
+        let mut b = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
+            .map_err(|e| ("redis_sentinels", e.to_string()))?
+            .set_client_to_redis_db(settings.db());
+        if let Some(u) = settings.username() {
+            b = b.set_client_to_redis_username(u);
+        }
+        if let Some(p) = settings.password() {
+            b = b.set_client_to_redis_password(p);
+        }
+        if let Some(p) = &cfg.sentinel_password {
+            b = b.set_client_to_sentinel_password(p);
+        }
+        if tls {
+            b = b
+                .set_client_to_redis_tls_mode(TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+            if let Some(c) = certs {
+                b = b
+                    .set_client_to_redis_certificates(c.clone())
+                    .set_client_to_sentinel_certificates(c);
+            }
+        }
+        b.build().map(|c| Self::Sentinel(tokio::sync::Mutex::new(c))).map_err(tls_err)
+    }
 }
 
 /// Entries the log keeps (approximately): a replica further behind reloads.
@@ -73,7 +168,7 @@ const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 
 /// The connection of a replica to Redis, and what the other tasks read of it.
 pub(crate) struct Link {
-    client: redis::Client,
+    backend: Backend,
     cfg: RedisConfig,
     node_ttl_ms: u64,
     /// For writes and the lease; replaced on every reload.
@@ -97,10 +192,8 @@ pub(crate) struct Cursor {
 
 impl Link {
     pub(crate) fn new(cfg: RedisConfig, dead_after: Duration) -> Result<Self, String> {
-        check_redis_url(&cfg.url)?;
-        let client = redis::Client::open(cfg.url.as_str()).map_err(|e| e.to_string())?;
         Ok(Self {
-            client,
+            backend: Backend::new(&cfg).map_err(|(key, e)| format!("control_plane.{key}: {e}"))?,
             node_ttl_ms: node_ttl(dead_after).as_millis() as u64,
             cfg,
             conn: Mutex::new(None),
@@ -150,9 +243,11 @@ impl Link {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(answer_within));
-        self.client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
+        match &self.backend {
+            Backend::Direct(c) => c.get_multiplexed_async_connection_with_config(&cfg).await,
+            // Asks the sentinels which server is master now (and checks its ROLE).
+            Backend::Sentinel(s) => s.lock().await.get_async_connection_with_config(&cfg).await,
+        }
     }
 
     /// Connects afresh and loads the snapshot: the state to start from and where

@@ -8,54 +8,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use eliop2p_control::{ControlConfig, ControlHandle, RedisConfig};
-use eliop2p_testkit::{TestRedis, TestResponse};
+use eliop2p_control::{ControlConfig, ControlHandle};
+use eliop2p_testkit::TestRedis;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 fn replica_cfg(redis: &TestRedis) -> ControlConfig {
-    let mut c = cfg(None);
-    c.redis = Some(RedisConfig {
-        url: redis.url(),
-        prefix: "test:".into(),
-        lease: Duration::from_millis(900),
-    });
-    c.timing.suspect_after = Duration::from_secs(3);
-    c.timing.dead_after = Duration::from_secs(6);
-    c
-}
-
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, within: Duration, mut f: F) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn node_ids(api: &Api) -> Vec<String> {
-    let r = api.call(Method::GET, "/api/v1/nodes", None).await;
-    if r.status != StatusCode::OK {
-        return Vec::new();
-    }
-    json_of(&r)["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["node_id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-async fn metric(api: &Api, name: &str) -> Option<u64> {
-    let r = api.raw(Method::GET, "/metrics", None, None).await;
-    let text = String::from_utf8_lossy(&r.body).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-async fn heartbeat(api: &Api, node: &str) -> TestResponse {
-    api.call(Method::PUT, &format!("/api/v1/nodes/{node}/heartbeat"), Some(json!({})))
-        .await
+    replica_on(store(redis.url()))
 }
 
 async fn holders(api: &Api, c: &str, asker: &str) -> Vec<String> {

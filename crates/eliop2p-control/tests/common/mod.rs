@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use eliop2p_control::{ControlConfig, ControlHandle, spawn_control_plane};
+use eliop2p_control::{ControlConfig, ControlHandle, RedisConfig, spawn_control_plane};
 use eliop2p_testkit::{TestClient, TestResponse};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -100,3 +100,59 @@ pub async fn register(api: &Api, id: &str, port: u16, zone: &str) {
     assert_eq!(json_of(&r)["node_id"], id);
 }
 
+pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, within: Duration, mut f: F) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn node_ids(api: &Api) -> Vec<String> {
+    let r = api.call(Method::GET, "/api/v1/nodes", None).await;
+    if r.status != StatusCode::OK {
+        return Vec::new();
+    }
+    json_of(&r)["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+pub async fn metric(api: &Api, name: &str) -> Option<u64> {
+    let r = api.raw(Method::GET, "/metrics", None, None).await;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+pub async fn heartbeat(api: &Api, node: &str) -> TestResponse {
+    api.call(Method::PUT, &format!("/api/v1/nodes/{node}/heartbeat"), Some(json!({})))
+        .await
+}
+
+/// A shared store at `url` with the tests' prefix and a short lease.
+pub fn store(url: String) -> RedisConfig {
+    RedisConfig {
+        url,
+        prefix: "test:".into(),
+        lease: Duration::from_millis(900),
+        ..RedisConfig::default()
+    }
+}
+
+/// A replica's configuration on `store`.
+pub fn replica_on(store: RedisConfig) -> ControlConfig {
+    let mut c = cfg(None);
+    c.redis = Some(store);
+    c.timing.suspect_after = Duration::from_secs(3);
+    c.timing.dead_after = Duration::from_secs(6);
+    c
+}
+
+/// Whether a replica serves its API (its store is reachable and loaded).
+pub async fn serving(api: &Api) -> bool {
+    api.call(Method::GET, "/api/v1/nodes", None).await.status == StatusCode::OK
+}

@@ -244,6 +244,56 @@ impl Effective {
         }))
     }
 
+    /// The shared store's connection: sentinels and TLS files, read and checked now.
+    fn redis_config(&self, url: String, lease: Duration) -> anyhow::Result<eliop2p_control::RedisConfig> {
+        let read = |key: &str| -> anyhow::Result<Option<Vec<u8>>> {
+            let path = self.str(key);
+            if path.is_empty() {
+                return Ok(None);
+            }
+            if !url.starts_with("rediss://") {
+                bail!("config key {key}: set, but control_plane.redis_url is not a rediss:// URL");
+            }
+            std::fs::read(&path).map(Some).map_err(|e| anyhow::anyhow!("config key {key}: {path}: {e}"))
+        };
+        let ca = read("control_plane.redis_ca_file")?;
+        if ca.is_some() {
+            let path = std::path::PathBuf::from(self.str("control_plane.redis_ca_file"));
+            eliop2p_origin::load_ca_file(&path)
+                .map_err(|e| anyhow::anyhow!("config key control_plane.redis_ca_file: {e}"))?;
+        }
+        let client_cert = match (read("control_plane.redis_tls_cert")?, read("control_plane.redis_tls_key")?) {
+            (None, None) => None,
+            (Some(_), None) => bail!("config key control_plane.redis_tls_key: required with control_plane.redis_tls_cert"),
+            (None, Some(_)) => bail!("config key control_plane.redis_tls_cert: required with control_plane.redis_tls_key"),
+            (Some(c), Some(k)) => {
+                let id = eliop2p_origin::ClientIdentity {
+                    cert: self.str("control_plane.redis_tls_cert").into(),
+                    key: self.str("control_plane.redis_tls_key").into(),
+                };
+                eliop2p_origin::https_connector(None, Some(&id), Duration::from_secs(1), "control_plane.redis_ca_file")
+                    .map_err(|e| anyhow::anyhow!("config key control_plane.redis_tls_cert: {e}"))?;
+                Some((c, k))
+            }
+        };
+        let password = self.str("control_plane.redis_sentinel_password");
+        let cfg = eliop2p_control::RedisConfig {
+            url,
+            prefix: self.str("control_plane.redis_prefix"),
+            lease,
+            sentinels: self.list("control_plane.redis_sentinels"),
+            sentinel_password: (!password.is_empty()).then_some(password),
+            ca,
+            client_cert,
+        };
+        // Builds the client now (PEM parsing, sentinel addresses), so that a
+        // mistake is a config error, not a replica that never connects.
+        if let Err((key, e)) = eliop2p_control::check_redis_config(&cfg) {
+            bail!("config key control_plane.{key}: {e}");
+        }
+        Ok(cfg)
+    }
+
     /// The control plane service's configuration.
     pub fn control_config(&self) -> anyhow::Result<eliop2p_control::ControlConfig> {
         let (suspect, dead) = (
@@ -270,11 +320,7 @@ impl Effective {
                 if lease < Duration::from_millis(300) {
                     bail!("config key control_plane.planning_lease: at least 300ms (it is renewed every third of it)");
                 }
-                Some(eliop2p_control::RedisConfig {
-                    url,
-                    prefix: self.str("control_plane.redis_prefix"),
-                    lease,
-                })
+                Some(self.redis_config(url, lease)?)
             }
             _ => None,
         };

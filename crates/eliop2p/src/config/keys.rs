@@ -691,7 +691,42 @@ pub const KEYS: &[KeyDef] = &[
         "redis_url",
         Kind::Secret,
         "",
-        "Redis of the replicas with control_plane.store = redis, e.g. redis://10.0.0.7:6379/0 (redis://:password@host:port/db)"
+        "Redis of the replicas with control_plane.store = redis, e.g. redis://10.0.0.7:6379/0 (redis://:password@host:port/db; rediss:// for TLS; with control_plane.redis_sentinels the host is the master's name)"
+    ),
+    key!(
+        "control_plane",
+        "redis_sentinels",
+        Kind::List,
+        "",
+        "Redis Sentinels (host:port list) that say which server is the master; control_plane.redis_url's host is then the master's name (redis://:password@mymaster/0), and replicas follow a failover"
+    ),
+    key!(
+        "control_plane",
+        "redis_sentinel_password",
+        Kind::Secret,
+        "",
+        "password of the sentinels themselves (requirepass in sentinel.conf), if they have one"
+    ),
+    key!(
+        "control_plane",
+        "redis_ca_file",
+        Kind::Str,
+        "",
+        "with a rediss:// URL: PEM CA bundle that signed the Redis servers' (and sentinels') certificates; empty: the system's roots"
+    ),
+    key!(
+        "control_plane",
+        "redis_tls_cert",
+        Kind::Str,
+        "",
+        "with a rediss:// URL: PEM client certificate presented to Redis (needed when Redis has tls-auth-clients yes, its default)"
+    ),
+    key!(
+        "control_plane",
+        "redis_tls_key",
+        Kind::Str,
+        "",
+        "PEM private key of control_plane.redis_tls_cert"
     ),
     key!(
         "control_plane",

@@ -322,7 +322,43 @@ fn control_plane_replicas_on_redis_config() {
     for (vars, key) in [
         (&[][..], "control_plane.redis_url"),
         (&[("ELIOP2P_CONTROL_PLANE_REDIS_URL", "http://10.0.0.7:6379")][..], "control_plane.redis_url"),
-        (&[("ELIOP2P_CONTROL_PLANE_REDIS_URL", "rediss://10.0.0.7:6379")][..], "not supported"),
+        (&[("ELIOP2P_CONTROL_PLANE_REDIS_URL", "rediss://10.0.0.7:6379/#insecure")][..], "control_plane.redis_url: a fragment"),
+        (
+            &[
+                ("ELIOP2P_CONTROL_PLANE_REDIS_URL", "redis://10.0.0.7:6379"),
+                ("ELIOP2P_CONTROL_PLANE_REDIS_CA_FILE", "/etc/ssl/ca.pem"),
+            ][..],
+            "control_plane.redis_ca_file: set, but control_plane.redis_url is not a rediss:// URL",
+        ),
+        (
+            &[
+                ("ELIOP2P_CONTROL_PLANE_REDIS_URL", "rediss://10.0.0.7:6379"),
+                ("ELIOP2P_CONTROL_PLANE_REDIS_CA_FILE", "/nonexistent/ca.pem"),
+            ][..],
+            "control_plane.redis_ca_file: /nonexistent/ca.pem",
+        ),
+        (
+            &[
+                ("ELIOP2P_CONTROL_PLANE_REDIS_URL", "rediss://10.0.0.7:6379"),
+                ("ELIOP2P_CONTROL_PLANE_REDIS_TLS_CERT", "/dev/null"),
+            ][..],
+            "control_plane.redis_tls_key: required with control_plane.redis_tls_cert",
+        ),
+        (
+            &[
+                ("ELIOP2P_CONTROL_PLANE_REDIS_URL", "rediss://10.0.0.7:6379"),
+                ("ELIOP2P_CONTROL_PLANE_REDIS_TLS_CERT", "/dev/null"),
+                ("ELIOP2P_CONTROL_PLANE_REDIS_TLS_KEY", "/dev/null"),
+            ][..],
+            "control_plane.redis_tls_cert",
+        ),
+        (
+            &[
+                ("ELIOP2P_CONTROL_PLANE_REDIS_URL", "redis://mymaster/0"),
+                ("ELIOP2P_CONTROL_PLANE_REDIS_SENTINELS", "10.0.0.1:26379, sentinel-b"),
+            ][..],
+            "control_plane.redis_sentinels: \"sentinel-b\" is not host:port",
+        ),
         (
             &[
                 ("ELIOP2P_CONTROL_PLANE_REDIS_URL", "redis://h:6379"),
@@ -334,6 +370,28 @@ fn control_plane_replicas_on_redis_config() {
         let m = format!("{:#}", load(vars).unwrap_err());
         assert!(m.contains(key), "{m}");
     }
+    // Sentinels: the URL's host is the master's name; TLS to both with a CA.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+    let c = load(&[
+        ("ELIOP2P_CONTROL_PLANE_REDIS_URL", "redis://:pw@mymaster/1"),
+        ("ELIOP2P_CONTROL_PLANE_REDIS_SENTINELS", "10.0.0.1:26379,10.0.0.2:26379,[fd00::3]:26379"),
+        ("ELIOP2P_CONTROL_PLANE_REDIS_SENTINEL_PASSWORD", "spw"),
+    ])
+    .unwrap();
+    let r = c.redis.expect("redis store");
+    assert_eq!(r.sentinels, ["10.0.0.1:26379", "10.0.0.2:26379", "[fd00::3]:26379"]);
+    assert_eq!(r.sentinel_password.as_deref(), Some("spw"));
+    let m = format!(
+        "{:#}",
+        load(&[
+            ("ELIOP2P_CONTROL_PLANE_REDIS_URL", "rediss://10.0.0.7:6379"),
+            ("ELIOP2P_CONTROL_PLANE_REDIS_CA_FILE", ca.to_str().unwrap()),
+        ])
+        .unwrap_err()
+    );
+    assert!(m.contains("control_plane.redis_ca_file"), "a broken CA file is refused at start: {m}");
     let e = Effective::load(None, &env(&[("ELIOP2P_CONTROL_PLANE_STORE", "mysql")]), &[]);
     assert!(format!("{:#}", e.err().expect("refused")).contains("control_plane.store"));
 }
