@@ -24,8 +24,11 @@
 //! The location index is partitioned by rendezvous hashing: a chunk's owner (and
 //! `backups` next ones) learn its holders from `ChunkAnnounce` / `ChunkRemove`.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -111,8 +114,46 @@ pub struct Out {
     pub msg: Message,
 }
 
+/// A member's id, as a key of the member table: the member's shared `NodeInfo`,
+/// hashed and compared by its id (so the table is looked up by `&str` and keeps
+/// no copy of the id).
+#[derive(Clone, Debug)]
+struct Id(Arc<NodeInfo>);
+
+impl Id {
+    fn as_str(&self) -> &str {
+        &self.0.id
+    }
+}
+
+impl Hash for Id {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h);
+    }
+}
+
+impl PartialEq for Id {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Id {}
+
+impl Borrow<str> for Id {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<String> for Id {
+    fn borrow(&self) -> &String {
+        &self.0.id
+    }
+}
+
 struct Entry {
-    node: NodeInfo,
+    node: Arc<NodeInfo>,
     hash: u64,
     generation: u64,
     incarnation: u64,
@@ -156,12 +197,12 @@ enum Source {
 }
 
 pub struct Gossip {
-    me: NodeInfo,
+    me: Arc<NodeInfo>,
     my_hash: u64,
     generation: u64,
     incarnation: u64,
     leaving: bool,
-    members: HashMap<String, Entry>,
+    members: HashMap<Id, Entry>,
     seeds: Vec<SocketAddr>,
     next_seed: usize,
     cfg: GossipConfig,
@@ -182,7 +223,7 @@ pub struct Gossip {
     seq: u64,
     probes: HashMap<u64, Probe>,
     relays: HashMap<u64, Relay>,
-    probe_order: Vec<String>,
+    probe_order: Vec<Id>,
     probe_pos: usize,
     broadcasts: BroadcastQueue,
     next_push_pull: u64,
@@ -209,7 +250,7 @@ impl Gossip {
         broadcasts.push(&me.id);
         Self {
             rng: my_hash ^ generation.rotate_left(17) | 1,
-            me,
+            me: Arc::new(me),
             my_hash,
             generation,
             incarnation: 0,
@@ -288,7 +329,7 @@ impl Gossip {
         let mut v: Vec<(NodeInfo, Status)> = self
             .members
             .values()
-            .map(|e| (e.node.clone(), self.status_of(e)))
+            .map(|e| (NodeInfo::clone(&e.node), self.status_of(e)))
             .collect();
         v.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         v
@@ -304,7 +345,7 @@ impl Gossip {
         self.members
             .values()
             .filter(|e| self.is_live(e))
-            .map(|e| e.node.clone())
+            .map(|e| NodeInfo::clone(&e.node))
             .collect()
     }
 
@@ -362,7 +403,8 @@ impl Gossip {
         if self.members.len() >= MAX_MEMBERS && !self.members.contains_key(&node.id) {
             return;
         }
-        let e = self.members.entry(node.id.clone()).or_insert_with(|| Entry {
+        let node = Arc::new(node);
+        let e = self.members.entry(Id(node.clone())).or_insert_with(|| Entry {
             hash: rendezvous::node_hash(&node.id),
             node: node.clone(),
             generation: 0,
@@ -458,7 +500,7 @@ impl Gossip {
             self.new_this_message += 1;
             self.live_gossiped += 1;
             self.members.insert(
-                d.node.id.clone(),
+                Id(d.node.clone()),
                 Entry {
                     hash: rendezvous::node_hash(&d.node.id),
                     node: d.node.clone(),
@@ -472,7 +514,7 @@ impl Gossip {
                 },
             );
             // Probed within this cycle, at a random place among those left.
-            self.probe_order.push(d.node.id.clone());
+            self.probe_order.push(Id(d.node.clone()));
             let left = (self.probe_order.len() - self.probe_pos) as u64;
             let j = self.probe_pos + (self.next_random() % left) as usize;
             let last = self.probe_order.len() - 1;

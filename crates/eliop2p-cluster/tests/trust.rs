@@ -19,7 +19,7 @@ fn node(i: u32) -> NodeInfo {
 }
 
 fn digest(i: u32, incarnation: u64, left: bool) -> Digest {
-    Digest { node: node(i), generation: 1, incarnation, status: if left { Status::Left } else { Status::Alive } }
+    Digest { node: node(i).into(), generation: 1, incarnation, status: if left { Status::Left } else { Status::Alive } }
 }
 
 fn cfg() -> GossipConfig {
@@ -63,7 +63,7 @@ fn an_incarnation_beyond_any_real_one_is_dropped() {
     g.handle_from(10, Some("node-1"), Message::StateSync { from: "node-1".into(), members: vec![digest(2, 5 + MAX_INCARNATION_STEP + 1, true)], reply: false });
     assert_eq!(g.status("node-2"), Some(Status::Alive));
     // And one about node-0 itself: it does not wrap or exhaust its incarnation.
-    g.handle_from(10, Some("node-1"), Message::StateSync { from: "node-1".into(), members: vec![Digest { node: node(0), generation: 1, incarnation: u64::MAX, status: Status::Dead }], reply: false });
+    g.handle_from(10, Some("node-1"), Message::StateSync { from: "node-1".into(), members: vec![Digest { node: node(0).into(), generation: 1, incarnation: u64::MAX, status: Status::Dead }], reply: false });
     assert_eq!(g.incarnation(), 0);
     g.tick(20);
     assert!(g.members().iter().all(|(n, _)| n.id != "node-0"));

@@ -49,10 +49,10 @@ impl Gossip {
             .iter()
             .filter_map(|id| {
                 if *id == self.me.id {
-                    return Some(self.me.clone());
+                    return Some(NodeInfo::clone(&self.me));
                 }
                 let e = self.members.get(id)?;
-                self.is_live(e).then(|| e.node.clone())
+                self.is_live(e).then(|| NodeInfo::clone(&e.node))
             })
             .collect()
     }
@@ -69,7 +69,7 @@ impl Gossip {
             .into_iter()
             .filter_map(|id| {
                 let e = self.members.get(id)?;
-                self.is_live(e).then(|| e.node.clone())
+                self.is_live(e).then(|| NodeInfo::clone(&e.node))
             })
             .collect()
     }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use super::{Digest, Entry, Gossip, MAX_UPDATES_PER_MESSAGE, Message, Out, BEHIND_ROUNDS, Source, Status};
+use super::{Digest, Entry, Gossip, Id, NodeInfo, MAX_UPDATES_PER_MESSAGE, Message, Out, BEHIND_ROUNDS, Source, Status};
 
 /// A probe waiting for its ack.
 pub(super) struct Probe {
@@ -57,18 +57,18 @@ impl Gossip {
             while self.probe_pos < self.probe_order.len() {
                 let id = self.probe_order[self.probe_pos].clone();
                 self.probe_pos += 1;
-                if self.probeable(&id) && !self.probes.values().any(|p| p.target == id) {
-                    return Some(id);
+                if self.probeable(id.as_str()) && !self.probes.values().any(|p| p.target == id.as_str()) {
+                    return Some(id.as_str().to_owned());
                 }
             }
             // A new cycle over the members probeable now, shuffled.
-            let mut order: Vec<String> = self
+            let mut order: Vec<Id> = self
                 .members
                 .iter()
                 .filter(|(_, e)| e.probeable())
                 .map(|(id, _)| id.clone())
                 .collect();
-            order.sort();
+            order.sort_by(|a, b| a.as_str().cmp(b.as_str()));
             for i in (1..order.len()).rev() {
                 let j = (self.next_random() % (i as u64 + 1)) as usize;
                 order.swap(i, j);
@@ -89,14 +89,14 @@ impl Gossip {
         while out.len() < k && len > 0 && tries < 8 * k + 8 {
             tries += 1;
             let i = (self.next_random() % len) as usize;
-            let id = &self.probe_order[i];
-            if except.contains(&id.as_str()) || out.iter().any(|(o, _)| o == id) {
+            let id = self.probe_order[i].as_str();
+            if except.contains(&id) || out.iter().any(|(o, _)| o == id) {
                 continue;
             }
             if let Some(e) = self.members.get(id)
                 && e.probeable()
             {
-                out.push((id.clone(), e.node.p2p));
+                out.push((id.to_owned(), e.node.p2p));
             }
         }
         if out.len() == k {
@@ -108,9 +108,9 @@ impl Gossip {
             .filter(|(id, e)| {
                 e.probeable()
                     && !except.contains(&id.as_str())
-                    && !out.iter().any(|(o, _)| o == *id)
+                    && !out.iter().any(|(o, _)| o == id.as_str())
             })
-            .map(|(id, e)| (id.clone(), e.node.p2p))
+            .map(|(id, e)| (id.as_str().to_owned(), e.node.p2p))
             .collect();
         let want = (k - out.len()).min(pool.len());
         let mut picked: Vec<usize> = Vec::with_capacity(want);
@@ -174,7 +174,7 @@ impl Gossip {
                     msg: Message::PingReq {
                         from: self.digest(),
                         seq,
-                        target: target_info.clone(),
+                        target: NodeInfo::clone(&target_info),
                         updates,
                     },
                 });

@@ -1,6 +1,8 @@
 //! The gossip messages on the wire (PROTOCOL.md, types 0x20-0x28): JSON payloads,
 //! decoded with the per-message limits.
 
+use std::sync::Arc;
+
 use eliop2p_core::ChunkId;
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +13,9 @@ use super::{MAX_CHUNKS_PER_MESSAGE, MAX_MEMBERS_PER_MESSAGE, MAX_UPDATES_PER_MES
 /// itself to refute a suspicion), and what the sender believes of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest {
-    pub node: NodeInfo,
+    /// Shared: a table of thousands of members is cloned from node to node
+    /// without copying each member's strings.
+    pub node: Arc<NodeInfo>,
     pub generation: u64,
     pub incarnation: u64,
     pub status: Status,
