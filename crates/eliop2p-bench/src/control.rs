@@ -1,5 +1,7 @@
 //! `eliop2p-bench control-plane`: location queries a second served by one control
-//! plane and by replicas sharing one Redis (issue 17's bench row). The control
+//! plane and by replicas sharing one Redis (issue 17's bench row), and heartbeats
+//! a second (`--hot=K` hot chunk ids each): on Redis every heartbeat is a write
+//! and a log entry that every replica applies. The control
 //! planes are `eliop2p control-plane` processes (the binary next to this one); the
 //! clients run here, each on its own keep-alive connection, asking for 8 random
 //! chunks of `--nodes` x `--chunks` reported holdings. On a 2-core machine the
@@ -122,9 +124,19 @@ async fn wait_for(url: &str, nodes: usize) -> anyhow::Result<()> {
     }
 }
 
-/// Location queries for `secs` from `conns` clients spread over `urls`: queries a
-/// second, and the machine's CPU busy share meanwhile.
-async fn load(urls: &[String], conns: usize, secs: f64, nodes: usize, chunks: usize) -> anyhow::Result<(f64, f64)> {
+/// What the clients send.
+#[derive(Clone, Copy)]
+enum Work {
+    /// Location queries for 8 random chunks.
+    Locate,
+    /// Heartbeats of random nodes, each listing this many hot chunks (every one a
+    /// log entry on Redis, as nodes' heartbeats are).
+    Heartbeat { hot: usize },
+}
+
+/// `work` for `secs` from `conns` clients spread over `urls`: requests a second,
+/// and the machine's CPU busy share meanwhile.
+async fn load(urls: &[String], conns: usize, secs: f64, nodes: usize, chunks: usize, work: Work) -> anyhow::Result<(f64, f64)> {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + Duration::from_secs_f64(secs);
@@ -132,7 +144,7 @@ async fn load(urls: &[String], conns: usize, secs: f64, nodes: usize, chunks: us
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..conns {
-        let url = format!("{}/api/v1/chunks/locations", urls[c % urls.len()]);
+        let base = urls[c % urls.len()].clone();
         let (done, failed) = (done.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             let client = TestClient::new();
@@ -145,19 +157,40 @@ async fn load(urls: &[String], conns: usize, secs: f64, nodes: usize, chunks: us
             };
             while Instant::now() < end {
                 let asker = next() % nodes;
-                let wanted: std::collections::BTreeSet<(usize, usize)> =
-                    (0..8).map(|_| (next() % nodes, next() % chunks)).collect();
-                let ids: Vec<String> = wanted.iter().map(|(n, i)| format!("\"{}\"", chunk(*n, *i))).collect();
-                // Each chunk has its one holder, which is not handed to itself.
-                let holders = wanted.iter().filter(|(n, _)| *n != asker).count();
-                let body = format!(r#"{{"chunks":[{}],"node_id":"node-{asker}"}}"#, ids.join(","));
-                match call(&client, &url, Method::POST, body).await {
-                    Ok((200, b)) if String::from_utf8_lossy(&b).matches("\"node_id\"").count() == holders => {
+                // The request, and for location queries the holders the answer must name.
+                let (url, method, body, holders) = match work {
+                    Work::Locate => {
+                        let wanted: std::collections::BTreeSet<(usize, usize)> =
+                            (0..8).map(|_| (next() % nodes, next() % chunks)).collect();
+                        let ids: Vec<String> = wanted.iter().map(|(n, i)| format!("\"{}\"", chunk(*n, *i))).collect();
+                        // Each chunk has its one holder, which is not handed to itself.
+                        let holders = wanted.iter().filter(|(n, _)| *n != asker).count();
+                        (
+                            format!("{base}/api/v1/chunks/locations"),
+                            Method::POST,
+                            format!(r#"{{"chunks":[{}],"node_id":"node-{asker}"}}"#, ids.join(",")),
+                            Some(holders),
+                        )
+                    }
+                    Work::Heartbeat { hot } => {
+                        let ids: Vec<String> = (0..hot).map(|_| format!("\"{}\"", chunk(next() % nodes, next() % chunks))).collect();
+                        (
+                            format!("{base}/api/v1/nodes/node-{asker}/heartbeat"),
+                            Method::PUT,
+                            format!(r#"{{"load":1,"chunks":{chunks},"hot_chunks":[{}]}}"#, ids.join(",")),
+                            None,
+                        )
+                    }
+                };
+                match call(&client, &url, method, body).await {
+                    Ok((200, b))
+                        if holders.is_none_or(|h| String::from_utf8_lossy(&b).matches("\"node_id\"").count() == h) =>
+                    {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     other => {
                         if failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                            eprintln!("first failed location query: {other:?}");
+                            eprintln!("first failed request: {other:?}");
                         }
                     }
                 }
@@ -174,7 +207,7 @@ async fn load(urls: &[String], conns: usize, secs: f64, nodes: usize, chunks: us
     };
     let failed = failed.load(Ordering::Relaxed);
     if failed > 0 {
-        bail!("{failed} location queries failed or answered without their holders");
+        bail!("{failed} requests failed (or location queries answered without their holders)");
     }
     Ok((done.load(Ordering::Relaxed) as f64 / elapsed, busy))
 }
@@ -196,10 +229,13 @@ pub async fn run() -> anyhow::Result<()> {
     println!("| store | replicas | queries/s | chunks located/s | vs 1 replica on Redis | machine CPU busy |");
     println!("|---|---|---|---|---|---|");
     let dir = tempfile::tempdir()?;
-    let embedded = {
+    let hot: usize = arg("hot", 64);
+    let beat = Work::Heartbeat { hot };
+    let (embedded, embedded_hb) = {
         let r = start(&bin, &[("ELIOP2P_CONTROL_PLANE_DATA_DIR", dir.path().display().to_string())]).await?;
         populate(&r.url, nodes, chunks).await?;
-        load(std::slice::from_ref(&r.url), conns, secs, nodes, chunks).await?
+        let q = load(std::slice::from_ref(&r.url), conns, secs, nodes, chunks, Work::Locate).await?;
+        (q, load(std::slice::from_ref(&r.url), conns, secs, nodes, chunks, beat).await?)
     };
     let redis = TestRedis::start().await.context("redis-server for the replicas")?;
     let env = [
@@ -208,15 +244,33 @@ pub async fn run() -> anyhow::Result<()> {
     ];
     let a = start(&bin, &env).await?;
     populate(&a.url, nodes, chunks).await?;
-    let one = load(std::slice::from_ref(&a.url), conns, secs, nodes, chunks).await?;
+    let one = load(std::slice::from_ref(&a.url), conns, secs, nodes, chunks, Work::Locate).await?;
+    let one_hb = load(std::slice::from_ref(&a.url), conns, secs, nodes, chunks, beat).await?;
     let b = start(&bin, &env).await?;
     wait_for(&b.url, nodes).await?;
-    let two = load(&[a.url.clone(), b.url.clone()], conns, secs, nodes, chunks).await?;
+    let both = [a.url.clone(), b.url.clone()];
+    let two = load(&both, conns, secs, nodes, chunks, Work::Locate).await?;
+    let two_hb = load(&both, conns, secs, nodes, chunks, beat).await?;
     for (store, n, (qps, busy)) in [("embedded", 1, embedded), ("redis", 1, one), ("redis", 2, two)] {
         println!(
             "| {store} | {n} | {qps:.0} | {:.0} | {:.2}x | {:.0}% |",
             qps * 8.0,
             qps / one.0,
+            busy * 100.0
+        );
+    }
+    // Heartbeats: on Redis each is a write (MULTI) and a log entry every replica
+    // applies. A cluster of N nodes sends N / heartbeat_interval a second.
+    println!();
+    println!("## heartbeats, each listing {hot} hot chunks, from {conns} clients for {secs} s");
+    println!();
+    println!("| store | replicas | heartbeats/s | nodes at 2 s heartbeats | vs 1 replica on Redis | machine CPU busy |");
+    println!("|---|---|---|---|---|---|");
+    for (store, n, (hps, busy)) in [("embedded", 1, embedded_hb), ("redis", 1, one_hb), ("redis", 2, two_hb)] {
+        println!(
+            "| {store} | {n} | {hps:.0} | {:.0} | {:.2}x | {:.0}% |",
+            hps * 2.0,
+            hps / one_hb.0,
             busy * 100.0
         );
     }
