@@ -189,7 +189,12 @@ pub(crate) async fn download(
                 let _ = tx.send(Event::Located(found, read_origin));
             });
         }
-        if unsourced_since.is_some_and(|s| t.saturating_sub(s) >= stall)
+        // With static peers only, no tracker can name a new source: once every
+        // peer has answered and none has or is getting the chunk, waiting out the
+        // stall time only delays the origin read.
+        let dead_end = shared.cluster.is_none() && probing.is_empty() && sched.num_peers() == 0;
+        if dead_end
+            || unsourced_since.is_some_and(|s| t.saturating_sub(s) >= stall)
             || sched.idle_for(t) >= IDLE_LIMIT
         {
             tracing::debug!(chunk_id = %id, unsourced = sched.unsourced(), "no peer has the rest of the chunk");

@@ -447,3 +447,38 @@ async fn a_slow_but_alive_peer_causes_no_origin_read() -> anyhow::Result<()> {
     origin.stop().await;
     Ok(())
 }
+
+/// With static peers there is no tracker to name new sources: once every peer has
+/// answered that it neither has nor is getting a chunk, the node reads the origin
+/// at once instead of waiting out `p2p.piece_timeout` (set long here, so that
+/// waiting it out would show).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_read_with_static_peers_goes_to_the_origin_without_waiting() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("cold").await?;
+    let data = test_data(40 * MIB + 3, 3);
+    origin.put("cold", "obj", data.clone()).await?;
+    let nodes = cluster(&origin, 3, |_, c| {
+        c.p2p.as_mut().expect("p2p").piece_timeout = Duration::from_secs(30);
+    })
+    .await?;
+    let c = TestClient::new();
+    let t = Instant::now();
+    let a = c.get(&format!("http://{}/cold/obj", nodes[0].proxy_addr), &[]).await?;
+    let took = t.elapsed();
+    assert_eq!(a.status, 200);
+    assert_eq!(sha256_hex(&a.body), sha256_hex(&data));
+    assert_eq!(a.header("x-cache-source"), Some("origin"));
+    assert!(took < Duration::from_secs(15), "a cold read took {took:?}: it waited for peers that had said they had nothing");
+    // The next node still reads from the first, not the origin.
+    let gets = origin.gets_of("cold", "obj").len();
+    let b = c.get(&format!("http://{}/cold/obj", nodes[1].proxy_addr), &[]).await?;
+    assert_eq!(sha256_hex(&b.body), sha256_hex(&data));
+    assert_eq!(b.header("x-cache-source"), Some("peer"));
+    assert_eq!(origin.gets_of("cold", "obj").len(), gets, "no origin GET for the second node");
+    for n in nodes {
+        n.shutdown().await;
+    }
+    origin.stop().await;
+    Ok(())
+}
