@@ -3,6 +3,8 @@
 //! the planning replica killed (SIGKILL): the other plans within the lease and the
 //! nodes move to it with no failed read; Redis killed and restarted: reads go on
 //! through gossip, and a preheat job started before the outage finishes after it.
+//! Also the process's own wiring of `rediss://` (CA and client certificate files)
+//! and of Redis Sentinel.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -20,11 +22,16 @@ struct Replica {
 
 impl Replica {
     async fn start(redis: &TestRedis) -> Self {
+        Self::start_with(&[("ELIOP2P_CONTROL_PLANE_REDIS_URL", redis.url())]).await
+    }
+
+    /// A replica with these settings of its store (the URL among them).
+    async fn start_with(store: &[(&str, String)]) -> Self {
         let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let child = Command::new(BIN)
             .args(["control-plane", "--control-plane-listen", &addr.to_string()])
             .env("ELIOP2P_CONTROL_PLANE_STORE", "redis")
-            .env("ELIOP2P_CONTROL_PLANE_REDIS_URL", redis.url())
+            .envs(store.iter().map(|(k, v)| (k, v)))
             .env("ELIOP2P_CONTROL_PLANE_TOKEN", CONTROL_TOKEN)
             .env("ELIOP2P_CONTROL_PLANE_HEARTBEAT_INTERVAL", "100ms")
             .env("ELIOP2P_CONTROL_PLANE_SUSPECT_AFTER", "600ms")
@@ -239,4 +246,42 @@ async fn nodes_ride_out_a_killed_planner_and_a_redis_outage() {
     read_everywhere(&cluster, "obj", &obj).await;
     cluster.shutdown().await;
     origin.stop().await;
+}
+
+/// The `control-plane` process reads its Redis TLS files and its sentinels from
+/// the configuration: a replica on a TLS-only Redis that requires client
+/// certificates, and a replica that finds its master through a sentinel (the
+/// first one listed is down), each serve and share what the other wrote through
+/// its own path to the same data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_processes_reach_redis_over_tls_and_through_sentinels() {
+    let ca = eliop2p_testkit::TestCa::new().unwrap();
+    let tls = TestRedis::start_tls(&ca).await.unwrap();
+    let client = ca.node_cert("control-plane", false).unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let on_tls = Replica::start_with(&[
+        ("ELIOP2P_CONTROL_PLANE_REDIS_URL", tls.url()),
+        ("ELIOP2P_CONTROL_PLANE_REDIS_CA_FILE", path(&ca.ca_pem)),
+        ("ELIOP2P_CONTROL_PLANE_REDIS_TLS_CERT", path(&client.cert)),
+        ("ELIOP2P_CONTROL_PLANE_REDIS_TLS_KEY", path(&client.key)),
+    ])
+    .await;
+    let reg = serde_json::json!({"node_id": "n1", "p2p_addr": "10.0.0.1:9000", "capacity": {}, "labels": {}});
+    assert!(on_tls.call(http::Method::POST, "/api/v1/nodes", Some(reg.clone())).await.is_some());
+    assert_eq!(on_tls.online().await, 1);
+
+    let master = TestRedis::start().await.unwrap();
+    let sentinel = TestRedis::start_sentinel("cp", &master, Duration::from_secs(5)).await.unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let a = Replica::start_with(&[
+        ("ELIOP2P_CONTROL_PLANE_REDIS_URL", "redis://cp/0".into()),
+        ("ELIOP2P_CONTROL_PLANE_REDIS_SENTINELS", format!("{dead},{}", sentinel.addr())),
+    ])
+    .await;
+    let b = Replica::start(&master).await;
+    assert!(a.call(http::Method::POST, "/api/v1/nodes", Some(reg)).await.is_some());
+    eventually("n1, registered through the sentinel's master, listed by a replica on the master's address", Duration::from_secs(5), async || {
+        b.online().await == 1
+    })
+    .await;
 }
