@@ -64,14 +64,16 @@ pub fn server_config(
 }
 
 /// Whether a connection's client presented a certificate of
-/// `control_plane.client_ca` (the handshake verified its chain and validity):
-/// such a client is authenticated without the bearer token.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientCert(pub bool);
+/// `control_plane.client_ca` (the handshake verified its chain and validity), and
+/// the nodes it names: such a client is authenticated without the bearer token,
+/// and may change the state of those nodes only.
+#[derive(Clone, Debug)]
+pub struct ClientCert(pub Option<Arc<[String]>>);
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for ClientCert {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        ClientCert(stream.io().get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()))
+        let leaf = stream.io().get_ref().1.peer_certificates().and_then(|c| c.first());
+        ClientCert(leaf.map(|c| eliop2p_core::identity::node_ids(c).into()))
     }
 }
 

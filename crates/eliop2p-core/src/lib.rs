@@ -5,6 +5,7 @@
 //! and it can be tested exhaustively without a network.
 
 pub mod ids;
+pub mod identity;
 pub mod prom;
 pub mod range;
 pub mod s3xml;

@@ -198,7 +198,7 @@ async fn accept_tls(stream: TcpStream, shared: &P2pShared) -> Result<(Rd, Wr, Op
         .1
         .peer_certificates()
         .and_then(|c| c.first())
-        .map(crate::tls::identities)
+        .map(eliop2p_core::identity::node_ids)
         .unwrap_or_default();
     let (rd, wr) = split_tls(s);
     Ok((rd, wr, Some(ids)))

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
+use eliop2p_core::identity::node_ids;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
@@ -60,22 +61,6 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The node identities a certificate names: its DNS SANs and the ids of its
-/// `eliop2p://node/<id>` URI SANs.
-pub fn identities(cert: &CertificateDer<'_>) -> Vec<String> {
-    let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
-        return Vec::new();
-    };
-    let mut ids: Vec<String> = ee.valid_dns_names().map(str::to_owned).collect();
-    ids.extend(
-        ee.valid_uri_names()
-            .filter_map(|u| u.strip_prefix("eliop2p://node/"))
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned),
-    );
-    ids
-}
-
 fn stamp(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
@@ -87,7 +72,7 @@ fn load(files: &TlsFiles) -> Result<Loaded, String> {
     let Some(leaf) = certs.first() else {
         return Err(format!("p2p.tls_cert {}: no PEM certificate in it", files.cert.display()));
     };
-    let identities = identities(leaf);
+    let identities = node_ids(leaf);
     if identities.is_empty() {
         return Err(format!(
             "p2p.tls_cert {}: names no node (it needs a DNS SAN with the node id, or a URI SAN eliop2p://node/<id>)",
@@ -303,7 +288,7 @@ impl ServerCertVerifier for ClusterPeer {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
-        if identities(end_entity).is_empty() {
+        if node_ids(end_entity).is_empty() {
             return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
                 rustls::OtherError(Arc::new(NoNode)),
             )));

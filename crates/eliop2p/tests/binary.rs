@@ -562,8 +562,11 @@ async fn control_plane_over_https_with_a_private_ca() -> anyhow::Result<()> {
     let origin = TestOrigin::start().await?;
     let (ca, other) = (eliop2p_testkit::TestCa::new()?, eliop2p_testkit::TestCa::new()?);
     let (cert, key) = ca.server_files();
+    // Its store in a directory of its own (the default is /var/lib/eliop2p).
+    let cp_dir = tempfile::tempdir()?;
     let mut cp = Command::new(BIN)
         .args(["control-plane", "--control-plane-listen", "127.0.0.1:0"])
+        .env("ELIOP2P_CONTROL_PLANE_DATA_DIR", cp_dir.path())
         .env("ELIOP2P_CONTROL_PLANE_TOKEN", "tls-token")
         .env("ELIOP2P_CONTROL_PLANE_TLS_CERT", &cert)
         .env("ELIOP2P_CONTROL_PLANE_TLS_KEY", &key)
@@ -653,6 +656,33 @@ async fn control_plane_over_https_with_a_private_ca() -> anyhow::Result<()> {
         ("ELIOP2P_CONTROL_PLANE_TLS_CLIENT_KEY", foreign.key.as_os_str()),
     ]);
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // A certificate speaks for the nodes it names only: node-cert's certificate
+    // may heartbeat node-cert, not node-tls, and may not register node-tls.
+    let curl = |method: &str, path: &str, body: &str| -> anyhow::Result<(String, String)> {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, "-H", "content-type: application/json", "-d", body])
+            .arg("--cacert")
+            .arg(&ca.ca_pem)
+            .arg("--cert")
+            .arg(&client.cert)
+            .arg("--key")
+            .arg(&client.key)
+            .arg(format!("{cp_url}{path}"))
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("CURL_CA_BUNDLE")
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        Ok((code.to_owned(), body.to_owned()))
+    };
+    assert_eq!(curl("PUT", "/api/v1/nodes/node-cert/heartbeat", "{}")?.0, "200");
+    let (code, body) = curl("PUT", "/api/v1/nodes/node-tls/heartbeat", "{}")?;
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains("CertificateNotForNode") && body.contains("node-tls"), "{body}");
+    let reg = r#"{"node_id":"node-tls","p2p_addr":"127.0.0.1:1","capacity":{},"labels":{}}"#;
+    assert_eq!(curl("POST", "/api/v1/nodes", reg)?.0, "403");
+    assert_eq!(curl("DELETE", "/api/v1/nodes/node-tls", "")?.0, "403");
+    assert_eq!(curl("GET", "/api/v1/nodes/node-tls", "")?.0, "200", "reads are open to any certificate");
     sigterm(&node2);
     assert!(node2.wait()?.success());
     sigterm(&node);
