@@ -49,6 +49,10 @@ pub use wire::{Digest, Message};
 pub const MAX_CHUNKS_PER_MESSAGE: usize = 4096;
 /// Members per `StateSync`.
 pub const MAX_MEMBERS_PER_MESSAGE: usize = 8192;
+/// A table goes out in `StateSync` pages of at most this many bytes of JSON
+/// (bounded from above, strings fully escaped): half a frame (1 MiB), so tables
+/// of `MAX_MEMBERS` members with long ids still fit the wire.
+pub const TABLE_PAGE_BYTES: usize = 512 << 10;
 /// Membership changes piggybacked on one probe message.
 pub const MAX_UPDATES_PER_MESSAGE: usize = 16;
 /// Rounds a node may know fewer live members than the members it probes before
@@ -376,20 +380,44 @@ impl Gossip {
         self.members.get(id).map(Entry::digest)
     }
 
-    fn table(&self) -> Vec<Digest> {
-        let mut v = vec![self.digest()];
-        v.extend(
-            self.members
-                .values()
-                .filter(|e| {
-                    !e.observed
-                        && (e.state.is_live()
-                            || self.now.saturating_sub(e.changed_at) < self.cfg.forget_after_ms)
-                })
-                .take(MAX_MEMBERS_PER_MESSAGE - 1)
-                .map(Entry::digest),
-        );
-        v
+    /// This node's member table as `StateSync` messages to `to`, in pages that
+    /// stay well inside a frame ([`TABLE_PAGE_BYTES`]), each led by this node's own
+    /// claim (which names the sender); only the first asks for a reply.
+    fn table_to(&self, to: SocketAddr, reply: bool) -> Vec<Out> {
+        let mine = self.digest();
+        // An upper bound of a digest's JSON: every character of the free-form
+        // strings escaped (6 bytes), the rest at its longest.
+        let bound = |d: &Digest| 6 * (d.node.id.len() + d.node.zone.len()) + 240;
+        let fixed = bound(&mine) + 6 * self.me.id.len() + 64;
+        let mut pages: Vec<Vec<Digest>> = Vec::new();
+        let mut page = vec![mine.clone()];
+        let mut bytes = fixed;
+        let shared = self.members.values().filter(|e| {
+            !e.observed && (e.state.is_live() || self.now.saturating_sub(e.changed_at) < self.cfg.forget_after_ms)
+        });
+        for e in shared {
+            let d = e.digest();
+            let b = bound(&d);
+            if page.len() > 1 && (bytes + b > TABLE_PAGE_BYTES || page.len() >= MAX_MEMBERS_PER_MESSAGE) {
+                pages.push(std::mem::replace(&mut page, vec![mine.clone()]));
+                bytes = fixed;
+            }
+            bytes += b;
+            page.push(d);
+        }
+        pages.push(page);
+        pages
+            .into_iter()
+            .enumerate()
+            .map(|(i, members)| Out {
+                to,
+                msg: Message::StateSync {
+                    from: self.me.id.clone(),
+                    members,
+                    reply: reply && i == 0,
+                },
+            })
+            .collect()
     }
 
     /// Records a member reported live by another source (the control plane, in
@@ -630,14 +658,7 @@ impl Gossip {
                     ..d
                 };
                 self.apply(&d, Source::Itself);
-                vec![Out {
-                    to,
-                    msg: Message::StateSync {
-                        from: self.me.id.clone(),
-                        members: self.table(),
-                        reply: false,
-                    },
-                }]
+                self.table_to(to, false)
             }
             Message::NodeLeave(d) => {
                 let d = Digest {
@@ -656,7 +677,9 @@ impl Gossip {
                     .iter()
                     .find(|d| d.node.id == from)
                     .map(|d| d.node.p2p);
-                let solicited = sender.is_some_and(|a| self.awaiting.remove(&a).is_some());
+                // Every page of a table this node asked for, until the wait for
+                // it runs out.
+                let solicited = sender.is_some_and(|a| self.awaiting.get(&a).is_some_and(|until| *until > self.now));
                 for d in &members {
                     let src = if d.node.id == from {
                         Source::Itself
@@ -666,14 +689,7 @@ impl Gossip {
                     self.apply(d, src);
                 }
                 match (reply, sender) {
-                    (true, Some(to)) => vec![Out {
-                        to,
-                        msg: Message::StateSync {
-                            from: self.me.id.clone(),
-                            members: self.table(),
-                            reply: false,
-                        },
-                    }],
+                    (true, Some(to)) => self.table_to(to, false),
                     _ => Vec::new(),
                 }
             }

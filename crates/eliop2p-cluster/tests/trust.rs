@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use eliop2p_cluster::gossip::{Digest, MAX_CHUNKS_PER_MESSAGE, MAX_INCARNATION_STEP, MAX_INDEXED_PER_MEMBER, MAX_NEW_MEMBERS_PER_MESSAGE};
 use eliop2p_core::ChunkId;
-use eliop2p_cluster::{Gossip, GossipConfig, Message, NodeInfo, Status};
+use eliop2p_cluster::{Gossip, GossipConfig, Message, NodeInfo, Out, Status};
 
 fn node(i: u32) -> NodeInfo {
     NodeInfo {
@@ -187,4 +187,38 @@ fn one_member_announcing_without_end_gets_a_bounded_share_of_the_index() {
     // Another member still gets its chunks indexed.
     g.handle_from(10, Some("node-2"), Message::ChunkAnnounce { from: "node-2".into(), chunks: vec![ChunkId::from_bytes([7; 32])] });
     assert_eq!(g.index_len(), MAX_INDEXED_PER_MEMBER + 1);
+}
+
+/// A table of thousands of members with long ids (Kubernetes pod names, zones)
+/// goes out in pages that each fit a frame (1 MiB), and a joining node that asked
+/// for it takes every page whole, not only the first 64 members of the later ones.
+#[test]
+fn a_large_table_fits_the_wire_in_pages_and_a_joiner_takes_all_of_it() {
+    let long = |i: u32| NodeInfo {
+        id: format!("eliop2p-node-7f9c8d6b5d-{i:06}-{}", "x".repeat(32)),
+        p2p: SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 9000)),
+        proxy: Some(SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 8080))),
+        zone: format!("cn-hangzhou-{}-zone", i % 8),
+    };
+    let n = 6_000u32;
+    let mut seed = Gossip::new(long(0), 1, vec![], cfg());
+    let table: Vec<Digest> = (1..n).map(|i| Digest { node: long(i).into(), generation: 1, incarnation: 0, status: Status::Alive }).collect();
+    seed.merge_table(0, &table);
+    assert_eq!(seed.live_count(), n as usize - 1);
+
+    let mut joiner = Gossip::new(long(n), 1, vec![long(0).p2p], cfg());
+    let join = joiner.tick(100);
+    assert!(matches!(join[..], [Out { msg: Message::NodeJoin(_), .. }]), "{join:?}");
+    let pages = seed.handle_from(100, Some(&long(n).id), join[0].msg.clone());
+    assert!(pages.len() >= 2, "{} members in {} message(s)", n, pages.len());
+    let mut bytes = 0;
+    for p in &pages {
+        let payload = p.msg.payload();
+        assert!(payload.len() <= 1 << 20, "a StateSync of {} bytes does not fit a frame", payload.len());
+        bytes += payload.len();
+        let m = Message::decode(p.msg.message_type(), &payload).expect("decodes");
+        joiner.handle_from(150, Some(&long(0).id), m);
+    }
+    assert!(bytes > 1 << 20, "the whole table ({bytes} bytes) would not fit one frame");
+    assert_eq!(joiner.live_count(), n as usize, "the joiner knows every member");
 }

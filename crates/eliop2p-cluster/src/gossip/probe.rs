@@ -296,7 +296,7 @@ impl Gossip {
                 self.rounds + every / 2 + jitter
             };
             if let Some((_, to)) = self.random_members(1, &[]).pop() {
-                out.push(self.push_pull(to));
+                out.extend(self.push_pull(to));
             }
         }
         out
@@ -345,7 +345,7 @@ impl Gossip {
             return Vec::new();
         }
         self.behind_since = None;
-        vec![self.push_pull(addr)]
+        self.push_pull(addr)
     }
 
     /// A probe with its piggybacked changes.
@@ -361,16 +361,9 @@ impl Gossip {
 
     /// This node's table to `to`, asking for its own back (which this node then
     /// takes whole).
-    fn push_pull(&mut self, to: SocketAddr) -> Out {
+    fn push_pull(&mut self, to: SocketAddr) -> Vec<Out> {
         self.last_push_pull = self.rounds;
         self.awaiting.insert(to, self.now + self.cfg.probe_timeout_ms());
-        Out {
-            to,
-            msg: Message::StateSync {
-                from: self.me.id.clone(),
-                members: self.table(),
-                reply: true,
-            },
-        }
+        self.table_to(to, true)
     }
 }
