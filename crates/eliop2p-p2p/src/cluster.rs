@@ -366,11 +366,21 @@ pub(crate) async fn locate_all(
         let g = cluster.gossip();
         g.owners(id, 1 + g.config().backups)
     };
+    // Owners ahead of this node that did not answer just now.
+    let mut unreachable: Vec<String> = Vec::new();
     for owner in owners {
         if owner.id == my_id {
             // This node tracks the chunk: its own index answers, complete holders
-            // only (the owner reads the origin rather than wait on a swarm).
-            let h = cluster.gossip().holders(id);
+            // only (the owner reads the origin rather than wait on a swarm). An
+            // owner that did not answer is no holder either: a crashed owner stays
+            // "live" until it is declared dead, and counting it would keep this
+            // node, its backup, from taking over the chunk until then.
+            let h: Vec<NodeInfo> = cluster
+                .gossip()
+                .holders(id)
+                .into_iter()
+                .filter(|n| !unreachable.contains(&n.id))
+                .collect();
             let read_origin = h.iter().all(|n| n.id == my_id);
             add(&mut found, h);
             return (found, read_origin);
@@ -383,6 +393,7 @@ pub(crate) async fn locate_all(
             Err(e) => {
                 tracing::debug!(owner = %owner.id, error = %e, "chunk owner did not answer, trying the next");
                 shared.with_peer_stats(owner.p2p, |s| s.record_failure());
+                unreachable.push(owner.id);
             }
         }
     }

@@ -456,3 +456,66 @@ async fn two_nodes_over_ipv6_loopback_read_from_each_other() {
     origin.stop().await;
 }
 
+
+/// The owner of a chunk crashes once it holds the whole chunk but before its
+/// readers do. The crashed owner stays "live" in the others' view until it is
+/// declared dead (30 s here, so that waiting would show), and it is listed as a
+/// complete holder; its backup must still take the chunk over (read the rest
+/// from the origin) as soon as the owner does not answer it, and the third node
+/// then reads from the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backup_takes_over_a_chunk_whose_crashed_owner_held_it_whole() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.create_bucket("bkt").await.unwrap();
+    let data = test_data(16 * MIB, 11);
+    let etag = origin.put("bkt", "obj", data.clone()).await.unwrap();
+    let id = chunk_ids(&origin, "bkt", "obj", &etag, data.len())[0];
+    let hashes: Vec<u64> = (0..3).map(|i| eliop2p_cluster::rendezvous::node_hash(&format!("node-{i}"))).collect();
+    let rank = eliop2p_cluster::rendezvous::rank(&id, &hashes);
+    let (owner, backup, third) = (rank[0], rank[1], rank[2]);
+    let mut cluster = TestCluster::start_with(
+        &origin,
+        3,
+        Discovery::Gossip,
+        move |i, c| {
+            let p = c.p2p.as_mut().unwrap();
+            let g = &mut p.cluster.as_mut().unwrap().gossip_cfg;
+            g.suspect_after_ms = 15_000;
+            g.dead_after_ms = 30_000;
+            if i == owner {
+                // Slow enough that the readers are mid-chunk when it crashes.
+                p.max_upload_rate = 4 * MIB as u64;
+            }
+        },
+        |_| {},
+    )
+    .await
+    .unwrap();
+    cluster.wait_converged(Duration::from_secs(10)).await.unwrap();
+    let client = TestClient::new();
+    get_ok(&client, &cluster.url(owner, "bkt", "obj"), &data).await;
+    let gets = origin.gets_of("bkt", "obj").len();
+    // The holders' index learns of the owner's copy within a gossip round.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let reads: Vec<_> = [backup, third]
+        .into_iter()
+        .map(|i| {
+            let (client, url) = (client.clone(), cluster.url(i, "bkt", "obj"));
+            tokio::spawn(async move { client.get(&url, &[]).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.kill(owner);
+    for r in reads {
+        let r = r.await.unwrap().unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "byte-exact after the owner crashed");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "the reads took {took:?}: they waited for the crashed owner to be declared dead");
+    let more = origin.gets_of("bkt", "obj").len() - gets;
+    assert!(more <= 2, "{more} origin GETs after the crash (the backup's takeover, at most one more)");
+    cluster.shutdown().await;
+    origin.stop().await;
+}
