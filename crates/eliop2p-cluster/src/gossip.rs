@@ -24,9 +24,7 @@
 //! The location index is partitioned by rendezvous hashing: a chunk's owner (and
 //! `backups` next ones) learn its holders from `ChunkAnnounce` / `ChunkRemove`.
 
-use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -39,9 +37,11 @@ mod config;
 mod locations;
 mod probe;
 mod queue;
+mod table;
 mod wire;
 use probe::{Probe, Relay};
 use queue::BroadcastQueue;
+use table::Id;
 pub use config::GossipConfig;
 pub use wire::{Digest, Message};
 
@@ -116,44 +116,6 @@ impl Status {
 pub struct Out {
     pub to: SocketAddr,
     pub msg: Message,
-}
-
-/// A member's id, as a key of the member table: the member's shared `NodeInfo`,
-/// hashed and compared by its id (so the table is looked up by `&str` and keeps
-/// no copy of the id).
-#[derive(Clone, Debug)]
-struct Id(Arc<NodeInfo>);
-
-impl Id {
-    fn as_str(&self) -> &str {
-        &self.0.id
-    }
-}
-
-impl Hash for Id {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.as_str().hash(h);
-    }
-}
-
-impl PartialEq for Id {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Id {}
-
-impl Borrow<str> for Id {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl Borrow<String> for Id {
-    fn borrow(&self) -> &String {
-        &self.0.id
-    }
 }
 
 struct Entry {
@@ -380,46 +342,6 @@ impl Gossip {
         self.members.get(id).map(Entry::digest)
     }
 
-    /// This node's member table as `StateSync` messages to `to`, in pages that
-    /// stay well inside a frame ([`TABLE_PAGE_BYTES`]), each led by this node's own
-    /// claim (which names the sender); only the first asks for a reply.
-    fn table_to(&self, to: SocketAddr, reply: bool) -> Vec<Out> {
-        let mine = self.digest();
-        // An upper bound of a digest's JSON: every character of the free-form
-        // strings escaped (6 bytes), the rest at its longest.
-        let bound = |d: &Digest| 6 * (d.node.id.len() + d.node.zone.len()) + 240;
-        let fixed = bound(&mine) + 6 * self.me.id.len() + 64;
-        let mut pages: Vec<Vec<Digest>> = Vec::new();
-        let mut page = vec![mine.clone()];
-        let mut bytes = fixed;
-        let shared = self.members.values().filter(|e| {
-            !e.observed && (e.state.is_live() || self.now.saturating_sub(e.changed_at) < self.cfg.forget_after_ms)
-        });
-        for e in shared {
-            let d = e.digest();
-            let b = bound(&d);
-            if page.len() > 1 && (bytes + b > TABLE_PAGE_BYTES || page.len() >= MAX_MEMBERS_PER_MESSAGE) {
-                pages.push(std::mem::replace(&mut page, vec![mine.clone()]));
-                bytes = fixed;
-            }
-            bytes += b;
-            page.push(d);
-        }
-        pages.push(page);
-        pages
-            .into_iter()
-            .enumerate()
-            .map(|(i, members)| Out {
-                to,
-                msg: Message::StateSync {
-                    from: self.me.id.clone(),
-                    members,
-                    reply: reply && i == 0,
-                },
-            })
-            .collect()
-    }
-
     /// Records a member reported live by another source (the control plane, in
     /// control-plane mode): live while reported, dead `dead_after` after the last
     /// report. Such members are not probed.
@@ -612,16 +534,6 @@ impl Gossip {
         self.broadcasts.push(id);
         if self.broadcasts.len() > MAX_QUEUED_UPDATES {
             self.broadcasts.pop_most_sent(&self.me.id);
-        }
-    }
-
-    /// Merges a member table from a trusted source, as the answer to a join is
-    /// merged (the simulator starts a converged cluster with it).
-    pub fn merge_table(&mut self, now: u64, members: &[Digest]) {
-        self.now = now.max(self.now);
-        self.new_this_message = 0;
-        for d in members {
-            self.apply(d, Source::Table { solicited: true });
         }
     }
 

@@ -16,10 +16,12 @@ use eliop2p_origin::{Addressing, OriginConfig};
 use eliop2p_proxy::{AdminConfig, NodeConfig, ProxyConfig};
 
 mod cluster;
+mod keydef;
 mod keys;
 
 use keys::ENV_NOT_KEYS;
-pub use keys::{KEYS, KeyDef, Kind};
+pub use keydef::{KeyDef, Kind};
+pub use keys::KEYS;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {

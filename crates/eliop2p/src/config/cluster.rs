@@ -189,15 +189,21 @@ impl Effective {
 
     /// `control_plane.tls_client_cert` and `tls_client_key`, checked now.
     pub fn control_plane_identity(&self) -> anyhow::Result<Option<eliop2p_origin::ClientIdentity>> {
-        let (cert, key) = (self.str("control_plane.tls_client_cert"), self.str("control_plane.tls_client_key"));
+        self.client_identity("control_plane.tls_client_cert", "control_plane.tls_client_key", "control_plane.ca_file")
+    }
+
+    /// A client certificate and key given by two keys (both or neither), loaded
+    /// now so that a bad file is an error naming `cert_key`.
+    fn client_identity(&self, cert_key: &str, key_key: &str, ca_key: &str) -> anyhow::Result<Option<eliop2p_origin::ClientIdentity>> {
+        let (cert, key) = (self.str(cert_key), self.str(key_key));
         match (cert.is_empty(), key.is_empty()) {
             (true, true) => Ok(None),
-            (false, true) => bail!("config key control_plane.tls_client_key: required with control_plane.tls_client_cert"),
-            (true, false) => bail!("config key control_plane.tls_client_cert: required with control_plane.tls_client_key"),
+            (false, true) => bail!("config key {key_key}: required with {cert_key}"),
+            (true, false) => bail!("config key {cert_key}: required with {key_key}"),
             (false, false) => {
                 let id = eliop2p_origin::ClientIdentity { cert: cert.into(), key: key.into() };
-                eliop2p_origin::https_connector(None, Some(&id), Duration::from_secs(1), "control_plane.ca_file")
-                    .map_err(|e| anyhow::anyhow!("config key control_plane.tls_client_cert: {e}"))?;
+                eliop2p_origin::https_connector(None, Some(&id), Duration::from_secs(1), ca_key)
+                    .map_err(|e| anyhow::anyhow!("config key {cert_key}: {e}"))?;
                 Ok(Some(id))
             }
         }
@@ -262,19 +268,16 @@ impl Effective {
             eliop2p_origin::load_ca_file(&path)
                 .map_err(|e| anyhow::anyhow!("config key control_plane.redis_ca_file: {e}"))?;
         }
-        let client_cert = match (read("control_plane.redis_tls_cert")?, read("control_plane.redis_tls_key")?) {
-            (None, None) => None,
-            (Some(_), None) => bail!("config key control_plane.redis_tls_key: required with control_plane.redis_tls_cert"),
-            (None, Some(_)) => bail!("config key control_plane.redis_tls_cert: required with control_plane.redis_tls_key"),
-            (Some(c), Some(k)) => {
-                let id = eliop2p_origin::ClientIdentity {
-                    cert: self.str("control_plane.redis_tls_cert").into(),
-                    key: self.str("control_plane.redis_tls_key").into(),
-                };
-                eliop2p_origin::https_connector(None, Some(&id), Duration::from_secs(1), "control_plane.redis_ca_file")
-                    .map_err(|e| anyhow::anyhow!("config key control_plane.redis_tls_cert: {e}"))?;
-                Some((c, k))
-            }
+        let client_cert = match self.client_identity(
+            "control_plane.redis_tls_cert",
+            "control_plane.redis_tls_key",
+            "control_plane.redis_ca_file",
+        )? {
+            None => None,
+            Some(_) => Some((
+                read("control_plane.redis_tls_cert")?.unwrap_or_default(),
+                read("control_plane.redis_tls_key")?.unwrap_or_default(),
+            )),
         };
         let password = self.str("control_plane.redis_sentinel_password");
         let cfg = eliop2p_control::RedisConfig {

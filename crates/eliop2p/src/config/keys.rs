@@ -1,50 +1,7 @@
-//! The table of configuration keys: kind, default, help; the environment variable and
-//! the flag of each key derive from its section and name.
+//! The table of configuration keys: kind, default and help of each (the types
+//! and the `key!` macro are in `keydef`).
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Str,
-    Secret,
-    Addr,
-    Int,
-    Float,
-    Size,
-    Duration,
-    List,
-    Choice(&'static [&'static str]),
-}
-
-pub struct KeyDef {
-    pub section: &'static str,
-    pub key: &'static str,
-    pub kind: Kind,
-    pub default: &'static str,
-    pub help: &'static str,
-}
-
-impl KeyDef {
-    pub fn name(&self) -> String {
-        format!("{}.{}", self.section, self.key)
-    }
-    pub fn env(&self) -> String {
-        format!("ELIOP2P_{}_{}", self.section, self.key).to_ascii_uppercase()
-    }
-    pub fn flag(&self) -> String {
-        format!("{}-{}", self.section, self.key).replace('_', "-")
-    }
-}
-
-macro_rules! key {
-    ($s:literal, $k:literal, $kind:expr, $d:literal, $h:literal) => {
-        KeyDef {
-            section: $s,
-            key: $k,
-            kind: $kind,
-            default: $d,
-            help: $h,
-        }
-    };
-}
+use super::keydef::{KeyDef, Kind, key};
 
 /// Every configuration key. `docs/configuration.md` documents the same table.
 pub const KEYS: &[KeyDef] = &[
