@@ -288,15 +288,35 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// Adds a peer or updates what it has. `have` is read for swarm peers only.
     pub fn set_peer(&mut self, p: P, source: Source, have: &[bool], now: Duration) {
-        let n = self.have.len();
-        let have = Bits::from_bools(n, have);
-        if source == Source::Swarm {
-            count_pieces(&mut self.swarm_avail, &have, true);
-        }
+        let have = Bits::from_bools(self.have.len(), have);
+        self.set_peer_bits(p, source, have, now);
+    }
+
+    /// `set_peer` with the bitmap as words: bit `i % 64` of word `i / 64` is
+    /// piece `i` (the simulator's form; it saves a conversion per bitmap).
+    pub fn set_peer_words(&mut self, p: P, source: Source, have: &[u64], now: Duration) {
+        let have = Bits::from_words(self.have.len(), have);
+        self.set_peer_bits(p, source, have, now);
+    }
+
+    fn set_peer_bits(&mut self, p: P, source: Source, have: Bits, now: Duration) {
         match self.peers.get_mut(&p) {
             Some(s) => {
-                if s.source == Source::Swarm {
-                    count_pieces(&mut self.swarm_avail, &s.have, false);
+                // Only the pieces that changed move the counts (a watched peer's
+                // fresh bitmap differs from its last by a piece or two).
+                match (s.source == Source::Swarm, source == Source::Swarm) {
+                    (true, true) => {
+                        for (i, added) in s.have.changes(&have) {
+                            if added {
+                                self.swarm_avail[i] += 1;
+                            } else {
+                                self.swarm_avail[i] -= 1;
+                            }
+                        }
+                    }
+                    (true, false) => count_pieces(&mut self.swarm_avail, &s.have, false),
+                    (false, true) => count_pieces(&mut self.swarm_avail, &have, true),
+                    (false, false) => {}
                 }
                 s.source = source;
                 s.have = have;
@@ -304,6 +324,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 s.watching = false;
             }
             None => {
+                if source == Source::Swarm {
+                    count_pieces(&mut self.swarm_avail, &have, true);
+                }
                 self.peers.insert(
                     p,
                     PeerState {

@@ -14,8 +14,7 @@
 //! their own links. That is local, so a link freed far away is refilled one
 //! event later than TCP would; no link ever carries more than its rate.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::sched::{Failure, SchedConfig, Scheduler, Source};
@@ -72,7 +71,8 @@ pub struct SimReport {
 /// The kinds of events the simulator runs, in `SimReport::kinds` order.
 pub const EVENT_KINDS: [&str; 8] = ["poll", "flow end (some superseded)", "request", "refusal", "bitmap", "tracker", "origin read", "slot wait over"];
 
-type Time = u64; // microseconds
+mod queue;
+use queue::{Queue, Time};
 
 #[derive(Debug)]
 enum Ev {
@@ -102,7 +102,16 @@ struct Flow {
 struct Download {
     sched: Scheduler<usize>,
     last_locate: Time,
+    /// When the download polls next.
     poll_at: Option<Time>,
+    /// Times of its `Poll` events in the queue (most are superseded: each event
+    /// for the download polls it at once, before its timer).
+    pending: Vec<Time>,
+    /// A timer not queued because an earlier `Poll` was (a superseded one pops
+    /// first and queues it): its time and its sequence number, so it keeps the
+    /// place it would have had. A timer queued at every poll kept millions of
+    /// superseded events in the heap at 1,000 nodes.
+    owed: Option<(Time, u64)>,
 }
 
 struct ChunkState {
@@ -172,41 +181,19 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
     let slot_wait = cfg.slot_wait.as_micros() as Time;
     let mut flows: Vec<Flow> = Vec::new();
     let mut free_flows: Vec<usize> = Vec::new();
-    let mut heap: BinaryHeap<Reverse<(Time, u64, usize)>> = BinaryHeap::new();
-    let mut evs: Vec<Option<Ev>> = Vec::new();
-    let mut seq = 0u64;
-    // Event slots are reused once their event ran (the heap holds only indexes).
-    let mut free_evs: Vec<usize> = Vec::new();
-    let mut push = |heap: &mut BinaryHeap<Reverse<(Time, u64, usize)>>,
-                    evs: &mut Vec<Option<Ev>>,
-                    free_evs: &mut Vec<usize>,
-                    t: Time,
-                    e: Ev| {
-        seq += 1;
-        let i = match free_evs.pop() {
-            Some(i) => {
-                evs[i] = Some(e);
-                i
-            }
-            None => {
-                evs.push(Some(e));
-                evs.len() - 1
-            }
-        };
-        heap.push(Reverse((t, seq, i)));
-    };
+    let mut q: Queue<Ev> = Queue::new(&[0, lat, 2 * lat, slot_wait]);
     let dur = |t: Time| Duration::from_micros(t);
     let full = |c: usize| if pieces_of(c) == 64 { u64::MAX } else { (1u64 << pieces_of(c)) - 1 };
-    // What a peer's bitmap says about a chunk.
-    let peer_view = |ch: &ChunkState, peer: usize, c: usize| -> (Source, Vec<bool>) {
-        if ch.have[peer] == full(c) {
-            (Source::Complete, Vec::new())
+    // What a peer's bitmap says about a chunk (a bit per piece; a complete
+    // holder's is not read).
+    let peer_view = |ch: &ChunkState, peer: usize, c: usize| -> (Source, u64) {
+        let h = ch.have[peer];
+        if h == full(c) {
+            (Source::Complete, 0)
         } else if peer == ch.owner {
-            let h = ch.have[peer];
-            (Source::Origin, (0..pieces_of(c)).map(|i| h >> i & 1 == 1).collect())
+            (Source::Origin, h)
         } else {
-            let h = ch.have[peer];
-            (Source::Swarm, (0..pieces_of(c)).map(|i| h >> i & 1 == 1).collect())
+            (Source::Swarm, h)
         }
     };
 
@@ -215,7 +202,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
         for _ in 0..cfg.window.min(num_chunks) {
             let c = *next;
             *next += 1;
-            push(&mut heap, &mut evs, &mut free_evs, 0, Ev::Located { to: node, chunk: c, peers: Vec::new() });
+            q.push(0, Ev::Located { to: node, chunk: c, peers: Vec::new() });
         }
     }
     let mut events = 0u64;
@@ -294,7 +281,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 if r > 0.0 {
                     let left = (f.remaining.max(0.0) / r * 1e6) as Time;
                     let (v, at) = (f.version, $now + left + 1);
-                    push(&mut heap, &mut evs, &mut free_evs, at, Ev::FlowDone(fi, v));
+                    q.push(at, Ev::FlowDone(fi, v));
                 }
             }
             if cfg!(debug_assertions) {
@@ -344,10 +331,10 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
             if slot_wait > 0 {
                 queued[$at].push_back(($asker, $chunk, $piece, $now + slot_wait));
                 let e = Ev::SlotWaitOver { at: $at, asker: $asker, chunk: $chunk, piece: $piece };
-                push(&mut heap, &mut evs, &mut free_evs, $now + slot_wait, e);
+                q.push($now + slot_wait, e);
             } else {
                 let e = Ev::Reply { to: $asker, from: $at, chunk: $chunk, piece: $piece, why: Failure::Busy };
-                push(&mut heap, &mut evs, &mut free_evs, $now + lat, e);
+                q.push($now + lat, e);
             }
         }};
     }
@@ -357,14 +344,14 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 && d.poll_at.is_none_or(|t| t > $now)
             {
                 d.poll_at = Some($now);
-                push(&mut heap, &mut evs, &mut free_evs, $now, Ev::Poll($node, $chunk, $now));
+                d.owed = None;
+                d.pending.push($now);
+                q.push($now, Ev::Poll($node, $chunk, $now));
             }
         }};
     }
 
-    while let Some(Reverse((now, _, ei))) = heap.pop() {
-        let Some(ev) = evs[ei].take() else { continue };
-        free_evs.push(ei);
+    while let Some((now, ev)) = q.pop() {
         events += 1;
         kinds[match &ev {
             Ev::Poll(..) => 0,
@@ -393,7 +380,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                         ch.origin_started = true;
                         origin_fills[ch.owner] += 1;
                         let at = now + if ch.owner == to { 0 } else { 2 * lat };
-                        push(&mut heap, &mut evs, &mut free_evs, at, Ev::OriginNext(chunk));
+                        q.push(at, Ev::OriginNext(chunk));
                     }
                     if ch.owner == to {
                         // The owner's own copy is the origin fill; if that already
@@ -401,12 +388,12 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                         if ch.have[to] == full(chunk) && next_chunk[to] < num_chunks {
                             let c = next_chunk[to];
                             next_chunk[to] += 1;
-                            push(&mut heap, &mut evs, &mut free_evs, now, Ev::Located { to, chunk: c, peers: Vec::new() });
+                            q.push(now, Ev::Located { to, chunk: c, peers: Vec::new() });
                         }
                         continue;
                     }
                     let sched = Scheduler::new(chunk_len(chunk), cfg.sched.clone(), rand(), dur(now));
-                    downloads[to].insert(chunk, Download { sched, last_locate: now, poll_at: None });
+                    downloads[to].insert(chunk, Download { sched, last_locate: now, poll_at: None, pending: Vec::new(), owed: None });
                     // Ask the tracker (the answer comes after a round trip).
                     let ch = &mut chunks[chunk];
                     let mut ans = vec![ch.owner];
@@ -421,28 +408,42 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     ans.extend(comp.into_iter().take(8));
                     ans.extend(swarm.into_iter().take(12));
                     ch.downloaders.push(to);
-                    push(&mut heap, &mut evs, &mut free_evs, now + 2 * lat, Ev::Located { to, chunk, peers: ans });
+                    q.push(now + 2 * lat, Ev::Located { to, chunk, peers: ans });
                     continue;
                 }
                 for p in peers {
                     if p != to && !downloads[to][&chunk].sched.knows(&p) {
-                        push(&mut heap, &mut evs, &mut free_evs, now + 2 * lat, Ev::Bitmap { to, from: p, chunk });
+                        q.push(now + 2 * lat, Ev::Bitmap { to, from: p, chunk });
                     }
                 }
             }
             Ev::Bitmap { to, from, chunk } => {
                 let (source, have) = peer_view(&chunks[chunk], from, chunk);
                 if let Some(d) = downloads[to].get_mut(&chunk) {
-                    d.sched.set_peer(from, source, &have, dur(now));
+                    d.sched.set_peer_words(from, source, &[have], dur(now));
                     schedule_poll!(now, to, chunk);
                 }
             }
             Ev::Poll(node, chunk, at) => {
                 let Some(d) = downloads[node].get_mut(&chunk) else { continue };
+                if let Some(i) = d.pending.iter().position(|t| *t == at) {
+                    d.pending.swap_remove(i);
+                }
                 if d.poll_at != Some(at) {
-                    continue; // superseded by an earlier poll
+                    // Superseded by an earlier poll; a timer deferred behind
+                    // this event is queued now, unless another event comes first.
+                    if let Some((w, seq)) = d.owed
+                        && d.poll_at == Some(w)
+                        && !d.pending.iter().any(|t| *t <= w)
+                    {
+                        d.owed = None;
+                        d.pending.push(w);
+                        q.push_seq(w, seq, Ev::Poll(node, chunk, w));
+                    }
+                    continue;
                 }
                 d.poll_at = None;
+                d.owed = None;
                 if cfg.node_pieces > 0 {
                     let filling = origin_fills[node] > 0;
                     let budget = if filling && cfg.origin_fill_pieces > 0 { cfg.origin_fill_pieces } else { cfg.node_pieces };
@@ -454,7 +455,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 let acts = d.sched.poll(dur(now));
                 for (peer, pieces) in acts.requests {
                     for piece in pieces {
-                        push(&mut heap, &mut evs, &mut free_evs, now + lat, Ev::Request { from: node, to: peer, chunk, piece });
+                        q.push(now + lat, Ev::Request { from: node, to: peer, chunk, piece });
                     }
                 }
                 for peer in acts.refresh {
@@ -463,14 +464,14 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                         // A polled bitmap is a round trip away, well inside the
                         // refresh interval: it is applied at once (as of now), which
                         // saves an event per refresh at thousands of nodes.
-                        d.sched.set_peer(peer, source, &have, dur(now));
+                        d.sched.set_peer_words(peer, source, &[have], dur(now));
                         continue;
                     }
                     // A standing query: answered at once when the peer already has
                     // more than we know, else when its next piece arrives.
-                    let count = have.iter().filter(|h| **h).count() as u32;
+                    let count = have.count_ones();
                     if source == Source::Complete || count > d.sched.known(&peer) {
-                        push(&mut heap, &mut evs, &mut free_evs, now + 2 * lat, Ev::Bitmap { to: node, from: peer, chunk });
+                        q.push(now + 2 * lat, Ev::Bitmap { to: node, from: peer, chunk });
                     } else {
                         chunks[chunk].watchers.entry(peer).or_default().push(node);
                     }
@@ -488,12 +489,18 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     let mut ans = vec![ch.owner];
                     ans.extend(ch.complete.iter().copied().take(8));
                     ans.extend(swarm.into_iter().take(12));
-                    push(&mut heap, &mut evs, &mut free_evs, now + 2 * lat, Ev::Located { to: node, chunk, peers: ans });
+                    q.push(now + 2 * lat, Ev::Located { to: node, chunk, peers: ans });
                 }
                 let d = downloads[node].get_mut(&chunk).expect("polled");
                 let wake = d.sched.next_wake(dur(now)).as_micros() as Time;
                 d.poll_at = Some(wake);
-                push(&mut heap, &mut evs, &mut free_evs, wake, Ev::Poll(node, chunk, wake));
+                let seq = q.next_seq();
+                if d.pending.iter().any(|t| *t <= wake) {
+                    d.owed = Some((wake, seq));
+                } else {
+                    d.pending.push(wake);
+                    q.push_seq(wake, seq, Ev::Poll(node, chunk, wake));
+                }
             }
             Ev::Request { from, to, chunk, piece } => {
                 let ch = &mut chunks[chunk];
@@ -501,7 +508,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 let is_seed = ch.have[to] == full(chunk) || to == ch.owner;
                 let reply = |why| Ev::Reply { to: from, from: to, chunk, piece, why };
                 if !has && to != ch.owner {
-                    push(&mut heap, &mut evs, &mut free_evs, now + lat, reply(Failure::Missing));
+                    q.push(now + lat, reply(Failure::Missing));
                     continue;
                 }
                 if is_seed {
@@ -510,7 +517,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                         *e = (0, now);
                     }
                     if e.0 >= cfg.seed_copies {
-                        push(&mut heap, &mut evs, &mut free_evs, now + lat, reply(Failure::Deferred));
+                        q.push(now + lat, reply(Failure::Deferred));
                         continue;
                     }
                     if !has {
@@ -533,7 +540,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 if let Some(i) = queued[at].iter().position(|q| *q == (asker, chunk, piece, now)) {
                     queued[at].remove(i);
                     let e = Ev::Reply { to: asker, from: at, chunk, piece, why: Failure::Busy };
-                    push(&mut heap, &mut evs, &mut free_evs, now + lat, e);
+                    q.push(now + lat, e);
                 }
             }
             Ev::Reply { to, from, chunk, piece, why } => {
@@ -578,7 +585,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     let ch = &mut chunks[chunk];
                     ch.have[to] |= 1 << piece;
                     for w in ch.watchers.remove(&to).unwrap_or_default() {
-                        push(&mut heap, &mut evs, &mut free_evs, now + lat, Ev::Bitmap { to: w, from: to, chunk });
+                        q.push(now + lat, Ev::Bitmap { to: w, from: to, chunk });
                     }
                     let ch = &mut chunks[chunk];
                     ch.origin_next += 1;
@@ -596,7 +603,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                             start_flow!(now, to, asker, chunk, p);
                         }
                     }
-                    push(&mut heap, &mut evs, &mut free_evs, now, Ev::OriginNext(chunk));
+                    q.push(now, Ev::OriginNext(chunk));
                 } else {
                     slots_used[from] -= 1;
                     // The next queued request takes the freed slot at once.
@@ -610,7 +617,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                         chunks[chunk].have[to] |= 1 << piece;
                         // Its watchers hear of the piece one way later.
                         for w in chunks[chunk].watchers.remove(&to).unwrap_or_default() {
-                            push(&mut heap, &mut evs, &mut free_evs, now + lat, Ev::Bitmap { to: w, from: to, chunk });
+                            q.push(now + lat, Ev::Bitmap { to: w, from: to, chunk });
                         }
                     }
                     schedule_poll!(now, to, chunk);
@@ -634,7 +641,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     if next_chunk[to] < num_chunks {
                         let c = next_chunk[to];
                         next_chunk[to] += 1;
-                        push(&mut heap, &mut evs, &mut free_evs, now, Ev::Located { to, chunk: c, peers: Vec::new() });
+                        q.push(now, Ev::Located { to, chunk: c, peers: Vec::new() });
                     }
                 }
             }

@@ -21,6 +21,21 @@ impl Bits {
         b
     }
 
+    /// From words, bit `i % 64` of word `i / 64` for index `i`; bits past `len`
+    /// are dropped.
+    pub(super) fn from_words(len: usize, words: &[u64]) -> Self {
+        let mut b = Self::new(len);
+        for (w, src) in b.words.iter_mut().zip(words) {
+            *w = *src;
+        }
+        if !len.is_multiple_of(64)
+            && let Some(last) = b.words.last_mut()
+        {
+            *last &= (1u64 << (len % 64)) - 1;
+        }
+        b
+    }
+
     pub(super) fn get(&self, i: usize) -> bool {
         i < self.len && self.words[i / 64] >> (i % 64) & 1 == 1
     }
@@ -44,6 +59,21 @@ impl Bits {
     /// Whether some index is in both sets.
     pub(super) fn intersects(&self, other: &Bits) -> bool {
         self.words.iter().zip(&other.words).any(|(a, b)| a & b != 0)
+    }
+
+    /// The indexes in one set and not the other (both of one length), with
+    /// whether `other` has them.
+    pub(super) fn changes<'a>(&'a self, other: &'a Bits) -> impl Iterator<Item = (usize, bool)> + 'a {
+        self.words.iter().zip(&other.words).enumerate().flat_map(|(w, (&a, &b))| {
+            let mut diff = a ^ b;
+            std::iter::from_fn(move || {
+                (diff != 0).then(|| {
+                    let bit = diff.trailing_zeros() as usize;
+                    diff &= diff - 1;
+                    (w * 64 + bit, b >> bit & 1 == 1)
+                })
+            })
+        })
     }
 
     /// The indexes in the set, in order.
@@ -90,5 +120,17 @@ mod tests {
         let b = Bits::from_bools(3, &[true, false, true, true, true]);
         assert_eq!(b.iter().collect::<Vec<_>>(), vec![0, 2]);
         assert!(!b.get(3));
+    }
+
+    #[test]
+    fn from_words_and_changes() {
+        let b = Bits::from_words(66, &[0b101, u64::MAX, 7]);
+        assert_eq!(b.iter().collect::<Vec<_>>(), vec![0, 2, 64, 65]);
+        let mut c = b.clone();
+        c.clear(2);
+        c.set(3);
+        c.clear(65);
+        assert_eq!(b.changes(&c).collect::<Vec<_>>(), vec![(2, false), (3, true), (65, false)]);
+        assert_eq!(b.changes(&b).count(), 0);
     }
 }
