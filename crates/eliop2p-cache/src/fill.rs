@@ -377,12 +377,6 @@ impl FillWriter {
         Ok(())
     }
 
-    /// Drops the stashed pieces (the rest of the chunk comes from another source,
-    /// in order, from `received`).
-    pub fn clear_stash(&mut self) {
-        self.fill.lock().stash.clear();
-    }
-
     fn publish(&mut self) {
         if self.pending.is_empty() {
             return;

@@ -322,8 +322,8 @@ pub(crate) async fn download(
     match outcome {
         Ok(()) => Ok(complete_peers.len()),
         Err(()) => {
-            // The rest comes from elsewhere in order, from the verified prefix.
-            writer.clear_stash();
+            // The rest comes from elsewhere; the pieces held beyond the verified
+            // prefix stay in the fill (served to peers, not read again).
             Err(Incomplete {
                 delivered: writer.received() / PIECE_SIZE * PIECE_SIZE,
             })

@@ -357,8 +357,9 @@ impl ObjectReader {
                     return;
                 }
                 Err(incomplete) => {
-                    // The rest of the chunk comes from the origin, from the last
-                    // checkpoint: the fill is an origin fill again, which peers may await.
+                    // The pieces no peer delivered come from the origin (those
+                    // delivered out of order stay): the fill is an origin fill
+                    // again, which peers may await.
                     writer.fill().set_from_peer(false);
                     range = ByteRange::new(range.start + incomplete.delivered, range.end);
                     tracing::debug!(object = %key, delivered = incomplete.delivered, "continuing from the origin");

@@ -489,3 +489,49 @@ async fn a_cold_read_with_static_peers_goes_to_the_origin_without_waiting() -> a
     origin.stop().await;
     Ok(())
 }
+
+/// A node whose only peer dies mid-chunk reads the rest from the origin, and
+/// only the rest: the pieces it had from the peer, out of order as they come
+/// (rarest first, ties at random), are kept, not read again from the origin's
+/// first missing byte (which re-read most of them: a takeover cost up to a
+/// chunk of extra origin bytes on the network bed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_its_peer_dies_a_node_reads_from_the_origin_only_what_it_lacks() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("holes").await?;
+    let data = test_data(16 * MIB, 21);
+    origin.put("holes", "obj", data.clone()).await?;
+    let mut nodes = cluster(&origin, 2, |i, c| {
+        if i == 1 {
+            c.p2p.as_mut().unwrap().max_download_rate = 4 * MIB as u64;
+        }
+    })
+    .await?;
+    let c = TestClient::new();
+    let r = c.get(&format!("http://{}/holes/obj", nodes[0].proxy_addr), &[]).await?;
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    let (cb, ub) = (c.clone(), format!("http://{}/holes/obj", nodes[1].proxy_addr));
+    let reader = tokio::spawn(async move { cb.get(&ub, &[]).await });
+    wait_until("a quarter of the chunk on node 1", || {
+        metric(&nodes[1], "eliop2p_p2p_pieces_received_total") >= 16
+    })
+    .await;
+    let before = origin.bytes_sent();
+    let killed = nodes.remove(0);
+    assert!(killed.shutdown().await);
+    let r = reader.await??;
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "byte-exact after the peer died");
+    let from_peer = metric(&nodes[0], "eliop2p_p2p_pieces_received_total") * eliop2p_cache::PIECE_SIZE;
+    let from_origin = origin.bytes_sent() - before;
+    assert_eq!(
+        from_origin + from_peer,
+        16 * MIB as u64,
+        "{from_peer} bytes from the peer, {from_origin} from the origin: each byte once"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+    origin.stop().await;
+    Ok(())
+}

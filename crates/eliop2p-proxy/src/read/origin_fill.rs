@@ -99,35 +99,28 @@ pub(crate) async fn fill_from_origin(
     body: Option<Incoming>,
     access: OriginAccess,
 ) {
-    use eliop2p_cache::disk::PIECE_SIZE;
     // While this runs, this node's peer downloads leave its downlink to the origin.
     let _running = reader.peers().map(|p| p.origin_fill_running());
     let expected = writer.fill().expected_len();
     let from = writer.received();
-    // Range bounds within the chunk: the first from `from`, the others on piece
-    // boundaries, each of at least one piece.
-    let pieces_left = expected.div_ceil(PIECE_SIZE) - from / PIECE_SIZE;
     // A response already open for the chunk is read to its end: one range.
     let streams = if body.is_some() { 1 } else { reader.cfg.origin_streams.max(1) as u64 };
-    let streams = streams.min(pieces_left.max(1));
-    let per = pieces_left.div_ceil(streams).max(1);
-    let mut bounds = vec![from];
-    for i in 1..streams {
-        let b = (from / PIECE_SIZE + i * per) * PIECE_SIZE;
-        if b > *bounds.last().expect("non-empty") && b < expected {
-            bounds.push(b);
-        }
+    // Pieces peers delivered ahead of the verified prefix (a download from
+    // peers that ended early) are kept: only the others are read.
+    let have = if body.is_some() { Vec::new() } else { writer.fill().have_pieces() };
+    let ranges = plan_ranges(from, expected, &have, streams);
+    if ranges.len() > 1 && !have.is_empty() {
+        tracing::debug!(object = %key, ranges = ranges.len(), held = have.iter().filter(|h| **h).count(), "reading the pieces no peer delivered");
     }
-    bounds.push(expected);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Part>(2 * bounds.len());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Part>(2 * ranges.len());
     let mut readers = tokio::task::JoinSet::new();
     let mut body = body;
-    for (i, w) in bounds.windows(2).enumerate() {
+    for (i, &(start, end)) in ranges.iter().enumerate() {
         let sink = RangeSink {
             head: i == 0,
             chunk_len: expected,
-            start: w[0],
-            len: w[1] - w[0],
+            start,
+            len: end - start,
             got: 0,
             buf: bytes::BytesMut::new(),
             tx: tx.clone(),
@@ -156,6 +149,63 @@ pub(crate) async fn fill_from_origin(
     // Every reader ended without the whole chunk and without an error: their tasks
     // were cancelled.
     writer.fail(FillError::Cancelled);
+}
+
+/// At most this many GETs read the holes of a chunk that peers partly delivered.
+const MAX_RANGES: usize = 16;
+
+/// The byte ranges of a chunk of `len` bytes an origin fill reads, from `from`
+/// (the fill's verified prefix) to the end, in order. Whole pieces in `have`
+/// beyond the prefix (delivered by peers out of order) are left out: each run of
+/// missing pieces is one range, and past `MAX_RANGES` runs the two closest
+/// (after the first) are read as one, held pieces between them included (a
+/// range after the first puts whole pieces, so a held one is ignored). The first
+/// range streams into the prefix, so it ends where the held pieces begin. A
+/// single run is cut into `streams` ranges of whole pieces.
+fn plan_ranges(from: u64, len: u64, have: &[bool], streams: u64) -> Vec<(u64, u64)> {
+    use eliop2p_cache::disk::PIECE_SIZE;
+    if from >= len {
+        return Vec::new();
+    }
+    let pieces = len.div_ceil(PIECE_SIZE);
+    let first = from / PIECE_SIZE;
+    // The piece `from` is in is never whole: it starts the first run.
+    let missing = |p: u64| p == first || !have.get(p as usize).copied().unwrap_or(false);
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for p in first..pieces {
+        if !missing(p) {
+            continue;
+        }
+        let (start, end) = ((p * PIECE_SIZE).max(from), ((p + 1) * PIECE_SIZE).min(len));
+        match runs.last_mut() {
+            Some(r) if r.1 == start => r.1 = end,
+            _ => runs.push((start, end)),
+        }
+    }
+    while runs.len() > MAX_RANGES {
+        let i = (1..runs.len() - 1)
+            .min_by_key(|&i| runs[i + 1].0 - runs[i].1)
+            .expect("more than two runs");
+        runs[i].1 = runs[i + 1].1;
+        runs.remove(i + 1);
+    }
+    if runs.len() > 1 {
+        return runs;
+    }
+    // One run: cut into `streams` ranges, the others on piece boundaries, each of
+    // at least one piece.
+    let pieces_left = pieces - first;
+    let streams = streams.max(1).min(pieces_left.max(1));
+    let per = pieces_left.div_ceil(streams).max(1);
+    let mut bounds = vec![from];
+    for i in 1..streams {
+        let b = (first + i * per) * PIECE_SIZE;
+        if b > *bounds.last().expect("non-empty") && b < len {
+            bounds.push(b);
+        }
+    }
+    bounds.push(len);
+    bounds.windows(2).map(|w| (w[0], w[1])).collect()
 }
 
 /// Where one range reader puts what it reads: in order into the fill (the first
@@ -348,6 +398,52 @@ async fn pump(reader: &Arc<ObjectReader>, sink: &mut RangeSink, mut body: Incomi
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eliop2p_cache::disk::PIECE_SIZE as P;
+
+    #[test]
+    fn a_fresh_chunk_is_cut_into_streams_of_whole_pieces() {
+        assert_eq!(plan_ranges(0, 10 * P, &[], 1), vec![(0, 10 * P)]);
+        assert_eq!(plan_ranges(0, 10 * P + 5, &[false; 11], 3), vec![(0, 4 * P), (4 * P, 8 * P), (8 * P, 10 * P + 5)]);
+        // From the middle of a piece: the first range starts there.
+        assert_eq!(plan_ranges(2 * P + 7, 6 * P, &[], 2), vec![(2 * P + 7, 4 * P), (4 * P, 6 * P)]);
+        assert_eq!(plan_ranges(6 * P, 6 * P, &[], 2), vec![]);
+    }
+
+    #[test]
+    fn pieces_held_beyond_the_prefix_are_not_read_again() {
+        // Pieces 0-1 are the prefix; 3, 4 and 7 came from peers out of order.
+        let mut have = vec![false; 10];
+        for p in [0, 1, 3, 4, 7] {
+            have[p] = true;
+        }
+        let r = plan_ranges(2 * P, 10 * P - 9, &have, 4);
+        assert_eq!(r, vec![(2 * P, 3 * P), (5 * P, 7 * P), (8 * P, 10 * P - 9)]);
+        let read: u64 = r.iter().map(|(a, b)| b - a).sum();
+        assert_eq!(read, 10 * P - 9 - 5 * P, "exactly the pieces not held");
+    }
+
+    #[test]
+    fn many_holes_are_read_in_at_most_max_ranges_gets() {
+        // Every other piece held: 32 holes. The closest runs after the first are
+        // merged (re-reading the held pieces between them), the first never.
+        let have: Vec<bool> = (0..64).map(|p| p % 2 == 1).collect();
+        let r = plan_ranges(0, 64 * P, &have, 1);
+        assert_eq!(r.len(), MAX_RANGES);
+        assert_eq!(r[0], (0, P), "the first range ends where held pieces begin");
+        assert_eq!(r.last().unwrap().1, 64 * P - P, "the last held piece is not read");
+        for w in r.windows(2) {
+            assert!(w[0].1 < w[1].0, "in order, not overlapping: {r:?}");
+        }
+        // Every missing piece is in some range.
+        for p in (0..64u64).filter(|p| p % 2 == 0) {
+            assert!(r.iter().any(|(a, b)| *a <= p * P && (p + 1) * P <= *b), "piece {p} not read: {r:?}");
         }
     }
 }
