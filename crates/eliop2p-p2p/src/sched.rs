@@ -36,7 +36,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 mod bits;
+mod counts;
 use bits::Bits;
+use counts::{Copies, count_changes, count_pieces};
 
 #[derive(Clone, Debug)]
 pub struct SchedConfig {
@@ -148,33 +150,6 @@ pub struct Actions<P> {
     pub cancels: Vec<(P, Vec<u32>)>,
     /// Ask these peers for a fresh bitmap.
     pub refresh: Vec<P>,
-}
-
-/// Copies of each piece in flight (one per peer asked for it), and their sum,
-/// which every poll (and the node-wide budget) reads.
-struct Copies {
-    per_piece: Vec<u8>,
-    total: usize,
-}
-
-impl Copies {
-    fn of(&self, piece: u32) -> u8 {
-        self.per_piece[piece as usize]
-    }
-
-    fn asked(&mut self, piece: u32) {
-        self.per_piece[piece as usize] += 1;
-        self.total += 1;
-    }
-
-    /// A copy answered, refused or withdrawn.
-    fn ended(&mut self, piece: u32) {
-        let c = &mut self.per_piece[piece as usize];
-        if *c > 0 {
-            *c -= 1;
-            self.total -= 1;
-        }
-    }
 }
 
 pub struct Scheduler<P> {
@@ -305,15 +280,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 // Only the pieces that changed move the counts (a watched peer's
                 // fresh bitmap differs from its last by a piece or two).
                 match (s.source == Source::Swarm, source == Source::Swarm) {
-                    (true, true) => {
-                        for (i, added) in s.have.changes(&have) {
-                            if added {
-                                self.swarm_avail[i] += 1;
-                            } else {
-                                self.swarm_avail[i] -= 1;
-                            }
-                        }
-                    }
+                    (true, true) => count_changes(&mut self.swarm_avail, &s.have, &have),
                     (true, false) => count_pieces(&mut self.swarm_avail, &s.have, false),
                     (false, true) => count_pieces(&mut self.swarm_avail, &have, true),
                     (false, false) => {}
@@ -784,17 +751,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// The contiguous verified prefix, in pieces.
     pub fn prefix(&self) -> u32 {
         self.have.iter().take_while(|h| **h).count() as u32
-    }
-}
-
-/// Adds (or takes away) one peer's pieces to per-piece counts.
-fn count_pieces(counts: &mut [u32], have: &Bits, add: bool) {
-    for i in have.iter() {
-        if add {
-            counts[i] += 1;
-        } else {
-            counts[i] -= 1;
-        }
     }
 }
 
