@@ -124,7 +124,7 @@ async fn get_hashed(addr: SocketAddr, path: &str) -> anyhow::Result<(String, u64
     eliop2p_testkit::fanout::hash_body(resp.into_body(), None).await
 }
 
-pub async fn run(origin: &TestOrigin, size: usize) -> anyhow::Result<()> {
+pub async fn run(origin: &TestOrigin, size: usize, counts: &[usize]) -> anyhow::Result<()> {
     let bin = std::env::current_exe()?.with_file_name("eliop2p");
     let processes = bin.exists();
     println!();
@@ -144,12 +144,7 @@ pub async fn run(origin: &TestOrigin, size: usize) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|---|");
     let direct = OriginClient::new(origin.origin_config())?;
-    // `--nodes=4,8` runs only those cluster sizes.
-    let counts: Vec<usize> = std::env::args()
-        .find_map(|a| a.strip_prefix("--nodes=").map(str::to_owned))
-        .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 4, 8]);
-    for n in counts {
+    for &n in counts {
         let key = format!("cluster/cold-{n}.bin");
         let data = eliop2p_testkit::test_data(size, 40 + n as u64);
         origin.put("bench", &key, data.clone()).await?;

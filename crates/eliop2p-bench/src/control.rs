@@ -6,6 +6,7 @@
 //! clients run here, each on its own keep-alive connection, asking for 8 random
 //! chunks of `--nodes` x `--chunks` reported holdings. On a 2-core machine the
 //! clients, the replicas and Redis share the cores: read the ratio, not the rate.
+//! Its flags: `USAGE` (`eliop2p-bench control-plane --help`).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -19,11 +20,10 @@ use http::Method;
 
 const TOKEN: &str = "bench-token";
 
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::args()
-        .find_map(|a| a.strip_prefix(&format!("--{name}="))?.parse().ok())
-        .unwrap_or(default)
-}
+const USAGE: &str = "
+eliop2p-bench control-plane [--nodes=1000] [--chunks=100] [--conns=32] [--secs=5] [--hot=64] [--with-replication]
+
+Needs redis-server on the PATH and the eliop2p binary next to this one.";
 
 struct Replica {
     url: String,
@@ -45,6 +45,7 @@ async fn call(client: &TestClient, url: &str, method: Method, body: String) -> a
     Ok((r.status.as_u16(), r.body))
 }
 
+/// A control plane process, with `env` over the bench's settings.
 async fn start(bin: &std::path::Path, env: &[(&str, String)]) -> anyhow::Result<Replica> {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let mut cmd = Command::new(bin);
@@ -55,10 +56,7 @@ async fn start(bin: &std::path::Path, env: &[(&str, String)]) -> anyhow::Result<
         .env("ELIOP2P_CONTROL_PLANE_DEAD_AFTER", "2h")
         // Location queries alone: no replication passes competing for the state,
         // unless --with-replication (then every queried chunk turns hot).
-        .env(
-            "ELIOP2P_REPLICATION_MIN_REPLICAS",
-            if std::env::args().any(|a| a == "--with-replication") { "2" } else { "0" },
-        )
+        .env("ELIOP2P_REPLICATION_MIN_REPLICAS", "0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());
     for (k, v) in env {
@@ -217,10 +215,13 @@ pub async fn run() -> anyhow::Result<()> {
     if !bin.exists() {
         bail!("build the eliop2p binary next to this one (cargo build --release -p eliop2p -p eliop2p-bench)");
     }
-    let nodes: usize = arg("nodes", 1000);
-    let chunks: usize = arg("chunks", 100);
-    let conns: usize = arg("conns", 32);
-    let secs: f64 = arg("secs", 5.0);
+    let f = crate::flags::parse(2, USAGE, &["nodes", "chunks", "conns", "secs", "hot"], &["with-replication"])?;
+    let nodes: usize = f.get("nodes", 1000)?;
+    let chunks: usize = f.get("chunks", 100)?;
+    let conns: usize = f.get("conns", 32)?;
+    let secs: f64 = f.get("secs", 5.0)?;
+    let hot: usize = f.get("hot", 64)?;
+    let replication = ("ELIOP2P_REPLICATION_MIN_REPLICAS", if f.switch("with-replication") { "2" } else { "0" }.to_owned());
     println!(
         "## control plane: location queries (8 chunks each) from {conns} keep-alive clients for {secs} s; {nodes} nodes x {chunks} chunks reported; {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -229,10 +230,9 @@ pub async fn run() -> anyhow::Result<()> {
     println!("| store | replicas | queries/s | chunks located/s | vs 1 replica on Redis | machine CPU busy |");
     println!("|---|---|---|---|---|---|");
     let dir = tempfile::tempdir()?;
-    let hot: usize = arg("hot", 64);
     let beat = Work::Heartbeat { hot };
     let (embedded, embedded_hb) = {
-        let r = start(&bin, &[("ELIOP2P_CONTROL_PLANE_DATA_DIR", dir.path().display().to_string())]).await?;
+        let r = start(&bin, &[("ELIOP2P_CONTROL_PLANE_DATA_DIR", dir.path().display().to_string()), replication.clone()]).await?;
         populate(&r.url, nodes, chunks).await?;
         let q = load(std::slice::from_ref(&r.url), conns, secs, nodes, chunks, Work::Locate).await?;
         (q, load(std::slice::from_ref(&r.url), conns, secs, nodes, chunks, beat).await?)
@@ -241,6 +241,7 @@ pub async fn run() -> anyhow::Result<()> {
     let env = [
         ("ELIOP2P_CONTROL_PLANE_STORE", "redis".to_owned()),
         ("ELIOP2P_CONTROL_PLANE_REDIS_URL", redis.url()),
+        replication,
     ];
     let a = start(&bin, &env).await?;
     populate(&a.url, nodes, chunks).await?;

@@ -4,8 +4,7 @@
 //! object at once; the same clients reading the origin directly as the baseline.
 //! Needs root and iproute2.
 //!
-//!     eliop2p-bench fanout [--nodes=16] [--sizes=64,512] [--rate=200] [--origin-rates=200,50]
-//!                          [--modes=gossip,hybrid] [--kill] [--first-byte-ms=30] [--stream-mbps=0] [--sha256]
+//! Its flags: `USAGE` (`eliop2p-bench fanout --help`).
 //!
 //! Clients check bodies with CRC32C (`--sha256`: SHA-256, as the CI test does).
 
@@ -14,19 +13,21 @@ use std::time::Duration;
 use eliop2p_testkit::fanout::{self, Mode, Spec};
 use eliop2p_testkit::netbed::Link;
 
-fn arg(name: &str) -> Option<String> {
-    std::env::args().find_map(|a| a.strip_prefix(&format!("--{name}=")).map(str::to_owned))
-}
+use crate::flags;
 
-fn list(name: &str, default: &str) -> Vec<u64> {
-    arg(name)
-        .unwrap_or_else(|| default.to_owned())
-        .split(',')
-        .filter_map(|v| v.trim().parse().ok())
-        .collect()
-}
+const USAGE: &str = "
+eliop2p-bench fanout [--nodes=16] [--sizes=64,512] [--rate=200] [--origin-rates=200,50]
+    [--modes=gossip,hybrid] [--kill] [--first-byte-ms=30] [--stream-mbps=0] [--sha256]
+    [--mtu=9000] [--switch-buffer-kib=1024] [--no-direct] [--per-node] [--node-env=KEY=VALUE;KEY=VALUE]
+
+Sizes in MiB, rates in Mbit/s. Needs root and iproute2, and the eliop2p binary next to this one.";
+
+const VALUES: &[&str] = &[
+    "nodes", "sizes", "rate", "origin-rates", "modes", "first-byte-ms", "stream-mbps", "mtu", "switch-buffer-kib", "node-env",
+];
 
 pub async fn run() -> anyhow::Result<()> {
+    let f = flags::parse(2, USAGE, VALUES, &["kill", "sha256", "no-direct", "per-node"])?;
     if let Err(e) = eliop2p_testkit::netbed::available() {
         anyhow::bail!("fanout: {e}");
     }
@@ -34,35 +35,45 @@ pub async fn run() -> anyhow::Result<()> {
     if !bin.exists() {
         anyhow::bail!("fanout: build the eliop2p binary next to this one (cargo build --release --workspace)");
     }
-    let nodes = list("nodes", "16");
-    let sizes = list("sizes", "64,512");
-    let rate = list("rate", "200")[0];
+    let nodes: Vec<usize> = f.list("nodes", &[16])?;
+    let sizes: Vec<usize> = f.list("sizes", &[64, 512])?;
+    let rate: u64 = f.get("rate", 200)?;
     // Jumbo frames, as in most data centres; `--mtu=1500` for plain Ethernet
     // (the bed then costs the machine more per byte: see `netbed::Link::mtu`).
-    let mtu = list("mtu", "9000")[0] as u32;
-    let switch_buffer = list("switch-buffer-kib", "1024")[0] * 1024;
-    let origin_rates = list("origin-rates", "200,50");
-    let modes: Vec<Mode> = arg("modes")
-        .unwrap_or_else(|| "gossip".into())
+    let mtu: u32 = f.get("mtu", 9000)?;
+    let switch_buffer: u64 = f.get::<u64>("switch-buffer-kib", 1024)? * 1024;
+    let origin_rates: Vec<u64> = f.list("origin-rates", &[200, 50])?;
+    let modes = f
+        .text("modes")
+        .unwrap_or("gossip")
         .split(',')
-        .map(|m| if m == "hybrid" { Mode::Hybrid } else { Mode::Gossip })
-        .collect();
-    let kill = std::env::args().any(|a| a == "--kill");
-    let first_byte = Duration::from_millis(list("first-byte-ms", "30")[0]);
-    let stream_rate = list("stream-mbps", "0")[0] * 1_000_000 / 8;
-    let direct = !std::env::args().any(|a| a == "--no-direct");
+        .map(|m| match m {
+            "gossip" => Ok(Mode::Gossip),
+            "hybrid" => Ok(Mode::Hybrid),
+            _ => anyhow::bail!("--modes: {m:?} is neither gossip nor hybrid"),
+        })
+        .collect::<anyhow::Result<Vec<Mode>>>()?;
+    let kill = f.switch("kill");
+    let first_byte = Duration::from_millis(f.get("first-byte-ms", 30)?);
+    let stream_rate = f.get::<u64>("stream-mbps", 0)? * 1_000_000 / 8;
+    let direct = !f.switch("no-direct");
     // Clients check bodies with CRC32C unless told otherwise (see `BodyCheck`).
-    let check = if std::env::args().any(|a| a == "--sha256") {
+    let check = if f.switch("sha256") {
         fanout::BodyCheck::Sha256
     } else {
         fanout::BodyCheck::Crc32c
     };
     // `--node-env=KEY=VALUE;KEY=VALUE` for every node.
-    let node_env: Vec<(String, String)> = arg("node-env")
+    let node_env = f
+        .text("node-env")
         .unwrap_or_default()
         .split(';')
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .collect();
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+            None => anyhow::bail!("--node-env: {kv:?} is not KEY=VALUE"),
+        })
+        .collect::<anyhow::Result<Vec<(String, String)>>>()?;
     println!(
         "## fanout: N hosts in network namespaces, NICs capped by tc tbf both ways, MTU {mtu}, {} KiB of switch buffer a port; origin = testkit S3 (O(bytes) per request, {} ms first byte{}); every client reads one cold object at once",
         switch_buffer / 1024,
@@ -78,10 +89,10 @@ pub async fn run() -> anyhow::Result<()> {
                 for &mode in &modes {
                     let spec = Spec {
                         bin: bin.clone(),
-                        nodes: n as usize,
+                        nodes: n,
                         node_link: Link::mbit(rate).with_mtu(mtu).with_switch_buffer(switch_buffer),
                         origin_link: Link::mbit(orate).with_mtu(mtu).with_switch_buffer(switch_buffer),
-                        object_size: (size as usize) << 20,
+                        object_size: size << 20,
                         mode,
                         first_byte,
                         stream_rate,
@@ -94,7 +105,7 @@ pub async fn run() -> anyhow::Result<()> {
                     let r = fanout::run(&spec).await?;
                     let cpu = fanout::children_cpu_seconds() - cpu0;
                     println!("{}", fanout::summary(&spec, &r));
-                    if std::env::args().any(|a| a == "--per-node") {
+                    if f.switch("per-node") {
                         let t: Vec<String> = r
                             .finish
                             .iter()

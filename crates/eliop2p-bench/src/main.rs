@@ -5,11 +5,13 @@
 //!
 //! `cargo build --release && target/release/eliop2p-bench [--quick] [--disk-only |
 //! --p2p-only | --tls-only | --cluster-only]` (the cluster scenario runs nodes as processes when
-//! the `eliop2p` binary is next to this one).
+//! the `eliop2p` binary is next to this one). Other modes: `fanout`, `swarm-sim`,
+//! `control-plane`; `--help` after any of them lists its flags.
 
 mod control;
 mod cluster;
 mod fanout;
+mod flags;
 mod swarm_sim;
 mod p2p;
 
@@ -26,6 +28,12 @@ use eliop2p_testkit::{TestOrigin, sha256_hex, start_node, test_data};
 use http::Method;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+
+const USAGE: &str = "
+eliop2p-bench [--quick] [--disk-only | --p2p-only | --cluster-only | --tls-only] [--nodes=1,4,8]
+eliop2p-bench fanout | swarm-sim | control-plane [--help]
+
+--nodes: the cluster sizes of the cluster scenario.";
 
 const MIB: usize = 1 << 20;
 
@@ -358,21 +366,19 @@ fn row(name: &str, s: Sample, base: Sample) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     eliop2p_cache::tune_allocator();
-    if std::env::args().nth(1).as_deref() == Some("fanout") {
-        return fanout::run().await;
+    match std::env::args().nth(1).as_deref() {
+        Some("fanout") => return fanout::run().await,
+        Some("control-plane") => return control::run().await,
+        Some("swarm-sim") => return swarm_sim::run(),
+        _ => {}
     }
-    if std::env::args().nth(1).as_deref() == Some("control-plane") {
-        return control::run().await;
-    }
-    if std::env::args().nth(1).as_deref() == Some("swarm-sim") {
-        swarm_sim::run();
-        return Ok(());
-    }
-    let quick = std::env::args().any(|a| a == "--quick");
-    let only_disk = std::env::args().any(|a| a == "--disk-only");
-    let only_p2p = std::env::args().any(|a| a == "--p2p-only");
-    let only_cluster = std::env::args().any(|a| a == "--cluster-only");
-    let only_tls = std::env::args().any(|a| a == "--tls-only");
+    let f = flags::parse(1, USAGE, &["nodes"], &["quick", "disk-only", "p2p-only", "cluster-only", "tls-only"])?;
+    let quick = f.switch("quick");
+    let only_disk = f.switch("disk-only");
+    let only_p2p = f.switch("p2p-only");
+    let only_cluster = f.switch("cluster-only");
+    let only_tls = f.switch("tls-only");
+    let cluster_sizes: Vec<usize> = f.list("nodes", &[1, 4, 8])?;
     let o = if quick {
         Opts {
             large: 128 * MIB,
@@ -404,7 +410,7 @@ async fn main() -> anyhow::Result<()> {
         small_keys.push(k);
     }
     if only_cluster {
-        cluster::run(&origin, o.large).await?;
+        cluster::run(&origin, o.large, &cluster_sizes).await?;
         origin.stop().await;
         return Ok(());
     }
@@ -540,7 +546,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "load generator runs in the same process and on the same cores as the node and origin."
     );
-    cluster::run(&origin, o.large).await?;
+    cluster::run(&origin, o.large, &cluster_sizes).await?;
     origin.stop().await;
     Ok(())
 }

@@ -1,10 +1,7 @@
 //! `eliop2p-bench swarm-sim`: the swarm at sizes no machine here hosts, in virtual
 //! time (`eliop2p_p2p::sim`, driving the real piece scheduler and serving rules).
 //!
-//!     eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200] [--origin-mbit=200]
-//!         [--latency-us=200] [--window=5] [--slots=8] [--slot-wait-ms=20] [--node-pieces=12]
-//!         [--origin-fill-pieces=6] [--seed-copies=2] [--piece-kib=256] [--poll] [--seed=7]
-//!         [--per-peer=N] [--total=N] [--batch=N] [--busy-pause-ms=N] [--defer-ms=N]
+//! Its flags: `USAGE` (`eliop2p-bench swarm-sim --help`).
 //!
 //! The scheduler knobs (`--per-peer` .. `--defer-ms`) override `SchedConfig::new`
 //! for experiments; their defaults are what nodes run.
@@ -19,58 +16,74 @@ use std::time::{Duration, Instant};
 use eliop2p_p2p::sched::SchedConfig;
 use eliop2p_p2p::sim::{EVENT_KINDS, SimConfig, simulate};
 
-fn list(name: &str, default: &str) -> Vec<f64> {
-    std::env::args()
-        .find_map(|a| a.strip_prefix(&format!("--{name}=")).map(str::to_owned))
-        .unwrap_or_else(|| default.to_owned())
-        .split(',')
-        .filter_map(|v| v.trim().parse().ok())
-        .collect()
-}
+use crate::flags::{self, Flags};
+
+const USAGE: &str = "
+eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200] [--origin-mbit=200]
+    [--latency-us=200] [--window=5] [--slots=8] [--slot-wait-ms=20] [--node-pieces=12]
+    [--origin-fill-pieces=6] [--seed-copies=2] [--piece-kib=256] [--poll] [--seed=7]
+    [--per-peer=N] [--total=N] [--batch=N] [--busy-pause-ms=N] [--defer-ms=N]
+
+The defaults run 1,000 and 5,000 nodes x 1 and 16 GiB: many hours of one core.
+SIM_TIMELINE=1 prints refusals by reason, events by kind, delivery per 500 ms and
+the slowest nodes.";
+
+const VALUES: &[&str] = &[
+    "nodes", "sizes-gib", "rate-mbit", "origin-mbit", "latency-us", "window", "slots", "slot-wait-ms",
+    "node-pieces", "origin-fill-pieces", "seed-copies", "piece-kib", "seed", "per-peer", "total", "batch",
+    "busy-pause-ms", "defer-ms",
+];
 
 /// The nodes' scheduler settings, with the knobs given on the command line.
-fn sched_config(piece: u64, poll: bool) -> SchedConfig {
+fn sched_config(f: &Flags, piece: u64, poll: bool) -> anyhow::Result<SchedConfig> {
     let mut c = SchedConfig::new(piece, Duration::from_secs(5));
     c.watch = !poll;
-    let given = |name: &str| list(name, "").first().copied();
-    let ms = |v: f64| Duration::from_millis(v as u64);
-    if let Some(v) = given("per-peer") {
-        c.per_peer = v as usize;
+    let ms = Duration::from_millis;
+    if let Some(v) = f.opt("per-peer")? {
+        c.per_peer = v;
     }
-    if let Some(v) = given("total") {
-        c.total = v as usize;
+    if let Some(v) = f.opt("total")? {
+        c.total = v;
     }
-    if let Some(v) = given("batch") {
-        c.batch = v as usize;
+    if let Some(v) = f.opt("batch")? {
+        c.batch = v;
     }
-    if let Some(v) = given("busy-pause-ms") {
+    if let Some(v) = f.opt("busy-pause-ms")? {
         c.busy_pause = ms(v);
     }
-    if let Some(v) = given("defer-ms") {
+    if let Some(v) = f.opt("defer-ms")? {
         c.defer = ms(v);
     }
-    c
+    Ok(c)
 }
 
-pub fn run() {
-    let nodes = list("nodes", "1000,5000");
-    let sizes = list("sizes-gib", "1,16");
-    let rate = list("rate-mbit", "200")[0] * 1e6 / 8.0;
-    let origin = list("origin-mbit", "200")[0] * 1e6 / 8.0;
-    let latency = Duration::from_micros(list("latency-us", "200")[0] as u64);
-    let piece = list("piece-kib", "256")[0] as u64 * 1024;
-    let poll = std::env::args().any(|a| a == "--poll");
+pub fn run() -> anyhow::Result<()> {
+    let f = flags::parse(2, USAGE, VALUES, &["poll"])?;
+    let nodes: Vec<usize> = f.list("nodes", &[1000, 5000])?;
+    let sizes: Vec<f64> = f.list("sizes-gib", &[1.0, 16.0])?;
+    let rate = f.get("rate-mbit", 200.0)? * 1e6 / 8.0;
+    let origin = f.get("origin-mbit", 200.0)? * 1e6 / 8.0;
+    let latency = Duration::from_micros(f.get("latency-us", 200)?);
+    let piece: u64 = f.get("piece-kib", 256)? * 1024;
+    let poll = f.switch("poll");
+    let window: usize = f.get("window", 5)?;
+    let slots: usize = f.get("slots", 8)?;
+    let slot_wait_ms: f64 = f.get("slot-wait-ms", eliop2p_p2p::SLOT_WAIT.as_secs_f64() * 1e3)?;
+    let node_pieces: usize = f.get("node-pieces", 12)?;
+    let origin_fill_pieces: usize = f.get("origin-fill-pieces", 6)?;
+    let seed_copies: u32 = f.get("seed-copies", 2)?;
+    let seed: u64 = f.get("seed", 7)?;
+    let sched = sched_config(&f, piece, poll)?;
+    if window == 0 || nodes.contains(&0) || piece == 0 {
+        anyhow::bail!("--window, --nodes and --piece-kib must be at least 1");
+    }
     println!(
-        "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, {} KiB pieces, readahead {} chunks, {} upload slots (a request waits {} ms for one), {} pieces in flight a node ({} while it reads the origin), swarm bitmaps {}",
+        "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, {} KiB pieces, readahead {} chunks, {slots} upload slots (a request waits {slot_wait_ms} ms for one), {node_pieces} pieces in flight a node ({origin_fill_pieces} while it reads the origin), swarm bitmaps {}",
         rate * 8.0 / 1e6,
         origin * 8.0 / 1e6,
         latency.as_micros(),
         piece / 1024,
-        list("window", "5")[0] - 1.0,
-        list("slots", "8")[0],
-        list("slot-wait-ms", &eliop2p_p2p::SLOT_WAIT.as_millis().to_string())[0],
-        list("node-pieces", "12")[0],
-        list("origin-fill-pieces", "6")[0],
+        window - 1,
         if poll { "polled" } else { "watched" }
     );
     println!();
@@ -79,28 +92,28 @@ pub fn run() {
     for &n in &nodes {
         for &gib in &sizes {
             let cfg = SimConfig {
-                nodes: n as usize,
+                nodes: n,
                 object_bytes: (gib * (1u64 << 30) as f64) as u64,
                 chunk_bytes: 16 << 20,
                 piece_bytes: piece,
                 node_rate: rate,
                 origin_rate: origin,
                 latency,
-                window: list("window", "5")[0] as usize,
-                upload_slots: list("slots", "8")[0] as usize,
-                slot_wait: Duration::from_micros((list("slot-wait-ms", &eliop2p_p2p::SLOT_WAIT.as_millis().to_string())[0] * 1000.0) as u64),
-                node_pieces: list("node-pieces", "12")[0] as usize,
-                origin_fill_pieces: list("origin-fill-pieces", "6")[0] as usize,
-                seed_copies: list("seed-copies", "2")[0] as u32,
+                window,
+                upload_slots: slots,
+                slot_wait: Duration::from_micros((slot_wait_ms * 1000.0) as u64),
+                node_pieces,
+                origin_fill_pieces,
+                seed_copies,
                 seed_window: Duration::from_millis(200),
-                sched: sched_config(piece, poll),
-                seed: list("seed", "7")[0] as u64,
+                sched: sched.clone(),
+                seed,
             };
             let t0 = Instant::now();
             let r = simulate(&cfg);
             let wall = t0.elapsed().as_secs_f64();
             if std::env::var_os("SIM_TIMELINE").is_some() {
-                let cap = rate * 0.5 * n;
+                let cap = rate * 0.5 * n as f64;
                 eprintln!("refused: missing {} busy {} deferred {} of {} requests", r.refused_by[0], r.refused_by[1], r.refused_by[2], r.requests);
                 let kinds: Vec<String> = EVENT_KINDS.iter().zip(r.kinds).map(|(k, n)| format!("{k} {n}")).collect();
                 eprintln!("events: {}", kinds.join(", "));
@@ -135,4 +148,5 @@ pub fn run() {
     }
     println!();
     println!("ideal = object size / min(node NIC, origin NIC); wall time = real time the simulation took.");
+    Ok(())
 }
