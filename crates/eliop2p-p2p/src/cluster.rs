@@ -102,8 +102,8 @@ struct LocateWire {
 /// ask again well before it ends.
 const SWARM_TTL_MS: u64 = 20_000;
 /// Complete holders and swarm members in one answer, at most.
-const ANSWER_HOLDERS: usize = 8;
-const ANSWER_SWARM: usize = 12;
+pub(crate) const ANSWER_HOLDERS: usize = 8;
+pub(crate) const ANSWER_SWARM: usize = 12;
 
 /// A random subset of `v` of at most `k` (partial Fisher-Yates).
 fn sample<T>(mut v: Vec<T>, k: usize) -> Vec<T> {

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::cluster::{ANSWER_HOLDERS, ANSWER_SWARM};
 use crate::sched::{Failure, SchedConfig, Scheduler, Source};
 
 #[derive(Clone, Debug)]
@@ -130,6 +131,38 @@ struct ChunkState {
     /// Standing bitmap queries (`sched.watch`): per node, the nodes waiting to hear
     /// of its next piece of this chunk.
     watchers: HashMap<usize, Vec<usize>>,
+}
+
+/// The tracker's answer to `asker`, as `cluster::on_locate` gives it: the owner,
+/// then at most `ANSWER_HOLDERS` complete holders and `ANSWER_SWARM` swarm
+/// members, each a uniform random sample (drawn by index: the lists hold
+/// thousands at 5,000 nodes). A re-locate once took the first complete holders,
+/// so the earliest finishers of a chunk were named to every re-locating node.
+fn tracker_answer(ch: &ChunkState, asker: usize, rand: &mut impl FnMut() -> u64) -> Vec<usize> {
+    let mut ans = vec![ch.owner];
+    for (from, k) in [(&ch.complete, ANSWER_HOLDERS), (&ch.downloaders, ANSWER_SWARM)] {
+        let start = ans.len();
+        let eligible = |x: &usize| *x != asker && *x != ch.owner;
+        if from.len() <= 2 * k {
+            // Few: a partial shuffle of those eligible.
+            let mut v: Vec<usize> = from.iter().copied().filter(eligible).collect();
+            let k = k.min(v.len());
+            for i in 0..k {
+                let j = i + (rand() % (v.len() - i) as u64) as usize;
+                v.swap(i, j);
+            }
+            ans.extend(&v[..k]);
+        } else {
+            // Many (at least 2k, so at most two excluded): draw until k distinct.
+            while ans.len() - start < k {
+                let x = from[(rand() % from.len() as u64) as usize];
+                if eligible(&x) && !ans[start..].contains(&x) {
+                    ans.push(x);
+                }
+            }
+        }
+    }
+    ans
 }
 
 pub fn simulate(cfg: &SimConfig) -> SimReport {
@@ -395,19 +428,8 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     let sched = Scheduler::new(chunk_len(chunk), cfg.sched.clone(), rand(), dur(now));
                     downloads[to].insert(chunk, Download { sched, last_locate: now, poll_at: None, pending: Vec::new(), owed: None });
                     // Ask the tracker (the answer comes after a round trip).
-                    let ch = &mut chunks[chunk];
-                    let mut ans = vec![ch.owner];
-                    let mut comp = ch.complete.clone();
-                    let mut swarm: Vec<usize> = ch.downloaders.iter().copied().filter(|d| *d != to).collect();
-                    for v in [&mut comp, &mut swarm] {
-                        for i in (1..v.len()).rev() {
-                            let j = (rand() % (i as u64 + 1)) as usize;
-                            v.swap(i, j);
-                        }
-                    }
-                    ans.extend(comp.into_iter().take(8));
-                    ans.extend(swarm.into_iter().take(12));
-                    ch.downloaders.push(to);
+                    let ans = tracker_answer(&chunks[chunk], to, &mut rand);
+                    chunks[chunk].downloaders.push(to);
                     q.push(now + 2 * lat, Ev::Located { to, chunk, peers: ans });
                     continue;
                 }
@@ -480,15 +502,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 let every: Time = if few { 150_000 } else { 1_000_000 };
                 if now - d.last_locate >= every {
                     d.last_locate = now;
-                    let ch = &chunks[chunk];
-                    let mut swarm: Vec<usize> = ch.downloaders.iter().copied().filter(|x| *x != node).collect();
-                    for i in (1..swarm.len()).rev() {
-                        let j = (rand() % (i as u64 + 1)) as usize;
-                        swarm.swap(i, j);
-                    }
-                    let mut ans = vec![ch.owner];
-                    ans.extend(ch.complete.iter().copied().take(8));
-                    ans.extend(swarm.into_iter().take(12));
+                    let ans = tracker_answer(&chunks[chunk], node, &mut rand);
                     q.push(now + 2 * lat, Ev::Located { to: node, chunk, peers: ans });
                 }
                 let d = downloads[node].get_mut(&chunk).expect("polled");
@@ -761,6 +775,50 @@ mod tests {
         let at_once = simulate(&cfg(Duration::ZERO));
         assert!(at_once.refused_by[1] > 0, "without the wait, busy answers");
         assert_eq!(at_once.kinds[7], 0);
+    }
+
+    /// Every answer names the owner, then distinct complete holders and swarm
+    /// members other than the asker and the owner, drawn from all of them: the
+    /// re-locate answer once named the first 8 complete holders every time.
+    #[test]
+    fn tracker_answers_sample_every_holder() {
+        let mut x = 5u64;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for holders in [3usize, 16, 17, 200] {
+            let ch = ChunkState {
+                owner: 0,
+                have: Vec::new(),
+                origin_next: 0,
+                origin_started: true,
+                downloaders: (1000..1000 + holders).collect(),
+                complete: (0..holders).collect(),
+                seed_sent: HashMap::new(),
+                waiting: Vec::new(),
+                watchers: HashMap::new(),
+            };
+            let asker = 1;
+            let mut named = std::collections::HashSet::new();
+            for _ in 0..400 {
+                let a = tracker_answer(&ch, asker, &mut rand);
+                assert_eq!(a[0], 0, "the owner first");
+                let rest = &a[1..];
+                let comp: Vec<usize> = rest.iter().copied().filter(|x| *x < 1000).collect();
+                let swarm = rest.len() - comp.len();
+                let eligible = holders - 2;
+                assert_eq!(comp.len(), ANSWER_HOLDERS.min(eligible), "{holders} holders");
+                assert_eq!(swarm, ANSWER_SWARM.min(holders), "{holders} swarm members");
+                assert!(!rest.contains(&asker) && !rest.contains(&0));
+                let distinct: std::collections::HashSet<_> = rest.iter().collect();
+                assert_eq!(distinct.len(), rest.len(), "no one twice");
+                named.extend(comp);
+            }
+            assert_eq!(named.len(), holders - 2, "every eligible complete holder is named in time");
+        }
     }
 
     /// Flow slots are reused thousands of times in a busy swarm; a stale
