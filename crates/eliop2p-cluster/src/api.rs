@@ -163,6 +163,13 @@ pub struct LocationQuery {
     /// first.
     #[serde(default)]
     pub node_id: Option<String>,
+    /// At most this many holders per chunk: a random sample of the online
+    /// holders, the asker's zone first and the least loaded of the sample
+    /// first. Absent: every online holder, in that order. Nodes ask for a few (a
+    /// chunk read by a whole cluster has thousands of holders, and every asker
+    /// given the same least-loaded few would load exactly those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

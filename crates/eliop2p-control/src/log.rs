@@ -107,7 +107,7 @@ mod tests {
             b.apply(op, now);
         }
         log.extend(b.report("n1", report).unwrap().1);
-        let q = api::LocationQuery { chunks: vec![c.to_hex()], node_id: Some("n2".into()) };
+        let q = api::LocationQuery { chunks: vec![c.to_hex()], node_id: Some("n2".into()), limit: None };
         for _ in 0..3 {
             a.locations(&q, now).unwrap();
         }

@@ -419,8 +419,8 @@ impl State {
         Ok((count, ops))
     }
 
-    /// Online holders of each chunk: the asker's zone first, then least loaded.
-    /// Counts demand.
+    /// Online holders of each chunk: the asker's zone first, then least loaded;
+    /// with a limit, a random sample ordered so. Counts demand.
     pub fn locations(
         &mut self,
         q: &api::LocationQuery,
@@ -468,7 +468,23 @@ impl State {
                     )
                 })
                 .collect();
-            hs.sort_by(|a, b| (a.0, a.1, &a.2.node_id).cmp(&(b.0, b.1, &b.2.node_id)));
+            if let Some(limit) = q.limit.map(|l| l as usize)
+                && hs.len() > limit
+            {
+                // Twice the limit drawn at random, the asker's zone first; the
+                // least loaded of those are answered. Loads are as of the last
+                // heartbeat, so a plain "least loaded" would name the same few
+                // to every asker until the next one.
+                // Equal loads stay in random order (stable sorts): by id, the
+                // same ids would win every tie.
+                shuffle(&mut hs, self.location_queries);
+                hs.sort_by_key(|h| h.0);
+                hs.truncate(2 * limit);
+                hs.sort_by_key(|h| (h.0, h.1));
+                hs.truncate(limit);
+            } else {
+                hs.sort_by(|a, b| (a.0, a.1, &a.2.node_id).cmp(&(b.0, b.1, &b.2.node_id)));
+            }
             out.insert(hex.clone(), hs.into_iter().map(|(_, _, h)| h).collect());
         }
         Ok(out)
@@ -594,6 +610,21 @@ impl State {
     }
 }
 
+/// Shuffles `v` in place (Fisher-Yates), seeded from `salt` and the process's
+/// random hash keys.
+fn shuffle<T>(v: &mut [T], salt: u64) {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(salt);
+    let mut x = h.finish() | 1;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -639,6 +670,35 @@ pub(crate) mod tests {
         )
     }
 
+    /// With a limit, an answer is a few holders in the asker's zone, a different
+    /// few for each asker; without one, every online holder. Before, every
+    /// query got every holder, in the same order until the loads changed.
+    #[test]
+    fn a_limited_answer_samples_the_holders_in_the_askers_zone() {
+        let mut s = test_state(0, 1000, 0);
+        let now = Instant::now();
+        let id = ChunkId::from_bytes([9; 32]);
+        for i in 0..100 {
+            let mut r = reg(&format!("n{i}"));
+            r.labels.insert("zone".into(), if i < 60 { "a" } else { "b" }.into());
+            s.register(r, now).unwrap();
+            report_one(&mut s, &format!("n{i}"), id, 10);
+        }
+        let mut asker = reg("asker");
+        asker.labels.insert("zone".into(), "a".into());
+        s.register(asker, now).unwrap();
+        let q = |limit| api::LocationQuery { chunks: vec![id.to_hex()], node_id: Some("asker".into()), limit };
+        assert_eq!(s.locations(&q(None), now).unwrap()[&id.to_hex()].len(), 100);
+        let mut named = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let hs = s.locations(&q(Some(8)), now).unwrap().remove(&id.to_hex()).unwrap();
+            assert_eq!(hs.len(), 8);
+            assert!(hs.iter().all(|h| h.zone == "a"), "the asker's zone first");
+            named.extend(hs.into_iter().map(|h| h.node_id));
+        }
+        assert!(named.len() > 40, "askers are given different holders: {} named", named.len());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn suspect_then_dead_on_a_paused_clock() {
         let mut s = test_state(2, 1, 0);
@@ -649,6 +709,7 @@ pub(crate) mod tests {
         let q = api::LocationQuery {
             chunks: vec![id.to_hex()],
             node_id: Some("b".into()),
+            limit: None,
         };
         let st = |s: &State, n: &str| s.status(&s.nodes[n], Instant::now());
         tokio::time::advance(Duration::from_secs(5)).await;

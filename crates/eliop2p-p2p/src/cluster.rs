@@ -106,7 +106,7 @@ pub(crate) const ANSWER_HOLDERS: usize = 8;
 pub(crate) const ANSWER_SWARM: usize = 12;
 
 /// A random subset of `v` of at most `k` (partial Fisher-Yates).
-fn sample<T>(mut v: Vec<T>, k: usize) -> Vec<T> {
+pub(crate) fn sample<T>(mut v: Vec<T>, k: usize) -> Vec<T> {
     let mut x = u64::from_le_bytes(crate::conn::random_nonce()[..8].try_into().expect("8 bytes")) | 1;
     let k = k.min(v.len());
     for i in 0..k {

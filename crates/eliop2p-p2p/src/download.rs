@@ -39,6 +39,12 @@ const RELOCATE_MIN: Duration = Duration::from_millis(150);
 const WATCH_WAIT: Duration = Duration::from_secs(1);
 /// A peer that does not hold standing queries is asked again this often.
 const POLL_FALLBACK: Duration = Duration::from_millis(25);
+/// New peers probed per answer of the tracker or the control plane, at most. A
+/// tracker names at most 21 (the owner, 8 complete holders, 12 of the swarm) and
+/// the control plane 8 more, but an owner's own index, or a control plane asked
+/// without a limit, names every holder: thousands in a large cluster, each a
+/// connection and a bitmap, again at every re-locate.
+pub(crate) const MAX_NEW_PROBES: usize = 32;
 /// No verified piece at all for this long: the download gives up (the origin
 /// fill it waits on is dead, or the cluster is).
 const IDLE_LIMIT: Duration = Duration::from_secs(120);
@@ -63,6 +69,15 @@ enum Event {
     Located(Vec<SocketAddr>, bool),
 }
 
+/// The peers of an answer worth probing (`skip` says which are known, being
+/// probed or this node), at most `MAX_NEW_PROBES`: a random sample when the
+/// answer names more, so that a thousand askers do not all pick the same ones.
+fn to_probe(found: Vec<SocketAddr>, skip: impl Fn(&SocketAddr) -> bool) -> Vec<SocketAddr> {
+    let mut seen = HashSet::new();
+    let v: Vec<SocketAddr> = found.into_iter().filter(|a| !skip(a) && seen.insert(*a)).collect();
+    crate::cluster::sample(v, MAX_NEW_PROBES)
+}
+
 pub(crate) async fn download(
     shared: &Arc<P2pShared>,
     id: ChunkId,
@@ -85,11 +100,9 @@ pub(crate) async fn download(
         writer.fill().set_from_peer(true);
     }
     let mut candidates = shared.peers();
-    for a in crate::cluster::find_holders(shared, &id, fetch, true).await {
-        if !candidates.contains(&a) && a != shared.self_addr {
-            candidates.push(a);
-        }
-    }
+    let found = crate::cluster::find_holders(shared, &id, fetch, true).await;
+    let fresh = to_probe(found, |a| candidates.contains(a) || *a == shared.self_addr);
+    candidates.extend(fresh);
     if candidates.is_empty() {
         writer.fill().set_from_peer(false);
         return Err(Incomplete { delivered: 0 });
@@ -118,12 +131,30 @@ pub(crate) async fn download(
     }
     let mut expected_sha: Option<[u8; 32]> = None;
     let mut complete_peers: HashSet<SocketAddr> = HashSet::new();
+    // Complete holders not asked for pieces (K were enough), probed again only
+    // when the complete peers in use drop below K.
+    let mut declined: HashSet<SocketAddr> = HashSet::new();
     let mut probing: HashSet<SocketAddr> = HashSet::new();
     let mut tasks: JoinSet<()> = JoinSet::new();
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     for a in candidates {
         probing.insert(a);
         tasks.spawn(probe(shared.clone(), a, id, None, tx.clone()));
+    }
+    // A complete peer in use is gone: with fewer than K left, the complete
+    // holders declined before are asked again (with static peers no tracker
+    // would name them).
+    macro_rules! reprobe_declined {
+        () => {
+            let k = shared.cfg.selection_k.max(1);
+            if complete_peers.iter().filter(|p| sched.knows(p)).count() < k {
+                for a in declined.drain() {
+                    if probing.insert(a) {
+                        tasks.spawn(probe(shared.clone(), a, id, None, tx.clone()));
+                    }
+                }
+            }
+        };
     }
     let mut relocating = false;
     let mut last_locate = now();
@@ -214,10 +245,12 @@ pub(crate) async fn download(
                     tracing::debug!(chunk_id = %id, "this node owns the chunk now; reading the rest from the origin");
                     break Err(());
                 }
-                for a in found {
-                    if a != shared.self_addr && !sched.knows(&a) && probing.insert(a) {
-                        tasks.spawn(probe(shared.clone(), a, id, None, tx.clone()));
-                    }
+                let fresh = to_probe(found, |a| {
+                    *a == shared.self_addr || sched.knows(a) || probing.contains(a) || declined.contains(a)
+                });
+                for a in fresh {
+                    probing.insert(a);
+                    tasks.spawn(probe(shared.clone(), a, id, None, tx.clone()));
                 }
             }
             Event::Bitmap(peer, r) => {
@@ -225,13 +258,11 @@ pub(crate) async fn download(
                 match r {
                     Ok(bm) if bm.chunk_len == len && u64::from(bm.piece_size) == PIECE_SIZE => {
                         let k = shared.cfg.selection_k.max(1);
-                        if bm.complete
-                            && !complete_peers.contains(&peer)
-                            && complete_peers.len() >= k
-                            && !sched.knows(&peer)
-                        {
+                        let in_use = complete_peers.iter().filter(|p| sched.knows(p)).count();
+                        if bm.complete && !complete_peers.contains(&peer) && in_use >= k && !sched.knows(&peer) {
                             // K complete holders are enough; the rest stay unasked
                             // (a swarm peer we know that completed stays, as a seed).
+                            declined.insert(peer);
                             continue;
                         }
                         let source = if bm.complete {
@@ -245,7 +276,10 @@ pub(crate) async fn download(
                         };
                         sched.set_peer(peer, source, &bm.have, now());
                     }
-                    _ => sched.remove_peer(&peer),
+                    _ => {
+                        sched.remove_peer(&peer);
+                        reprobe_declined!();
+                    }
                 }
             }
             Event::Piece {
@@ -308,6 +342,7 @@ pub(crate) async fn download(
                         // The peer is gone (it died or closed on us): it is no source
                         // any more; the tracker names it again if it comes back.
                         sched.remove_peer(&peer);
+                        reprobe_declined!();
                         continue;
                     }
                     tracing::trace!(%peer, piece, reason, "piece failed, rescheduling");
@@ -482,5 +517,35 @@ async fn fetch_batch(
             Err(e) => Err(e),
         };
         report(piece, result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer naming thousands of holders (an owner's index, a control plane
+    /// asked without a limit) is probed at most `MAX_NEW_PROBES` at a time, a
+    /// different random few per asker; before, every holder was probed at every
+    /// re-locate.
+    #[test]
+    fn a_long_answer_is_probed_a_random_few_at_a_time() {
+        let addr = |i: u32| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 9000));
+        let found: Vec<SocketAddr> = (0..5000).map(addr).collect();
+        let known = addr(7);
+        let mut named = HashSet::new();
+        for _ in 0..50 {
+            let p = to_probe(found.clone(), |a| *a == known);
+            assert_eq!(p.len(), MAX_NEW_PROBES);
+            assert!(!p.contains(&known));
+            assert_eq!(p.iter().collect::<HashSet<_>>().len(), p.len(), "no peer twice");
+            named.extend(p);
+        }
+        assert!(named.len() > 1000, "askers pick different holders: {} named", named.len());
+        // A short answer is probed whole, duplicates once.
+        let short = vec![addr(1), addr(2), addr(1), known];
+        let mut p = to_probe(short, |a| *a == known);
+        p.sort();
+        assert_eq!(p, vec![addr(1), addr(2)]);
     }
 }

@@ -239,6 +239,12 @@ impl CpClient {
     }
 }
 
+/// Holders a node asks the control plane for per chunk: as many complete
+/// holders as a tracker names. A chunk the whole cluster read has thousands of
+/// holders; the whole list, at every re-locate of every download, was megabytes
+/// a second of JSON per node and a probe of every holder.
+const DIRECTORY_HOLDERS: u32 = 8;
+
 impl Directory for CpClient {
     fn locate(&self, id: ChunkId) -> BoxFuture<Option<Vec<NodeInfo>>> {
         let c = self.clone();
@@ -249,6 +255,7 @@ impl Directory for CpClient {
             let q = api::LocationQuery {
                 chunks: vec![id.to_hex()],
                 node_id: Some(c.node_id.clone()),
+                limit: Some(DIRECTORY_HOLDERS),
             };
             let body = serde_json::to_vec(&q).expect("serializes");
             let r: api::Locations = c

@@ -490,6 +490,54 @@ async fn a_cold_read_with_static_peers_goes_to_the_origin_without_waiting() -> a
     Ok(())
 }
 
+/// A node needs only K complete holders and declines the others; when the one
+/// it reads from dies, it turns to one it declined, not to the origin. (The
+/// declined holders were forgotten: with static peers nothing named them again,
+/// and the rest of the chunk came from the origin.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_its_complete_peer_dies_a_node_turns_to_one_it_declined() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("declined").await?;
+    let data = test_data(16 * MIB, 22);
+    origin.put("declined", "obj", data.clone()).await?;
+    let mut nodes = cluster(&origin, 3, |i, c| {
+        let p = c.p2p.as_mut().unwrap();
+        p.selection_k = 1;
+        if i == 2 {
+            p.max_download_rate = 4 * MIB as u64;
+        }
+    })
+    .await?;
+    let c = TestClient::new();
+    for n in &nodes[..2] {
+        let r = c.get(&format!("http://{}/declined/obj", n.proxy_addr), &[]).await?;
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    }
+    let sent = |n: &NodeHandle| metric(n, "eliop2p_p2p_pieces_sent_total");
+    let sent_before = [sent(&nodes[0]), sent(&nodes[1])];
+    let (cb, ub) = (c.clone(), format!("http://{}/declined/obj", nodes[2].proxy_addr));
+    let reader = tokio::spawn(async move { cb.get(&ub, &[]).await });
+    wait_until("a quarter of the chunk on node 2", || {
+        metric(&nodes[2], "eliop2p_p2p_pieces_received_total") >= 16
+    })
+    .await;
+    let to_node2 = [sent(&nodes[0]) - sent_before[0], sent(&nodes[1]) - sent_before[1]];
+    let serving = if to_node2[0] >= to_node2[1] { 0 } else { 1 };
+    assert_eq!(to_node2[1 - serving], 0, "K = 1: one complete holder serves, the other is declined ({to_node2:?})");
+    let before = origin.bytes_sent();
+    let killed = nodes.remove(serving);
+    assert!(killed.shutdown().await);
+    let r = reader.await??;
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "byte-exact after the peer died");
+    assert_eq!(origin.bytes_sent() - before, 0, "the rest came from the declined holder, not the origin");
+    for n in nodes {
+        n.shutdown().await;
+    }
+    origin.stop().await;
+    Ok(())
+}
+
 /// A node whose only peer dies mid-chunk reads the rest from the origin, and
 /// only the rest: the pieces it had from the peer, out of order as they come
 /// (rarest first, ties at random), are kept, not read again from the origin's
