@@ -240,15 +240,17 @@ pub(crate) fn on_locate(shared: &Arc<P2pShared>, id: &ChunkId, data: &[u8], aske
         }
     };
     let now = cluster.now_ms();
-    let (me, mut complete, mut swarm) = {
+    let (me, complete, swarm) = {
         let mut g = cluster.gossip();
         if req.downloading && g.indexes(id) {
             g.add_downloader(now, asker, *id, SWARM_TTL_MS);
         }
-        (g.me().clone(), g.holders(id), g.downloaders(now, id))
+        let me = g.me().clone();
+        let skip = [me.id.as_str(), asker];
+        let complete = g.sample_holders(id, ANSWER_HOLDERS, &skip);
+        let swarm = g.sample_downloaders(now, id, ANSWER_SWARM, &skip);
+        (me, complete, swarm)
     };
-    complete.retain(|h| h.id != me.id && h.id != asker);
-    swarm.retain(|h| h.id != me.id && h.id != asker);
     let here = shared.cache.peek(id);
     let seed_here = match &here {
         Some(Held::Memory(_) | Held::Disk(_)) => true,
@@ -273,10 +275,11 @@ pub(crate) fn on_locate(shared: &Arc<P2pShared>, id: &ChunkId, data: &[u8], aske
             None => error = Some(FetchRefused::NotOffered.to_string()),
         }
     } else if matches!(here, Some(Held::Filling(_))) {
-        swarm.push(me.clone());
+        // This node is in the chunk's swarm too.
+        holders.push(me.clone());
     }
-    holders.extend(sample(complete, ANSWER_HOLDERS));
-    holders.extend(sample(swarm, ANSWER_SWARM));
+    holders.extend(complete);
+    holders.extend(swarm);
     Frame::new(
         MessageType::Locations,
         id.as_bytes(),

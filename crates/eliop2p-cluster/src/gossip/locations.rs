@@ -62,14 +62,79 @@ impl Gossip {
         self.index.add_downloader(node, chunk, now, now + ttl_ms);
     }
 
-    /// Live members downloading a chunk, as far as this node tracks it.
-    pub fn downloaders(&self, now: u64, chunk: &ChunkId) -> Vec<NodeInfo> {
-        self.index
-            .downloaders(chunk, now)
-            .into_iter()
+    /// Up to `k` live holders of a chunk at random (this node included when it
+    /// is one), none of them in `skip`: a tracker's answer. A chunk the whole
+    /// cluster has read has thousands of holders; they are drawn by index, and
+    /// only those drawn are cloned (cloning every holder at every `Locate` made
+    /// the tracker's cost grow with the cluster).
+    pub fn sample_holders(&mut self, chunk: &ChunkId, k: usize, skip: &[&str]) -> Vec<NodeInfo> {
+        let draws = self.draws(k);
+        let ids = self.index.holders(chunk);
+        let picked = self.pick_live(ids, &draws, k, skip, true);
+        self.infos(&picked)
+    }
+
+    /// Up to `k` live members downloading a chunk at random, as far as this
+    /// node tracks it, none of them in `skip`.
+    pub fn sample_downloaders(&mut self, now: u64, chunk: &ChunkId, k: usize, skip: &[&str]) -> Vec<NodeInfo> {
+        let draws = self.draws(k);
+        let ids = self.index.downloaders(chunk, now);
+        let picked = self.pick_live(&ids, &draws, k, skip, false);
+        self.infos(&picked)
+    }
+
+    /// Random numbers enough for `pick_live` to draw `k`.
+    fn draws(&mut self, k: usize) -> Vec<u64> {
+        (0..8 * k + 8).map(|_| self.next_random()).collect()
+    }
+
+    /// Up to `k` distinct ids of `ids` that are live members (or this node, with
+    /// `me_too`) and not in `skip`: drawn at the indexes `draws` give, then, when
+    /// that found too few (a short list, or many dead), from a scan starting at a
+    /// random place.
+    fn pick_live<'a, S: AsRef<str>>(&self, ids: &'a [S], draws: &[u64], k: usize, skip: &[&str], me_too: bool) -> Vec<&'a str> {
+        let ok = |id: &str| {
+            !skip.contains(&id)
+                && if id == self.me.id {
+                    me_too
+                } else {
+                    self.members.get(id).is_some_and(|e| self.is_live(e))
+                }
+        };
+        let mut out: Vec<&str> = Vec::with_capacity(k);
+        if ids.is_empty() || k == 0 {
+            return out;
+        }
+        for d in draws {
+            if out.len() == k {
+                return out;
+            }
+            let id = ids[(d % ids.len() as u64) as usize].as_ref();
+            if !out.contains(&id) && ok(id) {
+                out.push(id);
+            }
+        }
+        let start = (draws[0] % ids.len() as u64) as usize;
+        for i in 0..ids.len() {
+            if out.len() == k {
+                break;
+            }
+            let id = ids[(start + i) % ids.len()].as_ref();
+            if !out.contains(&id) && ok(id) {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    fn infos(&self, ids: &[&str]) -> Vec<NodeInfo> {
+        ids.iter()
             .filter_map(|id| {
-                let e = self.members.get(id)?;
-                self.is_live(e).then(|| NodeInfo::clone(&e.node))
+                if *id == self.me.id {
+                    Some(NodeInfo::clone(&self.me))
+                } else {
+                    self.members.get(*id).map(|e| NodeInfo::clone(&e.node))
+                }
             })
             .collect()
     }
