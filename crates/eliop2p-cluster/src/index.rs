@@ -22,7 +22,7 @@ pub struct LocationIndex {
 impl LocationIndex {
     /// Registers `node` as downloading `chunk` until `expires_ms`.
     pub fn add_downloader(&mut self, node: &str, chunk: ChunkId, now_ms: u64, expires_ms: u64) {
-        if self.holders(&chunk).iter().any(|n| n == node) {
+        if self.holds(node, &chunk) {
             return;
         }
         let s = self.swarm.entry(chunk).or_default();
@@ -59,6 +59,12 @@ impl LocationIndex {
         });
     }
 
+    /// Whether `node` is indexed as a holder of `chunk` (by the node's own set:
+    /// a chunk's list of holders runs to thousands, and is scanned for nothing).
+    pub fn holds(&self, node: &str, chunk: &ChunkId) -> bool {
+        self.by_node.get(node).is_some_and(|s| s.contains(chunk))
+    }
+
     /// Chunks indexed for `node`.
     pub fn held_by(&self, node: &str) -> usize {
         self.by_node.get(node).map_or(0, HashSet::len)
@@ -69,9 +75,8 @@ impl LocationIndex {
         if let Some(s) = self.swarm.get_mut(&chunk) {
             s.retain(|(n, _)| n != node);
         }
-        let h = self.holders.entry(chunk).or_default();
-        if !h.iter().any(|n| n == node) {
-            h.push(node.to_owned());
+        if !self.holds(node, &chunk) {
+            self.holders.entry(chunk).or_default().push(node.to_owned());
             self.by_node
                 .entry(node.to_owned())
                 .or_default()
