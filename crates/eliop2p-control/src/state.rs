@@ -448,25 +448,17 @@ impl State {
             *demand.entry(*id).or_default() += 1;
         }
         for (hex, id) in q.chunks.iter().zip(ids) {
-            let mut hs: Vec<(bool, u64, Holder)> = self
+            // Candidates by reference: a chunk a whole cluster has read has
+            // thousands of holders, and only those answered are copied.
+            let mut hs: Vec<(bool, u64, &NodeEntry)> = self
                 .holders
                 .get(&id)
                 .into_iter()
                 .flatten()
-                .filter(|n| Some(n.as_str()) != q.node_id.as_deref() && self.online(n, now))
+                .filter(|n| Some(n.as_str()) != q.node_id.as_deref())
                 .filter_map(|n| self.nodes.get(n))
-                .map(|n| {
-                    let zone = n.reg.labels.get("zone").cloned().unwrap_or_default();
-                    (
-                        zone != asker_zone,
-                        n.heartbeat.load,
-                        Holder {
-                            node_id: n.reg.node_id.clone(),
-                            p2p_addr: n.reg.p2p_addr,
-                            zone,
-                        },
-                    )
-                })
+                .filter(|n| self.status(n, now) == NodeStatus::Online)
+                .map(|n| (zone_of(n) != asker_zone, n.heartbeat.load, n))
                 .collect();
             if let Some(limit) = q.limit.map(|l| l as usize)
                 && hs.len() > limit
@@ -474,18 +466,25 @@ impl State {
                 // Twice the limit drawn at random, the asker's zone first; the
                 // least loaded of those are answered. Loads are as of the last
                 // heartbeat, so a plain "least loaded" would name the same few
-                // to every asker until the next one.
-                // Equal loads stay in random order (stable sorts): by id, the
-                // same ids would win every tie.
+                // to every asker until the next one. Equal loads stay in random
+                // order (stable sorts): by id, the same ids would win every tie.
                 shuffle(&mut hs, self.location_queries);
                 hs.sort_by_key(|h| h.0);
                 hs.truncate(2 * limit);
                 hs.sort_by_key(|h| (h.0, h.1));
                 hs.truncate(limit);
             } else {
-                hs.sort_by(|a, b| (a.0, a.1, &a.2.node_id).cmp(&(b.0, b.1, &b.2.node_id)));
+                hs.sort_by(|a, b| (a.0, a.1, &a.2.reg.node_id).cmp(&(b.0, b.1, &b.2.reg.node_id)));
             }
-            out.insert(hex.clone(), hs.into_iter().map(|(_, _, h)| h).collect());
+            let answer = hs
+                .into_iter()
+                .map(|(_, _, n)| Holder {
+                    node_id: n.reg.node_id.clone(),
+                    p2p_addr: n.reg.p2p_addr,
+                    zone: zone_of(n).to_owned(),
+                })
+                .collect();
+            out.insert(hex.clone(), answer);
         }
         Ok(out)
     }
@@ -608,6 +607,11 @@ impl State {
     pub fn chunk_count(&self) -> usize {
         self.holders.len()
     }
+}
+
+/// A node's zone label ("" without one).
+fn zone_of(n: &NodeEntry) -> &str {
+    n.reg.labels.get("zone").map_or("", String::as_str)
 }
 
 /// Shuffles `v` in place (Fisher-Yates), seeded from `salt` and the process's
