@@ -5,6 +5,7 @@
 //! once, or shared by any number of replicas through Redis (`redis.rs`).
 
 mod auth;
+mod locations;
 mod log;
 mod metrics;
 mod plan;

@@ -7,10 +7,12 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use eliop2p_cluster::api::{
-    self, Command, CommandKind, Heartbeat, Holder, NodeStatus, NodeView, Register,
+    self, Command, CommandKind, Heartbeat, NodeStatus, NodeView, Register,
 };
 use eliop2p_core::ChunkId;
 use tokio::time::Instant;
+
+use crate::locations::HolderSet;
 
 /// A change: what the embedded store keeps, and (with a shared store) what the
 /// replicas' log carries. Applying one twice leaves the state as applying it once.
@@ -68,7 +70,7 @@ pub struct State {
     pub replication: ReplicationConfig,
     pub nodes: HashMap<String, NodeEntry>,
     /// Holders per chunk, and chunk lengths (for replicate commands).
-    pub(crate) holders: HashMap<ChunkId, HashSet<String>>,
+    pub(crate) holders: HashMap<ChunkId, HolderSet>,
     pub(crate) lens: HashMap<ChunkId, u64>,
     pub(crate) demand: HashMap<ChunkId, u64>,
     pub(crate) commands: HashMap<String, VecDeque<Command>>,
@@ -84,7 +86,7 @@ pub struct State {
     /// (by every replica, this one too), not where they arrive; demand waits in
     /// `pending_demand` for the next batch.
     pub(crate) shared: bool,
-    pending_demand: HashMap<ChunkId, u64>,
+    pub(crate) pending_demand: HashMap<ChunkId, u64>,
 }
 
 /// Command and job ids are `tag << ID_TAG_SHIFT | n`: each replica on a shared store
@@ -134,7 +136,7 @@ fn check_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<(
     Ok(())
 }
 
-fn parse_id(s: &str) -> Result<ChunkId, StateError> {
+pub(crate) fn parse_id(s: &str) -> Result<ChunkId, StateError> {
     ChunkId::from_hex(s).ok_or_else(|| StateError::BadChunkId(s.to_owned()))
 }
 
@@ -419,76 +421,6 @@ impl State {
         Ok((count, ops))
     }
 
-    /// Online holders of each chunk: the asker's zone first, then least loaded;
-    /// with a limit, a random sample ordered so. Counts demand.
-    pub fn locations(
-        &mut self,
-        q: &api::LocationQuery,
-        now: Instant,
-    ) -> Result<BTreeMap<String, Vec<Holder>>, StateError> {
-        let ids: Vec<ChunkId> = q
-            .chunks
-            .iter()
-            .map(|c| parse_id(c))
-            .collect::<Result<_, _>>()?;
-        self.location_queries += 1;
-        let asker_zone = q
-            .node_id
-            .as_ref()
-            .and_then(|n| self.nodes.get(n))
-            .and_then(|n| n.reg.labels.get("zone").cloned())
-            .unwrap_or_default();
-        let mut out = BTreeMap::new();
-        let demand = if self.shared {
-            &mut self.pending_demand
-        } else {
-            &mut self.demand
-        };
-        for id in &ids {
-            *demand.entry(*id).or_default() += 1;
-        }
-        for (hex, id) in q.chunks.iter().zip(ids) {
-            // Candidates by reference: a chunk a whole cluster has read has
-            // thousands of holders, and only those answered are copied.
-            let mut hs: Vec<(bool, u64, &NodeEntry)> = self
-                .holders
-                .get(&id)
-                .into_iter()
-                .flatten()
-                .filter(|n| Some(n.as_str()) != q.node_id.as_deref())
-                .filter_map(|n| self.nodes.get(n))
-                .filter(|n| self.status(n, now) == NodeStatus::Online)
-                .map(|n| (zone_of(n) != asker_zone, n.heartbeat.load, n))
-                .collect();
-            if let Some(limit) = q.limit.map(|l| l as usize)
-                && hs.len() > limit
-            {
-                // Twice the limit drawn at random, the asker's zone first; the
-                // least loaded of those are answered. Loads are as of the last
-                // heartbeat, so a plain "least loaded" would name the same few
-                // to every asker until the next one. Equal loads stay in random
-                // order (stable sorts): by id, the same ids would win every tie.
-                shuffle(&mut hs, self.location_queries);
-                hs.sort_by_key(|h| h.0);
-                hs.truncate(2 * limit);
-                hs.sort_by_key(|h| (h.0, h.1));
-                hs.truncate(limit);
-            } else {
-                hs.sort_by(|a, b| (a.0, a.1, &a.2.reg.node_id).cmp(&(b.0, b.1, &b.2.reg.node_id)));
-            }
-            let answer = hs
-                .into_iter()
-                .map(|(_, _, n)| Holder {
-                    node_id: n.reg.node_id.clone(),
-                    p2p_addr: n.reg.p2p_addr,
-                    zone: zone_of(n).to_owned(),
-                })
-                .collect();
-            out.insert(hex.clone(), answer);
-        }
-        Ok(out)
-    }
-
     pub fn view(&self, n: &NodeEntry, now: Instant) -> NodeView {
         NodeView {
             node_id: n.reg.node_id.clone(),
@@ -609,26 +541,6 @@ impl State {
     }
 }
 
-/// A node's zone label ("" without one).
-fn zone_of(n: &NodeEntry) -> &str {
-    n.reg.labels.get("zone").map_or("", String::as_str)
-}
-
-/// Shuffles `v` in place (Fisher-Yates), seeded from `salt` and the process's
-/// random hash keys.
-fn shuffle<T>(v: &mut [T], salt: u64) {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(salt);
-    let mut x = h.finish() | 1;
-    for i in (1..v.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -645,7 +557,7 @@ pub(crate) mod tests {
     }
 
     /// Reports one held chunk for a node.
-    fn report_one(s: &mut State, node: &str, id: ChunkId, len: u64) {
+    pub(crate) fn report_one(s: &mut State, node: &str, id: ChunkId, len: u64) {
         let r = api::ChunkReport {
             full: false,
             added: vec![api::ReportedChunk {
@@ -672,35 +584,6 @@ pub(crate) mod tests {
                 max_pending_per_node: 4,
             },
         )
-    }
-
-    /// With a limit, an answer is a few holders in the asker's zone, a different
-    /// few for each asker; without one, every online holder. Before, every
-    /// query got every holder, in the same order until the loads changed.
-    #[test]
-    fn a_limited_answer_samples_the_holders_in_the_askers_zone() {
-        let mut s = test_state(0, 1000, 0);
-        let now = Instant::now();
-        let id = ChunkId::from_bytes([9; 32]);
-        for i in 0..100 {
-            let mut r = reg(&format!("n{i}"));
-            r.labels.insert("zone".into(), if i < 60 { "a" } else { "b" }.into());
-            s.register(r, now).unwrap();
-            report_one(&mut s, &format!("n{i}"), id, 10);
-        }
-        let mut asker = reg("asker");
-        asker.labels.insert("zone".into(), "a".into());
-        s.register(asker, now).unwrap();
-        let q = |limit| api::LocationQuery { chunks: vec![id.to_hex()], node_id: Some("asker".into()), limit };
-        assert_eq!(s.locations(&q(None), now).unwrap()[&id.to_hex()].len(), 100);
-        let mut named = std::collections::HashSet::new();
-        for _ in 0..50 {
-            let hs = s.locations(&q(Some(8)), now).unwrap().remove(&id.to_hex()).unwrap();
-            assert_eq!(hs.len(), 8);
-            assert!(hs.iter().all(|h| h.zone == "a"), "the asker's zone first");
-            named.extend(hs.into_iter().map(|h| h.node_id));
-        }
-        assert!(named.len() > 40, "askers are given different holders: {} named", named.len());
     }
 
     #[tokio::test(start_paused = true)]
