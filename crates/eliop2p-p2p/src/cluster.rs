@@ -329,35 +329,26 @@ pub(crate) async fn find_holders(
     fetch: Option<&FetchRequest>,
     downloading: bool,
 ) -> Vec<SocketAddr> {
-    locate_all(shared, id, fetch, downloading).await.0
+    locate_all(shared, id, fetch, downloading, true).await.0
 }
 
 /// [`find_holders`], and whether this node is the one to read the origin: the
 /// first owner that answered for the chunk is this node (the owner died and this
 /// node is its backup, or ownership moved here) and it knows no complete holder.
+/// Without `ask_directory` the directory (the control plane) is asked only when
+/// no owner answered.
 pub(crate) async fn locate_all(
     shared: &Arc<P2pShared>,
     id: &ChunkId,
     fetch: Option<&FetchRequest>,
     downloading: bool,
+    ask_directory: bool,
 ) -> (Vec<SocketAddr>, bool) {
     let Some(cluster) = &shared.cluster else {
         return (Vec::new(), false);
     };
     let my_id = shared.cfg.node_id.clone();
     let mut found: Vec<SocketAddr> = Vec::new();
-    if let Some(dir) = &cluster.directory
-        && let Some(h) = dir.locate(*id).await
-    {
-        found = h
-            .into_iter()
-            .filter(|n| n.id != my_id)
-            .map(|n| n.p2p)
-            .collect();
-        if !downloading && !found.is_empty() {
-            return (found, false);
-        }
-    }
     let add = |found: &mut Vec<SocketAddr>, more: Vec<NodeInfo>| {
         for n in more {
             if n.id != my_id && !found.contains(&n.p2p) {
@@ -365,6 +356,16 @@ pub(crate) async fn locate_all(
             }
         }
     };
+    let directory = async || match &cluster.directory {
+        Some(dir) => dir.locate(*id).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if ask_directory {
+        add(&mut found, directory().await);
+        if !downloading && !found.is_empty() {
+            return (found, false);
+        }
+    }
     let owners = {
         let g = cluster.gossip();
         g.owners(id, 1 + g.config().backups)
@@ -399,6 +400,9 @@ pub(crate) async fn locate_all(
                 unreachable.push(owner.id);
             }
         }
+    }
+    if !ask_directory {
+        add(&mut found, directory().await);
     }
     (found, false)
 }

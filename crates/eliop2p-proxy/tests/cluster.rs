@@ -378,6 +378,77 @@ async fn thundering_herd_costs_the_origin_one_read() {
     origin.stop().await;
 }
 
+/// The control plane's count of location queries, from its metrics.
+async fn location_queries(cluster: &TestCluster) -> u64 {
+    let url = format!("http://{}/metrics", cluster.control_addr.unwrap());
+    let auth = format!("Bearer {}", eliop2p_testkit::CONTROL_TOKEN);
+    let r = TestClient::new()
+        .get(&url, &[("authorization", &auth)])
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&r.body);
+    text.lines()
+        .find_map(|l| l.strip_prefix("eliop2p_control_location_queries_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no location query count in {text}"))
+}
+
+/// In hybrid mode a download's routine re-locates (every 150 ms while it knows
+/// few peers, every second after) ask the chunk's tracker, not the control plane:
+/// at every re-locate of every download, 5,000 nodes asked the control plane some
+/// 25,000 times a second. It is asked when the download starts, when pieces lack a
+/// source, and every 5 s at most otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hybrid_download_asks_the_control_plane_once_not_at_every_relocate() {
+    let (origin, data) = origin_with("bkt", "slow", 16 * MIB, 9).await;
+    let cluster = TestCluster::start_with(
+        &origin,
+        3,
+        Discovery::Hybrid,
+        |_, cfg| cfg.p2p.as_mut().unwrap().max_upload_rate = 4 * MIB as u64,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let client = TestClient::new();
+    let r = get_ok(&client, &cluster.url(0, "bkt", "slow"), &data).await;
+    let id = chunk_ids(&origin, "bkt", "slow", r.header("etag").unwrap(), data.len())[0];
+    // The node that holds nothing yet: node 0 and the chunk's owner hold it.
+    let q = serde_json::json!({"chunks": [id.to_hex()]});
+    let mut holders: Vec<String> = Vec::new();
+    eventually("the chunk reported", Duration::from_secs(5), async || {
+        let l = cp_call(&cluster, http::Method::POST, "/api/v1/chunks/locations", Some(q.clone())).await;
+        holders = l.map_or_else(Vec::new, |l| {
+            l["locations"][id.to_hex()]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["node_id"].as_str().unwrap().to_owned())
+                .collect()
+        });
+        holders.len() == 2 || holders.len() == 1 && holders[0] != "node-0"
+    })
+    .await;
+    let reader = (1..3)
+        .find(|i| !holders.contains(&format!("node-{i}")))
+        .unwrap();
+    let before = location_queries(&cluster).await;
+    let t = std::time::Instant::now();
+    get_ok(&client, &cluster.url(reader, "bkt", "slow"), &data).await;
+    let took = t.elapsed();
+    let asked = location_queries(&cluster).await - before;
+    println!("node {reader}: {:.1} s from peers at 4 MiB/s each, {asked} location queries", took.as_secs_f64());
+    assert_eq!(cluster.node(reader).metrics.bytes_origin.load(Relaxed), 0);
+    assert!(took >= Duration::from_millis(1500), "the download took {took:?}: too fast to re-locate");
+    let allowed = 3 + took.as_secs() / 5;
+    assert!(
+        asked <= allowed,
+        "{asked} location queries in {took:?} (at most {allowed}): the control plane was asked at every re-locate"
+    );
+    cluster.shutdown().await;
+    origin.stop().await;
+}
+
 /// Nodes told of two control-plane replicas (`control_plane.endpoint` lists both;
 /// here each has its own store, a standby) use the first; when it stops, every
 /// node moves to the other, registers there with a full chunk report, and reads
