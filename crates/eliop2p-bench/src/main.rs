@@ -398,10 +398,7 @@ async fn main() -> anyhow::Result<()> {
             runs: 3,
         }
     };
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("bench").await?;
-    let large = test_data(o.large, 1);
-    origin.put("bench", "large.bin", large.clone()).await?;
+    let (origin, large) = TestOrigin::with_object("bench", "large.bin", o.large, 1).await?;
     let mut small_keys = Vec::new();
     let small = test_data(o.small_size, 2);
     for i in 0..o.small_count {

@@ -50,10 +50,7 @@ async fn plain_http_paths_never_leave_the_endpoint_path() -> anyhow::Result<()> 
 async fn cached_authorization_ends_with_the_presigned_url() -> anyhow::Result<()> {
     use eliop2p_origin::{OriginClient, OriginRequest};
     use eliop2p_testkit::{ACCESS_KEY, SECRET_KEY, TestClient, TestOrigin, sha256_hex, start_node};
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("exp").await?;
-    let data = test_data(1 << 20, 5);
-    origin.put("exp", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("exp", "obj", 1 << 20, 5).await?;
     let node = start_node(&origin, |c| {
         c.proxy.auth = eliop2p_proxy::AuthMode::Passthrough;
         c.proxy.auth_cache_ttl = std::time::Duration::from_secs(60);
@@ -450,10 +447,7 @@ async fn an_owner_trusts_its_own_metadata_not_the_askers() -> anyhow::Result<()>
     use eliop2p_p2p::codec::MessageType;
     use eliop2p_testkit::{Discovery, TestClient, TestCluster, TestOrigin, sha256_hex};
     use tokio::io::AsyncWriteExt;
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("own").await?;
-    let data = test_data(20 << 20, 8);
-    origin.put("own", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("own", "obj", 20 << 20, 8).await?;
     let cluster = TestCluster::start(&origin, 2, Discovery::Gossip).await?;
     let nodes: Vec<_> = cluster.nodes.iter().map(|n| n.as_ref().unwrap()).collect();
     // Both nodes must know each other (the owner is one of them).

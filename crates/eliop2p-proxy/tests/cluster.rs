@@ -14,14 +14,6 @@ use http::StatusCode;
 
 const MIB: usize = 1 << 20;
 
-async fn origin_with(bucket: &str, key: &str, len: usize, seed: u64) -> (TestOrigin, bytes::Bytes) {
-    let origin = TestOrigin::start().await.unwrap();
-    origin.create_bucket(bucket).await.unwrap();
-    let data = test_data(len, seed);
-    origin.put(bucket, key, data.clone()).await.unwrap();
-    (origin, data)
-}
-
 async fn get_ok(client: &TestClient, url: &str, expected: &[u8]) -> eliop2p_testkit::TestResponse {
     let r = client.get(url, &[]).await.unwrap();
     assert_eq!(
@@ -57,7 +49,7 @@ async fn five_nodes_in_every_mode_read_from_each_other() {
         Discovery::ControlPlane,
         Discovery::Hybrid,
     ] {
-        let (origin, data) = origin_with("bkt", "data/obj.bin", 40 * MIB, 1).await;
+        let (origin, data) = TestOrigin::with_object("bkt", "data/obj.bin", 40 * MIB, 1).await.unwrap();
         let cluster = TestCluster::start(&origin, 5, mode).await.unwrap();
         let client = TestClient::new();
         // A cold read through node 0: one origin GET per chunk, whoever owns it.
@@ -117,7 +109,7 @@ async fn offers(cluster: &TestCluster, i: usize, ids: &[ChunkId], holder: Socket
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_stops_being_offered_and_a_leaving_node_at_once() {
-    let (origin, data) = origin_with("bkt", "k", 40 * MIB, 2).await;
+    let (origin, data) = TestOrigin::with_object("bkt", "k", 40 * MIB, 2).await.unwrap();
     let mut cluster = TestCluster::start(&origin, 5, Discovery::Gossip)
         .await
         .unwrap();
@@ -306,7 +298,7 @@ async fn hybrid_survives_the_control_plane_and_resyncs_when_it_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_chunks_are_replicated_by_command() {
-    let (origin, data) = origin_with("bkt", "hot", 8 * MIB, 5).await;
+    let (origin, data) = TestOrigin::with_object("bkt", "hot", 8 * MIB, 5).await.unwrap();
     let cluster = TestCluster::start_with(
         &origin,
         3,
@@ -348,7 +340,7 @@ async fn hot_chunks_are_replicated_by_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thundering_herd_costs_the_origin_one_read() {
     let size = 256 * MIB;
-    let (origin, data) = origin_with("bkt", "herd.bin", size, 6).await;
+    let (origin, data) = TestOrigin::with_object("bkt", "herd.bin", size, 6).await.unwrap();
     let cluster = TestCluster::start(&origin, 8, Discovery::Gossip)
         .await
         .unwrap();
@@ -400,7 +392,7 @@ async fn location_queries(cluster: &TestCluster) -> u64 {
 /// source, and every 5 s at most otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hybrid_download_asks_the_control_plane_once_not_at_every_relocate() {
-    let (origin, data) = origin_with("bkt", "slow", 16 * MIB, 9).await;
+    let (origin, data) = TestOrigin::with_object("bkt", "slow", 16 * MIB, 9).await.unwrap();
     let cluster = TestCluster::start_with(
         &origin,
         3,
@@ -455,7 +447,7 @@ async fn a_hybrid_download_asks_the_control_plane_once_not_at_every_relocate() {
 /// keep being served by peers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_move_to_the_next_control_plane_replica_when_theirs_stops() {
-    let (origin, a) = origin_with("bkt", "a", 20 * MIB, 6).await;
+    let (origin, a) = TestOrigin::with_object("bkt", "a", 20 * MIB, 6).await.unwrap();
     let standby_dir = tempfile::tempdir().unwrap();
     let standby = TestCluster::spawn_control_plane(standby_dir.path()).await.unwrap();
     let standby_url = format!("http://{}", standby.addr);
@@ -505,7 +497,7 @@ async fn nodes_move_to_the_next_control_plane_replica_when_theirs_stops() {
 /// second reads from the first with no origin byte (issue 18, item 4).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_over_ipv6_loopback_read_from_each_other() {
-    let (origin, a) = origin_with("bkt", "v6", 20 * MIB, 61).await;
+    let (origin, a) = TestOrigin::with_object("bkt", "v6", 20 * MIB, 61).await.unwrap();
     let cluster = TestCluster::start_ipv6(&origin, 2).await.unwrap();
     for i in 0..2 {
         assert!(cluster.node(i).proxy_addr.is_ipv6());

@@ -46,10 +46,7 @@ fn with_source(
 /// those without), and the stand-in that should have answered did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_reads_byte_exact_with_credentials_from_each_source() {
-    let origin = TestOrigin::start().await.unwrap();
-    origin.create_bucket("creds").await.unwrap();
-    let data = test_data(20 * MIB, 181);
-    origin.put("creds", "obj", data.clone()).await.unwrap();
+    let (origin, data) = TestOrigin::with_object("creds", "obj", 20 * MIB, 181).await.unwrap();
     let issuer = TestIssuer::new(Duration::from_secs(3600));
     origin.trust(&issuer);
     let server = CredentialServer::start(&issuer).await.unwrap();
@@ -88,10 +85,7 @@ async fn a_node_reads_byte_exact_with_credentials_from_each_source() {
 /// ExpiredToken to an expired one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_expiring_during_a_long_read_are_refreshed_with_no_failed_request() {
-    let origin = TestOrigin::start().await.unwrap();
-    origin.create_bucket("long").await.unwrap();
-    let data = test_data(64 * MIB, 190);
-    origin.put("long", "big", data.clone()).await.unwrap();
+    let (origin, data) = TestOrigin::with_object("long", "big", 64 * MIB, 190).await.unwrap();
     let small: Vec<_> = (0..48).map(|i| test_data(64 << 10, 300 + i)).collect();
     for (i, d) in small.iter().enumerate() {
         origin.put("long", &format!("s{i}"), d.clone()).await.unwrap();
@@ -201,10 +195,7 @@ async fn revoked_or_missing_credentials_give_the_client_a_clear_error() {
 /// the origin serves them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presigned_urls_carry_the_temporary_session_token() {
-    let origin = TestOrigin::start().await.unwrap();
-    origin.create_bucket("pre").await.unwrap();
-    let data = test_data(MIB, 211);
-    origin.put("pre", "k", data.clone()).await.unwrap();
+    let (origin, data) = TestOrigin::with_object("pre", "k", MIB, 211).await.unwrap();
     let issuer = TestIssuer::new(Duration::from_secs(3600));
     origin.trust(&issuer);
     let server = CredentialServer::start(&issuer).await.unwrap();

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use eliop2p_testkit::{
-    CONTROL_TOKEN, Discovery, TestClient, TestCluster, TestOrigin, sha256_hex, test_data,
+    CONTROL_TOKEN, Discovery, TestClient, TestCluster, TestOrigin, sha256_hex,
 };
 
 fn chromium() -> PathBuf {
@@ -66,10 +66,7 @@ fn count(dom: &str, needle: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboards_render_nodes_charts_and_jobs_in_chromium() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("dash").await?;
-    let data = test_data(40 << 20, 5);
-    origin.put("dash", "a.bin", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("dash", "a.bin", 40 << 20, 5).await?;
     let cluster = TestCluster::start(&origin, 3, Discovery::Hybrid).await?;
     // Let both histories take a sample before the traffic.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use eliop2p_cache::{DiskTierConfig, VerifyOnStart};
 use eliop2p_proxy::NodeHandle;
-use eliop2p_testkit::{TestClient, TestOrigin, sha256_hex, start_node, test_data};
+use eliop2p_testkit::{TestClient, TestOrigin, sha256_hex, start_node};
 
 const MIB: u64 = 1 << 20;
 
@@ -44,10 +44,7 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_beyond_memory_come_from_disk_and_survive_restart() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("tier").await?;
-    let data = test_data(20 * MIB as usize + 123, 5);
-    origin.put("tier", "big", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("tier", "big", 20 * MIB as usize + 123, 5).await?;
     let dir = tempfile::tempdir()?;
     let c = TestClient::new();
     {
@@ -109,10 +106,7 @@ async fn reads_beyond_memory_come_from_disk_and_survive_restart() -> anyhow::Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_or_truncated_chunk_files_are_refetched() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("rot").await?;
-    let data = test_data(6 * MIB as usize, 6);
-    origin.put("rot", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("rot", "obj", 6 * MIB as usize, 6).await?;
     let dir = tempfile::tempdir()?;
     let c = TestClient::new();
     {
@@ -174,10 +168,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unwritable_disk_keeps_serving() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("full").await?;
-    let data = test_data(8 * MIB as usize, 7);
-    origin.put("full", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("full", "obj", 8 * MIB as usize, 7).await?;
     let dir = tempfile::tempdir()?;
     let node = disk_node(&origin, dir.path()).await?;
     // The disk goes away under the running node: its temp directory becomes a file.

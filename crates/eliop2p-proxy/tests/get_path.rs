@@ -297,10 +297,7 @@ async fn client_disconnect_neither_cancels_nor_corrupts_the_fill() -> anyhow::Re
 /// client gets every byte: a slow origin never costs a truncated body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_down_after_the_headers_is_waited_out_not_a_cut_body() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("slow").await?;
-    let data = test_data(3 * 16 * MIB, 9);
-    origin.put("slow", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("slow", "obj", 3 * 16 * MIB, 9).await?;
     let node = start_node(&origin, |_| {}).await?;
     // Chunks 1 and 2: 8 refusals in all, beyond the client's own retries.
     origin.slow_down_ranges_from(16 * MIB as u64, 8);

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use eliop2p_testkit::{Discovery, TestClient, TestCluster, TestOrigin, sha256_hex, test_data};
+use eliop2p_testkit::{Discovery, TestClient, TestCluster, TestOrigin, sha256_hex};
 
 fn promtool(text: &str) -> (bool, String) {
     let mut child = Command::new("promtool")
@@ -84,10 +84,7 @@ fn house_rules(text: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_and_control_plane_metrics_pass_promtool_and_naming_rules() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("lint").await?;
-    let data = test_data(20 << 20, 9);
-    origin.put("lint", "x.bin", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("lint", "x.bin", 20 << 20, 9).await?;
     let cluster = TestCluster::start(&origin, 2, Discovery::Hybrid).await?;
     let client = TestClient::new();
     for i in 0..2 {

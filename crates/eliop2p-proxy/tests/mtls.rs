@@ -57,10 +57,7 @@ fn id_of(node: &NodeHandle) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_read_from_each_other_over_mutual_tls() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("mtls").await?;
-    let data = test_data(40 * MIB + 3, 501);
-    origin.put("mtls", "w.bin", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("mtls", "w.bin", 40 * MIB + 3, 501).await?;
     let ca = TestCa::new()?;
     let nodes = cluster(&origin, 3, |_, id| Some(ca.node_cert(id, false).unwrap())).await?;
     let c = TestClient::new();
@@ -155,10 +152,7 @@ fn first_frame_type(bytes: &[u8]) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_expired_missing_or_misnamed_certificates_get_no_chunk_byte() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("deny").await?;
-    let data = test_data(3 * MIB, 502);
-    origin.put("deny", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("deny", "obj", 3 * MIB, 502).await?;
     let (ca, other_ca) = (TestCa::new()?, TestCa::new()?);
     // Node 0 is the cluster's; node 1 has a certificate of another CA, node 2 an
     // expired one of the right CA.

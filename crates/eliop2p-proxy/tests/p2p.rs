@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use eliop2p_proxy::NodeHandle;
 use eliop2p_testkit::{
-    TestClient, TestOrigin, p2p_listeners, sha256_hex, start_p2p_node, test_data,
+    TestClient, TestOrigin, p2p_listeners, sha256_hex, start_p2p_node,
 };
 
 const MIB: usize = 1 << 20;
@@ -42,10 +42,7 @@ async fn cluster(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_node_reads_from_the_first_not_the_origin() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("p2p").await?;
-    let data = test_data(40 * MIB + 7, 1);
-    origin.put("p2p", "weights.bin", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("p2p", "weights.bin", 40 * MIB + 7, 1).await?;
     let nodes = cluster(&origin, 2, |_, _| {}).await?;
     let c = TestClient::new();
     let a = c
@@ -101,10 +98,7 @@ async fn second_node_reads_from_the_first_not_the_origin() -> anyhow::Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_still_filling_is_streamed_to_a_peer() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("fill").await?;
-    let data = test_data(16 * MIB, 2);
-    origin.put("fill", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("fill", "obj", 16 * MIB, 2).await?;
     let nodes = cluster(&origin, 2, |_, _| {}).await?;
     let c = TestClient::new();
     let (ca, ua) = (
@@ -138,10 +132,7 @@ async fn a_chunk_still_filling_is_streamed_to_a_peer() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serving_peer_killed_mid_chunk_the_rest_comes_from_another() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("kill").await?;
-    let data = test_data(16 * MIB, 3);
-    origin.put("kill", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("kill", "obj", 16 * MIB, 3).await?;
     // Node 2 downloads slowly (4 MiB/s), so node 0 can be killed in the middle.
     let mut nodes = cluster(&origin, 3, |i, c| {
         if i == 2 {
@@ -217,10 +208,7 @@ fn disk_only_node0(path: &std::path::Path) -> impl Fn(usize, &mut eliop2p_proxy:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_with_a_corrupt_chunk_is_skipped() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("rot").await?;
-    let data = test_data(4 * MIB, 4);
-    origin.put("rot", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("rot", "obj", 4 * MIB, 4).await?;
     let disk = tempfile::tempdir()?;
     // Node 0 keeps the chunk only on disk (tiny memory tier).
     let nodes = cluster(&origin, 3, disk_only_node0(disk.path())).await?;
@@ -290,10 +278,7 @@ async fn a_peer_with_a_corrupt_chunk_is_skipped() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_cluster_secret_gets_no_data() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("sec").await?;
-    let data = test_data(2 * MIB, 5);
-    origin.put("sec", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("sec", "obj", 2 * MIB, 5).await?;
     let nodes = cluster(&origin, 2, |i, c| {
         if i == 1 {
             c.p2p.as_mut().unwrap().cluster_secret = Some(b"not the cluster's secret".to_vec());
@@ -342,10 +327,7 @@ async fn wrong_cluster_secret_gets_no_data() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_bandwidth_limit_is_respected() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("bwl").await?;
-    let data = test_data(64 * MIB, 6);
-    origin.put("bwl", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("bwl", "obj", 64 * MIB, 6).await?;
     let nodes = cluster(&origin, 2, |i, c| {
         if i == 1 {
             c.p2p.as_mut().unwrap().max_download_rate = 16 * MIB as u64;
@@ -375,10 +357,7 @@ async fn download_bandwidth_limit_is_respected() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_peers_are_not_sent_duplicate_pieces() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("p2p").await?;
-    let data = test_data(64 * MIB, 21);
-    origin.put("p2p", "shards.bin", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("p2p", "shards.bin", 64 * MIB, 21).await?;
     let nodes = cluster(&origin, 4, |_, _| {}).await?;
     let c = TestClient::new();
     let url = |i: usize| format!("http://{}/p2p/shards.bin", nodes[i].proxy_addr);
@@ -409,10 +388,7 @@ async fn healthy_peers_are_not_sent_duplicate_pieces() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_but_alive_peer_causes_no_origin_read() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("slow").await?;
-    let data = test_data(16 * MIB, 4);
-    origin.put("slow", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("slow", "obj", 16 * MIB, 4).await?;
     // Node 1 uploads at 1 MiB/s: each of its pieces takes longer than node 2's
     // piece timeout once a few are queued, yet it never goes silent.
     let nodes = cluster(&origin, 3, |i, c| {
@@ -461,10 +437,7 @@ async fn a_slow_but_alive_peer_causes_no_origin_read() -> anyhow::Result<()> {
 /// waiting it out would show).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_read_with_static_peers_goes_to_the_origin_without_waiting() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("cold").await?;
-    let data = test_data(40 * MIB + 3, 3);
-    origin.put("cold", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("cold", "obj", 40 * MIB + 3, 3).await?;
     let nodes = cluster(&origin, 3, |_, c| {
         c.p2p.as_mut().expect("p2p").piece_timeout = Duration::from_secs(30);
     })
@@ -496,10 +469,7 @@ async fn a_cold_read_with_static_peers_goes_to_the_origin_without_waiting() -> a
 /// and the rest of the chunk came from the origin.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_its_complete_peer_dies_a_node_turns_to_one_it_declined() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("declined").await?;
-    let data = test_data(16 * MIB, 22);
-    origin.put("declined", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("declined", "obj", 16 * MIB, 22).await?;
     let mut nodes = cluster(&origin, 3, |i, c| {
         let p = c.p2p.as_mut().unwrap();
         p.selection_k = 1;
@@ -545,10 +515,7 @@ async fn when_its_complete_peer_dies_a_node_turns_to_one_it_declined() -> anyhow
 /// chunk of extra origin bytes on the network bed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_its_peer_dies_a_node_reads_from_the_origin_only_what_it_lacks() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("holes").await?;
-    let data = test_data(16 * MIB, 21);
-    origin.put("holes", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("holes", "obj", 16 * MIB, 21).await?;
     let mut nodes = cluster(&origin, 2, |i, c| {
         if i == 1 {
             c.p2p.as_mut().unwrap().max_download_rate = 4 * MIB as u64;

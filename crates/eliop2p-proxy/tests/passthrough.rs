@@ -62,10 +62,7 @@ fn assert_denied(status: StatusCode, body: &[u8], data: &[u8], who: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_authorizes_every_read_and_caches_for_good_clients() {
-    let origin = TestOrigin::start().await.unwrap();
-    origin.create_bucket("ptb").await.unwrap();
-    let data = test_data(20 * MIB, 9);
-    origin.put("ptb", "obj", data.clone()).await.unwrap();
+    let (origin, data) = TestOrigin::with_object("ptb", "obj", 20 * MIB, 9).await.unwrap();
     // The node has no credentials at all.
     let node = start_node(&origin, |c| {
         c.proxy.auth = AuthMode::Passthrough;
@@ -325,10 +322,7 @@ async fn forward_proxy_reaches_only_allowed_origins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_mode_answers_only_configured_client_keys() {
-    let origin = TestOrigin::start().await.unwrap();
-    origin.create_bucket("nodeauth").await.unwrap();
-    let data = test_data(6 * MIB, 21);
-    origin.put("nodeauth", "obj", data.clone()).await.unwrap();
+    let (origin, data) = TestOrigin::with_object("nodeauth", "obj", 6 * MIB, 21).await.unwrap();
     let node = start_node(&origin, |c| {
         c.proxy.client_keys = eliop2p_proxy::sigv4::ClientKeys::parse(&[
             "client-a:client-secret-a-0123456789".to_owned(),
@@ -424,10 +418,7 @@ async fn node_mode_answers_only_configured_client_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_cache_reuses_only_the_same_signature() {
-    let origin = TestOrigin::start().await.unwrap();
-    origin.create_bucket("authc").await.unwrap();
-    let data = test_data(3 * MIB, 23);
-    origin.put("authc", "obj", data.clone()).await.unwrap();
+    let (origin, data) = TestOrigin::with_object("authc", "obj", 3 * MIB, 23).await.unwrap();
     let node = start_node(&origin, |c| {
         c.proxy.auth = AuthMode::Passthrough;
         c.proxy.auth_cache_ttl = Duration::from_secs(60);
@@ -561,10 +552,7 @@ fn chunk_ids(origin: &TestOrigin, bucket: &str, key: &str, etag: &str, size: usi
 /// origin refuses gets its 403 and nothing else, whatever the peers hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_nodes_read_from_peers_after_the_origin_authorizes() {
-    let origin = TestOrigin::start().await.unwrap();
-    origin.create_bucket("ptc").await.unwrap();
-    let data = test_data(40 * MIB, 21);
-    origin.put("ptc", "obj", data.clone()).await.unwrap();
+    let (origin, data) = TestOrigin::with_object("ptc", "obj", 40 * MIB, 21).await.unwrap();
     let cluster = TestCluster::start_with(&origin, 3, Discovery::Gossip, |_, c| passthrough(c), |_| {})
         .await
         .unwrap();
@@ -631,10 +619,7 @@ async fn passthrough_nodes_read_from_peers_after_the_origin_authorizes() {
 /// from the origin, with the client's own request and an added range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_partial_hit_reads_only_the_missing_chunk() {
-    let origin = TestOrigin::start().await.unwrap();
-    origin.create_bucket("ptp").await.unwrap();
-    let data = test_data(40 * MIB, 22);
-    origin.put("ptp", "obj", data.clone()).await.unwrap();
+    let (origin, data) = TestOrigin::with_object("ptp", "obj", 40 * MIB, 22).await.unwrap();
     let node = start_node(&origin, passthrough).await.unwrap();
     let url = format!("http://{}", node.proxy_addr);
     let good = signer(&url, ACCESS_KEY, SECRET_KEY);

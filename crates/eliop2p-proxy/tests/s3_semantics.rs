@@ -321,10 +321,7 @@ async fn virtual_host_requests_and_admin_endpoints() -> anyhow::Result<()> {
 /// applies still invalidates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_writes_do_not_evict() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("wrtest").await?;
-    let data = test_data(3 << 20, 21);
-    origin.put("wrtest", "k", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("wrtest", "k", 3 << 20, 21).await?;
     let node = start_node(&origin, |_| {}).await?;
     let url = format!("{}/wrtest/k", base(&node));
     let c = TestClient::new();
@@ -367,10 +364,7 @@ async fn refused_writes_do_not_evict() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_in_flight_responses() -> anyhow::Result<()> {
     use http_body_util::BodyExt;
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("sdn").await?;
-    let data = test_data(40 << 20, 5);
-    origin.put("sdn", "big", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("sdn", "big", 40 << 20, 5).await?;
     let node = start_node(&origin, |_| {}).await?;
     let addr = node.proxy_addr;
     let stream = tokio::net::TcpStream::connect(addr).await?;
@@ -394,10 +388,7 @@ async fn shutdown_finishes_in_flight_responses() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_5xx_is_retried_then_relayed() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("flaky").await?;
-    let data = test_data(70_000, 8);
-    origin.put("flaky", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("flaky", "obj", 70_000, 8).await?;
     let node = start_node(&origin, |c| c.origin.max_retries = 2).await?;
     let c = TestClient::new();
     let u = format!("{}/flaky/obj", base(&node));

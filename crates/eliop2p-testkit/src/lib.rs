@@ -145,6 +145,16 @@ impl TestOrigin {
         Ok(o)
     }
 
+    /// [`Self::start`] with one bucket holding one object of `len` bytes of
+    /// [`test_data`] (`seed`), which it returns.
+    pub async fn with_object(bucket: &str, key: &str, len: usize, seed: u64) -> anyhow::Result<(Self, Bytes)> {
+        let origin = Self::start().await?;
+        origin.create_bucket(bucket).await?;
+        let data = test_data(len, seed);
+        origin.put(bucket, key, data.clone()).await?;
+        Ok((origin, data))
+    }
+
     /// Starts an https origin over a fresh temporary directory, with `ca`'s
     /// certificate for 127.0.0.1; its `origin_config` trusts `ca`.
     pub async fn start_tls(ca: &TestCa) -> anyhow::Result<Self> {

@@ -59,10 +59,7 @@ fn example_config_is_valid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_process_serves_and_exits_cleanly_on_sigterm() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("proc").await?;
-    let data = test_data(5 << 20, 4);
-    origin.put("proc", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("proc", "obj", 5 << 20, 4).await?;
     let (mut child, proxy, _admin) = spawn_node_process(&origin, &[])?;
     let c = TestClient::new();
     let r = c.get(&format!("{proxy}/proc/obj"), &[]).await?;
@@ -319,10 +316,7 @@ fn sigterm(child: &std::process::Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_and_nodes_as_processes() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("procs").await?;
-    let data = test_data(5 << 20, 77);
-    origin.put("procs", "obj", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("procs", "obj", 5 << 20, 77).await?;
     let cp_dir = tempfile::tempdir()?;
     let mut cp = Command::new(BIN)
         .args(["control-plane", "--control-plane-listen", "127.0.0.1:0"])

@@ -45,10 +45,7 @@ fn file_sha(p: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_downloads_objects_and_prefixes_byte_exact() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("cli").await?;
-    let big = test_data(40 << 20, 3);
-    origin.put("cli", "big.bin", big.clone()).await?;
+    let (origin, big) = TestOrigin::with_object("cli", "big.bin", 40 << 20, 3).await?;
     let mut shards = Vec::new();
     for i in 0..3 {
         let d = test_data((1 << 20) + i * 777, 10 + i as u64);
@@ -160,10 +157,7 @@ async fn get_downloads_objects_and_prefixes_byte_exact() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_resumes_an_interrupted_download() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("cli").await?;
-    let data = test_data(64 << 20, 8);
-    origin.put("cli", "slow.bin", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("cli", "slow.bin", 64 << 20, 8).await?;
     let single = eliop2p_testkit::start_node(&origin, |_| {}).await?;
     let node = format!("http://{}", single.proxy_addr);
     let dir = tempfile::tempdir()?;

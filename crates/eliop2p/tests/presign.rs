@@ -5,16 +5,13 @@
 use std::process::Command;
 use std::time::Duration;
 
-use eliop2p_testkit::{ACCESS_KEY, SECRET_KEY, TestClient, TestOrigin, sha256_hex, test_data};
+use eliop2p_testkit::{ACCESS_KEY, SECRET_KEY, TestClient, TestOrigin, sha256_hex};
 
 const BIN: &str = env!("CARGO_BIN_EXE_eliop2p");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presign_prints_a_url_the_origin_accepts() -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("signed").await?;
-    let data = test_data(70_000, 31);
-    origin.put("signed", "dir/obj name", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("signed", "dir/obj name", 70_000, 31).await?;
     let out = Command::new(BIN)
         .args(["presign", "s3://signed/dir/obj name", "--expires", "10m"])
         .env("ELIOP2P_ORIGIN_ENDPOINT", &origin.endpoint)
@@ -49,10 +46,7 @@ async fn presign_prints_a_url_the_origin_accepts() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presign_takes_temporary_keys_from_the_environment_a_profile_and_the_default_chain()
 -> anyhow::Result<()> {
-    let origin = TestOrigin::start().await?;
-    origin.create_bucket("temp").await?;
-    let data = test_data(50_000, 32);
-    origin.put("temp", "k", data.clone()).await?;
+    let (origin, data) = TestOrigin::with_object("temp", "k", 50_000, 32).await?;
     let issuer = eliop2p_testkit::TestIssuer::new(Duration::from_secs(3600));
     origin.trust(&issuer);
     let server = eliop2p_testkit::CredentialServer::start(&issuer).await?;

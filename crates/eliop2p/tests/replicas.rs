@@ -147,10 +147,7 @@ async fn nodes_ride_out_a_killed_planner_and_a_redis_outage() {
     let b = Replica::start(&redis).await;
     assert_eq!(b.metric("eliop2p_control_planning").await, Some(0));
 
-    let origin = TestOrigin::start().await.unwrap();
-    origin.create_bucket("bkt").await.unwrap();
-    let obj = test_data(20 << 20, 1);
-    origin.put("bkt", "obj", obj.clone()).await.unwrap();
+    let (origin, obj) = TestOrigin::with_object("bkt", "obj", 20 << 20, 1).await.unwrap();
     let hot = test_data(3 << 20, 2);
     origin.put("bkt", "hot", hot.clone()).await.unwrap();
     for i in 0..2 {
