@@ -1,7 +1,8 @@
 //! `eliop2p-bench control-plane`: location queries a second served by one control
 //! plane and by replicas sharing one Redis (issue 17's bench row), and heartbeats
 //! a second (`--hot=K` hot chunk ids each): on Redis every heartbeat is a write
-//! and a log entry that every replica applies. The control
+//! and a log entry that every replica applies; and chunk reports a second, each
+//! adding a chunk of one object the whole cluster reads. The control
 //! planes are `eliop2p control-plane` processes (the binary next to this one); the
 //! clients run here, each on its own keep-alive connection, asking for 8 random
 //! chunks of `--nodes` x `--chunks` reported holdings. On a 2-core machine the
@@ -130,6 +131,10 @@ enum Work {
     /// Heartbeats of random nodes, each listing this many hot chunks (every one a
     /// log entry on Redis, as nodes' heartbeats are).
     Heartbeat { hot: usize },
+    /// Chunk reports of random nodes, each adding one of the 64 chunks of one
+    /// object (a 1 GiB object the whole cluster reads: each chunk's holders grow
+    /// to thousands), as nodes report chunks they finish during a cold read.
+    Report,
 }
 
 /// `work` for `secs` from `conns` clients spread over `urls`: requests a second,
@@ -179,6 +184,12 @@ async fn load(urls: &[String], conns: usize, secs: f64, nodes: usize, chunks: us
                             None,
                         )
                     }
+                    Work::Report => (
+                        format!("{base}/api/v1/nodes/node-{asker}/chunks"),
+                        Method::POST,
+                        format!(r#"{{"added":[{{"id":"{}","len":16777216}}]}}"#, chunk(usize::MAX >> 8, next() % 64)),
+                        None,
+                    ),
                 };
                 match call(&client, &url, method, body).await {
                     Ok((200, b))
@@ -231,11 +242,12 @@ pub async fn run() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|");
     let dir = tempfile::tempdir()?;
     let beat = Work::Heartbeat { hot };
-    let (embedded, embedded_hb) = {
+    let (embedded, embedded_hb, embedded_rp) = {
         let r = start(&bin, &[("ELIOP2P_CONTROL_PLANE_DATA_DIR", dir.path().display().to_string()), replication.clone()]).await?;
         populate(&r.url, nodes, chunks).await?;
         let q = load(std::slice::from_ref(&r.url), conns, secs, nodes, chunks, Work::Locate).await?;
-        (q, load(std::slice::from_ref(&r.url), conns, secs, nodes, chunks, beat).await?)
+        let hb = load(std::slice::from_ref(&r.url), conns, secs, nodes, chunks, beat).await?;
+        (q, hb, load(std::slice::from_ref(&r.url), conns, secs, nodes, chunks, Work::Report).await?)
     };
     let redis = TestRedis::start().await.context("redis-server for the replicas")?;
     let env = [
@@ -247,11 +259,13 @@ pub async fn run() -> anyhow::Result<()> {
     populate(&a.url, nodes, chunks).await?;
     let one = load(std::slice::from_ref(&a.url), conns, secs, nodes, chunks, Work::Locate).await?;
     let one_hb = load(std::slice::from_ref(&a.url), conns, secs, nodes, chunks, beat).await?;
+    let one_rp = load(std::slice::from_ref(&a.url), conns, secs, nodes, chunks, Work::Report).await?;
     let b = start(&bin, &env).await?;
     wait_for(&b.url, nodes).await?;
     let both = [a.url.clone(), b.url.clone()];
     let two = load(&both, conns, secs, nodes, chunks, Work::Locate).await?;
     let two_hb = load(&both, conns, secs, nodes, chunks, beat).await?;
+    let two_rp = load(&both, conns, secs, nodes, chunks, Work::Report).await?;
     for (store, n, (qps, busy)) in [("embedded", 1, embedded), ("redis", 1, one), ("redis", 2, two)] {
         println!(
             "| {store} | {n} | {qps:.0} | {:.0} | {:.2}x | {:.0}% |",
@@ -272,6 +286,23 @@ pub async fn run() -> anyhow::Result<()> {
             "| {store} | {n} | {hps:.0} | {:.0} | {:.2}x | {:.0}% |",
             hps * 2.0,
             hps / one_hb.0,
+            busy * 100.0
+        );
+    }
+    // Chunk reports: a node reports the chunks it finishes (batched per 100 ms),
+    // so a cold read of a 1 GiB object (64 chunks) at 200 Mbit/s, about 43 s,
+    // costs each node about 1.5 reports a second; each is a write on Redis.
+    println!();
+    println!("## chunk reports, each adding one of 64 chunks every node reads, from {conns} clients for {secs} s");
+    println!();
+    println!("| store | replicas | reports/s | nodes in a cold read of 1 GiB at 200 Mbit/s | vs 1 replica on Redis | machine CPU busy |");
+    println!("|---|---|---|---|---|---|");
+    let per_node = 64.0 / ((1u64 << 30) as f64 * 8.0 / 200e6);
+    for (store, n, (rps, busy)) in [("embedded", 1, embedded_rp), ("redis", 1, one_rp), ("redis", 2, two_rp)] {
+        println!(
+            "| {store} | {n} | {rps:.0} | {:.0} | {:.2}x | {:.0}% |",
+            rps / per_node,
+            rps / one_rp.0,
             busy * 100.0
         );
     }
