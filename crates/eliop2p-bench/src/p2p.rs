@@ -162,7 +162,7 @@ async fn engine_download(
         set.spawn(async move {
             match cache.lookup(id, len) {
                 eliop2p_cache::Lookup::Leader(mut w) => {
-                    p2p.download(id, len, &mut w, None)
+                    p2p.download(id, len, &mut w, None, None)
                         .await
                         .map_err(|_| anyhow::anyhow!("chunk {id}: peers did not supply it"))?;
                     w.finish()?;

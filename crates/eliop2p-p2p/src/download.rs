@@ -5,7 +5,10 @@
 //! pieces, back-off from busy peers), per-piece verification, and verified pieces
 //! put into the fill in any order, where other peers can fetch them at once.
 //! The origin is the caller's business, and only when no peer has or is getting
-//! a piece this node needs (`Incomplete`).
+//! a piece this node needs (`Incomplete`), except after a takeover: when this
+//! node becomes the chunk's owner mid-download (the owner died), it reads only
+//! the pieces nobody has or is getting from the origin (`PieceOrigin`) and keeps
+//! taking the others from the swarm.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -72,6 +75,21 @@ enum Event {
     /// Peers the tracker named, and whether this node is now the one to read the
     /// origin (the owner died and this node took over).
     Located(Vec<SocketAddr>, bool),
+    /// A piece read from the origin after a takeover, or why the read failed.
+    Origin(OriginPiece),
+}
+
+/// A whole piece read from the origin with its SHA-256, or why the read failed.
+pub type OriginPiece = Result<(u32, Bytes, [u8; 32]), String>;
+
+/// Reads pieces of one chunk from the origin (implemented by the node, per fill),
+/// for a download whose node took the chunk over: the owner died and this node,
+/// its backup, is the one to read the origin for the cluster now.
+pub trait PieceOrigin: Send + Sync + 'static {
+    /// Reads `pieces` (ascending), sending each whole piece as it is read (others
+    /// between them may come too), or one `Err` when the read failed for good
+    /// (after the node's retries).
+    fn read(&self, pieces: Vec<u32>, tx: mpsc::UnboundedSender<OriginPiece>) -> crate::cluster::BoxFuture<()>;
 }
 
 /// The peers of an answer worth probing (`skip` says which are known, being
@@ -89,6 +107,7 @@ pub(crate) async fn download(
     len: u64,
     writer: &mut FillWriter,
     fetch: Option<&FetchRequest>,
+    origin: Option<&Arc<dyn PieceOrigin>>,
 ) -> Result<usize, Incomplete> {
     let t0 = Instant::now();
     let now = || t0.elapsed();
@@ -166,8 +185,33 @@ pub(crate) async fn download(
     let mut last_directory = last_locate;
     let gossiping = shared.cluster.as_ref().is_some_and(|c| c.cfg.gossip);
     let mut unsourced_since: Option<Duration> = None;
+    // After a takeover: pieces being read from the origin.
+    let mut from_origin: HashSet<u32> = HashSet::new();
     shared.stats.active_downloads.fetch_add(1, Relaxed);
     let mut budget = Budget { shared, held: 0 };
+    // A new verified piece into the fill; the download ends when it was the last.
+    macro_rules! accept {
+        ($piece:expr, $data:expr, $hash:expr) => {
+            hashes[$piece as usize] = Some($hash);
+            if sched.done()
+                && let Some(want) = expected_sha
+            {
+                // The chunk hash follows from the verified piece hashes.
+                let all: Vec<[u8; 32]> = hashes.iter().map(|h| h.unwrap_or_default()).collect();
+                if eliop2p_cache::chunk_root(&all) != want {
+                    shared.stats.verification_failures.fetch_add(1, Relaxed);
+                    tracing::warn!(chunk_id = %id, "chunk from peers does not match its SHA-256; discarding");
+                    break Err(());
+                }
+            }
+            if writer.put_piece($piece, $data, $hash).is_err() {
+                break Err(());
+            }
+            if sched.done() {
+                break Ok(());
+            }
+        };
+    }
     let outcome: Result<(), ()> = loop {
         let t = now();
         // This download's share of the node's pieces in flight: what the others
@@ -205,7 +249,12 @@ pub(crate) async fn download(
         }
         // Pieces nobody has or is getting: ask the tracker again (it may start the
         // origin fill, or a new owner may), and give up after the stall time.
-        let unsourced = probing.is_empty() && sched.unsourced() > 0;
+        let unsourced = probing.is_empty()
+            && if from_origin.is_empty() {
+                sched.unsourced() > 0
+            } else {
+                sched.unsourced_pieces().iter().any(|p| !from_origin.contains(p))
+            };
         if unsourced {
             unsourced_since.get_or_insert(t);
         } else {
@@ -254,9 +303,34 @@ pub(crate) async fn download(
         match ev {
             Event::Located(found, read_origin) => {
                 relocating = false;
-                if read_origin && sched.unsourced() > 0 {
-                    tracing::debug!(chunk_id = %id, "this node owns the chunk now; reading the rest from the origin");
-                    break Err(());
+                let lacking: Vec<u32> = if read_origin {
+                    sched.unsourced_pieces().into_iter().filter(|p| !from_origin.contains(p)).collect()
+                } else {
+                    Vec::new()
+                };
+                if !lacking.is_empty() {
+                    let Some(origin) = origin else {
+                        tracing::debug!(chunk_id = %id, "this node owns the chunk now; reading the rest from the origin");
+                        break Err(());
+                    };
+                    // This node reads the origin for the cluster now, only what no
+                    // peer has or is getting; the rest still comes from the swarm.
+                    // Peers may await its pieces: every one will come, from swarm
+                    // peers that hold it or from the origin, neither waiting on anyone.
+                    tracing::debug!(chunk_id = %id, pieces = lacking.len(), "this node owns the chunk now; reading what no peer has from the origin");
+                    writer.fill().set_from_peer(false);
+                    from_origin.extend(lacking.iter().copied());
+                    let (otx, mut orx) = mpsc::unbounded_channel();
+                    let read = origin.read(lacking, otx);
+                    let tx = tx.clone();
+                    tasks.spawn(async move {
+                        let forward = async {
+                            while let Some(r) = orx.recv().await {
+                                let _ = tx.send(Event::Origin(r));
+                            }
+                        };
+                        tokio::join!(read, forward);
+                    });
                 }
                 let fresh = to_probe(found, |a| {
                     *a == shared.self_addr || sched.knows(a) || probing.contains(a) || declined.contains(a)
@@ -265,6 +339,19 @@ pub(crate) async fn download(
                     probing.insert(a);
                     tasks.spawn(probe(shared.clone(), a, id, None, tx.clone()));
                 }
+            }
+            Event::Origin(Ok((piece, data, hash))) => {
+                from_origin.remove(&piece);
+                if (piece as usize) < n
+                    && data.len() as u64 == sched.piece_len(piece)
+                    && sched.on_other_piece(piece, now())
+                {
+                    accept!(piece, data, hash);
+                }
+            }
+            Event::Origin(Err(e)) => {
+                tracing::warn!(chunk_id = %id, error = %e, "reading the origin after a takeover failed");
+                break Err(());
             }
             Event::Bitmap(peer, r) => {
                 probing.remove(&peer);
@@ -314,24 +401,7 @@ pub(crate) async fn download(
                         let secs = bytes as f64 / rate;
                         shared.with_peer_stats(peer, |s| s.record_success(bytes, secs, 0.0));
                     }
-                    hashes[piece as usize] = Some(hash);
-                    if sched.done()
-                        && let Some(want) = expected_sha
-                    {
-                        // The chunk hash follows from the verified piece hashes.
-                        let all: Vec<[u8; 32]> = hashes.iter().map(|h| h.unwrap_or_default()).collect();
-                        if eliop2p_cache::chunk_root(&all) != want {
-                            shared.stats.verification_failures.fetch_add(1, Relaxed);
-                            tracing::warn!(chunk_id = %id, "chunk from peers does not match its SHA-256; discarding");
-                            break Err(());
-                        }
-                    }
-                    if writer.put_piece(piece, data, hash).is_err() {
-                        break Err(());
-                    }
-                    if sched.done() {
-                        break Ok(());
-                    }
+                    accept!(piece, data, hash);
                 }
                 other => {
                     let (why, reason) = match &other {

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use cluster::{ClusterConfig, Directory, FetchRefused, FetchRequest, Fetcher};
-pub use download::Incomplete;
+pub use download::{Incomplete, OriginPiece, PieceOrigin};
 pub use server::SLOT_WAIT;
 pub use eliop2p_cluster::{NodeInfo, Status};
 
@@ -459,15 +459,19 @@ impl P2pHandle {
     /// byte (the caller finishes it); otherwise how much was delivered, so the caller
     /// continues from the origin at that offset.
     /// `fetch` lets the chunk's owner read it from the origin for the cluster when
-    /// nobody holds it. `Ok` carries the number of other nodes that held the chunk.
+    /// nobody holds it. `origin` reads pieces nobody has from the origin when this
+    /// node takes the chunk over mid-download (without it, the download ends and
+    /// the caller reads the rest). `Ok` carries the number of other nodes that
+    /// held the chunk.
     pub async fn download(
         &self,
         id: ChunkId,
         len: u64,
         writer: &mut FillWriter,
         fetch: Option<&FetchRequest>,
+        origin: Option<&Arc<dyn PieceOrigin>>,
     ) -> Result<usize, Incomplete> {
-        download::download(&self.shared, id, len, writer, fetch).await
+        download::download(&self.shared, id, len, writer, fetch, origin).await
     }
 
     /// Prometheus text of the transfer metrics.

@@ -228,6 +228,17 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         }
     }
 
+    /// A verified piece from elsewhere than a peer (the origin) arrived. Returns
+    /// whether it was new.
+    pub fn on_other_piece(&mut self, piece: u32, now: Duration) -> bool {
+        if self.have.get(piece as usize).is_none_or(|h| *h) {
+            return false;
+        }
+        self.mark_have(piece);
+        self.last_progress = now;
+        true
+    }
+
     pub fn num_peers(&self) -> usize {
         self.peers.len()
     }
@@ -460,6 +471,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     pub fn unsourced(&self) -> usize {
         let (a, _) = self.availability(self.last_poll);
         (0..self.have.len()).filter(|&i| !self.have[i] && a[i] == 0).count()
+    }
+
+    /// [`Self::unsourced`], the pieces themselves, in order.
+    pub fn unsourced_pieces(&self) -> Vec<u32> {
+        let (a, _) = self.availability(self.last_poll);
+        (0..self.have.len()).filter(|&i| !self.have[i] && a[i] == 0).map(|i| i as u32).collect()
     }
 
     pub fn poll(&mut self, now: Duration) -> Actions<P> {

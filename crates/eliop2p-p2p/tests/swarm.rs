@@ -65,8 +65,8 @@ async fn two_peer_fed_fills_complete_from_each_other() {
     assert_eq!(wa.received(), PIECE_SIZE, "only the prefix is published");
     let (ra, rb) = tokio::time::timeout(Duration::from_secs(20), async {
         tokio::join!(
-            a.download(id, len, &mut wa, None),
-            b.download(id, len, &mut wb, None)
+            a.download(id, len, &mut wa, None, None),
+            b.download(id, len, &mut wb, None, None)
         )
     })
     .await
@@ -127,7 +127,7 @@ async fn announced_not_polled(b_from_peers: bool) {
             wb
         })
     };
-    let got = tokio::time::timeout(Duration::from_secs(20), a.download(id, len, &mut wa, None))
+    let got = tokio::time::timeout(Duration::from_secs(20), a.download(id, len, &mut wa, None, None))
         .await
         .expect("the download follows b's pieces as they come");
     got.expect("a completes from b's pieces");

@@ -618,7 +618,7 @@ async fn execute(
         }
         api::CommandKind::Replicate => match state.reader.cache.lookup(id, cmd.len) {
             Lookup::Leader(mut writer) => {
-                match p2p.download(id, cmd.len, &mut writer, None).await {
+                match p2p.download(id, cmd.len, &mut writer, None, None).await {
                     Ok(others) => {
                         writer.finish().map_err(|e| e.to_string())?;
                         state.metrics.replicated_bytes.fetch_add(cmd.len, Relaxed);

@@ -343,8 +343,17 @@ impl ObjectReader {
             // passthrough, peers only serve what they hold, and this node reads the
             // origin itself for the rest.
             let fetch = matches!(access, OriginAccess::Node).then_some(&fetch);
+            // Should this node take the chunk over mid-download (its owner died),
+            // it reads from the origin only what no peer has.
+            let origin: Arc<dyn eliop2p_p2p::PieceOrigin> = Arc::new(origin_fill::TakeoverOrigin {
+                reader: self.clone(),
+                key: key.clone(),
+                meta: meta.clone(),
+                chunk: range,
+                access: access.clone(),
+            });
             match p2p
-                .download(id, range.len(), &mut writer, fetch)
+                .download(id, range.len(), &mut writer, fetch, Some(&origin))
                 .await
             {
                 Ok(other_holders) => {

@@ -587,3 +587,91 @@ async fn the_backup_takes_over_a_chunk_whose_crashed_owner_held_it_whole() {
     cluster.shutdown().await;
     origin.stop().await;
 }
+
+/// The pieces of the first chunk that the `Range` of an origin GET covers.
+fn pieces_of_range(range: &str) -> std::ops::RangeInclusive<u64> {
+    use eliop2p_cache::disk::PIECE_SIZE;
+    let (a, b) = range.trim_start_matches("bytes=").split_once('-').expect("a closed range");
+    let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+    a / PIECE_SIZE..=b / PIECE_SIZE
+}
+
+/// The same crash, while two nodes are mid-chunk and one of them (its upload
+/// slow) holds pieces the other, the backup, lacks. Taking the chunk over, the
+/// backup reads from the origin only pieces neither holds, and takes the third
+/// node's from it: before, it read every piece it lacked from the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taking_a_chunk_over_the_backup_reads_from_the_origin_only_what_no_peer_has() {
+    let origin = TestOrigin::start().await.unwrap();
+    origin.create_bucket("bkt").await.unwrap();
+    // 32 pieces: at most 16 runs of missing ones, each read on its own (past 16
+    // a read would span held pieces).
+    let data = test_data(8 * MIB, 12);
+    let etag = origin.put("bkt", "obj", data.clone()).await.unwrap();
+    let id = chunk_ids(&origin, "bkt", "obj", &etag, data.len())[0];
+    let hashes: Vec<u64> = (0..3).map(|i| eliop2p_cluster::rendezvous::node_hash(&format!("node-{i}"))).collect();
+    let rank = eliop2p_cluster::rendezvous::rank(&id, &hashes);
+    let (owner, backup, third) = (rank[0], rank[1], rank[2]);
+    let mut cluster = TestCluster::start_with(
+        &origin,
+        3,
+        Discovery::Gossip,
+        move |i, c| {
+            let p = c.p2p.as_mut().unwrap();
+            let g = &mut p.cluster.as_mut().unwrap().gossip_cfg;
+            g.suspect_after_ms = 15_000;
+            g.dead_after_ms = 30_000;
+            if i == owner {
+                p.max_upload_rate = 2 * MIB as u64;
+            }
+            if i == third {
+                // It keeps most of what it gets from the owner to itself.
+                p.max_upload_rate = MIB as u64 / 2;
+            }
+        },
+        |_| {},
+    )
+    .await
+    .unwrap();
+    cluster.wait_converged(Duration::from_secs(10)).await.unwrap();
+    let client = TestClient::new();
+    get_ok(&client, &cluster.url(owner, "bkt", "obj"), &data).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reads: Vec<_> = [backup, third]
+        .into_iter()
+        .map(|i| {
+            let (client, url) = (client.clone(), cluster.url(i, "bkt", "obj"));
+            tokio::spawn(async move { client.get(&url, &[]).await })
+        })
+        .collect();
+    let held = |i: usize| match cluster.node(i).cache.peek(&id) {
+        Some(eliop2p_cache::Held::Filling(f)) => f.have_pieces(),
+        other => panic!("node {i} is not mid-chunk: {:?}", other.is_some()),
+    };
+    // What the third node holds half a second before the crash, the backup knows
+    // of by the crash (the third's announcements queue behind its slow uploads).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let at_third = held(third);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_backup = held(backup);
+    let gets = origin.gets_of("bkt", "obj").len();
+    cluster.kill(owner);
+    for r in reads {
+        let r = r.await.unwrap().unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "byte-exact after the owner crashed");
+    }
+    let only_third: Vec<u64> = (0..at_third.len() as u64).filter(|&p| at_third[p as usize] && !at_backup[p as usize]).collect();
+    let read: Vec<String> = origin.gets_of("bkt", "obj")[gets..].iter().filter_map(|g| g.range.clone()).collect();
+    eprintln!("third held {only_third:?} that the backup lacked; origin ranges after the crash: {read:?}");
+    assert!(!only_third.is_empty(), "the test needs pieces only the third node held");
+    for r in &read {
+        let covered = pieces_of_range(r);
+        assert!(
+            !only_third.iter().any(|p| covered.contains(p)),
+            "origin GET {r} after the crash covers pieces {only_third:?}, which the third node held"
+        );
+    }
+    cluster.shutdown().await;
+    origin.stop().await;
+}

@@ -151,6 +151,80 @@ pub(crate) async fn fill_from_origin(
     writer.fail(FillError::Cancelled);
 }
 
+/// The pieces of one chunk a download reads from the origin after its node took
+/// the chunk over (`eliop2p_p2p::PieceOrigin`), with this fill's authority.
+pub(crate) struct TakeoverOrigin {
+    pub reader: Arc<ObjectReader>,
+    pub key: ObjectKey,
+    pub meta: Arc<ObjectMeta>,
+    /// The chunk's first byte in the object, and its length.
+    pub chunk: ByteRange,
+    pub access: OriginAccess,
+}
+
+impl eliop2p_p2p::PieceOrigin for TakeoverOrigin {
+    fn read(
+        &self,
+        pieces: Vec<u32>,
+        tx: tokio::sync::mpsc::UnboundedSender<eliop2p_p2p::OriginPiece>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let (reader, key, meta, access) = (self.reader.clone(), self.key.clone(), self.meta.clone(), self.access.clone());
+        let chunk = self.chunk;
+        Box::pin(read_pieces(reader, key, meta, chunk, access, pieces, tx))
+    }
+}
+
+/// Reads `pieces` of a chunk (whole pieces, hashed) in ranged GETs planned as an
+/// origin fill plans its holes, each retried the same way.
+async fn read_pieces(
+    reader: Arc<ObjectReader>,
+    key: ObjectKey,
+    meta: Arc<ObjectMeta>,
+    chunk: ByteRange,
+    access: OriginAccess,
+    pieces: Vec<u32>,
+    tx: tokio::sync::mpsc::UnboundedSender<eliop2p_p2p::OriginPiece>,
+) {
+    use eliop2p_cache::disk::PIECE_SIZE;
+    let len = chunk.len();
+    let Some(&first) = pieces.first() else {
+        return;
+    };
+    let mut have = vec![true; len.div_ceil(PIECE_SIZE) as usize];
+    for &p in &pieces {
+        if let Some(h) = have.get_mut(p as usize) {
+            *h = false;
+        }
+    }
+    let ranges = plan_ranges(u64::from(first) * PIECE_SIZE, len, &have, reader.cfg.origin_streams.max(1) as u64);
+    let (ptx, mut parts) = tokio::sync::mpsc::channel::<Part>(2 * ranges.len().max(1));
+    let mut readers = tokio::task::JoinSet::new();
+    for (start, end) in ranges {
+        let sink = RangeSink {
+            head: false,
+            chunk_len: len,
+            start,
+            len: end - start,
+            got: 0,
+            buf: bytes::BytesMut::new(),
+            tx: ptx.clone(),
+        };
+        readers.spawn(read_range(reader.clone(), key.clone(), meta.clone(), chunk.start, sink, None, access.clone()));
+    }
+    drop(ptx);
+    while let Some(part) = parts.recv().await {
+        let sent = match part {
+            Part::Piece(i, b, h) => tx.send(Ok((i, b, h))),
+            Part::Failed(e) => tx.send(Err(e.to_string())),
+            // Only a fill's first range streams bytes; these ranges put pieces.
+            Part::Bytes(_) => tx.send(Err("an origin range sent bytes outside a piece".to_owned())),
+        };
+        if sent.is_err() {
+            return; // the download ended
+        }
+    }
+}
+
 /// At most this many GETs read the holes of a chunk that peers partly delivered.
 const MAX_RANGES: usize = 16;
 
