@@ -369,7 +369,10 @@ pub(crate) async fn download(
                             expected_sha.get_or_insert(bm.sha256);
                             complete_peers.insert(peer);
                             Source::Complete
-                        } else if bm.swarm {
+                        } else if bm.swarm || !from_origin.is_empty() {
+                            // After a takeover this node's fill makes requests wait, so
+                            // it waits on no peer: another origin fill counts for the
+                            // pieces it has (see PROTOCOL.md, "No wait cycle").
                             Source::Swarm
                         } else {
                             Source::Origin
