@@ -514,19 +514,18 @@ fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {
             sha256: [0; 32],
             have: f.have_pieces(),
         },
+        // A fill from the origin offers its verified prefix and the whole pieces
+        // its later ranges put ahead of it (a node that dies mid-fill leaves them
+        // in the swarm, not only in its memory).
         Held::Filling(f) => {
             let len = f.expected_len();
-            let published = f.published();
-            let n = Bitmap::num_pieces(len, ps);
             Bitmap {
                 chunk_len: len,
                 piece_size: ps,
                 complete: false,
                 swarm: false,
                 sha256: [0; 32],
-                have: (0..n as u64)
-                    .map(|i| ((i + 1) * PIECE_SIZE).min(len) <= published)
-                    .collect(),
+                have: f.have_pieces(),
             }
         }
     })
@@ -615,6 +614,8 @@ async fn serve_piece(
             Some((data, hash)) => Ok((data, Some(hash), slot().await?)),
             None => Err((Reason::NotFound, "piece not here yet".to_owned())),
         },
+        // A piece a later range of the fill put ahead of its prefix is sent now.
+        Held::Filling(f) if let Some((data, hash)) = f.piece_now(piece) => Ok((data, Some(hash), slot().await?)),
         Held::Filling(f) => {
             let mut reader = FillReader::new(f.clone(), start, end);
             let mut out = Vec::new();

@@ -142,3 +142,57 @@ async fn announced_not_polled(b_from_peers: bool) {
     assert!(sent <= 10, "{sent} bitmaps for 3 new pieces: b was polled");
     drop(a);
 }
+
+/// A fill from the origin offers, and sends at once, the whole pieces its later
+/// ranges put ahead of its prefix: a downloader has them long before the prefix
+/// reaches them. Before, it offered the prefix only and made every request for
+/// such a piece wait, so a node that died mid-fill took those pieces with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_fill_sends_the_pieces_its_later_ranges_put_ahead_of_its_prefix() {
+    let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lb = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    let (a, cache_a) = node("a", la, ab).await;
+    let (_b, cache_b) = node("b", lb, aa).await;
+    let len = 4 * PIECE_SIZE;
+    let data: Bytes = (0..len).map(|i| (i * 13 % 241) as u8).collect::<Vec<u8>>().into();
+    let id = ChunkId::from_bytes([11; 32]);
+    let mut wa = leader(&cache_a, id, len);
+    let mut wb = leader(&cache_b, id, len);
+    wa.fill().set_from_peer(true);
+    wb.fill().set_from_peer(false);
+    // b's later ranges have put pieces 2 and 3; its prefix (0, 1) comes in 1.5 s.
+    for i in [3, 2] {
+        let (p, h) = piece(&data, i);
+        wb.put_piece(i, p, h).unwrap();
+    }
+    let feeder = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            for i in [0, 1] {
+                let (p, h) = piece(&data, i);
+                wb.put_piece(i, p, h).unwrap();
+            }
+            wb
+        })
+    };
+    let fill_a = wa.fill().clone();
+    let watch = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        fill_a.have_pieces()
+    });
+    let got = tokio::time::timeout(Duration::from_secs(20), a.download(id, len, &mut wa, None, None))
+        .await
+        .expect("the download completes once b's prefix comes");
+    got.expect("a completes from b");
+    assert_eq!(
+        watch.await.unwrap(),
+        [false, false, true, true],
+        "a second in, a has the pieces b put ahead of its prefix, and only those"
+    );
+    let chunk = wa.finish().unwrap();
+    let bytes: Vec<u8> = chunk.data.slices(0, len).flat_map(|b| b.to_vec()).collect();
+    assert_eq!(Sha256::digest(&bytes), Sha256::digest(&data), "byte-exact");
+    let _ = feeder.await.unwrap();
+}

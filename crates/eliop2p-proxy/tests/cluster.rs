@@ -637,21 +637,21 @@ async fn taking_a_chunk_over_the_backup_reads_from_the_origin_only_what_no_peer_
     let client = TestClient::new();
     get_ok(&client, &cluster.url(owner, "bkt", "obj"), &data).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let reads: Vec<_> = [backup, third]
-        .into_iter()
-        .map(|i| {
-            let (client, url) = (client.clone(), cluster.url(i, "bkt", "obj"));
-            tokio::spawn(async move { client.get(&url, &[]).await })
-        })
-        .collect();
+    let read = |i: usize| {
+        let (client, url) = (client.clone(), cluster.url(i, "bkt", "obj"));
+        tokio::spawn(async move { client.get(&url, &[]).await })
+    };
     let held = |i: usize| match cluster.node(i).cache.peek(&id) {
         Some(eliop2p_cache::Held::Filling(f)) => f.have_pieces(),
         other => panic!("node {i} is not mid-chunk: {:?}", other.is_some()),
     };
-    // What the third node holds half a second before the crash, the backup knows
-    // of by the crash (the third's announcements queue behind its slow uploads).
+    // The third node starts a second ahead, so it holds pieces the backup lacks
+    // when the backup starts; the backup knows of them by the crash, half a
+    // second later (the third's announcements queue behind its slow uploads).
+    let mut reads = vec![read(third)];
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let at_third = held(third);
+    reads.push(read(backup));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let at_backup = held(backup);
     let gets = origin.gets_of("bkt", "obj").len();
