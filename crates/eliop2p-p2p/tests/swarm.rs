@@ -24,6 +24,14 @@ async fn node(name: &str, l: TcpListener, peer: SocketAddr) -> (P2pHandle, Chunk
     (h, cache)
 }
 
+/// Two nodes, each the other's static peer.
+async fn pair() -> ((P2pHandle, ChunkCache), (P2pHandle, ChunkCache)) {
+    let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lb = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    (node("a", la, ab).await, node("b", lb, aa).await)
+}
+
 fn leader(cache: &ChunkCache, id: ChunkId, len: u64) -> FillWriter {
     match cache.lookup(id, len) {
         Lookup::Leader(w) => w,
@@ -40,11 +48,7 @@ fn piece(data: &Bytes, i: u32) -> (Bytes, [u8; 32]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peer_fed_fills_complete_from_each_other() {
-    let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let lb = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
-    let (a, cache_a) = node("a", la, ab).await;
-    let (b, cache_b) = node("b", lb, aa).await;
+    let ((a, cache_a), (b, cache_b)) = pair().await;
     let len = 5 * PIECE_SIZE - 1234;
     let data: Bytes = (0..len).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>().into();
     let id = ChunkId::from_bytes([7; 32]);
@@ -101,11 +105,7 @@ async fn new_pieces_of_an_origin_fill_are_announced_not_polled() {
 
 async fn announced_not_polled(b_from_peers: bool) {
     use std::sync::atomic::Ordering::Relaxed;
-    let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let lb = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
-    let (a, cache_a) = node("a", la, ab).await;
-    let (b, cache_b) = node("b", lb, aa).await;
+    let ((a, cache_a), (b, cache_b)) = pair().await;
     let len = 4 * PIECE_SIZE;
     let data: Bytes = (0..len).map(|i| (i * 7 % 253) as u8).collect::<Vec<u8>>().into();
     let id = ChunkId::from_bytes([9; 32]);
@@ -149,11 +149,7 @@ async fn announced_not_polled(b_from_peers: bool) {
 /// such a piece wait, so a node that died mid-fill took those pieces with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_fill_sends_the_pieces_its_later_ranges_put_ahead_of_its_prefix() {
-    let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let lb = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
-    let (a, cache_a) = node("a", la, ab).await;
-    let (_b, cache_b) = node("b", lb, aa).await;
+    let ((a, cache_a), (_b, cache_b)) = pair().await;
     let len = 4 * PIECE_SIZE;
     let data: Bytes = (0..len).map(|i| (i * 13 % 241) as u8).collect::<Vec<u8>>().into();
     let id = ChunkId::from_bytes([11; 32]);

@@ -520,23 +520,21 @@ async fn two_nodes_over_ipv6_loopback_read_from_each_other() {
 }
 
 
-/// The owner of a chunk crashes once it holds the whole chunk but before its
-/// readers do. The crashed owner stays "live" in the others' view until it is
-/// declared dead (30 s here, so that waiting would show), and it is listed as a
-/// complete holder; its backup must still take the chunk over (read the rest
-/// from the origin) as soon as the owner does not answer it, and the third node
-/// then reads from the backup.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_backup_takes_over_a_chunk_whose_crashed_owner_held_it_whole() {
+
+/// One object of `len` bytes in one chunk, and 3 gossip nodes that declare a
+/// crashed member dead only after 30 s (so that waiting for it would show), with
+/// their ranks for the chunk (owner, backup, third) and each rank's upload cap
+/// (0: none).
+async fn crash_bed(len: usize, seed: u64, caps: [u64; 3]) -> (TestOrigin, bytes::Bytes, ChunkId, TestCluster, [usize; 3]) {
     let origin = TestOrigin::start().await.unwrap();
     origin.create_bucket("bkt").await.unwrap();
-    let data = test_data(16 * MIB, 11);
+    let data = test_data(len, seed);
     let etag = origin.put("bkt", "obj", data.clone()).await.unwrap();
     let id = chunk_ids(&origin, "bkt", "obj", &etag, data.len())[0];
     let hashes: Vec<u64> = (0..3).map(|i| eliop2p_cluster::rendezvous::node_hash(&format!("node-{i}"))).collect();
     let rank = eliop2p_cluster::rendezvous::rank(&id, &hashes);
-    let (owner, backup, third) = (rank[0], rank[1], rank[2]);
-    let mut cluster = TestCluster::start_with(
+    let ranks = [rank[0], rank[1], rank[2]];
+    let cluster = TestCluster::start_with(
         &origin,
         3,
         Discovery::Gossip,
@@ -545,9 +543,9 @@ async fn the_backup_takes_over_a_chunk_whose_crashed_owner_held_it_whole() {
             let g = &mut p.cluster.as_mut().unwrap().gossip_cfg;
             g.suspect_after_ms = 15_000;
             g.dead_after_ms = 30_000;
-            if i == owner {
-                // Slow enough that the readers are mid-chunk when it crashes.
-                p.max_upload_rate = 4 * MIB as u64;
+            let r = ranks.iter().position(|&n| n == i).unwrap();
+            if caps[r] > 0 {
+                p.max_upload_rate = caps[r];
             }
         },
         |_| {},
@@ -555,6 +553,19 @@ async fn the_backup_takes_over_a_chunk_whose_crashed_owner_held_it_whole() {
     .await
     .unwrap();
     cluster.wait_converged(Duration::from_secs(10)).await.unwrap();
+    (origin, data, id, cluster, ranks)
+}
+
+/// The owner of a chunk crashes once it holds the whole chunk but before its
+/// readers do. The crashed owner stays "live" in the others' view until it is
+/// declared dead (30 s here, so that waiting would show), and it is listed as a
+/// complete holder; its backup must still take the chunk over (read the rest
+/// from the origin) as soon as the owner does not answer it, and the third node
+/// then reads from the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backup_takes_over_a_chunk_whose_crashed_owner_held_it_whole() {
+    // The owner's upload is slow enough that the readers are mid-chunk when it crashes.
+    let (origin, data, _id, mut cluster, [owner, backup, third]) = crash_bed(16 * MIB, 11, [4 * MIB as u64, 0, 0]).await;
     let client = TestClient::new();
     get_ok(&client, &cluster.url(owner, "bkt", "obj"), &data).await;
     let gets = origin.gets_of("bkt", "obj").len();
@@ -602,38 +613,11 @@ fn pieces_of_range(range: &str) -> std::ops::RangeInclusive<u64> {
 /// node's from it: before, it read every piece it lacked from the origin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taking_a_chunk_over_the_backup_reads_from_the_origin_only_what_no_peer_has() {
-    let origin = TestOrigin::start().await.unwrap();
-    origin.create_bucket("bkt").await.unwrap();
     // 32 pieces: at most 16 runs of missing ones, each read on its own (past 16
-    // a read would span held pieces).
-    let data = test_data(8 * MIB, 12);
-    let etag = origin.put("bkt", "obj", data.clone()).await.unwrap();
-    let id = chunk_ids(&origin, "bkt", "obj", &etag, data.len())[0];
-    let hashes: Vec<u64> = (0..3).map(|i| eliop2p_cluster::rendezvous::node_hash(&format!("node-{i}"))).collect();
-    let rank = eliop2p_cluster::rendezvous::rank(&id, &hashes);
-    let (owner, backup, third) = (rank[0], rank[1], rank[2]);
-    let mut cluster = TestCluster::start_with(
-        &origin,
-        3,
-        Discovery::Gossip,
-        move |i, c| {
-            let p = c.p2p.as_mut().unwrap();
-            let g = &mut p.cluster.as_mut().unwrap().gossip_cfg;
-            g.suspect_after_ms = 15_000;
-            g.dead_after_ms = 30_000;
-            if i == owner {
-                p.max_upload_rate = 2 * MIB as u64;
-            }
-            if i == third {
-                // It keeps most of what it gets from the owner to itself.
-                p.max_upload_rate = MIB as u64 / 2;
-            }
-        },
-        |_| {},
-    )
-    .await
-    .unwrap();
-    cluster.wait_converged(Duration::from_secs(10)).await.unwrap();
+    // a read would span held pieces). The third node keeps most of what it gets
+    // from the owner to itself (its upload is slow).
+    let (origin, data, id, mut cluster, [owner, backup, third]) =
+        crash_bed(8 * MIB, 12, [2 * MIB as u64, 0, MIB as u64 / 2]).await;
     let client = TestClient::new();
     get_ok(&client, &cluster.url(owner, "bkt", "obj"), &data).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
