@@ -185,7 +185,9 @@ pub(crate) async fn download(
     let mut last_directory = last_locate;
     let gossiping = shared.cluster.as_ref().is_some_and(|c| c.cfg.gossip);
     let mut unsourced_since: Option<Duration> = None;
-    // After a takeover: pieces being read from the origin.
+    // This node took the chunk over (its fill is an origin fill now), and the
+    // pieces it is reading from the origin.
+    let mut took_over = false;
     let mut from_origin: HashSet<u32> = HashSet::new();
     shared.stats.active_downloads.fetch_add(1, Relaxed);
     let mut budget = Budget { shared, held: 0 };
@@ -319,17 +321,27 @@ pub(crate) async fn download(
                     // peers that hold it or from the origin, neither waiting on anyone.
                     tracing::debug!(chunk_id = %id, pieces = lacking.len(), "this node owns the chunk now; reading what no peer has from the origin");
                     writer.fill().set_from_peer(false);
+                    took_over = true;
                     from_origin.extend(lacking.iter().copied());
                     let (otx, mut orx) = mpsc::unbounded_channel();
+                    let mut asked: HashSet<u32> = lacking.iter().copied().collect();
                     let read = origin.read(lacking, otx);
                     let tx = tx.clone();
                     tasks.spawn(async move {
                         let forward = async {
                             while let Some(r) = orx.recv().await {
+                                if let Ok((p, ..)) = &r {
+                                    asked.remove(p);
+                                }
                                 let _ = tx.send(Event::Origin(r));
                             }
                         };
                         tokio::join!(read, forward);
+                        // A read that ended short of a piece without saying why
+                        // must not leave it counted as coming.
+                        if !asked.is_empty() {
+                            let _ = tx.send(Event::Origin(Err(format!("the origin read ended without {} pieces", asked.len()))));
+                        }
                     });
                 }
                 let fresh = to_probe(found, |a| {
@@ -369,7 +381,7 @@ pub(crate) async fn download(
                             expected_sha.get_or_insert(bm.sha256);
                             complete_peers.insert(peer);
                             Source::Complete
-                        } else if bm.swarm || !from_origin.is_empty() {
+                        } else if bm.swarm || took_over {
                             // After a takeover this node's fill makes requests wait, so
                             // it waits on no peer: another origin fill counts for the
                             // pieces it has (see PROTOCOL.md, "No wait cycle").
