@@ -251,12 +251,8 @@ pub(crate) async fn download(
         }
         // Pieces nobody has or is getting: ask the tracker again (it may start the
         // origin fill, or a new owner may), and give up after the stall time.
-        let unsourced = probing.is_empty()
-            && if from_origin.is_empty() {
-                sched.unsourced() > 0
-            } else {
-                sched.unsourced_pieces().iter().any(|p| !from_origin.contains(p))
-            };
+        // (Pieces this node reads from the origin after a takeover have a source.)
+        let unsourced = probing.is_empty() && sched.unsourced_pieces().iter().any(|p| !from_origin.contains(p));
         if unsourced {
             unsourced_since.get_or_insert(t);
         } else {

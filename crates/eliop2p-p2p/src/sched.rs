@@ -469,8 +469,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// Pieces this node still needs that no known peer has or will have.
     pub fn unsourced(&self) -> usize {
-        let (a, _) = self.availability(self.last_poll);
-        (0..self.have.len()).filter(|&i| !self.have[i] && a[i] == 0).count()
+        self.unsourced_pieces().len()
     }
 
     /// [`Self::unsourced`], the pieces themselves, in order.

@@ -504,30 +504,19 @@ fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {
             sha256: d.sha256,
             have: vec![true; Bitmap::num_pieces(d.len, ps)],
         },
-        // A fill fed by peers offers exactly the pieces it has and awaits none of
-        // the others, so two nodes never wait on each other.
-        Held::Filling(f) if f.from_peer() => Bitmap {
+        // Every fill offers the verified pieces it has, in any order: its prefix
+        // and the pieces put ahead of it (by peers, or by an origin fill's later
+        // ranges, which a node that dies mid-fill so leaves in the swarm). Only a
+        // fill from the origin awaits the rest; one fed by peers (`swarm`) awaits
+        // none, so two nodes never wait on each other.
+        Held::Filling(f) => Bitmap {
             chunk_len: f.expected_len(),
             piece_size: ps,
             complete: false,
-            swarm: true,
+            swarm: f.from_peer(),
             sha256: [0; 32],
             have: f.have_pieces(),
         },
-        // A fill from the origin offers its verified prefix and the whole pieces
-        // its later ranges put ahead of it (a node that dies mid-fill leaves them
-        // in the swarm, not only in its memory).
-        Held::Filling(f) => {
-            let len = f.expected_len();
-            Bitmap {
-                chunk_len: len,
-                piece_size: ps,
-                complete: false,
-                swarm: false,
-                sha256: [0; 32],
-                have: f.have_pieces(),
-            }
-        }
     })
 }
 
@@ -610,12 +599,10 @@ async fn serve_piece(
                 // holder failed, which the asker counts against it.
                 .map_err(|e| (Reason::Internal, e.to_string()))
         }
-        Held::Filling(f) if f.from_peer() => match f.piece_now(piece) {
-            Some((data, hash)) => Ok((data, Some(hash), slot().await?)),
-            None => Err((Reason::NotFound, "piece not here yet".to_owned())),
-        },
-        // A piece a later range of the fill put ahead of its prefix is sent now.
+        // A piece the fill has is sent now, whichever way it came; a fill fed by
+        // peers awaits no other.
         Held::Filling(f) if let Some((data, hash)) = f.piece_now(piece) => Ok((data, Some(hash), slot().await?)),
+        Held::Filling(f) if f.from_peer() => Err((Reason::NotFound, "piece not here yet".to_owned())),
         Held::Filling(f) => {
             let mut reader = FillReader::new(f.clone(), start, end);
             let mut out = Vec::new();

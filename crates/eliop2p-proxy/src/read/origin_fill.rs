@@ -112,23 +112,7 @@ pub(crate) async fn fill_from_origin(
     if ranges.len() > 1 && !have.is_empty() {
         tracing::debug!(object = %key, ranges = ranges.len(), held = have.iter().filter(|h| **h).count(), "reading the pieces no peer delivered");
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Part>(2 * ranges.len());
-    let mut readers = tokio::task::JoinSet::new();
-    let mut body = body;
-    for (i, &(start, end)) in ranges.iter().enumerate() {
-        let sink = RangeSink {
-            head: i == 0,
-            chunk_len: expected,
-            start,
-            len: end - start,
-            got: 0,
-            buf: bytes::BytesMut::new(),
-            tx: tx.clone(),
-        };
-        let body = if i == 0 { body.take() } else { None };
-        readers.spawn(read_range(reader.clone(), key.clone(), meta.clone(), chunk.start, sink, body, access.clone()));
-    }
-    drop(tx);
+    let (_readers, mut rx) = read_ranges(&reader, &key, &meta, chunk.start, expected, &ranges, true, body, &access);
     while let Some(part) = rx.recv().await {
         let put = match part {
             Part::Bytes(b) => writer.push(&b),
@@ -197,21 +181,7 @@ async fn read_pieces(
         }
     }
     let ranges = plan_ranges(u64::from(first) * PIECE_SIZE, len, &have, reader.cfg.origin_streams.max(1) as u64);
-    let (ptx, mut parts) = tokio::sync::mpsc::channel::<Part>(2 * ranges.len().max(1));
-    let mut readers = tokio::task::JoinSet::new();
-    for (start, end) in ranges {
-        let sink = RangeSink {
-            head: false,
-            chunk_len: len,
-            start,
-            len: end - start,
-            got: 0,
-            buf: bytes::BytesMut::new(),
-            tx: ptx.clone(),
-        };
-        readers.spawn(read_range(reader.clone(), key.clone(), meta.clone(), chunk.start, sink, None, access.clone()));
-    }
-    drop(ptx);
+    let (_readers, mut parts) = read_ranges(&reader, &key, &meta, chunk.start, len, &ranges, false, None, &access);
     while let Some(part) = parts.recv().await {
         let sent = match part {
             Part::Piece(i, b, h) => tx.send(Ok((i, b, h))),
@@ -223,6 +193,40 @@ async fn read_pieces(
             return; // the download ended
         }
     }
+}
+
+/// Starts one reader per range of a chunk of `chunk_len` bytes; their parts come
+/// on the returned channel, and dropping the set cancels them. With `head`, the
+/// first range streams its bytes in order (reading `body` if given, a response
+/// already open for the chunk); every other range puts whole, hashed pieces.
+#[allow(clippy::too_many_arguments)]
+fn read_ranges(
+    reader: &Arc<ObjectReader>,
+    key: &ObjectKey,
+    meta: &Arc<ObjectMeta>,
+    chunk_start: u64,
+    chunk_len: u64,
+    ranges: &[(u64, u64)],
+    head: bool,
+    mut body: Option<Incoming>,
+    access: &OriginAccess,
+) -> (tokio::task::JoinSet<()>, tokio::sync::mpsc::Receiver<Part>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Part>(2 * ranges.len().max(1));
+    let mut readers = tokio::task::JoinSet::new();
+    for (i, &(start, end)) in ranges.iter().enumerate() {
+        let sink = RangeSink {
+            head: head && i == 0,
+            chunk_len,
+            start,
+            len: end - start,
+            got: 0,
+            buf: bytes::BytesMut::new(),
+            tx: tx.clone(),
+        };
+        let body = if i == 0 { body.take() } else { None };
+        readers.spawn(read_range(reader.clone(), key.clone(), meta.clone(), chunk_start, sink, body, access.clone()));
+    }
+    (readers, rx)
 }
 
 /// At most this many GETs read the holes of a chunk that peers partly delivered.
