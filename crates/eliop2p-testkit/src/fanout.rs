@@ -336,6 +336,8 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             Some(start.elapsed().as_secs_f64())
         })
     };
+    let tcpstats = std::env::var_os("FANOUT_TCPSTATS").is_some();
+    let sampler = tcpstats.then(|| queue_sampler(bed.probe(), (1..=n.min(3)).collect()));
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..n {
         let stream = bed.connect(host(i), SocketAddr::from((bed.addr(host(i)), PROXY_PORT)))?;
@@ -447,7 +449,13 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             .push(series(&m, "eliop2p_p2p_sent_bytes_total").saturating_sub(*before));
         report.filled.push(series(&m, "eliop2p_origin_bytes_total"));
     }
-    if std::env::var_os("FANOUT_TCPSTATS").is_some() {
+    if let Some((stop, thread)) = sampler {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(s) = thread.join() {
+            eprintln!("{s}");
+        }
+    }
+    if tcpstats {
         // Kernel TCP counters of every host namespace (diagnosis of loss on the bed).
         let mut sums: std::collections::BTreeMap<String, u64> = Default::default();
         for i in 0..spec.nodes + 1 {
@@ -479,6 +487,40 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
 }
 
 /// Every client reads the object straight from the origin (curl signing SigV4).
+/// Samples the bed's queues and a few hosts' TCP round trips every 250 ms until
+/// told to stop, then sums them up: a swarm's own traffic queues at every
+/// bottleneck, and each piece's round trips (have-announcement, request, data)
+/// pay that queue.
+fn queue_sampler(probe: crate::netbed::BedProbe, hosts: Vec<usize>) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<String>) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let (mut up, mut down, mut rtt) = (Vec::new(), Vec::new(), Vec::new());
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let (u, d) = probe.backlogs();
+            // Host 0 is the origin; its uplink is not the swarm's.
+            up.extend(u.iter().skip(1).map(|b| *b as f64 / 1024.0));
+            down.extend(d.iter().map(|b| *b as f64 / 1024.0));
+            for h in &hosts {
+                rtt.extend(probe.tcp_rtts(*h));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let line = |name: &str, v: &mut Vec<f64>, unit: &str| {
+            let mut p = |q| percentile(v, q).unwrap_or(0.0);
+            let (p50, p90, max) = (p(50.0), p(90.0), p(100.0));
+            format!("{name} p50 {p50:.0} {unit}, p90 {p90:.0} {unit}, max {max:.0} {unit} ({} samples)", v.len())
+        };
+        format!(
+            "while the clients read: {}; {}; {}",
+            line("node uplink queues", &mut up, "KiB"),
+            line("switch port queues", &mut down, "KiB"),
+            line("TCP smoothed RTT of nodes' connections", &mut rtt, "ms")
+        )
+    });
+    (stop, thread)
+}
+
 async fn direct(
     bed: &NetBed,
     origin: &TestOrigin,

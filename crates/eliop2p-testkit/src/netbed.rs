@@ -179,23 +179,16 @@ impl NetBed {
 
     /// Packets dropped by the shapers so far: (hosts' uplinks, switch ports).
     pub fn qdisc_drops(&self) -> (u64, u64) {
-        let dropped = |ns: &str, dev: &str| -> u64 {
-            let out = Command::new("ip")
-                .args(["netns", "exec", ns, "tc", "-s", "qdisc", "show", "dev", dev])
-                .output();
-            let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-            // "Sent N bytes M pkt (dropped D, overlimits ...": the root qdisc's line.
-            text.split("(dropped ")
-                .nth(1)
-                .and_then(|r| r.split(',').next())
-                .and_then(|d| d.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        let up = self.hosts.iter().map(|h| dropped(&h.ns, "eth0")).sum();
-        let down = (0..self.hosts.len()).map(|i| dropped(&self.switch, &format!("p{i}"))).sum();
-        (up, down)
+        // "Sent N bytes M pkt (dropped D, overlimits ...": the root qdisc's line.
+        let (up, down) = self.probe().shaper_stats("(dropped ", ',');
+        (up.iter().sum(), down.iter().sum())
     }
 
+    /// What a sampler thread needs to read the bed's queues and connections
+    /// while a run goes on.
+    pub fn probe(&self) -> BedProbe {
+        BedProbe { switch: self.switch.clone(), hosts: self.hosts.iter().map(|h| h.ns.clone()).collect() }
+    }
     /// `program` run inside a host's namespace.
     pub fn command(&self, host: usize, program: &std::path::Path) -> Command {
         let mut c = Command::new("ip");
@@ -235,6 +228,51 @@ impl NetBed {
         s.set_nonblocking(true)?;
         s.set_nodelay(true)?;
         Ok(tokio::net::TcpStream::from_std(s)?)
+    }
+}
+
+/// Reads the bed's shapers and TCP connections from any thread (diagnosis: where
+/// the queues are, and the round trips a swarm's own traffic makes).
+pub struct BedProbe {
+    switch: String,
+    hosts: Vec<String>,
+}
+
+impl BedProbe {
+    /// One number of every shaper's `tc -s qdisc` text, the one after `key` up
+    /// to `end`: per host, (its uplink, the switch port towards it).
+    fn shaper_stats(&self, key: &str, end: char) -> (Vec<u64>, Vec<u64>) {
+        let stat = |ns: &str, dev: &str| -> u64 {
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns, "tc", "-s", "qdisc", "show", "dev", dev])
+                .output();
+            let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            text.split(key)
+                .nth(1)
+                .and_then(|r| r.split(end).next())
+                .and_then(|d| d.trim().trim_end_matches('b').parse().ok())
+                .unwrap_or(0)
+        };
+        let up = self.hosts.iter().map(|ns| stat(ns, "eth0")).collect();
+        let down = (0..self.hosts.len()).map(|i| stat(&self.switch, &format!("p{i}"))).collect();
+        (up, down)
+    }
+
+    /// Bytes queued now: per host, (its uplink, the switch port towards it).
+    pub fn backlogs(&self) -> (Vec<u64>, Vec<u64>) {
+        // "backlog 123456b 14p requeues 0": the root qdisc's line.
+        self.shaper_stats("backlog ", ' ')
+    }
+
+    /// Smoothed round-trip times (ms) of a host's established TCP connections
+    /// that have carried data, from `ss -tin`.
+    pub fn tcp_rtts(&self, host: usize) -> Vec<f64> {
+        let out = Command::new("ip").args(["netns", "exec", &self.hosts[host], "ss", "-tin", "state", "established"]).output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        text.split_whitespace()
+            .filter_map(|w| w.strip_prefix("rtt:"))
+            .filter_map(|r| r.split('/').next()?.parse().ok())
+            .collect()
     }
 }
 
