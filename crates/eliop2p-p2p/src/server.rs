@@ -230,12 +230,23 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     // interleave on the connection (pipelining).
     // A piece's upload slot travels with its frame and is released only once the
     // frame is on the socket, so the slots bound the bytes this node is sending.
-    let (tx, mut rx) = mpsc::channel::<(Parts, Option<UploadSlot>)>(32);
+    // Two lanes: a frame without a piece (a bitmap answering a standing query, a
+    // refusal, a locate answer) goes out before the pieces queued on the
+    // connection, between two pieces. Behind them it waited up to six pieces at
+    // the connection's share of the uplink (hundreds of ms on a busy swarm), and
+    // each hop of a piece through the swarm pays a have-announcement's delay.
+    let (tx, mut ctl_rx, mut data_rx) = Out::new();
     let writer = tokio::spawn(async move {
-        while let Some((mut frame, _slot)) = rx.recv().await {
+        loop {
+            let mut frame = tokio::select! {
+                biased;
+                Some(f) = ctl_rx.recv() => (f, None),
+                Some((f, slot)) = data_rx.recv() => (f, Some(slot)),
+                else => break,
+            };
             // Vectored writes of the frame's buffers (header, piece, trailer).
             // Flushed: TLS keeps records in its buffer until then (a no-op on TCP).
-            if wr.write_all_buf(&mut frame).await.is_err() || wr.flush().await.is_err() {
+            if wr.write_all_buf(&mut frame.0).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }
@@ -403,7 +414,7 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                                 (frame.to_parts(), None)
                             }
                         };
-                        let sent = tx.send((frame, slot)).await.is_ok();
+                        let sent = tx.send_parts(frame, slot).await;
                         if accepted[i] {
                             queue.lock().unwrap_or_else(|e| e.into_inner()).done(id, p);
                         }
@@ -439,8 +450,34 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     Ok(())
 }
 
-async fn send(tx: &mpsc::Sender<(Parts, Option<UploadSlot>)>, f: Frame) -> bool {
-    tx.send((f.to_parts(), None)).await.is_ok()
+/// The two lanes of a connection's writer: frames without a piece, and pieces
+/// with their upload slots.
+#[derive(Clone)]
+struct Out {
+    ctl: mpsc::Sender<Parts>,
+    data: mpsc::Sender<(Parts, UploadSlot)>,
+}
+
+type Lanes = (Out, mpsc::Receiver<Parts>, mpsc::Receiver<(Parts, UploadSlot)>);
+
+impl Out {
+    fn new() -> Lanes {
+        let (ctl, ctl_rx) = mpsc::channel(32);
+        let (data, data_rx) = mpsc::channel(32);
+        (Out { ctl, data }, ctl_rx, data_rx)
+    }
+
+    /// Queues a frame, in the piece lane when it carries a piece (`slot`).
+    async fn send_parts(&self, frame: Parts, slot: Option<UploadSlot>) -> bool {
+        match slot {
+            Some(slot) => self.data.send((frame, slot)).await.is_ok(),
+            None => self.ctl.send(frame).await.is_ok(),
+        }
+    }
+}
+
+async fn send(tx: &Out, f: Frame) -> bool {
+    tx.send_parts(f.to_parts(), None).await
 }
 
 /// Standing have queries one connection may hold at once (a downloader holds one

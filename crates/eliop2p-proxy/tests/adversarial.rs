@@ -4,7 +4,12 @@
 
 use eliop2p_origin::{OriginConfig, OriginKind};
 use eliop2p_testkit::oss::TestOssOrigin;
+use eliop2p_testkit::raw_p2p::{frame_bytes, p2p_node, read_frame};
 use eliop2p_testkit::{raw_http, rss_bytes, test_data};
+
+async fn member(addr: std::net::SocketAddr) -> anyhow::Result<(tokio::net::TcpStream, bytes::BytesMut)> {
+    eliop2p_testkit::raw_p2p::member(addr, None).await
+}
 
 async fn node_for(cfg: OriginConfig) -> eliop2p_proxy::NodeHandle {
     eliop2p_testkit::start_node_for(cfg, |_| {}).await.unwrap()
@@ -179,49 +184,6 @@ async fn client_keys_cover_forward_proxy_and_connect() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A connection to a node's P2P port as an authenticated cluster member (the
-/// handshake of PROTOCOL.md with the test cluster secret).
-async fn member(addr: std::net::SocketAddr) -> anyhow::Result<(tokio::net::TcpStream, bytes::BytesMut)> {
-    use eliop2p_p2p::codec::MessageType;
-    use tokio::io::AsyncWriteExt;
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let secret = b"test-cluster-secret";
-    let nonce_c = [5u8; 32];
-    let mut hello = nonce_c.to_vec();
-    hello.extend_from_slice(b"prober");
-    s.write_all(&frame_bytes(MessageType::Hello, &[], hello.into())).await?;
-    let mut buf = bytes::BytesMut::new();
-    let ch = read_frame(&mut s, &mut buf).await?;
-    anyhow::ensure!(ch.message_type == MessageType::Challenge, "no challenge");
-    let proof = eliop2p_p2p::proto::proof(secret, b"eliop2p-client-v1", &ch.data[..32], &nonce_c);
-    s.write_all(&frame_bytes(MessageType::Auth, &[], bytes::Bytes::copy_from_slice(&proof))).await?;
-    anyhow::ensure!(read_frame(&mut s, &mut buf).await?.message_type == MessageType::AuthOk, "not authenticated");
-    Ok((s, buf))
-}
-
-async fn read_frame(s: &mut tokio::net::TcpStream, buf: &mut bytes::BytesMut) -> anyhow::Result<eliop2p_p2p::codec::Frame> {
-    use tokio::io::AsyncReadExt;
-    loop {
-        if let Some(f) = eliop2p_p2p::codec::decode(buf, &eliop2p_p2p::codec::Limits::default())? {
-            return Ok(f);
-        }
-        anyhow::ensure!(s.read_buf(buf).await? > 0, "closed");
-    }
-}
-
-fn frame_bytes(t: eliop2p_p2p::codec::MessageType, id: &[u8], data: bytes::Bytes) -> bytes::BytesMut {
-    let mut b = bytes::BytesMut::new();
-    eliop2p_p2p::codec::Frame::new(t, id, data, 1, 0).encode(&mut b);
-    b
-}
-
-async fn p2p_node() -> anyhow::Result<(eliop2p_testkit::TestOrigin, eliop2p_proxy::NodeHandle)> {
-    let origin = eliop2p_testkit::TestOrigin::start().await?;
-    let l = eliop2p_testkit::p2p_listeners(1).await?.remove(0);
-    let node = eliop2p_testkit::start_p2p_node(&origin, l, vec![], |_| {}).await?;
-    Ok((origin, node))
-}
-
 /// Before the handshake a frame is tiny: 1,600 connections (from 25 loopback
 /// addresses) each sending the header of a Hello that claims 1 MiB and 60 KiB of
 /// it are each closed at once, and the node's memory does not grow with them
@@ -336,18 +298,8 @@ async fn piece_requests_never_read_hold_bounded_memory() -> anyhow::Result<()> {
     use eliop2p_p2p::codec::MessageType;
     use tokio::io::AsyncWriteExt;
     let (origin, node) = p2p_node().await?;
-    origin.create_bucket("unread").await?;
     let data = test_data(16 << 20, 21);
-    let etag = origin.put("unread", "obj", data.clone()).await?;
-    let r = eliop2p_testkit::TestClient::new().get(&format!("http://{}/unread/obj", node.proxy_addr), &[]).await?;
-    assert_eq!(r.status, 200);
-    let id = eliop2p_core::ChunkId::derive(
-        &origin.endpoint,
-        &eliop2p_core::ObjectKey::new("unread", "obj"),
-        &eliop2p_core::ETag::new(&etag),
-        16 << 20,
-        0,
-    );
+    let id = eliop2p_testkit::raw_p2p::cached_chunk(&origin, &node, "unread", data.clone()).await?;
     let (mut s, _buf) = member(node.p2p_addr.unwrap()).await?;
     const PIECE: usize = eliop2p_cache::PIECE_SIZE as usize;
     let all: Vec<u32> = (0..((16 << 20) / PIECE) as u32).collect();

@@ -10,6 +10,7 @@ pub use cluster::{CONTROL_TOKEN, Discovery, TestCluster, test_gossip_config};
 mod fastfs;
 pub mod fanout;
 mod raw;
+pub mod raw_p2p;
 mod redis;
 pub use redis::TestRedis;
 mod tls;
