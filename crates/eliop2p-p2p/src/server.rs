@@ -238,7 +238,7 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
     let (tx, mut ctl_rx, mut data_rx) = Out::new();
     let writer = tokio::spawn(async move {
         loop {
-            let mut frame = tokio::select! {
+            let (mut frame, _slot): (Parts, Option<UploadSlot>) = tokio::select! {
                 biased;
                 Some(f) = ctl_rx.recv() => (f, None),
                 Some((f, slot)) = data_rx.recv() => (f, Some(slot)),
@@ -246,7 +246,7 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
             };
             // Vectored writes of the frame's buffers (header, piece, trailer).
             // Flushed: TLS keeps records in its buffer until then (a no-op on TCP).
-            if wr.write_all_buf(&mut frame.0).await.is_err() || wr.flush().await.is_err() {
+            if wr.write_all_buf(&mut frame).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }

@@ -449,11 +449,8 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             .push(series(&m, "eliop2p_p2p_sent_bytes_total").saturating_sub(*before));
         report.filled.push(series(&m, "eliop2p_origin_bytes_total"));
     }
-    if let Some((stop, thread)) = sampler {
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(s) = thread.join() {
-            eprintln!("{s}");
-        }
+    if let Some(s) = sampler.and_then(Sampler::finish) {
+        eprintln!("{s}");
     }
     if tcpstats {
         // Kernel TCP counters of every host namespace (diagnosis of loss on the bed).
@@ -486,12 +483,11 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Every client reads the object straight from the origin (curl signing SigV4).
 /// Samples the bed's queues and a few hosts' TCP round trips every 250 ms until
 /// told to stop, then sums them up: a swarm's own traffic queues at every
 /// bottleneck, and each piece's round trips (have-announcement, request, data)
 /// pay that queue.
-fn queue_sampler(probe: crate::netbed::BedProbe, hosts: Vec<usize>) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<String>) {
+fn queue_sampler(probe: crate::netbed::BedProbe, hosts: Vec<usize>) -> Sampler {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     let thread = std::thread::spawn(move || {
@@ -518,9 +514,30 @@ fn queue_sampler(probe: crate::netbed::BedProbe, hosts: Vec<usize>) -> (std::syn
             line("TCP smoothed RTT of nodes' connections", &mut rtt, "ms")
         )
     });
-    (stop, thread)
+    Sampler { stop, thread: Some(thread) }
 }
 
+/// The sampler thread; it stops when dropped, also when a run fails midway.
+struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Sampler {
+    /// Stops the thread and returns its summary.
+    fn finish(mut self) -> Option<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take()?.join().ok()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Every client reads the object straight from the origin (curl signing SigV4).
 async fn direct(
     bed: &NetBed,
     origin: &TestOrigin,

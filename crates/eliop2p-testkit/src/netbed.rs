@@ -189,6 +189,7 @@ impl NetBed {
     pub fn probe(&self) -> BedProbe {
         BedProbe { switch: self.switch.clone(), hosts: self.hosts.iter().map(|h| h.ns.clone()).collect() }
     }
+
     /// `program` run inside a host's namespace.
     pub fn command(&self, host: usize, program: &std::path::Path) -> Command {
         let mut c = Command::new("ip");
@@ -264,8 +265,8 @@ impl BedProbe {
         self.shaper_stats("backlog ", ' ')
     }
 
-    /// Smoothed round-trip times (ms) of a host's established TCP connections
-    /// that have carried data, from `ss -tin`.
+    /// Smoothed round-trip times (ms) of a host's established TCP connections,
+    /// from `ss -tin`.
     pub fn tcp_rtts(&self, host: usize) -> Vec<f64> {
         let out = Command::new("ip").args(["netns", "exec", &self.hosts[host], "ss", "-tin", "state", "established"]).output();
         let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
