@@ -527,8 +527,10 @@ async fn after_its_peer_dies_a_node_reads_from_the_origin_only_what_it_lacks() -
     assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
     let (cb, ub) = (c.clone(), format!("http://{}/holes/obj", nodes[1].proxy_addr));
     let reader = tokio::spawn(async move { cb.get(&ub, &[]).await });
-    wait_until("a quarter of the chunk on node 1", || {
-        metric(&nodes[1], "eliop2p_p2p_pieces_received_total") >= 16
+    // Near half the chunk: its holes, scattered as rarest-first picks them
+    // (ties at random), are then more than 16 runs about half the time.
+    wait_until("28 pieces of the chunk on node 1", || {
+        metric(&nodes[1], "eliop2p_p2p_pieces_received_total") >= 28
     })
     .await;
     let before = origin.bytes_sent();

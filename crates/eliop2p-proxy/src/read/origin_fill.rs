@@ -195,10 +195,11 @@ async fn read_pieces(
     }
 }
 
-/// Starts one reader per range of a chunk of `chunk_len` bytes; their parts come
-/// on the returned channel, and dropping the set cancels them. With `head`, the
-/// first range streams its bytes in order (reading `body` if given, a response
-/// already open for the chunk); every other range puts whole, hashed pieces.
+/// Reads the ranges of a chunk of `chunk_len` bytes, in order, with at most
+/// `MAX_READERS` GETs at once; their parts come on the returned channel, and
+/// dropping the set cancels them. With `head`, the first range streams its bytes
+/// in order (reading `body` if given, a response already open for the chunk);
+/// every other range puts whole, hashed pieces.
 #[allow(clippy::too_many_arguments)]
 fn read_ranges(
     reader: &Arc<ObjectReader>,
@@ -208,38 +209,55 @@ fn read_ranges(
     chunk_len: u64,
     ranges: &[(u64, u64)],
     head: bool,
-    mut body: Option<Incoming>,
+    body: Option<Incoming>,
     access: &OriginAccess,
 ) -> (tokio::task::JoinSet<()>, tokio::sync::mpsc::Receiver<Part>) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Part>(2 * ranges.len().max(1));
+    let workers = ranges.len().clamp(1, MAX_READERS);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Part>(2 * workers);
+    // The ranges left, in order, and the open body that belongs to the first.
+    let queue = Arc::new(std::sync::Mutex::new((ranges.iter().copied().enumerate().collect::<std::collections::VecDeque<_>>(), body)));
     let mut readers = tokio::task::JoinSet::new();
-    for (i, &(start, end)) in ranges.iter().enumerate() {
-        let sink = RangeSink {
-            head: head && i == 0,
-            chunk_len,
-            start,
-            len: end - start,
-            got: 0,
-            buf: bytes::BytesMut::new(),
-            tx: tx.clone(),
-        };
-        let body = if i == 0 { body.take() } else { None };
-        readers.spawn(read_range(reader.clone(), key.clone(), meta.clone(), chunk_start, sink, body, access.clone()));
+    for _ in 0..workers {
+        let (reader, key, meta, access, tx, queue) =
+            (reader.clone(), key.clone(), meta.clone(), access.clone(), tx.clone(), queue.clone());
+        readers.spawn(async move {
+            loop {
+                let (i, (start, end), body) = {
+                    let mut q = queue.lock().expect("range queue");
+                    let Some((i, r)) = q.0.pop_front() else { return };
+                    (i, r, if i == 0 { q.1.take() } else { None })
+                };
+                if tx.is_closed() {
+                    return; // the fill is gone (failed or cancelled)
+                }
+                let sink = RangeSink {
+                    head: head && i == 0,
+                    chunk_len,
+                    start,
+                    len: end - start,
+                    got: 0,
+                    buf: bytes::BytesMut::new(),
+                    tx: tx.clone(),
+                };
+                read_range(reader.clone(), key.clone(), meta.clone(), chunk_start, sink, body, access.clone()).await;
+            }
+        });
     }
     (readers, rx)
 }
 
-/// At most this many GETs read the holes of a chunk that peers partly delivered.
-const MAX_RANGES: usize = 16;
+/// At most this many GETs of one chunk fill are at the origin at once (within
+/// the node's `origin_max_concurrent`); more ranges wait for a free reader.
+const MAX_READERS: usize = 16;
 
 /// The byte ranges of a chunk of `len` bytes an origin fill reads, from `from`
 /// (the fill's verified prefix) to the end, in order. Whole pieces in `have`
 /// beyond the prefix (delivered by peers out of order) are left out: each run of
-/// missing pieces is one range, and past `MAX_RANGES` runs the two closest
-/// (after the first) are read as one, held pieces between them included (a
-/// range after the first puts whole pieces, so a held one is ignored). The first
-/// range streams into the prefix, so it ends where the held pieces begin. A
-/// single run is cut into `streams` ranges of whole pieces.
+/// missing pieces is one range, so no byte a peer delivered is read again (a
+/// chunk half delivered in rarest-first order has 16-20 such runs; merging runs
+/// to save GETs re-read the pieces between them). The first range streams into
+/// the prefix, so it ends where the held pieces begin. A single run is cut into
+/// `streams` ranges of whole pieces.
 fn plan_ranges(from: u64, len: u64, have: &[bool], streams: u64) -> Vec<(u64, u64)> {
     use eliop2p_cache::disk::PIECE_SIZE;
     if from >= len {
@@ -259,13 +277,6 @@ fn plan_ranges(from: u64, len: u64, have: &[bool], streams: u64) -> Vec<(u64, u6
             Some(r) if r.1 == start => r.1 = end,
             _ => runs.push((start, end)),
         }
-    }
-    while runs.len() > MAX_RANGES {
-        let i = (1..runs.len() - 1)
-            .min_by_key(|&i| runs[i + 1].0 - runs[i].1)
-            .expect("more than two runs");
-        runs[i].1 = runs[i + 1].1;
-        runs.remove(i + 1);
     }
     if runs.len() > 1 {
         return runs;
@@ -508,20 +519,14 @@ mod tests {
     }
 
     #[test]
-    fn many_holes_are_read_in_at_most_max_ranges_gets() {
-        // Every other piece held: 32 holes. The closest runs after the first are
-        // merged (re-reading the held pieces between them), the first never.
+    fn many_holes_are_each_read_once() {
+        // Every other piece held: 32 holes, 32 ranges (read by at most
+        // MAX_READERS GETs at once), and no held piece in any of them.
         let have: Vec<bool> = (0..64).map(|p| p % 2 == 1).collect();
         let r = plan_ranges(0, 64 * P, &have, 1);
-        assert_eq!(r.len(), MAX_RANGES);
-        assert_eq!(r[0], (0, P), "the first range ends where held pieces begin");
-        assert_eq!(r.last().unwrap().1, 64 * P - P, "the last held piece is not read");
-        for w in r.windows(2) {
-            assert!(w[0].1 < w[1].0, "in order, not overlapping: {r:?}");
-        }
-        // Every missing piece is in some range.
-        for p in (0..64u64).filter(|p| p % 2 == 0) {
-            assert!(r.iter().any(|(a, b)| *a <= p * P && (p + 1) * P <= *b), "piece {p} not read: {r:?}");
+        assert_eq!(r.len(), 32);
+        for (p, (a, b)) in (0..64u64).filter(|p| p % 2 == 0).zip(&r) {
+            assert_eq!((*a, *b), (p * P, (p + 1) * P), "piece {p}: {r:?}");
         }
     }
 }
