@@ -117,6 +117,15 @@ pub async fn run() -> anyhow::Result<()> {
                             })
                             .collect();
                         let od = r.origin_done.map_or("-".into(), |t| format!("{:.2}", t / r.ideal));
+                        if let Some((sent, received, killed)) = r.at_kill {
+                            // Where a kill's extra origin bytes went: in flight to
+                            // the nodes when it struck, or read again after it.
+                            let mib = |b: u64| b as f64 / (1 << 20) as f64;
+                            notes.push(format!(
+                                "{n} nodes, {size} MiB, {mode:?}: at the kill the origin had sent {:.1} MiB and the nodes had received {:.1} MiB of it ({:.1} MiB by the killed node); after it the origin sent {:.1} MiB",
+                                mib(sent), mib(received), mib(killed), mib(r.origin_bytes - sent)
+                            ));
+                        }
                         notes.push(format!("{n} nodes, {size} MiB, origin {orate} Mbit/s, {mode:?}: origin done at {od} x ideal; all uploads {:.2}x object; piece failures {:?}; bitmaps sent {} ({} answering standing queries); node processes' CPU {cpu:.1} s; per-node finish / ideal: {}", r.uploaded.iter().sum::<u64>() as f64 / spec.object_size as f64, r.piece_failures, r.bitmaps.0, r.bitmaps.1, t.join(" ")));
                     }
                     for e in r.errors.iter().take(3) {

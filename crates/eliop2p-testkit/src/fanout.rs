@@ -122,6 +122,9 @@ pub struct Report {
     /// Ideal seconds: object size over the slower of the node NIC and the origin NIC.
     pub ideal: f64,
     pub killed: Option<usize>,
+    /// At the kill: bytes the origin had sent, bytes all nodes had received
+    /// from it (their `eliop2p_origin_bytes_total`), and the killed node's share.
+    pub at_kill: Option<(u64, u64, u64)>,
     /// Direct baseline: seconds per client, origin bytes.
     pub direct: Option<(Vec<f64>, u64)>,
     /// Why clients failed (first few).
@@ -354,19 +357,22 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let mut best = (0, 0);
+        let (mut best, mut received) = ((0, 0), 0);
         for i in 0..n {
             let m = metrics(&bed, host(i)).await.unwrap_or_default();
             let fills = series(&m, "eliop2p_origin_bytes_total");
+            received += fills;
             if fills > best.1 {
                 best = (i, fills);
             }
         }
+        let sent = origin.bytes_sent() - before;
         if let Some(mut c) = nodes.0[best.0].take() {
             let _ = c.kill();
             let _ = c.wait();
         }
         report.killed = Some(best.0);
+        report.at_kill = Some((sent, received, best.1));
     }
     report.finish = vec![None; n];
     let timeline = std::env::var_os("FANOUT_TIMELINE").is_some();
