@@ -21,16 +21,18 @@ use crate::flags::{self, Flags};
 const USAGE: &str = "
 eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200] [--origin-mbit=200]
     [--latency-us=200] [--window=5] [--slots=8] [--slot-wait-ms=20] [--node-pieces=12]
-    [--origin-fill-pieces=6] [--seed-copies=2] [--piece-kib=256] [--poll] [--seed=7]
+    [--origin-fill-pieces=6] [--seed-copies=2] [--seed-copies-busy=2] [--piece-kib=256] [--poll] [--seed=7]
     [--per-peer=N] [--total=N] [--batch=N] [--busy-pause-ms=N] [--defer-ms=N]
 
 The defaults run 1,000 and 5,000 nodes x 1 and 16 GiB: many hours of one core.
-SIM_TIMELINE=1 prints refusals by reason, events by kind, delivery per 500 ms and
-the slowest nodes.";
+--seed-copies-busy: copies of a piece a seed sends while all its upload slots are
+taken (an experiment; nodes send --seed-copies either way).
+SIM_TIMELINE=1 prints refusals by reason, events by kind, delivery per 500 ms,
+the slowest nodes, and the most bytes a node held that no other node held yet.";
 
 const VALUES: &[&str] = &[
     "nodes", "sizes-gib", "rate-mbit", "origin-mbit", "latency-us", "window", "slots", "slot-wait-ms",
-    "node-pieces", "origin-fill-pieces", "seed-copies", "piece-kib", "seed", "per-peer", "total", "batch",
+    "node-pieces", "origin-fill-pieces", "seed-copies", "seed-copies-busy", "piece-kib", "seed", "per-peer", "total", "batch",
     "busy-pause-ms", "defer-ms",
 ];
 
@@ -72,6 +74,7 @@ pub fn run() -> anyhow::Result<()> {
     let node_pieces: usize = f.get("node-pieces", 12)?;
     let origin_fill_pieces: usize = f.get("origin-fill-pieces", 6)?;
     let seed_copies: u32 = f.get("seed-copies", 2)?;
+    let seed_copies_busy: u32 = f.get("seed-copies-busy", seed_copies)?;
     let seed: u64 = f.get("seed", 7)?;
     let sched = sched_config(&f, piece, poll)?;
     if window == 0 || nodes.contains(&0) || piece == 0 {
@@ -105,6 +108,7 @@ pub fn run() -> anyhow::Result<()> {
                 node_pieces,
                 origin_fill_pieces,
                 seed_copies,
+                seed_copies_busy,
                 seed_window: Duration::from_millis(200),
                 sched: sched.clone(),
                 seed,
@@ -126,6 +130,9 @@ pub fn run() -> anyhow::Result<()> {
                 by.sort_by(|a, b| b.0.total_cmp(&a.0));
                 let last: Vec<String> = by.iter().take(8).map(|(t, o, u)| format!("{t:.2}x (owns {o}, sent {:.2})", *u as f64 / cfg.object_bytes as f64)).collect();
                 eprintln!("slowest nodes / ideal: {}", last.join(", "));
+                // What a node's death would cost the origin again, at worst.
+                let (i, most) = r.alone_max.iter().enumerate().max_by_key(|(_, b)| **b).map(|(i, b)| (i, *b)).unwrap_or((0, 0));
+                eprintln!("held alone: at most {:.1} MiB on one node (node {i}, owns {} chunks)", most as f64 / (1 << 20) as f64, r.owned.get(i).copied().unwrap_or(0));
             }
             let mut t = r.finish.clone();
             t.sort_by(f64::total_cmp);

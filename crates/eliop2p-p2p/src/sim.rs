@@ -43,6 +43,9 @@ pub struct SimConfig {
     /// downlink is then the cluster's critical path); 0 = no change.
     pub origin_fill_pieces: usize,
     pub seed_copies: u32,
+    /// Copies a seed with every upload slot taken sends of a piece (at most
+    /// `seed_copies`).
+    pub seed_copies_busy: u32,
     pub seed_window: Duration,
     pub sched: SchedConfig,
     pub seed: u64,
@@ -67,6 +70,10 @@ pub struct SimReport {
     pub kinds: [u64; 8],
     /// Chunks each node owns (reads from the origin for the cluster).
     pub owned: Vec<u32>,
+    /// Per node, the most bytes it held at once that no other node held yet
+    /// (pieces its origin fills read and it had not sent on: what its death
+    /// would cost the origin again).
+    pub alone_max: Vec<u64>,
 }
 
 /// The kinds of events the simulator runs, in `SimReport::kinds` order.
@@ -121,6 +128,8 @@ struct ChunkState {
     have: Vec<u64>,
     /// Origin fill at the owner: next piece to read, and whether it started.
     origin_next: u32,
+    /// Pieces held by more than one node.
+    spread: u64,
     origin_started: bool,
     downloaders: Vec<usize>,
     complete: Vec<usize>,
@@ -187,6 +196,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
             owner: 0,
             have: vec![0; n],
             origin_next: 0,
+            spread: 0,
             origin_started: false,
             downloaders: Vec::new(),
             complete: Vec::new(),
@@ -244,6 +254,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
     let mut remaining_nodes = n;
     let mut refused_by = [0u64; 3];
     let mut timeline: Vec<(u64, u64)> = Vec::new();
+    let (mut alone, mut alone_max) = (vec![0u64; n], vec![0u64; n]);
     // The rates of the flows on the two links an event changed (the sender's
     // uplink and the receiver's downlink), max-min fair (progressive filling)
     // over those flows, with every other flow's rate held: each of their links
@@ -530,7 +541,8 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     if now - e.1 >= cfg.seed_window.as_micros() as Time {
                         *e = (0, now);
                     }
-                    if e.0 >= cfg.seed_copies {
+                    let copies = if slots_used[to] >= cfg.upload_slots { cfg.seed_copies_busy.min(cfg.seed_copies) } else { cfg.seed_copies };
+                    if e.0 >= copies {
                         q.push(now + lat, reply(Failure::Deferred));
                         continue;
                     }
@@ -596,6 +608,8 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 }
                 if from == origin {
                     origin_bytes += len;
+                    alone[to] += len;
+                    alone_max[to] = alone_max[to].max(alone[to]);
                     let ch = &mut chunks[chunk];
                     ch.have[to] |= 1 << piece;
                     for w in ch.watchers.remove(&to).unwrap_or_default() {
@@ -628,6 +642,10 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     let Some(d) = downloads[to].get_mut(&chunk) else { continue };
                     let fresh = d.sched.on_piece(from, piece, dur(now + lat));
                     if fresh {
+                        if chunks[chunk].spread >> piece & 1 == 0 {
+                            chunks[chunk].spread |= 1 << piece;
+                            alone[from] -= len;
+                        }
                         chunks[chunk].have[to] |= 1 << piece;
                         // Its watchers hear of the piece one way later.
                         for w in chunks[chunk].watchers.remove(&to).unwrap_or_default() {
@@ -674,6 +692,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
         timeline,
         kinds,
         owned: (0..n).map(|i| chunks.iter().filter(|c| c.owner == i).count() as u32).collect(),
+        alone_max,
     }
 }
 

@@ -19,6 +19,7 @@ fn small_swarm_completes_with_one_origin_read() {
         node_pieces: 12,
         origin_fill_pieces: 0,
         seed_copies: 2,
+        seed_copies_busy: 2,
         seed_window: Duration::from_millis(200),
         sched: SchedConfig::new(1 << 20, Duration::from_secs(5)),
         seed: 42,
@@ -27,6 +28,15 @@ fn small_swarm_completes_with_one_origin_read() {
     assert!(r.finish.iter().all(|t| *t > 0.0), "every node finished");
     assert_eq!(r.origin_bytes, 64 << 20, "the origin is read once");
     assert!(r.finish.iter().all(|t| *t >= r.ideal * 0.99), "no node beats its NIC");
+    // Only owners hold pieces alone (as their origin fills read them), at least
+    // one piece each and never more than they own.
+    for (i, (&alone, &owned)) in r.alone_max.iter().zip(&r.owned).enumerate() {
+        if owned == 0 {
+            assert_eq!(alone, 0, "node {i} owns nothing yet held a piece alone");
+        } else {
+            assert!((1 << 20..=u64::from(owned) << 24).contains(&alone), "node {i}: {alone} bytes alone, owns {owned}");
+        }
+    }
 }
 
 /// A chunk's owner reads it from the origin for everyone and needs the rest
@@ -51,6 +61,7 @@ fn owners_do_not_finish_last() {
         node_pieces: node.max_download_pieces,
         origin_fill_pieces: node.max_download_pieces_while_filling,
         seed_copies: 2,
+        seed_copies_busy: 2,
         seed_window: Duration::from_millis(200),
         sched: SchedConfig::new(256 << 10, Duration::from_secs(5)),
         seed: 1,
@@ -85,6 +96,7 @@ fn requests_wait_for_an_upload_slot_before_busy() {
         node_pieces: 4,
         origin_fill_pieces: 0,
         seed_copies: 2,
+        seed_copies_busy: 2,
         seed_window: Duration::from_millis(200),
         sched: SchedConfig::new(256 << 10, Duration::from_secs(5)),
         seed: 3,
@@ -116,6 +128,7 @@ fn tracker_answers_sample_every_holder() {
             owner: 0,
             have: Vec::new(),
             origin_next: 0,
+            spread: 0,
             origin_started: true,
             downloaders: (1000..1000 + holders).collect(),
             complete: (0..holders).collect(),
@@ -162,6 +175,7 @@ fn no_node_beats_its_nic_in_a_busy_swarm() {
         node_pieces: 12,
         origin_fill_pieces: 2,
         seed_copies: 2,
+        seed_copies_busy: 2,
         seed_window: Duration::from_millis(200),
         sched: SchedConfig::new(1 << 20, Duration::from_secs(5)),
         seed: 7,
