@@ -611,6 +611,15 @@ async fn serve_piece(
     }
     let end = (start + PIECE_SIZE).min(len);
     let seeding = !matches!(&held, Held::Filling(f) if f.from_peer());
+    if !seeding
+        && crate::keeps_slots_for_fills(
+            shared.origin_fills.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            shared.upload_slots.available_permits(),
+            crate::fill_reserved_slots(shared.cfg.max_uploads),
+        )
+    {
+        return Err((Reason::Busy, "upload slots kept for this node's origin fills".to_owned()));
+    }
     if seeding && !shared.seed_copy(id, piece) {
         return Err((Reason::Busy, "deferred: sent to the swarm already".to_owned()));
     }

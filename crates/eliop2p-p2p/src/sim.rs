@@ -33,6 +33,9 @@ pub struct SimConfig {
     /// Chunks a node downloads at once (its readahead).
     pub window: usize,
     pub upload_slots: usize,
+    /// Slots a node keeps for its seeding while it reads the origin
+    /// (`fill_reserved_slots`).
+    pub fill_reserved_slots: usize,
     /// How long a piece request waits for a free upload slot before it is
     /// answered busy (the server's `SLOT_WAIT`; zero: busy at once).
     pub slot_wait: Duration,
@@ -534,6 +537,12 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 let reply = |why| Ev::Reply { to: from, from: to, chunk, piece, why };
                 if !has && to != ch.owner {
                     q.push(now + lat, reply(Failure::Missing));
+                    continue;
+                }
+                // A node reading the origin keeps slots for what it seeds.
+                let free = cfg.upload_slots.saturating_sub(slots_used[to]);
+                if !is_seed && crate::keeps_slots_for_fills(origin_fills[to] > 0, free, cfg.fill_reserved_slots) {
+                    q.push(now + lat, reply(Failure::Busy));
                     continue;
                 }
                 if is_seed {
