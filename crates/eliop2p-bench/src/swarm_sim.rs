@@ -21,20 +21,18 @@ use crate::flags::{self, Flags};
 const USAGE: &str = "
 eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200] [--origin-mbit=200]
     [--latency-us=200] [--window=5] [--slots=8] [--slot-wait-ms=20] [--node-pieces=12]
-    [--origin-fill-pieces=6] [--seed-copies=2] [--seed-copies-busy=2] [--fill-reserve=2] [--piece-kib=256] [--poll] [--seed=7]
+    [--origin-fill-pieces=6] [--seed-copies=2] [--fill-reserve=2] [--piece-kib=256] [--poll] [--seed=7]
     [--per-peer=N] [--total=N] [--batch=N] [--busy-pause-ms=N] [--defer-ms=N]
 
 The defaults run 1,000 and 5,000 nodes x 1 and 16 GiB: many hours of one core.
 --fill-reserve: upload slots a node reading the origin keeps for what it seeds
 (default: the nodes' rule, a quarter of --slots).
---seed-copies-busy: copies of a piece a seed sends while all its upload slots are
-taken (an experiment; nodes send --seed-copies either way).
 SIM_TIMELINE=1 prints refusals by reason, events by kind, delivery per 500 ms,
 the slowest nodes, and the most bytes a node held that no other node held yet.";
 
 const VALUES: &[&str] = &[
     "nodes", "sizes-gib", "rate-mbit", "origin-mbit", "latency-us", "window", "slots", "slot-wait-ms",
-    "node-pieces", "origin-fill-pieces", "seed-copies", "seed-copies-busy", "fill-reserve", "piece-kib", "seed", "per-peer", "total", "batch",
+    "node-pieces", "origin-fill-pieces", "seed-copies", "fill-reserve", "piece-kib", "seed", "per-peer", "total", "batch",
     "busy-pause-ms", "defer-ms",
 ];
 
@@ -76,7 +74,6 @@ pub fn run() -> anyhow::Result<()> {
     let node_pieces: usize = f.get("node-pieces", 12)?;
     let origin_fill_pieces: usize = f.get("origin-fill-pieces", 6)?;
     let seed_copies: u32 = f.get("seed-copies", 2)?;
-    let seed_copies_busy: u32 = f.get("seed-copies-busy", seed_copies)?;
     let fill_reserved_slots: usize = f.get("fill-reserve", eliop2p_p2p::fill_reserved_slots(slots))?;
     let seed: u64 = f.get("seed", 7)?;
     let sched = sched_config(&f, piece, poll)?;
@@ -112,7 +109,6 @@ pub fn run() -> anyhow::Result<()> {
                 node_pieces,
                 origin_fill_pieces,
                 seed_copies,
-                seed_copies_busy,
                 seed_window: Duration::from_millis(200),
                 sched: sched.clone(),
                 seed,

@@ -46,9 +46,6 @@ pub struct SimConfig {
     /// downlink is then the cluster's critical path); 0 = no change.
     pub origin_fill_pieces: usize,
     pub seed_copies: u32,
-    /// Copies a seed with every upload slot taken sends of a piece (at most
-    /// `seed_copies`).
-    pub seed_copies_busy: u32,
     pub seed_window: Duration,
     pub sched: SchedConfig,
     pub seed: u64,
@@ -550,8 +547,7 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                     if now - e.1 >= cfg.seed_window.as_micros() as Time {
                         *e = (0, now);
                     }
-                    let copies = if slots_used[to] >= cfg.upload_slots { cfg.seed_copies_busy.min(cfg.seed_copies) } else { cfg.seed_copies };
-                    if e.0 >= copies {
+                    if e.0 >= cfg.seed_copies {
                         q.push(now + lat, reply(Failure::Deferred));
                         continue;
                     }
