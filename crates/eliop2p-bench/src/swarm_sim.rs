@@ -113,6 +113,9 @@ pub fn run() -> anyhow::Result<()> {
                 sched: sched.clone(),
                 seed,
             };
+            if let Err(e) = cfg.check() {
+                anyhow::bail!("swarm-sim: {e} (--piece-kib is at least 256)");
+            }
             let t0 = Instant::now();
             let r = simulate(&cfg);
             let wall = t0.elapsed().as_secs_f64();

@@ -174,6 +174,33 @@ fn tracker_answer(ch: &ChunkState, asker: usize, rand: &mut impl FnMut() -> u64)
     ans
 }
 
+impl SimConfig {
+    /// What `simulate` needs of a configuration, as a message naming the field
+    /// (the bench's flags are checked with it rather than by a panic mid-run).
+    pub fn check(&self) -> Result<(), String> {
+        if self.nodes == 0 || self.window == 0 || self.object_bytes == 0 {
+            return Err("nodes, window and object_bytes must be at least 1".into());
+        }
+        if self.piece_bytes == 0 || self.chunk_bytes < self.piece_bytes {
+            return Err(format!("piece_bytes {} must be between 1 and chunk_bytes {}", self.piece_bytes, self.chunk_bytes));
+        }
+        // A chunk's pieces are one 64-bit bitmap, as on the wire.
+        if self.chunk_bytes.div_ceil(self.piece_bytes) > 64 {
+            return Err(format!(
+                "piece_bytes {}: at most 64 pieces a chunk of {} bytes, so at least {}",
+                self.piece_bytes,
+                self.chunk_bytes,
+                self.chunk_bytes.div_ceil(64)
+            ));
+        }
+        if !(self.node_rate > 0.0 && self.origin_rate > 0.0) {
+            return Err("node_rate and origin_rate must be above 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Runs the swarm; `cfg` must pass `SimConfig::check` (a panic otherwise).
 pub fn simulate(cfg: &SimConfig) -> SimReport {
     let n = cfg.nodes;
     let origin = n; // the origin is node `n` for the flow model
@@ -181,7 +208,9 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
     let chunk_len = |c: usize| (cfg.object_bytes - c as u64 * cfg.chunk_bytes).min(cfg.chunk_bytes);
     let pieces_of = |c: usize| chunk_len(c).div_ceil(cfg.piece_bytes) as u32;
     let piece_len = |c: usize, p: u32| (chunk_len(c) - u64::from(p) * cfg.piece_bytes).min(cfg.piece_bytes);
-    assert!(cfg.chunk_bytes / cfg.piece_bytes <= 64, "at most 64 pieces a chunk");
+    if let Err(e) = cfg.check() {
+        panic!("simulate: {e}");
+    }
     let lat = cfg.latency.as_micros() as Time;
     // Distinct seeds give distinct runs (`seed | 1` made 2 and 3 the same).
     let mut rng = (cfg.seed << 1) | 1;

@@ -222,3 +222,37 @@ fn an_owner_reading_the_origin_sends_its_fresh_pieces_first() {
     assert!(last(&with) <= last(&without) * 1.02, "last finish: {:.2} s with, {:.2} s without", last(&with), last(&without));
     assert_eq!(with.origin_bytes, 64 << 20);
 }
+
+#[test]
+fn a_configuration_the_simulator_cannot_run_is_an_error_naming_the_field() {
+    let mut cfg = SimConfig {
+        nodes: 16,
+        object_bytes: 64 << 20,
+        chunk_bytes: 16 << 20,
+        piece_bytes: 256 << 10,
+        node_rate: 25e6,
+        origin_rate: 25e6,
+        latency: Duration::from_micros(200),
+        window: 5,
+        upload_slots: 8,
+        slot_wait: Duration::ZERO,
+        node_pieces: 12,
+        origin_fill_pieces: 6,
+        seed_copies: 2,
+        fill_reserved_slots: 2,
+        seed_window: Duration::from_millis(200),
+        sched: SchedConfig::new(256 << 10, Duration::from_secs(5)),
+        seed: 1,
+    };
+    assert_eq!(cfg.check(), Ok(()));
+    // 128 KiB pieces are 128 a chunk: `swarm-sim --piece-kib=128` panicked
+    // inside the simulator.
+    cfg.piece_bytes = 128 << 10;
+    let e = cfg.check().unwrap_err();
+    assert!(e.contains("at most 64 pieces a chunk") && e.contains("at least 262144"), "{e}");
+    cfg.piece_bytes = 0;
+    assert!(cfg.check().unwrap_err().contains("piece_bytes 0"));
+    cfg.piece_bytes = 256 << 10;
+    cfg.nodes = 0;
+    assert!(cfg.check().unwrap_err().contains("nodes"));
+}
