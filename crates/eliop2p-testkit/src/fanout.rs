@@ -119,6 +119,9 @@ pub struct Report {
     pub uploaded: Vec<u64>,
     /// Bytes each surviving node read from the origin (the chunks it owns).
     pub filled: Vec<u64>,
+    /// Pieces each surviving node wrote into a buffer of its piece pool (the
+    /// memory it prefaulted before the clients started) rather than new memory.
+    pub pooled_pieces: Vec<u64>,
     /// Ideal seconds: object size over the slower of the node NIC and the origin NIC.
     pub ideal: f64,
     pub killed: Option<usize>,
@@ -461,6 +464,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             .uploaded
             .push(series(&m, "eliop2p_p2p_sent_bytes_total").saturating_sub(*before));
         report.filled.push(series(&m, "eliop2p_origin_bytes_total"));
+        report.pooled_pieces.push(series(&m, "eliop2p_cache_piece_buffers_reused_total"));
     }
     if let Some(s) = sampler.and_then(Sampler::finish) {
         eprintln!("{s}");
