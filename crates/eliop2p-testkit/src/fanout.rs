@@ -197,7 +197,33 @@ impl Drop for Nodes {
     }
 }
 
+impl Spec {
+    /// What `run` needs of a spec, as a message naming the field (a bed of no
+    /// node panicked inside `NetBed`; a rate of 0 failed in `tc` naming no flag).
+    pub fn check(&self) -> Result<(), String> {
+        if self.nodes == 0 || self.object_size == 0 {
+            return Err(format!("nodes ({}) and object size ({}) must be at least 1", self.nodes, self.object_size));
+        }
+        for (name, link) in [("node link", self.node_link), ("origin link", self.origin_link)] {
+            if link.rate_bps == 0 || link.switch_buffer == 0 {
+                return Err(format!("{name}: rate ({} bit/s) and switch buffer ({} bytes) must be above 0", link.rate_bps, link.switch_buffer));
+            }
+            // IPv4's minimum, and a veth's maximum.
+            if !(576..=65535).contains(&link.mtu) {
+                return Err(format!("{name}: MTU {} is not within 576-65535", link.mtu));
+            }
+        }
+        if self.kill_owner_at.is_some_and(|s| !(0.0..1.0).contains(&s)) {
+            return Err(format!("kill_owner_at {:?} is not a share below 1", self.kill_owner_at));
+        }
+        Ok(())
+    }
+}
+
 pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
+    if let Err(e) = spec.check() {
+        bail!("fanout: {e}");
+    }
     let n = spec.nodes;
     let mut links = vec![spec.origin_link];
     links.extend(std::iter::repeat_n(spec.node_link, n));
@@ -726,3 +752,45 @@ pub fn summary(spec: &Spec, r: &Report) -> String {
 }
 
 pub const SUMMARY_HEADER: &str = "| nodes | object | node NIC | origin NIC | mode | p50 / ideal | p99 / ideal | max / ideal | origin bytes / object | busiest uploader / object | bad bodies | machine CPU busy | direct: p99 / ideal, origin bytes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Spec {
+        Spec {
+            bin: "eliop2p".into(),
+            nodes: 4,
+            node_link: Link::mbit(100),
+            origin_link: Link::mbit(100),
+            object_size: 32 << 20,
+            mode: Mode::Gossip,
+            first_byte: Duration::from_millis(20),
+            stream_rate: 0,
+            kill_owner_at: None,
+            direct: false,
+            node_env: Vec::new(),
+            check: BodyCheck::Sha256,
+        }
+    }
+
+    /// `eliop2p-bench fanout --nodes=0` panicked inside the bed (an index out
+    /// of bounds), and `--sizes=0` printed `infx` and `NaNx` as results.
+    #[test]
+    fn a_spec_the_bed_cannot_run_is_an_error_naming_the_field() {
+        assert_eq!(spec().check(), Ok(()));
+        let bad = |f: fn(&mut Spec), want: &str| {
+            let mut s = spec();
+            f(&mut s);
+            let e = s.check().unwrap_err();
+            assert!(e.contains(want), "{e:?} does not name {want:?}");
+        };
+        bad(|s| s.nodes = 0, "nodes (0)");
+        bad(|s| s.object_size = 0, "object size (0)");
+        bad(|s| s.node_link = Link::mbit(0), "node link: rate (0 bit/s)");
+        bad(|s| s.origin_link = Link::mbit(0), "origin link: rate (0 bit/s)");
+        bad(|s| s.node_link = Link::mbit(100).with_switch_buffer(0), "switch buffer (0 bytes)");
+        bad(|s| s.origin_link = Link::mbit(100).with_mtu(100), "origin link: MTU 100");
+        bad(|s| s.kill_owner_at = Some(1.5), "kill_owner_at");
+    }
+}
