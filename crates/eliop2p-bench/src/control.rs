@@ -227,10 +227,10 @@ pub async fn run() -> anyhow::Result<()> {
         bail!("build the eliop2p binary next to this one (cargo build --release -p eliop2p -p eliop2p-bench)");
     }
     let f = crate::flags::parse(2, USAGE, &["nodes", "chunks", "conns", "secs", "hot"], &["with-replication"])?;
-    let nodes: usize = f.get("nodes", 1000)?;
-    let chunks: usize = f.get("chunks", 100)?;
-    let conns: usize = f.get("conns", 32)?;
-    let secs: f64 = f.get("secs", 5.0)?;
+    let nodes: usize = f.get_min("nodes", 1000, 1)?;
+    let chunks: usize = f.get_min("chunks", 100, 1)?;
+    let conns: usize = f.get_min("conns", 32, 1)?;
+    let secs: f64 = f.get_min("secs", 5.0, 0.1)?;
     let hot: usize = f.get("hot", 64)?;
     let replication = ("ELIOP2P_REPLICATION_MIN_REPLICAS", if f.switch("with-replication") { "2" } else { "0" }.to_owned());
     println!(

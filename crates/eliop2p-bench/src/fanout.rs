@@ -35,14 +35,14 @@ pub async fn run() -> anyhow::Result<()> {
     if !bin.exists() {
         anyhow::bail!("fanout: build the eliop2p binary next to this one (cargo build --release --workspace)");
     }
-    let nodes: Vec<usize> = f.list("nodes", &[16])?;
-    let sizes: Vec<usize> = f.list("sizes", &[64, 512])?;
-    let rate: u64 = f.get("rate", 200)?;
+    let nodes: Vec<usize> = f.list_min("nodes", &[16], 1)?;
+    let sizes: Vec<usize> = f.list_min("sizes", &[64, 512], 1)?;
+    let rate: u64 = f.get_min("rate", 200, 1)?;
     // Jumbo frames, as in most data centres; `--mtu=1500` for plain Ethernet
     // (the bed then costs the machine more per byte: see `netbed::Link::mtu`).
-    let mtu: u32 = f.get("mtu", 9000)?;
-    let switch_buffer: u64 = f.get::<u64>("switch-buffer-kib", 1024)? * 1024;
-    let origin_rates: Vec<u64> = f.list("origin-rates", &[200, 50])?;
+    let mtu: u32 = f.get_min("mtu", 9000, 576)?;
+    let switch_buffer: u64 = f.get_min::<u64>("switch-buffer-kib", 1024, 1)? * 1024;
+    let origin_rates: Vec<u64> = f.list_min("origin-rates", &[200, 50], 1)?;
     let modes = f
         .text("modes")
         .unwrap_or("gossip")

@@ -106,6 +106,36 @@ impl Flags {
         Ok(self.opt(name)?.unwrap_or(default))
     }
 
+    /// Like `get`, and at least `min` (a count of 0 or a rate of 0 is an error
+    /// naming the flag, not a run that prints zeros or panics).
+    pub fn get_min<T: FromStr + PartialOrd + std::fmt::Display>(&self, name: &str, default: T, min: T) -> anyhow::Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let v = self.get(name, default)?;
+        if v < min {
+            bail!("--{name}={v}: at least {min}");
+        }
+        Ok(v)
+    }
+
+    /// Like `list`, every item at least `min`.
+    pub fn list_min<T: FromStr + Clone + PartialOrd + std::fmt::Display>(
+        &self,
+        name: &str,
+        default: &[T],
+        min: T,
+    ) -> anyhow::Result<Vec<T>>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let v = self.list(name, default)?;
+        if let Some(x) = v.iter().find(|x| **x < min) {
+            bail!("--{name}: {x} is below {min}");
+        }
+        Ok(v)
+    }
+
     /// A comma-separated list, each item parsed (an empty item is an error), or `default`.
     pub fn list<T: FromStr + Clone>(&self, name: &str, default: &[T]) -> anyhow::Result<Vec<T>>
     where
@@ -173,5 +203,19 @@ mod tests {
         let f = run(&["--nodes=8,x", "--rate=abc"]).unwrap();
         assert!(format!("{:#}", f.list::<u64>("nodes", &[1]).unwrap_err()).contains("--nodes=8,x"));
         assert!(format!("{:#}", f.get::<f64>("rate", 1.0).unwrap_err()).contains("--rate=abc"));
+    }
+
+    /// `eliop2p-bench --cluster-only --nodes=0` printed a row of zeros, and
+    /// `fanout --nodes=0` panicked inside the bed.
+    #[test]
+    fn counts_and_rates_below_their_minimum_are_errors_naming_the_flag() {
+        let f = run(&["--nodes=4,0", "--rate=0"]).unwrap();
+        let e = format!("{:#}", f.list_min::<usize>("nodes", &[1], 1).unwrap_err());
+        assert!(e.contains("--nodes: 0 is below 1"), "{e}");
+        let e = format!("{:#}", f.get_min::<f64>("rate", 200.0, 0.001).unwrap_err());
+        assert!(e.contains("--rate=0: at least 0.001"), "{e}");
+        let f = run(&["--nodes=4,8"]).unwrap();
+        assert_eq!(f.list_min::<usize>("nodes", &[1], 1).unwrap(), vec![4, 8]);
+        assert_eq!(f.get_min::<f64>("rate", 200.0, 0.001).unwrap(), 200.0);
     }
 }

@@ -378,7 +378,7 @@ async fn main() -> anyhow::Result<()> {
     let only_p2p = f.switch("p2p-only");
     let only_cluster = f.switch("cluster-only");
     let only_tls = f.switch("tls-only");
-    let cluster_sizes: Vec<usize> = f.list("nodes", &[1, 4, 8])?;
+    let cluster_sizes: Vec<usize> = f.list_min("nodes", &[1, 4, 8], 1)?;
     let o = if quick {
         Opts {
             large: 128 * MIB,

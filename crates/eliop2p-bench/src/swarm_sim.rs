@@ -61,15 +61,15 @@ fn sched_config(f: &Flags, piece: u64, poll: bool) -> anyhow::Result<SchedConfig
 
 pub fn run() -> anyhow::Result<()> {
     let f = flags::parse(2, USAGE, VALUES, &["poll"])?;
-    let nodes: Vec<usize> = f.list("nodes", &[1000, 5000])?;
-    let sizes: Vec<f64> = f.list("sizes-gib", &[1.0, 16.0])?;
-    let rate = f.get("rate-mbit", 200.0)? * 1e6 / 8.0;
-    let origin = f.get("origin-mbit", 200.0)? * 1e6 / 8.0;
+    let nodes: Vec<usize> = f.list_min("nodes", &[1000, 5000], 1)?;
+    let sizes: Vec<f64> = f.list_min("sizes-gib", &[1.0, 16.0], 1.0 / 1024.0)?;
+    let rate = f.get_min("rate-mbit", 200.0, 0.001)? * 1e6 / 8.0;
+    let origin = f.get_min("origin-mbit", 200.0, 0.001)? * 1e6 / 8.0;
     let latency = Duration::from_micros(f.get("latency-us", 200)?);
     let piece: u64 = f.get("piece-kib", 256)? * 1024;
     let poll = f.switch("poll");
     let window: usize = f.get("window", 5)?;
-    let slots: usize = f.get("slots", 8)?;
+    let slots: usize = f.get_min("slots", 8, 1)?;
     let slot_wait_ms: f64 = f.get("slot-wait-ms", eliop2p_p2p::SLOT_WAIT.as_secs_f64() * 1e3)?;
     let node_pieces: usize = f.get("node-pieces", 12)?;
     let origin_fill_pieces: usize = f.get("origin-fill-pieces", 6)?;
