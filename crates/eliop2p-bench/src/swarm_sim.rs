@@ -66,9 +66,10 @@ pub fn run() -> anyhow::Result<()> {
     let rate = f.get_min("rate-mbit", 200.0, 0.001)? * 1e6 / 8.0;
     let origin = f.get_min("origin-mbit", 200.0, 0.001)? * 1e6 / 8.0;
     let latency = Duration::from_micros(f.get("latency-us", 200)?);
-    let piece: u64 = f.get("piece-kib", 256)? * 1024;
+    // At most 64 pieces a 16 MiB chunk (one 64-bit bitmap, as on the wire).
+    let piece: u64 = f.get_min("piece-kib", 256, 256)? * 1024;
     let poll = f.switch("poll");
-    let window: usize = f.get("window", 5)?;
+    let window: usize = f.get_min("window", 5, 1)?;
     let slots: usize = f.get_min("slots", 8, 1)?;
     let slot_wait_ms: f64 = f.get("slot-wait-ms", eliop2p_p2p::SLOT_WAIT.as_secs_f64() * 1e3)?;
     let node_pieces: usize = f.get("node-pieces", 12)?;
@@ -77,9 +78,6 @@ pub fn run() -> anyhow::Result<()> {
     let fill_reserved_slots: usize = f.get("fill-reserve", eliop2p_p2p::fill_reserved_slots(slots))?;
     let seed: u64 = f.get("seed", 7)?;
     let sched = sched_config(&f, piece, poll)?;
-    if window == 0 || nodes.contains(&0) || piece == 0 {
-        anyhow::bail!("--window, --nodes and --piece-kib must be at least 1");
-    }
     println!(
         "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, {} KiB pieces, readahead {} chunks, {slots} upload slots (a request waits {slot_wait_ms} ms for one), {node_pieces} pieces in flight a node ({origin_fill_pieces} while it reads the origin), swarm bitmaps {}",
         rate * 8.0 / 1e6,
@@ -114,7 +112,7 @@ pub fn run() -> anyhow::Result<()> {
                 seed,
             };
             if let Err(e) = cfg.check() {
-                anyhow::bail!("swarm-sim: {e} (--piece-kib is at least 256)");
+                anyhow::bail!("swarm-sim: {e}");
             }
             let t0 = Instant::now();
             let r = simulate(&cfg);

@@ -305,36 +305,14 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     }
 
     // Every node up and every membership complete.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut ready = 0;
-        for i in 0..n {
-            if let Ok(m) = metrics(&bed, host(i)).await
-                && series(&m, "eliop2p_cluster_members{status=\"alive\"}") as usize >= n - 1
-            {
-                ready += 1;
-            }
-        }
-        if ready == n {
-            break;
-        }
-        for (i, c) in nodes.0.iter_mut().enumerate() {
-            if let Some(c) = c
-                && let Some(status) = c.try_wait()?
-            {
-                bail!("node {i} exited at start: {status}");
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("{ready} of {n} nodes ready after 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
+    let members = |m: &str| series(m, "eliop2p_cluster_members{status=\"alive\"}") as usize >= n - 1;
+    until_every_node(&bed, &mut nodes, "had every member alive", Duration::from_secs(60), members).await?;
     // Every node's memory tier faulted in: a cold run must not time this
     // machine's page faults (see `memory_size`).
     if !spec.node_env.iter().any(|(k, v)| k == "ELIOP2P_CACHE_MEMORY_PREFAULT" && v == "false") {
-        wait_resident(&bed, n, memory_size(spec) - (256 << 10)).await?;
+        let want = memory_size(spec) - eliop2p_cache::PIECE_SIZE as usize;
+        let resident = |m: &str| series(m, "eliop2p_cache_piece_pool_bytes") as usize >= want;
+        until_every_node(&bed, &mut nodes, "had its memory tier resident", Duration::from_secs(180), resident).await?;
     }
 
     let before = origin.bytes_sent();
@@ -678,30 +656,43 @@ async fn check_body(
 /// 512 MiB object (8 GiB of page faults and zeroing, more in a VM whose host
 /// backs pages on first touch) took most of the machine's CPU in the kernel
 /// mid-run (`clear_page_erms` at the top of a profile) and ran the row 1.7-2.0x
-/// ideal instead of about 1.25x. A real node faults its own memory on its own
+/// ideal instead of 1.15-1.19x. A real node faults its own memory on its own
 /// cores, once.
 fn memory_size(spec: &Spec) -> usize {
     spec.object_size + (64 << 20)
 }
 
-/// Waits until the piece pool of every node (hosts 1..=n) holds `want` bytes
-/// (its prefault done).
-async fn wait_resident(bed: &NetBed, n: usize, want: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(180);
+/// Waits until `ready` holds for the metrics of every node (hosts 1..=n); an
+/// error when a node exits or `limit` passes first.
+async fn until_every_node(
+    bed: &NetBed,
+    nodes: &mut Nodes,
+    what: &str,
+    limit: Duration,
+    ready: impl Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    let (n, deadline) = (nodes.0.len(), Instant::now() + limit);
     loop {
-        let mut ready = 0;
+        let mut done = 0;
         for i in 0..n {
             if let Ok(m) = metrics(bed, i + 1).await
-                && series(&m, "eliop2p_cache_piece_pool_bytes") as usize >= want
+                && ready(&m)
             {
-                ready += 1;
+                done += 1;
             }
         }
-        if ready == n {
+        if done == n {
             return Ok(());
         }
+        for (i, c) in nodes.0.iter_mut().enumerate() {
+            if let Some(c) = c
+                && let Some(status) = c.try_wait()?
+            {
+                bail!("node {i} exited at start: {status}");
+            }
+        }
         if Instant::now() > deadline {
-            bail!("{ready} of {n} nodes had their memory tier resident after 180 s");
+            bail!("{done} of {n} nodes {what} after {} s", limit.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

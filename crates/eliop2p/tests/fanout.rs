@@ -47,7 +47,7 @@ fn check(spec: &Spec, r: &fanout::Report, max_origin: f64) {
     assert!(ratio <= max_origin, "origin sent {ratio:.3}x the object");
     // Every piece went into memory the node had faulted in before the clients
     // started: the bed times the network, not this machine's page faults.
-    let pieces = (spec.object_size >> 18) as u64;
+    let pieces = spec.object_size as u64 / eliop2p_cache::PIECE_SIZE;
     assert!(r.pooled_pieces.iter().all(|&n| n >= pieces), "pieces into prefaulted buffers {:?}, want {pieces} each", r.pooled_pieces);
 }
 

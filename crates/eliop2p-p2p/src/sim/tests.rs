@@ -39,11 +39,6 @@ fn small_swarm_completes_with_one_origin_read() {
     }
 }
 
-/// A chunk's owner reads it from the origin for everyone and needs the rest
-/// of the object like everyone: with the node's default budget of peer
-/// pieces while it fills, the owners finish with the others, not last (with
-/// 2 pieces, the old default, owners took 1.29-1.36x ideal and the others
-/// 1.13-1.18x, so the owners were the p99).
 /// 16 nodes reading 64 MiB at 200 Mbit/s with the nodes' own settings (the
 /// bed's 64 MiB row).
 fn sixteen_nodes_as_deployed() -> SimConfig {
@@ -69,6 +64,11 @@ fn sixteen_nodes_as_deployed() -> SimConfig {
     }
 }
 
+/// A chunk's owner reads it from the origin for everyone and needs the rest
+/// of the object like everyone: with the node's default budget of peer
+/// pieces while it fills, the owners finish with the others, not last (with
+/// 2 pieces, the old default, owners took 1.29-1.36x ideal and the others
+/// 1.13-1.18x, so the owners were the p99).
 #[test]
 fn owners_do_not_finish_last() {
     let cfg = sixteen_nodes_as_deployed();
@@ -216,7 +216,7 @@ fn an_owner_reading_the_origin_sends_its_fresh_pieces_first() {
             node_pieces: node.max_download_pieces,
             origin_fill_pieces: node.max_download_pieces_while_filling,
             seed_copies: 2,
-                seed_window: Duration::from_millis(200),
+            seed_window: Duration::from_millis(200),
             sched: SchedConfig::new(256 << 10, Duration::from_secs(5)),
             seed: 8,
         })
