@@ -1,0 +1,190 @@
+//! The simulator's bandwidth model: every piece on the wire is a flow from an
+//! uploader's uplink to a downloader's downlink, and the flows crossing a link
+//! share it max-min fair, as TCP flows sharing bottlenecks roughly settle.
+//!
+//! When a flow starts or ends, the flows on the two links it crossed (its
+//! uploader's uplink and its downloader's downlink) are given max-min rates by
+//! progressive filling over what the other flows leave of every link they cross;
+//! every other flow keeps its rate until a change reaches one of its own links.
+//! That is local, so a link freed far away is refilled one event later than TCP
+//! would; no link ever carries more than its rate. An equal split per link (the
+//! model before) left a link idle whenever its flows were held back at their
+//! other ends: the origin's link ran at 70-80% when the owners' downlinks were
+//! shared evenly with peer pieces, where the bed's origin ran at its cap.
+
+use super::queue::{Queue, Time};
+use super::Ev;
+
+/// One piece on the wire.
+pub(super) struct Flow {
+    pub(super) from: usize,
+    pub(super) to: usize,
+    pub(super) chunk: usize,
+    pub(super) piece: u32,
+    remaining: f64,
+    rate: f64,
+    since: Time,
+    /// Raised at every rate change: a `FlowDone` of an older version is stale.
+    version: u32,
+    live: bool,
+}
+
+/// The flows of every link; node `origin` (one past the last node) is the origin,
+/// which only uploads.
+pub(super) struct Links {
+    node_rate: f64,
+    origin_rate: f64,
+    origin: usize,
+    flows: Vec<Flow>,
+    /// Indexes of ended flows in `flows`, reused by the next ones.
+    free: Vec<usize>,
+    up: Vec<Vec<usize>>,
+    down: Vec<Vec<usize>>,
+    /// `reshare`'s work lists, kept between calls (it runs at every flow start
+    /// and end).
+    changed: Vec<usize>,
+    /// (node, downlink?, what the held flows leave of it, flows of `changed` on it).
+    link_room: Vec<(usize, bool, f64, usize)>,
+    rates: Vec<Option<f64>>,
+}
+
+impl Links {
+    pub(super) fn new(nodes: usize, node_rate: f64, origin_rate: f64) -> Self {
+        Self {
+            node_rate,
+            origin_rate,
+            origin: nodes,
+            flows: Vec::new(),
+            free: Vec::new(),
+            up: vec![Vec::new(); nodes + 1],
+            down: vec![Vec::new(); nodes + 1],
+            changed: Vec::new(),
+            link_room: Vec::new(),
+            rates: Vec::new(),
+        }
+    }
+
+    fn up_cap(&self, x: usize) -> f64 {
+        if x == self.origin { self.origin_rate } else { self.node_rate }
+    }
+
+    /// Puts `bytes` of `piece` on the wire from `from` to `to`; its `FlowDone`
+    /// comes when its last byte has crossed both links.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start(&mut self, q: &mut Queue<Ev>, now: Time, from: usize, to: usize, chunk: usize, piece: u32, bytes: u64) {
+        let f = Flow { from, to, chunk, piece, remaining: bytes as f64, rate: 0.0, since: now, version: 0, live: true };
+        let fi = match self.free.pop() {
+            Some(i) => {
+                // Versions keep rising across reuse of a slot, so a stale
+                // completion of the slot's previous flow never matches.
+                let version = self.flows[i].version + 1;
+                self.flows[i] = Flow { version, ..f };
+                i
+            }
+            None => {
+                self.flows.push(f);
+                self.flows.len() - 1
+            }
+        };
+        self.up[from].push(fi);
+        self.down[to].push(fi);
+        self.reshare(q, now, from, to);
+    }
+
+    /// The flow of a `FlowDone` event, if the event is its latest: the flow is
+    /// off its links (the others on them reshared) and its slot free.
+    pub(super) fn finish(&mut self, q: &mut Queue<Ev>, now: Time, fi: usize, version: u32) -> Option<&Flow> {
+        let f = &mut self.flows[fi];
+        if !f.live || f.version != version {
+            return None;
+        }
+        // The flow moved all its bytes (up to the microsecond rounding of its
+        // completion time).
+        let left = f.remaining - f.rate * (now - f.since) as f64 / 1e6;
+        assert!(left < f.rate * 2e-6 + 1.0, "flow {fi} ended with {left:.0} bytes left");
+        f.live = false;
+        let (from, to) = (f.from, f.to);
+        self.free.push(fi);
+        self.up[from].retain(|x| *x != fi);
+        self.down[to].retain(|x| *x != fi);
+        self.reshare(q, now, from, to);
+        Some(&self.flows[fi])
+    }
+
+    /// New rates for the flows on `from`'s uplink and `to`'s downlink, max-min
+    /// fair over what the other flows (held at their rates) leave of each link
+    /// they cross; a flow whose rate changed gets a new `FlowDone`.
+    fn reshare(&mut self, q: &mut Queue<Ev>, now: Time, from: usize, to: usize) {
+        let mut v = std::mem::take(&mut self.changed);
+        v.clear();
+        v.extend(self.up[from].iter().chain(self.down[to].iter()).copied());
+        v.sort_unstable();
+        v.dedup();
+        let mut links = std::mem::take(&mut self.link_room);
+        links.clear();
+        for &fi in &v {
+            for l in [(self.flows[fi].from, false), (self.flows[fi].to, true)] {
+                match links.iter_mut().find(|x| (x.0, x.1) == l) {
+                    Some(x) => x.3 += 1,
+                    None => {
+                        let (on, cap) = if l.1 { (&self.down[l.0], self.node_rate) } else { (&self.up[l.0], self.up_cap(l.0)) };
+                        let held: f64 = on.iter().filter(|g| v.binary_search(g).is_err()).map(|g| self.flows[*g].rate).sum();
+                        links.push((l.0, l.1, (cap - held).max(0.0), 1));
+                    }
+                }
+            }
+        }
+        let mut rate = std::mem::take(&mut self.rates);
+        rate.clear();
+        rate.resize(v.len(), None);
+        // The link that offers the least to each of its unset flows sets them.
+        while let Some(li) = (0..links.len())
+            .filter(|&i| links[i].3 > 0)
+            .min_by(|&a, &b| (links[a].2 / links[a].3 as f64).total_cmp(&(links[b].2 / links[b].3 as f64)))
+        {
+            let (node, down) = (links[li].0, links[li].1);
+            let share = links[li].2 / links[li].3 as f64;
+            for (k, &fi) in v.iter().enumerate() {
+                let f = &self.flows[fi];
+                if rate[k].is_some() || (if down { f.to } else { f.from }) != node {
+                    continue;
+                }
+                rate[k] = Some(share);
+                for l in links.iter_mut() {
+                    if (l.0 == f.from && !l.1) || (l.0 == f.to && l.1) {
+                        l.2 = (l.2 - share).max(0.0);
+                        l.3 -= 1;
+                    }
+                }
+            }
+        }
+        for (k, &fi) in v.iter().enumerate() {
+            let r = rate[k].expect("every flow crosses a link");
+            let f = &mut self.flows[fi];
+            if r == f.rate {
+                // Its pending completion event still holds.
+                continue;
+            }
+            f.remaining -= f.rate * (now - f.since) as f64 / 1e6;
+            f.since = now;
+            f.rate = r;
+            f.version += 1;
+            // A flow left nothing by flows held elsewhere waits for the next
+            // change at one of its links (which reshares it).
+            if r > 0.0 {
+                let left = (f.remaining.max(0.0) / r * 1e6) as Time;
+                q.push(now + left + 1, Ev::FlowDone(fi, f.version));
+            }
+        }
+        if cfg!(debug_assertions) {
+            for &(node, down, ..) in &links {
+                let (on, cap) = if down { (&self.down[node], self.node_rate) } else { (&self.up[node], self.up_cap(node)) };
+                let sum: f64 = on.iter().map(|g| self.flows[*g].rate).sum();
+                assert!(sum <= cap * (1.0 + 1e-9), "link of node {node} (down: {down}) carries {sum} > {cap}");
+            }
+        }
+        self.changed = v;
+        self.link_room = links;
+        self.rates = rate;
+    }
+}
