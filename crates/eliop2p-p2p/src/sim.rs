@@ -74,6 +74,10 @@ pub struct SimReport {
     /// (pieces its origin fills read and it had not sent on: what its death
     /// would cost the origin again).
     pub alone_max: Vec<u64>,
+    /// Downloads started: one per node and chunk it does not own, when every
+    /// tracker answer finds its download (a late one once started the chunk
+    /// again at a node that had finished it).
+    pub downloads: u64,
 }
 
 /// The kinds of events the simulator runs, in `SimReport::kinds` order.

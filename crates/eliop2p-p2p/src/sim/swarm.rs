@@ -227,6 +227,11 @@ impl<'a> Swarm<'a> {
     fn located(&mut self, now: Time, to: usize, chunk: usize, peers: Vec<usize>) {
         let lat = self.lat;
         if !self.downloads[to].contains_key(&chunk) {
+            if !peers.is_empty() {
+                // A tracker answer (it always names the owner) to a re-locate of
+                // a chunk that finished while it travelled.
+                return;
+            }
             // A new download: the owner reads the origin; others ask the tracker.
             let ch = &mut self.chunks[chunk];
             if !ch.origin_started {
@@ -247,6 +252,7 @@ impl<'a> Swarm<'a> {
             }
             let seed = self.rand();
             let sched = Scheduler::new(self.shape.chunk_len(chunk), self.cfg.sched.clone(), seed, dur(now));
+            self.report.downloads += 1;
             self.downloads[to].insert(chunk, Download { sched, last_locate: now, poll_at: None, pending: Vec::new(), owed: None });
             // Ask the tracker (the answer comes after a round trip).
             let ans = self.tracker(chunk, to);
