@@ -12,6 +12,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -109,353 +110,463 @@ pub(crate) async fn download(
     fetch: Option<&FetchRequest>,
     origin: Option<&Arc<dyn PieceOrigin>>,
 ) -> Result<usize, Incomplete> {
-    let t0 = Instant::now();
-    let now = || t0.elapsed();
-    // The chunk's owner reads the origin itself rather than wait on a swarm; any
-    // other node's fill is a swarm fill from the start: it offers the pieces it has
-    // and awaits none, so no two nodes ever wait on each other.
-    let owner_here = shared.cluster.as_ref().is_some_and(|c| {
-        c.gossip()
-            .owners(&id, 1)
-            .first()
-            .is_some_and(|o| o.id == shared.cfg.node_id)
-    });
-    if !owner_here {
-        writer.fill().set_from_peer(true);
-    }
-    let mut candidates = shared.peers();
-    let found = crate::cluster::find_holders(shared, &id, fetch, true).await;
-    let fresh = to_probe(found, |a| candidates.contains(a) || *a == shared.self_addr);
-    candidates.extend(fresh);
-    if candidates.is_empty() {
-        writer.fill().set_from_peer(false);
-        return Err(Incomplete { delivered: 0 });
-    }
-    writer.fill().set_from_peer(true);
-    // The best-scored peers (past throughput, latency, failures) are asked first.
-    candidates.sort_by(|a, b| {
-        let score = |p: &SocketAddr| crate::score::score(&shared.peer_stats(p), 1, 1);
-        score(b).total_cmp(&score(a))
-    });
-
-    let seed = u64::from_le_bytes(crate::conn::random_nonce()[..8].try_into().expect("8 bytes"));
-    let stall = shared.cfg.piece_timeout;
-    let sched_cfg = SchedConfig::new(PIECE_SIZE, stall);
-    let per_download = sched_cfg.total;
-    let watching = sched_cfg.watch;
-    let mut sched: Scheduler<SocketAddr> = Scheduler::new(len, sched_cfg, seed, now());
-    let n = sched.num_pieces();
-    let mut hashes: Vec<Option<[u8; 32]>> = vec![None; n];
-    // Pieces the fill already has (a download resumed after an earlier source).
-    for (i, had) in writer.fill().have_pieces().into_iter().enumerate() {
-        if had {
-            sched.mark_have(i as u32);
-            hashes[i] = writer.fill().piece_now(i as u32).map(|(_, h)| h);
+    let mut d = Download::start(shared, id, len, writer, fetch, origin).await?;
+    let outcome = loop {
+        let (wake, held_back) = match d.act() {
+            ControlFlow::Continue(next) => next,
+            ControlFlow::Break(outcome) => break outcome,
+        };
+        let ev = tokio::select! {
+            ev = d.rx.recv() => ev,
+            _ = tokio::time::sleep_until((d.t0 + wake).into()) => continue,
+            _ = d.shared.pieces_freed.notified(), if held_back => continue,
+        };
+        let Some(ev) = ev else { break Err(()) };
+        if let ControlFlow::Break(outcome) = d.on_event(ev) {
+            break outcome;
         }
-    }
-    let mut expected_sha: Option<[u8; 32]> = None;
-    let mut complete_peers: HashSet<SocketAddr> = HashSet::new();
-    // Complete holders not asked for pieces (K were enough), probed again only
-    // when the complete peers in use drop below K.
-    let mut declined: HashSet<SocketAddr> = HashSet::new();
-    let mut probing: HashSet<SocketAddr> = HashSet::new();
-    let mut tasks: JoinSet<()> = JoinSet::new();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-    for a in candidates {
-        probing.insert(a);
-        tasks.spawn(probe(shared.clone(), a, id, None, tx.clone()));
-    }
-    // A complete peer in use is gone: with fewer than K left, the complete
-    // holders declined before are asked again (with static peers no tracker
-    // would name them).
-    macro_rules! reprobe_declined {
-        () => {
-            let k = shared.cfg.selection_k.max(1);
-            if complete_peers.iter().filter(|p| sched.knows(p)).count() < k {
-                for a in declined.drain() {
-                    if probing.insert(a) {
-                        tasks.spawn(probe(shared.clone(), a, id, None, tx.clone()));
-                    }
-                }
+    };
+    d.finish(outcome)
+}
+
+/// How a download ends: the whole chunk verified in the fill, or not.
+type Outcome = Result<(), ()>;
+
+/// One chunk's download from the swarm: the scheduler and what the download
+/// knows of its peers, and the tasks that talk to them (each reports back as an
+/// `Event` on `rx`).
+struct Download<'a> {
+    shared: &'a Arc<P2pShared>,
+    id: ChunkId,
+    len: u64,
+    writer: &'a mut FillWriter,
+    fetch: Option<&'a FetchRequest>,
+    origin: Option<&'a Arc<dyn PieceOrigin>>,
+    t0: Instant,
+    sched: Scheduler<SocketAddr>,
+    /// The verified pieces' hashes, for the chunk's root once all are in.
+    hashes: Vec<Option<[u8; 32]>>,
+    /// The chunk's SHA-256, as a complete holder's bitmap gave it.
+    expected_sha: Option<[u8; 32]>,
+    complete_peers: HashSet<SocketAddr>,
+    /// Complete holders not asked for pieces (K were enough), probed again only
+    /// when the complete peers in use drop below K.
+    declined: HashSet<SocketAddr>,
+    /// Peers whose bitmap is on its way (a probe or a standing query).
+    probing: HashSet<SocketAddr>,
+    tasks: JoinSet<()>,
+    tx: mpsc::UnboundedSender<Event>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    /// Pieces asked at once by this download alone (`SchedConfig::total`).
+    per_download: usize,
+    watching: bool,
+    gossiping: bool,
+    relocating: bool,
+    last_locate: Duration,
+    last_directory: Duration,
+    unsourced_since: Option<Duration>,
+    /// This node took the chunk over (its fill is an origin fill now), and the
+    /// pieces it is reading from the origin.
+    took_over: bool,
+    from_origin: HashSet<u32>,
+    budget: Budget<'a>,
+}
+
+impl<'a> Download<'a> {
+    /// The peers to ask first (the node's static peers, then what the tracker and
+    /// the control plane name, best scored first), each probed for its bitmap;
+    /// `Incomplete` at once when there are none.
+    async fn start(
+        shared: &'a Arc<P2pShared>,
+        id: ChunkId,
+        len: u64,
+        writer: &'a mut FillWriter,
+        fetch: Option<&'a FetchRequest>,
+        origin: Option<&'a Arc<dyn PieceOrigin>>,
+    ) -> Result<Self, Incomplete> {
+        let t0 = Instant::now();
+        // The chunk's owner reads the origin itself rather than wait on a swarm;
+        // any other node's fill is a swarm fill from the start: it offers the
+        // pieces it has and awaits none, so no two nodes ever wait on each other.
+        let owner_here = shared.cluster.as_ref().is_some_and(|c| {
+            c.gossip()
+                .owners(&id, 1)
+                .first()
+                .is_some_and(|o| o.id == shared.cfg.node_id)
+        });
+        if !owner_here {
+            writer.fill().set_from_peer(true);
+        }
+        let mut candidates = shared.peers();
+        let found = crate::cluster::find_holders(shared, &id, fetch, true).await;
+        let fresh = to_probe(found, |a| candidates.contains(a) || *a == shared.self_addr);
+        candidates.extend(fresh);
+        if candidates.is_empty() {
+            writer.fill().set_from_peer(false);
+            return Err(Incomplete { delivered: 0 });
+        }
+        writer.fill().set_from_peer(true);
+        // The best-scored peers (past throughput, latency, failures) are asked first.
+        candidates.sort_by(|a, b| {
+            let score = |p: &SocketAddr| crate::score::score(&shared.peer_stats(p), 1, 1);
+            score(b).total_cmp(&score(a))
+        });
+
+        let seed = u64::from_le_bytes(crate::conn::random_nonce()[..8].try_into().expect("8 bytes"));
+        let sched_cfg = SchedConfig::new(PIECE_SIZE, shared.cfg.piece_timeout);
+        let (per_download, watching) = (sched_cfg.total, sched_cfg.watch);
+        let mut sched: Scheduler<SocketAddr> = Scheduler::new(len, sched_cfg, seed, t0.elapsed());
+        let mut hashes: Vec<Option<[u8; 32]>> = vec![None; sched.num_pieces()];
+        // Pieces the fill already has (a download resumed after an earlier source).
+        for (i, had) in writer.fill().have_pieces().into_iter().enumerate() {
+            if had {
+                sched.mark_have(i as u32);
+                hashes[i] = writer.fill().piece_now(i as u32).map(|(_, h)| h);
             }
-        };
+        }
+        let (tx, rx) = mpsc::unbounded_channel::<Event>();
+        let mut tasks = JoinSet::new();
+        let mut probing = HashSet::new();
+        for a in candidates {
+            probing.insert(a);
+            tasks.spawn(probe(shared.clone(), a, id, None, tx.clone()));
+        }
+        let last_locate = t0.elapsed();
+        shared.stats.active_downloads.fetch_add(1, Relaxed);
+        Ok(Self {
+            shared,
+            id,
+            len,
+            writer,
+            fetch,
+            origin,
+            t0,
+            sched,
+            hashes,
+            expected_sha: None,
+            complete_peers: HashSet::new(),
+            declined: HashSet::new(),
+            probing,
+            tasks,
+            tx,
+            rx,
+            per_download,
+            watching,
+            gossiping: shared.cluster.as_ref().is_some_and(|c| c.cfg.gossip),
+            relocating: false,
+            last_locate,
+            last_directory: last_locate,
+            unsourced_since: None,
+            took_over: false,
+            from_origin: HashSet::new(),
+            budget: Budget { shared, held: 0 },
+        })
     }
-    let mut relocating = false;
-    let mut last_locate = now();
-    let mut last_directory = last_locate;
-    let gossiping = shared.cluster.as_ref().is_some_and(|c| c.cfg.gossip);
-    let mut unsourced_since: Option<Duration> = None;
-    // This node took the chunk over (its fill is an origin fill now), and the
-    // pieces it is reading from the origin.
-    let mut took_over = false;
-    let mut from_origin: HashSet<u32> = HashSet::new();
-    shared.stats.active_downloads.fetch_add(1, Relaxed);
-    let mut budget = Budget { shared, held: 0 };
-    // A new verified piece into the fill; the download ends when it was the last.
-    macro_rules! accept {
-        ($piece:expr, $data:expr, $hash:expr) => {
-            hashes[$piece as usize] = Some($hash);
-            if sched.done()
-                && let Some(want) = expected_sha
-            {
-                // The chunk hash follows from the verified piece hashes.
-                let all: Vec<[u8; 32]> = hashes.iter().map(|h| h.unwrap_or_default()).collect();
-                if eliop2p_cache::chunk_root(&all) != want {
-                    shared.stats.verification_failures.fetch_add(1, Relaxed);
-                    tracing::warn!(chunk_id = %id, "chunk from peers does not match its SHA-256; discarding");
-                    break Err(());
-                }
-            }
-            if writer.put_piece($piece, $data, $hash).is_err() {
-                break Err(());
-            }
-            if sched.done() {
-                break Ok(());
-            }
-        };
+
+    fn now(&self) -> Duration {
+        self.t0.elapsed()
     }
-    let outcome: Result<(), ()> = loop {
-        let t = now();
+
+    /// What the scheduler says now: requests, cancels and standing queries go
+    /// out, the tracker is asked again when due. Continues with when to wake
+    /// (without an event) and whether the node's budget held this download back;
+    /// breaks when no peer has the rest of the chunk.
+    fn act(&mut self) -> ControlFlow<Outcome, (Duration, bool)> {
+        let (shared, id) = (self.shared, self.id);
+        let t = self.now();
         // This download's share of the node's pieces in flight: what the others
         // leave, at least one piece so that every download moves.
-        budget.sync(sched.inflight());
+        self.budget.sync(self.sched.inflight());
         let node_budget = match shared.cfg.max_download_pieces_while_filling {
             n if n > 0 && shared.origin_fills.load(Relaxed) > 0 => n.min(shared.cfg.max_download_pieces),
             _ => shared.cfg.max_download_pieces,
         };
-        let room = node_budget.saturating_sub(budget.others()).clamp(1, per_download);
-        sched.set_total(room);
-        let acts = sched.poll(t);
-        budget.sync(sched.inflight());
-        let held_back = room < per_download;
+        let room = node_budget.saturating_sub(self.budget.others()).clamp(1, self.per_download);
+        self.sched.set_total(room);
+        let acts = self.sched.poll(t);
+        self.budget.sync(self.sched.inflight());
+        let held_back = room < self.per_download;
         for (peer, pieces) in acts.requests {
-            tasks.spawn(fetch_batch(shared.clone(), peer, id, len, pieces, tx.clone()));
+            self.tasks.spawn(fetch_batch(shared.clone(), peer, id, self.len, pieces, self.tx.clone()));
         }
         for (peer, pieces) in acts.cancels {
             shared.stats.record_piece_failure("timeout");
             shared.with_peer_stats(peer, |s| s.record_failure());
             let shared = shared.clone();
-            tasks.spawn(async move {
+            self.tasks.spawn(async move {
                 if let Ok(c) = shared.conn(peer).await {
                     c.cancel(&id, &pieces).await;
                 }
             });
         }
-        // Standing queries to swarm peers: each answers when it has a piece beyond
-        // what we know of it.
+        // Standing queries to swarm peers: each answers when it has a piece
+        // beyond what we know of it.
         for peer in acts.refresh {
-            if probing.insert(peer) {
-                let watch = watching.then(|| (sched.known(&peer), WATCH_WAIT));
-                tasks.spawn(probe(shared.clone(), peer, id, watch, tx.clone()));
+            if self.probing.insert(peer) {
+                let watch = self.watching.then(|| (self.sched.known(&peer), WATCH_WAIT));
+                self.tasks.spawn(probe(shared.clone(), peer, id, watch, self.tx.clone()));
             }
         }
         // Pieces nobody has or is getting: ask the tracker again (it may start the
         // origin fill, or a new owner may), and give up after the stall time.
         // (Pieces this node reads from the origin after a takeover have a source.)
-        let unsourced = probing.is_empty() && sched.unsourced_pieces().iter().any(|p| !from_origin.contains(p));
+        let unsourced = self.probing.is_empty()
+            && self.sched.unsourced_pieces().iter().any(|p| !self.from_origin.contains(p));
         if unsourced {
-            unsourced_since.get_or_insert(t);
+            self.unsourced_since.get_or_insert(t);
         } else {
-            unsourced_since = None;
+            self.unsourced_since = None;
         }
-        let since_locate = t.saturating_sub(last_locate);
-        if !relocating
-            && shared.cluster.is_some()
-            && (since_locate >= RELOCATE_EVERY
-                || sched.num_peers() < ENOUGH_PEERS && since_locate >= RELOCATE_FEW
-                || unsourced && since_locate >= RELOCATE_MIN)
-        {
-            relocating = true;
-            last_locate = t;
-            let ask_directory = unsourced
-                || t.saturating_sub(last_directory) >= DIRECTORY_EVERY
-                || !gossiping && sched.num_peers() < ENOUGH_PEERS;
-            if ask_directory {
-                last_directory = t;
-            }
-            let (shared, tx, fetch) = (shared.clone(), tx.clone(), fetch.cloned());
-            tasks.spawn(async move {
-                let (found, read_origin) =
-                    crate::cluster::locate_all(&shared, &id, fetch.as_ref(), true, ask_directory).await;
-                let _ = tx.send(Event::Located(found, read_origin));
-            });
-        }
+        self.relocate_if_due(t, unsourced);
         // With static peers only, no tracker can name a new source: once every
         // peer has answered and none has or is getting the chunk, waiting out the
         // stall time only delays the origin read.
-        let dead_end = shared.cluster.is_none() && probing.is_empty() && sched.num_peers() == 0;
+        let dead_end = shared.cluster.is_none() && self.probing.is_empty() && self.sched.num_peers() == 0;
+        let stall = shared.cfg.piece_timeout;
         if dead_end
-            || unsourced_since.is_some_and(|s| t.saturating_sub(s) >= stall)
-            || sched.idle_for(t) >= IDLE_LIMIT
+            || self.unsourced_since.is_some_and(|s| t.saturating_sub(s) >= stall)
+            || self.sched.idle_for(t) >= IDLE_LIMIT
         {
-            tracing::debug!(chunk_id = %id, unsourced = sched.unsourced(), "no peer has the rest of the chunk");
-            break Err(());
+            tracing::debug!(chunk_id = %id, unsourced = self.sched.unsourced(), "no peer has the rest of the chunk");
+            return ControlFlow::Break(Err(()));
         }
-        let wake = sched.next_wake(t).min(t + RELOCATE_MIN);
-        let ev = tokio::select! {
-            ev = rx.recv() => ev,
-            _ = tokio::time::sleep_until((t0 + wake).into()) => continue,
-            _ = shared.pieces_freed.notified(), if held_back => continue,
-        };
-        let Some(ev) = ev else { break Err(()) };
+        ControlFlow::Continue((self.sched.next_wake(t).min(t + RELOCATE_MIN), held_back))
+    }
+
+    /// Asks the tracker (and now and then the control plane) for peers again:
+    /// often while the download knows few, at once when pieces lack a source.
+    fn relocate_if_due(&mut self, t: Duration, unsourced: bool) {
+        let since_locate = t.saturating_sub(self.last_locate);
+        let few = self.sched.num_peers() < ENOUGH_PEERS;
+        if self.relocating
+            || self.shared.cluster.is_none()
+            || !(since_locate >= RELOCATE_EVERY || few && since_locate >= RELOCATE_FEW || unsourced && since_locate >= RELOCATE_MIN)
+        {
+            return;
+        }
+        self.relocating = true;
+        self.last_locate = t;
+        let ask_directory = unsourced || t.saturating_sub(self.last_directory) >= DIRECTORY_EVERY || !self.gossiping && few;
+        if ask_directory {
+            self.last_directory = t;
+        }
+        let (shared, tx, fetch, id) = (self.shared.clone(), self.tx.clone(), self.fetch.cloned(), self.id);
+        self.tasks.spawn(async move {
+            let (found, read_origin) = crate::cluster::locate_all(&shared, &id, fetch.as_ref(), true, ask_directory).await;
+            let _ = tx.send(Event::Located(found, read_origin));
+        });
+    }
+
+    fn on_event(&mut self, ev: Event) -> ControlFlow<Outcome> {
         match ev {
-            Event::Located(found, read_origin) => {
-                relocating = false;
-                let lacking: Vec<u32> = if read_origin {
-                    sched.unsourced_pieces().into_iter().filter(|p| !from_origin.contains(p)).collect()
-                } else {
-                    Vec::new()
-                };
-                if !lacking.is_empty() {
-                    let Some(origin) = origin else {
-                        tracing::debug!(chunk_id = %id, "this node owns the chunk now; reading the rest from the origin");
-                        break Err(());
-                    };
-                    // This node reads the origin for the cluster now, only what no
-                    // peer has or is getting; the rest still comes from the swarm.
-                    // Peers may await its pieces: every one will come, from swarm
-                    // peers that hold it or from the origin, neither waiting on anyone.
-                    tracing::debug!(chunk_id = %id, pieces = lacking.len(), "this node owns the chunk now; reading what no peer has from the origin");
-                    writer.fill().set_from_peer(false);
-                    took_over = true;
-                    from_origin.extend(lacking.iter().copied());
-                    let (otx, mut orx) = mpsc::unbounded_channel();
-                    let mut asked: HashSet<u32> = lacking.iter().copied().collect();
-                    let read = origin.read(lacking, otx);
-                    let tx = tx.clone();
-                    tasks.spawn(async move {
-                        let forward = async {
-                            while let Some(r) = orx.recv().await {
-                                if let Ok((p, ..)) = &r {
-                                    asked.remove(p);
-                                }
-                                let _ = tx.send(Event::Origin(r));
-                            }
-                        };
-                        tokio::join!(read, forward);
-                        // A read that ended short of a piece without saying why
-                        // must not leave it counted as coming.
-                        if !asked.is_empty() {
-                            let _ = tx.send(Event::Origin(Err(format!("the origin read ended without {} pieces", asked.len()))));
-                        }
-                    });
-                }
-                let fresh = to_probe(found, |a| {
-                    *a == shared.self_addr || sched.knows(a) || probing.contains(a) || declined.contains(a)
-                });
-                for a in fresh {
-                    probing.insert(a);
-                    tasks.spawn(probe(shared.clone(), a, id, None, tx.clone()));
-                }
-            }
+            Event::Located(found, read_origin) => self.on_located(found, read_origin),
             Event::Origin(Ok((piece, data, hash))) => {
-                from_origin.remove(&piece);
-                if (piece as usize) < n
-                    && data.len() as u64 == sched.piece_len(piece)
-                    && sched.on_other_piece(piece, now())
+                self.from_origin.remove(&piece);
+                if (piece as usize) < self.hashes.len()
+                    && data.len() as u64 == self.sched.piece_len(piece)
+                    && self.sched.on_other_piece(piece, self.now())
                 {
-                    accept!(piece, data, hash);
+                    return self.accept(piece, data, hash);
                 }
+                ControlFlow::Continue(())
             }
             Event::Origin(Err(e)) => {
-                tracing::warn!(chunk_id = %id, error = %e, "reading the origin after a takeover failed");
-                break Err(());
+                tracing::warn!(chunk_id = %self.id, error = %e, "reading the origin after a takeover failed");
+                ControlFlow::Break(Err(()))
             }
             Event::Bitmap(peer, r) => {
-                probing.remove(&peer);
-                match r {
-                    Ok(bm) if bm.chunk_len == len && u64::from(bm.piece_size) == PIECE_SIZE => {
-                        let k = shared.cfg.selection_k.max(1);
-                        let in_use = complete_peers.iter().filter(|p| sched.knows(p)).count();
-                        if bm.complete && !complete_peers.contains(&peer) && in_use >= k && !sched.knows(&peer) {
-                            // K complete holders are enough; the rest stay unasked
-                            // (a swarm peer we know that completed stays, as a seed).
-                            declined.insert(peer);
-                            continue;
+                self.on_bitmap(peer, r);
+                ControlFlow::Continue(())
+            }
+            Event::Piece { peer, piece, result } => self.on_piece(peer, piece, result),
+        }
+    }
+
+    /// The tracker's answer: new peers are probed; when it says this node owns
+    /// the chunk now, the pieces nobody has or is getting are read from the
+    /// origin.
+    fn on_located(&mut self, found: Vec<SocketAddr>, read_origin: bool) -> ControlFlow<Outcome> {
+        self.relocating = false;
+        let lacking: Vec<u32> = if read_origin {
+            self.sched.unsourced_pieces().into_iter().filter(|p| !self.from_origin.contains(p)).collect()
+        } else {
+            Vec::new()
+        };
+        if !lacking.is_empty() {
+            let Some(origin) = self.origin else {
+                tracing::debug!(chunk_id = %self.id, "this node owns the chunk now; reading the rest from the origin");
+                return ControlFlow::Break(Err(()));
+            };
+            // This node reads the origin for the cluster now, only what no peer
+            // has or is getting; the rest still comes from the swarm. Peers may
+            // await its pieces: every one will come, from swarm peers that hold it
+            // or from the origin, neither waiting on anyone.
+            tracing::debug!(chunk_id = %self.id, pieces = lacking.len(), "this node owns the chunk now; reading what no peer has from the origin");
+            self.writer.fill().set_from_peer(false);
+            self.took_over = true;
+            self.from_origin.extend(lacking.iter().copied());
+            let (otx, mut orx) = mpsc::unbounded_channel();
+            let mut asked: HashSet<u32> = lacking.iter().copied().collect();
+            let read = origin.read(lacking, otx);
+            let tx = self.tx.clone();
+            self.tasks.spawn(async move {
+                let forward = async {
+                    while let Some(r) = orx.recv().await {
+                        if let Ok((p, ..)) = &r {
+                            asked.remove(p);
                         }
-                        let source = if bm.complete {
-                            expected_sha.get_or_insert(bm.sha256);
-                            complete_peers.insert(peer);
-                            Source::Complete
-                        } else if bm.swarm || took_over {
-                            // After a takeover this node's fill makes requests wait, so
-                            // it waits on no peer: another origin fill counts for the
-                            // pieces it has (see PROTOCOL.md, "No wait cycle").
-                            Source::Swarm
-                        } else {
-                            Source::Origin
-                        };
-                        sched.set_peer(peer, source, &bm.have, now());
+                        let _ = tx.send(Event::Origin(r));
                     }
-                    _ => {
-                        sched.remove_peer(&peer);
-                        reprobe_declined!();
-                    }
+                };
+                tokio::join!(read, forward);
+                // A read that ended short of a piece without saying why must not
+                // leave it counted as coming.
+                if !asked.is_empty() {
+                    let _ = tx.send(Event::Origin(Err(format!("the origin read ended without {} pieces", asked.len()))));
+                }
+            });
+        }
+        let fresh = to_probe(found, |a| {
+            *a == self.shared.self_addr || self.sched.knows(a) || self.probing.contains(a) || self.declined.contains(a)
+        });
+        for a in fresh {
+            self.probing.insert(a);
+            self.tasks.spawn(probe(self.shared.clone(), a, self.id, None, self.tx.clone()));
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// A peer's bitmap (or why there is none): the peer is a source of what it
+    /// has, or no source at all.
+    fn on_bitmap(&mut self, peer: SocketAddr, r: Result<Bitmap, P2pError>) {
+        self.probing.remove(&peer);
+        match r {
+            Ok(bm) if bm.chunk_len == self.len && u64::from(bm.piece_size) == PIECE_SIZE => {
+                let k = self.shared.cfg.selection_k.max(1);
+                let in_use = self.complete_peers.iter().filter(|p| self.sched.knows(p)).count();
+                if bm.complete && !self.complete_peers.contains(&peer) && in_use >= k && !self.sched.knows(&peer) {
+                    // K complete holders are enough; the rest stay unasked (a
+                    // swarm peer we know that completed stays, as a seed).
+                    self.declined.insert(peer);
+                    return;
+                }
+                let source = if bm.complete {
+                    self.expected_sha.get_or_insert(bm.sha256);
+                    self.complete_peers.insert(peer);
+                    Source::Complete
+                } else if bm.swarm || self.took_over {
+                    // After a takeover this node's fill makes requests wait, so it
+                    // waits on no peer: another origin fill counts for the pieces
+                    // it has (see PROTOCOL.md, "No wait cycle").
+                    Source::Swarm
+                } else {
+                    Source::Origin
+                };
+                let now = self.now();
+                self.sched.set_peer(peer, source, &bm.have, now);
+            }
+            _ => self.drop_peer(&peer),
+        }
+    }
+
+    /// A piece from a peer, or why it did not come.
+    fn on_piece(&mut self, peer: SocketAddr, piece: u32, result: Result<(Bytes, [u8; 32]), P2pError>) -> ControlFlow<Outcome> {
+        let shared = self.shared;
+        match result {
+            Ok((data, hash)) if data.len() as u64 == self.sched.piece_len(piece) => {
+                let bytes = data.len() as u64;
+                let now = self.now();
+                if !self.sched.on_piece(peer, piece, now) {
+                    return ControlFlow::Continue(());
+                }
+                shared.stats.bytes_down.fetch_add(bytes, Relaxed);
+                shared.stats.pieces_down.fetch_add(1, Relaxed);
+                // The peer's score across downloads takes the rate this download
+                // measured (a zero duration would read as infinite throughput).
+                let rate = self.sched.rate(&peer);
+                if rate > 0.0 {
+                    let secs = bytes as f64 / rate;
+                    shared.with_peer_stats(peer, |s| s.record_success(bytes, secs, 0.0));
+                }
+                self.accept(piece, data, hash)
+            }
+            other => {
+                let (why, reason) = match &other {
+                    Ok(_) => (Failure::Broken, "bad_length"),
+                    Err(P2pError::Refused(r)) if r.starts_with("deferred") => (Failure::Deferred, "deferred"),
+                    Err(P2pError::Refused(r)) if r.starts_with("busy") => (Failure::Busy, "busy"),
+                    Err(P2pError::Refused(r)) if r.starts_with("missing") => (Failure::Missing, "missing"),
+                    Err(P2pError::Refused(_)) => (Failure::Broken, "refused"),
+                    Err(P2pError::Codec(_)) => (Failure::Broken, "corrupt"),
+                    Err(_) => (Failure::Broken, "connection"),
+                };
+                shared.stats.record_piece_failure(reason);
+                if why == Failure::Broken {
+                    shared.with_peer_stats(peer, |s| s.record_failure());
+                }
+                if reason == "connection" {
+                    // The peer is gone (it died or closed on us): it is no source
+                    // any more; the tracker names it again if it comes back.
+                    self.drop_peer(&peer);
+                    return ControlFlow::Continue(());
+                }
+                tracing::trace!(%peer, piece, reason, "piece failed, rescheduling");
+                let now = self.now();
+                self.sched.on_failure(peer, piece, why, now);
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    /// A peer is no source any more. A complete peer in use gone: with fewer than
+    /// K left, the complete holders declined before are asked again (with static
+    /// peers no tracker would name them).
+    fn drop_peer(&mut self, peer: &SocketAddr) {
+        self.sched.remove_peer(peer);
+        let k = self.shared.cfg.selection_k.max(1);
+        if self.complete_peers.iter().filter(|p| self.sched.knows(p)).count() < k {
+            for a in self.declined.drain() {
+                if self.probing.insert(a) {
+                    self.tasks.spawn(probe(self.shared.clone(), a, self.id, None, self.tx.clone()));
                 }
             }
-            Event::Piece {
-                peer,
-                piece,
-                result,
-            } => match result {
-                Ok((data, hash)) if data.len() as u64 == sched.piece_len(piece) => {
-                    let bytes = data.len() as u64;
-                    if !sched.on_piece(peer, piece, now()) {
-                        continue;
-                    }
-                    shared.stats.bytes_down.fetch_add(bytes, Relaxed);
-                    shared.stats.pieces_down.fetch_add(1, Relaxed);
-                    // The peer's score across downloads takes the rate this download
-                    // measured (a zero duration would read as infinite throughput).
-                    let rate = sched.rate(&peer);
-                    if rate > 0.0 {
-                        let secs = bytes as f64 / rate;
-                        shared.with_peer_stats(peer, |s| s.record_success(bytes, secs, 0.0));
-                    }
-                    accept!(piece, data, hash);
-                }
-                other => {
-                    let (why, reason) = match &other {
-                        Ok(_) => (Failure::Broken, "bad_length"),
-                        Err(P2pError::Refused(r)) if r.starts_with("deferred") => {
-                            (Failure::Deferred, "deferred")
-                        }
-                        Err(P2pError::Refused(r)) if r.starts_with("busy") => (Failure::Busy, "busy"),
-                        Err(P2pError::Refused(r)) if r.starts_with("missing") => {
-                            (Failure::Missing, "missing")
-                        }
-                        Err(P2pError::Refused(_)) => (Failure::Broken, "refused"),
-                        Err(P2pError::Codec(_)) => (Failure::Broken, "corrupt"),
-                        Err(_) => (Failure::Broken, "connection"),
-                    };
-                    shared.stats.record_piece_failure(reason);
-                    if why == Failure::Broken {
-                        shared.with_peer_stats(peer, |s| s.record_failure());
-                    }
-                    if reason == "connection" {
-                        // The peer is gone (it died or closed on us): it is no source
-                        // any more; the tracker names it again if it comes back.
-                        sched.remove_peer(&peer);
-                        reprobe_declined!();
-                        continue;
-                    }
-                    tracing::trace!(%peer, piece, reason, "piece failed, rescheduling");
-                    sched.on_failure(peer, piece, why, now());
-                }
-            },
         }
-    };
-    shared.stats.active_downloads.fetch_sub(1, Relaxed);
-    drop(budget);
-    tasks.abort_all();
-    match outcome {
-        Ok(()) => Ok(complete_peers.len()),
-        Err(()) => {
+    }
+
+    /// A new verified piece into the fill; breaks when it was the last (or the
+    /// whole chunk does not match its SHA-256, or the fill refused it).
+    fn accept(&mut self, piece: u32, data: Bytes, hash: [u8; 32]) -> ControlFlow<Outcome> {
+        self.hashes[piece as usize] = Some(hash);
+        if self.sched.done()
+            && let Some(want) = self.expected_sha
+        {
+            // The chunk hash follows from the verified piece hashes.
+            let all: Vec<[u8; 32]> = self.hashes.iter().map(|h| h.unwrap_or_default()).collect();
+            if eliop2p_cache::chunk_root(&all) != want {
+                self.shared.stats.verification_failures.fetch_add(1, Relaxed);
+                tracing::warn!(chunk_id = %self.id, "chunk from peers does not match its SHA-256; discarding");
+                return ControlFlow::Break(Err(()));
+            }
+        }
+        if self.writer.put_piece(piece, data, hash).is_err() {
+            return ControlFlow::Break(Err(()));
+        }
+        if self.sched.done() {
+            return ControlFlow::Break(Ok(()));
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The complete peers used, or how much of the chunk is in the fill.
+    fn finish(mut self, outcome: Outcome) -> Result<usize, Incomplete> {
+        self.shared.stats.active_downloads.fetch_sub(1, Relaxed);
+        self.budget.sync(0);
+        self.tasks.abort_all();
+        match outcome {
+            Ok(()) => Ok(self.complete_peers.len()),
             // The rest comes from elsewhere; the pieces held beyond the verified
             // prefix stay in the fill (served to peers, not read again).
-            Err(Incomplete {
-                delivered: writer.received() / PIECE_SIZE * PIECE_SIZE,
-            })
+            Err(()) => Err(Incomplete { delivered: self.writer.received() / PIECE_SIZE * PIECE_SIZE }),
         }
     }
 }
