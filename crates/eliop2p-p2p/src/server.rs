@@ -207,63 +207,10 @@ async fn accept_tls(stream: TcpStream, shared: &P2pShared) -> Result<(Rd, Wr, Op
 async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2pError> {
     stream.set_nodelay(true)?;
     bound_unsent(&stream);
-    let (rd, mut wr, cert_ids) = match accept_tls(stream, &shared).await {
-        Ok(x) => x,
-        Err(e) => {
-            shared.stats.handshake_failures.fetch_add(1, Relaxed);
-            return Err(e);
-        }
-    };
-    let mut reader = FrameReader::new(rd, shared.limits);
-    let peer_id = match accept_handshake(&mut reader, &mut wr, &shared.secret, cert_ids.as_deref()).await {
-        Ok(id) => Arc::new(id),
-        Err(e) => {
-            shared.stats.handshake_failures.fetch_add(1, Relaxed);
-            if let (P2pError::WrongIdentity { .. }, Some(tls)) = (&e, &shared.tls) {
-                tls.failed("wrong_identity");
-                tracing::warn!(error = %e, "refused a peer");
-            }
-            return Err(e);
-        }
-    };
-    // One writer task; requests are served concurrently and their frames
-    // interleave on the connection (pipelining).
-    // A piece's upload slot travels with its frame and is released only once the
-    // frame is on the socket, so the slots bound the bytes this node is sending.
-    // Two lanes: a frame without a piece (a bitmap answering a standing query, a
-    // refusal, a locate answer) goes out before the pieces queued on the
-    // connection, between two pieces. Behind them it waited up to six pieces at
-    // the connection's share of the uplink (hundreds of ms on a busy swarm), and
-    // each hop of a piece through the swarm pays a have-announcement's delay.
-    let (tx, mut ctl_rx, mut data_rx) = Out::new();
-    let writer = tokio::spawn(async move {
-        loop {
-            let (mut frame, _slot): (Parts, Option<UploadSlot>) = tokio::select! {
-                biased;
-                Some(f) = ctl_rx.recv() => (f, None),
-                Some((f, slot)) = data_rx.recv() => (f, Some(slot)),
-                else => break,
-            };
-            // Vectored writes of the frame's buffers (header, piece, trailer).
-            // Flushed: TLS keeps records in its buffer until then (a no-op on TCP).
-            if wr.write_all_buf(&mut frame).await.is_err() || wr.flush().await.is_err() {
-                break;
-            }
-        }
-    });
-    // Pieces asked on this connection and not yet answered (at most
-    // MAX_QUEUED_PIECES; beyond, a piece is answered busy at once), and those of
-    // them the peer withdrew: a Cancel names only queued pieces, so neither grows
-    // with what a peer sends.
-    let queue: Arc<std::sync::Mutex<PieceQueue>> = Arc::default();
-    let requests = Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_IN_PROGRESS));
-    // One connection holds at most three quarters of the upload slots: a peer
-    // that stops reading keeps the slots of the frames it does not take, and
-    // without this bound one such peer starved every other one ("upload slots
-    // full" for all, found by `piece_requests_never_read_hold_bounded_memory`).
-    let slots = shared.cfg.max_uploads.max(1);
-    let conn_slots = Arc::new(tokio::sync::Semaphore::new((slots - slots / 4).max(1)));
-    let watches = Arc::new(tokio::sync::Semaphore::new(MAX_WATCHES_PER_CONN));
+    let (mut reader, wr, peer_id) = accept_peer(stream, &shared).await?;
+    let (tx, ctl_rx, data_rx) = Out::new();
+    let writer = tokio::spawn(write_frames(wr, ctl_rx, data_rx));
+    let conn = Conn::new(shared, tx, peer_id);
     while let Some(f) = reader.next().await? {
         if matches!(
             f.message_type,
@@ -277,177 +224,264 @@ async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2p
                 | MessageType::Ack
                 | MessageType::Updates
         ) {
-            crate::cluster::on_gossip(&shared, &f, &peer_id);
+            crate::cluster::on_gossip(&conn.shared, &f, &conn.peer_id);
             continue;
         }
         let Ok(raw): Result<[u8; 32], _> = f.chunk_id[..].try_into() else {
-            send(
-                &tx,
-                Frame::new(
-                    MessageType::Error,
-                    &f.chunk_id,
-                    proto::error_payload(Reason::BadRequest, "chunk id must be 32 bytes"),
-                    f.sequence_number,
-                    0,
-                ),
-            )
-            .await;
+            let payload = proto::error_payload(Reason::BadRequest, "chunk id must be 32 bytes");
+            send(&conn.tx, Frame::new(MessageType::Error, &f.chunk_id, payload, f.sequence_number, 0)).await;
             continue;
         };
         let id = ChunkId::from_bytes(raw);
         match f.message_type {
-            MessageType::HaveQuery => match proto::decode_watch(&f.data) {
-                // A standing query waits on a task of its own (bounded per
-                // connection); past the bound it is answered at once, without
-                // `FLAG_WATCHED`, and the asker polls.
-                Some(Some((known, wait))) => match watches.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let (shared, tx, seq) = (shared.clone(), tx.clone(), f.sequence_number);
-                        tokio::spawn(async move {
-                            let _permit = permit;
-                            let reply = watched_bitmap(&shared, &id, known, wait, seq).await;
-                            send(&tx, reply).await;
-                        });
-                    }
-                    Err(_) => {
-                        send(&tx, have_reply(&shared, &id, f.sequence_number, 0)).await;
-                    }
-                },
-                Some(None) => {
-                    send(&tx, have_reply(&shared, &id, f.sequence_number, 0)).await;
-                }
-                None => {
-                    let msg = "have query data must be empty or known u32 | wait_ms u32";
-                    let payload = proto::error_payload(Reason::BadRequest, msg);
-                    let reply = Frame::new(MessageType::Error, id.as_bytes(), payload, f.sequence_number, FLAG_FINAL);
-                    send(&tx, reply).await;
-                }
-            },
+            MessageType::HaveQuery => conn.on_have_query(&f, id).await,
             MessageType::PieceRequest => {
-                let Some(pieces) = proto::decode_pieces(&f.data, 4096) else {
-                    send(
-                        &tx,
-                        Frame::new(
-                            MessageType::Error,
-                            id.as_bytes(),
-                            proto::error_payload(Reason::BadRequest, "bad piece list"),
-                            0,
-                            FLAG_PIECE,
-                        ),
-                    )
-                    .await;
-                    continue;
-                };
-                let accepted: Vec<bool> = {
-                    let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-                    pieces
-                        .iter()
-                        .map(|&p| {
-                            let room = q.queued < MAX_QUEUED_PIECES;
-                            if room {
-                                q.queued += 1;
-                                *q.pending.entry((id, p)).or_default() += 1;
-                            }
-                            room
-                        })
-                        .collect()
-                };
-                // Requests in progress are bounded too: past the bound this loop
-                // stops reading, and TCP pushes back on the peer.
-                let Ok(in_progress) = requests.clone().acquire_owned().await else {
+                if !conn.on_piece_request(&f, id).await {
                     break;
-                };
-                let (shared, tx, queue, peer_id, conn_slots) = (
-                    shared.clone(),
-                    tx.clone(),
-                    queue.clone(),
-                    peer_id.clone(),
-                    conn_slots.clone(),
-                );
-                tokio::spawn(async move {
-                    let _in_progress = in_progress;
-                    let n = pieces.len();
-                    for (i, p) in pieces.into_iter().enumerate() {
-                        let flags = if i + 1 == n { FLAG_FINAL } else { 0 };
-                        if accepted[i] {
-                            let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-                            if q.take(id, p) {
-                                q.done(id, p);
-                                continue; // withdrawn by the peer
-                            }
-                        }
-                        let served = if !accepted[i] {
-                            Err((Reason::Busy, "busy: too many pieces queued on this connection".to_owned()))
-                        } else {
-                            serve_piece(&shared, &conn_slots, &id, p).await
-                        };
-                        let (frame, slot) = match served {
-                            Ok((data, hash, slot)) => {
-                                let len: usize = data.iter().map(Bytes::len).sum();
-                                shared.upload_limit.acquire(len as u64).await;
-                                shared.stats.bytes_up.fetch_add(len as u64, Relaxed);
-                                shared.stats.add_peer_bytes(&peer_id, "sent", len as u64);
-                                shared.stats.pieces_up.fetch_add(1, Relaxed);
-                                let hash = hash.unwrap_or_else(|| {
-                                    let mut h = Sha256::new();
-                                    data.iter().for_each(|d| h.update(d));
-                                    h.finalize().into()
-                                });
-                                let frame = Parts::frame(
-                                    MessageType::PieceData,
-                                    id.as_bytes(),
-                                    data,
-                                    hash,
-                                    p,
-                                    flags,
-                                );
-                                (frame, Some(slot))
-                            }
-                            Err((reason, msg)) => {
-                                let frame = Frame::new(
-                                    MessageType::Error,
-                                    id.as_bytes(),
-                                    proto::error_payload(reason, &msg),
-                                    p,
-                                    flags | FLAG_PIECE,
-                                );
-                                (frame.to_parts(), None)
-                            }
-                        };
-                        let sent = tx.send_parts(frame, slot).await;
-                        if accepted[i] {
-                            queue.lock().unwrap_or_else(|e| e.into_inner()).done(id, p);
-                        }
-                        if !sent {
-                            break;
-                        }
-                    }
-                });
+                }
             }
             MessageType::Locate => {
-                let mut reply = crate::cluster::on_locate(&shared, &id, &f.data, &peer_id);
+                let mut reply = crate::cluster::on_locate(&conn.shared, &id, &f.data, &conn.peer_id);
                 reply.sequence_number = f.sequence_number;
                 reply.flags = FLAG_FINAL;
-                send(&tx, reply).await;
+                send(&conn.tx, reply).await;
             }
-            MessageType::Cancel => {
-                if let Some(pieces) = proto::decode_pieces(&f.data, 4096) {
-                    let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-                    for p in pieces {
-                        if q.pending.contains_key(&(id, p)) {
-                            q.cancelled.insert((id, p));
-                        }
-                    }
-                }
-            }
+            MessageType::Cancel => conn.on_cancel(&f, id),
             other => {
                 tracing::debug!(message_type = ?other, "unexpected message on a p2p data connection");
             }
         }
     }
-    drop(tx);
+    drop(conn);
     let _ = writer.await;
     Ok(())
+}
+
+/// TLS (when configured) and the handshake; a failure of either is counted.
+async fn accept_peer(stream: TcpStream, shared: &P2pShared) -> Result<(FrameReader, Wr, Arc<String>), P2pError> {
+    let (rd, mut wr, cert_ids) = match accept_tls(stream, shared).await {
+        Ok(x) => x,
+        Err(e) => {
+            shared.stats.handshake_failures.fetch_add(1, Relaxed);
+            return Err(e);
+        }
+    };
+    let mut reader = FrameReader::new(rd, shared.limits);
+    match accept_handshake(&mut reader, &mut wr, &shared.secret, cert_ids.as_deref()).await {
+        Ok(id) => Ok((reader, wr, Arc::new(id))),
+        Err(e) => {
+            shared.stats.handshake_failures.fetch_add(1, Relaxed);
+            if let (P2pError::WrongIdentity { .. }, Some(tls)) = (&e, &shared.tls) {
+                tls.failed("wrong_identity");
+                tracing::warn!(error = %e, "refused a peer");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The connection's one writer; requests are served concurrently and their
+/// frames interleave on the connection (pipelining). A piece's upload slot
+/// travels with its frame and is released only once the frame is on the socket,
+/// so the slots bound the bytes this node is sending. Two lanes: a frame without
+/// a piece (a bitmap answering a standing query, a refusal, a locate answer) goes
+/// out before the pieces queued on the connection, between two pieces. Behind
+/// them it waited up to six pieces at the connection's share of the uplink
+/// (hundreds of ms on a busy swarm), and each hop of a piece through the swarm
+/// pays a have-announcement's delay.
+async fn write_frames(mut wr: Wr, mut ctl_rx: mpsc::Receiver<Parts>, mut data_rx: mpsc::Receiver<(Parts, UploadSlot)>) {
+    loop {
+        let (mut frame, _slot): (Parts, Option<UploadSlot>) = tokio::select! {
+            biased;
+            Some(f) = ctl_rx.recv() => (f, None),
+            Some((f, slot)) = data_rx.recv() => (f, Some(slot)),
+            else => break,
+        };
+        // Vectored writes of the frame's buffers (header, piece, trailer).
+        // Flushed: TLS keeps records in its buffer until then (a no-op on TCP).
+        if wr.write_all_buf(&mut frame).await.is_err() || wr.flush().await.is_err() {
+            break;
+        }
+    }
+}
+
+/// What one peer connection shares between its reader and the tasks that answer
+/// its requests.
+struct Conn {
+    shared: Arc<P2pShared>,
+    tx: Out,
+    peer_id: Arc<String>,
+    /// Pieces asked on this connection and not yet answered (at most
+    /// MAX_QUEUED_PIECES; beyond, a piece is answered busy at once), and those of
+    /// them the peer withdrew: a Cancel names only queued pieces, so neither
+    /// grows with what a peer sends.
+    queue: Arc<std::sync::Mutex<PieceQueue>>,
+    requests: Arc<tokio::sync::Semaphore>,
+    /// One connection holds at most three quarters of the upload slots: a peer
+    /// that stops reading keeps the slots of the frames it does not take, and
+    /// without this bound one such peer starved every other one ("upload slots
+    /// full" for all, found by `piece_requests_never_read_hold_bounded_memory`).
+    conn_slots: Arc<tokio::sync::Semaphore>,
+    watches: Arc<tokio::sync::Semaphore>,
+}
+
+impl Conn {
+    fn new(shared: Arc<P2pShared>, tx: Out, peer_id: Arc<String>) -> Self {
+        let slots = shared.cfg.max_uploads.max(1);
+        Self {
+            shared,
+            tx,
+            peer_id,
+            queue: Arc::default(),
+            requests: Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_IN_PROGRESS)),
+            conn_slots: Arc::new(tokio::sync::Semaphore::new((slots - slots / 4).max(1))),
+            watches: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHES_PER_CONN)),
+        }
+    }
+
+    /// A bitmap query: answered now, or (a standing query) once this node has
+    /// more than the asker knows.
+    async fn on_have_query(&self, f: &Frame, id: ChunkId) {
+        match proto::decode_watch(&f.data) {
+            // A standing query waits on a task of its own (bounded per
+            // connection); past the bound it is answered at once, without
+            // `FLAG_WATCHED`, and the asker polls.
+            Some(Some((known, wait))) => match self.watches.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let (shared, tx, seq) = (self.shared.clone(), self.tx.clone(), f.sequence_number);
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let reply = watched_bitmap(&shared, &id, known, wait, seq).await;
+                        send(&tx, reply).await;
+                    });
+                }
+                Err(_) => {
+                    send(&self.tx, have_reply(&self.shared, &id, f.sequence_number, 0)).await;
+                }
+            },
+            Some(None) => {
+                send(&self.tx, have_reply(&self.shared, &id, f.sequence_number, 0)).await;
+            }
+            None => {
+                let msg = "have query data must be empty or known u32 | wait_ms u32";
+                let payload = proto::error_payload(Reason::BadRequest, msg);
+                let reply = Frame::new(MessageType::Error, id.as_bytes(), payload, f.sequence_number, FLAG_FINAL);
+                send(&self.tx, reply).await;
+            }
+        }
+    }
+
+    /// A piece request: its pieces are queued (past the bound, answered busy) and
+    /// served in order by a task of their own. False when the connection is done.
+    async fn on_piece_request(&self, f: &Frame, id: ChunkId) -> bool {
+        let Some(pieces) = proto::decode_pieces(&f.data, 4096) else {
+            let payload = proto::error_payload(Reason::BadRequest, "bad piece list");
+            send(&self.tx, Frame::new(MessageType::Error, id.as_bytes(), payload, 0, FLAG_PIECE)).await;
+            return true;
+        };
+        let accepted: Vec<bool> = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            pieces
+                .iter()
+                .map(|&p| {
+                    let room = q.queued < MAX_QUEUED_PIECES;
+                    if room {
+                        q.queued += 1;
+                        *q.pending.entry((id, p)).or_default() += 1;
+                    }
+                    room
+                })
+                .collect()
+        };
+        // Requests in progress are bounded too: past the bound this loop stops
+        // reading, and TCP pushes back on the peer.
+        let Ok(in_progress) = self.requests.clone().acquire_owned().await else {
+            return false;
+        };
+        let conn = ConnParts {
+            shared: self.shared.clone(),
+            tx: self.tx.clone(),
+            queue: self.queue.clone(),
+            peer_id: self.peer_id.clone(),
+            conn_slots: self.conn_slots.clone(),
+        };
+        tokio::spawn(async move {
+            let _in_progress = in_progress;
+            conn.serve_pieces(id, pieces, accepted).await;
+        });
+        true
+    }
+
+    /// The peer withdraws pieces it asked on this connection and are still queued.
+    fn on_cancel(&self, f: &Frame, id: ChunkId) {
+        if let Some(pieces) = proto::decode_pieces(&f.data, 4096) {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            for p in pieces {
+                if q.pending.contains_key(&(id, p)) {
+                    q.cancelled.insert((id, p));
+                }
+            }
+        }
+    }
+}
+
+/// What a task answering one piece request needs of its connection.
+struct ConnParts {
+    shared: Arc<P2pShared>,
+    tx: Out,
+    queue: Arc<std::sync::Mutex<PieceQueue>>,
+    peer_id: Arc<String>,
+    conn_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl ConnParts {
+    /// Each piece in turn, as a piece frame with its upload slot or a refusal;
+    /// a piece the peer withdrew meanwhile is skipped.
+    async fn serve_pieces(&self, id: ChunkId, pieces: Vec<u32>, accepted: Vec<bool>) {
+        let shared = &self.shared;
+        let n = pieces.len();
+        for (i, p) in pieces.into_iter().enumerate() {
+            let flags = if i + 1 == n { FLAG_FINAL } else { 0 };
+            if accepted[i] {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if q.take(id, p) {
+                    q.done(id, p);
+                    continue; // withdrawn by the peer
+                }
+            }
+            let served = if !accepted[i] {
+                Err((Reason::Busy, "busy: too many pieces queued on this connection".to_owned()))
+            } else {
+                serve_piece(shared, &self.conn_slots, &id, p).await
+            };
+            let (frame, slot) = match served {
+                Ok((data, hash, slot)) => {
+                    let len: usize = data.iter().map(Bytes::len).sum();
+                    shared.upload_limit.acquire(len as u64).await;
+                    shared.stats.bytes_up.fetch_add(len as u64, Relaxed);
+                    shared.stats.add_peer_bytes(&self.peer_id, "sent", len as u64);
+                    shared.stats.pieces_up.fetch_add(1, Relaxed);
+                    let hash = hash.unwrap_or_else(|| {
+                        let mut h = Sha256::new();
+                        data.iter().for_each(|d| h.update(d));
+                        h.finalize().into()
+                    });
+                    (Parts::frame(MessageType::PieceData, id.as_bytes(), data, hash, p, flags), Some(slot))
+                }
+                Err((reason, msg)) => {
+                    let payload = proto::error_payload(reason, &msg);
+                    (Frame::new(MessageType::Error, id.as_bytes(), payload, p, flags | FLAG_PIECE).to_parts(), None)
+                }
+            };
+            let sent = self.tx.send_parts(frame, slot).await;
+            if accepted[i] {
+                self.queue.lock().unwrap_or_else(|e| e.into_inner()).done(id, p);
+            }
+            if !sent {
+                break;
+            }
+        }
+    }
 }
 
 /// The two lanes of a connection's writer: frames without a piece, and pieces
