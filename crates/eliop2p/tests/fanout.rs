@@ -40,15 +40,23 @@ fn spec(mode: Mode, kill: Option<f64>) -> Option<Spec> {
 
 fn check(spec: &Spec, r: &fanout::Report, max_origin: f64) {
     eprintln!("{}\n{}", fanout::SUMMARY_HEADER, fanout::summary(spec, r));
+    eprintln!("pieces into prefaulted buffers per surviving node: {:?}", r.pooled_pieces);
     assert_eq!(r.bad_bodies, 0, "clients with wrong or short bodies: {:?}", r.errors);
     let survivors = spec.nodes - usize::from(r.killed.is_some());
     assert_eq!(r.finish.iter().flatten().count(), survivors, "{:?}", r.errors);
     let ratio = r.origin_bytes as f64 / spec.object_size as f64;
     assert!(ratio <= max_origin, "origin sent {ratio:.3}x the object");
     // Every piece went into memory the node had faulted in before the clients
-    // started: the bed times the network, not this machine's page faults.
+    // started: the bed times the network, not this machine's page faults. Not
+    // after a kill, which times nothing: the node that takes a chunk over reads
+    // its holes from the origin in ranged GETs, whose pieces go into new buffers
+    // (`RangeSink` in the proxy's origin_fill.rs), not the pool. One CI run
+    // pooled [138, 144, 118] pieces of 128; 1 run in 6 on a loaded machine went
+    // below 128 (second copies put the others above it).
     let pieces = spec.object_size as u64 / eliop2p_cache::PIECE_SIZE;
-    assert!(r.pooled_pieces.iter().all(|&n| n >= pieces), "pieces into prefaulted buffers {:?}, want {pieces} each", r.pooled_pieces);
+    if r.killed.is_none() {
+        assert!(r.pooled_pieces.iter().all(|&n| n >= pieces), "pieces into prefaulted buffers {:?}, want {pieces} each", r.pooled_pieces);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
