@@ -369,6 +369,44 @@ async fn parallel_origin_streams_read_each_byte_once_and_retry_alone() -> anyhow
     Ok(())
 }
 
+/// The pieces later ranges of a parallel origin fill read (`origin.streams_per_chunk`,
+/// and a takeover's reads of the holes) go into the piece pool's buffers, memory
+/// the node prefaulted, like the pieces of the first range: before, each was a new
+/// allocation (or a slice of the response's buffer the pool could not take back),
+/// and a node with `cache.memory_prefault` faulted fresh pages in mid-fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_origin_ranges_fill_prefaulted_buffers() -> anyhow::Result<()> {
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("pool").await?;
+    let data = test_data(3 * 16 * MIB, 23);
+    origin.put("pool", "obj", data.clone()).await?;
+    let node = start_node(&origin, |c| {
+        c.proxy.origin_streams = 4;
+        c.cache.memory_capacity = 96 << 20;
+        c.cache.memory_prefault = true;
+    })
+    .await?;
+    let metric = |name: &str| -> u64 {
+        let m = node.render_metrics();
+        m.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric("eliop2p_cache_piece_pool_bytes") < 96 << 20 {
+        assert!(Instant::now() < deadline, "the pool was not prefaulted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = TestClient::new().get(&url(&node, "pool", "obj"), &[]).await?;
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data), "byte-exact");
+    // 3 chunks of 64 pieces; chunks 1 and 2 each read in 4 ranges, 3 of them by
+    // the range reader (96 pieces that went into new memory before).
+    let pieces = (data.len() / (256 << 10)) as u64;
+    let pooled = metric("eliop2p_cache_piece_buffers_reused_total");
+    assert!(pooled >= pieces, "{pooled} of {pieces} pieces went into the pool's buffers");
+    node.shutdown().await;
+    origin.stop().await;
+    Ok(())
+}
+
 /// Origin down past `metadata_ttl`: a fully cached object is still served,
 /// byte-exact and marked stale, within `stale_if_error`; a partly cached one, or
 /// any object with stale-if-error off, answers 502 (before: 502 always).

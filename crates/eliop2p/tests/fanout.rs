@@ -48,11 +48,10 @@ fn check(spec: &Spec, r: &fanout::Report, max_origin: f64) {
     assert!(ratio <= max_origin, "origin sent {ratio:.3}x the object");
     // Every piece went into memory the node had faulted in before the clients
     // started: the bed times the network, not this machine's page faults. Not
-    // after a kill, which times nothing: the node that takes a chunk over reads
-    // its holes from the origin in ranged GETs, whose pieces go into new buffers
-    // (`RangeSink` in the proxy's origin_fill.rs), not the pool. One CI run
-    // pooled [138, 144, 118] pieces of 128; 1 run in 6 on a loaded machine went
-    // below 128 (second copies put the others above it).
+    // checked after a kill, which times nothing. (There the node that takes a
+    // chunk over reads its holes in ranged GETs, whose pieces went into new
+    // memory until the range reader took the pool's buffers: one CI run pooled
+    // [138, 144, 118] pieces of 128. Since, 6 loaded runs pooled 133-214 each.)
     let pieces = spec.object_size as u64 / eliop2p_cache::PIECE_SIZE;
     if r.killed.is_none() {
         assert!(r.pooled_pieces.iter().all(|&n| n >= pieces), "pieces into prefaulted buffers {:?}, want {pieces} each", r.pooled_pieces);

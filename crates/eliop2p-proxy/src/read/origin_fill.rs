@@ -237,6 +237,7 @@ fn read_ranges(
                     len: end - start,
                     got: 0,
                     buf: bytes::BytesMut::new(),
+                    pool: reader.cache.pool().clone(),
                     tx: tx.clone(),
                 };
                 read_range(reader.clone(), key.clone(), meta.clone(), chunk_start, sink, body, access.clone()).await;
@@ -307,8 +308,9 @@ struct RangeSink {
     len: u64,
     /// Bytes of the range read so far (the offset a retry continues from).
     got: u64,
-    /// The piece being read (later ranges).
+    /// The piece being read (later ranges), in a buffer of the cache's piece pool.
     buf: bytes::BytesMut,
+    pool: Arc<eliop2p_cache::PiecePool>,
     tx: tokio::sync::mpsc::Sender<Part>,
 }
 
@@ -329,14 +331,13 @@ impl RangeSink {
             let piece_len = PIECE_SIZE.min(self.chunk_len - piece_start);
             let room = (piece_len - self.buf.len() as u64) as usize;
             let now = rest.split_to(room.min(rest.len()));
-            if self.buf.is_empty() && now.len() as u64 == piece_len {
-                self.buf = now.into(); // a whole piece in one frame: no copy
-            } else {
-                if self.buf.is_empty() {
-                    self.buf.reserve(piece_len as usize);
-                }
-                self.buf.extend_from_slice(&now);
+            // Copied even when a frame holds the whole piece: the pool's buffer is
+            // memory the node already touched, and goes back to the pool when the
+            // tier drops the chunk (a slice of the response's buffer could not).
+            if self.buf.is_empty() {
+                self.buf = self.pool.buffer(piece_len as usize);
             }
+            self.buf.extend_from_slice(&now);
             if self.buf.len() as u64 == piece_len {
                 let piece = self.buf.split().freeze();
                 let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&piece).into();
