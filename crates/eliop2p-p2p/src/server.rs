@@ -306,7 +306,8 @@ async fn write_frames(mut wr: Wr, mut ctl_rx: mpsc::Receiver<Parts>, mut data_rx
 }
 
 /// What one peer connection shares between its reader and the tasks that answer
-/// its requests.
+/// its requests (each task holds a clone).
+#[derive(Clone)]
 struct Conn {
     shared: Arc<P2pShared>,
     tx: Out,
@@ -398,13 +399,7 @@ impl Conn {
         let Ok(in_progress) = self.requests.clone().acquire_owned().await else {
             return false;
         };
-        let conn = ConnParts {
-            shared: self.shared.clone(),
-            tx: self.tx.clone(),
-            queue: self.queue.clone(),
-            peer_id: self.peer_id.clone(),
-            conn_slots: self.conn_slots.clone(),
-        };
+        let conn = self.clone();
         tokio::spawn(async move {
             let _in_progress = in_progress;
             conn.serve_pieces(id, pieces, accepted).await;
@@ -425,16 +420,7 @@ impl Conn {
     }
 }
 
-/// What a task answering one piece request needs of its connection.
-struct ConnParts {
-    shared: Arc<P2pShared>,
-    tx: Out,
-    queue: Arc<std::sync::Mutex<PieceQueue>>,
-    peer_id: Arc<String>,
-    conn_slots: Arc<tokio::sync::Semaphore>,
-}
-
-impl ConnParts {
+impl Conn {
     /// Each piece in turn, as a piece frame with its upload slot or a refusal;
     /// a piece the peer withdrew meanwhile is skipped.
     async fn serve_pieces(&self, id: ChunkId, pieces: Vec<u32>, accepted: Vec<bool>) {
