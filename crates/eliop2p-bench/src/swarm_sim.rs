@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use eliop2p_p2p::sched::SchedConfig;
-use eliop2p_p2p::sim::{EVENT_KINDS, SimConfig, simulate};
+use eliop2p_p2p::sim::{EVENT_KINDS, SimConfig, simulate_with_progress};
 
 use crate::flags::{self, Flags};
 
@@ -28,7 +28,9 @@ The defaults run 1,000 and 5,000 nodes x 1 and 16 GiB: many hours of one core.
 --fill-reserve: upload slots a node reading the origin keeps for what it seeds
 (default: the nodes' rule, a quarter of --slots).
 SIM_TIMELINE=1 prints refusals by reason, events by kind, delivery per 500 ms,
-the slowest nodes, and the most bytes a node held that no other node held yet.";
+the slowest nodes, and the most bytes a node held that no other node held yet.
+SIM_PROGRESS=N prints a line to stderr every N events (virtual time, nodes done,
+wall time): for runs of hours.";
 
 const VALUES: &[&str] = &[
     "nodes", "sizes-gib", "rate-mbit", "origin-mbit", "latency-us", "window", "slots", "slot-wait-ms",
@@ -78,6 +80,10 @@ pub fn run() -> anyhow::Result<()> {
     let fill_reserved_slots: usize = f.get("fill-reserve", eliop2p_p2p::fill_reserved_slots(slots))?;
     let seed: u64 = f.get("seed", 7)?;
     let sched = sched_config(&f, piece, poll)?;
+    let progress_every = match std::env::var("SIM_PROGRESS") {
+        Ok(v) => v.parse().map_err(|_| anyhow::anyhow!("SIM_PROGRESS={v}: not a count of events"))?,
+        Err(_) => u64::MAX,
+    };
     println!(
         "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, {} KiB pieces, readahead {} chunks, {slots} upload slots (a request waits {slot_wait_ms} ms for one), {node_pieces} pieces in flight a node ({origin_fill_pieces} while it reads the origin), swarm bitmaps {}",
         rate * 8.0 / 1e6,
@@ -115,7 +121,17 @@ pub fn run() -> anyhow::Result<()> {
                 anyhow::bail!("swarm-sim: {e}");
             }
             let t0 = Instant::now();
-            let r = simulate(&cfg);
+            let ideal = cfg.object_bytes as f64 / rate.min(origin);
+            let r = simulate_with_progress(&cfg, progress_every, &mut |p| {
+                eprintln!(
+                    "progress: {n} nodes x {gib} GiB: {} events, virtual {:.1} s ({:.2}x ideal), {} of {n} nodes done, wall {:.0} s",
+                    p.events,
+                    p.secs,
+                    p.secs / ideal,
+                    p.nodes_done,
+                    t0.elapsed().as_secs_f64()
+                )
+            });
             let wall = t0.elapsed().as_secs_f64();
             if std::env::var_os("SIM_TIMELINE").is_some() {
                 let cap = rate * 0.5 * n as f64;

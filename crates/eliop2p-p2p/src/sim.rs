@@ -227,12 +227,27 @@ impl SimConfig {
     }
 }
 
+/// Where a run is, for a caller that reports on runs of hours.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    pub events: u64,
+    /// Virtual seconds since every node started.
+    pub secs: f64,
+    /// Nodes that hold the whole object.
+    pub nodes_done: usize,
+}
+
 /// Runs the swarm; `cfg` must pass `SimConfig::check` (a panic otherwise).
 pub fn simulate(cfg: &SimConfig) -> SimReport {
+    simulate_with_progress(cfg, u64::MAX, &mut |_| {})
+}
+
+/// [`simulate`], calling `on` after every `every` events.
+pub fn simulate_with_progress(cfg: &SimConfig, every: u64, on: &mut dyn FnMut(&Progress)) -> SimReport {
     if let Err(e) = cfg.check() {
         panic!("simulate: {e}");
     }
-    swarm::Swarm::new(cfg).run()
+    swarm::Swarm::new(cfg).run(every.max(1), on)
 }
 
 #[cfg(test)]

@@ -119,10 +119,21 @@ impl<'a> Swarm<'a> {
         xorshift(&mut self.rng)
     }
 
-    /// Runs every event until every node holds the whole object.
-    pub(super) fn run(mut self) -> SimReport {
+    /// Runs every event until every node holds the whole object, calling `on`
+    /// after every `every` events.
+    pub(super) fn run(mut self, every: u64, on: &mut dyn FnMut(&super::Progress)) -> SimReport {
+        let mut countdown = every;
         while let Some((now, ev)) = self.q.pop() {
             self.report.events += 1;
+            countdown -= 1;
+            if countdown == 0 {
+                countdown = every;
+                on(&super::Progress {
+                    events: self.report.events,
+                    secs: now as f64 / 1e6,
+                    nodes_done: self.report.finish.iter().filter(|t| **t > 0.0).count(),
+                });
+            }
             self.report.kinds[ev.kind()] += 1;
             match ev {
                 Ev::OriginNext(c) => self.origin_next(now, c),

@@ -260,3 +260,22 @@ fn a_configuration_the_simulator_cannot_run_is_an_error_naming_the_field() {
     cfg.nodes = 0;
     assert!(cfg.check().unwrap_err().contains("nodes"));
 }
+
+/// Progress comes every `every` events, in time order, and watching a run does
+/// not change it.
+#[test]
+fn progress_reports_each_block_of_events_without_changing_the_run() {
+    let cfg = sixteen_nodes_as_deployed();
+    let mut seen = Vec::new();
+    let r = simulate_with_progress(&cfg, 1000, &mut |p| seen.push(p.clone()));
+    assert_eq!(seen.len() as u64, r.events / 1000);
+    for (i, p) in seen.iter().enumerate() {
+        assert_eq!(p.events, (i as u64 + 1) * 1000);
+        assert!(p.nodes_done <= cfg.nodes);
+    }
+    assert!(seen.windows(2).all(|w| w[0].secs <= w[1].secs && w[0].nodes_done <= w[1].nodes_done));
+    let last = seen.last().expect("a 16-node run has thousands of events");
+    assert!(last.secs <= r.finish.iter().copied().fold(0.0, f64::max));
+    let plain = simulate(&cfg);
+    assert_eq!((plain.finish, plain.events, plain.origin_bytes), (r.finish, r.events, r.origin_bytes));
+}
