@@ -212,23 +212,11 @@ pub(crate) struct P2pShared {
 
 /// A seed (a complete holder, or a fill from the origin) sends each piece to at
 /// most this many peers per window (200 ms: about one piece time plus a bitmap refresh, so the copies
-/// have reached the swarm by its end) while its upload slots are all taken; later
-/// askers are told to take it from the swarm, which got those copies. So a busy
-/// seed's uplink carries about two copies of each piece however many nodes
-/// download it, and the swarm the rest (`seed_sends`).
+/// have reached the swarm by its end); later askers are told to take it from the
+/// swarm, which got those copies. So a seed's uplink carries about two copies of
+/// each piece however many nodes download it, and the swarm the rest.
 const SEED_COPIES: u32 = 2;
 const SEED_WINDOW: Duration = Duration::from_millis(200);
-
-/// Whether a seed sends a piece it has sent `copies` times in the current window:
-/// the first `limit` copies always, more while one of its upload slots is free.
-/// A seed with a free slot has uplink to spare, and the asker would otherwise
-/// wait a request's round trip and more for another holder: in the simulator (16
-/// nodes × 64 MiB at 200 Mbit/s, 20 ms one way, seeds 1-8) p99 fell from 1.32x
-/// to 1.27x on average (worst 1.35x to 1.29x), and no other size got worse. The
-/// server and the simulator both ask this.
-pub fn seed_sends(copies: u32, limit: u32, free_slots: usize) -> bool {
-    copies < limit || free_slots > 0
-}
 
 /// Upload slots a node keeps, while it reads chunks from the origin, for the
 /// pieces it seeds (its fills' and its complete chunks'): a request for a piece
@@ -286,7 +274,6 @@ impl P2pShared {
 
     /// Whether this seed may send `piece` once more now (and counts it).
     fn seed_copy(&self, id: &ChunkId, piece: u32) -> bool {
-        let free_slots = self.upload_slots.available_permits();
         let now = std::time::Instant::now();
         let mut m = self.seed_copies.lock().unwrap_or_else(|p| p.into_inner());
         if m.len() > 65_536 {
@@ -296,7 +283,7 @@ impl P2pShared {
         if now.duration_since(e.1) >= SEED_WINDOW {
             *e = (0, now);
         }
-        if !seed_sends(e.0, SEED_COPIES, free_slots) {
+        if e.0 >= SEED_COPIES {
             return false;
         }
         e.0 += 1;

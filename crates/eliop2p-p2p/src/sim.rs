@@ -5,8 +5,8 @@
 //! rules: the tracker's answer (the owner, a few complete holders, a random subset
 //! of the swarm), swarm fills that offer only what they have, upload slots with
 //! busy answers, seeds that send each piece to at most `SEED_COPIES` peers per
-//! window while their upload slots are all taken and defer the rest to the swarm
-//! (`seed_sends`), and the owner as the one origin reader.
+//! window and defer the rest to the swarm, and the owner as the one origin
+//! reader.
 //!
 //! Its parts: this file holds the configuration, the report, the events and the
 //! tracker; `swarm` the nodes' state and what each event does to it; `links` the

@@ -15,15 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 async fn node(name: &str, l: TcpListener, peer: SocketAddr) -> (P2pHandle, ChunkCache) {
-    node_with(name, l, vec![peer], P2pConfig::new(name).max_uploads).await
-}
-
-async fn node_with(name: &str, l: TcpListener, peers: Vec<SocketAddr>, max_uploads: usize) -> (P2pHandle, ChunkCache) {
     let cache = ChunkCache::open(CacheConfig::memory_only(64 << 20, 16 << 20)).await;
     let mut cfg = P2pConfig::new(name);
     cfg.cluster_secret = Some(b"swarm-test".to_vec());
-    cfg.static_peers = peers;
-    cfg.max_uploads = max_uploads;
+    cfg.static_peers = vec![peer];
     cfg.piece_timeout = Duration::from_secs(2);
     let h = spawn_p2p(cfg, l, cache.clone(), CancellationToken::new(), &TaskTracker::new(), Default::default()).unwrap();
     (h, cache)
@@ -196,53 +191,4 @@ async fn an_origin_fill_sends_the_pieces_its_later_ranges_put_ahead_of_its_prefi
     let bytes: Vec<u8> = chunk.data.slices(0, len).flat_map(|b| b.to_vec()).collect();
     assert_eq!(Sha256::digest(&bytes), Sha256::digest(&data), "byte-exact");
     let _ = feeder.await.unwrap();
-}
-
-/// A complete holder sends a piece to every asker while it has a free upload
-/// slot; only a seed whose slots are all taken tells later askers to take the
-/// piece from the swarm. Three nodes download its chunk at once (each knows only
-/// the holder): every piece comes from it, none is deferred. Before, a seed sent
-/// each piece to two askers per 200 ms whatever its uplink did, and turned the
-/// third away with an idle uplink.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_seed_with_free_upload_slots_serves_every_asker() {
-    let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a_addr = la.local_addr().unwrap();
-    // More slots than the three downloads keep requests in flight at once.
-    let (_a, cache_a) = node_with("a", la, Vec::new(), 64).await;
-    let len = 16 * PIECE_SIZE;
-    let data: Bytes = (0..len).map(|i| (i * 7 % 253) as u8).collect::<Vec<u8>>().into();
-    let id = ChunkId::from_bytes([9; 32]);
-    let mut w = leader(&cache_a, id, len);
-    for i in 0..16 {
-        let (p, h) = piece(&data, i);
-        w.put_piece(i, p, h).unwrap();
-    }
-    w.finish().unwrap();
-    let mut askers = Vec::new();
-    for name in ["b", "c", "d"] {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        askers.push(node_with(name, l, vec![a_addr], 8).await);
-    }
-    let mut writers: Vec<FillWriter> = askers.iter().map(|(_, c)| leader(c, id, len)).collect();
-    let [wb, wc, wd] = &mut writers[..] else { unreachable!() };
-    let (rb, rc, rd) = tokio::time::timeout(Duration::from_secs(20), async {
-        tokio::join!(
-            askers[0].0.download(id, len, wb, None, None),
-            askers[1].0.download(id, len, wc, None, None),
-            askers[2].0.download(id, len, wd, None, None)
-        )
-    })
-    .await
-    .expect("three downloads from one holder");
-    for r in [rb, rc, rd] {
-        assert_eq!(r.expect("complete"), 1, "one holder");
-    }
-    for (w, (h, _)) in writers.into_iter().zip(&askers) {
-        let chunk = w.finish().unwrap();
-        let got: Vec<u8> = chunk.data.slices(0, len).flat_map(|b| b.to_vec()).collect();
-        assert_eq!(Sha256::digest(&got), Sha256::digest(&data), "byte-exact");
-        assert_eq!(h.stats().piece_failures("deferred"), 0, "a seed with free slots defers nothing");
-        assert_eq!(h.stats().pieces_down.load(std::sync::atomic::Ordering::Relaxed), 16);
-    }
 }

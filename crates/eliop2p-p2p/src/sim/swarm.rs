@@ -380,7 +380,7 @@ impl<'a> Swarm<'a> {
             if now - e.1 >= cfg.seed_window.as_micros() as Time {
                 *e = (0, now);
             }
-            if !crate::seed_sends(e.0, cfg.seed_copies, free) {
+            if e.0 >= cfg.seed_copies {
                 self.q.push(now + lat, reply(Failure::Deferred));
                 return;
             }
