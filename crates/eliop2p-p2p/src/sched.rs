@@ -567,6 +567,15 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// New requests, rarest first, and second copies of overdue pieces in the
     /// endgame.
     fn request_pieces(&mut self, now: Duration, out: &mut Actions<P>) {
+        if self.request_new(now, out) {
+            self.request_overdue(now, out);
+        }
+    }
+
+    /// Asks peers with room for pieces nobody is fetching, rarest first, swarm
+    /// peers before seeds. Returns whether every wanted piece some peer has is
+    /// now asked (the endgame).
+    fn request_new(&mut self, now: Duration, out: &mut Actions<P>) -> bool {
         let (avail, swarm_has) = self.availability(now);
         // In piece order: the order a seed filling from the origin receives them.
         let wanted: Vec<u32> = (0..self.have.len() as u32)
@@ -606,7 +615,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         let mut progress = true;
         while progress && total < self.cfg.total && !order.is_empty() {
             progress = false;
-            for &(seed, _, _, p) in &peers {
+            for &(_, _, _, p) in &peers {
                 if total >= self.cfg.total || order.is_empty() {
                     break;
                 }
@@ -616,31 +625,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     continue;
                 }
                 let take = room.min(self.cfg.batch).min(self.cfg.total - total);
-                // A seed still filling from the origin is asked for what its
-                // bitmap shows filled (rarest first, so askers spread over all of
-                // it: in fill order they all asked for the same next pieces and
-                // left the rest at one copy), then in fill order for what comes
-                // next. A random piece far beyond its fill would hold a request
-                // slot (and the seed's awaiting) for seconds.
-                let filling = s.source == Source::Origin;
-                let filled = |i: &u32| s.have.get(*i as usize);
-                let candidates = (order.iter().copied())
-                    .filter(|i| !filling || filled(i))
-                    .chain(wanted.iter().copied().filter(|i| filling && !filled(i)));
-                let picked: Vec<u32> = candidates
-                    .filter(|&i| s.has(i, now) && !(seed && swarm_has[i as usize]))
-                    .take(take)
-                    .collect();
+                let picked = self.pick(s, take, &order, &wanted, &swarm_has, now);
                 if picked.is_empty() {
                     continue;
-                }
-                let s = self.peers.get_mut(&p).expect("listed above");
-                if s.inflight.is_empty() {
-                    self.asked.push(p);
-                }
-                for &i in &picked {
-                    s.inflight.push((i, now));
-                    self.copies.asked(i);
                 }
                 total += picked.len();
                 for &i in &picked {
@@ -649,19 +636,41 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 order.retain(|i| !picked.contains(i));
                 wanted.retain(|i| !picked.contains(i));
                 progress = true;
-                match out.requests.iter_mut().find(|(q, _)| *q == p) {
-                    Some((_, v)) => v.extend(picked),
-                    None => out.requests.push((p, picked)),
-                }
+                self.ask(p, picked, now, out);
             }
         }
-        // 3. Overdue pieces: a second copy from another peer that has the piece,
-        // once nothing new is left to ask for (the endgame): before that, a second
-        // copy would take an uplink slot a piece nobody has asked for needs more.
-        let endgame = order.is_empty();
+        order.is_empty()
+    }
+
+    /// Up to `take` pieces to ask of peer `s`, from `order` (the askable pieces,
+    /// rarest first) and `wanted` (the same, in piece order). A seed is asked
+    /// only for pieces no swarm peer has (`swarm_has`), so its uplink carries few
+    /// copies of each. A seed still filling from the origin is asked for what its
+    /// bitmap shows filled (rarest first, so askers spread over all of it: in
+    /// fill order they all asked for the same next pieces and left the rest at
+    /// one copy), then in fill order for what comes next. A random piece far
+    /// beyond its fill would hold a request slot (and the seed's awaiting) for
+    /// seconds.
+    fn pick(&self, s: &PeerState, take: usize, order: &[u32], wanted: &[u32], swarm_has: &[bool], now: Duration) -> Vec<u32> {
+        let seed = s.source != Source::Swarm;
+        let filling = s.source == Source::Origin;
+        let filled = |i: &u32| s.have.get(*i as usize);
+        let candidates = (order.iter().copied())
+            .filter(|i| !filling || filled(i))
+            .chain(wanted.iter().copied().filter(|i| filling && !filled(i)));
+        candidates
+            .filter(|&i| s.has(i, now) && !(seed && swarm_has[i as usize]))
+            .take(take)
+            .collect()
+    }
+
+    /// Overdue pieces: a second copy from another peer that has the piece, once
+    /// nothing new is left to ask for (the endgame): before that, a second copy
+    /// would take an uplink slot a piece nobody has asked for needs more.
+    fn request_overdue(&mut self, now: Duration, out: &mut Actions<P>) {
         let mut asked = self.asked.clone();
         asked.sort_unstable();
-        let overdue: Vec<u32> = if !endgame { Vec::new() } else { asked
+        let overdue: Vec<u32> = asked
             .iter()
             .map(|p| &self.peers[p])
             .flat_map(|s| {
@@ -673,7 +682,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     .collect::<Vec<_>>()
             })
             .filter(|x| self.copies.of(*x) == 1 && !self.have[*x as usize])
-            .collect() };
+            .collect();
         for x in overdue {
             let target = self
                 .peers
@@ -687,17 +696,24 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 .min_by_key(|(_, s)| (s.source != Source::Swarm, s.inflight.len()))
                 .map(|(p, _)| *p);
             if let Some(p) = target {
-                let s = self.peers.get_mut(&p).expect("found");
-                if s.inflight.is_empty() {
-                    self.asked.push(p);
-                }
-                s.inflight.push((x, now));
-                self.copies.asked(x);
-                match out.requests.iter_mut().find(|(q, _)| *q == p) {
-                    Some((_, v)) => v.push(x),
-                    None => out.requests.push((p, vec![x])),
-                }
+                self.ask(p, vec![x], now, out);
             }
+        }
+    }
+
+    /// Records `pieces` as asked of `p` now, in this poll's request to `p`.
+    fn ask(&mut self, p: P, pieces: Vec<u32>, now: Duration, out: &mut Actions<P>) {
+        let s = self.peers.get_mut(&p).expect("a known peer");
+        if s.inflight.is_empty() {
+            self.asked.push(p);
+        }
+        for &i in &pieces {
+            s.inflight.push((i, now));
+            self.copies.asked(i);
+        }
+        match out.requests.iter_mut().find(|(q, _)| *q == p) {
+            Some((_, v)) => v.extend(pieces),
+            None => out.requests.push((p, pieces)),
         }
     }
 
