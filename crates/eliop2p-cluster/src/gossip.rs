@@ -580,126 +580,16 @@ impl Gossip {
                 self.apply(&d, Source::Itself);
                 Vec::new()
             }
-            Message::StateSync {
-                from,
-                members,
-                reply,
-            } => {
-                let sender = members
-                    .iter()
-                    .find(|d| d.node.id == from)
-                    .map(|d| d.node.p2p);
-                // Every page of a table this node asked for, until the wait for
-                // it runs out.
-                let solicited = sender.is_some_and(|a| self.awaiting.get(&a).is_some_and(|until| *until > self.now));
-                for d in &members {
-                    let src = if d.node.id == from {
-                        Source::Itself
-                    } else {
-                        Source::Table { solicited }
-                    };
-                    self.apply(d, src);
-                }
-                match (reply, sender) {
-                    (true, Some(to)) => self.table_to(to, false),
-                    _ => Vec::new(),
-                }
-            }
-            Message::Ping {
-                from,
-                seq,
-                members,
-                updates,
-            } => {
-                let to = from.node.p2p;
-                let asker = from.node.id.clone();
-                self.take_news(&from, &updates);
-                let updates = self.updates_for(Some(&asker));
-                let mut out = vec![Out {
-                    to,
-                    msg: Message::Ack {
-                        from: self.digest(),
-                        seq,
-                        members: self.live_gossiped as u64,
-                        updates,
-                    },
-                }];
-                out.extend(self.compare_counts(members, to));
-                out
-            }
-            Message::PingReq {
-                from,
-                seq,
-                target,
-                updates,
-            } => {
-                let asker = from.node.p2p;
-                self.take_news(&from, &updates);
-                // Only a member this node knows, at the address it knows: a
-                // PingReq does not make this node contact arbitrary addresses.
-                let known = self
-                    .members
-                    .get(&target.id)
-                    .is_some_and(|e| e.node.p2p == target.p2p && !e.observed);
-                if !known || self.relays.len() >= MAX_MEMBERS {
-                    return Vec::new();
-                }
-                self.seq += 1;
-                self.relays.insert(
-                    self.seq,
-                    Relay {
-                        to: asker,
-                        seq,
-                        until: self.now + self.cfg.probe_timeout_ms(),
-                    },
-                );
-                vec![Out {
-                    to: target.p2p,
-                    msg: self.ping(self.seq, &target.id),
-                }]
-            }
-            Message::Ack {
-                from,
-                seq,
-                members,
-                updates,
-            } => {
-                let id = from.node.id.clone();
-                self.take_news(&from, &updates);
-                if let Some(p) = self.probes.get(&seq)
-                    && (p.target == id || p.helpers.contains(&id))
-                {
-                    self.probes.remove(&seq);
-                    return self.compare_counts(members, from.node.p2p);
-                }
-                if let Some(r) = self.relays.remove(&seq) {
-                    let updates = self.updates_for(None);
-                    return vec![Out {
-                        to: r.to,
-                        msg: Message::Ack {
-                            from: self.digest(),
-                            seq: r.seq,
-                            members: self.live_gossiped as u64,
-                            updates,
-                        },
-                    }];
-                }
-                Vec::new()
-            }
+            Message::StateSync { from, members, reply } => self.on_state_sync(&from, &members, reply),
+            Message::Ping { from, seq, members, updates } => self.on_ping(&from, seq, members, &updates),
+            Message::PingReq { from, seq, target, updates } => self.on_ping_req(&from, seq, &target, &updates),
+            Message::Ack { from, seq, members, updates } => self.on_ack(&from, seq, members, &updates),
             Message::Updates { from, updates } => {
                 self.take_news(&from, &updates);
                 Vec::new()
             }
             Message::ChunkAnnounce { from, chunks } => {
-                if self.members.get(&from).is_some_and(|e| self.is_live(e)) || from == self.me.id {
-                    for c in chunks {
-                        if self.index.held_by(&from) >= MAX_INDEXED_PER_MEMBER {
-                            self.refused += 1;
-                            break;
-                        }
-                        self.index.add(&from, c);
-                    }
-                }
+                self.on_chunk_announce(&from, chunks);
                 Vec::new()
             }
             Message::ChunkRemove { from, chunks } => {
@@ -707,6 +597,85 @@ impl Gossip {
                     self.index.remove(&from, &c);
                 }
                 Vec::new()
+            }
+        }
+    }
+
+    /// A member's table (a page of it): its own entry is its claim, the rest
+    /// gossip; answered with this node's table when asked to.
+    fn on_state_sync(&mut self, from: &str, members: &[Digest], reply: bool) -> Vec<Out> {
+        let sender = members.iter().find(|d| d.node.id == from).map(|d| d.node.p2p);
+        // Every page of a table this node asked for, until the wait for it runs
+        // out.
+        let solicited = sender.is_some_and(|a| self.awaiting.get(&a).is_some_and(|until| *until > self.now));
+        for d in members {
+            let src = if d.node.id == from { Source::Itself } else { Source::Table { solicited } };
+            self.apply(d, src);
+        }
+        match (reply, sender) {
+            (true, Some(to)) => self.table_to(to, false),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A probe of this node: acknowledged, with news for the asker.
+    fn on_ping(&mut self, from: &Digest, seq: u64, members: u64, updates: &[Digest]) -> Vec<Out> {
+        let to = from.node.p2p;
+        self.take_news(from, updates);
+        let updates = self.updates_for(Some(&from.node.id));
+        let mut out = vec![Out {
+            to,
+            msg: Message::Ack { from: self.digest(), seq, members: self.live_gossiped as u64, updates },
+        }];
+        out.extend(self.compare_counts(members, to));
+        out
+    }
+
+    /// A member asks this node to probe `target` for it (an indirect probe).
+    fn on_ping_req(&mut self, from: &Digest, seq: u64, target: &NodeInfo, updates: &[Digest]) -> Vec<Out> {
+        let asker = from.node.p2p;
+        self.take_news(from, updates);
+        // Only a member this node knows, at the address it knows: a PingReq
+        // does not make this node contact arbitrary addresses.
+        let known = self.members.get(&target.id).is_some_and(|e| e.node.p2p == target.p2p && !e.observed);
+        if !known || self.relays.len() >= MAX_MEMBERS {
+            return Vec::new();
+        }
+        self.seq += 1;
+        let relay = Relay { to: asker, seq, until: self.now + self.cfg.probe_timeout_ms() };
+        self.relays.insert(self.seq, relay);
+        vec![Out { to: target.p2p, msg: self.ping(self.seq, &target.id) }]
+    }
+
+    /// An answer to a probe of this node's, or to one it relays (passed on to
+    /// the member that asked).
+    fn on_ack(&mut self, from: &Digest, seq: u64, members: u64, updates: &[Digest]) -> Vec<Out> {
+        let id = &from.node.id;
+        self.take_news(from, updates);
+        if let Some(p) = self.probes.get(&seq)
+            && (p.target == *id || p.helpers.contains(id))
+        {
+            self.probes.remove(&seq);
+            return self.compare_counts(members, from.node.p2p);
+        }
+        if let Some(r) = self.relays.remove(&seq) {
+            let updates = self.updates_for(None);
+            let msg = Message::Ack { from: self.digest(), seq: r.seq, members: self.live_gossiped as u64, updates };
+            return vec![Out { to: r.to, msg }];
+        }
+        Vec::new()
+    }
+
+    /// Chunks a live member (or this node) holds, up to
+    /// `MAX_INDEXED_PER_MEMBER` a member.
+    fn on_chunk_announce(&mut self, from: &str, chunks: Vec<eliop2p_core::ChunkId>) {
+        if self.members.get(from).is_some_and(|e| self.is_live(e)) || from == self.me.id {
+            for c in chunks {
+                if self.index.held_by(from) >= MAX_INDEXED_PER_MEMBER {
+                    self.refused += 1;
+                    break;
+                }
+                self.index.add(from, c);
             }
         }
     }
