@@ -6,7 +6,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -14,8 +16,12 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use sha2::Sha256;
 
+use crate::{ACCESS_KEY, SECRET_KEY, TestOrigin};
 use crate::netbed::{Link, NetBed};
-use crate::{ACCESS_KEY, CONTROL_TOKEN, SECRET_KEY, TestOrigin};
+
+mod diag;
+mod nodes;
+pub use nodes::series;
 
 const BUCKET: &str = "fanout";
 const PROXY_PORT: u16 = 8080;
@@ -185,18 +191,6 @@ pub fn percentile(t: &mut [f64], p: f64) -> Option<f64> {
     Some(t[i.clamp(1, t.len()) - 1])
 }
 
-/// Node processes, killed and reaped when dropped (also when a run fails).
-struct Nodes(Vec<Option<Child>>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in self.0.iter_mut().flatten() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 impl Spec {
     /// What `run` needs of a spec, as a message naming the field (a bed of no
     /// node panicked inside `NetBed`; a rate of 0 failed in `tc` naming no flag).
@@ -258,103 +252,20 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             Some((cp, dir))
         }
     };
-
-    let mut nodes = Nodes(Vec::new());
-    let seed = SocketAddr::from((bed.addr(host(0)), P2P_PORT));
-    for i in 0..n {
-        let addr = bed.addr(host(i));
-        let mut cmd = bed.command(host(i), &spec.bin);
-        cmd.args(["node"])
-            .env("ELIOP2P_PROXY_LISTEN", format!("{addr}:{PROXY_PORT}"))
-            // The bed's network holds only the bed's own clients.
-            .env("ELIOP2P_PROXY_ALLOW_ANONYMOUS_NETWORK", "true")
-            .env("ELIOP2P_ADMIN_LISTEN", format!("{addr}:{ADMIN_PORT}"))
-            .env("ELIOP2P_P2P_LISTEN", format!("{addr}:{P2P_PORT}"))
-            .env("ELIOP2P_ORIGIN_ENDPOINT", &origin.endpoint)
-            .env("ELIOP2P_ORIGIN_ACCESS_KEY", ACCESS_KEY)
-            .env("ELIOP2P_ORIGIN_SECRET_KEY", SECRET_KEY)
-            .env("ELIOP2P_ORIGIN_ADDRESSING", "path")
-            .env("ELIOP2P_CACHE_MEMORY_SIZE", memory_size(spec).to_string())
-            // Resident before the clients start (see `memory_size`).
-            .env("ELIOP2P_CACHE_MEMORY_PREFAULT", "true")
-            .env("ELIOP2P_CACHE_DISK_SIZE", "0")
-            .env("ELIOP2P_P2P_CLUSTER_SECRET", "fanout-secret")
-            .env("ELIOP2P_NODE_ID", format!("fanout-{i}"))
-            .env("ELIOP2P_DISCOVERY_GOSSIP_INTERVAL", "200ms")
-            .env("RUST_LOG", std::env::var("FANOUT_LOG").unwrap_or("warn".into()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if i > 0 {
-            cmd.env("ELIOP2P_DISCOVERY_SEEDS", seed.to_string());
-        }
-        match &control {
-            None => {
-                cmd.env("ELIOP2P_DISCOVERY_MODE", "gossip");
-            }
-            Some((cp, _)) => {
-                cmd.env("ELIOP2P_DISCOVERY_MODE", "hybrid")
-                    .env("ELIOP2P_CONTROL_PLANE_ENDPOINT", format!("http://{}", cp.addr))
-                    .env("ELIOP2P_CONTROL_PLANE_TOKEN", CONTROL_TOKEN)
-                    .env("ELIOP2P_CONTROL_PLANE_HEARTBEAT_INTERVAL", "500ms");
-            }
-        }
-        for (k, v) in &spec.node_env {
-            cmd.env(k, v);
-        }
-        nodes.0.push(Some(cmd.spawn().context("spawning eliop2p node in its namespace")?));
-    }
-
-    // Every node up and every membership complete.
-    let members = |m: &str| series(m, "eliop2p_cluster_members{status=\"alive\"}") as usize >= n - 1;
-    until_every_node(&bed, &mut nodes, "had every member alive", Duration::from_secs(60), members).await?;
-    // Every node's memory tier faulted in: a cold run must not time this
-    // machine's page faults (see `memory_size`).
-    if !spec.node_env.iter().any(|(k, v)| k == "ELIOP2P_CACHE_MEMORY_PREFAULT" && v == "false") {
-        let want = memory_size(spec) - eliop2p_cache::PIECE_SIZE as usize;
-        let resident = |m: &str| series(m, "eliop2p_cache_piece_pool_bytes") as usize >= want;
-        until_every_node(&bed, &mut nodes, "had its memory tier resident", Duration::from_secs(180), resident).await?;
-    }
+    let mut nodes = nodes::spawn_nodes(&bed, spec, &origin.endpoint, control.as_ref().map(|(cp, _)| cp.addr))?;
+    nodes::wait_ready(&bed, &mut nodes, spec).await?;
 
     let before = origin.bytes_sent();
     let mut uploads_before = Vec::new();
     for i in 0..n {
-        uploads_before.push(series(&metrics(&bed, host(i)).await?, "eliop2p_p2p_sent_bytes_total"));
+        uploads_before.push(series(&nodes::metrics(&bed, host(i)).await?, "eliop2p_p2p_sent_bytes_total"));
     }
-    let progress: Vec<std::sync::Arc<std::sync::atomic::AtomicU64>> =
-        (0..n).map(|_| Default::default()).collect();
+    let progress: Vec<Arc<AtomicU64>> = (0..n).map(|_| Default::default()).collect();
     let start = Instant::now();
     let cpu_start = cpu_ticks();
-    let origin_done = {
-        let (origin_sent, size) = (origin.bytes_counter(), spec.object_size as u64);
-        let timeline = std::env::var_os("FANOUT_TIMELINE").is_some();
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            let mut last = (Instant::now(), 0u64);
-            while origin_sent.load(std::sync::atomic::Ordering::Relaxed) - before < size {
-                if start.elapsed() > Duration::from_secs(900) {
-                    return None;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                if timeline && last.0.elapsed() >= Duration::from_millis(500) {
-                    let sent = origin_sent.load(std::sync::atomic::Ordering::Relaxed) - before;
-                    let got: Vec<u64> = progress.iter().map(|p| p.load(std::sync::atomic::Ordering::Relaxed)).collect();
-                    eprintln!(
-                        "t={:.1}s origin {:.1} MB/s ({} MiB sent); clients' in-order bytes: min {} MiB, mean {} MiB, max {} MiB",
-                        start.elapsed().as_secs_f64(),
-                        (sent - last.1) as f64 / last.0.elapsed().as_secs_f64() / 1e6,
-                        sent >> 20,
-                        got.iter().min().unwrap_or(&0) >> 20,
-                        (got.iter().sum::<u64>() / got.len().max(1) as u64) >> 20,
-                        got.iter().max().unwrap_or(&0) >> 20
-                    );
-                    last = (Instant::now(), sent);
-                }
-            }
-            Some(start.elapsed().as_secs_f64())
-        })
-    };
+    let origin_done = diag::watch_origin(origin.bytes_counter(), before, spec.object_size as u64, start, progress.clone());
     let tcpstats = std::env::var_os("FANOUT_TCPSTATS").is_some();
-    let sampler = tcpstats.then(|| queue_sampler(bed.probe(), (1..=n.min(3)).collect()));
+    let sampler = tcpstats.then(|| diag::queue_sampler(bed.probe(), (1..=n.min(3)).collect()));
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..n {
         let stream = bed.connect(host(i), SocketAddr::from((bed.addr(host(i)), PROXY_PORT)))?;
@@ -365,29 +276,58 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     }
     if let Some(share) = spec.kill_owner_at {
         let want = (share * spec.object_size as f64) as u64;
-        while progress.iter().map(|p| p.load(std::sync::atomic::Ordering::Relaxed)).min().unwrap_or(0) < want {
+        while progress.iter().map(|p| p.load(Relaxed)).min().unwrap_or(0) < want {
             if start.elapsed() > Duration::from_secs(600) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let (mut best, mut received) = ((0, 0), 0);
-        for i in 0..n {
-            let m = metrics(&bed, host(i)).await.unwrap_or_default();
-            let fills = series(&m, "eliop2p_origin_bytes_total");
-            received += fills;
-            if fills > best.1 {
-                best = (i, fills);
-            }
-        }
-        let sent = origin.bytes_sent() - before;
-        if let Some(mut c) = nodes.0[best.0].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        report.killed = Some(best.0);
-        report.at_kill = Some((sent, received, best.1));
+        nodes::kill_top_filler(&bed, &mut nodes, origin.bytes_sent() - before, &mut report).await;
     }
+    collect_clients(&bed, spec, &mut clients, &expected, start, &mut report).await?;
+    if let (Some((b0, t0)), Some((b1, t1))) = (cpu_start, cpu_ticks())
+        && t1 > t0
+    {
+        report.cpu_busy = Some((b1 - b0) as f64 / (t1 - t0) as f64);
+    }
+    if let Some(k) = report.killed {
+        report.finish.remove(k);
+    }
+    report.origin_bytes = origin.bytes_sent() - before;
+    origin_done.abort();
+    report.origin_done = origin_done.await.ok().flatten();
+    nodes::read_counters(&bed, &uploads_before, &mut report).await;
+    if let Some(s) = sampler.and_then(diag::Sampler::finish) {
+        eprintln!("{s}");
+    }
+    if tcpstats {
+        diag::print_tcp_counters(&bed, n + 1);
+    }
+    drop(nodes);
+    if let Some((cp, _dir)) = control {
+        cp.shutdown().await;
+    }
+    origin.stop().await;
+    drop(bed);
+    Ok(report)
+}
+
+
+/// A client's body: its check value, length and seconds.
+type ClientResult = anyhow::Result<(String, u64, f64)>;
+
+/// Each client's outcome into `report` as it ends: its finish time when its
+/// body matches `expected`, else a bad body and why. With `FANOUT_TIMELINE`,
+/// prints every 500 ms what the nodes received from peers.
+async fn collect_clients(
+    bed: &NetBed,
+    spec: &Spec,
+    clients: &mut tokio::task::JoinSet<(usize, ClientResult)>,
+    expected: &str,
+    start: Instant,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let n = spec.nodes;
     report.finish = vec![None; n];
     let timeline = std::env::var_os("FANOUT_TIMELINE").is_some();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -401,7 +341,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
                 let mut received = 0;
                 for i in 0..n {
                     if Some(i) != report.killed {
-                        let m = metrics(&bed, host(i)).await.unwrap_or_default();
+                        let m = nodes::metrics(bed, i + 1).await.unwrap_or_default();
                         received += series(&m, "eliop2p_p2p_received_bytes_total");
                     }
                 }
@@ -435,127 +375,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             }
         }
     }
-    if let (Some((b0, t0)), Some((b1, t1))) = (cpu_start, cpu_ticks())
-        && t1 > t0
-    {
-        report.cpu_busy = Some((b1 - b0) as f64 / (t1 - t0) as f64);
-    }
-    if let Some(k) = report.killed {
-        report.finish.remove(k);
-    }
-    report.origin_bytes = origin.bytes_sent() - before;
-    origin_done.abort();
-    report.origin_done = origin_done.await.ok().flatten();
-    for (i, before) in uploads_before.iter().enumerate() {
-        if Some(i) == report.killed {
-            continue;
-        }
-        let m = metrics(&bed, host(i)).await.unwrap_or_default();
-        for l in m.lines() {
-            if let Some(rest) = l.strip_prefix("eliop2p_p2p_piece_failures_total{reason=\"")
-                && let Some((reason, v)) = rest.split_once("\"}")
-            {
-                let v = v.trim().parse::<f64>().unwrap_or(0.0) as u64;
-                match report.piece_failures.iter_mut().find(|(r, _)| r == reason) {
-                    Some(e) => e.1 += v,
-                    None => report.piece_failures.push((reason.to_owned(), v)),
-                }
-            }
-        }
-        report.bitmaps.0 += series(&m, "eliop2p_p2p_bitmaps_sent_total");
-        report.bitmaps.1 += series(&m, "eliop2p_p2p_bitmaps_watched_total");
-        report
-            .uploaded
-            .push(series(&m, "eliop2p_p2p_sent_bytes_total").saturating_sub(*before));
-        report.filled.push(series(&m, "eliop2p_origin_bytes_total"));
-        report.pooled_pieces.push(series(&m, "eliop2p_cache_piece_buffers_reused_total"));
-    }
-    if let Some(s) = sampler.and_then(Sampler::finish) {
-        eprintln!("{s}");
-    }
-    if tcpstats {
-        // Kernel TCP counters of every host namespace (diagnosis of loss on the bed).
-        let mut sums: std::collections::BTreeMap<String, u64> = Default::default();
-        for i in 0..spec.nodes + 1 {
-            let out = bed.command(i, std::path::Path::new("nstat")).args(["-az"]).output();
-            if let Ok(out) = out {
-                for l in String::from_utf8_lossy(&out.stdout).lines() {
-                    let mut f = l.split_whitespace();
-                    if let (Some(k), Some(v)) = (f.next(), f.next())
-                        && ["TcpRetransSegs", "TcpExtTCPTimeouts", "TcpExtTCPLossProbes", "TcpOutSegs", "TcpExtTCPSpuriousRTOs", "TcpExtTCPFastRetrans"].contains(&k)
-                    {
-                        *sums.entry(k.to_owned()).or_default() += v.parse::<u64>().unwrap_or(0);
-                    }
-                }
-            }
-        }
-        eprintln!("tcp counters over all hosts: {sums:?}");
-        // Packets the shapers dropped: uplinks (hosts' NICs) and downlinks (the
-        // switch's ports).
-        let (up, down) = bed.qdisc_drops();
-        eprintln!("shaper drops: uplinks {up}, downlinks {down}");
-    }
-    drop(nodes);
-    if let Some((cp, _dir)) = control {
-        cp.shutdown().await;
-    }
-    origin.stop().await;
-    drop(bed);
-    Ok(report)
-}
-
-/// Samples the bed's queues and a few hosts' TCP round trips every 250 ms until
-/// told to stop, then sums them up: a swarm's own traffic queues at every
-/// bottleneck, and each piece's round trips (have-announcement, request, data)
-/// pay that queue.
-fn queue_sampler(probe: crate::netbed::BedProbe, hosts: Vec<usize>) -> Sampler {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
-    let thread = std::thread::spawn(move || {
-        let (mut up, mut down, mut rtt) = (Vec::new(), Vec::new(), Vec::new());
-        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-            let (u, d) = probe.backlogs();
-            // Host 0 is the origin; its uplink is not the swarm's.
-            up.extend(u.iter().skip(1).map(|b| *b as f64 / 1024.0));
-            down.extend(d.iter().map(|b| *b as f64 / 1024.0));
-            for h in &hosts {
-                rtt.extend(probe.tcp_rtts(*h));
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        let line = |name: &str, v: &mut Vec<f64>, unit: &str| {
-            let mut p = |q| percentile(v, q).unwrap_or(0.0);
-            let (p50, p90, max) = (p(50.0), p(90.0), p(100.0));
-            format!("{name} p50 {p50:.0} {unit}, p90 {p90:.0} {unit}, max {max:.0} {unit} ({} samples)", v.len())
-        };
-        format!(
-            "while the clients read: {}; {}; {}",
-            line("node uplink queues", &mut up, "KiB"),
-            line("switch port queues", &mut down, "KiB"),
-            line("TCP smoothed RTT of nodes' connections", &mut rtt, "ms")
-        )
-    });
-    Sampler { stop, thread: Some(thread) }
-}
-
-/// The sampler thread; it stops when dropped, also when a run fails midway.
-struct Sampler {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Sampler {
-    /// Stops the thread and returns its summary.
-    fn finish(mut self) -> Option<String> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.take()?.join().ok()
-    }
-}
-
-impl Drop for Sampler {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
+    Ok(())
 }
 
 /// Every client reads the object straight from the origin (curl signing SigV4).
@@ -611,7 +431,7 @@ async fn get_hashed(
     path: &str,
     progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
     check: BodyCheck,
-) -> anyhow::Result<(String, u64, f64)> {
+) -> ClientResult {
     let t0 = Instant::now();
     let resp = http_get(stream, path).await?;
     if !resp.status().is_success() {
@@ -650,66 +470,6 @@ async fn check_body(
     Ok((h.finish(), n))
 }
 
-/// A node's memory tier: the object and a readahead's margin, nothing evicted
-/// during the run. Prefaulted, and the bed waits for it: every node of the bed
-/// shares this machine's two cores, and 16 nodes touching fresh memory for a
-/// 512 MiB object (8 GiB of page faults and zeroing, more in a VM whose host
-/// backs pages on first touch) took most of the machine's CPU in the kernel
-/// mid-run (`clear_page_erms` at the top of a profile) and ran the row 1.7-2.0x
-/// ideal instead of 1.15-1.19x. A real node faults its own memory on its own
-/// cores, once.
-fn memory_size(spec: &Spec) -> usize {
-    spec.object_size + (64 << 20)
-}
-
-/// Waits until `ready` holds for the metrics of every node (hosts 1..=n); an
-/// error when a node exits or `limit` passes first.
-async fn until_every_node(
-    bed: &NetBed,
-    nodes: &mut Nodes,
-    what: &str,
-    limit: Duration,
-    ready: impl Fn(&str) -> bool,
-) -> anyhow::Result<()> {
-    let (n, deadline) = (nodes.0.len(), Instant::now() + limit);
-    loop {
-        let mut done = 0;
-        for i in 0..n {
-            if let Ok(m) = metrics(bed, i + 1).await
-                && ready(&m)
-            {
-                done += 1;
-            }
-        }
-        if done == n {
-            return Ok(());
-        }
-        for (i, c) in nodes.0.iter_mut().enumerate() {
-            if let Some(c) = c
-                && let Some(status) = c.try_wait()?
-            {
-                bail!("node {i} exited at start: {status}");
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("{done} of {n} nodes {what} after {} s", limit.as_secs());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn metrics(bed: &NetBed, host: usize) -> anyhow::Result<String> {
-    let stream = bed.connect(host, SocketAddr::from((bed.addr(host), ADMIN_PORT)))?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), http_get(stream, "/metrics")).await??;
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-pub fn series(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
-        .map_or(0, |v| v as u64)
-}
 
 /// The table rows of one run, as the bench and the test print them.
 pub fn summary(spec: &Spec, r: &Report) -> String {

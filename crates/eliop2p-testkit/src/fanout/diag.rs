@@ -1,0 +1,127 @@
+//! What the bed prints to explain a run (with `FANOUT_TIMELINE` or
+//! `FANOUT_TCPSTATS` set): the origin's and the clients' progress, the queues
+//! and round trips while the clients read, and the kernel's TCP counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use super::percentile;
+use crate::netbed::NetBed;
+
+/// Watches the origin's bytes sent (`origin_sent`, `before` at the start) until
+/// they reach `size`; returns the seconds since `start` that took (`None` after
+/// 900 s). With `FANOUT_TIMELINE`, prints the origin's rate and the clients'
+/// in-order bytes (`progress`) every 500 ms.
+pub(super) fn watch_origin(
+    origin_sent: Arc<AtomicU64>,
+    before: u64,
+    size: u64,
+    start: Instant,
+    progress: Vec<Arc<AtomicU64>>,
+) -> tokio::task::JoinHandle<Option<f64>> {
+    let timeline = std::env::var_os("FANOUT_TIMELINE").is_some();
+    tokio::spawn(async move {
+        let mut last = (Instant::now(), 0u64);
+        while origin_sent.load(Relaxed) - before < size {
+            if start.elapsed() > Duration::from_secs(900) {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if timeline && last.0.elapsed() >= Duration::from_millis(500) {
+                let sent = origin_sent.load(Relaxed) - before;
+                let got: Vec<u64> = progress.iter().map(|p| p.load(Relaxed)).collect();
+                eprintln!(
+                    "t={:.1}s origin {:.1} MB/s ({} MiB sent); clients' in-order bytes: min {} MiB, mean {} MiB, max {} MiB",
+                    start.elapsed().as_secs_f64(),
+                    (sent - last.1) as f64 / last.0.elapsed().as_secs_f64() / 1e6,
+                    sent >> 20,
+                    got.iter().min().unwrap_or(&0) >> 20,
+                    (got.iter().sum::<u64>() / got.len().max(1) as u64) >> 20,
+                    got.iter().max().unwrap_or(&0) >> 20
+                );
+                last = (Instant::now(), sent);
+            }
+        }
+        Some(start.elapsed().as_secs_f64())
+    })
+}
+
+/// Prints the kernel's TCP counters summed over every host namespace (hosts
+/// 0..`hosts`), and the packets the shapers dropped: diagnosis of loss on the
+/// bed.
+pub(super) fn print_tcp_counters(bed: &NetBed, hosts: usize) {
+    let mut sums: std::collections::BTreeMap<String, u64> = Default::default();
+    let wanted = ["TcpRetransSegs", "TcpExtTCPTimeouts", "TcpExtTCPLossProbes", "TcpOutSegs", "TcpExtTCPSpuriousRTOs", "TcpExtTCPFastRetrans"];
+    for i in 0..hosts {
+        let out = bed.command(i, std::path::Path::new("nstat")).args(["-az"]).output();
+        if let Ok(out) = out {
+            for l in String::from_utf8_lossy(&out.stdout).lines() {
+                let mut f = l.split_whitespace();
+                if let (Some(k), Some(v)) = (f.next(), f.next())
+                    && wanted.contains(&k)
+                {
+                    *sums.entry(k.to_owned()).or_default() += v.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    eprintln!("tcp counters over all hosts: {sums:?}");
+    // Uplinks (hosts' NICs) and downlinks (the switch's ports).
+    let (up, down) = bed.qdisc_drops();
+    eprintln!("shaper drops: uplinks {up}, downlinks {down}");
+}
+
+/// Samples the bed's queues and a few hosts' TCP round trips every 250 ms until
+/// told to stop, then sums them up: a swarm's own traffic queues at every
+/// bottleneck, and each piece's round trips (have-announcement, request, data)
+/// pay that queue.
+pub(super) fn queue_sampler(probe: crate::netbed::BedProbe, hosts: Vec<usize>) -> Sampler {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let (mut up, mut down, mut rtt) = (Vec::new(), Vec::new(), Vec::new());
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let (u, d) = probe.backlogs();
+            // Host 0 is the origin; its uplink is not the swarm's.
+            up.extend(u.iter().skip(1).map(|b| *b as f64 / 1024.0));
+            down.extend(d.iter().map(|b| *b as f64 / 1024.0));
+            for h in &hosts {
+                rtt.extend(probe.tcp_rtts(*h));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let line = |name: &str, v: &mut Vec<f64>, unit: &str| {
+            let mut p = |q| percentile(v, q).unwrap_or(0.0);
+            let (p50, p90, max) = (p(50.0), p(90.0), p(100.0));
+            format!("{name} p50 {p50:.0} {unit}, p90 {p90:.0} {unit}, max {max:.0} {unit} ({} samples)", v.len())
+        };
+        format!(
+            "while the clients read: {}; {}; {}",
+            line("node uplink queues", &mut up, "KiB"),
+            line("switch port queues", &mut down, "KiB"),
+            line("TCP smoothed RTT of nodes' connections", &mut rtt, "ms")
+        )
+    });
+    Sampler { stop, thread: Some(thread) }
+}
+
+/// The sampler thread; it stops when dropped, also when a run fails midway.
+pub(super) struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Sampler {
+    /// Stops the thread and returns its summary.
+    pub(super) fn finish(mut self) -> Option<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take()?.join().ok()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
