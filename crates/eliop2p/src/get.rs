@@ -303,8 +303,49 @@ fn sidecar(path: &Path, ext: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Downloads one object to `out`; returns bytes and sources.
+/// Downloads one object to `out`; returns bytes and sources. The bytes go to a
+/// partial file beside `out`, resumed when a run of the same object version was
+/// cut short, and `out` appears only once they are verified.
 async fn get_object(node: &Node, key: &str, out: &Path) -> anyhow::Result<(u64, Sources)> {
+    let obj = head(node, key).await?;
+    let (what, size) = (&obj.what, obj.size);
+    let mut part = Part::open(out, size, obj.etag.as_deref())?;
+    if part.offset > 0 {
+        eprintln!(
+            "{what}: resuming at {} of {}",
+            crate::human_bytes(part.offset),
+            crate::human_bytes(size)
+        );
+    }
+    let mut sources = Sources::default();
+    let mut progress = Progress::new(what.clone(), size, part.offset);
+    let pos = fetch_ranges(node, &obj, &mut part, &mut sources, &mut progress).await?;
+    progress.update(pos, &sources, true);
+    progress.finish();
+    let check = part.verify(&obj).await?;
+    std::fs::rename(&part.path, out)
+        .map_err(|e| fail(EXIT_USAGE, format!("renaming to {}: {e}", out.display())))?;
+    let _ = std::fs::remove_file(&part.state);
+    println!(
+        "{what} -> {} ({size} bytes, {}/s; {}; {check})",
+        out.display(),
+        crate::human_bytes(progress.rate() as u64),
+        sources.describe()
+    );
+    Ok((size, sources))
+}
+
+/// One object being downloaded, as its HEAD described it.
+struct Object<'a> {
+    key: &'a str,
+    /// `s3://bucket/key`, for messages.
+    what: String,
+    size: u64,
+    etag: Option<String>,
+}
+
+/// The object's size and ETag, from a HEAD through the node.
+async fn head<'a>(node: &Node, key: &'a str) -> anyhow::Result<Object<'a>> {
     let what = format!("s3://{}/{key}", node.bucket);
     let resp = node.send(node.request(Method::HEAD, Some(key))).await?;
     if !resp.status().is_success() {
@@ -320,55 +361,115 @@ async fn get_object(node: &Node, key: &str, out: &Path) -> anyhow::Result<(u64, 
         .get(header::ETAG)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| fail(EXIT_USAGE, format!("creating {}: {e}", dir.display())))?;
+    Ok(Object { key, what, size, etag })
+}
+
+/// The partial file of a download (`<out>.eliop2p-part`) and its state file
+/// (`<out>.eliop2p-state`: the ETag and size it belongs to).
+struct Part {
+    path: PathBuf,
+    state: PathBuf,
+    file: std::fs::File,
+    /// Bytes already there, kept from an earlier run of this very version.
+    offset: u64,
+}
+
+impl Part {
+    /// Opens the partial file for `out`, positioned at what an earlier run of the
+    /// same version (ETag and size) left; anything else starts from 0.
+    fn open(out: &Path, size: u64, etag: Option<&str>) -> anyhow::Result<Part> {
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| fail(EXIT_USAGE, format!("creating {}: {e}", dir.display())))?;
+        }
+        let path = sidecar(out, ".eliop2p-part");
+        let state = sidecar(out, ".eliop2p-state");
+        let fingerprint = format!("{}\n{size}\n", etag.unwrap_or(""));
+        // Resume only a partial file of this very version.
+        let mut offset = 0;
+        if let (Ok(meta), Ok(saved)) = (std::fs::metadata(&path), std::fs::read_to_string(&state))
+            && saved == fingerprint
+            && meta.len() <= size
+            && etag.is_some()
+        {
+            offset = meta.len();
+        }
+        if offset == 0 {
+            std::fs::write(&state, &fingerprint)
+                .map_err(|e| fail(EXIT_USAGE, format!("writing {}: {e}", state.display())))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(offset == 0)
+            .open(&path)
+            .map_err(|e| fail(EXIT_USAGE, format!("opening {}: {e}", path.display())))?;
+        file.set_len(offset)?;
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(offset))?;
+        Ok(Part { path, state, file, offset })
     }
-    let part = sidecar(out, ".eliop2p-part");
-    let state = sidecar(out, ".eliop2p-state");
-    let fingerprint = format!("{}\n{size}\n", etag.as_deref().unwrap_or(""));
-    // Resume only a partial file of this very version.
-    let mut offset = 0;
-    if let (Ok(meta), Ok(saved)) = (std::fs::metadata(&part), std::fs::read_to_string(&state))
-        && saved == fingerprint
-        && meta.len() <= size
-        && etag.is_some()
-    {
-        offset = meta.len();
+
+    /// Checks the finished file: its size, and its MD5 when the ETag is one.
+    /// A file that fails is removed with its state. Returns what was checked.
+    async fn verify(&mut self, obj: &Object<'_>) -> anyhow::Result<&'static str> {
+        let (what, size) = (&obj.what, obj.size);
+        self.file.sync_all()?;
+        let written = std::fs::metadata(&self.path)?.len();
+        let discard = |why: String| {
+            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_file(&self.state);
+            fail(EXIT_VERIFY, format!("{what}: {why}"))
+        };
+        if written != size {
+            return Err(discard(format!("got {written} bytes, the object has {size}")));
+        }
+        let Some(want) = obj.etag.as_deref().and_then(md5_etag) else {
+            return Ok("size verified (multipart or non-MD5 ETag: content not checked)");
+        };
+        let p = self.path.clone();
+        let got = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            let mut f = std::fs::File::open(p)?;
+            let mut h = md5::Md5::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut f, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(hex::encode(h.finalize()))
+        })
+        .await??;
+        if got != want {
+            return Err(discard(format!("content MD5 {got} does not match ETag {want}")));
+        }
+        Ok("size and ETag (MD5) verified")
     }
-    if offset == 0 {
-        std::fs::write(&state, &fingerprint)
-            .map_err(|e| fail(EXIT_USAGE, format!("writing {}: {e}", state.display())))?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(offset == 0)
-        .open(&part)
-        .map_err(|e| fail(EXIT_USAGE, format!("opening {}: {e}", part.display())))?;
-    file.set_len(offset)?;
-    use std::io::Seek;
-    file.seek(std::io::SeekFrom::Start(offset))?;
-    if offset > 0 {
-        eprintln!(
-            "{what}: resuming at {} of {}",
-            crate::human_bytes(offset),
-            crate::human_bytes(size)
-        );
-    }
-    let mut sources = Sources::default();
-    let mut progress = Progress::new(what.clone(), size, offset);
-    let mut pos = offset;
+}
+
+/// Reads the object from `part.offset` to its end in ranged GETs that end on
+/// chunk boundaries (each maps to one cached chunk), each conditional on the
+/// ETag, into the partial file; returns the bytes it then holds.
+async fn fetch_ranges(
+    node: &Node,
+    obj: &Object<'_>,
+    part: &mut Part,
+    sources: &mut Sources,
+    progress: &mut Progress,
+) -> anyhow::Result<u64> {
+    let (what, size, etag) = (&obj.what, obj.size, obj.etag.as_deref());
+    let mut pos = part.offset;
     while pos < size {
-        // Ranges end on chunk boundaries so each maps to one cached chunk.
         let end = ((pos / PIECE + 1) * PIECE).min(size);
-        let mut req = node.request(Method::GET, Some(key));
+        let mut req = node.request(Method::GET, Some(obj.key));
         let mut h = HeaderMap::new();
         h.insert(
             header::RANGE,
             HeaderValue::from_str(&format!("bytes={pos}-{}", end - 1))?,
         );
-        if let Some(e) = etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
+        if let Some(e) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
             h.insert(header::IF_MATCH, e);
         }
         req.headers = h;
@@ -384,7 +485,7 @@ async fn get_object(node: &Node, key: &str, out: &Path) -> anyhow::Result<(u64, 
             ));
         }
         if !status.is_success() {
-            return Err(response_error(&what, resp).await);
+            return Err(response_error(what, resp).await);
         }
         // A 200 is the whole object: only acceptable from the start.
         if status == StatusCode::OK && pos != 0 {
@@ -404,11 +505,12 @@ async fn get_object(node: &Node, key: &str, out: &Path) -> anyhow::Result<(u64, 
             let frame =
                 frame.map_err(|e| fail(EXIT_NODE, format!("{what}: body cut short: {e}")))?;
             if let Ok(data) = frame.into_data() {
-                file.write_all(&data)
-                    .map_err(|e| fail(EXIT_USAGE, format!("writing {}: {e}", part.display())))?;
+                part.file
+                    .write_all(&data)
+                    .map_err(|e| fail(EXIT_USAGE, format!("writing {}: {e}", part.path.display())))?;
                 pos += data.len() as u64;
                 sources.add(&source, data.len() as u64);
-                progress.update(pos, &sources, false);
+                progress.update(pos, sources, false);
             }
         }
         if status == StatusCode::OK {
@@ -421,58 +523,7 @@ async fn get_object(node: &Node, key: &str, out: &Path) -> anyhow::Result<(u64, 
             ));
         }
     }
-    progress.update(pos, &sources, true);
-    progress.finish();
-    file.sync_all()?;
-    drop(file);
-    let written = std::fs::metadata(&part)?.len();
-    if written != size {
-        let _ = std::fs::remove_file(&part);
-        let _ = std::fs::remove_file(&state);
-        return Err(fail(
-            EXIT_VERIFY,
-            format!("{what}: got {written} bytes, the object has {size}"),
-        ));
-    }
-    let check = match etag.as_deref().and_then(md5_etag) {
-        Some(want) => {
-            let p = part.clone();
-            let got = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-                let mut f = std::fs::File::open(p)?;
-                let mut h = md5::Md5::new();
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = std::io::Read::read(&mut f, &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                }
-                Ok(hex::encode(h.finalize()))
-            })
-            .await??;
-            if got != want {
-                let _ = std::fs::remove_file(&part);
-                let _ = std::fs::remove_file(&state);
-                return Err(fail(
-                    EXIT_VERIFY,
-                    format!("{what}: content MD5 {got} does not match ETag {want}"),
-                ));
-            }
-            "size and ETag (MD5) verified"
-        }
-        None => "size verified (multipart or non-MD5 ETag: content not checked)",
-    };
-    std::fs::rename(&part, out)
-        .map_err(|e| fail(EXIT_USAGE, format!("renaming to {}: {e}", out.display())))?;
-    let _ = std::fs::remove_file(&state);
-    println!(
-        "{what} -> {} ({size} bytes, {}/s; {}; {check})",
-        out.display(),
-        crate::human_bytes(progress.rate() as u64),
-        sources.describe()
-    );
-    Ok((size, sources))
+    Ok(pos)
 }
 
 /// Every key under `prefix`, through the node.
