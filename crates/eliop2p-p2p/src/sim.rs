@@ -39,6 +39,11 @@ pub struct SimConfig {
     /// How long a piece request waits for a free upload slot before it is
     /// answered busy (the server's `SLOT_WAIT`; zero: busy at once).
     pub slot_wait: Duration,
+    /// An upload slot is freed when this many bytes of its piece are left to
+    /// cross; 0: when the last byte has crossed. A node frees it once the
+    /// piece's frame is in the socket, with up to `TCP_NOTSENT_LOWAT` (128 KiB)
+    /// unsent and what TCP has in flight still to go.
+    pub slot_release_bytes: u64,
     /// Pieces in flight over all downloads of a node (`p2p.download_pieces`); 0 =
     /// each download its `sched.total`.
     pub node_pieces: usize,
@@ -67,7 +72,7 @@ pub struct SimReport {
     /// Bytes delivered per 500 ms: to nodes by peers, and by the origin.
     pub timeline: Vec<(u64, u64)>,
     /// Events run, by kind (`EVENT_KINDS`).
-    pub kinds: [u64; 8],
+    pub kinds: [u64; 9],
     /// Chunks each node owns (reads from the origin for the cluster).
     pub owned: Vec<u32>,
     /// Per node, the most bytes it held at once that no other node held yet
@@ -81,7 +86,7 @@ pub struct SimReport {
 }
 
 /// The kinds of events the simulator runs, in `SimReport::kinds` order.
-pub const EVENT_KINDS: [&str; 8] = ["poll", "flow end (some superseded)", "request", "refusal", "bitmap", "tracker", "origin read", "slot wait over"];
+pub const EVENT_KINDS: [&str; 9] = ["poll", "flow end (some superseded)", "request", "refusal", "bitmap", "tracker", "origin read", "slot wait over", "slot freed (some superseded)"];
 
 mod links;
 mod queue;
@@ -99,6 +104,8 @@ enum Ev {
     OriginNext(usize),
     /// A request queued for an upload slot at `at` waited `slot_wait`.
     SlotWaitOver { at: usize, asker: usize, chunk: usize, piece: u32 },
+    /// A flow is down to `slot_release_bytes`: its uploader's slot is free.
+    SlotFree(usize, u32),
 }
 
 impl Ev {
@@ -113,6 +120,7 @@ impl Ev {
             Ev::Located { .. } => 5,
             Ev::OriginNext(..) => 6,
             Ev::SlotWaitOver { .. } => 7,
+            Ev::SlotFree(..) => 8,
         }
     }
 }

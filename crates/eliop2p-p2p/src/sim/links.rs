@@ -24,9 +24,14 @@ pub(super) struct Flow {
     remaining: f64,
     rate: f64,
     since: Time,
-    /// Raised at every rate change: a `FlowDone` of an older version is stale.
+    /// Raised at every rate change: a `FlowDone` or `SlotFree` of an older
+    /// version is stale.
     version: u32,
     live: bool,
+    /// Bytes left at which the uploader's slot is freed (0: at the end).
+    release: f64,
+    /// The slot was freed before the end (`SlotFree`).
+    pub(super) released: bool,
 }
 
 /// The flows of every link; node `origin` (one past the last node) is the origin,
@@ -69,10 +74,23 @@ impl Links {
     }
 
     /// Puts `bytes` of `piece` on the wire from `from` to `to`; its `FlowDone`
-    /// comes when its last byte has crossed both links.
+    /// comes when its last byte has crossed both links, and with `release` > 0 a
+    /// `SlotFree` when `release` bytes are left.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn start(&mut self, q: &mut Queue<Ev>, now: Time, from: usize, to: usize, chunk: usize, piece: u32, bytes: u64) {
-        let f = Flow { from, to, chunk, piece, remaining: bytes as f64, rate: 0.0, since: now, version: 0, live: true };
+    pub(super) fn start(&mut self, q: &mut Queue<Ev>, now: Time, from: usize, to: usize, chunk: usize, piece: u32, bytes: u64, release: u64) {
+        let f = Flow {
+            from,
+            to,
+            chunk,
+            piece,
+            remaining: bytes as f64,
+            rate: 0.0,
+            since: now,
+            version: 0,
+            live: true,
+            release: release as f64,
+            released: false,
+        };
         let fi = match self.free.pop() {
             Some(i) => {
                 // Versions keep rising across reuse of a slot, so a stale
@@ -109,6 +127,17 @@ impl Links {
         self.down[to].retain(|x| *x != fi);
         self.reshare(q, now, from, to);
         Some(&self.flows[fi])
+    }
+
+    /// The uploader of the flow of a `SlotFree` event, if the event is its
+    /// latest and the slot is still held (it is then free).
+    pub(super) fn free_slot(&mut self, fi: usize, version: u32) -> Option<usize> {
+        let f = &mut self.flows[fi];
+        if !f.live || f.version != version || f.released {
+            return None;
+        }
+        f.released = true;
+        Some(f.from)
     }
 
     /// New rates for the flows on `from`'s uplink and `to`'s downlink, max-min
@@ -174,6 +203,10 @@ impl Links {
             if r > 0.0 {
                 let left = (f.remaining.max(0.0) / r * 1e6) as Time;
                 q.push(now + left + 1, Ev::FlowDone(fi, f.version));
+                if f.release > 0.0 && !f.released {
+                    let until = ((f.remaining - f.release).max(0.0) / r * 1e6) as Time;
+                    q.push(now + until, Ev::SlotFree(fi, f.version));
+                }
             }
         }
         if cfg!(debug_assertions) {

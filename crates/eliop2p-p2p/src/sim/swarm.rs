@@ -167,6 +167,11 @@ impl<'a> Swarm<'a> {
                         self.schedule_poll(now, to, chunk);
                     }
                 }
+                Ev::SlotFree(fi, version) => {
+                    if let Some(node) = self.links.free_slot(fi, version) {
+                        self.free_slot(now, node);
+                    }
+                }
                 Ev::FlowDone(fi, version) => {
                     if self.flow_done(now, fi, version) {
                         break;
@@ -198,7 +203,19 @@ impl<'a> Swarm<'a> {
 
     fn start_flow(&mut self, now: Time, from: usize, to: usize, chunk: usize, piece: u32) {
         let bytes = self.shape.piece_len(chunk, piece);
-        self.links.start(&mut self.q, now, from, to, chunk, piece, bytes);
+        // The origin has no upload slots.
+        let release = if from == self.origin { 0 } else { self.cfg.slot_release_bytes };
+        self.links.start(&mut self.q, now, from, to, chunk, piece, bytes, release);
+    }
+
+    /// An upload slot of `node` is free: the oldest request waiting for one
+    /// takes it at once.
+    fn free_slot(&mut self, now: Time, node: usize) {
+        self.slots_used[node] -= 1;
+        if let Some((asker, c, p, _)) = self.queued[node].pop_front() {
+            self.slots_used[node] += 1;
+            self.start_flow(now, node, asker, c, p);
+        }
     }
 
     /// A request that finds every upload slot taken waits `slot_wait` for one
@@ -402,7 +419,7 @@ impl<'a> Swarm<'a> {
     /// A piece has crossed; returns whether that was the last node's last piece.
     fn flow_done(&mut self, now: Time, fi: usize, version: u32) -> bool {
         let Some(f) = self.links.finish(&mut self.q, now, fi, version) else { return false };
-        let (from, to, chunk, piece) = (f.from, f.to, f.chunk, f.piece);
+        let (from, to, chunk, piece, released) = (f.from, f.to, f.chunk, f.piece, f.released);
         let len = self.shape.piece_len(chunk, piece);
         self.report.uploaded[from] += len;
         let bucket = (now / 500_000) as usize;
@@ -415,6 +432,9 @@ impl<'a> Swarm<'a> {
             self.origin_piece_arrived(now, to, chunk, piece, len);
         } else {
             timeline[bucket].0 += len;
+            if !released {
+                self.free_slot(now, from);
+            }
             if !self.peer_piece_arrived(now, from, to, chunk, piece, len) {
                 return false;
             }
@@ -475,16 +495,9 @@ impl<'a> Swarm<'a> {
         self.q.push(now, Ev::OriginNext(chunk));
     }
 
-    /// A peer's piece reached `to`: the uploader's slot goes to its next queued
-    /// request, and a fresh piece is announced to `to`'s watchers. False when
-    /// `to` no longer downloads the chunk.
+    /// A peer's piece reached `to`: a fresh piece is announced to `to`'s
+    /// watchers. False when `to` no longer downloads the chunk.
     fn peer_piece_arrived(&mut self, now: Time, from: usize, to: usize, chunk: usize, piece: u32, len: u64) -> bool {
-        self.slots_used[from] -= 1;
-        // The next queued request takes the freed slot at once.
-        if let Some((asker, c, p, _)) = self.queued[from].pop_front() {
-            self.slots_used[from] += 1;
-            self.start_flow(now, from, asker, c, p);
-        }
         let Some(d) = self.downloads[to].get_mut(&chunk) else { return false };
         if d.sched.on_piece(from, piece, dur(now + self.lat)) {
             let ch = &mut self.chunks[chunk];
