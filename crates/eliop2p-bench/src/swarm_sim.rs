@@ -20,16 +20,17 @@ use crate::flags::{self, Flags};
 
 const USAGE: &str = "
 eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200] [--origin-mbit=200]
-    [--latency-us=200] [--window=5] [--slots=8] [--slot-wait-ms=20] [--slot-release-kib=0] [--node-pieces=12]
+    [--latency-us=200] [--window=5] [--slots=4] [--slot-wait-ms=20] [--slot-release-kib=128] [--node-pieces=12]
     [--origin-fill-pieces=6] [--seed-copies=2] [--fill-reserve=2] [--piece-kib=256] [--poll] [--seed=7]
     [--per-peer=N] [--total=N] [--batch=N] [--busy-pause-ms=N] [--defer-ms=N]
 
 The defaults run 1,000 and 5,000 nodes x 1 and 16 GiB: many hours of one core.
+--slots: the nodes' p2p.upload_slots (default: theirs).
 --slot-release-kib: an upload slot is freed when this much of its piece is left
-to cross; 0 (the default, the model of every result so far): at the last byte.
-A node frees it once the piece is in the socket, with up to 128 KiB unsent
-(TCP_NOTSENT_LOWAT) and what TCP has in flight to go: 128 reproduces the bed's
-preference for 4 upload slots over 6 and 8 at 16 nodes x 64 MiB.
+to cross. The default is what a node does: it frees the slot once the piece is
+in the socket, with up to 128 KiB unsent (TCP_NOTSENT_LOWAT). 0: at the last
+byte, the model of the results before 2026-12-05 (it ranked 8 upload slots over
+4, the bed the other way).
 --fill-reserve: upload slots a node reading the origin keeps for what it seeds
 (default: the nodes' rule, a quarter of --slots).
 SIM_TIMELINE=1 prints refusals by reason, events by kind, delivery per 500 ms,
@@ -77,9 +78,9 @@ pub fn run() -> anyhow::Result<()> {
     let piece: u64 = f.get_min("piece-kib", 256, 256)? * 1024;
     let poll = f.switch("poll");
     let window: usize = f.get_min("window", 5, 1)?;
-    let slots: usize = f.get_min("slots", 8, 1)?;
+    let slots: usize = f.get_min("slots", eliop2p_p2p::P2pConfig::new("sim").max_uploads, 1)?;
     let slot_wait_ms: f64 = f.get("slot-wait-ms", eliop2p_p2p::SLOT_WAIT.as_secs_f64() * 1e3)?;
-    let slot_release_kib: u64 = f.get("slot-release-kib", 0)?;
+    let slot_release_kib: u64 = f.get("slot-release-kib", eliop2p_p2p::NOTSENT_LOWAT / 1024)?;
     let node_pieces: usize = f.get("node-pieces", 12)?;
     let origin_fill_pieces: usize = f.get("origin-fill-pieces", 6)?;
     let seed_copies: u32 = f.get("seed-copies", 2)?;

@@ -139,11 +139,12 @@ impl Drop for ConnCount {
 /// its piece is on the wire, and every piece would crawl behind all the others. With
 /// it, the slots bound what this uplink is sending, and a piece takes one piece
 /// time per hop (what makes a swarm fast).
-const NOTSENT_LOWAT: libc::c_int = 128 * 1024;
+/// (The simulator frees an upload slot with this much of its piece left.)
+pub const NOTSENT_LOWAT: u64 = 128 * 1024;
 
 fn bound_unsent(stream: &TcpStream) {
     use std::os::fd::AsRawFd;
-    let v = NOTSENT_LOWAT;
+    let v = NOTSENT_LOWAT as libc::c_int;
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int, on a
     // socket this function borrows.
     let r = unsafe {

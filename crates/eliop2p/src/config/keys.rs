@@ -465,7 +465,7 @@ pub const KEYS: &[KeyDef] = &[
         "p2p",
         "upload_slots",
         Kind::Int,
-        "8",
+        "4",
         "pieces sent to peers at once; a request beyond them is answered busy and fetched elsewhere"
     ),
     key!(
