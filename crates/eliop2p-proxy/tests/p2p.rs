@@ -560,13 +560,20 @@ async fn after_its_peer_dies_a_node_reads_from_the_origin_only_what_it_lacks() -
 /// trips of 20-45 ms made that the swarm's pace). A member asks for six pieces,
 /// reads nothing for a while (its small receive buffer backs the bytes up at the
 /// node), then asks for the bitmap: it comes before most of the pieces, and every
-/// piece is still byte-exact. Before, all six came first.
+/// piece is still byte-exact. Before, all six came first. (The node has 8
+/// upload slots, so that one connection may hold six of them; with the default
+/// 4 it holds three, and the rest are answered busy.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bitmap_is_not_queued_behind_the_pieces_on_its_connection() -> anyhow::Result<()> {
     use eliop2p_p2p::codec::MessageType;
-    use eliop2p_testkit::raw_p2p::{cached_chunk, frame_bytes, member, p2p_node, read_frame};
+    use eliop2p_testkit::raw_p2p::{cached_chunk, frame_bytes, member, read_frame};
     use tokio::io::AsyncWriteExt;
-    let (origin, node) = p2p_node().await?;
+    let origin = eliop2p_testkit::TestOrigin::start().await?;
+    let l = eliop2p_testkit::p2p_listeners(1).await?.remove(0);
+    let node = eliop2p_testkit::start_p2p_node(&origin, l, vec![], |cfg| {
+        cfg.p2p.as_mut().expect("a p2p node").max_uploads = 8;
+    })
+    .await?;
     let data = eliop2p_testkit::test_data(16 * MIB, 22);
     let id = cached_chunk(&origin, &node, "lanes", data.clone()).await?;
     let (mut s, mut buf) = member(node.p2p_addr.unwrap(), Some(16 * 1024)).await?;
