@@ -139,6 +139,28 @@ impl PeerState {
         }
         !self.deferred.iter().any(|(p, until)| *p == piece && *until > now)
     }
+
+    /// Up to `take` pieces to ask of this peer, from `order` (the askable pieces,
+    /// rarest first) and `wanted` (the same, in piece order). A seed is asked
+    /// only for pieces no swarm peer has (`swarm_has`), so its uplink carries few
+    /// copies of each. A seed still filling from the origin is asked for what its
+    /// bitmap shows filled (rarest first, so askers spread over all of it: in
+    /// fill order they all asked for the same next pieces and left the rest at
+    /// one copy), then in fill order for what comes next. A random piece far
+    /// beyond its fill would hold a request slot (and the seed's awaiting) for
+    /// seconds.
+    fn pick(&self, take: usize, order: &[u32], wanted: &[u32], swarm_has: &[bool], now: Duration) -> Vec<u32> {
+        let seed = self.source != Source::Swarm;
+        let filling = self.source == Source::Origin;
+        let filled = |i: &u32| self.have.get(*i as usize);
+        let candidates = (order.iter().copied())
+            .filter(|i| !filling || filled(i))
+            .chain(wanted.iter().copied().filter(|i| filling && !filled(i)));
+        candidates
+            .filter(|&i| self.has(i, now) && !(seed && swarm_has[i as usize]))
+            .take(take)
+            .collect()
+    }
 }
 
 /// What the caller should do now.
@@ -625,7 +647,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     continue;
                 }
                 let take = room.min(self.cfg.batch).min(self.cfg.total - total);
-                let picked = self.pick(s, take, &order, &wanted, &swarm_has, now);
+                let picked = s.pick(take, &order, &wanted, &swarm_has, now);
                 if picked.is_empty() {
                     continue;
                 }
@@ -640,28 +662,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             }
         }
         order.is_empty()
-    }
-
-    /// Up to `take` pieces to ask of peer `s`, from `order` (the askable pieces,
-    /// rarest first) and `wanted` (the same, in piece order). A seed is asked
-    /// only for pieces no swarm peer has (`swarm_has`), so its uplink carries few
-    /// copies of each. A seed still filling from the origin is asked for what its
-    /// bitmap shows filled (rarest first, so askers spread over all of it: in
-    /// fill order they all asked for the same next pieces and left the rest at
-    /// one copy), then in fill order for what comes next. A random piece far
-    /// beyond its fill would hold a request slot (and the seed's awaiting) for
-    /// seconds.
-    fn pick(&self, s: &PeerState, take: usize, order: &[u32], wanted: &[u32], swarm_has: &[bool], now: Duration) -> Vec<u32> {
-        let seed = s.source != Source::Swarm;
-        let filling = s.source == Source::Origin;
-        let filled = |i: &u32| s.have.get(*i as usize);
-        let candidates = (order.iter().copied())
-            .filter(|i| !filling || filled(i))
-            .chain(wanted.iter().copied().filter(|i| filling && !filled(i)));
-        candidates
-            .filter(|&i| s.has(i, now) && !(seed && swarm_has[i as usize]))
-            .take(take)
-            .collect()
     }
 
     /// Overdue pieces: a second copy from another peer that has the piece, once

@@ -131,7 +131,7 @@ impl<'a> Swarm<'a> {
                 on(&super::Progress {
                     events: self.report.events,
                     secs: now as f64 / 1e6,
-                    nodes_done: self.report.finish.iter().filter(|t| **t > 0.0).count(),
+                    nodes_done: self.cfg.nodes - self.remaining_nodes,
                 });
             }
             self.report.kinds[ev.kind()] += 1;

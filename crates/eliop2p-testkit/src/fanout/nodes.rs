@@ -91,8 +91,8 @@ pub(super) async fn wait_ready(bed: &NetBed, nodes: &mut Nodes, spec: &Spec) -> 
 
 /// SIGKILLs the node that has read the most from the origin (the owner of the
 /// most chunks) and records it in `report`: its index, and at the kill the
-/// origin's bytes sent since `origin_before`, what all nodes had received from
-/// it, and the killed node's share.
+/// origin's bytes sent (`origin_sent`), what all nodes had received from it,
+/// and the killed node's share.
 pub(super) async fn kill_top_filler(bed: &NetBed, nodes: &mut Nodes, origin_sent: u64, report: &mut Report) {
     let (mut best, mut received) = ((0, 0), 0);
     for i in 0..nodes.0.len() {
