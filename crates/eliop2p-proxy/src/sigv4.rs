@@ -50,10 +50,7 @@ impl ClientKeys {
         let Some((access, secret)) = std::str::from_utf8(&raw).ok().and_then(|s| s.split_once(':')) else {
             return false;
         };
-        self.0.get(access).is_some_and(|want| {
-            want.len() == secret.len()
-                && want.bytes().zip(secret.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-        })
+        self.0.get(access).is_some_and(|want| same_secret(want, secret))
     }
 }
 
@@ -145,6 +142,11 @@ fn parse_header_auth(v: &str) -> Result<Parsed, AuthError> {
 pub(crate) const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 
 /// Verifies a request's SigV4 signature; returns the access key that signed it.
+///
+/// The steps, each its own function: read the signature's fields (header or
+/// presigned query), look up the key, check the date (`check_time`) and the
+/// scope and signed headers (`check_scope`), then rebuild the canonical request
+/// and compare signatures in constant time.
 pub fn verify(
     keys: &ClientKeys,
     method: &Method,
@@ -153,12 +155,6 @@ pub fn verify(
     now: SystemTime,
 ) -> Result<String, AuthError> {
     let pairs = query_pairs(uri.query().unwrap_or(""));
-    let q = |name: &str| {
-        pairs
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    };
     let mut p = if let Some(auth) = headers.get(http::header::AUTHORIZATION) {
         let mut p = parse_header_auth(
             auth.to_str()
@@ -170,41 +166,87 @@ pub fn verify(
             .map(str::to_owned)
             .ok_or_else(|| AuthError::Malformed("x-amz-date is required".into()))?;
         p
-    } else if let Some(alg) = q("X-Amz-Algorithm") {
-        if alg != "AWS4-HMAC-SHA256" {
-            return Err(AuthError::Malformed(
-                "only AWS4-HMAC-SHA256 presigned URLs are accepted".into(),
-            ));
-        }
-        let cred = q("X-Amz-Credential")
-            .ok_or_else(|| AuthError::Malformed("X-Amz-Credential missing".into()))?;
-        let (access, scope) = cred
-            .split_once('/')
-            .ok_or_else(|| AuthError::Malformed("bad X-Amz-Credential".into()))?;
-        Parsed {
-            access: access.to_owned(),
-            scope: scope.to_owned(),
-            date: q("X-Amz-Date")
-                .ok_or_else(|| AuthError::Malformed("X-Amz-Date missing".into()))?,
-            signed_headers: q("X-Amz-SignedHeaders")
-                .ok_or_else(|| AuthError::Malformed("X-Amz-SignedHeaders missing".into()))?
-                .split(';')
-                .map(str::to_owned)
-                .collect(),
-            signature: q("X-Amz-Signature")
-                .ok_or_else(|| AuthError::Malformed("X-Amz-Signature missing".into()))?,
-            presigned: true,
-            expires: Some(
-                q("X-Amz-Expires")
-                    .and_then(|e| e.parse().ok())
-                    .filter(|e| (1..=7 * 24 * 3600).contains(e))
-                    .ok_or_else(|| AuthError::Malformed("X-Amz-Expires must be 1-604800".into()))?,
-            ),
-        }
     } else {
-        return Err(AuthError::Missing);
+        parse_presigned(&pairs)?.ok_or(AuthError::Missing)?
     };
     let secret = keys.0.get(&p.access).ok_or(AuthError::UnknownKey)?;
+    check_time(&p, now)?;
+    check_scope(&mut p)?;
+    let payload = if p.presigned {
+        eliop2p_origin::sigv4::UNSIGNED_PAYLOAD.to_owned()
+    } else {
+        headers
+            .get("x-amz-content-sha256")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_else(|| hex::encode(Sha256::digest(b"")))
+    };
+    let canonical = canonical_request(
+        method.as_str(),
+        uri.path(),
+        &canonical_query(&pairs, p.presigned),
+        headers,
+        &p.signed_headers,
+        &payload,
+    )
+    .map_err(|h| AuthError::Malformed(format!("signed header {h} is missing")))?;
+    let expected = signature(secret, &p.date, &p.scope, &canonical);
+    if same_secret(&expected, &p.signature.to_ascii_lowercase()) {
+        Ok(p.access)
+    } else {
+        Err(AuthError::BadSignature)
+    }
+}
+
+/// Whether two secrets (or signatures) are equal, in a time that does not
+/// depend on where they first differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The fields of a presigned URL's query; `None` when it is not presigned.
+fn parse_presigned(pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<Parsed>, AuthError> {
+    let q = |name: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    let Some(alg) = q("X-Amz-Algorithm") else { return Ok(None) };
+    if alg != "AWS4-HMAC-SHA256" {
+        return Err(AuthError::Malformed(
+            "only AWS4-HMAC-SHA256 presigned URLs are accepted".into(),
+        ));
+    }
+    let cred = q("X-Amz-Credential")
+        .ok_or_else(|| AuthError::Malformed("X-Amz-Credential missing".into()))?;
+    let (access, scope) = cred
+        .split_once('/')
+        .ok_or_else(|| AuthError::Malformed("bad X-Amz-Credential".into()))?;
+    Ok(Some(Parsed {
+        access: access.to_owned(),
+        scope: scope.to_owned(),
+        date: q("X-Amz-Date").ok_or_else(|| AuthError::Malformed("X-Amz-Date missing".into()))?,
+        signed_headers: q("X-Amz-SignedHeaders")
+            .ok_or_else(|| AuthError::Malformed("X-Amz-SignedHeaders missing".into()))?
+            .split(';')
+            .map(str::to_owned)
+            .collect(),
+        signature: q("X-Amz-Signature")
+            .ok_or_else(|| AuthError::Malformed("X-Amz-Signature missing".into()))?,
+        presigned: true,
+        expires: Some(
+            q("X-Amz-Expires")
+                .and_then(|e| e.parse().ok())
+                .filter(|e| (1..=7 * 24 * 3600).contains(e))
+                .ok_or_else(|| AuthError::Malformed("X-Amz-Expires must be 1-604800".into()))?,
+        ),
+    }))
+}
+
+/// A header signature within `MAX_SKEW` of `now`; a presigned URL not expired
+/// and not dated beyond the skew into the future.
+fn check_time(p: &Parsed, now: SystemTime) -> Result<(), AuthError> {
     let signed_at =
         parse_amz_date(&p.date).ok_or_else(|| AuthError::Malformed("bad X-Amz-Date".into()))?;
     match p.expires {
@@ -228,6 +270,12 @@ pub fn verify(
             }
         }
     }
+    Ok(())
+}
+
+/// The scope is `DATE/REGION/SERVICE/aws4_request` with the request's date,
+/// and `host` is signed; the signed header names are lowercased.
+fn check_scope(p: &mut Parsed) -> Result<(), AuthError> {
     let scope_parts: Vec<&str> = p.scope.split('/').collect();
     if scope_parts.len() != 4
         || scope_parts[3] != "aws4_request"
@@ -243,37 +291,7 @@ pub fn verify(
     if !p.signed_headers.iter().any(|h| h == "host") {
         return Err(AuthError::Malformed("SignedHeaders must include host".into()));
     }
-    let payload = if p.presigned {
-        eliop2p_origin::sigv4::UNSIGNED_PAYLOAD.to_owned()
-    } else {
-        headers
-            .get("x-amz-content-sha256")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .unwrap_or_else(|| hex::encode(Sha256::digest(b"")))
-    };
-    let canonical = canonical_request(
-        method.as_str(),
-        uri.path(),
-        &canonical_query(&pairs, p.presigned),
-        headers,
-        &p.signed_headers,
-        &payload,
-    )
-    .map_err(|h| AuthError::Malformed(format!("signed header {h} is missing")))?;
-    let expected = signature(secret, &p.date, &p.scope, &canonical);
-    let given = p.signature.to_ascii_lowercase();
-    let same = expected.len() == given.len()
-        && expected
-            .bytes()
-            .zip(given.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
-        Ok(p.access)
-    } else {
-        Err(AuthError::BadSignature)
-    }
+    Ok(())
 }
 
 #[cfg(test)]
