@@ -133,11 +133,14 @@ pub fn run() -> anyhow::Result<()> {
             let ideal = cfg.object_bytes as f64 / rate.min(origin);
             let r = simulate_with_progress(&cfg, progress_every, &mut |p| {
                 eprintln!(
-                    "progress: {n} nodes x {gib} GiB: {} events, virtual {:.1} s ({:.2}x ideal), {} of {n} nodes done, wall {:.0} s",
+                    "progress: {n} nodes x {gib} GiB: {} events, virtual {:.1} s ({:.2}x ideal), {} of {n} nodes done, origin sent {} MiB, slowest node holds {} MiB ({:.2} s behind the origin at the node rate), wall {:.0} s",
                     p.events,
                     p.secs,
                     p.secs / ideal,
                     p.nodes_done,
+                    p.origin_bytes >> 20,
+                    p.slowest_bytes >> 20,
+                    p.origin_bytes.saturating_sub(p.slowest_bytes) as f64 / rate,
                     t0.elapsed().as_secs_f64()
                 )
             });

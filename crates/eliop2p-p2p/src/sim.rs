@@ -243,6 +243,11 @@ pub struct Progress {
     pub secs: f64,
     /// Nodes that hold the whole object.
     pub nodes_done: usize,
+    /// Bytes the origin has sent, and the fewest bytes of the object any node
+    /// holds: a run whose slowest node stays a short way behind the origin all
+    /// along ends near the origin's own time, before the run is over.
+    pub origin_bytes: u64,
+    pub slowest_bytes: u64,
 }
 
 /// Runs the swarm; `cfg` must pass `SimConfig::check` (a panic otherwise).

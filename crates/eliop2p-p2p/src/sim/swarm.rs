@@ -132,6 +132,8 @@ impl<'a> Swarm<'a> {
                     events: self.report.events,
                     secs: now as f64 / 1e6,
                     nodes_done: self.cfg.nodes - self.remaining_nodes,
+                    origin_bytes: self.report.origin_bytes,
+                    slowest_bytes: self.slowest_bytes(),
                 });
             }
             self.report.kinds[ev.kind()] += 1;
@@ -185,6 +187,22 @@ impl<'a> Swarm<'a> {
         r.refused = r.kinds[3];
         r.owned = (0..self.cfg.nodes).map(|i| self.chunks.iter().filter(|c| c.owner == i).count() as u32).collect();
         r
+    }
+
+    /// The fewest bytes of the object a node holds (a pass over every chunk's
+    /// bitmaps: for progress lines, millions of events apart).
+    fn slowest_bytes(&self) -> u64 {
+        (0..self.cfg.nodes)
+            .map(|node| {
+                (0..self.num_chunks)
+                    .map(|c| {
+                        let have = self.chunks[c].have[node];
+                        (0..self.shape.pieces_of(c)).filter(|p| have >> p & 1 == 1).map(|p| self.shape.piece_len(c, p)).sum::<u64>()
+                    })
+                    .sum::<u64>()
+            })
+            .min()
+            .unwrap_or(0)
     }
 
     /// What a peer's bitmap says about a chunk (a bit per piece; a complete

@@ -317,9 +317,13 @@ fn progress_reports_each_block_of_events_without_changing_the_run() {
     for (i, p) in seen.iter().enumerate() {
         assert_eq!(p.events, (i as u64 + 1) * 1000);
         assert!(p.nodes_done <= cfg.nodes);
+        // No node holds a byte the origin has not sent (every chunk is read once).
+        assert!(p.slowest_bytes <= p.origin_bytes && p.origin_bytes <= cfg.object_bytes, "{p:?}");
     }
     assert!(seen.windows(2).all(|w| w[0].secs <= w[1].secs && w[0].nodes_done <= w[1].nodes_done));
+    assert!(seen.windows(2).all(|w| w[0].origin_bytes <= w[1].origin_bytes && w[0].slowest_bytes <= w[1].slowest_bytes));
     let last = seen.last().expect("a 16-node run has thousands of events");
+    assert!(last.slowest_bytes > 0, "{last:?}");
     assert!(last.secs <= r.finish.iter().copied().fold(0.0, f64::max));
     let plain = simulate(&cfg);
     assert_eq!((plain.finish, plain.events, plain.origin_bytes), (r.finish, r.events, r.origin_bytes));
