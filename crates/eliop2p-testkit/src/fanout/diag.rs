@@ -12,7 +12,8 @@ use crate::netbed::NetBed;
 /// Watches the origin's bytes sent (`origin_sent`, `before` at the start) until
 /// they reach `size`; returns the seconds since `start` that took (`None` after
 /// 900 s). With `FANOUT_TIMELINE`, prints the origin's rate and the clients'
-/// in-order bytes (`progress`) every 500 ms.
+/// in-order bytes (`progress`) every 500 ms, and when the origin's first byte
+/// and the clients' first bytes went out (the run's start-up).
 pub(super) fn watch_origin(
     origin_sent: Arc<AtomicU64>,
     before: u64,
@@ -23,11 +24,16 @@ pub(super) fn watch_origin(
     let timeline = std::env::var_os("FANOUT_TIMELINE").is_some();
     tokio::spawn(async move {
         let mut last = (Instant::now(), 0u64);
+        let mut origin_first = false;
+        let mut client_first: Vec<Option<f64>> = vec![None; progress.len()];
         while origin_sent.load(Relaxed) - before < size {
             if start.elapsed() > Duration::from_secs(900) {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
+            if timeline {
+                first_bytes(&origin_sent, before, &progress, &mut origin_first, &mut client_first, start);
+            }
             if timeline && last.0.elapsed() >= Duration::from_millis(500) {
                 let sent = origin_sent.load(Relaxed) - before;
                 let got: Vec<u64> = progress.iter().map(|p| p.load(Relaxed)).collect();
@@ -45,6 +51,36 @@ pub(super) fn watch_origin(
         }
         Some(start.elapsed().as_secs_f64())
     })
+}
+
+/// Prints when the origin sent its first byte, and once every client has bytes,
+/// when the first and the last got their first (to 5 ms, the watcher's tick).
+fn first_bytes(
+    origin_sent: &AtomicU64,
+    before: u64,
+    progress: &[Arc<AtomicU64>],
+    origin_first: &mut bool,
+    client_first: &mut [Option<f64>],
+    start: Instant,
+) {
+    let t = start.elapsed().as_secs_f64() * 1e3;
+    if !*origin_first && origin_sent.load(Relaxed) > before {
+        *origin_first = true;
+        eprintln!("t={t:.0}ms the origin's first body byte");
+    }
+    if client_first.iter().all(Option::is_some) {
+        return;
+    }
+    for (f, p) in client_first.iter_mut().zip(progress) {
+        if f.is_none() && p.load(Relaxed) > 0 {
+            *f = Some(t);
+        }
+    }
+    if client_first.iter().all(Option::is_some) {
+        let times: Vec<f64> = client_first.iter().flatten().copied().collect();
+        let (lo, hi) = times.iter().fold((f64::MAX, 0.0f64), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        eprintln!("clients' first body bytes: the first at {lo:.0} ms, the last at {hi:.0} ms");
+    }
 }
 
 /// Prints the kernel's TCP counters summed over every host namespace (hosts
