@@ -578,11 +578,6 @@ fn bitmap(shared: &P2pShared, id: &ChunkId) -> Option<Bitmap> {
     })
 }
 
-/// One piece's bytes from wherever this node holds the chunk, with the upload slot
-/// it is sent under. A piece of a fill from the origin that is not there yet is
-/// awaited (up to the piece timeout) before a slot is taken; a fill fed by peers
-/// answers only with what it has. No slot within `SLOT_WAIT`: `Busy`, so the asker
-/// takes the piece from another peer instead of queueing behind this uplink.
 /// How long a piece request waits for an upload slot before it is answered busy
 /// (the simulator waits as long).
 pub const SLOT_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
@@ -594,31 +589,39 @@ struct UploadSlot {
     _conn: OwnedSemaphorePermit,
 }
 
+type Refusal = (Reason, String);
+
+/// One piece's bytes from wherever this node holds the chunk, with the upload slot
+/// it is sent under. A piece of a fill from the origin that is not there yet is
+/// awaited (up to the piece timeout) before a slot is taken; a fill fed by peers
+/// answers only with what it has. No slot within `SLOT_WAIT`: `Busy`, so the asker
+/// takes the piece from another peer instead of queueing behind this uplink.
 async fn serve_piece(
     shared: &P2pShared,
     conn_slots: &Arc<tokio::sync::Semaphore>,
     id: &ChunkId,
     piece: u32,
-) -> Result<(Vec<Bytes>, Option<[u8; 32]>, UploadSlot), (Reason, String)> {
-    // A slot that frees within `SLOT_WAIT` is taken (on a fast link slots turn
-    // over in microseconds; a lone downloader is never turned away); beyond that
-    // the asker is better served by another peer.
-    let slot = || async {
-        let both = async {
-            let conn = conn_slots.clone().acquire_owned().await.ok()?;
-            let node = shared.upload_slots.clone().acquire_owned().await.ok()?;
-            Some(UploadSlot { _node: node, _conn: conn })
-        };
-        match tokio::time::timeout(SLOT_WAIT, both).await {
-            Ok(Some(s)) => Ok(s),
-            _ => Err((Reason::Busy, "upload slots full".to_owned())),
-        }
-    };
+) -> Result<(Vec<Bytes>, Option<[u8; 32]>, UploadSlot), Refusal> {
     let held = shared
         .cache
         .peek(id)
         .ok_or((Reason::NotFound, "chunk not held".to_owned()))?;
-    let len = match &held {
+    let (start, end) = admit(shared, id, piece, &held)?;
+    let (data, hash, slot) = read_piece(shared, conn_slots, held, piece, start, end).await?;
+    // Never a frame whose bytes fall short of the piece: its hash would make
+    // the asker count the holder as corrupt, and nothing here is.
+    let got: u64 = data.iter().map(|b| b.len() as u64).sum();
+    if got != end - start {
+        return Err((Reason::Internal, format!("piece {piece}: {got} of {} bytes at hand", end - start)));
+    }
+    Ok((data, hash, slot))
+}
+
+/// Whether this node serves `piece` of `held` now, and its byte range: a piece
+/// within the chunk, not refused to keep slots for this node's origin fills, and
+/// (when this node seeds the chunk) not deferred to the swarm by the seeding rule.
+fn admit(shared: &P2pShared, id: &ChunkId, piece: u32, held: &Held) -> Result<(u64, u64), Refusal> {
+    let len = match held {
         Held::Memory(c) => c.data.len(),
         Held::Disk(d) => d.len,
         Held::Filling(f) => f.expected_len(),
@@ -631,7 +634,7 @@ async fn serve_piece(
         ));
     }
     let end = (start + PIECE_SIZE).min(len);
-    let seeding = !matches!(&held, Held::Filling(f) if f.from_peer());
+    let seeding = !matches!(held, Held::Filling(f) if f.from_peer());
     if !seeding
         && crate::keeps_slots_for_fills(
             shared.origin_fills.load(std::sync::atomic::Ordering::Relaxed) > 0,
@@ -644,11 +647,40 @@ async fn serve_piece(
     if seeding && !shared.seed_copy(id, piece) {
         return Err((Reason::Busy, "deferred: sent to the swarm already".to_owned()));
     }
-    let served = match held {
+    Ok((start, end))
+}
+
+/// An upload slot and one of the connection's: one that frees within
+/// `SLOT_WAIT` is taken (on a fast link slots turn over in microseconds; a lone
+/// downloader is never turned away); beyond that the asker is better served by
+/// another peer.
+async fn take_slot(shared: &P2pShared, conn_slots: &Arc<tokio::sync::Semaphore>) -> Result<UploadSlot, Refusal> {
+    let both = async {
+        let conn = conn_slots.clone().acquire_owned().await.ok()?;
+        let node = shared.upload_slots.clone().acquire_owned().await.ok()?;
+        Some(UploadSlot { _node: node, _conn: conn })
+    };
+    match tokio::time::timeout(SLOT_WAIT, both).await {
+        Ok(Some(s)) => Ok(s),
+        _ => Err((Reason::Busy, "upload slots full".to_owned())),
+    }
+}
+
+/// The bytes of `start..end` (piece `piece`) of `held`, with the piece's hash
+/// and the slot taken to send them.
+async fn read_piece(
+    shared: &P2pShared,
+    conn_slots: &Arc<tokio::sync::Semaphore>,
+    held: Held,
+    piece: u32,
+    start: u64,
+    end: u64,
+) -> Result<(Vec<Bytes>, Option<[u8; 32]>, UploadSlot), Refusal> {
+    match held {
         // Memory chunks carry their piece hashes: no hashing to serve them.
         // The piece's bytes as the chunk's buffers hold them, without a copy.
         Held::Memory(c) => {
-            let slot = slot().await?;
+            let slot = take_slot(shared, conn_slots).await?;
             Ok((
                 c.data.slices(start, end).collect(),
                 c.piece_hashes.get(piece as usize).copied(),
@@ -658,7 +690,7 @@ async fn serve_piece(
         // The header's piece hash: the read was checked against it, so the
         // piece is not hashed a second time to frame it.
         Held::Disk(d) => {
-            let slot = slot().await?;
+            let slot = take_slot(shared, conn_slots).await?;
             d.read_range(start, end)
                 .await
                 .map(|b| (vec![b], d.piece_hash(piece), slot))
@@ -668,7 +700,7 @@ async fn serve_piece(
         }
         // A piece the fill has is sent now, whichever way it came; a fill fed by
         // peers awaits no other.
-        Held::Filling(f) if let Some((data, hash)) = f.piece_now(piece) => Ok((data, Some(hash), slot().await?)),
+        Held::Filling(f) if let Some((data, hash)) = f.piece_now(piece) => Ok((data, Some(hash), take_slot(shared, conn_slots).await?)),
         Held::Filling(f) if f.from_peer() => Err((Reason::NotFound, "piece not here yet".to_owned())),
         Held::Filling(f) => {
             let mut reader = FillReader::new(f.clone(), start, end);
@@ -677,25 +709,16 @@ async fn serve_piece(
                 while let Some(b) = reader.next().await {
                     out.push(b.map_err(|e| (Reason::NotFound, e.to_string()))?);
                 }
-                Ok::<_, (Reason, String)>(())
+                Ok::<_, Refusal>(())
             };
             match tokio::time::timeout(shared.cfg.piece_timeout, read).await {
                 // The writer hashed the piece as it arrived.
                 Ok(r) => {
                     r?;
-                    Ok((out, f.piece_hash(piece), slot().await?))
+                    Ok((out, f.piece_hash(piece), take_slot(shared, conn_slots).await?))
                 }
                 Err(_) => Err((Reason::Timeout, "piece not filled in time".to_owned())),
             }
         }
-    };
-    // Never a frame whose bytes fall short of the piece: its hash would make
-    // the asker count the holder as corrupt, and nothing here is.
-    match served {
-        Ok((data, ..)) if data.iter().map(|b| b.len() as u64).sum::<u64>() != end - start => Err((
-            Reason::Internal,
-            format!("piece {piece}: {} of {} bytes at hand", data.iter().map(Bytes::len).sum::<usize>(), end - start),
-        )),
-        other => other,
     }
 }
