@@ -36,7 +36,8 @@ byte, the model of the results before 2026-12-05 (it ranked 8 upload slots over
 SIM_TIMELINE=1 prints refusals by reason, events by kind, delivery per 500 ms,
 the slowest nodes, and the most bytes a node held that no other node held yet.
 SIM_PROGRESS=N prints a line to stderr every N events (virtual time, nodes done,
-wall time): for runs of hours.";
+what the origin sent, the fewest bytes a node holds and its lag behind the
+origin, wall time): for runs of hours.";
 
 const VALUES: &[&str] = &[
     "nodes", "sizes-gib", "rate-mbit", "origin-mbit", "latency-us", "window", "slots", "slot-wait-ms", "slot-release-kib",
