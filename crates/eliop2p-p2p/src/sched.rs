@@ -201,6 +201,12 @@ pub struct Scheduler<P> {
     last_progress: Duration,
     /// The time of the last `poll`.
     last_poll: Duration,
+    /// No asked peer can have stalled before this time, and no piece asked be
+    /// overdue (lower bounds: a poll before them skips its scan of the asked
+    /// peers, which was a tenth of a 1,000-node simulation). `ask` lowers them;
+    /// a piece or a failure only moves the true times later.
+    stall_scan_at: Duration,
+    overdue_scan_at: Duration,
 }
 
 impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
@@ -221,6 +227,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             rng: seed | 1,
             last_progress: now,
             last_poll: now,
+            stall_scan_at: Duration::ZERO,
+            overdue_scan_at: Duration::ZERO,
         }
     }
 
@@ -510,17 +518,21 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         self.check_lists();
         // 1. Stalled peers are dropped from this round; their pieces go elsewhere.
         let stall = self.cfg.stall;
-        let mut stalled: Vec<P> = self
-            .asked
-            .iter()
-            .copied()
-            .filter(|p| {
+        let mut stalled: Vec<P> = Vec::new();
+        if now >= self.stall_scan_at {
+            let mut next = Duration::MAX;
+            for p in &self.asked {
                 let s = &self.peers[p];
                 let oldest = s.inflight.iter().map(|(_, t)| *t).min().unwrap_or(now);
                 let heard = s.last_arrival.map_or(oldest, |t| t.max(oldest));
-                now.saturating_sub(heard) >= stall
-            })
-            .collect();
+                if now.saturating_sub(heard) >= stall {
+                    stalled.push(*p);
+                } else {
+                    next = next.min(heard + stall);
+                }
+            }
+            self.stall_scan_at = next;
+        }
         stalled.sort_unstable();
         for p in stalled {
             let s = self.peers.get_mut(&p).expect("listed above");
@@ -541,7 +553,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         // 2-3. Requests: only when there is room for one, or a piece is overdue
         // (ranking the pieces is most of a poll's cost, and most polls follow an
         // answer that freed no room).
-        if self.inflight() < self.cfg.total || self.any_overdue(now) {
+        if self.inflight() < self.cfg.total || now >= self.overdue_scan_at && self.any_overdue(now) {
             self.request_pieces(now, &mut out);
         }
         // 4. Bitmap refreshes of swarm peers: a standing query to each one not
@@ -576,14 +588,21 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         out
     }
 
-    /// Whether a piece asked of some peer is past its deadline.
-    fn any_overdue(&self, now: Duration) -> bool {
-        self.asked.iter().map(|p| &self.peers[p]).any(|s| {
-            s.inflight
-                .iter()
-                .enumerate()
-                .any(|(pos, (_, asked))| self.deadline(s, pos, *asked) <= now)
-        })
+    /// Whether a piece asked of some peer is past its deadline. When none is,
+    /// `overdue_scan_at` becomes the earliest time one can be: a deadline is at
+    /// least `min_deadline` after its ask, whatever the peer's rate does.
+    fn any_overdue(&mut self, now: Duration) -> bool {
+        let mut next = Duration::MAX;
+        for s in self.asked.iter().map(|p| &self.peers[p]) {
+            for (pos, (_, asked)) in s.inflight.iter().enumerate() {
+                if self.deadline(s, pos, *asked) <= now {
+                    return true;
+                }
+                next = next.min(*asked + self.cfg.min_deadline);
+            }
+        }
+        self.overdue_scan_at = next;
+        false
     }
 
     /// New requests, rarest first, and second copies of overdue pieces in the
@@ -603,16 +622,20 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         let wanted: Vec<u32> = (0..self.have.len() as u32)
             .filter(|&i| !self.have[i as usize])
             .collect();
-        let mut order: Vec<(u32, u64, u32)> = wanted
-            .iter()
-            .map(|&i| (avail[i as usize], self.random(), i))
-            .collect();
-        order.sort_unstable();
         // Only pieces some peer has and nobody is fetching can be asked for (the
         // lists shrink as pieces are asked: each peer scans what is left, not
-        // every wanted piece).
+        // every wanted piece). Every wanted piece draws its tie-break, askable or
+        // not, so that what follows draws the same numbers either way.
+        let mut order: Vec<(u32, u64, u32)> = Vec::with_capacity(wanted.len());
+        for &i in &wanted {
+            let r = self.random();
+            if self.copies.of(i) == 0 && avail[i as usize] > 0 {
+                order.push((avail[i as usize], r, i));
+            }
+        }
+        order.sort_unstable();
         let askable = |i: &u32| self.copies.of(*i) == 0 && avail[*i as usize] > 0;
-        let mut order: Vec<u32> = order.into_iter().map(|(_, _, i)| i).filter(askable).collect();
+        let mut order: Vec<u32> = order.into_iter().map(|(_, _, i)| i).collect();
         let mut wanted: Vec<u32> = wanted.into_iter().filter(askable).collect();
         // The same pieces as a set: a swarm peer with none of them is passed over
         // without a scan (most of them, at hundreds of nodes).
@@ -706,7 +729,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         let s = self.peers.get_mut(&p).expect("a known peer");
         if s.inflight.is_empty() {
             self.asked.push(p);
+            // Heard from at `now` at the latest (a first ask), so stalled at
+            // `now + stall` at the earliest.
+            self.stall_scan_at = self.stall_scan_at.min(now + self.cfg.stall);
         }
+        self.overdue_scan_at = self.overdue_scan_at.min(now + self.cfg.min_deadline);
         for &i in &pieces {
             s.inflight.push((i, now));
             self.copies.asked(i);

@@ -4,13 +4,49 @@
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Bits {
-    words: Vec<u64>,
+    words: Words,
     len: usize,
+}
+
+/// The words of a set: one word (a chunk of up to 64 pieces, 16 MiB of 256 KiB
+/// pieces) is held inline, so the bitmaps a download makes and replaces at every
+/// have-announcement cost no allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Words {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Default for Words {
+    fn default() -> Self {
+        Words::One(0)
+    }
+}
+
+impl std::ops::Deref for Words {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        match self {
+            Words::One(w) => std::slice::from_ref(w),
+            Words::Many(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Words {
+    fn deref_mut(&mut self) -> &mut [u64] {
+        match self {
+            Words::One(w) => std::slice::from_mut(w),
+            Words::Many(v) => v,
+        }
+    }
 }
 
 impl Bits {
     pub(super) fn new(len: usize) -> Self {
-        Self { words: vec![0; len.div_ceil(64)], len }
+        let n = len.div_ceil(64);
+        let words = if n <= 1 { Words::One(0) } else { Words::Many(vec![0; n]) };
+        Self { words, len }
     }
 
     pub(super) fn from_bools(len: usize, have: &[bool]) -> Self {
@@ -58,13 +94,13 @@ impl Bits {
 
     /// Whether some index is in both sets.
     pub(super) fn intersects(&self, other: &Bits) -> bool {
-        self.words.iter().zip(&other.words).any(|(a, b)| a & b != 0)
+        self.words.iter().zip(other.words.iter()).any(|(a, b)| a & b != 0)
     }
 
     /// The indexes in one set and not the other (both of one length), with
     /// whether `other` has them.
     pub(super) fn changes<'a>(&'a self, other: &'a Bits) -> impl Iterator<Item = (usize, bool)> + 'a {
-        self.words.iter().zip(&other.words).enumerate().flat_map(|(w, (&a, &b))| {
+        self.words.iter().zip(other.words.iter()).enumerate().flat_map(|(w, (&a, &b))| {
             let mut diff = a ^ b;
             std::iter::from_fn(move || {
                 (diff != 0).then(|| {
