@@ -86,7 +86,7 @@ pub struct SimReport {
 }
 
 /// The kinds of events the simulator runs, in `SimReport::kinds` order.
-pub const EVENT_KINDS: [&str; 9] = ["poll", "flow end (some superseded)", "request", "refusal", "bitmap", "tracker", "origin read", "slot wait over", "slot freed (some superseded)"];
+pub const EVENT_KINDS: [&str; 9] = ["poll", "flow end", "request", "refusal", "bitmap", "tracker", "origin read", "slot wait over", "slot freed"];
 
 mod links;
 mod queue;
@@ -96,7 +96,8 @@ use queue::Time;
 #[derive(Debug)]
 enum Ev {
     Poll(usize, usize, Time),
-    FlowDone(usize, u32),
+    /// A flow's last byte crossed (a timer: `Ev::timer`).
+    FlowDone(usize),
     Request { from: usize, to: usize, chunk: usize, piece: u32 },
     Reply { to: usize, from: usize, chunk: usize, piece: u32, why: Failure },
     Bitmap { to: usize, from: usize, chunk: usize },
@@ -104,11 +105,26 @@ enum Ev {
     OriginNext(usize),
     /// A request queued for an upload slot at `at` waited `slot_wait`.
     SlotWaitOver { at: usize, asker: usize, chunk: usize, piece: u32 },
-    /// A flow is down to `slot_release_bytes`: its uploader's slot is free.
-    SlotFree(usize, u32),
+    /// A flow is down to `slot_release_bytes`: its uploader's slot is free (a
+    /// timer).
+    SlotFree(usize),
 }
 
 impl Ev {
+    /// The timer ids of a flow's two timed events.
+    fn flow_done_timer(flow: usize) -> usize {
+        2 * flow
+    }
+
+    fn slot_free_timer(flow: usize) -> usize {
+        2 * flow + 1
+    }
+
+    /// The event a timer id stands for.
+    fn timer(id: usize) -> Ev {
+        if id.is_multiple_of(2) { Ev::FlowDone(id / 2) } else { Ev::SlotFree(id / 2) }
+    }
+
     /// Its index in `EVENT_KINDS`.
     fn kind(&self) -> usize {
         match self {

@@ -24,9 +24,6 @@ pub(super) struct Flow {
     remaining: f64,
     rate: f64,
     since: Time,
-    /// Raised at every rate change: a `FlowDone` or `SlotFree` of an older
-    /// version is stale.
-    version: u32,
     live: bool,
     /// Bytes left at which the uploader's slot is freed (0: at the end).
     release: f64,
@@ -86,17 +83,14 @@ impl Links {
             remaining: bytes as f64,
             rate: 0.0,
             since: now,
-            version: 0,
             live: true,
             release: release as f64,
             released: false,
         };
         let fi = match self.free.pop() {
             Some(i) => {
-                // Versions keep rising across reuse of a slot, so a stale
-                // completion of the slot's previous flow never matches.
-                let version = self.flows[i].version + 1;
-                self.flows[i] = Flow { version, ..f };
+                // The slot's previous flow left no timer set (`finish`).
+                self.flows[i] = f;
                 i
             }
             None => {
@@ -109,13 +103,12 @@ impl Links {
         self.reshare(q, now, from, to);
     }
 
-    /// The flow of a `FlowDone` event, if the event is its latest: the flow is
-    /// off its links (the others on them reshared) and its slot free.
-    pub(super) fn finish(&mut self, q: &mut Queue<Ev>, now: Time, fi: usize, version: u32) -> Option<&Flow> {
+    /// The flow of a `FlowDone` event, off its links now (the others on them
+    /// reshared), its slot free.
+    pub(super) fn finish(&mut self, q: &mut Queue<Ev>, now: Time, fi: usize) -> &Flow {
+        q.cancel_timer(Ev::slot_free_timer(fi));
         let f = &mut self.flows[fi];
-        if !f.live || f.version != version {
-            return None;
-        }
+        assert!(f.live, "a FlowDone of flow {fi}, which ended");
         // The flow moved all its bytes (up to the microsecond rounding of its
         // completion time).
         let left = f.remaining - f.rate * (now - f.since) as f64 / 1e6;
@@ -126,23 +119,21 @@ impl Links {
         self.up[from].retain(|x| *x != fi);
         self.down[to].retain(|x| *x != fi);
         self.reshare(q, now, from, to);
-        Some(&self.flows[fi])
+        &self.flows[fi]
     }
 
-    /// The uploader of the flow of a `SlotFree` event, if the event is its
-    /// latest and the slot is still held (it is then free).
-    pub(super) fn free_slot(&mut self, fi: usize, version: u32) -> Option<usize> {
+    /// The uploader of the flow of a `SlotFree` event (its slot is free now).
+    pub(super) fn free_slot(&mut self, fi: usize) -> usize {
         let f = &mut self.flows[fi];
-        if !f.live || f.version != version || f.released {
-            return None;
-        }
+        assert!(f.live && !f.released, "a SlotFree of flow {fi}, which ended or freed its slot");
         f.released = true;
-        Some(f.from)
+        f.from
     }
 
     /// New rates for the flows on `from`'s uplink and `to`'s downlink, max-min
     /// fair over what the other flows (held at their rates) leave of each link
-    /// they cross; a flow whose rate changed gets a new `FlowDone`.
+    /// they cross; a flow whose rate changed has its `FlowDone` (and
+    /// `SlotFree`) timers moved.
     fn reshare(&mut self, q: &mut Queue<Ev>, now: Time, from: usize, to: usize) {
         let mut v = std::mem::take(&mut self.changed);
         v.clear();
@@ -197,16 +188,21 @@ impl Links {
             f.remaining -= f.rate * (now - f.since) as f64 / 1e6;
             f.since = now;
             f.rate = r;
-            f.version += 1;
             // A flow left nothing by flows held elsewhere waits for the next
             // change at one of its links (which reshares it).
+            let (done, free) = (Ev::flow_done_timer(fi), Ev::slot_free_timer(fi));
             if r > 0.0 {
                 let left = (f.remaining.max(0.0) / r * 1e6) as Time;
-                q.push(now + left + 1, Ev::FlowDone(fi, f.version));
+                q.set_timer(done, now + left + 1);
                 if f.release > 0.0 && !f.released {
                     let until = ((f.remaining - f.release).max(0.0) / r * 1e6) as Time;
-                    q.push(now + until, Ev::SlotFree(fi, f.version));
+                    q.set_timer(free, now + until);
+                } else {
+                    q.cancel_timer(free);
                 }
+            } else {
+                q.cancel_timer(done);
+                q.cancel_timer(free);
             }
         }
         if cfg!(debug_assertions) {

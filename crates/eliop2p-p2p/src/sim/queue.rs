@@ -7,7 +7,12 @@
 //! (flow ends, a download's timer) go to the heap. With every event in the heap,
 //! `pop` was a fifth of a 1,000-node run: the heap held millions of entries.
 //! The order is exactly the heap's: a pop takes the least (time, sequence) over
-//! the heap's top and the FIFOs' fronts.
+//! the heap's top, the FIFOs' fronts and the timers' top.
+//!
+//! Timers are events of which at most one per id is pending, moved or
+//! cancelled in place: a flow's end and its upload slot's release, which move
+//! at every rate change on the flow's links. As heap events, each move left a
+//! superseded entry behind, a fifth of all the events a run popped.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -27,10 +32,13 @@ pub(super) struct Queue<E> {
     free: Vec<usize>,
     /// (delay, events pushed that far after the time they were pushed at).
     fifos: Vec<(Time, Fifo<E>)>,
+    timers: Timers,
+    /// The event a timer's id stands for.
+    timer_event: fn(usize) -> E,
 }
 
 impl<E> Queue<E> {
-    pub(super) fn new(delays: &[Time]) -> Self {
+    pub(super) fn new(delays: &[Time], timer_event: fn(usize) -> E) -> Self {
         let mut d = delays.to_vec();
         d.sort_unstable();
         d.dedup();
@@ -41,7 +49,21 @@ impl<E> Queue<E> {
             slab: Vec::new(),
             free: Vec::new(),
             fifos: d.into_iter().map(|d| (d, VecDeque::new())).collect(),
+            timers: Timers::default(),
+            timer_event,
         }
+    }
+
+    /// Sets timer `id` to `at` (its place among events at the same time is
+    /// that of an event pushed now), moving it if it was set.
+    pub(super) fn set_timer(&mut self, id: usize, at: Time) {
+        let seq = self.next_seq();
+        debug_assert!(at >= self.now, "a timer in the past");
+        self.timers.set(id, at, seq);
+    }
+
+    pub(super) fn cancel_timer(&mut self, id: usize) {
+        self.timers.cancel(id);
     }
 
     /// The sequence number the next push would take (taken now: a caller that
@@ -82,23 +104,127 @@ impl<E> Queue<E> {
     }
 
     pub(super) fn pop(&mut self) -> Option<(Time, E)> {
-        let mut best: Option<((Time, u64), Option<usize>)> = self.heap.peek().map(|Reverse((t, s, _))| ((*t, *s), None));
+        // The source of the least: the heap, a FIFO, or the timers.
+        enum From {
+            Heap,
+            Fifo(usize),
+            Timer,
+        }
+        let mut best: Option<((Time, u64), From)> = self.heap.peek().map(|Reverse((t, s, _))| ((*t, *s), From::Heap));
         for (k, (_, f)) in self.fifos.iter().enumerate() {
             if let Some((t, s, _)) = f.front()
-                && best.is_none_or(|(b, _)| (*t, *s) < b)
+                && best.as_ref().is_none_or(|(b, _)| (*t, *s) < *b)
             {
-                best = Some(((*t, *s), Some(k)));
+                best = Some(((*t, *s), From::Fifo(k)));
             }
+        }
+        if let Some(&(t, s, _)) = self.timers.heap.first()
+            && best.as_ref().is_none_or(|(b, _)| (t, s) < *b)
+        {
+            best = Some(((t, s), From::Timer));
         }
         let ((at, _), from) = best?;
         self.now = at;
         match from {
-            Some(k) => self.fifos[k].1.pop_front().map(|(t, _, e)| (t, e)),
-            None => {
+            From::Fifo(k) => self.fifos[k].1.pop_front().map(|(t, _, e)| (t, e)),
+            From::Heap => {
                 let Reverse((t, _, i)) = self.heap.pop().expect("peeked");
                 self.free.push(i);
                 Some((t, self.slab[i].take().expect("a pushed event")))
             }
+            From::Timer => {
+                let (t, _, id) = self.timers.remove_at(0);
+                Some((t, (self.timer_event)(id)))
+            }
+        }
+    }
+}
+
+const UNSET: usize = usize::MAX;
+
+/// A binary min-heap of (time, sequence, id) that knows where each id sits, so
+/// that a timer moves or goes in O(log n) and never leaves a stale entry.
+#[derive(Default)]
+struct Timers {
+    heap: Vec<(Time, u64, usize)>,
+    /// Per id, its index in `heap`, or `UNSET`.
+    pos: Vec<usize>,
+}
+
+impl Timers {
+    fn set(&mut self, id: usize, at: Time, seq: u64) {
+        if id >= self.pos.len() {
+            self.pos.resize(id + 1, UNSET);
+        }
+        let i = self.pos[id];
+        if i == UNSET {
+            self.heap.push((at, seq, id));
+            self.pos[id] = self.heap.len() - 1;
+            self.up(self.heap.len() - 1);
+        } else {
+            self.heap[i] = (at, seq, id);
+            let i = self.up(i);
+            self.down(i);
+        }
+    }
+
+    fn cancel(&mut self, id: usize) {
+        if let Some(&i) = self.pos.get(id)
+            && i != UNSET
+        {
+            self.remove_at(i);
+        }
+    }
+
+    fn remove_at(&mut self, i: usize) -> (Time, u64, usize) {
+        let last = self.heap.len() - 1;
+        self.swap(i, last);
+        let out = self.heap.pop().expect("an entry at i");
+        self.pos[out.2] = UNSET;
+        if i < self.heap.len() {
+            let i = self.up(i);
+            self.down(i);
+        }
+        out
+    }
+
+    fn key(&self, i: usize) -> (Time, u64) {
+        (self.heap[i].0, self.heap[i].1)
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.pos[self.heap[a].2] = a;
+        self.pos[self.heap[b].2] = b;
+    }
+
+    /// Moves entry `i` towards the root while it is less than its parent;
+    /// returns where it ends.
+    fn up(&mut self, mut i: usize) -> usize {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.key(i) >= self.key(parent) {
+                break;
+            }
+            self.swap(i, parent);
+            i = parent;
+        }
+        i
+    }
+
+    fn down(&mut self, mut i: usize) {
+        loop {
+            let mut least = i;
+            for c in [2 * i + 1, 2 * i + 2] {
+                if c < self.heap.len() && self.key(c) < self.key(least) {
+                    least = c;
+                }
+            }
+            if least == i {
+                return;
+            }
+            self.swap(i, least);
+            i = least;
         }
     }
 }
@@ -110,7 +236,7 @@ mod tests {
     /// Events come out in (time, push order), whichever way they went in.
     #[test]
     fn pops_in_time_then_push_order_across_fifos_and_heap() {
-        let mut q = Queue::new(&[0, 10, 20, 10]);
+        let mut q = Queue::new(&[0, 10, 20, 10], |_| "timer");
         q.push(10, "a"); // fifo 10
         q.push(5, "b"); // heap
         q.push(0, "c"); // fifo 0
@@ -127,5 +253,61 @@ mod tests {
             }
         }
         assert_eq!(out, vec![(0, "c"), (5, "b"), (5, "h"), (10, "a"), (10, "d"), (15, "g"), (20, "f"), (20, "e")]);
+    }
+
+    /// A timer pops once, at its latest time, in the place of an event pushed
+    /// when it was last set; a cancelled one never pops.
+    #[test]
+    fn timers_move_and_cancel_in_place() {
+        let names = |id: usize| ["t0", "t1", "t2", "t3"][id];
+        let mut q = Queue::new(&[5], names);
+        q.set_timer(0, 30);
+        q.set_timer(1, 10);
+        q.push(10, "e"); // heap, after t1
+        q.set_timer(2, 10); // after e
+        q.set_timer(3, 40);
+        q.set_timer(0, 10); // moved before t3, after t2
+        q.cancel_timer(3);
+        q.set_timer(1, 50); // moved last
+        q.cancel_timer(3); // cancelling twice is nothing
+        let mut out = Vec::new();
+        while let Some((t, e)) = q.pop() {
+            out.push((t, e));
+        }
+        assert_eq!(out, vec![(10, "e"), (10, "t2"), (10, "t0"), (50, "t1")]);
+        // Many timers moved at random come out sorted, each once.
+        let mut q = Queue::new(&[], |id| id);
+        let mut r = 7u64;
+        let mut want = vec![None; 200];
+        for _ in 0..2000 {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            let id = (r % 200) as usize;
+            if r.is_multiple_of(5) {
+                q.cancel_timer(id);
+                want[id] = None;
+            } else {
+                let at = r % 1000;
+                q.set_timer(id, at);
+                want[id] = Some(at);
+            }
+        }
+        let mut got = Vec::new();
+        while let Some((t, id)) = q.pop() {
+            got.push((t, id));
+        }
+        let mut expect: Vec<(u64, usize)> = want.iter().enumerate().filter_map(|(id, at)| at.map(|t| (t, id))).collect();
+        expect.sort_by_key(|(t, _)| *t);
+        assert_eq!(got.len(), expect.len());
+        assert!(got.windows(2).all(|w| w[0].0 <= w[1].0));
+        let mut ids: Vec<usize> = got.iter().map(|(_, id)| *id).collect();
+        ids.sort_unstable();
+        let mut want_ids: Vec<usize> = expect.iter().map(|(_, id)| *id).collect();
+        want_ids.sort_unstable();
+        assert_eq!(ids, want_ids);
+        for (t, id) in got {
+            assert_eq!(want[id], Some(t));
+        }
     }
 }

@@ -83,7 +83,7 @@ impl<'a> Swarm<'a> {
             slot_wait,
             // Distinct seeds give distinct runs (`seed | 1` made 2 and 3 the same).
             rng: (cfg.seed << 1) | 1,
-            q: Queue::new(&[0, lat, 2 * lat, slot_wait]),
+            q: Queue::new(&[0, lat, 2 * lat, slot_wait], Ev::timer),
             links: Links::new(n, cfg.node_rate, cfg.origin_rate),
             chunks: (0..num_chunks).map(|_| ChunkState::new(n)).collect(),
             downloads: (0..n).map(|_| HashMap::new()).collect(),
@@ -169,13 +169,12 @@ impl<'a> Swarm<'a> {
                         self.schedule_poll(now, to, chunk);
                     }
                 }
-                Ev::SlotFree(fi, version) => {
-                    if let Some(node) = self.links.free_slot(fi, version) {
-                        self.free_slot(now, node);
-                    }
+                Ev::SlotFree(fi) => {
+                    let node = self.links.free_slot(fi);
+                    self.free_slot(now, node);
                 }
-                Ev::FlowDone(fi, version) => {
-                    if self.flow_done(now, fi, version) {
+                Ev::FlowDone(fi) => {
+                    if self.flow_done(now, fi) {
                         break;
                     }
                 }
@@ -435,8 +434,8 @@ impl<'a> Swarm<'a> {
     }
 
     /// A piece has crossed; returns whether that was the last node's last piece.
-    fn flow_done(&mut self, now: Time, fi: usize, version: u32) -> bool {
-        let Some(f) = self.links.finish(&mut self.q, now, fi, version) else { return false };
+    fn flow_done(&mut self, now: Time, fi: usize) -> bool {
+        let f = self.links.finish(&mut self.q, now, fi);
         let (from, to, chunk, piece, released) = (f.from, f.to, f.chunk, f.piece, f.released);
         let len = self.shape.piece_len(chunk, piece);
         self.report.uploaded[from] += len;
