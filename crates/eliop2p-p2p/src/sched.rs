@@ -37,7 +37,9 @@ use std::time::Duration;
 
 mod bits;
 mod counts;
+mod peer;
 use bits::Bits;
+use peer::PeerState;
 use counts::{Copies, count_changes, count_pieces};
 
 #[derive(Clone, Debug)]
@@ -107,60 +109,6 @@ pub enum Failure {
     Deferred,
     /// The connection broke or sent a bad frame.
     Broken,
-}
-
-#[derive(Clone, Debug)]
-struct PeerState {
-    source: Source,
-    /// For swarm peers (seeds have everything), and what a filling seed's
-    /// bitmap shows filled.
-    have: Bits,
-    /// Pieces asked of this peer, with when they were asked, in the order the
-    /// peer serves them.
-    inflight: Vec<(u32, Duration)>,
-    /// Bytes/s this peer delivered to us, moving average (0 = not measured).
-    rate: f64,
-    last_arrival: Option<Duration>,
-    last_bitmap: Duration,
-    /// A standing query (`watch`) is out to this peer.
-    watching: bool,
-    /// Not asked before this time (busy or failed).
-    paused_until: Duration,
-    failures: u32,
-    /// Pieces this seed deferred, and until when they are not asked of it.
-    deferred: Vec<(u32, Duration)>,
-}
-
-impl PeerState {
-    /// Whether the peer can serve `piece` at `now`.
-    fn has(&self, piece: u32, now: Duration) -> bool {
-        if self.source == Source::Swarm {
-            return self.have.get(piece as usize);
-        }
-        !self.deferred.iter().any(|(p, until)| *p == piece && *until > now)
-    }
-
-    /// Up to `take` pieces to ask of this peer, from `order` (the askable pieces,
-    /// rarest first) and `wanted` (the same, in piece order). A seed is asked
-    /// only for pieces no swarm peer has (`swarm_has`), so its uplink carries few
-    /// copies of each. A seed still filling from the origin is asked for what its
-    /// bitmap shows filled (rarest first, so askers spread over all of it: in
-    /// fill order they all asked for the same next pieces and left the rest at
-    /// one copy), then in fill order for what comes next. A random piece far
-    /// beyond its fill would hold a request slot (and the seed's awaiting) for
-    /// seconds.
-    fn pick(&self, take: usize, order: &[u32], wanted: &[u32], swarm_has: &[bool], now: Duration) -> Vec<u32> {
-        let seed = self.source != Source::Swarm;
-        let filling = self.source == Source::Origin;
-        let filled = |i: &u32| self.have.get(*i as usize);
-        let candidates = (order.iter().copied())
-            .filter(|i| !filling || filled(i))
-            .chain(wanted.iter().copied().filter(|i| filling && !filled(i)));
-        candidates
-            .filter(|&i| self.has(i, now) && !(seed && swarm_has[i as usize]))
-            .take(take)
-            .collect()
-    }
 }
 
 /// What the caller should do now.

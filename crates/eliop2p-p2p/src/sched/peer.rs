@@ -1,0 +1,60 @@
+//! What a download knows of one peer, and which pieces it would ask of it.
+
+use std::time::Duration;
+
+use super::Source;
+use super::bits::Bits;
+
+#[derive(Clone, Debug)]
+pub(super) struct PeerState {
+    pub(super) source: Source,
+    /// For swarm peers (seeds have everything), and what a filling seed's
+    /// bitmap shows filled.
+    pub(super) have: Bits,
+    /// Pieces asked of this peer, with when they were asked, in the order the
+    /// peer serves them.
+    pub(super) inflight: Vec<(u32, Duration)>,
+    /// Bytes/s this peer delivered to us, moving average (0 = not measured).
+    pub(super) rate: f64,
+    pub(super) last_arrival: Option<Duration>,
+    pub(super) last_bitmap: Duration,
+    /// A standing query (`watch`) is out to this peer.
+    pub(super) watching: bool,
+    /// Not asked before this time (busy or failed).
+    pub(super) paused_until: Duration,
+    pub(super) failures: u32,
+    /// Pieces this seed deferred, and until when they are not asked of it.
+    pub(super) deferred: Vec<(u32, Duration)>,
+}
+
+impl PeerState {
+    /// Whether the peer can serve `piece` at `now`.
+    pub(super) fn has(&self, piece: u32, now: Duration) -> bool {
+        if self.source == Source::Swarm {
+            return self.have.get(piece as usize);
+        }
+        !self.deferred.iter().any(|(p, until)| *p == piece && *until > now)
+    }
+
+    /// Up to `take` pieces to ask of this peer, from `order` (the askable pieces,
+    /// rarest first) and `wanted` (the same, in piece order). A seed is asked
+    /// only for pieces no swarm peer has (`swarm_has`), so its uplink carries few
+    /// copies of each. A seed still filling from the origin is asked for what its
+    /// bitmap shows filled (rarest first, so askers spread over all of it: in
+    /// fill order they all asked for the same next pieces and left the rest at
+    /// one copy), then in fill order for what comes next. A random piece far
+    /// beyond its fill would hold a request slot (and the seed's awaiting) for
+    /// seconds.
+    pub(super) fn pick(&self, take: usize, order: &[u32], wanted: &[u32], swarm_has: &[bool], now: Duration) -> Vec<u32> {
+        let seed = self.source != Source::Swarm;
+        let filling = self.source == Source::Origin;
+        let filled = |i: &u32| self.have.get(*i as usize);
+        let candidates = (order.iter().copied())
+            .filter(|i| !filling || filled(i))
+            .chain(wanted.iter().copied().filter(|i| filling && !filled(i)));
+        candidates
+            .filter(|&i| self.has(i, now) && !(seed && swarm_has[i as usize]))
+            .take(take)
+            .collect()
+    }
+}
