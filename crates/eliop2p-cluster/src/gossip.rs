@@ -320,6 +320,11 @@ impl Gossip {
         self.members.values().filter(|e| self.is_live(e)).count()
     }
 
+    /// The P2P address of a live member (alive or suspect), by its id.
+    pub fn live_p2p_addr(&self, id: &str) -> Option<SocketAddr> {
+        self.members.get(id).filter(|e| self.is_live(e)).map(|e| e.node.p2p)
+    }
+
     pub fn status(&self, id: &str) -> Option<Status> {
         self.members.get(id).map(|e| self.status_of(e))
     }

@@ -78,6 +78,8 @@ enum Event {
     Located(Vec<SocketAddr>, bool),
     /// A piece read from the origin after a takeover, or why the read failed.
     Origin(OriginPiece),
+    /// A member that queried this node's bitmap of the chunk (`introduce`).
+    Introduced(SocketAddr),
 }
 
 /// A whole piece read from the origin with its SHA-256, or why the read failed.
@@ -118,6 +120,7 @@ pub(crate) async fn download(
         };
         let ev = tokio::select! {
             ev = d.rx.recv() => ev,
+            Some(peer) = d.introduced.recv() => Some(Event::Introduced(peer)),
             _ = tokio::time::sleep_until((d.t0 + wake).into()) => continue,
             _ = d.shared.pieces_freed.notified(), if held_back => continue,
         };
@@ -157,6 +160,9 @@ struct Download<'a> {
     tasks: JoinSet<()>,
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
+    /// Members that queried this node's bitmap of the chunk while it runs.
+    introduced: mpsc::UnboundedReceiver<SocketAddr>,
+    _listening: crate::introduce::Listening<'a>,
     /// Pieces asked at once by this download alone (`SchedConfig::total`).
     per_download: usize,
     watching: bool,
@@ -185,6 +191,9 @@ impl<'a> Download<'a> {
         origin: Option<&'a Arc<dyn PieceOrigin>>,
     ) -> Result<Self, Incomplete> {
         let t0 = Instant::now();
+        // Peers that query this node from now on are heard of (the tracker's
+        // answer below may take a while, and they may be done querying by then).
+        let (listening, introduced) = shared.introductions.listen(id);
         // The chunk's owner reads the origin itself rather than wait on a swarm;
         // any other node's fill is a swarm fill from the start: it offers the
         // pieces it has and awaits none, so no two nodes ever wait on each other.
@@ -250,6 +259,8 @@ impl<'a> Download<'a> {
             tasks,
             tx,
             rx,
+            introduced,
+            _listening: listening,
             per_download,
             watching,
             gossiping: shared.cluster.as_ref().is_some_and(|c| c.cfg.gossip),
@@ -379,6 +390,17 @@ impl<'a> Download<'a> {
                 ControlFlow::Continue(())
             }
             Event::Piece { peer, piece, result } => self.on_piece(peer, piece, result),
+            Event::Introduced(peer) => {
+                if peer != self.shared.self_addr
+                    && !self.sched.knows(&peer)
+                    && !self.declined.contains(&peer)
+                    && self.probing.insert(peer)
+                {
+                    self.shared.stats.peers_introduced.fetch_add(1, Relaxed);
+                    self.tasks.spawn(probe(self.shared.clone(), peer, self.id, None, self.tx.clone()));
+                }
+                ControlFlow::Continue(())
+            }
         }
     }
 

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod codec;
 mod conn;
 mod download;
+mod introduce;
 pub mod sched;
 pub mod sim;
 pub mod limit;
@@ -139,6 +140,9 @@ pub struct P2pStats {
     /// once there was news (`watched`).
     pub bitmaps_sent: AtomicU64,
     pub bitmaps_watched: AtomicU64,
+    /// Peers a download here probed because they queried this node's bitmap of
+    /// the chunk (`introduce`), not named by a tracker yet.
+    pub peers_introduced: AtomicU64,
     piece_failures: Mutex<HashMap<&'static str, u64>>,
     /// Bytes by (peer, direction): peers are named by their node id when sending
     /// to them and by their P2P address when receiving from them.
@@ -212,6 +216,8 @@ pub(crate) struct P2pShared {
     silent: std::sync::atomic::AtomicBool,
     /// Seeding: copies of each piece this node sent as a seed lately.
     seed_copies: Mutex<HashMap<(ChunkId, u32), (u32, std::time::Instant)>>,
+    /// The downloads running here, told of the peers that query this node.
+    introductions: introduce::Introductions,
 }
 
 /// A seed (a complete holder, or a fill from the origin) sends each piece to at
@@ -375,6 +381,7 @@ pub fn spawn_p2p(
         cluster,
         silent: Default::default(),
         seed_copies: Mutex::default(),
+        introductions: Default::default(),
         tls: cfg.tls.clone(),
         secret,
         limits: codec::Limits::default(),
@@ -504,7 +511,7 @@ impl P2pHandle {
     pub fn render_metrics(&self) -> String {
         let s = &self.shared.stats;
         let mut out = String::new();
-        let counters: [(&str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 12] = [
             (
                 "eliop2p_p2p_fetches_for_peers_total",
                 "Origin fills this node started as a chunk's owner for peers.",
@@ -519,6 +526,11 @@ impl P2pHandle {
                 "eliop2p_p2p_bitmaps_watched_total",
                 "Bitmaps sent to peers as answers to standing queries (have-announcements).",
                 s.bitmaps_watched.load(Relaxed),
+            ),
+            (
+                "eliop2p_p2p_peers_introduced_total",
+                "Peers a download probed because they queried this node's bitmap of the chunk.",
+                s.peers_introduced.load(Relaxed),
             ),
             (
                 "eliop2p_p2p_sent_bytes_total",

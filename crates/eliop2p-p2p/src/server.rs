@@ -344,6 +344,7 @@ impl Conn {
     /// A bitmap query: answered now, or (a standing query) once this node has
     /// more than the asker knows.
     async fn on_have_query(&self, f: &Frame, id: ChunkId) {
+        crate::introduce::on_query(&self.shared, &id, &self.peer_id);
         match proto::decode_watch(&f.data) {
             // A standing query waits on a task of its own (bounded per
             // connection); past the bound it is answered at once, without

@@ -3,7 +3,8 @@
 //! a one-way latency, one origin, every node reading the same object at once. It
 //! drives the real piece scheduler (`sched::Scheduler`) and the real serving
 //! rules: the tracker's answer (the owner, a few complete holders, a random subset
-//! of the swarm), swarm fills that offer only what they have, upload slots with
+//! of the swarm), introductions (a downloader probes whoever queries it), swarm
+//! fills that offer only what they have, upload slots with
 //! busy answers, seeds that send each piece to at most `SEED_COPIES` peers per
 //! window and defer the rest to the swarm, and the owner as the one origin
 //! reader.

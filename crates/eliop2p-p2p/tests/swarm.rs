@@ -192,3 +192,75 @@ async fn an_origin_fill_sends_the_pieces_its_later_ranges_put_ahead_of_its_prefi
     assert_eq!(Sha256::digest(&bytes), Sha256::digest(&data), "byte-exact");
     let _ = feeder.await.unwrap();
 }
+
+/// A download hears of a member that queries its node's bitmap of the chunk,
+/// and takes pieces from it, though no tracker named that member to it. Here a
+/// has a static peer c with pieces 0-1; b (whose static peer is a) has pieces
+/// 2-3 and is named to a by nothing: neither tracker (b and c run no cluster)
+/// nor configuration. Without the introduction a never learns of b, and its
+/// download gives up with pieces 2-3 unsourced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_hears_of_the_members_that_query_it() {
+    use eliop2p_cluster::NodeInfo;
+    use eliop2p_cluster::rendezvous::{node_hash, weight};
+    use std::sync::atomic::Ordering::Relaxed;
+    let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lb = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (aa, ab, ac) = (la.local_addr().unwrap(), lb.local_addr().unwrap(), lc.local_addr().unwrap());
+    // A chunk a does not own (an owner with the rest missing would read the
+    // origin), so that a's download is a plain swarm download.
+    let id = (0u8..)
+        .map(|i| ChunkId::from_bytes([i; 32]))
+        .find(|id| {
+            let w = |n: &str| weight(id, node_hash(n));
+            w("a") < w("b") || w("a") < w("c")
+        })
+        .unwrap();
+    let a = {
+        let cache = ChunkCache::open(CacheConfig::memory_only(64 << 20, 16 << 20)).await;
+        let mut cfg = P2pConfig::new("a");
+        cfg.cluster_secret = Some(b"swarm-test".to_vec());
+        cfg.static_peers = vec![ac];
+        cfg.piece_timeout = Duration::from_secs(2);
+        cfg.cluster = Some(eliop2p_p2p::ClusterConfig { gossip: false, ..Default::default() });
+        let h = spawn_p2p(cfg, la, cache.clone(), CancellationToken::new(), &TaskTracker::new(), Default::default()).unwrap();
+        let info = |id: &str, p2p| NodeInfo { id: id.into(), p2p, proxy: None, zone: String::new() };
+        h.observe_members(vec![info("b", ab), info("c", ac)]);
+        (h, cache)
+    };
+    let (b, cache_b) = node("b", lb, aa).await;
+    let (_c, cache_c) = node("c", lc, aa).await;
+    let len = 4 * PIECE_SIZE;
+    let data: Bytes = (0..len).map(|i| (i * 13 % 241) as u8).collect::<Vec<u8>>().into();
+    let (mut wa, mut wb, mut wc) = (leader(&a.1, id, len), leader(&cache_b, id, len), leader(&cache_c, id, len));
+    for w in [&mut wa, &mut wb, &mut wc] {
+        w.fill().set_from_peer(true);
+    }
+    for i in [0, 1] {
+        let (p, h) = piece(&data, i);
+        wc.put_piece(i, p, h).unwrap();
+    }
+    for i in [2, 3] {
+        let (p, h) = piece(&data, i);
+        wb.put_piece(i, p, h).unwrap();
+    }
+    let (ra, rb) = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::join!(
+            a.0.download(id, len, &mut wa, None, None),
+            b.download(id, len, &mut wb, None, None)
+        )
+    })
+    .await
+    .expect("both downloads end");
+    assert!(ra.is_ok(), "a completes (b's query introduced b to it); a's metrics:\n{}", a.0.render_metrics());
+    assert!(rb.is_ok(), "b completes from a; b's metrics:\n{}", b.render_metrics());
+    for w in [wa, wb] {
+        let chunk = w.finish().unwrap();
+        let got: Vec<u8> = chunk.data.slices(0, len).flat_map(|b| b.to_vec()).collect();
+        assert_eq!(Sha256::digest(&got), Sha256::digest(&data), "byte-exact");
+    }
+    assert_eq!(a.0.stats().peers_introduced.load(Relaxed), 1, "b, once");
+    assert!(a.0.render_metrics().contains("eliop2p_p2p_peers_introduced_total 1"));
+    drop(wc);
+}
