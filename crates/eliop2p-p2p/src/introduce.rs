@@ -11,8 +11,9 @@
 //! membership gives, so a query cannot point a node's probes anywhere else. In
 //! the simulator (64 MiB at 200 Mbit/s), p99 went from 1.198x to 1.174x ideal
 //! at 16 nodes and 0.1 ms one way, from 1.276x to 1.265x at 13 ms (8 seeds
-//! each), and from 1.355x to 1.265x at 300 nodes (2 seeds). On the bed (16
-//! nodes), 1.332x and 1.325x over 16 runs each: within its spread.
+//! each), from 1.328x to 1.240x at 100 nodes (4 seeds), from 1.360x to 1.260x
+//! at 300 (6 seeds) and from 1.370x to 1.295x at 1,000 (2 seeds). On the bed
+//! (16 nodes), 1.332x and 1.325x over 16 runs each: within its spread.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
