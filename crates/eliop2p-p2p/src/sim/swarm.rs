@@ -314,7 +314,8 @@ impl<'a> Swarm<'a> {
     }
 
     /// `asker` queries `peer`'s bitmap of `chunk`: a peer downloading the chunk
-    /// that does not know the asker probes it back (as a node's server tells its
+    /// that does not know the asker, and knows fewer than `ENOUGH_PEERS`,
+    /// probes it back (as a node's server tells its
     /// download of whoever queries it), so the first downloaders of a chunk, whom
     /// the tracker named no swarm, learn of the later ones at their first query.
     /// Decided when the query is sent (a node decides when it arrives, one way
@@ -323,6 +324,7 @@ impl<'a> Swarm<'a> {
     fn introduce(&mut self, now: Time, asker: usize, peer: usize, chunk: usize) {
         if let Some(d) = self.downloads[peer].get(&chunk)
             && !d.sched.knows(&asker)
+            && d.sched.num_peers() < crate::download::ENOUGH_PEERS
         {
             self.q.push(now + 3 * self.lat, Ev::Bitmap { to: peer, from: asker, chunk });
         }
