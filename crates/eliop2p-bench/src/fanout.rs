@@ -19,11 +19,14 @@ const USAGE: &str = "
 eliop2p-bench fanout [--nodes=16] [--sizes=64,512] [--rate=200] [--origin-rates=200,50]
     [--modes=gossip,hybrid] [--kill] [--first-byte-ms=30] [--stream-mbps=0] [--sha256]
     [--mtu=9000] [--switch-buffer-kib=1024] [--no-direct] [--per-node] [--node-env=KEY=VALUE;KEY=VALUE]
+    [--repeat=1]
 
-Sizes in MiB, rates in Mbit/s. Needs root and iproute2, and the eliop2p binary next to this one.";
+Sizes in MiB, rates in Mbit/s. --repeat=N runs every row N times, in rounds (each
+row once, then again), and ends with a table of each row's p99 over its runs.
+Needs root and iproute2, and the eliop2p binary next to this one.";
 
 const VALUES: &[&str] = &[
-    "nodes", "sizes", "rate", "origin-rates", "modes", "first-byte-ms", "stream-mbps", "mtu", "switch-buffer-kib", "node-env",
+    "nodes", "sizes", "rate", "origin-rates", "modes", "first-byte-ms", "stream-mbps", "mtu", "switch-buffer-kib", "node-env", "repeat",
 ];
 
 pub async fn run() -> anyhow::Result<()> {
@@ -80,14 +83,16 @@ pub async fn run() -> anyhow::Result<()> {
         first_byte.as_millis(),
         if stream_rate > 0 { format!(", {} Mbit/s per stream", stream_rate * 8 / 1_000_000) } else { String::new() }
     );
+    let repeat: usize = f.get_min("repeat", 1, 1)?;
     println!();
     println!("{}", fanout::SUMMARY_HEADER);
     let mut notes = Vec::new();
+    let mut specs = Vec::new();
     for &n in &nodes {
         for &size in &sizes {
             for &orate in &origin_rates {
                 for &mode in &modes {
-                    let spec = Spec {
+                    specs.push(Spec {
                         bin: bin.clone(),
                         nodes: n,
                         node_link: Link::mbit(rate).with_mtu(mtu).with_switch_buffer(switch_buffer),
@@ -100,39 +105,34 @@ pub async fn run() -> anyhow::Result<()> {
                         direct,
                         node_env: node_env.clone(),
                         check,
-                    };
-                    let cpu0 = fanout::children_cpu_seconds();
-                    let r = fanout::run(&spec).await?;
-                    let cpu = fanout::children_cpu_seconds() - cpu0;
-                    println!("{}", fanout::summary(&spec, &r));
-                    if f.switch("per-node") {
-                        let t: Vec<String> = r
-                            .finish
-                            .iter()
-                            .zip(&r.filled)
-                            .map(|(t, f)| {
-                                let t = t.map_or("fail".into(), |t| format!("{:.2}", t / r.ideal));
-                                // The node's origin bytes: which nodes own chunks.
-                                if *f > 0 { format!("{t} (origin {} MiB)", f >> 20) } else { t }
-                            })
-                            .collect();
-                        let od = r.origin_done.map_or("-".into(), |t| format!("{:.2}", t / r.ideal));
-                        if let Some((sent, received, killed)) = r.at_kill {
-                            // Where a kill's extra origin bytes went: in flight to
-                            // the nodes when it struck, or read again after it.
-                            let mib = |b: u64| b as f64 / (1 << 20) as f64;
-                            notes.push(format!(
-                                "{n} nodes, {size} MiB, {mode:?}: at the kill the origin had sent {:.1} MiB and the nodes had received {:.1} MiB of it ({:.1} MiB by the killed node); after it the origin sent {:.1} MiB",
-                                mib(sent), mib(received), mib(killed), mib(r.origin_bytes - sent)
-                            ));
-                        }
-                        notes.push(format!("{n} nodes, {size} MiB, origin {orate} Mbit/s, {mode:?}: origin done at {od} x ideal; all uploads {:.2}x object; piece failures {:?}; bitmaps sent {} ({} answering standing queries); node processes' CPU {cpu:.1} s; per-node finish / ideal: {}", r.uploaded.iter().sum::<u64>() as f64 / spec.object_size as f64, r.piece_failures, r.bitmaps.0, r.bitmaps.1, t.join(" ")));
-                    }
-                    for e in r.errors.iter().take(3) {
-                        notes.push(format!("{n} nodes, {size} MiB: {e}"));
-                    }
+                    });
                 }
             }
+        }
+    }
+    // Rounds of every row rather than a row's runs back to back, so that a
+    // change in the machine's load over the run falls on every row alike.
+    let mut runs: Vec<Vec<fanout::Report>> = specs.iter().map(|_| Vec::new()).collect();
+    for _ in 0..repeat {
+        for (spec, runs) in specs.iter().zip(&mut runs) {
+            let cpu0 = fanout::children_cpu_seconds();
+            let r = fanout::run(spec).await?;
+            let cpu = fanout::children_cpu_seconds() - cpu0;
+            println!("{}", fanout::summary(spec, &r));
+            if f.switch("per-node") {
+                notes.extend(per_node_notes(spec, &r, cpu));
+            }
+            for e in r.errors.iter().take(3) {
+                notes.push(format!("{} nodes, {} MiB: {e}", spec.nodes, spec.object_size >> 20));
+            }
+            runs.push(r);
+        }
+    }
+    if repeat > 1 {
+        println!();
+        println!("{}", fanout::REPEATS_HEADER);
+        for (spec, runs) in specs.iter().zip(&runs) {
+            println!("{}", fanout::repeats_row(spec, runs));
         }
     }
     println!();
@@ -141,4 +141,33 @@ pub async fn run() -> anyhow::Result<()> {
         println!("- {n}");
     }
     Ok(())
+}
+
+/// `--per-node`: each node's finish time (and origin bytes, for owners), where
+/// the origin's bytes went around a kill, and the run's counters.
+fn per_node_notes(spec: &Spec, r: &fanout::Report, cpu: f64) -> Vec<String> {
+    let (n, size, orate, mode) = (spec.nodes, spec.object_size >> 20, spec.origin_link.rate_bps / 1_000_000, spec.mode);
+    let mut notes = Vec::new();
+    let t: Vec<String> = r
+        .finish
+        .iter()
+        .zip(&r.filled)
+        .map(|(t, f)| {
+            let t = t.map_or("fail".into(), |t| format!("{:.2}", t / r.ideal));
+            // The node's origin bytes: which nodes own chunks.
+            if *f > 0 { format!("{t} (origin {} MiB)", f >> 20) } else { t }
+        })
+        .collect();
+    let od = r.origin_done.map_or("-".into(), |t| format!("{:.2}", t / r.ideal));
+    if let Some((sent, received, killed)) = r.at_kill {
+        // Where a kill's extra origin bytes went: in flight to the nodes when it
+        // struck, or read again after it.
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        notes.push(format!(
+            "{n} nodes, {size} MiB, {mode:?}: at the kill the origin had sent {:.1} MiB and the nodes had received {:.1} MiB of it ({:.1} MiB by the killed node); after it the origin sent {:.1} MiB",
+            mib(sent), mib(received), mib(killed), mib(r.origin_bytes - sent)
+        ));
+    }
+    notes.push(format!("{n} nodes, {size} MiB, origin {orate} Mbit/s, {mode:?}: origin done at {od} x ideal; all uploads {:.2}x object; piece failures {:?}; bitmaps sent {} ({} answering standing queries); node processes' CPU {cpu:.1} s; per-node finish / ideal: {}", r.uploaded.iter().sum::<u64>() as f64 / spec.object_size as f64, r.piece_failures, r.bitmaps.0, r.bitmaps.1, t.join(" ")));
+    notes
 }

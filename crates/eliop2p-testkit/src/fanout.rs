@@ -21,6 +21,9 @@ use crate::netbed::{Link, NetBed};
 
 mod diag;
 mod nodes;
+mod repeats;
+
+pub use repeats::{REPEATS_HEADER, repeats_row};
 pub use nodes::series;
 
 const BUCKET: &str = "fanout";
@@ -477,13 +480,8 @@ pub fn summary(spec: &Spec, r: &Report) -> String {
     let p = |q: f64| r.percentile(q).map_or("-".into(), |t| format!("{:.2}x", t / r.ideal));
     let max_up = r.uploaded.iter().max().copied().unwrap_or(0);
     let mut line = format!(
-        "| {} | {} MiB | {} Mbit/s | {} Mbit/s | {:?}{} | {} | {} | {} | {:.3}x | {:.2}x | {} |",
-        spec.nodes,
-        spec.object_size >> 20,
-        spec.node_link.rate_bps / 1_000_000,
-        spec.origin_link.rate_bps / 1_000_000,
-        spec.mode,
-        if r.killed.is_some() { ", owner killed" } else { "" },
+        "{} {} | {} | {} | {:.3}x | {:.2}x | {} |",
+        row_name(spec, r.killed.is_some()),
         p(50.0),
         p(99.0),
         p(100.0),
@@ -502,13 +500,27 @@ pub fn summary(spec: &Spec, r: &Report) -> String {
     line
 }
 
+/// A row's first five cells: what the bed ran (`| 16 | 64 MiB | 200 Mbit/s |
+/// 200 Mbit/s | Hybrid |`).
+pub(crate) fn row_name(spec: &Spec, killed: bool) -> String {
+    format!(
+        "| {} | {} MiB | {} Mbit/s | {} Mbit/s | {:?}{} |",
+        spec.nodes,
+        spec.object_size >> 20,
+        spec.node_link.rate_bps / 1_000_000,
+        spec.origin_link.rate_bps / 1_000_000,
+        spec.mode,
+        if killed { ", owner killed" } else { "" },
+    )
+}
+
 pub const SUMMARY_HEADER: &str = "| nodes | object | node NIC | origin NIC | mode | p50 / ideal | p99 / ideal | max / ideal | origin bytes / object | busiest uploader / object | bad bodies | machine CPU busy | direct: p99 / ideal, origin bytes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn spec() -> Spec {
+    pub(crate) fn spec() -> Spec {
         Spec {
             bin: "eliop2p".into(),
             nodes: 4,
