@@ -1,10 +1,11 @@
 //! One bed row run several times, and the spread of its p99 over the runs.
 //!
 //! Every host of the bed runs on one machine, so a row's finish times vary from
-//! run to run with what else the machine does: in one session, 16 runs of one
-//! build read the 64 MiB row's p99 at 1.30-1.34x, and on another day the same
-//! build read 1.35-1.40x. A claim about a row rests on its runs' median and
-//! spread, measured beside whatever it is compared with, not on one run.
+//! run to run with what else the machine does: one build read the 16-node
+//! 64 MiB row's p99 at 1.34-1.48x over about 30 runs of one session, and from
+//! day to day the machine's speed moves it further. A claim about a row rests
+//! on its runs' median and spread, measured beside whatever it is compared
+//! with, not on one run.
 
 use super::{Report, Spec};
 
