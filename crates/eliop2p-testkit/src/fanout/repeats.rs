@@ -2,7 +2,7 @@
 //!
 //! Every host of the bed runs on one machine, so a row's finish times vary from
 //! run to run with what else the machine does: one build read the 16-node
-//! 64 MiB row's p99 at 1.34-1.48x over about 40 runs of one session, and from
+//! 64 MiB row's p99 at 1.35-1.50x over about 40 runs of one session, and from
 //! day to day the machine's speed moves it further. A claim about a row rests
 //! on its runs' median and spread, measured beside whatever it is compared
 //! with, not on one run.
