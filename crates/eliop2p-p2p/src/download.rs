@@ -36,7 +36,19 @@ use crate::{P2pError, P2pShared};
 /// ones this way), rarely once it knows enough.
 const RELOCATE_FEW: Duration = Duration::from_millis(150);
 const RELOCATE_EVERY: Duration = Duration::from_millis(1000);
-pub(crate) const ENOUGH_PEERS: usize = 6;
+const ENOUGH_PEERS: usize = 6;
+
+/// Whether a download that knows `peers` peers knows few: it then re-locates
+/// often and takes introductions (`introduce`). The simulator asks this too.
+pub(crate) fn knows_few(peers: usize) -> bool {
+    peers < ENOUGH_PEERS
+}
+
+/// How long after its last re-locate a download that knows `peers` peers asks
+/// the tracker again (every piece sourced). The simulator asks this too.
+pub(crate) fn relocate_interval(peers: usize) -> Duration {
+    if knows_few(peers) { RELOCATE_FEW } else { RELOCATE_EVERY }
+}
 /// With a piece nobody has, the tracker is asked again at most this often.
 const RELOCATE_MIN: Duration = Duration::from_millis(150);
 /// A re-locate asks the control plane too (besides the tracker) at most this
@@ -348,10 +360,10 @@ impl<'a> Download<'a> {
     /// often while the download knows few, at once when pieces lack a source.
     fn relocate_if_due(&mut self, t: Duration, unsourced: bool) {
         let since_locate = t.saturating_sub(self.last_locate);
-        let few = self.sched.num_peers() < ENOUGH_PEERS;
+        let few = knows_few(self.sched.num_peers());
         if self.relocating
             || self.shared.cluster.is_none()
-            || !(since_locate >= RELOCATE_EVERY || few && since_locate >= RELOCATE_FEW || unsourced && since_locate >= RELOCATE_MIN)
+            || !(since_locate >= relocate_interval(self.sched.num_peers()) || unsourced && since_locate >= RELOCATE_MIN)
         {
             return;
         }
@@ -395,7 +407,7 @@ impl<'a> Download<'a> {
                 // peer known is one more standing query and a bitmap per piece it
                 // gains (in the simulator at 300 nodes, introductions without
                 // this bound doubled the bitmaps sent; with it, 1.36x).
-                if self.sched.num_peers() < ENOUGH_PEERS
+                if knows_few(self.sched.num_peers())
                     && peer != self.shared.self_addr
                     && !self.sched.knows(&peer)
                     && !self.declined.contains(&peer)

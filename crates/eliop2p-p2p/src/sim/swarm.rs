@@ -314,7 +314,7 @@ impl<'a> Swarm<'a> {
     }
 
     /// `asker` queries `peer`'s bitmap of `chunk`: a peer downloading the chunk
-    /// that does not know the asker, and knows fewer than `ENOUGH_PEERS`,
+    /// that does not know the asker, and knows few peers (`download::knows_few`),
     /// probes it back (as a node's server tells its
     /// download of whoever queries it), so the first downloaders of a chunk, whom
     /// the tracker named no swarm, learn of the later ones at their first query.
@@ -324,7 +324,7 @@ impl<'a> Swarm<'a> {
     fn introduce(&mut self, now: Time, asker: usize, peer: usize, chunk: usize) {
         if let Some(d) = self.downloads[peer].get(&chunk)
             && !d.sched.knows(&asker)
-            && d.sched.num_peers() < crate::download::ENOUGH_PEERS
+            && crate::download::knows_few(d.sched.num_peers())
         {
             self.q.push(now + 3 * self.lat, Ev::Bitmap { to: peer, from: asker, chunk });
         }
@@ -391,8 +391,7 @@ impl<'a> Swarm<'a> {
             }
         }
         let d = self.downloads[node].get_mut(&chunk).expect("polled");
-        let few = d.sched.num_peers() < 6;
-        let every: Time = if few { 150_000 } else { 1_000_000 };
+        let every = crate::download::relocate_interval(d.sched.num_peers()).as_micros() as Time;
         if now - d.last_locate >= every {
             d.last_locate = now;
             let ans = self.tracker(chunk, node);
