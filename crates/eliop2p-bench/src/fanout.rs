@@ -78,7 +78,7 @@ pub async fn run() -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<(String, String)>>>()?;
     println!(
-        "## fanout: N hosts in network namespaces, NICs capped by tc tbf both ways, MTU {mtu}, {} KiB of switch buffer a port; origin = testkit S3 (O(bytes) per request, {} ms first byte{}); every client reads one cold object at once",
+        "## fanout: N hosts in network namespaces, NICs capped by tc tbf both ways, MTU {mtu}, {} KiB of switch buffer a port; origin = testkit S3 (O(bytes) per request, {} ms first byte{}); every client reads one cold object at once; nodes' p2p.max_upload_rate = their NIC's rate unless --node-env sets it",
         switch_buffer / 1024,
         first_byte.as_millis(),
         if stream_rate > 0 { format!(", {} Mbit/s per stream", stream_rate * 8 / 1_000_000) } else { String::new() }

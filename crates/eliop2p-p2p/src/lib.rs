@@ -12,6 +12,7 @@ mod introduce;
 pub mod sched;
 pub mod sim;
 pub mod limit;
+mod pace;
 pub mod proto;
 pub mod score;
 mod server;
@@ -199,6 +200,8 @@ pub(crate) struct P2pShared {
     cache: ChunkCache,
     stats: Arc<P2pStats>,
     upload_limit: limit::RateLimiter,
+    /// Kernel pacing of the upload connections, with `max_upload_rate` set.
+    pacer: Option<Arc<pace::Pacer>>,
     download_limit: limit::RateLimiter,
     upload_slots: Arc<tokio::sync::Semaphore>,
     /// Pieces asked of peers and not yet answered, over all downloads (bounded by
@@ -388,6 +391,7 @@ pub fn spawn_p2p(
         cache,
         stats: Arc::default(),
         upload_limit: limit::RateLimiter::new(cfg.max_upload_rate),
+        pacer: pace::Pacer::new(cfg.max_upload_rate),
         download_limit: limit::RateLimiter::new(cfg.max_download_rate),
         upload_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_uploads.max(1))),
         pieces_in_flight: Default::default(),

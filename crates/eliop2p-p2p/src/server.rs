@@ -208,9 +208,12 @@ async fn accept_tls(stream: TcpStream, shared: &P2pShared) -> Result<(Rd, Wr, Op
 async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2pError> {
     stream.set_nodelay(true)?;
     bound_unsent(&stream);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (mut reader, wr, peer_id) = accept_peer(stream, &shared).await?;
     let (tx, ctl_rx, data_rx) = Out::new();
-    let writer = tokio::spawn(write_frames(wr, ctl_rx, data_rx));
+    // The socket stays open while `wr` lives, and `Writer` drops `paced` first.
+    let paced = shared.pacer.as_ref().map(|p| p.register(fd));
+    let writer = tokio::spawn(write_frames(Writer { paced, wr }, ctl_rx, data_rx));
     let conn = Conn::new(shared, tx, peer_id);
     while let Some(f) = reader.next().await? {
         if matches!(
@@ -290,7 +293,7 @@ async fn accept_peer(stream: TcpStream, shared: &P2pShared) -> Result<(FrameRead
 /// them it waited up to six pieces at the connection's share of the uplink
 /// (hundreds of ms on a busy swarm), and each hop of a piece through the swarm
 /// pays a have-announcement's delay.
-async fn write_frames(mut wr: Wr, mut ctl_rx: mpsc::Receiver<Parts>, mut data_rx: mpsc::Receiver<(Parts, UploadSlot)>) {
+async fn write_frames(mut w: Writer, mut ctl_rx: mpsc::Receiver<Parts>, mut data_rx: mpsc::Receiver<(Parts, UploadSlot)>) {
     loop {
         let (mut frame, _slot): (Parts, Option<UploadSlot>) = tokio::select! {
             biased;
@@ -298,12 +301,28 @@ async fn write_frames(mut wr: Wr, mut ctl_rx: mpsc::Receiver<Parts>, mut data_rx
             Some((f, slot)) = data_rx.recv() => (f, Some(slot)),
             else => break,
         };
+        // A piece's frame takes its share of the upload rate (`pace`).
+        let paced = w.paced.as_ref().filter(|_| _slot.is_some());
+        if let Some(p) = paced {
+            p.starting();
+        }
         // Vectored writes of the frame's buffers (header, piece, trailer).
         // Flushed: TLS keeps records in its buffer until then (a no-op on TCP).
-        if wr.write_all_buf(&mut frame).await.is_err() || wr.flush().await.is_err() {
+        let failed = w.wr.write_all_buf(&mut frame).await.is_err() || w.wr.flush().await.is_err();
+        if let Some(p) = paced {
+            p.written();
+        }
+        if failed {
             break;
         }
     }
+}
+
+/// A connection's write half and its socket's pacing. Fields drop in order:
+/// the socket leaves the pacer before the half that keeps it open goes.
+struct Writer {
+    paced: Option<crate::pace::Paced>,
+    wr: Wr,
 }
 
 /// What one peer connection shares between its reader and the tasks that answer
