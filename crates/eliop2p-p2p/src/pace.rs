@@ -14,7 +14,8 @@
 //! connection (every few ms on a busy uplink), counting the sockets with unsent
 //! bytes then (`SIOCOUTQNSD`): a piece's tail already sent and not yet acked
 //! takes no share. On the bed the NIC queue fell to p90 65-124 KiB and round
-//! trips to 8-10 ms p50; the 64 MiB row's p99 from 1.32x to 1.28x.
+//! trips to 8-10 ms p50; the 64 MiB row's p99 from 1.34-1.36x to 1.29-1.30x,
+//! the 512 MiB row's from 1.16-1.19x to 1.14-1.15x (deployment.md).
 //!
 //! Linux only; elsewhere a rate set keeps only the token bucket.
 

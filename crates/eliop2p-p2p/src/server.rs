@@ -295,14 +295,14 @@ async fn accept_peer(stream: TcpStream, shared: &P2pShared) -> Result<(FrameRead
 /// pays a have-announcement's delay.
 async fn write_frames(mut w: Writer, mut ctl_rx: mpsc::Receiver<Parts>, mut data_rx: mpsc::Receiver<(Parts, UploadSlot)>) {
     loop {
-        let (mut frame, _slot): (Parts, Option<UploadSlot>) = tokio::select! {
+        let (mut frame, slot): (Parts, Option<UploadSlot>) = tokio::select! {
             biased;
             Some(f) = ctl_rx.recv() => (f, None),
             Some((f, slot)) = data_rx.recv() => (f, Some(slot)),
             else => break,
         };
         // A piece's frame takes its share of the upload rate (`pace`).
-        let paced = w.paced.as_ref().filter(|_| _slot.is_some());
+        let paced = w.paced.as_ref().filter(|_| slot.is_some());
         if let Some(p) = paced {
             p.starting();
         }
