@@ -7,13 +7,14 @@
 //! ~450 KiB, 18 ms at the rate, and the nodes' round trips were 20 ms p50: a
 //! piece request and a have-announcement waited behind that queue at every hop.
 //!
-//! With a rate set, the connections that have bytes not yet sent share it
-//! equally, each as its socket's `SO_MAX_PACING_RATE`: the kernel spaces their
-//! packets so that together they send at the rate, not in bursts above it. The
-//! shares are set again whenever a piece's frame starts or ends on any upload
-//! connection (every few ms on a busy uplink), counting the sockets with unsent
-//! bytes then (`SIOCOUTQNSD`): a piece's tail already sent and not yet acked
-//! takes no share. On the bed the NIC queue fell to p90 65-124 KiB and round
+//! With a rate set, the connections writing a piece's frame or holding bytes
+//! not yet sent share it equally, each as its socket's `SO_MAX_PACING_RATE`:
+//! the kernel spaces their packets so that together they send at the rate, not
+//! in bursts above it. The shares are set again whenever a piece's frame starts
+//! or ends on any upload connection (every few ms on a busy uplink), counting
+//! the sockets with unsent bytes then (`SIOCOUTQNSD`): a piece's tail already
+//! sent and not yet acked takes no share. Only the connections that sent since
+//! are looked at, not every open one. On the bed the NIC queue fell to p90 65-124 KiB and round
 //! trips to 8-10 ms p50; the 64 MiB row's p99 from 1.34-1.36x to 1.29-1.30x,
 //! the 512 MiB row's from 1.16-1.19x to 1.14-1.15x (deployment.md).
 //!
@@ -26,35 +27,43 @@ use std::sync::{Arc, Mutex};
 pub(crate) struct Pacer {
     /// Bytes per second.
     rate: u64,
-    /// Sockets of the upload connections open now.
-    socks: Mutex<Vec<RawFd>>,
+    /// The sockets that may be sending: (socket, writing a piece's frame now).
+    /// Only those: a node may hold a thousand connections, and each share is set
+    /// at every piece's start and end; one found with nothing left to send and no
+    /// frame being written leaves the list until its next frame.
+    sending: Mutex<Vec<(RawFd, bool)>>,
 }
 
 impl Pacer {
     /// `None` when the uploads are not limited (`rate` 0).
     pub(crate) fn new(rate: u64) -> Option<Arc<Self>> {
-        (rate > 0).then(|| Arc::new(Self { rate, socks: Mutex::default() }))
+        (rate > 0).then(|| Arc::new(Self { rate, sending: Mutex::default() }))
     }
 
     /// Paces `fd`'s uploads until the returned guard drops, which must be before
     /// the socket closes (`Paced` holds no reference to it).
     pub(crate) fn register(self: &Arc<Self>, fd: RawFd) -> Paced {
-        self.lock().push(fd);
         Paced { pacer: self.clone(), fd }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RawFd>> {
-        self.socks.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(RawFd, bool)>> {
+        self.sending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Shares the rate among the sockets with bytes not yet sent, and `starting`
-    /// (about to write a piece); the others keep theirs until they send again.
-    fn reshare(&self, starting: Option<RawFd>) {
-        let socks = self.lock();
-        let sending: Vec<RawFd> = socks.iter().copied().filter(|&fd| Some(fd) == starting || unsent(fd) > 0).collect();
-        if let Some(share) = share(self.rate, sending.len()) {
-            for fd in sending {
-                set_max_pacing_rate(fd, share);
+    /// Marks `fd` as writing a frame or not, then shares the rate among the
+    /// sockets writing one or holding bytes not yet sent; the others keep their
+    /// rate until they send again.
+    fn reshare(&self, fd: RawFd, writing: bool) {
+        let mut list = self.lock();
+        match list.iter_mut().find(|(f, _)| *f == fd) {
+            Some(e) => e.1 = writing,
+            None if writing => list.push((fd, true)),
+            None => {}
+        }
+        list.retain(|&(f, writing)| writing || unsent(f) > 0);
+        if let Some(share) = share(self.rate, list.len()) {
+            for &(f, _) in list.iter() {
+                set_max_pacing_rate(f, share);
             }
         }
     }
@@ -75,21 +84,18 @@ pub(crate) struct Paced {
 impl Paced {
     /// A piece's frame is about to be written on this connection.
     pub(crate) fn starting(&self) {
-        self.pacer.reshare(Some(self.fd));
+        self.pacer.reshare(self.fd, true);
     }
 
     /// A piece's frame is in the socket (or its write failed).
     pub(crate) fn written(&self) {
-        self.pacer.reshare(None);
+        self.pacer.reshare(self.fd, false);
     }
 }
 
 impl Drop for Paced {
     fn drop(&mut self) {
-        let mut socks = self.pacer.lock();
-        if let Some(i) = socks.iter().position(|&fd| fd == self.fd) {
-            socks.swap_remove(i);
-        }
+        self.pacer.lock().retain(|&(f, _)| f != self.fd);
     }
 }
 
@@ -174,25 +180,32 @@ mod tests {
         pa.starting();
         assert_eq!(max_pacing_rate(a.as_raw_fd()), 8_000_000);
         clog(&mut a);
+        // Its frame is in the socket, with bytes not yet sent: it stays listed.
+        pa.written();
+        assert_eq!(pacer.lock().as_slice(), &[(a.as_raw_fd(), false)]);
         // `b` starts while `a` holds unsent bytes: half each; idle `c` is left alone.
         pb.starting();
         assert_eq!(max_pacing_rate(a.as_raw_fd()), 4_000_000);
         assert_eq!(max_pacing_rate(b.as_raw_fd()), 4_000_000);
         assert_eq!(max_pacing_rate(c.as_raw_fd()), u64::MAX);
-        // `b` wrote its frame and the kernel sent it all: `a`, still holding
-        // unsent bytes, gets the whole rate again when `c` has its frame written.
+        // `b` wrote its frame and the kernel sent it all: it leaves the list, and
+        // `a`, still holding unsent bytes, has the whole rate again.
         pb.written();
         assert_eq!(max_pacing_rate(a.as_raw_fd()), 8_000_000);
+        assert_eq!(pacer.lock().as_slice(), &[(a.as_raw_fd(), false)]);
+        // `b` and `c` start frames while `a` still sends: a third each.
+        pb.starting();
         clog(&mut b);
         pc.starting();
         for s in [&a, &b, &c] {
             assert_eq!(max_pacing_rate(s.as_raw_fd()), 8_000_000 / 3);
         }
-        // A dropped guard leaves the list: the two left share.
+        // A dropped guard leaves the list; `c`, its frame written and sent, too:
+        // `a` has the whole rate.
         drop(pb);
         pc.written();
         assert_eq!(max_pacing_rate(a.as_raw_fd()), 8_000_000);
-        assert_eq!(pacer.lock().len(), 2);
+        assert_eq!(pacer.lock().as_slice(), &[(a.as_raw_fd(), false)]);
         drop((pa, pc));
         assert!(pacer.lock().is_empty());
     }
