@@ -438,7 +438,12 @@ async fn get_hashed(
     let t0 = Instant::now();
     let resp = http_get(stream, path).await?;
     if !resp.status().is_success() {
-        bail!("GET {path}: {}", resp.status());
+        // The S3 error's code and message say which part gave up, and when.
+        let status = resp.status();
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
+        let field = |tag: &str| text.split(&format!("<{tag}>")).nth(1).and_then(|r| r.split(&format!("</{tag}>")).next()).unwrap_or("").to_owned();
+        bail!("GET {path}: {status} after {:.2} s: {} {}", t0.elapsed().as_secs_f64(), field("Code"), field("Message"));
     }
     let (sha, n) = check_body(resp.into_body(), Some(&progress), check).await?;
     Ok((sha, n, t0.elapsed().as_secs_f64()))
