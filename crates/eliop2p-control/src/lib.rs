@@ -577,9 +577,25 @@ async fn heartbeat(
     }
 }
 
-async fn list_nodes(AxState(s): AxState<Arc<Shared>>) -> Response {
+/// The node list, with a weak ETag over what makes membership (`members_tag`):
+/// a node refreshing its members at every heartbeat sends it back in
+/// `If-None-Match` and gets 304 with no body until a node joins, leaves,
+/// changes status or address. The full list was about 600 bytes a node to each
+/// node at each heartbeat: O(n²) bytes, 18 MB in 15 s from the control plane of
+/// a 32-node bed, and 7.5 GB/s at 5,000 nodes on 2 s heartbeats.
+async fn list_nodes(AxState(s): AxState<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
     let nodes = s.state().list(Instant::now());
-    Json(api::NodeList { nodes }).into_response()
+    let etag = format!("W/\"{}\"", state::members_tag(&nodes));
+    let unchanged = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == etag);
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    ([(header::ETAG, etag)], Json(api::NodeList { nodes })).into_response()
 }
 
 async fn get_node(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> Response {

@@ -541,6 +541,31 @@ impl State {
     }
 }
 
+/// A tag of what a node takes from the node list as its members: each node's
+/// id, addresses, labels and status (not its counters, rates or last-seen age,
+/// which change at every heartbeat). FNV-1a, so that replicas sharing a store
+/// give the same tag for the same members.
+pub fn members_tag(nodes: &[NodeView]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes.iter().chain([0xff].iter()) {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for n in nodes {
+        eat(n.node_id.as_bytes());
+        eat(n.p2p_addr.to_string().as_bytes());
+        eat(n.proxy_addr.map(|a| a.to_string()).unwrap_or_default().as_bytes());
+        eat(n.admin_addr.map(|a| a.to_string()).unwrap_or_default().as_bytes());
+        for (k, v) in &n.labels {
+            eat(k.as_bytes());
+            eat(v.as_bytes());
+        }
+        eat(format!("{:?}", n.status).as_bytes());
+    }
+    format!("m{h:016x}")
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

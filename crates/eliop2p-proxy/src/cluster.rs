@@ -113,6 +113,13 @@ enum CpError {
     BadJson(String),
 }
 
+/// What a control plane answered (a 2xx, or 304 to a conditional request).
+struct Reply {
+    status: StatusCode,
+    body: Bytes,
+    etag: Option<String>,
+}
+
 /// A small JSON client for the control plane API, over one or several replicas.
 #[derive(Clone)]
 pub(crate) struct CpClient {
@@ -166,12 +173,32 @@ impl CpClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Option<T>, CpError> {
+        let r = self.exchange(method, path, body, None, timeout).await?;
+        if r.status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        serde_json::from_slice(&r.body)
+            .map(Some)
+            .map_err(|e| CpError::BadJson(e.to_string()))
+    }
+
+    /// One request, to the replica in use and then the others while it is
+    /// unreachable or failing. A 2xx or a 304 (answering `if_none_match`) is
+    /// returned; any other status is an error.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        if_none_match: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Reply, CpError> {
         let n = self.bases.len().max(1);
         let first = self.active.load(Relaxed) % n;
         let mut last = Err(CpError::Unreachable("no control-plane endpoint".into()));
         for k in 0..n {
             let i = (first + k) % n;
-            last = self.call_one(&self.bases[i], method.clone(), path, body.clone(), timeout).await;
+            last = self.call_one(&self.bases[i], method.clone(), path, body.clone(), if_none_match, timeout).await;
             let failed_over = matches!(&last, Err(CpError::Unreachable(_)))
                 || matches!(&last, Err(CpError::Status(s, _)) if s.is_server_error());
             if !failed_over {
@@ -186,20 +213,24 @@ impl CpClient {
         last
     }
 
-    async fn call_one<T: serde::de::DeserializeOwned>(
+    async fn call_one(
         &self,
         base: &str,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
+        if_none_match: Option<&str>,
         timeout: Duration,
-    ) -> Result<Option<T>, CpError> {
+    ) -> Result<Reply, CpError> {
         let mut b = http::Request::builder()
             .method(method)
             .uri(format!("{base}{path}"))
             .header(header::CONTENT_TYPE, "application/json");
         if let Some(t) = &self.token {
             b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if let Some(tag) = if_none_match {
+            b = b.header(header::IF_NONE_MATCH, tag);
         }
         let req = b
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
@@ -213,29 +244,25 @@ impl CpClient {
                 CpError::Unreachable(why)
             })?;
             let status = resp.status();
+            let etag = resp.headers().get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let body = resp
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| CpError::Unreachable(e.to_string()))?
                 .to_bytes();
-            Ok::<_, CpError>((status, body))
+            Ok::<_, CpError>(Reply { status, body, etag })
         };
-        let (status, body) = tokio::time::timeout(timeout, exchange)
+        let r = tokio::time::timeout(timeout, exchange)
             .await
             .unwrap_or_else(|_| Err(CpError::Unreachable("timed out".into())))?;
-        if !status.is_success() {
+        if !r.status.is_success() && r.status != StatusCode::NOT_MODIFIED {
             return Err(CpError::Status(
-                status,
-                String::from_utf8_lossy(&body).into_owned(),
+                r.status,
+                String::from_utf8_lossy(&r.body).into_owned(),
             ));
         }
-        if status == StatusCode::NO_CONTENT {
-            return Ok(None);
-        }
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|e| CpError::BadJson(e.to_string()))
+        Ok(r)
     }
 }
 
@@ -312,6 +339,7 @@ pub(crate) fn start_control_plane_client(
         let register_body = serde_json::to_vec(&register).expect("serializes");
         let mut events = state.reader.cache.subscribe_events();
         let mut registered = false;
+        let mut members = Members::default();
         let (mut added, mut removed): (Vec<api::ReportedChunk>, Vec<String>) = (Vec::new(), Vec::new());
         let mut heartbeat = tokio::time::interval(cfg.heartbeat_interval.max(Duration::from_millis(50)));
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -346,7 +374,7 @@ pub(crate) fn start_control_plane_client(
                                 registered = false;
                             }
                         }
-                        refresh_members(&client, &p2p, &me.id).await;
+                        refresh_members(&client, &p2p, &me.id, &mut members).await;
                     }
                 }
                 _ = flush.tick() => {
@@ -387,13 +415,23 @@ pub(crate) fn start_control_plane_client(
     });
 }
 
-/// The control plane's online nodes become the P2P layer's members.
-async fn refresh_members(client: &CpClient, p2p: &eliop2p_p2p::P2pHandle, me: &str) {
-    if let Ok(Some(list)) = client
-        .call::<api::NodeList>(Method::GET, "/api/v1/nodes", None, Duration::from_secs(2))
+/// The control plane's online nodes become the P2P layer's members. The list
+/// is asked for with the tag of the last one (`If-None-Match`): while nobody
+/// joined, left or changed status the control plane answers 304 with no body,
+/// and the members last received are confirmed again (in `control-plane` mode
+/// a member not confirmed for a while is taken for dead).
+async fn refresh_members(client: &CpClient, p2p: &eliop2p_p2p::P2pHandle, me: &str, last: &mut Members) {
+    let Ok(r) = client
+        .exchange(Method::GET, "/api/v1/nodes", None, last.tag.as_deref(), Duration::from_secs(2))
         .await
-    {
-        let online: Vec<NodeInfo> = list
+    else {
+        return;
+    };
+    if r.status != StatusCode::NOT_MODIFIED {
+        let Ok(list) = serde_json::from_slice::<api::NodeList>(&r.body) else {
+            return;
+        };
+        last.online = list
             .nodes
             .into_iter()
             .filter(|n| n.status == api::NodeStatus::Online && n.node_id != me)
@@ -404,8 +442,16 @@ async fn refresh_members(client: &CpClient, p2p: &eliop2p_p2p::P2pHandle, me: &s
                 zone: n.labels.get("zone").cloned().unwrap_or_default(),
             })
             .collect();
-        p2p.observe_members(online);
+        last.tag = r.etag;
     }
+    p2p.observe_members(last.online.clone());
+}
+
+/// The node list last received from the control plane, and its tag.
+#[derive(Default)]
+struct Members {
+    tag: Option<String>,
+    online: Vec<NodeInfo>,
 }
 
 /// Sends the chunks added and removed since the last report (taken from the
