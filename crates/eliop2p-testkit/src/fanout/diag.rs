@@ -161,3 +161,47 @@ impl Drop for Sampler {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Bytes a host's uplink has sent since the bed was made (its shaper's count).
+pub(super) fn uplink_bytes(bed: &NetBed, host: usize) -> u64 {
+    let out = bed.command(host, std::path::Path::new("tc")).args(["-s", "qdisc", "show", "dev", "eth0"]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    // " Sent N bytes M pkt (dropped ...": the root qdisc's second line.
+    text.split_whitespace().skip_while(|w| *w != "Sent").nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// With `FANOUT_TIMELINE`: the origin's requests during the read, by method and
+/// range length, and in hybrid mode what the control plane sent the nodes
+/// (its uplink's bytes since `control_before`, its requests by status).
+pub(super) fn print_requests(
+    bed: &NetBed,
+    origin: &crate::TestOrigin,
+    control: Option<(std::net::SocketAddr, usize)>,
+    control_before: Option<u64>,
+    start: Instant,
+) {
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in origin.requests() {
+        let len = r.range.as_deref().and_then(|x| {
+            let (a, b) = x.strip_prefix("bytes=")?.split_once('-')?;
+            Some((b.parse::<u64>().ok()? + 1).saturating_sub(a.parse().ok()?))
+        });
+        *by.entry(format!("{} {}", r.method, len.map_or("whole".to_owned(), |l| format!("{} KiB", l >> 10)))).or_default() += 1;
+    }
+    let list: Vec<String> = by.iter().map(|(k, n)| format!("{n} x {k}")).collect();
+    eprintln!("origin requests during the read: {}", list.join(", "));
+    let Some((addr, host)) = control else { return };
+    let sent = uplink_bytes(bed, host).saturating_sub(control_before.unwrap_or(0));
+    let out = bed.command(host, std::path::Path::new("curl")).args(["-s", &format!("http://{addr}/metrics")]).output();
+    let metrics = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let requests: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("eliop2p_control_requests_total"))
+        .collect();
+    eprintln!(
+        "control plane: sent {} KiB in {:.1} s; requests since it started {}",
+        sent >> 10,
+        start.elapsed().as_secs_f64(),
+        requests.join(" ")
+    );
+}

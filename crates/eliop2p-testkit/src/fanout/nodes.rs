@@ -12,6 +12,9 @@ use super::{ADMIN_PORT, P2P_PORT, PROXY_PORT, Report, Spec};
 use crate::netbed::NetBed;
 use crate::{ACCESS_KEY, CONTROL_TOKEN, SECRET_KEY};
 
+/// The nodes' heartbeat to the control plane (hybrid mode).
+pub(super) const HEARTBEAT: Duration = Duration::from_millis(500);
+
 /// Node processes, killed and reaped when dropped (also when a run fails).
 pub(super) struct Nodes(pub(super) Vec<Option<Child>>);
 
@@ -67,7 +70,7 @@ pub(super) fn spawn_nodes(bed: &NetBed, spec: &Spec, origin_endpoint: &str, cont
                 cmd.env("ELIOP2P_DISCOVERY_MODE", "hybrid")
                     .env("ELIOP2P_CONTROL_PLANE_ENDPOINT", format!("http://{cp}"))
                     .env("ELIOP2P_CONTROL_PLANE_TOKEN", CONTROL_TOKEN)
-                    .env("ELIOP2P_CONTROL_PLANE_HEARTBEAT_INTERVAL", "500ms");
+                    .env("ELIOP2P_CONTROL_PLANE_HEARTBEAT_INTERVAL", format!("{}ms", HEARTBEAT.as_millis()));
             }
         }
         for (k, v) in &spec.node_env {
