@@ -372,6 +372,11 @@ async fn thundering_herd_costs_the_origin_one_read() {
 
 /// The control plane's count of location queries, from its metrics.
 async fn location_queries(cluster: &TestCluster) -> u64 {
+    control_metric(cluster, "eliop2p_control_location_queries_total ").await.expect("a location query count")
+}
+
+/// A series of the control plane's metrics (`name` with its labels), 0 if absent.
+async fn control_metric(cluster: &TestCluster, series: &str) -> Option<u64> {
     let url = format!("http://{}/metrics", cluster.control_addr.unwrap());
     let auth = format!("Bearer {}", eliop2p_testkit::CONTROL_TOKEN);
     let r = TestClient::new()
@@ -380,9 +385,31 @@ async fn location_queries(cluster: &TestCluster) -> u64 {
         .unwrap();
     let text = String::from_utf8_lossy(&r.body);
     text.lines()
-        .find_map(|l| l.strip_prefix("eliop2p_control_location_queries_total "))
+        .find_map(|l| l.strip_prefix(series))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no location query count in {text}"))
+}
+
+/// Nodes refresh their members at every heartbeat with the tag of the last
+/// list: the control plane answers a bodiless 304 while nobody joins, leaves or
+/// changes status, and the members stay live all the same (in control-plane
+/// mode a member the control plane stops confirming is taken for dead). Before,
+/// every refresh got the whole list (no 304 at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_refresh_members_by_tag_and_keep_them_on_304() {
+    let (origin, data) = TestOrigin::with_object("bkt", "m", 4 * MIB, 12).await.unwrap();
+    let cluster = TestCluster::start(&origin, 3, Discovery::ControlPlane).await.unwrap();
+    let client = TestClient::new();
+    get_ok(&client, &cluster.url(0, "bkt", "m"), &data).await;
+    // Heartbeats every 100 ms; members not confirmed for 1.2 s are dead.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let not_modified = control_metric(&cluster, "eliop2p_control_requests_total{method=\"GET\",status=\"304\"} ").await.unwrap_or(0);
+    assert!(not_modified >= 30, "{not_modified} node lists answered 304 in 3 s of 3 nodes' heartbeats");
+    for i in [1, 2] {
+        get_ok(&client, &cluster.url(i, "bkt", "m"), &data).await;
+        assert_eq!(cluster.node(i).metrics.bytes_origin.load(Relaxed), 0, "node {i} read the origin: its members were lost");
+    }
+    cluster.shutdown().await;
+    origin.stop().await;
 }
 
 /// In hybrid mode a download's routine re-locates (every 150 ms while it knows
