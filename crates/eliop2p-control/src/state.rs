@@ -443,6 +443,36 @@ impl State {
         v
     }
 
+    /// A tag of what a node takes from the node list as its members: each
+    /// node's id, addresses, labels and status (not its counters, rates or
+    /// last-seen age, which change at every heartbeat). Read from the entries
+    /// themselves, so a list unchanged since the asker's tag is never built; one
+    /// FNV-1a hash per node, summed (the map's order does not matter, and
+    /// replicas sharing a store give the same tag).
+    pub fn members_tag(&self, now: Instant) -> String {
+        let mut sum = 0u64;
+        for n in self.nodes.values() {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            let mut eat = |bytes: &[u8]| {
+                for b in bytes.iter().chain(&[0xff]) {
+                    h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+                }
+            };
+            let r = &n.reg;
+            eat(r.node_id.as_bytes());
+            for a in [Some(r.p2p_addr), r.proxy_addr, r.admin_addr] {
+                eat(a.map(|a| a.to_string()).unwrap_or_default().as_bytes());
+            }
+            for (k, v) in &r.labels {
+                eat(k.as_bytes());
+                eat(v.as_bytes());
+            }
+            eat(&[self.status(n, now) as u8]);
+            sum = sum.wrapping_add(h);
+        }
+        format!("m{sum:016x}")
+    }
+
     pub fn commands(&self, id: &str) -> Result<Vec<Command>, StateError> {
         if !self.nodes.contains_key(id) {
             return Err(StateError::UnknownNode(id.to_owned()));
@@ -539,31 +569,6 @@ impl State {
     pub fn chunk_count(&self) -> usize {
         self.holders.len()
     }
-}
-
-/// A tag of what a node takes from the node list as its members: each node's
-/// id, addresses, labels and status (not its counters, rates or last-seen age,
-/// which change at every heartbeat). FNV-1a, so that replicas sharing a store
-/// give the same tag for the same members.
-pub fn members_tag(nodes: &[NodeView]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes.iter().chain([0xff].iter()) {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    for n in nodes {
-        eat(n.node_id.as_bytes());
-        eat(n.p2p_addr.to_string().as_bytes());
-        eat(n.proxy_addr.map(|a| a.to_string()).unwrap_or_default().as_bytes());
-        eat(n.admin_addr.map(|a| a.to_string()).unwrap_or_default().as_bytes());
-        for (k, v) in &n.labels {
-            eat(k.as_bytes());
-            eat(v.as_bytes());
-        }
-        eat(format!("{:?}", n.status).as_bytes());
-    }
-    format!("m{h:016x}")
 }
 
 #[cfg(test)]

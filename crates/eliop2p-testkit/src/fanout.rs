@@ -281,7 +281,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     for i in 0..n {
         uploads_before.push(series(&nodes::metrics(&bed, host(i)).await?, "eliop2p_p2p_sent_bytes_total"));
     }
-    let control_sent_before = control_host.map(|h| diag::uplink_bytes(&bed, h));
+    let control_sent_before = control_host.map(|h| bed.probe().uplink_sent(h));
     let progress: Vec<Arc<AtomicU64>> = (0..n).map(|_| Default::default()).collect();
     let start = Instant::now();
     let cpu_start = cpu_ticks();

@@ -176,26 +176,16 @@ impl NetBed {
         // by default), and a bed of n hosts that all talk needs n(n-1): past 32
         // hosts, ARP failed for whichever pairs came last (the origin, for half
         // of a 32-node bed's nodes). Permanent entries are outside that count.
+        let batch = tempfile::NamedTempFile::new()?;
         for (i, h) in bed.hosts.iter().enumerate() {
-            let mut batch = String::new();
+            let mut lines = String::new();
             for (j, other) in bed.hosts.iter().enumerate() {
                 if i != j {
-                    batch.push_str(&format!("neigh replace {} lladdr {} dev eth0 nud permanent\n", other.addr, host_mac(j)));
+                    lines.push_str(&format!("neigh replace {} lladdr {} dev eth0 nud permanent\n", other.addr, host_mac(j)));
                 }
             }
-            let mut c = Command::new("ip")
-                .args(["-n", &h.ns, "-batch", "-"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .context("running ip")?;
-            use std::io::Write;
-            c.stdin.take().expect("piped").write_all(batch.as_bytes())?;
-            let out = c.wait_with_output()?;
-            if !out.status.success() {
-                bail!("ip -batch (neighbours of {}): {}", h.ns, String::from_utf8_lossy(&out.stderr).trim());
-            }
+            std::fs::write(batch.path(), lines)?;
+            run(&["ip", "-n", &h.ns, "-batch", &batch.path().to_string_lossy()])?;
         }
         Ok(bed)
     }
@@ -259,6 +249,20 @@ impl NetBed {
     }
 }
 
+/// The number after `key` (up to `end`) in `dev`'s `tc -s qdisc` text, in
+/// namespace `ns`; 0 when absent.
+fn shaper_stat(ns: &str, dev: &str, key: &str, end: char) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "tc", "-s", "qdisc", "show", "dev", dev])
+        .output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    text.split(key)
+        .nth(1)
+        .and_then(|r| r.split(end).next())
+        .and_then(|d| d.trim().trim_end_matches('b').parse().ok())
+        .unwrap_or(0)
+}
+
 /// Reads the bed's shapers and TCP connections from any thread (diagnosis: where
 /// the queues are, and the round trips a swarm's own traffic makes).
 pub struct BedProbe {
@@ -270,20 +274,15 @@ impl BedProbe {
     /// One number of every shaper's `tc -s qdisc` text, the one after `key` up
     /// to `end`: per host, (its uplink, the switch port towards it).
     fn shaper_stats(&self, key: &str, end: char) -> (Vec<u64>, Vec<u64>) {
-        let stat = |ns: &str, dev: &str| -> u64 {
-            let out = Command::new("ip")
-                .args(["netns", "exec", ns, "tc", "-s", "qdisc", "show", "dev", dev])
-                .output();
-            let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-            text.split(key)
-                .nth(1)
-                .and_then(|r| r.split(end).next())
-                .and_then(|d| d.trim().trim_end_matches('b').parse().ok())
-                .unwrap_or(0)
-        };
-        let up = self.hosts.iter().map(|ns| stat(ns, "eth0")).collect();
-        let down = (0..self.hosts.len()).map(|i| stat(&self.switch, &format!("p{i}"))).collect();
+        let up = self.hosts.iter().map(|ns| shaper_stat(ns, "eth0", key, end)).collect();
+        let down = (0..self.hosts.len()).map(|i| shaper_stat(&self.switch, &format!("p{i}"), key, end)).collect();
         (up, down)
+    }
+
+    /// Bytes a host's uplink has sent since the bed was made.
+    pub fn uplink_sent(&self, host: usize) -> u64 {
+        // " Sent 18877526 bytes 5358 pkt (dropped ...": the root qdisc's line.
+        shaper_stat(&self.hosts[host], "eth0", "Sent ", ' ')
     }
 
     /// Bytes queued now: per host, (its uplink, the switch port towards it).
@@ -304,14 +303,14 @@ impl BedProbe {
     }
 }
 
-/// Caps `dev` at the link's rate, with `queue` bytes of queue (a switch port),
-/// or 20 ms at the rate when `None` (a host's NIC: its own qdisc keeps the
-/// queue short).
 /// Host `i`'s hardware address (locally administered, unicast).
 fn host_mac(i: usize) -> String {
     format!("02:77:00:00:{:02x}:{:02x}", i / 256, i % 256)
 }
 
+/// Caps `dev` at the link's rate, with `queue` bytes of queue (a switch port),
+/// or 20 ms at the rate when `None` (a host's NIC: its own qdisc keeps the
+/// queue short).
 fn shape(ns: &str, dev: &str, link: Link, queue: Option<u64>) -> anyhow::Result<()> {
     let rate = format!("{}bit", link.rate_bps);
     // Burst: at least one timer tick's worth at the rate, and more than one GSO

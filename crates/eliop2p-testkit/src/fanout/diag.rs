@@ -162,14 +162,6 @@ impl Drop for Sampler {
     }
 }
 
-/// Bytes a host's uplink has sent since the bed was made (its shaper's count).
-pub(super) fn uplink_bytes(bed: &NetBed, host: usize) -> u64 {
-    let out = bed.command(host, std::path::Path::new("tc")).args(["-s", "qdisc", "show", "dev", "eth0"]).output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-    // " Sent N bytes M pkt (dropped ...": the root qdisc's second line.
-    text.split_whitespace().skip_while(|w| *w != "Sent").nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
-}
-
 /// With `FANOUT_TIMELINE`: the origin's requests during the read, by method and
 /// range length, and in hybrid mode what the control plane sent the nodes
 /// (its uplink's bytes since `control_before`, its requests by status).
@@ -191,7 +183,7 @@ pub(super) fn print_requests(
     let list: Vec<String> = by.iter().map(|(k, n)| format!("{n} x {k}")).collect();
     eprintln!("origin requests during the read: {}", list.join(", "));
     let Some((addr, host)) = control else { return };
-    let sent = uplink_bytes(bed, host).saturating_sub(control_before.unwrap_or(0));
+    let sent = bed.probe().uplink_sent(host).saturating_sub(control_before.unwrap_or(0));
     let out = bed.command(host, std::path::Path::new("curl")).args(["-s", &format!("http://{addr}/metrics")]).output();
     let metrics = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
     let requests: Vec<&str> = metrics
