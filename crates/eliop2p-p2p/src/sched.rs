@@ -32,14 +32,13 @@
 //!   it), the caller asks the tracker again; the origin is the caller's last
 //!   resort, after `stall` without any progress.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 mod bits;
 mod counts;
 mod peer;
 use bits::Bits;
-use peer::PeerState;
+use peer::{PeerState, Table};
 use counts::{Copies, count_changes, count_pieces};
 
 #[derive(Clone, Debug)]
@@ -134,17 +133,17 @@ pub struct Scheduler<P> {
     /// instead of every peer's bitmap, which at hundreds of nodes was most of
     /// its cost.
     swarm_avail: Vec<u32>,
-    peers: BTreeMap<P, PeerState>,
-    /// Peers by what a poll looks at, so that a poll costs what is in flight,
-    /// not how many peers the download has met (dozens at hundreds of nodes):
-    /// peers with pieces asked of them;
-    asked: Vec<P>,
+    peers: Table<P>,
+    /// Peers (indexes in `peers`) by what a poll looks at, so that a poll costs
+    /// what is in flight, not how many peers the download has met (dozens at
+    /// hundreds of nodes): peers with pieces asked of them;
+    asked: Vec<usize>,
     /// peers that may be paused (a superset, pruned at each poll);
-    paused: Vec<P>,
+    paused: Vec<usize>,
     /// seeds (complete, or filling from the origin);
-    seeds: Vec<P>,
+    seeds: Vec<usize>,
     /// peers whose standing query (`watch`) may need asking (a superset).
-    unwatched: Vec<P>,
+    unwatched: Vec<usize>,
     rng: u64,
     last_progress: Duration,
     /// The time of the last `poll`.
@@ -167,7 +166,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             num_have: 0,
             copies: Copies { per_piece: vec![0; n], total: 0 },
             swarm_avail: vec![0; n],
-            peers: BTreeMap::new(),
+            peers: Table::new(),
             asked: Vec::new(),
             paused: Vec::new(),
             seeds: Vec::new(),
@@ -223,19 +222,17 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// Bytes/s peer `p` has delivered to this download (0 = not measured).
     pub fn rate(&self, p: &P) -> f64 {
-        self.peers.get(p).map_or(0.0, |s| s.rate)
+        self.peers.find(p).map_or(0.0, |i| self.peers[i].rate)
     }
 
     pub fn knows(&self, p: &P) -> bool {
-        self.peers.contains_key(p)
+        self.peers.find(p).is_some()
     }
 
     /// How many pieces we believe peer `p` has (what a standing query tells the
     /// peer, which answers once it has more).
     pub fn known(&self, p: &P) -> u32 {
-        self.peers
-            .get(p)
-            .map_or(0, |s| s.have.count() as u32)
+        self.peers.find(p).map_or(0, |i| self.peers[i].have.count() as u32)
     }
 
     /// Time since the last verified piece arrived.
@@ -264,8 +261,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     }
 
     fn set_peer_bits(&mut self, p: P, source: Source, have: Bits, now: Duration) {
-        match self.peers.get_mut(&p) {
-            Some(s) => {
+        let i = match self.peers.find(&p) {
+            Some(i) => {
+                let s = &mut self.peers[i];
                 // Only the pieces that changed move the counts (a watched peer's
                 // fresh bitmap differs from its last by a piece or two).
                 match (s.source == Source::Swarm, source == Source::Swarm) {
@@ -278,6 +276,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 s.have = have;
                 s.last_bitmap = now;
                 s.watching = false;
+                i
             }
             None => {
                 if source == Source::Swarm {
@@ -297,20 +296,21 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                         failures: 0,
                         deferred: Vec::new(),
                     },
-                );
+                )
             }
-        }
+        };
         if source == Source::Swarm {
-            self.seeds.retain(|q| *q != p);
-        } else if !self.seeds.contains(&p) {
-            self.seeds.push(p);
+            self.seeds.retain(|q| *q != i);
+        } else if !self.seeds.contains(&i) {
+            self.seeds.push(i);
         }
-        self.unwatched.push(p);
+        self.unwatched.push(i);
     }
 
     /// A peer is gone (refused us, left the cluster): its pieces go elsewhere.
     pub fn remove_peer(&mut self, p: &P) {
-        if let Some(s) = self.peers.remove(p) {
+        if let Some(i) = self.peers.find(p) {
+            let (s, moved) = self.peers.remove(i);
             if s.source == Source::Swarm {
                 count_pieces(&mut self.swarm_avail, &s.have, false);
             }
@@ -318,7 +318,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 self.copies.ended(piece);
             }
             for list in [&mut self.asked, &mut self.paused, &mut self.seeds, &mut self.unwatched] {
-                list.retain(|q| q != p);
+                list.retain(|q| *q != i);
+                // The peer that took its index.
+                if let Some(from) = moved {
+                    list.iter_mut().filter(|q| **q == from).for_each(|q| *q = i);
+                }
             }
         }
     }
@@ -326,12 +330,13 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// A verified piece arrived. Returns whether it was new (duplicates are dropped).
     pub fn on_piece(&mut self, p: P, piece: u32, now: Duration) -> bool {
         let len = self.piece_len(piece) as f64;
-        if let Some(s) = self.peers.get_mut(&p) {
+        if let Some(pi) = self.peers.find(&p) {
+            let s = &mut self.peers[pi];
             if let Some(i) = s.inflight.iter().position(|(x, _)| *x == piece) {
                 let (_, asked) = s.inflight.remove(i);
                 self.copies.ended(piece);
                 if s.inflight.is_empty() {
-                    self.asked.retain(|q| *q != p);
+                    self.asked.retain(|q| *q != pi);
                 }
                 // The rate this peer delivers to us: bytes over the time since the
                 // later of its previous piece and this request.
@@ -366,9 +371,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             Failure::Broken => self.cfg.min_deadline * 2,
         };
         let defer = self.cfg.defer;
-        let Some(s) = self.peers.get_mut(&p) else {
+        let Some(pi) = self.peers.find(&p) else {
             return;
         };
+        let s = &mut self.peers[pi];
         // A piece no longer awaited from this peer (withdrawn after a stall) is
         // not a second failure.
         let Some(i) = s.inflight.iter().position(|(x, _)| *x == piece) else {
@@ -377,10 +383,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         s.inflight.remove(i);
         self.copies.ended(piece);
         if s.inflight.is_empty() {
-            self.asked.retain(|q| *q != p);
+            self.asked.retain(|q| *q != pi);
         }
-        if why != Failure::Missing && !self.paused.contains(&p) {
-            self.paused.push(p);
+        if why != Failure::Missing && !self.paused.contains(&pi) {
+            self.paused.push(pi);
         }
         match why {
             Failure::Missing => {
@@ -395,8 +401,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     // pieces were never in `swarm_avail`).
                     s.source = Source::Swarm;
                     s.have.clear_all();
-                    self.seeds.retain(|q| *q != p);
-                    self.unwatched.push(p);
+                    self.seeds.retain(|q| *q != pi);
+                    self.unwatched.push(pi);
                 }
             }
             Failure::Busy => s.paused_until = s.paused_until.max(now + pause),
@@ -429,13 +435,13 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     fn availability(&self, now: Duration) -> (Vec<u32>, Vec<bool>) {
         let mut avail = self.swarm_avail.clone();
         let mut paused = vec![0u32; avail.len()];
-        for p in &self.seeds {
+        for &p in &self.seeds {
             let s = &self.peers[p];
             for (i, a) in avail.iter_mut().enumerate() {
                 *a += u32::from(s.has(i as u32, now));
             }
         }
-        for p in &self.paused {
+        for &p in &self.paused {
             let s = &self.peers[p];
             if s.source == Source::Swarm && s.paused_until > now {
                 count_pieces(&mut paused, &s.have, true);
@@ -466,24 +472,24 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         self.check_lists();
         // 1. Stalled peers are dropped from this round; their pieces go elsewhere.
         let stall = self.cfg.stall;
-        let mut stalled: Vec<P> = Vec::new();
+        let mut stalled: Vec<usize> = Vec::new();
         if now >= self.stall_scan_at {
             let mut next = Duration::MAX;
-            for p in &self.asked {
+            for &p in &self.asked {
                 let s = &self.peers[p];
                 let oldest = s.inflight.iter().map(|(_, t)| *t).min().unwrap_or(now);
                 let heard = s.last_arrival.map_or(oldest, |t| t.max(oldest));
                 if now.saturating_sub(heard) >= stall {
-                    stalled.push(*p);
+                    stalled.push(p);
                 } else {
                     next = next.min(heard + stall);
                 }
             }
             self.stall_scan_at = next;
         }
-        stalled.sort_unstable();
+        stalled.sort_unstable_by_key(|&p| self.peers.id(p));
         for p in stalled {
-            let s = self.peers.get_mut(&p).expect("listed above");
+            let s = &mut self.peers[p];
             let pieces: Vec<u32> = s.inflight.drain(..).map(|(x, _)| x).collect();
             s.failures += 1;
             s.paused_until = now + stall;
@@ -494,10 +500,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             if !self.paused.contains(&p) {
                 self.paused.push(p);
             }
-            out.cancels.push((p, pieces));
+            out.cancels.push((self.peers.id(p), pieces));
         }
         let peers = &self.peers;
-        self.paused.retain(|p| peers[p].paused_until > now);
+        self.paused.retain(|&p| peers[p].paused_until > now);
         // 2-3. Requests: only when there is room for one, or a piece is overdue
         // (ranking the pieces is most of a poll's cost, and most polls follow an
         // answer that freed no room).
@@ -508,20 +514,20 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         // watched yet, or polls.
         if self.cfg.watch {
             let mut unwatched = std::mem::take(&mut self.unwatched);
-            unwatched.sort_unstable();
+            unwatched.sort_unstable_by_key(|&p| self.peers.id(p));
             unwatched.dedup();
             for p in unwatched {
-                if let Some(s) = self.peers.get_mut(&p)
-                    && s.source != Source::Complete
-                    && !s.watching
-                {
+                let s = &mut self.peers[p];
+                if s.source != Source::Complete && !s.watching {
                     s.watching = true;
-                    out.refresh.push(p);
+                    out.refresh.push(self.peers.id(p));
                 }
             }
             return out;
         }
-        for (p, s) in &mut self.peers {
+        let order: Vec<usize> = self.peers.in_order().collect();
+        for p in order {
+            let s = &mut self.peers[p];
             if s.source != Source::Swarm {
                 continue;
             }
@@ -530,7 +536,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             let every = if useful { self.cfg.refresh * 2 } else { self.cfg.refresh };
             if now.saturating_sub(s.last_bitmap) >= every {
                 s.last_bitmap = now;
-                out.refresh.push(*p);
+                out.refresh.push(self.peers.id(p));
             }
         }
         out
@@ -541,7 +547,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// least `min_deadline` after its ask, whatever the peer's rate does.
     fn any_overdue(&mut self, now: Duration) -> bool {
         let mut next = Duration::MAX;
-        for s in self.asked.iter().map(|p| &self.peers[p]) {
+        for s in self.asked.iter().map(|&p| &self.peers[p]) {
             for (pos, (_, asked)) in s.inflight.iter().enumerate() {
                 if self.deadline(s, pos, *asked) <= now {
                     return true;
@@ -593,11 +599,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         }
         let mut total = self.inflight();
         // Swarm peers first, then seeds; within each, the least loaded first.
-        let mut peers: Vec<(bool, usize, u64, P)> = self
+        let mut peers: Vec<(bool, usize, u64, P, usize)> = self
             .peers
-            .iter()
+            .in_order()
+            .map(|p| (p, &self.peers[p]))
             .filter(|(_, s)| s.paused_until <= now)
-            .map(|(p, s)| (s.source != Source::Swarm, s.inflight.len(), 0, *p))
+            .map(|(p, s)| (s.source != Source::Swarm, s.inflight.len(), 0, self.peers.id(p), p))
             .collect();
         for e in &mut peers {
             e.2 = self.random();
@@ -608,11 +615,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         let mut progress = true;
         while progress && total < self.cfg.total && !order.is_empty() {
             progress = false;
-            for &(_, _, _, p) in &peers {
+            for &(_, _, _, _, p) in &peers {
                 if total >= self.cfg.total || order.is_empty() {
                     break;
                 }
-                let s = &self.peers[&p];
+                let s = &self.peers[p];
                 let room = self.cfg.per_peer.saturating_sub(s.inflight.len());
                 if room == 0 || s.source == Source::Swarm && !s.have.intersects(&left) {
                     continue;
@@ -640,10 +647,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// would take an uplink slot a piece nobody has asked for needs more.
     fn request_overdue(&mut self, now: Duration, out: &mut Actions<P>) {
         let mut asked = self.asked.clone();
-        asked.sort_unstable();
+        asked.sort_unstable_by_key(|&p| self.peers.id(p));
         let overdue: Vec<u32> = asked
             .iter()
-            .map(|p| &self.peers[p])
+            .map(|&p| &self.peers[p])
             .flat_map(|s| {
                 s.inflight
                     .iter()
@@ -657,7 +664,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         for x in overdue {
             let target = self
                 .peers
-                .iter()
+                .in_order()
+                .map(|p| (p, &self.peers[p]))
                 .filter(|(_, s)| {
                     s.paused_until <= now
                         && s.has(x, now)
@@ -665,7 +673,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                         && !s.inflight.iter().any(|(y, _)| *y == x)
                 })
                 .min_by_key(|(_, s)| (s.source != Source::Swarm, s.inflight.len()))
-                .map(|(p, _)| *p);
+                .map(|(p, _)| p);
             if let Some(p) = target {
                 self.ask(p, vec![x], now, out);
             }
@@ -673,8 +681,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     }
 
     /// Records `pieces` as asked of `p` now, in this poll's request to `p`.
-    fn ask(&mut self, p: P, pieces: Vec<u32>, now: Duration, out: &mut Actions<P>) {
-        let s = self.peers.get_mut(&p).expect("a known peer");
+    fn ask(&mut self, p: usize, pieces: Vec<u32>, now: Duration, out: &mut Actions<P>) {
+        let s = &mut self.peers[p];
         if s.inflight.is_empty() {
             self.asked.push(p);
             // Heard from at `now` at the latest (a first ask), so stalled at
@@ -686,16 +694,17 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             s.inflight.push((i, now));
             self.copies.asked(i);
         }
-        match out.requests.iter_mut().find(|(q, _)| *q == p) {
+        let id = self.peers.id(p);
+        match out.requests.iter_mut().find(|(q, _)| *q == id) {
             Some((_, v)) => v.extend(pieces),
-            None => out.requests.push((p, pieces)),
+            None => out.requests.push((id, pieces)),
         }
     }
 
     /// Pieces asked and not yet answered (every request is one copy in flight).
     pub fn inflight(&self) -> usize {
         let n = self.copies.total;
-        debug_assert_eq!(n, self.peers.values().map(|s| s.inflight.len()).sum::<usize>());
+        debug_assert_eq!(n, self.peers.states().map(|s| s.inflight.len()).sum::<usize>());
         n
     }
 
@@ -709,13 +718,13 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     pub fn next_wake(&self, now: Duration) -> Duration {
         // Watched peers wake us by answering; polls need the timer.
         let mut at = now + if self.cfg.watch { IDLE_WAKE } else { self.cfg.refresh };
-        for p in &self.paused {
+        for &p in &self.paused {
             let s = &self.peers[p];
             if s.paused_until > now {
                 at = at.min(s.paused_until);
             }
         }
-        for p in &self.asked {
+        for &p in &self.asked {
             let s = &self.peers[p];
             // Deadlines already past were acted on by the last poll (a second copy
             // asked, or none possible): only future ones can wake us.
@@ -736,19 +745,21 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// In debug builds: the peer lists hold what they stand for.
     fn check_lists(&self) {
         if cfg!(debug_assertions) {
-            for (p, s) in &self.peers {
-                assert_eq!(self.asked.contains(p), !s.inflight.is_empty(), "asked: {p:?}");
-                assert!(s.paused_until <= self.last_poll || self.paused.contains(p), "paused: {p:?}");
-                assert_eq!(self.seeds.contains(p), s.source != Source::Swarm, "seeds: {p:?}");
+            for (p, s) in self.peers.states().enumerate() {
+                let id = self.peers.id(p);
+                assert_eq!(self.peers.find(&id), Some(p), "index: {id:?}");
+                assert_eq!(self.asked.contains(&p), !s.inflight.is_empty(), "asked: {id:?}");
+                assert!(s.paused_until <= self.last_poll || self.paused.contains(&p), "paused: {id:?}");
+                assert_eq!(self.seeds.contains(&p), s.source != Source::Swarm, "seeds: {id:?}");
                 assert!(
-                    !self.cfg.watch || s.watching || s.source == Source::Complete || self.unwatched.contains(p),
-                    "unwatched: {p:?}"
+                    !self.cfg.watch || s.watching || s.source == Source::Complete || self.unwatched.contains(&p),
+                    "unwatched: {id:?}"
                 );
             }
             let distinct: std::collections::BTreeSet<_> = self.asked.iter().collect();
             assert_eq!(self.asked.len(), distinct.len());
             let mut avail = vec![0u32; self.have.len()];
-            for s in self.peers.values().filter(|s| s.source == Source::Swarm) {
+            for s in self.peers.states().filter(|s| s.source == Source::Swarm) {
                 count_pieces(&mut avail, &s.have, true);
             }
             assert_eq!(self.swarm_avail, avail, "swarm_avail");

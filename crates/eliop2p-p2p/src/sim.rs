@@ -157,6 +157,47 @@ struct Download {
     owed: Option<(Time, u64)>,
 }
 
+/// A node's downloads by chunk: a few (its readahead window), so a list
+/// searched in order, which costs less than hashing the chunk at every event.
+#[derive(Default)]
+struct Downloads(Vec<(usize, Download)>);
+
+impl Downloads {
+    fn get(&self, chunk: &usize) -> Option<&Download> {
+        self.0.iter().find(|(c, _)| c == chunk).map(|(_, d)| d)
+    }
+
+    fn get_mut(&mut self, chunk: &usize) -> Option<&mut Download> {
+        self.0.iter_mut().find(|(c, _)| c == chunk).map(|(_, d)| d)
+    }
+
+    fn contains_key(&self, chunk: &usize) -> bool {
+        self.get(chunk).is_some()
+    }
+
+    fn insert(&mut self, chunk: usize, d: Download) {
+        debug_assert!(!self.contains_key(&chunk));
+        self.0.push((chunk, d));
+    }
+
+    fn remove(&mut self, chunk: &usize) {
+        if let Some(i) = self.0.iter().position(|(c, _)| c == chunk) {
+            self.0.swap_remove(i);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&usize, &Download)> {
+        self.0.iter().map(|(c, d)| (c, d))
+    }
+}
+
+impl std::ops::Index<&usize> for Downloads {
+    type Output = Download;
+    fn index(&self, chunk: &usize) -> &Download {
+        self.get(chunk).expect("a download of the chunk")
+    }
+}
+
 struct ChunkState {
     owner: usize,
     /// Pieces each node has of this chunk (bit per piece; chunk <= 64 pieces).

@@ -3,12 +3,12 @@
 //! upload slots, the owners' origin fills, and the tracker. The bandwidth is
 //! `links::Links`; the order of events is `queue::Queue`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::links::Links;
 use super::queue::{Queue, Time};
-use super::{ChunkState, Download, Ev, SimConfig, SimReport, tracker_answer};
+use super::{ChunkState, Download, Downloads, Ev, SimConfig, SimReport, tracker_answer};
 use crate::sched::{Failure, Scheduler, Source};
 
 /// The sizes of the object's chunks and pieces.
@@ -50,7 +50,7 @@ pub(super) struct Swarm<'a> {
     q: Queue<Ev>,
     links: Links,
     chunks: Vec<ChunkState>,
-    downloads: Vec<HashMap<usize, Download>>,
+    downloads: Vec<Downloads>,
     next_chunk: Vec<usize>,
     /// Origin fills each node runs (as a chunk's owner).
     origin_fills: Vec<usize>,
@@ -86,7 +86,7 @@ impl<'a> Swarm<'a> {
             q: Queue::new(&[0, lat, 2 * lat, 3 * lat, slot_wait], Ev::timer),
             links: Links::new(n, cfg.node_rate, cfg.origin_rate),
             chunks: (0..num_chunks).map(|_| ChunkState::new(n)).collect(),
-            downloads: (0..n).map(|_| HashMap::new()).collect(),
+            downloads: (0..n).map(|_| Downloads::default()).collect(),
             next_chunk: vec![0; n],
             origin_fills: vec![0; n],
             done_chunks: vec![0; n],
