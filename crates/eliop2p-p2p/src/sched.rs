@@ -37,6 +37,7 @@ use std::time::Duration;
 mod bits;
 mod counts;
 mod peer;
+mod wake;
 use bits::Bits;
 use peer::{PeerState, Table};
 use counts::{Copies, count_changes, count_pieces};
@@ -82,9 +83,6 @@ impl SchedConfig {
         }
     }
 }
-
-/// With nothing due, a watching download still looks at its state this often.
-const IDLE_WAKE: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -138,8 +136,9 @@ pub struct Scheduler<P> {
     /// what is in flight, not how many peers the download has met (dozens at
     /// hundreds of nodes): peers with pieces asked of them;
     asked: Vec<usize>,
-    /// peers that may be paused (a superset, pruned at each poll);
-    paused: Vec<usize>,
+    /// peers that may be paused (a superset, pruned at each poll), with their
+    /// `paused_until` (read here, a poll touches no paused peer's state);
+    paused: Vec<(usize, Duration)>,
     /// seeds (complete, or filling from the origin);
     seeds: Vec<usize>,
     /// peers whose standing query (`watch`) may need asking (a superset).
@@ -154,9 +153,14 @@ pub struct Scheduler<P> {
     /// a piece or a failure only moves the true times later.
     stall_scan_at: Duration,
     overdue_scan_at: Duration,
+    /// What `next_wake` read of the asked peers, kept until a piece is asked,
+    /// answered, refused or withdrawn (most polls follow a have-announcement,
+    /// which changes none of it): their deadlines in order, and the earliest
+    /// time one of them can stall.
+    wakes: Option<(Vec<Duration>, Duration)>,
 }
 
-impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
+impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
     pub fn new(chunk_len: u64, cfg: SchedConfig, seed: u64, now: Duration) -> Self {
         let n = chunk_len.div_ceil(cfg.piece_size.max(1)) as usize;
         Self {
@@ -176,6 +180,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             last_poll: now,
             stall_scan_at: Duration::ZERO,
             overdue_scan_at: Duration::ZERO,
+            wakes: None,
         }
     }
 
@@ -309,6 +314,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// A peer is gone (refused us, left the cluster): its pieces go elsewhere.
     pub fn remove_peer(&mut self, p: &P) {
+        self.wakes = None;
         if let Some(i) = self.peers.find(p) {
             let (s, moved) = self.peers.remove(i);
             if s.source == Source::Swarm {
@@ -317,7 +323,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             for (piece, _) in s.inflight {
                 self.copies.ended(piece);
             }
-            for list in [&mut self.asked, &mut self.paused, &mut self.seeds, &mut self.unwatched] {
+            self.paused.retain(|q| q.0 != i);
+            if let Some(from) = moved {
+                self.paused.iter_mut().filter(|q| q.0 == from).for_each(|q| q.0 = i);
+            }
+            for list in [&mut self.asked, &mut self.seeds, &mut self.unwatched] {
                 list.retain(|q| *q != i);
                 // The peer that took its index.
                 if let Some(from) = moved {
@@ -329,6 +339,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// A verified piece arrived. Returns whether it was new (duplicates are dropped).
     pub fn on_piece(&mut self, p: P, piece: u32, now: Duration) -> bool {
+        // Its peer's rate, last arrival and queue change.
+        self.wakes = None;
         let len = self.piece_len(piece) as f64;
         if let Some(pi) = self.peers.find(&p) {
             let s = &mut self.peers[pi];
@@ -371,6 +383,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             Failure::Broken => self.cfg.min_deadline * 2,
         };
         let defer = self.cfg.defer;
+        self.wakes = None;
         let Some(pi) = self.peers.find(&p) else {
             return;
         };
@@ -384,9 +397,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         self.copies.ended(piece);
         if s.inflight.is_empty() {
             self.asked.retain(|q| *q != pi);
-        }
-        if why != Failure::Missing && !self.paused.contains(&pi) {
-            self.paused.push(pi);
         }
         match why {
             Failure::Missing => {
@@ -419,15 +429,18 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 s.paused_until = now + pause * s.failures.min(8);
             }
         }
+        if why != Failure::Missing {
+            self.note_paused(pi);
+        }
     }
 
-    /// When a piece asked of this peer should have arrived: the peer's queue
-    /// ahead of it at the peer's measured rate, four times over, at least
-    /// `min_deadline`.
-    fn deadline(&self, s: &PeerState, pos: usize, asked: Duration) -> Duration {
-        let rate = if s.rate > 0.0 { s.rate } else { 12.5e6 };
-        let queued = (pos + 1) as f64 * self.cfg.piece_size as f64 / rate;
-        asked + self.cfg.min_deadline.max(Duration::from_secs_f64(4.0 * queued))
+    /// Peer `p`'s `paused_until` was set: its entry in `paused` follows.
+    fn note_paused(&mut self, p: usize) {
+        let until = self.peers[p].paused_until;
+        match self.paused.iter_mut().find(|q| q.0 == p) {
+            Some(q) => q.1 = until,
+            None => self.paused.push((p, until)),
+        }
     }
 
     /// How many peers could serve each wanted piece (seeds count once each), and
@@ -441,9 +454,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 *a += u32::from(s.has(i as u32, now));
             }
         }
-        for &p in &self.paused {
+        for &(p, until) in &self.paused {
             let s = &self.peers[p];
-            if s.source == Source::Swarm && s.paused_until > now {
+            if until > now && s.source == Source::Swarm {
                 count_pieces(&mut paused, &s.have, true);
             }
         }
@@ -489,6 +502,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         }
         stalled.sort_unstable_by_key(|&p| self.peers.id(p));
         for p in stalled {
+            self.wakes = None;
             let s = &mut self.peers[p];
             let pieces: Vec<u32> = s.inflight.drain(..).map(|(x, _)| x).collect();
             s.failures += 1;
@@ -497,13 +511,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 self.copies.ended(*x);
             }
             self.asked.retain(|q| *q != p);
-            if !self.paused.contains(&p) {
-                self.paused.push(p);
-            }
+            self.note_paused(p);
             out.cancels.push((self.peers.id(p), pieces));
         }
-        let peers = &self.peers;
-        self.paused.retain(|&p| peers[p].paused_until > now);
+        self.paused.retain(|q| q.1 > now);
         // 2-3. Requests: only when there is room for one, or a piece is overdue
         // (ranking the pieces is most of a poll's cost, and most polls follow an
         // answer that freed no room).
@@ -682,6 +693,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// Records `pieces` as asked of `p` now, in this poll's request to `p`.
     fn ask(&mut self, p: usize, pieces: Vec<u32>, now: Duration, out: &mut Actions<P>) {
+        self.wakes = None;
         let s = &mut self.peers[p];
         if s.inflight.is_empty() {
             self.asked.push(p);
@@ -714,34 +726,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         self.cfg.total = total;
     }
 
-    /// The next time `poll` may have something new to do without any event.
-    pub fn next_wake(&self, now: Duration) -> Duration {
-        // Watched peers wake us by answering; polls need the timer.
-        let mut at = now + if self.cfg.watch { IDLE_WAKE } else { self.cfg.refresh };
-        for &p in &self.paused {
-            let s = &self.peers[p];
-            if s.paused_until > now {
-                at = at.min(s.paused_until);
-            }
-        }
-        for &p in &self.asked {
-            let s = &self.peers[p];
-            // Deadlines already past were acted on by the last poll (a second copy
-            // asked, or none possible): only future ones can wake us.
-            for (pos, (_, asked)) in s.inflight.iter().enumerate() {
-                let d = self.deadline(s, pos, *asked);
-                if d > now {
-                    at = at.min(d);
-                }
-            }
-            if let Some(oldest) = s.inflight.iter().map(|(_, t)| *t).min() {
-                let heard = s.last_arrival.map_or(oldest, |t| t.max(oldest));
-                at = at.min(heard + self.cfg.stall);
-            }
-        }
-        at.max(now + Duration::from_millis(1))
-    }
-
     /// In debug builds: the peer lists hold what they stand for.
     fn check_lists(&self) {
         if cfg!(debug_assertions) {
@@ -749,7 +733,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 let id = self.peers.id(p);
                 assert_eq!(self.peers.find(&id), Some(p), "index: {id:?}");
                 assert_eq!(self.asked.contains(&p), !s.inflight.is_empty(), "asked: {id:?}");
-                assert!(s.paused_until <= self.last_poll || self.paused.contains(&p), "paused: {id:?}");
+                assert!(s.paused_until <= self.last_poll || self.paused.contains(&(p, s.paused_until)), "paused: {id:?}");
                 assert_eq!(self.seeds.contains(&p), s.source != Source::Swarm, "seeds: {id:?}");
                 assert!(
                     !self.cfg.watch || s.watching || s.source == Source::Complete || self.unwatched.contains(&p),
