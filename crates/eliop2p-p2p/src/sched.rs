@@ -266,9 +266,12 @@ impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
     }
 
     fn set_peer_bits(&mut self, p: P, source: Source, have: Bits, now: Duration) {
+        // Whether the peer was a seed, so in `seeds` (not searched otherwise).
+        let mut was_seed = false;
         let i = match self.peers.find(&p) {
             Some(i) => {
                 let s = &mut self.peers[i];
+                was_seed = s.source != Source::Swarm;
                 // Only the pieces that changed move the counts (a watched peer's
                 // fresh bitmap differs from its last by a piece or two).
                 match (s.source == Source::Swarm, source == Source::Swarm) {
@@ -305,8 +308,10 @@ impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
             }
         };
         if source == Source::Swarm {
-            self.seeds.retain(|q| *q != i);
-        } else if !self.seeds.contains(&i) {
+            if was_seed {
+                self.seeds.retain(|q| *q != i);
+            }
+        } else if !was_seed {
             self.seeds.push(i);
         }
         self.unwatched.push(i);
@@ -527,13 +532,16 @@ impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
             let mut unwatched = std::mem::take(&mut self.unwatched);
             unwatched.sort_unstable_by_key(|&p| self.peers.id(p));
             unwatched.dedup();
-            for p in unwatched {
+            for &p in &unwatched {
                 let s = &mut self.peers[p];
                 if s.source != Source::Complete && !s.watching {
                     s.watching = true;
                     out.refresh.push(self.peers.id(p));
                 }
             }
+            // The list's room is kept (one allocation a poll otherwise).
+            unwatched.clear();
+            self.unwatched = unwatched;
             return out;
         }
         let order: Vec<usize> = self.peers.in_order().collect();
@@ -609,6 +617,17 @@ impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
             left.set(i as usize);
         }
         let mut total = self.inflight();
+        if order.is_empty() || total >= self.cfg.total {
+            // No peer is looked at (the usual case once a download's budget is
+            // out, or all it lacks is asked). The tie-breaks the peers not
+            // paused would have drawn are drawn all the same: after the poll's
+            // pruning, `paused` lists exactly the peers paused now.
+            debug_assert_eq!(self.peers.len() - self.paused.len(), self.peers.states().filter(|s| s.paused_until <= now).count());
+            for _ in 0..self.peers.len() - self.paused.len() {
+                self.random();
+            }
+            return order.is_empty();
+        }
         // Swarm peers first, then seeds; within each, the least loaded first.
         let mut peers: Vec<(bool, usize, u64, P, usize)> = self
             .peers
