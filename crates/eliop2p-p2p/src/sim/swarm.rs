@@ -3,7 +3,7 @@
 //! upload slots, the owners' origin fills, and the tracker. The bandwidth is
 //! `links::Links`; the order of events is `queue::Queue`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use super::links::Links;
@@ -483,6 +483,12 @@ impl<'a> Swarm<'a> {
         ch.downloaders.retain(|x| *x != to);
         if !ch.complete.contains(&to) {
             ch.complete.push(to);
+        }
+        if ch.complete.len() == self.cfg.nodes {
+            // Every node holds the chunk (the owner joined `complete` when its
+            // origin fill ended): nothing asks for it again.
+            ch.seed_sent = HashMap::new();
+            ch.watchers = HashMap::new();
         }
         self.done_chunks[to] += 1;
         if self.done_chunks[to] == self.num_chunks {
