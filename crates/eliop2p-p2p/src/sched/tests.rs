@@ -178,3 +178,40 @@ fn swarm_peers_get_one_standing_query_each() {
     let _ = idle.poll(Duration::ZERO);
     assert!(idle.next_wake(Duration::ZERO) >= 100 * MS);
 }
+
+/// A peer that leaves takes its pieces with it; the peer moved into its place
+/// in the table keeps its own state, lists and answers (the debug build's
+/// `check_lists` checks every list at each poll).
+#[test]
+fn a_removed_peer_leaves_the_others_whole() {
+    let mut c = cfg();
+    c.per_peer = 2;
+    c.batch = 2;
+    c.total = 6;
+    let mut s = Scheduler::new(8 << 20, c, 3, Duration::ZERO);
+    let bits = |set: &[usize]| (0..8).map(|i| set.contains(&i)).collect::<Vec<_>>();
+    s.set_peer(10u8, Source::Swarm, &bits(&[0, 1, 2]), Duration::ZERO);
+    s.set_peer(20u8, Source::Swarm, &bits(&[3, 4]), Duration::ZERO);
+    s.set_peer(30u8, Source::Swarm, &bits(&[5, 6, 7]), Duration::ZERO);
+    let a = s.poll(Duration::ZERO);
+    assert_eq!(a.requests.len(), 3, "{a:?}");
+    assert_eq!(s.inflight(), 6);
+    // The first peer leaves; the last one takes its place in the table.
+    s.remove_peer(&10);
+    assert!(!s.knows(&10));
+    assert_eq!((s.known(&20), s.known(&30)), (2, 3));
+    assert_eq!(s.inflight(), 4);
+    let of = |a: &Actions<u8>, p: u8| a.requests.iter().find(|(q, _)| *q == p).map(|(_, v)| v.clone());
+    let asked_30 = of(&a, 30).expect("30 asked");
+    assert!(s.on_piece(30, asked_30[0], 10 * MS));
+    s.on_failure(20, of(&a, 20).expect("20 asked")[0], Failure::Busy, 10 * MS);
+    // Nobody else has pieces 0-2: nothing goes to the peer that left.
+    let b = s.poll(10 * MS);
+    assert!(b.requests.iter().all(|(p, _)| *p == 30), "{b:?}");
+    assert_eq!(s.unsourced_pieces(), vec![0, 1, 2]);
+    // It comes back with them: asked again.
+    s.set_peer(10u8, Source::Swarm, &bits(&[0, 1, 2]), 20 * MS);
+    let c = s.poll(20 * MS);
+    assert!(of(&c, 10).is_some_and(|v| v.iter().all(|x| *x <= 2)), "{c:?}");
+    assert!(s.unsourced_pieces().is_empty());
+}
