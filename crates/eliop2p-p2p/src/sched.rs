@@ -568,7 +568,7 @@ impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
         let mut next = Duration::MAX;
         for s in self.asked.iter().map(|&p| &self.peers[p]) {
             for (pos, (_, asked)) in s.inflight.iter().enumerate() {
-                if self.deadline(s, pos, *asked) <= now {
+                if wake::deadline(&self.cfg, s, pos, *asked) <= now {
                     return true;
                 }
                 next = next.min(*asked + self.cfg.min_deadline);
@@ -685,7 +685,7 @@ impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
                 s.inflight
                     .iter()
                     .enumerate()
-                    .filter(|(pos, (_, asked))| self.deadline(s, *pos, *asked) <= now)
+                    .filter(|(pos, (_, asked))| wake::deadline(&self.cfg, s, *pos, *asked) <= now)
                     .map(|(_, (x, _))| *x)
                     .collect::<Vec<_>>()
             })

@@ -163,12 +163,16 @@ struct Download {
 struct Downloads(Vec<(usize, Download)>);
 
 impl Downloads {
+    fn position(&self, chunk: &usize) -> Option<usize> {
+        self.0.iter().position(|(c, _)| c == chunk)
+    }
+
     fn get(&self, chunk: &usize) -> Option<&Download> {
-        self.0.iter().find(|(c, _)| c == chunk).map(|(_, d)| d)
+        self.position(chunk).map(|i| &self.0[i].1)
     }
 
     fn get_mut(&mut self, chunk: &usize) -> Option<&mut Download> {
-        self.0.iter_mut().find(|(c, _)| c == chunk).map(|(_, d)| d)
+        self.position(chunk).map(|i| &mut self.0[i].1)
     }
 
     fn contains_key(&self, chunk: &usize) -> bool {
@@ -181,7 +185,7 @@ impl Downloads {
     }
 
     fn remove(&mut self, chunk: &usize) {
-        if let Some(i) = self.0.iter().position(|(c, _)| c == chunk) {
+        if let Some(i) = self.position(chunk) {
             self.0.swap_remove(i);
         }
     }

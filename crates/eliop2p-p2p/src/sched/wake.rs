@@ -11,17 +11,13 @@ const IDLE_WAKE: Duration = Duration::from_millis(500);
 
 /// When a piece asked of a peer should have arrived: the peer's queue ahead of
 /// it at the peer's measured rate, four times over, at least `min_deadline`.
-fn deadline(cfg: &SchedConfig, s: &PeerState, pos: usize, asked: Duration) -> Duration {
+pub(super) fn deadline(cfg: &SchedConfig, s: &PeerState, pos: usize, asked: Duration) -> Duration {
     let rate = if s.rate > 0.0 { s.rate } else { 12.5e6 };
     let queued = (pos + 1) as f64 * cfg.piece_size as f64 / rate;
     asked + cfg.min_deadline.max(Duration::from_secs_f64(4.0 * queued))
 }
 
 impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
-    pub(super) fn deadline(&self, s: &PeerState, pos: usize, asked: Duration) -> Duration {
-        deadline(&self.cfg, s, pos, asked)
-    }
-
     /// The next time `poll` may have something new to do without any event.
     pub fn next_wake(&mut self, now: Duration) -> Duration {
         // Watched peers wake us by answering; polls need the timer.
