@@ -21,7 +21,7 @@ use crate::flags::{self, Flags};
 const USAGE: &str = "
 eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200] [--origin-mbit=200]
     [--latency-us=200] [--window=5] [--slots=4] [--slot-wait-ms=20] [--slot-release-kib=128] [--node-pieces=12]
-    [--origin-fill-pieces=6] [--seed-copies=2] [--fill-reserve=2] [--piece-kib=256] [--poll] [--seed=7]
+    [--origin-fill-pieces=6] [--seed-copies=3] [--fill-reserve=2] [--piece-kib=256] [--poll] [--seed=7]
     [--per-peer=N] [--total=N] [--batch=N] [--busy-pause-ms=N] [--defer-ms=N]
 
 The defaults run 1,000 and 5,000 nodes x 1 and 16 GiB: many hours of one core.
@@ -79,12 +79,14 @@ pub fn run() -> anyhow::Result<()> {
     let piece: u64 = f.get_min("piece-kib", 256, 256)? * 1024;
     let poll = f.switch("poll");
     let window: usize = f.get_min("window", 5, 1)?;
-    let slots: usize = f.get_min("slots", eliop2p_p2p::P2pConfig::new("sim").max_uploads, 1)?;
+    // The nodes' own values are the defaults.
+    let node = eliop2p_p2p::P2pConfig::new("sim");
+    let slots: usize = f.get_min("slots", node.max_uploads, 1)?;
     let slot_wait_ms: f64 = f.get("slot-wait-ms", eliop2p_p2p::SLOT_WAIT.as_secs_f64() * 1e3)?;
     let slot_release_kib: u64 = f.get("slot-release-kib", eliop2p_p2p::NOTSENT_LOWAT / 1024)?;
-    let node_pieces: usize = f.get("node-pieces", 12)?;
-    let origin_fill_pieces: usize = f.get("origin-fill-pieces", 6)?;
-    let seed_copies: u32 = f.get("seed-copies", 2)?;
+    let node_pieces: usize = f.get("node-pieces", node.max_download_pieces)?;
+    let origin_fill_pieces: usize = f.get("origin-fill-pieces", node.max_download_pieces_while_filling)?;
+    let seed_copies: u32 = f.get("seed-copies", eliop2p_p2p::SEED_COPIES)?;
     let fill_reserved_slots: usize = f.get("fill-reserve", eliop2p_p2p::fill_reserved_slots(slots))?;
     let seed: u64 = f.get("seed", 7)?;
     let sched = sched_config(&f, piece, poll)?;
@@ -123,7 +125,7 @@ pub fn run() -> anyhow::Result<()> {
                 node_pieces,
                 origin_fill_pieces,
                 seed_copies,
-                seed_window: Duration::from_millis(200),
+                seed_window: eliop2p_p2p::SEED_WINDOW,
                 sched: sched.clone(),
                 seed,
             };

@@ -226,10 +226,13 @@ pub(crate) struct P2pShared {
 /// A seed (a complete holder, or a fill from the origin) sends each piece to at
 /// most this many peers per window (200 ms: about one piece time plus a bitmap refresh, so the copies
 /// have reached the swarm by its end); later askers are told to take it from the
-/// swarm, which got those copies. So a seed's uplink carries about two copies of
-/// each piece however many nodes download it, and the swarm the rest.
-const SEED_COPIES: u32 = 2;
-const SEED_WINDOW: Duration = Duration::from_millis(200);
+/// swarm, which got those copies. So a seed's uplink carries about three copies
+/// of each piece however many nodes download it, and the swarm the rest. Three
+/// rather than two since 2026-12-06: a fresh piece reaches the swarm a hop
+/// sooner; in the simulator p99 1.17x -> 1.15x at 16 nodes, 1.26x -> 1.23x at
+/// 200, 1.30x -> 1.27x at 1,000 (64 MiB, with `per_peer` 4).
+pub const SEED_COPIES: u32 = 3;
+pub const SEED_WINDOW: Duration = Duration::from_millis(200);
 
 /// Upload slots a node keeps, while it reads chunks from the origin, for the
 /// pieces it seeds (its fills' and its complete chunks'): a request for a piece

@@ -13,7 +13,7 @@
 //!   for what its bitmap shows filled, the same way, then in its fill order, so
 //!   what it awaits for us is what comes next. A seed is
 //!   asked only for pieces no swarm peer has, so a seed's uplink carries few
-//!   copies of each piece (see the seeding rule in `server`: two per window) and
+//!   copies of each piece (see the seeding rule, `SEED_COPIES`: three per window) and
 //!   the swarm the rest.
 //! - **Congestion is not failure.** A piece's deadline scales with what the peer
 //!   already has queued for us and the rate it has delivered at; an overdue piece
@@ -71,7 +71,7 @@ impl SchedConfig {
     pub fn new(piece_size: u64, stall: Duration) -> Self {
         Self {
             piece_size,
-            per_peer: 3,
+            per_peer: 4,
             total: 8,
             batch: 2,
             stall,
