@@ -20,12 +20,14 @@ use crate::flags::{self, Flags};
 
 const USAGE: &str = "
 eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200] [--origin-mbit=200]
-    [--latency-us=200] [--window=5] [--slots=4] [--slot-wait-ms=20] [--slot-release-kib=128] [--node-pieces=12]
-    [--origin-fill-pieces=6] [--seed-copies=3] [--fill-reserve=2] [--piece-kib=256] [--poll] [--seed=7]
-    [--per-peer=N] [--total=N] [--batch=N] [--busy-pause-ms=N] [--defer-ms=N]
+    [--latency-us=200] [--window=5] [--piece-kib=256] [--poll] [--seed=7]
+    [--slots=N] [--slot-wait-ms=N] [--slot-release-kib=N] [--node-pieces=N] [--origin-fill-pieces=N]
+    [--seed-copies=N] [--fill-reserve=N] [--per-peer=N] [--total=N] [--batch=N] [--busy-pause-ms=N] [--defer-ms=N]
 
 The defaults run 1,000 and 5,000 nodes x 1 and 16 GiB: many hours of one core.
---slots: the nodes' p2p.upload_slots (default: theirs).
+The flags given as N default to what the nodes run (the run's header prints
+them); set, they model another rule.
+--slots: the nodes' p2p.upload_slots.
 --slot-release-kib: an upload slot is freed when this much of its piece is left
 to cross. The default is what a node does: it frees the slot once the piece is
 in the socket, with up to 128 KiB unsent (TCP_NOTSENT_LOWAT). 0: at the last
@@ -95,13 +97,14 @@ pub fn run() -> anyhow::Result<()> {
         Err(_) => u64::MAX,
     };
     println!(
-        "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, {} KiB pieces, readahead {} chunks, {slots} upload slots (a request waits {slot_wait_ms} ms for one; freed {}), {node_pieces} pieces in flight a node ({origin_fill_pieces} while it reads the origin), swarm bitmaps {}",
+        "## swarm simulator: every node reads one cold object at once; NIC {} Mbit/s each way, origin {} Mbit/s, one-way latency {} us, 16 MiB chunks, {} KiB pieces, readahead {} chunks, {slots} upload slots (a request waits {slot_wait_ms} ms for one; freed {}), {node_pieces} pieces in flight a node ({origin_fill_pieces} while it reads the origin), {} a peer, a seed sends a piece to {seed_copies} peers a window, swarm bitmaps {}",
         rate * 8.0 / 1e6,
         origin * 8.0 / 1e6,
         latency.as_micros(),
         piece / 1024,
         window - 1,
         if slot_release_kib == 0 { "at a piece's last byte".to_owned() } else { format!("with {slot_release_kib} KiB of its piece left") },
+        sched.per_peer,
         if poll { "polled" } else { "watched" }
     );
     println!();
