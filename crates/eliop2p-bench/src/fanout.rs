@@ -19,14 +19,17 @@ const USAGE: &str = "
 eliop2p-bench fanout [--nodes=16] [--sizes=64,512] [--rate=200] [--origin-rates=200,50]
     [--modes=gossip,hybrid] [--kill] [--first-byte-ms=30] [--stream-mbps=0] [--sha256]
     [--mtu=9000] [--switch-buffer-kib=1024] [--no-direct] [--per-node] [--node-env=KEY=VALUE;KEY=VALUE]
-    [--repeat=1]
+    [--repeat=1] [--slow=COUNT:MBIT]
 
 Sizes in MiB, rates in Mbit/s. --repeat=N runs every row N times, in rounds (each
 row once, then again), and ends with a table of each row's p99 over its runs.
+--slow=COUNT:MBIT gives COUNT nodes a NIC of MBIT (degraded links): the row's
+times are then the other nodes', and a line after the table gives the slow
+nodes' own and which of them read the origin (owned chunks).
 Needs root and iproute2, and the eliop2p binary next to this one.";
 
 const VALUES: &[&str] = &[
-    "nodes", "sizes", "rate", "origin-rates", "modes", "first-byte-ms", "stream-mbps", "mtu", "switch-buffer-kib", "node-env", "repeat",
+    "nodes", "sizes", "rate", "origin-rates", "modes", "first-byte-ms", "stream-mbps", "mtu", "switch-buffer-kib", "node-env", "repeat", "slow",
 ];
 
 pub async fn run() -> anyhow::Result<()> {
@@ -84,6 +87,7 @@ pub async fn run() -> anyhow::Result<()> {
         if stream_rate > 0 { format!(", {} Mbit/s per stream", stream_rate * 8 / 1_000_000) } else { String::new() }
     );
     let repeat: usize = f.get_min("repeat", 1, 1)?;
+    let slow = f.count_at_mbit("slow")?.map(|(k, mbit)| (k, (mbit * 1e6) as u64));
     println!();
     println!("{}", fanout::SUMMARY_HEADER);
     let mut notes = Vec::new();
@@ -104,6 +108,7 @@ pub async fn run() -> anyhow::Result<()> {
                         kill_owner_at: kill.then_some(0.3),
                         direct,
                         node_env: node_env.clone(),
+                        slow,
                         check,
                     });
                 }
@@ -119,6 +124,9 @@ pub async fn run() -> anyhow::Result<()> {
             let r = fanout::run(spec).await?;
             let cpu = fanout::children_cpu_seconds() - cpu0;
             println!("{}", fanout::summary(spec, &r));
+            if let Some(n) = slow_note(spec, &r) {
+                notes.push(n);
+            }
             if f.switch("per-node") {
                 notes.extend(per_node_notes(spec, &r, cpu));
             }
@@ -141,6 +149,29 @@ pub async fn run() -> anyhow::Result<()> {
         println!("- {n}");
     }
     Ok(())
+}
+
+/// `--slow`: the slow nodes' times over their own ideal, and the origin bytes
+/// each read (an owner among them reads the origin for the cluster at its rate).
+fn slow_note(spec: &Spec, r: &fanout::Report) -> Option<String> {
+    let (count, rate) = spec.slow?;
+    let mut t: Vec<f64> = r.slow_finish.iter().flatten().map(|t| t / r.slow_ideal).collect();
+    let p = |t: &mut [f64], q: f64| fanout::percentile(t, q).map_or("-".into(), |x| format!("{x:.2}x"));
+    // `filled` leaves a killed node out.
+    let listed = count - usize::from(r.killed.is_some_and(|k| k < count));
+    let filled: Vec<String> = r.filled.iter().take(listed).map(|b| format!("{} MiB", b >> 20)).collect();
+    Some(format!(
+        "{} nodes, {} MiB, {:?}: the {count} nodes at {} Mbit/s finished at p50 {} / max {} of their own ideal ({} of {} clients); origin bytes each read: {}",
+        spec.nodes,
+        spec.object_size >> 20,
+        spec.mode,
+        rate / 1_000_000,
+        p(&mut t, 50.0),
+        p(&mut t, 100.0),
+        t.len(),
+        count,
+        filled.join(", ")
+    ))
 }
 
 /// `--per-node`: each node's finish time (and origin bytes, for owners), where

@@ -136,6 +136,21 @@ impl Flags {
         Ok(v)
     }
 
+    /// `--name=COUNT:MBIT` (`--slow`): a count of nodes and a rate in Mbit/s
+    /// above 0; `None` when the flag is not given.
+    pub fn count_at_mbit(&self, name: &str) -> anyhow::Result<Option<(usize, f64)>> {
+        let Some(v) = self.text(name) else {
+            return Ok(None);
+        };
+        let bad = || anyhow::anyhow!("--{name}={v}: want COUNT:MBIT, a count of nodes and a rate in Mbit/s above 0");
+        let (k, r) = v.split_once(':').ok_or_else(bad)?;
+        let (k, r): (usize, f64) = (k.parse().map_err(|_| bad())?, r.parse().map_err(|_| bad())?);
+        if !(r > 0.0 && r.is_finite()) {
+            return Err(bad());
+        }
+        Ok(Some((k, r)))
+    }
+
     /// A comma-separated list, each item parsed (an empty item is an error), or `default`.
     pub fn list<T: FromStr + Clone>(&self, name: &str, default: &[T]) -> anyhow::Result<Vec<T>>
     where
@@ -217,5 +232,15 @@ mod tests {
         let f = run(&["--nodes=4,8"]).unwrap();
         assert_eq!(f.list_min::<usize>("nodes", &[1], 1).unwrap(), vec![4, 8]);
         assert_eq!(f.get_min::<f64>("rate", 200.0, 0.001).unwrap(), 200.0);
+    }
+
+    #[test]
+    fn a_count_at_a_rate_is_read_or_an_error_naming_the_flag() {
+        assert_eq!(run(&["--rate=4:50"]).unwrap().count_at_mbit("rate").unwrap(), Some((4, 50.0)));
+        assert_eq!(run(&[]).unwrap().count_at_mbit("rate").unwrap(), None);
+        for bad in ["--rate=4", "--rate=x:50", "--rate=4:0", "--rate=4:-1", "--rate=4:inf"] {
+            let e = format!("{:#}", run(&[bad]).unwrap().count_at_mbit("rate").unwrap_err());
+            assert!(e.contains("want COUNT:MBIT") && e.contains(bad.trim_start_matches("--")), "{bad}: {e}");
+        }
     }
 }

@@ -23,6 +23,7 @@ eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200]
     [--latency-us=200] [--window=5] [--piece-kib=256] [--poll] [--seed=7]
     [--slots=N] [--slot-wait-ms=N] [--slot-release-kib=N] [--node-pieces=N] [--origin-fill-pieces=N]
     [--seed-copies=N] [--fill-reserve=N] [--per-peer=N] [--total=N] [--batch=N] [--busy-pause-ms=N] [--defer-ms=N]
+    [--slow=COUNT:MBIT]
 
 The defaults run 1,000 and 5,000 nodes x 1 and 16 GiB: many hours of one core.
 The flags given as N default to what the nodes run (the run's header prints
@@ -33,6 +34,9 @@ to cross. The default is what a node does: it frees the slot once the piece is
 in the socket, with up to 128 KiB unsent (TCP_NOTSENT_LOWAT). 0: at the last
 byte, the model of the results before 2026-12-05 (it ranked 8 upload slots over
 4, the bed the other way).
+--slow=COUNT:MBIT: COUNT nodes have a NIC of MBIT each way (degraded links);
+chunk owners are drawn at random, so some of them may own chunks. The row's
+times are then the other nodes'; a line after it gives the slow nodes' own.
 --fill-reserve: upload slots a node reading the origin keeps for what it seeds
 (default: the nodes' rule, a quarter of --slots).
 SIM_TIMELINE=1 prints refusals by reason, events by kind, delivery per 500 ms,
@@ -44,7 +48,7 @@ origin, wall time): for runs of hours.";
 const VALUES: &[&str] = &[
     "nodes", "sizes-gib", "rate-mbit", "origin-mbit", "latency-us", "window", "slots", "slot-wait-ms", "slot-release-kib",
     "node-pieces", "origin-fill-pieces", "seed-copies", "fill-reserve", "piece-kib", "seed", "per-peer", "total", "batch",
-    "busy-pause-ms", "defer-ms",
+    "busy-pause-ms", "defer-ms", "slow",
 ];
 
 /// The nodes' scheduler settings, with the knobs given on the command line.
@@ -91,6 +95,7 @@ pub fn run() -> anyhow::Result<()> {
     let seed_copies: u32 = f.get("seed-copies", eliop2p_p2p::SEED_COPIES)?;
     let fill_reserved_slots: usize = f.get("fill-reserve", eliop2p_p2p::fill_reserved_slots(slots))?;
     let seed: u64 = f.get("seed", 7)?;
+    let (slow_nodes, slow_rate) = f.count_at_mbit("slow")?.map_or((0, 0.0), |(k, mbit)| (k, mbit * 1e6 / 8.0));
     let sched = sched_config(&f, piece, poll)?;
     let progress_every = match std::env::var("SIM_PROGRESS") {
         Ok(v) => v.parse().map_err(|_| anyhow::anyhow!("SIM_PROGRESS={v}: not a count of events"))?,
@@ -118,6 +123,8 @@ pub fn run() -> anyhow::Result<()> {
                 chunk_bytes: 16 << 20,
                 piece_bytes: piece,
                 node_rate: rate,
+                slow_nodes,
+                slow_rate,
                 origin_rate: origin,
                 latency,
                 window,
@@ -169,23 +176,40 @@ pub fn run() -> anyhow::Result<()> {
                 let (i, most) = r.alone_max.iter().enumerate().max_by_key(|(_, b)| **b).map(|(i, b)| (i, *b)).unwrap_or((0, 0));
                 eprintln!("held alone: at most {:.1} MiB on one node (node {i}, owns {} chunks)", most as f64 / (1 << 20) as f64, r.owned.get(i).copied().unwrap_or(0));
             }
-            let mut t = r.finish.clone();
-            t.sort_by(f64::total_cmp);
-            let pct = |p: f64| t[((p / 100.0 * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1] / r.ideal;
+            // With slow nodes, the row is the others' (nodes `slow_nodes..`).
+            let fast = if slow_nodes < n { &r.finish[slow_nodes..] } else { &r.finish[..] };
+            let pct = |t: &[f64], p: f64, ideal: f64| {
+                let mut t = t.to_vec();
+                t.sort_by(f64::total_cmp);
+                t[((p / 100.0 * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1] / ideal
+            };
             let obj = cfg.object_bytes as f64;
             let max_up = r.uploaded.iter().max().copied().unwrap_or(0) as f64;
             let mean_up = r.uploaded.iter().sum::<u64>() as f64 / r.uploaded.len() as f64;
             println!(
                 "| {n} | {gib} GiB | {:.2}x | {:.2}x | {:.2}x | {:.3}x | {:.2}x | {:.2}x | {:.0}% | {} | {wall:.1} s |",
-                pct(50.0),
-                pct(99.0),
-                pct(100.0),
+                pct(fast, 50.0, r.ideal),
+                pct(fast, 99.0, r.ideal),
+                pct(fast, 100.0, r.ideal),
                 r.origin_bytes as f64 / obj,
                 max_up / obj,
                 mean_up / obj,
                 100.0 * r.refused as f64 / r.requests.max(1) as f64,
                 r.events
             );
+            if slow_nodes > 0 {
+                let slow = &r.finish[..slow_nodes];
+                let own_ideal = cfg.object_bytes as f64 / slow_rate.min(origin);
+                println!(
+                    "slow nodes: {slow_nodes} at {} Mbit/s, owning {} of {} chunks; their p50 / p99 / max over their own ideal: {:.2}x / {:.2}x / {:.2}x",
+                    slow_rate * 8.0 / 1e6,
+                    r.owned[..slow_nodes].iter().sum::<u32>(),
+                    r.owned.iter().sum::<u32>(),
+                    pct(slow, 50.0, own_ideal),
+                    pct(slow, 99.0, own_ideal),
+                    pct(slow, 100.0, own_ideal)
+                );
+            }
         }
     }
     println!();

@@ -29,6 +29,11 @@ pub struct SimConfig {
     pub piece_bytes: u64,
     /// Bytes per second of each node's NIC, each direction.
     pub node_rate: f64,
+    /// Nodes `0..slow_nodes` have a NIC of `slow_rate` instead (degraded links,
+    /// older hosts): a chunk's owner among them reads the origin at its rate.
+    /// Chunk owners are drawn at random, independent of the index.
+    pub slow_nodes: usize,
+    pub slow_rate: f64,
     pub origin_rate: f64,
     pub latency: Duration,
     /// Chunks a node downloads at once (its readahead).
@@ -292,6 +297,9 @@ impl SimConfig {
         }
         if !(self.node_rate > 0.0 && self.origin_rate > 0.0) {
             return Err("node_rate and origin_rate must be above 0".into());
+        }
+        if self.slow_nodes > self.nodes || self.slow_nodes > 0 && (self.slow_rate.is_nan() || self.slow_rate <= 0.0) {
+            return Err(format!("slow_nodes {} must be at most nodes {}, with slow_rate above 0", self.slow_nodes, self.nodes));
         }
         Ok(())
     }

@@ -57,6 +57,11 @@ pub struct Spec {
     pub direct: bool,
     /// Extra environment for every node.
     pub node_env: Vec<(String, String)>,
+    /// The first `count` nodes have NICs of `rate_bps` instead (degraded links,
+    /// older hosts): `(count, rate_bps)`. Which nodes own chunks is up to the
+    /// cluster, so a run may or may not make a slow node an owner; the report's
+    /// finish times are then the other nodes', and `slow_finish` theirs.
+    pub slow: Option<(usize, u64)>,
     /// How clients check the bodies they read against the object.
     pub check: BodyCheck,
 }
@@ -133,6 +138,10 @@ pub struct Report {
     pub pooled_pieces: Vec<u64>,
     /// Ideal seconds: object size over the slower of the node NIC and the origin NIC.
     pub ideal: f64,
+    /// With `Spec::slow`: the slow nodes' finish times (left out of `finish`),
+    /// and their own ideal.
+    pub slow_finish: Vec<Option<f64>>,
+    pub slow_ideal: f64,
     pub killed: Option<usize>,
     /// At the kill: bytes the origin had sent, bytes all nodes had received
     /// from it (their `eliop2p_origin_bytes_total`), and the killed node's share.
@@ -195,6 +204,14 @@ pub fn percentile(t: &mut [f64], p: f64) -> Option<f64> {
 }
 
 impl Spec {
+    /// Node `i`'s NIC (`slow`: the first few have a slower one).
+    pub fn node_link_of(&self, i: usize) -> Link {
+        match self.slow {
+            Some((count, rate_bps)) if i < count => Link { rate_bps, ..self.node_link },
+            _ => self.node_link,
+        }
+    }
+
     /// What `run` needs of a spec, as a message naming the field (a bed of no
     /// node panicked inside `NetBed`; a rate of 0 failed in `tc` naming no flag).
     pub fn check(&self) -> Result<(), String> {
@@ -210,6 +227,11 @@ impl Spec {
                 return Err(format!("{name}: MTU {} is not within 576-65535", link.mtu));
             }
         }
+        if let Some((count, rate)) = self.slow
+            && (count >= self.nodes || rate == 0)
+        {
+            return Err(format!("slow nodes: {count} of {} at {rate} bit/s; at least one node must be left at the node rate, and the rate above 0", self.nodes));
+        }
         if self.kill_owner_at.is_some_and(|s| !(0.0..1.0).contains(&s)) {
             return Err(format!("kill_owner_at {:?} is not a share below 1", self.kill_owner_at));
         }
@@ -223,7 +245,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     }
     let n = spec.nodes;
     let mut links = vec![spec.origin_link];
-    links.extend(std::iter::repeat_n(spec.node_link, n));
+    links.extend((0..n).map(|i| spec.node_link_of(i)));
     // The control plane has a host of its own, with a node's NIC, as in a
     // deployment: on the origin's host its answers to the nodes shared the
     // origin's uplink with the chunk reads (32 nodes at 50 Mbit/s: location
@@ -248,6 +270,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     let mut report = Report {
         ideal: spec.object_size as f64 * 8.0
             / spec.node_link.rate_bps.min(spec.origin_link.rate_bps) as f64,
+        slow_ideal: spec.object_size as f64 * 8.0 / spec.node_link_of(0).rate_bps.min(spec.origin_link.rate_bps) as f64,
         ..Default::default()
     };
 
@@ -312,8 +335,15 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     {
         report.cpu_busy = Some((b1 - b0) as f64 / (t1 - t0) as f64);
     }
+    // The slow nodes' times apart (`Spec::slow`), then the killed node's left out.
+    let slow = spec.slow.map_or(0, |(k, _)| k);
+    let fast = report.finish.split_off(slow);
+    report.slow_finish = std::mem::replace(&mut report.finish, fast);
     if let Some(k) = report.killed {
-        report.finish.remove(k);
+        match k.checked_sub(slow) {
+            Some(j) => report.finish.remove(j),
+            None => report.slow_finish.remove(k),
+        };
     }
     report.origin_bytes = origin.bytes_sent() - before;
     if std::env::var_os("FANOUT_TIMELINE").is_some() {
@@ -531,10 +561,11 @@ pub fn summary(spec: &Spec, r: &Report) -> String {
 /// 200 Mbit/s | Hybrid |`).
 pub(crate) fn row_name(spec: &Spec, killed: bool) -> String {
     format!(
-        "| {} | {} MiB | {} Mbit/s | {} Mbit/s | {:?}{} |",
+        "| {} | {} MiB | {} Mbit/s{} | {} Mbit/s | {:?}{} |",
         spec.nodes,
         spec.object_size >> 20,
         spec.node_link.rate_bps / 1_000_000,
+        spec.slow.map_or(String::new(), |(k, r)| format!(" ({k} at {} Mbit/s)", r / 1_000_000)),
         spec.origin_link.rate_bps / 1_000_000,
         spec.mode,
         if killed { ", owner killed" } else { "" },
@@ -560,6 +591,7 @@ pub(crate) mod tests {
             kill_owner_at: None,
             direct: false,
             node_env: Vec::new(),
+            slow: None,
             check: BodyCheck::Sha256,
         }
     }
@@ -582,5 +614,23 @@ pub(crate) mod tests {
         bad(|s| s.node_link = Link::mbit(100).with_switch_buffer(0), "switch buffer (0 bytes)");
         bad(|s| s.origin_link = Link::mbit(100).with_mtu(100), "origin link: MTU 100");
         bad(|s| s.kill_owner_at = Some(1.5), "kill_owner_at");
+        bad(|s| s.slow = Some((4, 10_000_000)), "slow nodes: 4 of 4");
+        bad(|s| s.slow = Some((1, 0)), "slow nodes: 1 of 4 at 0 bit/s");
+    }
+
+    /// `--slow`: the first nodes get the slow rate and keep the rest of the
+    /// node link (MTU, switch buffer); the others keep the node link.
+    #[test]
+    fn slow_nodes_are_the_first_ones_with_only_their_rate_changed() {
+        let mut s = spec();
+        s.node_link = Link::mbit(200).with_mtu(9000).with_switch_buffer(1 << 20);
+        assert_eq!(s.node_link_of(0), s.node_link);
+        s.slow = Some((2, 50_000_000));
+        assert_eq!(s.check(), Ok(()));
+        for i in 0..2 {
+            assert_eq!(s.node_link_of(i), Link { rate_bps: 50_000_000, ..s.node_link });
+        }
+        assert_eq!(s.node_link_of(2), s.node_link);
+        assert_eq!(s.node_link_of(3), s.node_link);
     }
 }

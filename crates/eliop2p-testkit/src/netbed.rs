@@ -20,7 +20,7 @@ use anyhow::{Context as _, bail};
 
 /// One host's NIC: rate in bits per second for each direction, optional one-way
 /// delay (needs the kernel's `sch_netem`), and its MTU.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Link {
     pub rate_bps: u64,
     pub delay_ms: u32,

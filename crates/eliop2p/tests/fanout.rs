@@ -34,6 +34,7 @@ fn spec(mode: Mode, kill: Option<f64>) -> Option<Spec> {
         kill_owner_at: kill,
         direct: false,
         node_env: vec![("ELIOP2P_CACHE_CHUNK_SIZE".into(), "4MiB".into())],
+        slow: None,
         check: fanout::BodyCheck::Sha256,
     })
 }

@@ -34,9 +34,8 @@ pub(super) struct Flow {
 /// The flows of every link; node `origin` (one past the last node) is the origin,
 /// which only uploads.
 pub(super) struct Links {
-    node_rate: f64,
-    origin_rate: f64,
-    origin: usize,
+    /// Each node's NIC rate (each way), then the origin's.
+    caps: Vec<f64>,
     flows: Vec<Flow>,
     /// Indexes of ended flows in `flows`, reused by the next ones.
     free: Vec<usize>,
@@ -51,11 +50,11 @@ pub(super) struct Links {
 }
 
 impl Links {
-    pub(super) fn new(nodes: usize, node_rate: f64, origin_rate: f64) -> Self {
+    /// `caps`: each node's NIC rate, then the origin's.
+    pub(super) fn new(caps: Vec<f64>) -> Self {
+        let nodes = caps.len() - 1;
         Self {
-            node_rate,
-            origin_rate,
-            origin: nodes,
+            caps,
             flows: Vec::new(),
             free: Vec::new(),
             up: vec![Vec::new(); nodes + 1],
@@ -66,8 +65,8 @@ impl Links {
         }
     }
 
-    fn up_cap(&self, x: usize) -> f64 {
-        if x == self.origin { self.origin_rate } else { self.node_rate }
+    fn cap(&self, x: usize) -> f64 {
+        self.caps[x]
     }
 
     /// Puts `bytes` of `piece` on the wire from `from` to `to`; its `FlowDone`
@@ -147,7 +146,7 @@ impl Links {
                 match links.iter_mut().find(|x| (x.0, x.1) == l) {
                     Some(x) => x.3 += 1,
                     None => {
-                        let (on, cap) = if l.1 { (&self.down[l.0], self.node_rate) } else { (&self.up[l.0], self.up_cap(l.0)) };
+                        let (on, cap) = if l.1 { (&self.down[l.0], self.cap(l.0)) } else { (&self.up[l.0], self.cap(l.0)) };
                         let held: f64 = on.iter().filter(|g| v.binary_search(g).is_err()).map(|g| self.flows[*g].rate).sum();
                         links.push((l.0, l.1, (cap - held).max(0.0), 1));
                     }
@@ -207,7 +206,7 @@ impl Links {
         }
         if cfg!(debug_assertions) {
             for &(node, down, ..) in &links {
-                let (on, cap) = if down { (&self.down[node], self.node_rate) } else { (&self.up[node], self.up_cap(node)) };
+                let (on, cap) = if down { (&self.down[node], self.cap(node)) } else { (&self.up[node], self.cap(node)) };
                 let sum: f64 = on.iter().map(|g| self.flows[*g].rate).sum();
                 assert!(sum <= cap * (1.0 + 1e-9), "link of node {node} (down: {down}) carries {sum} > {cap}");
             }

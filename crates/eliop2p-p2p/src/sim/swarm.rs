@@ -84,7 +84,12 @@ impl<'a> Swarm<'a> {
             // Distinct seeds give distinct runs (`seed | 1` made 2 and 3 the same).
             rng: (cfg.seed << 1) | 1,
             q: Queue::new(&[0, lat, 2 * lat, 3 * lat, slot_wait], Ev::timer),
-            links: Links::new(n, cfg.node_rate, cfg.origin_rate),
+            links: Links::new(
+                (0..n)
+                    .map(|i| if i < cfg.slow_nodes { cfg.slow_rate } else { cfg.node_rate })
+                    .chain([cfg.origin_rate])
+                    .collect(),
+            ),
             chunks: (0..num_chunks).map(|_| ChunkState::new(n)).collect(),
             downloads: (0..n).map(|_| Downloads::default()).collect(),
             next_chunk: vec![0; n],

@@ -11,6 +11,8 @@ fn small_swarm_completes_with_one_origin_read() {
         chunk_bytes: 16 << 20,
         piece_bytes: 1 << 20,
         node_rate: 25e6,
+        slow_nodes: 0,
+        slow_rate: 0.0,
         origin_rate: 25e6,
         latency: Duration::from_micros(200),
         window: 3,
@@ -50,6 +52,8 @@ fn sixteen_nodes_as_deployed() -> SimConfig {
         chunk_bytes: 16 << 20,
         piece_bytes: 256 << 10,
         node_rate: 25e6,
+        slow_nodes: 0,
+        slow_rate: 0.0,
         origin_rate: 25e6,
         latency: Duration::from_micros(200),
         window: 5,
@@ -143,6 +147,8 @@ fn requests_wait_for_an_upload_slot_before_busy() {
         chunk_bytes: 16 << 20,
         piece_bytes: 256 << 10,
         node_rate: 25e6,
+        slow_nodes: 0,
+        slow_rate: 0.0,
         origin_rate: 25e6,
         latency: Duration::from_micros(200),
         window: 2,
@@ -232,6 +238,8 @@ fn no_node_beats_its_nic_in_a_busy_swarm() {
         chunk_bytes: 16 << 20,
         piece_bytes: 1 << 20,
         node_rate: 25e6,
+        slow_nodes: 0,
+        slow_rate: 0.0,
         origin_rate: 25e6,
         latency: Duration::from_millis(2),
         window: 5,
@@ -267,6 +275,8 @@ fn an_owner_reading_the_origin_sends_its_fresh_pieces_first() {
             chunk_bytes: 16 << 20,
             piece_bytes: 256 << 10,
             node_rate: 50e6 / 8.0,
+            slow_nodes: 0,
+            slow_rate: 0.0,
             origin_rate: 50e6 / 8.0,
             latency: Duration::from_micros(200),
             window: 5,
@@ -327,4 +337,31 @@ fn progress_reports_each_block_of_events_without_changing_the_run() {
     assert!(last.secs <= r.finish.iter().copied().fold(0.0, f64::max));
     let plain = simulate(&cfg);
     assert_eq!((plain.finish, plain.events, plain.origin_bytes), (r.finish, r.events, r.origin_bytes));
+}
+
+/// Slow nodes (`slow_nodes`): their NIC bounds them, every node still gets the
+/// whole object and the origin is still read once; a bad setting is an error.
+#[test]
+fn slow_nodes_are_held_to_their_nic() {
+    let mut cfg = sixteen_nodes_as_deployed();
+    cfg.slow_nodes = 4;
+    cfg.slow_rate = cfg.node_rate / 4.0;
+    let r = simulate(&cfg);
+    assert_eq!(r.origin_bytes, cfg.object_bytes, "the origin is read once");
+    let own_ideal = cfg.object_bytes as f64 / cfg.slow_rate;
+    for (i, t) in r.finish.iter().enumerate() {
+        let bound = if i < 4 { own_ideal } else { r.ideal };
+        assert!(*t >= bound * 0.99, "node {i} finished in {t:.2} s, faster than its NIC allows ({bound:.2} s)");
+    }
+    // Each slow node reads the whole object through its slow downlink, and
+    // its upload is bounded by its uplink's rate too.
+    for i in 0..4 {
+        assert!(r.uploaded[i] as f64 <= cfg.slow_rate * r.finish.iter().cloned().fold(0.0, f64::max) * 1.01, "node {i} sent {} bytes", r.uploaded[i]);
+    }
+    let mut bad = cfg.clone();
+    bad.slow_nodes = 17;
+    assert!(bad.check().unwrap_err().contains("slow_nodes 17"));
+    bad.slow_nodes = 1;
+    bad.slow_rate = 0.0;
+    assert!(bad.check().is_err());
 }

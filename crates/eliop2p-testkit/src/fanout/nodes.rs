@@ -52,7 +52,7 @@ pub(super) fn spawn_nodes(bed: &NetBed, spec: &Spec, origin_endpoint: &str, cont
             // Uploads at most the NIC's rate, as deployment.md advises: the node
             // then paces its upload connections to it (`p2p` crate, `pace`), and
             // its NIC's queue stays short (`--node-env` may set it otherwise).
-            .env("ELIOP2P_P2P_MAX_UPLOAD_RATE", (spec.node_link.rate_bps / 8).to_string())
+            .env("ELIOP2P_P2P_MAX_UPLOAD_RATE", (spec.node_link_of(i).rate_bps / 8).to_string())
             .env("ELIOP2P_P2P_CLUSTER_SECRET", "fanout-secret")
             .env("ELIOP2P_NODE_ID", format!("fanout-{i}"))
             .env("ELIOP2P_DISCOVERY_GOSSIP_INTERVAL", "200ms")
