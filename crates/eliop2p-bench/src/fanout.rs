@@ -19,13 +19,14 @@ const USAGE: &str = "
 eliop2p-bench fanout [--nodes=16] [--sizes=64,512] [--rate=200] [--origin-rates=200,50]
     [--modes=gossip,hybrid] [--kill] [--first-byte-ms=30] [--stream-mbps=0] [--sha256]
     [--mtu=9000] [--switch-buffer-kib=1024] [--no-direct] [--per-node] [--node-env=KEY=VALUE;KEY=VALUE]
-    [--repeat=1] [--slow=COUNT:MBIT]
+    [--repeat=1] [--slow=COUNT:MBIT] [--slow-not-owners]
 
 Sizes in MiB, rates in Mbit/s. --repeat=N runs every row N times, in rounds (each
 row once, then again), and ends with a table of each row's p99 over its runs.
 --slow=COUNT:MBIT gives COUNT nodes a NIC of MBIT (degraded links): the row's
 times are then the other nodes', and a line after the table gives the slow
-nodes' own and which of them read the origin (owned chunks).
+nodes' own and which of them read the origin (owned chunks). --slow-not-owners
+runs the slow nodes with node.owner = false.
 Needs root and iproute2, and the eliop2p binary next to this one.";
 
 const VALUES: &[&str] = &[
@@ -33,7 +34,7 @@ const VALUES: &[&str] = &[
 ];
 
 pub async fn run() -> anyhow::Result<()> {
-    let f = flags::parse(2, USAGE, VALUES, &["kill", "sha256", "no-direct", "per-node"])?;
+    let f = flags::parse(2, USAGE, VALUES, &["kill", "sha256", "no-direct", "per-node", "slow-not-owners"])?;
     if let Err(e) = eliop2p_testkit::netbed::available() {
         anyhow::bail!("fanout: {e}");
     }
@@ -109,6 +110,7 @@ pub async fn run() -> anyhow::Result<()> {
                         direct,
                         node_env: node_env.clone(),
                         slow,
+                        slow_not_owners: f.switch("slow-not-owners"),
                         check,
                     });
                 }

@@ -23,7 +23,7 @@ eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200]
     [--latency-us=200] [--window=5] [--piece-kib=256] [--poll] [--seed=7]
     [--slots=N] [--slot-wait-ms=N] [--slot-release-kib=N] [--node-pieces=N] [--origin-fill-pieces=N]
     [--seed-copies=N] [--fill-reserve=N] [--per-peer=N] [--total=N] [--batch=N] [--busy-pause-ms=N] [--defer-ms=N]
-    [--slow=COUNT:MBIT]
+    [--slow=COUNT:MBIT] [--slow-not-owners]
 
 The defaults run 1,000 and 5,000 nodes x 1 and 16 GiB: many hours of one core.
 The flags given as N default to what the nodes run (the run's header prints
@@ -37,6 +37,7 @@ byte, the model of the results before 2026-12-05 (it ranked 8 upload slots over
 --slow=COUNT:MBIT: COUNT nodes have a NIC of MBIT each way (degraded links);
 chunk owners are drawn at random, so some of them may own chunks. The row's
 times are then the other nodes'; a line after it gives the slow nodes' own.
+--slow-not-owners: the slow nodes own no chunk (node.owner = false).
 --fill-reserve: upload slots a node reading the origin keeps for what it seeds
 (default: the nodes' rule, a quarter of --slots).
 SIM_TIMELINE=1 prints refusals by reason, events by kind, delivery per 500 ms,
@@ -75,7 +76,7 @@ fn sched_config(f: &Flags, piece: u64, poll: bool) -> anyhow::Result<SchedConfig
 }
 
 pub fn run() -> anyhow::Result<()> {
-    let f = flags::parse(2, USAGE, VALUES, &["poll"])?;
+    let f = flags::parse(2, USAGE, VALUES, &["poll", "slow-not-owners"])?;
     let nodes: Vec<usize> = f.list_min("nodes", &[1000, 5000], 1)?;
     let sizes: Vec<f64> = f.list_min("sizes-gib", &[1.0, 16.0], 1.0 / 1024.0)?;
     let rate = f.get_min("rate-mbit", 200.0, 0.001)? * 1e6 / 8.0;
@@ -125,6 +126,7 @@ pub fn run() -> anyhow::Result<()> {
                 node_rate: rate,
                 slow_nodes,
                 slow_rate,
+                slow_not_owners: f.switch("slow-not-owners"),
                 origin_rate: origin,
                 latency,
                 window,

@@ -92,6 +92,20 @@ pub struct NodeInfo {
     pub proxy: Option<SocketAddr>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub zone: String,
+    /// Whether the node may own chunks (`node.owner`): read them from the origin
+    /// for the cluster and track their swarms. A node with a slower NIC than the
+    /// rest sets it false, or every node would wait on its origin reads. Left
+    /// out of the JSON when true, so nodes without the field read as owners.
+    #[serde(default = "owner_default", skip_serializing_if = "is_owner")]
+    pub owner: bool,
+}
+
+fn owner_default() -> bool {
+    true
+}
+
+fn is_owner(owner: &bool) -> bool {
+    *owner
 }
 
 /// A member's state; the order is a claim's precedence at equal incarnation.

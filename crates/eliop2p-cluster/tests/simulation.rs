@@ -38,6 +38,7 @@ fn info(i: usize) -> NodeInfo {
         p2p: addr(i),
         proxy: None,
         zone: format!("zone-{}", i % 3),
+        owner: true,
     }
 }
 

@@ -16,6 +16,7 @@ fn node(i: u32) -> NodeInfo {
         p2p: SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 9000)),
         proxy: None,
         zone: "zone-a".into(),
+        owner: true,
     }
 }
 

@@ -15,6 +15,7 @@ fn node(i: u32) -> NodeInfo {
         p2p: SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 9000)),
         proxy: None,
         zone: String::new(),
+        owner: true,
     }
 }
 
@@ -199,6 +200,7 @@ fn a_large_table_fits_the_wire_in_pages_and_a_joiner_takes_all_of_it() {
         p2p: SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 9000)),
         proxy: Some(SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 8080))),
         zone: format!("cn-hangzhou-{}-zone", i % 8),
+        owner: true,
     };
     let n = 6_000u32;
     let mut seed = Gossip::new(long(0), 1, vec![], cfg());

@@ -32,6 +32,8 @@ pub struct ClusterConfig {
     pub advertise: Option<SocketAddr>,
     pub proxy_addr: Option<SocketAddr>,
     pub zone: String,
+    /// Whether this node may own chunks (`node.owner`; `NodeInfo::owner`).
+    pub owner: bool,
 }
 
 impl Default for ClusterConfig {
@@ -43,6 +45,7 @@ impl Default for ClusterConfig {
             advertise: None,
             proxy_addr: None,
             zone: String::new(),
+            owner: true,
         }
     }
 }

@@ -380,6 +380,7 @@ pub fn spawn_p2p(
             p2p: cc.advertise.unwrap_or(local_addr),
             proxy: cc.proxy_addr,
             zone: cc.zone.clone(),
+            owner: cc.owner,
         };
         cluster::Cluster::new(cc, me, node)
     });

@@ -34,6 +34,8 @@ pub struct SimConfig {
     /// Chunk owners are drawn at random, independent of the index.
     pub slow_nodes: usize,
     pub slow_rate: f64,
+    /// The slow nodes own no chunk (`node.owner = false`) while others may.
+    pub slow_not_owners: bool,
     pub origin_rate: f64,
     pub latency: Duration,
     /// Chunks a node downloads at once (its readahead).

@@ -225,7 +225,7 @@ async fn a_download_hears_of_the_members_that_query_it() {
         cfg.piece_timeout = Duration::from_secs(2);
         cfg.cluster = Some(eliop2p_p2p::ClusterConfig { gossip: false, ..Default::default() });
         let h = spawn_p2p(cfg, la, cache.clone(), CancellationToken::new(), &TaskTracker::new(), Default::default()).unwrap();
-        let info = |id: &str, p2p| NodeInfo { id: id.into(), p2p, proxy: None, zone: String::new() };
+        let info = |id: &str, p2p| NodeInfo { id: id.into(), p2p, proxy: None, zone: String::new(), owner: true };
         h.observe_members(vec![info("b", ab), info("c", ac)]);
         (h, cache)
     };

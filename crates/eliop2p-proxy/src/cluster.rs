@@ -303,6 +303,8 @@ impl Directory for CpClient {
                         p2p: h.p2p_addr,
                         proxy: None,
                         zone: h.zone,
+                        // Holders, not candidates for ownership.
+                        owner: true,
                     })
                     .collect(),
             )
@@ -440,6 +442,7 @@ async fn refresh_members(client: &CpClient, p2p: &eliop2p_p2p::P2pHandle, me: &s
                 p2p: n.p2p_addr,
                 proxy: n.proxy_addr,
                 zone: n.labels.get("zone").cloned().unwrap_or_default(),
+                owner: n.labels.get("owner").is_none_or(|v| v != "false"),
             })
             .collect();
         last.tag = r.etag;

@@ -148,6 +148,7 @@ impl TestCluster {
                 advertise: None,
                 proxy_addr: None,
                 zone: format!("zone-{}", i % 2),
+                owner: true,
             });
             cfg.p2p = Some(pc);
             if let Some(addr) = control_addr {

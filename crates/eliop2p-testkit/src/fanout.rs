@@ -62,6 +62,9 @@ pub struct Spec {
     /// cluster, so a run may or may not make a slow node an owner; the report's
     /// finish times are then the other nodes', and `slow_finish` theirs.
     pub slow: Option<(usize, u64)>,
+    /// The slow nodes run with `node.owner = false`: they own no chunk while a
+    /// node at the node rate is live.
+    pub slow_not_owners: bool,
     /// How clients check the bodies they read against the object.
     pub check: BodyCheck,
 }
@@ -565,7 +568,9 @@ pub(crate) fn row_name(spec: &Spec, killed: bool) -> String {
         spec.nodes,
         spec.object_size >> 20,
         spec.node_link.rate_bps / 1_000_000,
-        spec.slow.map_or(String::new(), |(k, r)| format!(" ({k} at {} Mbit/s)", r / 1_000_000)),
+        spec.slow.map_or(String::new(), |(k, r)| {
+            format!(" ({k} at {} Mbit/s{})", r / 1_000_000, if spec.slow_not_owners { ", not owners" } else { "" })
+        }),
         spec.origin_link.rate_bps / 1_000_000,
         spec.mode,
         if killed { ", owner killed" } else { "" },
@@ -592,6 +597,7 @@ pub(crate) mod tests {
             direct: false,
             node_env: Vec::new(),
             slow: None,
+            slow_not_owners: false,
             check: BodyCheck::Sha256,
         }
     }

@@ -35,6 +35,7 @@ fn spec(mode: Mode, kill: Option<f64>) -> Option<Spec> {
         direct: false,
         node_env: vec![("ELIOP2P_CACHE_CHUNK_SIZE".into(), "4MiB".into())],
         slow: None,
+        slow_not_owners: false,
         check: fanout::BodyCheck::Sha256,
     })
 }

@@ -11,10 +11,12 @@ use crate::rendezvous;
 
 impl Gossip {
 /// The first `k` live nodes (this one included) in rendezvous order for a
-    /// chunk: its owner first.
+    /// chunk: its owner first. Nodes that may not own chunks (`NodeInfo::owner`
+    /// false) come after every node that may, so they own a chunk only when no
+    /// live node may.
     pub fn owners(&self, chunk: &ChunkId, k: usize) -> Vec<NodeInfo> {
-        let mut best: Vec<(u64, &NodeInfo)> = Vec::with_capacity(k + 1);
-        let mut push = |w: u64, n| {
+        let mut best: Vec<((bool, u64), &NodeInfo)> = Vec::with_capacity(k + 1);
+        let mut push = |w: (bool, u64), n| {
             let pos = best
                 .iter()
                 .position(|(bw, _)| w > *bw)
@@ -25,11 +27,11 @@ impl Gossip {
             }
         };
         if !self.leaving {
-            push(rendezvous::weight(chunk, self.my_hash), &self.me);
+            push((self.me.owner, rendezvous::weight(chunk, self.my_hash)), &self.me);
         }
         for e in self.members.values() {
             if self.is_live(e) {
-                push(rendezvous::weight(chunk, e.hash), &e.node);
+                push((e.node.owner, rendezvous::weight(chunk, e.hash)), &e.node);
             }
         }
         best.into_iter().map(|(_, n)| n.clone()).collect()

@@ -53,8 +53,9 @@ impl Gossip {
     pub(super) fn table_to(&self, to: SocketAddr, reply: bool) -> Vec<Out> {
         let mine = self.digest();
         // An upper bound of a digest's JSON: every character of the free-form
-        // strings escaped (6 bytes), the rest at its longest.
-        let bound = |d: &Digest| 6 * (d.node.id.len() + d.node.zone.len()) + 240;
+        // strings escaped (6 bytes), the rest at its longest (`"owner":false`
+        // included).
+        let bound = |d: &Digest| 6 * (d.node.id.len() + d.node.zone.len()) + 256;
         let fixed = bound(&mine) + 6 * self.me.id.len() + 64;
         let mut pages: Vec<Vec<Digest>> = Vec::new();
         let mut page = vec![mine.clone()];

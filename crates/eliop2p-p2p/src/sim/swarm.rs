@@ -108,7 +108,10 @@ impl<'a> Swarm<'a> {
             },
         };
         for c in 0..num_chunks {
-            s.chunks[c].owner = (s.rand() % n as u64) as usize;
+            // Nodes that may not own chunks (`slow_not_owners`) are passed
+            // over, as the cluster's ranking puts them after every other.
+            let skip = if cfg.slow_not_owners && cfg.slow_nodes < n { cfg.slow_nodes } else { 0 };
+            s.chunks[c].owner = skip + (s.rand() % (n - skip) as u64) as usize;
         }
         for node in 0..n {
             for _ in 0..cfg.window.min(num_chunks) {

@@ -13,6 +13,7 @@ fn small_swarm_completes_with_one_origin_read() {
         node_rate: 25e6,
         slow_nodes: 0,
         slow_rate: 0.0,
+        slow_not_owners: false,
         origin_rate: 25e6,
         latency: Duration::from_micros(200),
         window: 3,
@@ -54,6 +55,7 @@ fn sixteen_nodes_as_deployed() -> SimConfig {
         node_rate: 25e6,
         slow_nodes: 0,
         slow_rate: 0.0,
+        slow_not_owners: false,
         origin_rate: 25e6,
         latency: Duration::from_micros(200),
         window: 5,
@@ -149,6 +151,7 @@ fn requests_wait_for_an_upload_slot_before_busy() {
         node_rate: 25e6,
         slow_nodes: 0,
         slow_rate: 0.0,
+        slow_not_owners: false,
         origin_rate: 25e6,
         latency: Duration::from_micros(200),
         window: 2,
@@ -240,6 +243,7 @@ fn no_node_beats_its_nic_in_a_busy_swarm() {
         node_rate: 25e6,
         slow_nodes: 0,
         slow_rate: 0.0,
+        slow_not_owners: false,
         origin_rate: 25e6,
         latency: Duration::from_millis(2),
         window: 5,
@@ -277,6 +281,7 @@ fn an_owner_reading_the_origin_sends_its_fresh_pieces_first() {
             node_rate: 50e6 / 8.0,
             slow_nodes: 0,
             slow_rate: 0.0,
+            slow_not_owners: false,
             origin_rate: 50e6 / 8.0,
             latency: Duration::from_micros(200),
             window: 5,
@@ -358,6 +363,13 @@ fn slow_nodes_are_held_to_their_nic() {
     for i in 0..4 {
         assert!(r.uploaded[i] as f64 <= cfg.slow_rate * r.finish.iter().cloned().fold(0.0, f64::max) * 1.01, "node {i} sent {} bytes", r.uploaded[i]);
     }
+    // `node.owner = false` on the slow nodes: none of them owns a chunk.
+    let mut not_owners = cfg.clone();
+    not_owners.slow_not_owners = true;
+    let r = simulate(&not_owners);
+    assert_eq!(r.owned[..4], [0; 4], "slow nodes own {:?}", &r.owned[..4]);
+    assert_eq!(r.owned.iter().sum::<u32>(), 4, "every chunk has an owner");
+    assert_eq!(r.origin_bytes, cfg.object_bytes);
     let mut bad = cfg.clone();
     bad.slow_nodes = 17;
     assert!(bad.check().unwrap_err().contains("slow_nodes 17"));

@@ -59,6 +59,9 @@ pub(super) fn spawn_nodes(bed: &NetBed, spec: &Spec, origin_endpoint: &str, cont
             .env("RUST_LOG", std::env::var("FANOUT_LOG").unwrap_or("warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        if spec.slow_not_owners && spec.slow.is_some_and(|(k, _)| i < k) {
+            cmd.env("ELIOP2P_NODE_OWNER", "false");
+        }
         if i > 0 {
             cmd.env("ELIOP2P_DISCOVERY_SEEDS", seed.to_string());
         }

@@ -138,6 +138,7 @@ impl Effective {
                 advertise,
                 proxy_addr: None,
                 zone: self.str("node.zone"),
+                owner: self.str("node.owner") != "false",
             });
         }
         Ok(Some(pc))
@@ -237,6 +238,10 @@ impl Effective {
             if !v.is_empty() {
                 labels.insert(l.to_owned(), v);
             }
+        }
+        // Only the exception travels: a node without the label may own chunks.
+        if self.str("node.owner") == "false" {
+            labels.insert("owner".to_owned(), "false".to_owned());
         }
         let token = self.str("control_plane.token");
         Ok(Some(eliop2p_proxy::ControlPlaneClientConfig {

@@ -519,6 +519,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "node",
+        "owner",
+        Kind::Choice(&["true", "false"]),
+        "true",
+        "whether this node may own chunks: read them from the origin for the whole cluster and track their swarms. Set false on nodes whose NIC is slower than the rest: every node waits on an owner's origin reads (16 nodes at 200 Mbit/s, some at 50: the fast nodes finished at 3-4x their ideal when a slow node owned a chunk). Such a node owns chunks only when no live node may"
+    ),
+    key!(
+        "node",
         "rack",
         Kind::Str,
         "",

@@ -239,6 +239,31 @@ fn discovery_modes_and_their_errors() {
     assert!(format!("{bad:#}").contains("discovery.mode"));
 }
 
+/// `node.owner = false` (a node on a slower NIC): its gossip `NodeInfo` says
+/// so, and so does its label for the control plane; a node that may own sends
+/// neither; a value other than true or false names the key.
+#[test]
+fn a_node_that_may_not_own_chunks_says_so_to_gossip_and_the_control_plane() {
+    let load = |extra: &[(&str, &str)]| {
+        let mut v = vec![
+            ("ELIOP2P_ORIGIN_ENDPOINT", "http://127.0.0.1:1"),
+            ("ELIOP2P_P2P_CLUSTER_SECRET", "s"),
+            ("ELIOP2P_NODE_ID", "n1"),
+            ("ELIOP2P_CONTROL_PLANE_ENDPOINT", "http://10.0.0.5:8081"),
+        ];
+        v.extend_from_slice(extra);
+        Effective::load(None, &env(&v), &[])
+    };
+    let n = load(&[]).unwrap().node_config().unwrap();
+    assert!(n.p2p.unwrap().cluster.unwrap().owner);
+    assert!(!n.control_plane.unwrap().labels.contains_key("owner"));
+    let n = load(&[("ELIOP2P_NODE_OWNER", "false")]).unwrap().node_config().unwrap();
+    assert!(!n.p2p.unwrap().cluster.unwrap().owner);
+    assert_eq!(n.control_plane.unwrap().labels.get("owner").map(String::as_str), Some("false"));
+    let Err(e) = load(&[("ELIOP2P_NODE_OWNER", "no")]) else { panic!("node.owner = no accepted") };
+    assert!(format!("{e:#}").contains("node.owner"), "{e:#}");
+}
+
 #[test]
 fn node_id_is_generated_once_and_kept_in_the_cache_dir() {
     let dir = tempfile::tempdir().unwrap();
