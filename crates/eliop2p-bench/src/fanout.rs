@@ -89,6 +89,9 @@ pub async fn run() -> anyhow::Result<()> {
     );
     let repeat: usize = f.get_min("repeat", 1, 1)?;
     let slow = f.count_at_mbit("slow")?.map(|(k, mbit)| (k, (mbit * 1e6) as u64));
+    if f.switch("slow-not-owners") && slow.is_none() {
+        anyhow::bail!("--slow-not-owners: which nodes? give --slow=COUNT:MBIT too");
+    }
     println!();
     println!("{}", fanout::SUMMARY_HEADER);
     let mut notes = Vec::new();
@@ -167,7 +170,7 @@ fn slow_note(spec: &Spec, r: &fanout::Report) -> Option<String> {
         spec.nodes,
         spec.object_size >> 20,
         spec.mode,
-        rate / 1_000_000,
+        rate as f64 / 1e6,
         p(&mut t, 50.0),
         p(&mut t, 100.0),
         t.len(),

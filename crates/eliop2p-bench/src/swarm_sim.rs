@@ -97,6 +97,9 @@ pub fn run() -> anyhow::Result<()> {
     let fill_reserved_slots: usize = f.get("fill-reserve", eliop2p_p2p::fill_reserved_slots(slots))?;
     let seed: u64 = f.get("seed", 7)?;
     let (slow_nodes, slow_rate) = f.count_at_mbit("slow")?.map_or((0, 0.0), |(k, mbit)| (k, mbit * 1e6 / 8.0));
+    if f.switch("slow-not-owners") && slow_nodes == 0 {
+        anyhow::bail!("--slow-not-owners: which nodes? give --slow=COUNT:MBIT too");
+    }
     let sched = sched_config(&f, piece, poll)?;
     let progress_every = match std::env::var("SIM_PROGRESS") {
         Ok(v) => v.parse().map_err(|_| anyhow::anyhow!("SIM_PROGRESS={v}: not a count of events"))?,

@@ -569,7 +569,7 @@ pub(crate) fn row_name(spec: &Spec, killed: bool) -> String {
         spec.object_size >> 20,
         spec.node_link.rate_bps / 1_000_000,
         spec.slow.map_or(String::new(), |(k, r)| {
-            format!(" ({k} at {} Mbit/s{})", r / 1_000_000, if spec.slow_not_owners { ", not owners" } else { "" })
+            format!(" ({k} at {} Mbit/s{})", r as f64 / 1e6, if spec.slow_not_owners { ", not owners" } else { "" })
         }),
         spec.origin_link.rate_bps / 1_000_000,
         spec.mode,
