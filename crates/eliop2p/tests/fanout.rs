@@ -3,7 +3,8 @@
 //! node` process per host, every client reading one cold object at once. Checks
 //! what must hold on any network: every body byte-exact, the origin read about
 //! once, and the same when the node that read the most from the origin dies
-//! mid-distribution. Timings are the bench's business (`eliop2p-bench fanout`).
+//! mid-distribution, and a node that may not own chunks reads none from the
+//! origin. Timings are the bench's business (`eliop2p-bench fanout`).
 //!
 //! Needs root and iproute2; `.ci/run` sets `ELIOP2P_TEST_NETNS=1`, which makes a
 //! missing capability a failure instead of a skip.
@@ -77,4 +78,23 @@ async fn killing_the_busiest_origin_reader_mid_distribution_loses_no_byte() {
     let r = fanout::run(&spec).await.unwrap();
     assert!(r.killed.is_some());
     check(&spec, &r, 1.5);
+}
+
+/// A node with `node.owner = false`, here on a NIC a quarter as fast as the
+/// others', reads nothing from the origin: the other nodes own every chunk (with
+/// the node ids the bed uses, this node owns some of the 8 chunks otherwise).
+/// Every body is exact, the slow node's too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_may_not_own_chunks_reads_nothing_from_the_origin() {
+    let Some(mut spec) = spec(Mode::Gossip, None) else { return };
+    spec.slow = Some((1, 25_000_000));
+    spec.slow_not_owners = true;
+    let r = fanout::run(&spec).await.unwrap();
+    eprintln!("{}\n{}", fanout::SUMMARY_HEADER, fanout::summary(&spec, &r));
+    assert_eq!(r.bad_bodies, 0, "clients with wrong or short bodies: {:?}", r.errors);
+    let finished = r.finish.iter().chain(&r.slow_finish).flatten().count();
+    assert_eq!(finished, spec.nodes, "{:?}", r.errors);
+    assert_eq!(r.filled[0], 0, "the node that may not own read from the origin; bytes each node read: {:?}", r.filled);
+    let ratio = r.origin_bytes as f64 / spec.object_size as f64;
+    assert!(ratio <= 1.05, "origin sent {ratio:.3}x the object");
 }
