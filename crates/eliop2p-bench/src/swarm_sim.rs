@@ -183,11 +183,7 @@ pub fn run() -> anyhow::Result<()> {
             }
             // With slow nodes, the row is the others' (nodes `slow_nodes..`).
             let fast = if slow_nodes < n { &r.finish[slow_nodes..] } else { &r.finish[..] };
-            let pct = |t: &[f64], p: f64, ideal: f64| {
-                let mut t = t.to_vec();
-                t.sort_by(f64::total_cmp);
-                t[((p / 100.0 * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1] / ideal
-            };
+            let pct = |t: &[f64], p: f64, ideal: f64| eliop2p_testkit::fanout::percentile(&mut t.to_vec(), p).unwrap_or(0.0) / ideal;
             let obj = cfg.object_bytes as f64;
             let max_up = r.uploaded.iter().max().copied().unwrap_or(0) as f64;
             let mean_up = r.uploaded.iter().sum::<u64>() as f64 / r.uploaded.len() as f64;
