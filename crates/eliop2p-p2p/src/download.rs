@@ -49,8 +49,9 @@ pub(crate) fn knows_few(peers: usize) -> bool {
 pub(crate) fn relocate_interval(peers: usize) -> Duration {
     if knows_few(peers) { RELOCATE_FEW } else { RELOCATE_EVERY }
 }
-/// With a piece nobody has, the tracker is asked again at most this often.
-const RELOCATE_MIN: Duration = Duration::from_millis(150);
+/// With a piece nobody has, the tracker is asked again at most this often;
+/// and a download looks at its state at least this often (the simulator too).
+pub(crate) const RELOCATE_MIN: Duration = Duration::from_millis(150);
 /// A re-locate asks the control plane too (besides the tracker) at most this
 /// often, unless pieces lack a source or, without gossip (where the control
 /// plane is the only list of complete holders), the download knows few peers.

@@ -179,7 +179,8 @@ impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
             last_progress: now,
             last_poll: now,
             stall_scan_at: Duration::ZERO,
-            overdue_scan_at: Duration::ZERO,
+            // Nothing asked, nothing can be overdue (`ask` lowers it).
+            overdue_scan_at: Duration::MAX,
             wakes: None,
         }
     }
@@ -198,6 +199,26 @@ impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
 
     pub fn has(&self, piece: u32) -> bool {
         self.have[piece as usize]
+    }
+
+    /// Whether a poll now could ask peer `p` for `piece` (news that `p` has
+    /// it is of use): the piece is lacked and nobody is fetching it, there is
+    /// room for a request, and `p` is known, not paused and has room.
+    pub fn could_ask(&self, p: &P, piece: u32, now: Duration) -> bool {
+        !self.has(piece)
+            && self.copies.of(piece) == 0
+            && self.inflight() < self.cfg.total
+            && self.peers.find(p).is_some_and(|i| {
+                let s = &self.peers[i];
+                s.paused_until <= now && s.inflight.len() < self.cfg.per_peer
+            })
+    }
+
+    /// Whether a poll now may ask for anything: room for a request, or a
+    /// piece perhaps overdue (false: what the peers have cannot change what a
+    /// poll does).
+    pub fn may_ask(&self, now: Duration) -> bool {
+        self.inflight() < self.cfg.total || now >= self.overdue_scan_at
     }
 
     /// A piece this node already has (a fill resumed from earlier pieces).

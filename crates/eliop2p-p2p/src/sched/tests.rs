@@ -215,3 +215,53 @@ fn a_removed_peer_leaves_the_others_whole() {
     assert!(of(&c, 10).is_some_and(|v| v.iter().all(|x| *x <= 2)), "{c:?}");
     assert!(s.unsourced_pieces().is_empty());
 }
+
+/// What the simulator asks before it tells a download of a peer's new piece
+/// or polls it: news of a piece is of use only when a poll could ask that
+/// peer for it, and what peers have is of no use while the budget is full.
+#[test]
+fn news_of_a_piece_is_of_use_only_when_a_poll_could_ask_for_it() {
+    let mut c = cfg();
+    c.per_peer = 2;
+    c.batch = 2;
+    c.total = 3;
+    let mut s = Scheduler::new(8 << 20, c, 1, Duration::ZERO);
+    let mut first = vec![false; 8];
+    first[..2].iter_mut().for_each(|h| *h = true);
+    s.set_peer(0u8, Source::Swarm, &first, Duration::ZERO);
+    s.set_peer(1u8, Source::Swarm, &[], Duration::ZERO);
+    assert!(s.may_ask(Duration::ZERO));
+    // Peer 1 has room and piece 5 is lacked by all: of use.
+    assert!(s.could_ask(&1, 5, Duration::ZERO));
+    // Not of an unknown peer.
+    assert!(!s.could_ask(&7, 5, Duration::ZERO));
+    let a = s.poll(Duration::ZERO);
+    assert_eq!(a.requests, vec![(0u8, vec![0, 1])]);
+    // Pieces 0 and 1 are being fetched: a second source of them is no news.
+    assert!(!s.could_ask(&1, 0, MS));
+    // Peer 0 has no room left for a request.
+    assert!(!s.could_ask(&0, 5, MS));
+    // Peer 1 is busy: paused, so of no use until the pause ends.
+    s.set_peer(1u8, Source::Swarm, &[false, false, true], MS);
+    let a = s.poll(MS);
+    assert_eq!(a.requests, vec![(1u8, vec![2])]);
+    s.on_failure(1, 2, Failure::Busy, 2 * MS);
+    assert!(!s.could_ask(&1, 5, 3 * MS));
+    assert!(s.could_ask(&1, 5, 2 * MS + cfg().busy_pause * 2));
+    // A piece already here is no news.
+    s.on_piece(0, 0, 4 * MS);
+    assert!(!s.could_ask(&1, 0, Duration::from_secs(1)));
+    // The budget full (three asked), no bitmap changes what a poll asks.
+    let mut s = Scheduler::new(8 << 20, seed_cfg(), 1, Duration::ZERO);
+    s.set_total(3);
+    s.set_peer(0u8, Source::Swarm, &[true; 3], Duration::ZERO);
+    assert_eq!(s.poll(Duration::ZERO).requests, vec![(0u8, vec![0, 1, 2])]);
+    assert!(!s.may_ask(MS));
+    assert!(!s.could_ask(&0, 5, MS));
+    s.set_peer(1u8, Source::Swarm, &[true; 8], MS);
+    assert!(s.poll(MS).requests.is_empty());
+    // Room again once a piece arrives.
+    s.on_piece(0, 0, 2 * MS);
+    assert!(s.may_ask(2 * MS));
+    assert!(s.could_ask(&1, 5, 2 * MS));
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::links::Links;
 use super::queue::{Queue, Time};
-use super::{ChunkState, Download, Downloads, Ev, SimConfig, SimReport, tracker_answer};
+use super::{ChunkState, Download, Downloads, Ev, SimConfig, SimReport, Told, tracker_answer};
 use crate::sched::{Failure, Scheduler, Source};
 
 /// The sizes of the object's chunks and pieces.
@@ -150,11 +150,18 @@ impl<'a> Swarm<'a> {
                 Ev::Located { to, chunk, peers } => self.located(now, to, chunk, peers),
                 Ev::Bitmap { to, from, chunk } => {
                     let (source, have) = self.peer_view(from, chunk);
+                    let bits = if source == Source::Complete { self.shape.full(chunk) } else { have };
                     if let Some(d) = self.downloads[to].get_mut(&chunk) {
                         d.sched.set_peer_words(from, source, &[have], dur(now));
+                        match d.told_mut(from) {
+                            Some(t) => t.bits |= bits,
+                            None => d.told.push(Told { peer: from, bits, watching: false }),
+                        }
                         self.schedule_poll(now, to, chunk);
                     }
                 }
+                Ev::Seen { node, chunk, piece } => self.piece_seen(now, node, chunk, piece),
+                Ev::Budget(node) => self.budget_room(now, node),
                 Ev::Poll(node, chunk, at) => self.poll(now, node, chunk, at),
                 Ev::Request { from, to, chunk, piece } => self.request(now, from, to, chunk, piece),
                 Ev::SlotWaitOver { at, asker, chunk, piece } => {
@@ -175,6 +182,7 @@ impl<'a> Swarm<'a> {
                     if let Some(d) = self.downloads[to].get_mut(&chunk) {
                         d.sched.on_failure(from, piece, why, dur(now));
                         self.schedule_poll(now, to, chunk);
+                        self.budget_freed(now, to, chunk);
                     }
                 }
                 Ev::SlotFree(fi) => {
@@ -306,7 +314,8 @@ impl<'a> Swarm<'a> {
             let seed = self.rand();
             let sched = Scheduler::new(self.shape.chunk_len(chunk), self.cfg.sched.clone(), seed, dur(now));
             self.report.downloads += 1;
-            self.downloads[to].insert(chunk, Download { sched, last_locate: now, poll_at: None, pending: Vec::new(), owed: None });
+            let d = Download { sched, last_locate: now, poll_at: None, pending: Vec::new(), owed: None, told: Vec::new(), held_back: false };
+            self.downloads[to].insert(chunk, d);
             // Ask the tracker (the answer comes after a round trip).
             let ans = self.tracker(chunk, to);
             self.chunks[chunk].downloaders.push(to);
@@ -366,36 +375,59 @@ impl<'a> Swarm<'a> {
         }
         d.poll_at = None;
         d.owed = None;
-        if cfg.node_pieces > 0 {
-            let filling = self.origin_fills[node] > 0;
-            let budget = if filling && cfg.origin_fill_pieces > 0 { cfg.origin_fill_pieces } else { cfg.node_pieces };
-            let others: usize = self.downloads[node].iter().filter(|(c, _)| **c != chunk).map(|(_, d)| d.sched.inflight()).sum();
-            let d = self.downloads[node].get_mut(&chunk).expect("polled");
-            d.sched.set_total(budget.saturating_sub(others).clamp(1, cfg.sched.total));
+        let total = self.download_total(node, chunk);
+        let d = self.downloads[node].get_mut(&chunk).expect("polled");
+        d.sched.set_total(total);
+        if d.sched.may_ask(dur(now)) {
+            self.pull_seen(now, node, chunk);
         }
-        let acts = self.downloads[node].get_mut(&chunk).expect("polled").sched.poll(dur(now));
+        let d = self.downloads[node].get_mut(&chunk).expect("polled");
+        d.held_back = total < cfg.sched.total;
+        let before = d.sched.inflight();
+        let acts = d.sched.poll(dur(now));
+        if d.sched.inflight() < before {
+            // Pieces of stalled peers withdrawn.
+            self.budget_freed(now, node, chunk);
+        }
         for (peer, pieces) in acts.requests {
             for piece in pieces {
                 self.q.push(now + lat, Ev::Request { from: node, to: peer, chunk, piece });
             }
         }
         for peer in acts.refresh {
-            self.introduce(now, node, peer, chunk);
             let (source, have) = self.peer_view(peer, chunk);
             let d = self.downloads[node].get_mut(&chunk).expect("polled");
             if !cfg.sched.watch {
+                self.introduce(now, node, peer, chunk);
+                let d = self.downloads[node].get_mut(&chunk).expect("polled");
                 // A polled bitmap is a round trip away, well inside the refresh
                 // interval: it is applied at once (as of now), which saves an
                 // event per refresh at thousands of nodes.
                 d.sched.set_peer_words(peer, source, &[have], dur(now));
                 continue;
             }
-            // A standing query: answered at once when the peer already has more
-            // than we know, else when its next piece arrives.
-            if source == Source::Complete || have.count_ones() > d.sched.known(&peer) {
-                self.q.push(now + 2 * lat, Ev::Bitmap { to: node, from: peer, chunk });
-            } else {
+            // A standing query, held until the download ends: answered at once
+            // when the peer already has more than we were told, then at each
+            // piece the peer announces (`Ev::Seen`, read at our next poll).
+            // The scheduler asks again after each answer (a node sends a new
+            // query); the one held stands for those. (A query can introduce us
+            // only while the peer has not heard of us; its first one does, if
+            // any: a download's peers only grow in number.)
+            let bits = if source == Source::Complete { self.shape.full(chunk) } else { have };
+            let t = match d.told_mut(peer) {
+                Some(t) => t,
+                None => {
+                    d.told.push(Told { peer, bits: 0, watching: false });
+                    d.told.last_mut().expect("pushed")
+                }
+            };
+            if !t.watching {
+                t.watching = true;
+                if bits & !t.bits != 0 {
+                    self.q.push(now + 2 * lat, Ev::Bitmap { to: node, from: peer, chunk });
+                }
                 self.chunks[chunk].watchers.entry(peer).or_default().push(node);
+                self.introduce(now, node, peer, chunk);
             }
         }
         let d = self.downloads[node].get_mut(&chunk).expect("polled");
@@ -406,7 +438,10 @@ impl<'a> Swarm<'a> {
             self.q.push(now + 2 * lat, Ev::Located { to: node, chunk, peers: ans });
         }
         let d = self.downloads[node].get_mut(&chunk).expect("polled");
-        let wake = d.sched.next_wake(dur(now)).as_micros() as Time;
+        // Polls come at pieces, refusals, timers and news a poll could use
+        // (`piece_seen`): the next re-locate is a timer of its own.
+        let act_every = crate::download::RELOCATE_MIN.as_micros() as Time;
+        let wake = (d.sched.next_wake(dur(now)).as_micros() as Time).min(now + act_every).min(d.last_locate + every);
         d.poll_at = Some(wake);
         let seq = self.q.next_seq();
         if d.pending.iter().any(|t| *t <= wake) {
@@ -487,6 +522,7 @@ impl<'a> Swarm<'a> {
             return false;
         }
         self.downloads[to].remove(&chunk);
+        self.budget_freed(now, to, chunk);
         let ch = &mut self.chunks[chunk];
         ch.downloaders.retain(|x| *x != to);
         if !ch.complete.contains(&to) {
@@ -522,9 +558,7 @@ impl<'a> Swarm<'a> {
         self.report.alone_max[to] = self.report.alone_max[to].max(self.alone[to]);
         let ch = &mut self.chunks[chunk];
         ch.have[to] |= 1 << piece;
-        for w in ch.watchers.remove(&to).unwrap_or_default() {
-            self.q.push(now + self.lat, Ev::Bitmap { to: w, from: to, chunk });
-        }
+        self.announce(now, to, chunk, piece);
         let ch = &mut self.chunks[chunk];
         ch.origin_next += 1;
         if ch.origin_next == self.shape.pieces_of(chunk) {
@@ -548,20 +582,111 @@ impl<'a> Swarm<'a> {
     /// watchers. False when `to` no longer downloads the chunk.
     fn peer_piece_arrived(&mut self, now: Time, from: usize, to: usize, chunk: usize, piece: u32, len: u64) -> bool {
         let Some(d) = self.downloads[to].get_mut(&chunk) else { return false };
-        if d.sched.on_piece(from, piece, dur(now + self.lat)) {
+        let fresh = d.sched.on_piece(from, piece, dur(now + self.lat));
+        // The download polls first (a node's download acts on its own piece
+        // at once; those it wakes run after).
+        self.schedule_poll(now, to, chunk);
+        self.budget_freed(now, to, chunk);
+        if fresh {
             let ch = &mut self.chunks[chunk];
             if ch.spread >> piece & 1 == 0 {
                 ch.spread |= 1 << piece;
                 self.alone[from] -= len;
             }
             ch.have[to] |= 1 << piece;
-            // Its watchers hear of the piece one way later.
-            for w in ch.watchers.remove(&to).unwrap_or_default() {
-                self.q.push(now + self.lat, Ev::Bitmap { to: w, from: to, chunk });
+            self.announce(now, to, chunk, piece);
+        }
+        true
+    }
+}
+
+impl Swarm<'_> {
+    /// The pieces a download may have in flight: its node's budget
+    /// (`node_pieces`, or `origin_fill_pieces` while the node reads the origin)
+    /// less what its other downloads have asked, at least 1.
+    fn download_total(&self, node: usize, chunk: usize) -> usize {
+        let cfg = self.cfg;
+        if cfg.node_pieces == 0 {
+            return cfg.sched.total;
+        }
+        let filling = self.origin_fills[node] > 0;
+        let budget = if filling && cfg.origin_fill_pieces > 0 { cfg.origin_fill_pieces } else { cfg.node_pieces };
+        let others: usize = self.downloads[node].iter().filter(|(c, _)| **c != chunk).map(|(_, d)| d.sched.inflight()).sum();
+        budget.saturating_sub(others).clamp(1, cfg.sched.total)
+    }
+
+    /// A download of `node` has fewer pieces in flight (or ended): once it
+    /// has polled (its poll is queued first), the node's downloads held back by
+    /// its budget look for room (`Ev::Budget`).
+    fn budget_freed(&mut self, now: Time, node: usize, chunk: usize) {
+        if self.cfg.node_pieces > 0 && self.downloads[node].iter().any(|(c, d)| *c != chunk && d.held_back) {
+            self.q.push(now, Ev::Budget(node));
+        }
+    }
+
+    /// The downloads of `node` held back by its budget poll if there is room
+    /// for one of their pieces now. A node wakes them all (`pieces_freed`);
+    /// one without room does nothing in its poll.
+    fn budget_room(&mut self, now: Time, node: usize) {
+        for i in 0..self.downloads[node].0.len() {
+            let (c, d) = &self.downloads[node].0[i];
+            let c = *c;
+            if d.held_back && d.sched.inflight() < self.download_total(node, c) {
+                self.schedule_poll(now, node, c);
             }
         }
-        self.schedule_poll(now, to, chunk);
-        true
+    }
+
+    /// A piece reached `node`: its watchers hear of it one way later.
+    fn announce(&mut self, now: Time, node: usize, chunk: usize, piece: u32) {
+        if self.cfg.sched.watch {
+            self.q.push(now + self.lat, Ev::Seen { node, chunk, piece });
+        }
+    }
+
+    /// `node`'s announcement of `piece` reaches its watchers. Each learns of it
+    /// at its next poll (`pull_seen`); a download that could ask for the piece
+    /// now (it lacks it, nobody is fetching it, and its budget has room) polls
+    /// now. Polling every watcher at every announcement, as a node does, was
+    /// some 80 events a piece delivered, most of them polls that could ask for
+    /// nothing; what each poll sees is the same.
+    fn piece_seen(&mut self, now: Time, node: usize, chunk: usize, piece: u32) {
+        self.chunks[chunk].seen[node] |= 1 << piece;
+        let Some(mut watchers) = self.chunks[chunk].watchers.remove(&node) else { return };
+        watchers.retain(|w| self.downloads[*w].contains_key(&chunk));
+        for &w in &watchers {
+            let total = self.download_total(w, chunk);
+            let d = self.downloads[w].get_mut(&chunk).expect("retained");
+            d.sched.set_total(total);
+            if d.sched.could_ask(&node, piece, dur(now)) {
+                self.schedule_poll(now, w, chunk);
+            }
+        }
+        if !watchers.is_empty() {
+            self.chunks[chunk].watchers.insert(node, watchers);
+        }
+    }
+
+    /// Before a poll, the download's scheduler hears what its watched peers
+    /// have announced since it was last told.
+    fn pull_seen(&mut self, now: Time, node: usize, chunk: usize) {
+        let full = self.shape.full(chunk);
+        let ch = &self.chunks[chunk];
+        let Some(d) = self.downloads[node].get_mut(&chunk) else { return };
+        for t in d.told.iter_mut().filter(|t| t.watching) {
+            let bits = ch.seen[t.peer] | t.bits;
+            if bits != t.bits {
+                t.bits = bits;
+                let source = if bits == full {
+                    Source::Complete
+                } else if t.peer == ch.owner {
+                    Source::Origin
+                } else {
+                    Source::Swarm
+                };
+                d.sched.set_peer_words(t.peer, source, &[bits], dur(now));
+            }
+        }
     }
 }
 
