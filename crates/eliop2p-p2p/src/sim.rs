@@ -15,8 +15,10 @@
 //! have-announcement of a watched peer; here an announcement (`Ev::Seen`, one
 //! latency after the piece arrived) polls only the watchers that could ask
 //! that peer for the piece now (`Scheduler::could_ask`), and the others read
-//! it at their next poll (the scheduler is told then what each watched peer
-//! had announced by that time). A poll of any other watcher would ask for
+//! it at their next poll that may ask for anything (`Scheduler::may_ask`):
+//! the scheduler is told then what each peer that announced had announced by
+//! that time. A bitmap a peer sends shows what it had announced when it sent
+//! it, one latency before it arrives. A poll of any other watcher would ask for
 //! nothing: its budget is full, the piece is here or being fetched, or the
 //! peer is paused or has no room, and each of those ends with an event that
 //! polls it. Polling every watcher was some 80 events a piece delivered;
@@ -184,26 +186,37 @@ struct Download {
     /// place it would have had. A timer queued at every poll kept millions of
     /// superseded events in the heap at 1,000 nodes.
     owed: Option<(Time, u64)>,
-    /// Every peer the scheduler was told of: what it was told the peer has
-    /// (all pieces for a complete holder), and whether a standing query is out
-    /// to it (`sched.watch`).
-    told: Vec<Told>,
+    /// The peers it holds a standing query with (`sched.watch`).
+    watching: Ids,
+    /// Watched peers whose announcements arrived since its scheduler was last
+    /// told (possibly repeated).
+    news: Vec<usize>,
     /// Its last poll gave it less than its own cap (`sched.total`): the node's
     /// other downloads held the rest of its budget. It polls again when one of
     /// them frees some (as a node's downloads wake on `pieces_freed`).
     held_back: bool,
 }
 
-/// What a download's scheduler was told of one peer.
-struct Told {
-    peer: usize,
-    bits: u64,
-    watching: bool,
-}
+/// A set of node indexes, hashed by a multiply (the simulator's own ids; the
+/// default hasher was a tenth of a run).
+type Ids = std::collections::HashSet<usize, std::hash::BuildHasherDefault<IdHasher>>;
 
-impl Download {
-    fn told_mut(&mut self, peer: usize) -> Option<&mut Told> {
-        self.told.iter_mut().find(|t| t.peer == peer)
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64 ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
@@ -257,7 +270,8 @@ struct ChunkState {
     /// Pieces each node has of this chunk (bit per piece; chunk <= 64 pieces).
     have: Vec<u64>,
     /// Pieces of each node whose have-announcements have reached its watchers
-    /// (those that reached it at least one latency ago).
+    /// (those that reached it at least one latency ago): what a bitmap it
+    /// sends shows on arrival (with `sched.watch`).
     seen: Vec<u64>,
     /// Origin fill at the owner: next piece to read, and whether it started.
     origin_next: u32,

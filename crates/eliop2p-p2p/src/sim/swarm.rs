@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::links::Links;
 use super::queue::{Queue, Time};
-use super::{ChunkState, Download, Downloads, Ev, SimConfig, SimReport, Told, tracker_answer};
+use super::{ChunkState, Download, Downloads, Ev, Ids, SimConfig, SimReport, tracker_answer};
 use crate::sched::{Failure, Scheduler, Source};
 
 /// The sizes of the object's chunks and pieces.
@@ -150,13 +150,8 @@ impl<'a> Swarm<'a> {
                 Ev::Located { to, chunk, peers } => self.located(now, to, chunk, peers),
                 Ev::Bitmap { to, from, chunk } => {
                     let (source, have) = self.peer_view(from, chunk);
-                    let bits = if source == Source::Complete { self.shape.full(chunk) } else { have };
                     if let Some(d) = self.downloads[to].get_mut(&chunk) {
                         d.sched.set_peer_words(from, source, &[have], dur(now));
-                        match d.told_mut(from) {
-                            Some(t) => t.bits |= bits,
-                            None => d.told.push(Told { peer: from, bits, watching: false }),
-                        }
                         self.schedule_poll(now, to, chunk);
                     }
                 }
@@ -224,7 +219,9 @@ impl<'a> Swarm<'a> {
     /// holder's is not read).
     fn peer_view(&self, peer: usize, c: usize) -> (Source, u64) {
         let ch = &self.chunks[c];
-        let h = ch.have[peer];
+        // What the peer had one way ago (when it answered), with watched
+        // bitmaps; a polled one is applied as of now.
+        let h = if self.cfg.sched.watch { ch.seen[peer] } else { ch.have[peer] };
         if h == self.shape.full(c) {
             (Source::Complete, 0)
         } else if peer == ch.owner {
@@ -314,7 +311,16 @@ impl<'a> Swarm<'a> {
             let seed = self.rand();
             let sched = Scheduler::new(self.shape.chunk_len(chunk), self.cfg.sched.clone(), seed, dur(now));
             self.report.downloads += 1;
-            let d = Download { sched, last_locate: now, poll_at: None, pending: Vec::new(), owed: None, told: Vec::new(), held_back: false };
+            let d = Download {
+                sched,
+                last_locate: now,
+                poll_at: None,
+                pending: Vec::new(),
+                owed: None,
+                watching: Ids::default(),
+                news: Vec::new(),
+                held_back: false,
+            };
             self.downloads[to].insert(chunk, d);
             // Ask the tracker (the answer comes after a round trip).
             let ans = self.tracker(chunk, to);
@@ -395,37 +401,26 @@ impl<'a> Swarm<'a> {
             }
         }
         for peer in acts.refresh {
-            let (source, have) = self.peer_view(peer, chunk);
-            let d = self.downloads[node].get_mut(&chunk).expect("polled");
             if !cfg.sched.watch {
                 self.introduce(now, node, peer, chunk);
-                let d = self.downloads[node].get_mut(&chunk).expect("polled");
                 // A polled bitmap is a round trip away, well inside the refresh
                 // interval: it is applied at once (as of now), which saves an
                 // event per refresh at thousands of nodes.
+                let (source, have) = self.peer_view(peer, chunk);
+                let d = self.downloads[node].get_mut(&chunk).expect("polled");
                 d.sched.set_peer_words(peer, source, &[have], dur(now));
                 continue;
             }
-            // A standing query, held until the download ends: answered at once
-            // when the peer already has more than we were told, then at each
-            // piece the peer announces (`Ev::Seen`, read at our next poll).
-            // The scheduler asks again after each answer (a node sends a new
+            // A standing query, held until the download ends: the peer's
+            // announcements (`Ev::Seen`) are read at our next poll. The
+            // scheduler asks again after each answer (a node sends a new
             // query); the one held stands for those. (A query can introduce us
             // only while the peer has not heard of us; its first one does, if
             // any: a download's peers only grow in number.)
-            let bits = if source == Source::Complete { self.shape.full(chunk) } else { have };
-            let t = match d.told_mut(peer) {
-                Some(t) => t,
-                None => {
-                    d.told.push(Told { peer, bits: 0, watching: false });
-                    d.told.last_mut().expect("pushed")
-                }
-            };
-            if !t.watching {
-                t.watching = true;
-                if bits & !t.bits != 0 {
-                    self.q.push(now + 2 * lat, Ev::Bitmap { to: node, from: peer, chunk });
-                }
+            let d = self.downloads[node].get_mut(&chunk).expect("polled");
+            if d.watching.insert(peer) {
+                // What it announced since its bitmap was read.
+                d.news.push(peer);
                 self.chunks[chunk].watchers.entry(peer).or_default().push(node);
                 self.introduce(now, node, peer, chunk);
             }
@@ -657,6 +652,7 @@ impl Swarm<'_> {
         for &w in &watchers {
             let total = self.download_total(w, chunk);
             let d = self.downloads[w].get_mut(&chunk).expect("retained");
+            d.news.push(node);
             d.sched.set_total(total);
             if d.sched.could_ask(&node, piece, dur(now)) {
                 self.schedule_poll(now, w, chunk);
@@ -673,20 +669,22 @@ impl Swarm<'_> {
         let full = self.shape.full(chunk);
         let ch = &self.chunks[chunk];
         let Some(d) = self.downloads[node].get_mut(&chunk) else { return };
-        for t in d.told.iter_mut().filter(|t| t.watching) {
-            let bits = ch.seen[t.peer] | t.bits;
-            if bits != t.bits {
-                t.bits = bits;
-                let source = if bits == full {
-                    Source::Complete
-                } else if t.peer == ch.owner {
-                    Source::Origin
-                } else {
-                    Source::Swarm
-                };
-                d.sched.set_peer_words(t.peer, source, &[bits], dur(now));
-            }
+        let mut news = std::mem::take(&mut d.news);
+        news.sort_unstable();
+        news.dedup();
+        for &peer in &news {
+            let bits = ch.seen[peer];
+            let source = if bits == full {
+                Source::Complete
+            } else if peer == ch.owner {
+                Source::Origin
+            } else {
+                Source::Swarm
+            };
+            d.sched.set_peer_words(peer, source, &[bits], dur(now));
         }
+        news.clear();
+        d.news = news;
     }
 }
 
