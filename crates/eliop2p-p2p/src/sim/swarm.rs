@@ -222,13 +222,7 @@ impl<'a> Swarm<'a> {
         // What the peer had one way ago (when it answered), with watched
         // bitmaps; a polled one is applied as of now.
         let h = if self.cfg.sched.watch { ch.seen[peer] } else { ch.have[peer] };
-        if h == self.shape.full(c) {
-            (Source::Complete, 0)
-        } else if peer == ch.owner {
-            (Source::Origin, h)
-        } else {
-            (Source::Swarm, h)
-        }
+        view(ch, self.shape.full(c), peer, h)
     }
 
     fn start_flow(&mut self, now: Time, from: usize, to: usize, chunk: usize, piece: u32) {
@@ -433,8 +427,9 @@ impl<'a> Swarm<'a> {
             self.q.push(now + 2 * lat, Ev::Located { to: node, chunk, peers: ans });
         }
         let d = self.downloads[node].get_mut(&chunk).expect("polled");
-        // Polls come at pieces, refusals, timers and news a poll could use
-        // (`piece_seen`): the next re-locate is a timer of its own.
+        // Polls come at pieces, refusals, timers, room in the node's budget and
+        // news a poll could use (`piece_seen`), and, as a node's, at least
+        // every `RELOCATE_MIN`; the next re-locate is a timer of its own.
         let act_every = crate::download::RELOCATE_MIN.as_micros() as Time;
         let wake = (d.sched.next_wake(dur(now)).as_micros() as Time).min(now + act_every).min(d.last_locate + every);
         d.poll_at = Some(wake);
@@ -640,9 +635,9 @@ impl Swarm<'_> {
     }
 
     /// `node`'s announcement of `piece` reaches its watchers. Each learns of it
-    /// at its next poll (`pull_seen`); a download that could ask for the piece
-    /// now (it lacks it, nobody is fetching it, and its budget has room) polls
-    /// now. Polling every watcher at every announcement, as a node does, was
+    /// at its next poll (`pull_seen`); a download that could ask the node for
+    /// the piece now (it lacks it, nobody is fetching it, its budget has room,
+    /// and the node is not paused and has room for a request) polls now. Polling every watcher at every announcement, as a node does, was
     /// some 80 events a piece delivered, most of them polls that could ask for
     /// nothing; what each poll sees is the same.
     fn piece_seen(&mut self, now: Time, node: usize, chunk: usize, piece: u32) {
@@ -673,18 +668,24 @@ impl Swarm<'_> {
         news.sort_unstable();
         news.dedup();
         for &peer in &news {
-            let bits = ch.seen[peer];
-            let source = if bits == full {
-                Source::Complete
-            } else if peer == ch.owner {
-                Source::Origin
-            } else {
-                Source::Swarm
-            };
+            let (source, bits) = view(ch, full, peer, ch.seen[peer]);
             d.sched.set_peer_words(peer, source, &[bits], dur(now));
         }
         news.clear();
         d.news = news;
+    }
+}
+
+/// How a download sees `peer` whose bitmap of the chunk reads `bits`: a
+/// complete holder (its bitmap not read), the owner filling from the origin, or
+/// a swarm member.
+fn view(ch: &ChunkState, full: u64, peer: usize, bits: u64) -> (Source, u64) {
+    if bits == full {
+        (Source::Complete, 0)
+    } else if peer == ch.owner {
+        (Source::Origin, bits)
+    } else {
+        (Source::Swarm, bits)
     }
 }
 
