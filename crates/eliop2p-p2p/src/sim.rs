@@ -197,8 +197,8 @@ struct Download {
     held_back: bool,
 }
 
-/// A set of node indexes, hashed by a multiply (the simulator's own ids; the
-/// default hasher was a tenth of a run).
+/// A set of node indexes, hashed by a multiply: the simulator's own ids, no
+/// input to guard against, and a lookup at every refresh of a watched peer.
 type Ids = std::collections::HashSet<usize, std::hash::BuildHasherDefault<IdHasher>>;
 
 #[derive(Default)]
