@@ -512,6 +512,8 @@ impl<'a> Swarm<'a> {
             return false;
         }
         self.downloads[to].remove(&chunk);
+        // Its budget is free now; for an owner whose origin fill just ended,
+        // the node's budget is back to `node_pieces` as well.
         self.budget_freed(now, to, chunk);
         let ch = &mut self.chunks[chunk];
         ch.downloaders.retain(|x| *x != to);
