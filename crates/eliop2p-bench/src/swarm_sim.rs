@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use eliop2p_p2p::sched::SchedConfig;
-use eliop2p_p2p::sim::{EVENT_KINDS, SimConfig, simulate_with_progress};
+use eliop2p_p2p::sim::{EVENT_KINDS, Progress, Sim, SimConfig, SimReport};
 
 use crate::flags::{self, Flags};
 
@@ -23,7 +23,7 @@ eliop2p-bench swarm-sim [--nodes=1000,5000] [--sizes-gib=1,16] [--rate-mbit=200]
     [--latency-us=200] [--window=5] [--piece-kib=256] [--poll] [--seed=7]
     [--slots=N] [--slot-wait-ms=N] [--slot-release-kib=N] [--node-pieces=N] [--origin-fill-pieces=N]
     [--seed-copies=N] [--fill-reserve=N] [--per-peer=N] [--total=N] [--batch=N] [--busy-pause-ms=N] [--defer-ms=N]
-    [--slow=COUNT:MBIT] [--slow-not-owners]
+    [--slow=COUNT:MBIT] [--slow-not-owners] [--checkpoint=FILE [--checkpoint-min=10]]
 
 The defaults run 1,000 and 5,000 nodes x 1 and 16 GiB: many hours of one core.
 The flags given as N default to what the nodes run (the run's header prints
@@ -40,6 +40,11 @@ times are then the other nodes'; a line after it gives the slow nodes' own.
 --slow-not-owners: the slow nodes own no chunk (node.owner = false).
 --fill-reserve: upload slots a node reading the origin keeps for what it seeds
 (default: the nodes' rule, a quarter of --slots).
+--checkpoint=FILE: one run (one --nodes, one --sizes-gib) saved to FILE every
+--checkpoint-min minutes of wall time and when it ends; if FILE exists, the run
+goes on from it (it must have been saved with the same flags and build), and
+its wall time counts every process's. A run of more hours than a process
+lives is then run by several. A finished run's FILE prints its row again.
 SIM_TIMELINE=1 prints refusals by reason, events by kind, delivery per 500 ms,
 the slowest nodes, and the most bytes a node held that no other node held yet.
 SIM_PROGRESS=N prints a line to stderr every N events (virtual time, nodes done,
@@ -49,7 +54,7 @@ origin, wall time): for runs of hours.";
 const VALUES: &[&str] = &[
     "nodes", "sizes-gib", "rate-mbit", "origin-mbit", "latency-us", "window", "slots", "slot-wait-ms", "slot-release-kib",
     "node-pieces", "origin-fill-pieces", "seed-copies", "fill-reserve", "piece-kib", "seed", "per-peer", "total", "batch",
-    "busy-pause-ms", "defer-ms", "slow",
+    "busy-pause-ms", "defer-ms", "slow", "checkpoint", "checkpoint-min",
 ];
 
 /// The nodes' scheduler settings, with the knobs given on the command line.
@@ -101,6 +106,13 @@ pub fn run() -> anyhow::Result<()> {
         anyhow::bail!("--slow-not-owners: which nodes? give --slow=COUNT:MBIT too");
     }
     let sched = sched_config(&f, piece, poll)?;
+    let checkpoint = match f.text("checkpoint") {
+        Some(path) if nodes.len() == 1 && sizes.len() == 1 => {
+            Some(Checkpoint { path: path.into(), every: Duration::from_secs_f64(f.get_min("checkpoint-min", 10.0, 0.0)? * 60.0) })
+        }
+        Some(_) => anyhow::bail!("--checkpoint saves one run: give one --nodes and one --sizes-gib"),
+        None => None,
+    };
     let progress_every = match std::env::var("SIM_PROGRESS") {
         Ok(v) => v.parse().map_err(|_| anyhow::anyhow!("SIM_PROGRESS={v}: not a count of events"))?,
         Err(_) => u64::MAX,
@@ -147,11 +159,10 @@ pub fn run() -> anyhow::Result<()> {
             if let Err(e) = cfg.check() {
                 anyhow::bail!("swarm-sim: {e}");
             }
-            let t0 = Instant::now();
             let ideal = cfg.object_bytes as f64 / rate.min(origin);
-            let r = simulate_with_progress(&cfg, progress_every, &mut |p| {
+            let (r, wall) = drive(&cfg, progress_every, checkpoint.as_ref(), &mut |p, wall| {
                 eprintln!(
-                    "progress: {n} nodes x {gib} GiB: {} events, virtual {:.1} s ({:.2}x ideal), {} of {n} nodes done, origin sent {} MiB, slowest node holds {} MiB ({:.2} s behind the origin at the node rate), wall {:.0} s",
+                    "progress: {n} nodes x {gib} GiB: {} events, virtual {:.1} s ({:.2}x ideal), {} of {n} nodes done, origin sent {} MiB, slowest node holds {} MiB ({:.2} s behind the origin at the node rate), wall {wall:.0} s",
                     p.events,
                     p.secs,
                     p.secs / ideal,
@@ -159,10 +170,8 @@ pub fn run() -> anyhow::Result<()> {
                     p.origin_bytes >> 20,
                     p.slowest_bytes >> 20,
                     p.origin_bytes.saturating_sub(p.slowest_bytes) as f64 / rate,
-                    t0.elapsed().as_secs_f64()
                 )
-            });
-            let wall = t0.elapsed().as_secs_f64();
+            })?;
             if std::env::var_os("SIM_TIMELINE").is_some() {
                 let cap = rate * 0.5 * n as f64;
                 eprintln!("refused: missing {} busy {} deferred {} of {} requests", r.refused_by[0], r.refused_by[1], r.refused_by[2], r.requests);
@@ -216,4 +225,72 @@ pub fn run() -> anyhow::Result<()> {
     println!();
     println!("ideal = object size / min(node NIC, origin NIC); wall time = real time the simulation took.");
     Ok(())
+}
+
+/// Where a run is saved, and how often.
+struct Checkpoint {
+    path: std::path::PathBuf,
+    every: Duration,
+}
+
+/// Runs `cfg` to its end, calling `on` (with the wall time so far) after every
+/// `progress_every` events; with a checkpoint, goes on from its file if there
+/// is one and saves to it every `every` and at the end. Returns the report and
+/// the wall time of the whole run (over every process that ran part of it).
+fn drive(
+    cfg: &SimConfig,
+    progress_every: u64,
+    checkpoint: Option<&Checkpoint>,
+    on: &mut dyn FnMut(&Progress, f64),
+) -> anyhow::Result<(SimReport, f64)> {
+    let t0 = Instant::now();
+    let (mut sim, wall_before) = match checkpoint {
+        Some(c) if c.path.exists() => {
+            let bytes = std::fs::read(&c.path).map_err(|e| anyhow::anyhow!("--checkpoint={}: {e}", c.path.display()))?;
+            let (sim, note) = Sim::load(cfg, &bytes).map_err(|e| anyhow::anyhow!("--checkpoint={}: {e}", c.path.display()))?;
+            let wall: f64 = note.parse().map_err(|_| anyhow::anyhow!("--checkpoint={}: no wall time in its note {note:?}", c.path.display()))?;
+            eprintln!("resuming {} at {} events, wall {wall:.0} s so far", c.path.display(), sim.progress().events);
+            (sim, wall)
+        }
+        _ => (Sim::new(cfg), 0.0),
+    };
+    let wall = |t0: Instant| wall_before + t0.elapsed().as_secs_f64();
+    let save = |sim: &Sim, c: &Checkpoint, wall: f64| -> anyhow::Result<()> {
+        // A whole new file, then renamed over the old: a process killed while
+        // saving leaves the last save whole.
+        let tmp = c.path.with_extension("saving");
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        sim.save(cfg, &format!("{wall}"), &mut w).map_err(|e| anyhow::anyhow!("--checkpoint={}: {e}", c.path.display()))?;
+        std::io::Write::flush(&mut w)?;
+        std::fs::rename(&tmp, &c.path)?;
+        Ok(())
+    };
+    // Progress lines every `progress_every` events; a look at the clock every
+    // million (a few seconds) for the checkpoint.
+    let mut events = sim.progress().events;
+    let mut next_progress = (events / progress_every).saturating_add(1).saturating_mul(progress_every);
+    let mut last_save = Instant::now();
+    loop {
+        let block = (next_progress - events).min(1 << 20);
+        let done = sim.run(block);
+        events += block;
+        if done {
+            break;
+        }
+        if events >= next_progress {
+            on(&sim.progress(), wall(t0));
+            next_progress = next_progress.saturating_add(progress_every);
+        }
+        if let Some(c) = checkpoint
+            && last_save.elapsed() >= c.every
+        {
+            save(&sim, c, wall(t0))?;
+            last_save = Instant::now();
+        }
+    }
+    let total = wall(t0);
+    if let Some(c) = checkpoint {
+        save(&sim, c, total)?;
+    }
+    Ok((sim.report(), total))
 }

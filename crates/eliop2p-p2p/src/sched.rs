@@ -42,7 +42,7 @@ use bits::Bits;
 use peer::{PeerState, Table};
 use counts::{Copies, count_changes, count_pieces};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SchedConfig {
     pub piece_size: u64,
     /// Pieces in flight per peer.
@@ -84,7 +84,7 @@ impl SchedConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Source {
     /// Has every piece now (a complete holder).
     Complete,
@@ -95,7 +95,7 @@ pub enum Source {
 }
 
 /// Why a piece request failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Failure {
     /// The peer does not have the piece (a stale bitmap, or its fill ended).
     Missing,
@@ -119,6 +119,9 @@ pub struct Actions<P> {
     pub refresh: Vec<P>,
 }
 
+/// Serializable for the simulator's checkpoints (`sim::Sim::save`).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound(deserialize = "P: serde::Deserialize<'de> + Eq + std::hash::Hash"))]
 pub struct Scheduler<P> {
     cfg: SchedConfig,
     chunk_len: u64,

@@ -79,7 +79,7 @@ pub struct SimConfig {
     pub seed: u64,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct SimReport {
     /// Seconds each node took for the whole object.
     pub finish: Vec<f64>,
@@ -117,7 +117,7 @@ mod queue;
 mod swarm;
 use queue::Time;
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum Ev {
     Poll(usize, usize, Time),
     /// A flow's last byte crossed (a timer: `Ev::timer`).
@@ -173,6 +173,7 @@ impl Ev {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Download {
     sched: Scheduler<usize>,
     last_locate: Time,
@@ -222,7 +223,7 @@ impl std::hash::Hasher for IdHasher {
 
 /// A node's downloads by chunk: a few (its readahead window), so a list
 /// searched in order, which costs less than hashing the chunk at every event.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Downloads(Vec<(usize, Download)>);
 
 impl Downloads {
@@ -265,6 +266,7 @@ impl std::ops::Index<&usize> for Downloads {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct ChunkState {
     owner: usize,
     /// Pieces each node has of this chunk (bit per piece; chunk <= 64 pieces).
@@ -281,6 +283,7 @@ struct ChunkState {
     downloaders: Vec<usize>,
     complete: Vec<usize>,
     /// Copies of each piece the seeds sent, per window: (count, window start).
+    #[serde(with = "pairs")]
     seed_sent: HashMap<(usize, u32), (u32, Time)>,
     /// Requests awaiting a piece the owner's origin fill has not reached.
     waiting: Vec<(usize, u32)>,
@@ -391,10 +394,114 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
 
 /// [`simulate`], calling `on` after every `every` events.
 pub fn simulate_with_progress(cfg: &SimConfig, every: u64, on: &mut dyn FnMut(&Progress)) -> SimReport {
-    if let Err(e) = cfg.check() {
-        panic!("simulate: {e}");
+    let mut sim = Sim::new(cfg);
+    while !sim.run(every.max(1)) {
+        on(&sim.progress());
     }
-    swarm::Swarm::new(cfg).run(every.max(1), on)
+    sim.report()
+}
+
+/// A run that its caller drives some events at a time, and can save and load
+/// mid-way: a run of hours outlives no process, so a caller saves it now and
+/// then and a later process goes on from the last save. A loaded run goes on
+/// exactly as the saved one would have (the same report, event for event).
+pub struct Sim<'a>(swarm::Swarm<'a>);
+
+/// What a saved run's file holds: the format, the configuration it ran with
+/// (as `Debug` prints it: a run is only loaded under the same one), what the
+/// caller kept with it, and the swarm.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved<S> {
+    format: u32,
+    config: String,
+    note: String,
+    swarm: S,
+}
+
+/// Bumped when what a saved run holds changes.
+const SAVE_FORMAT: u32 = 1;
+
+impl<'a> Sim<'a> {
+    /// Every node about to start; `cfg` must pass `SimConfig::check` (a panic
+    /// otherwise).
+    pub fn new(cfg: &'a SimConfig) -> Self {
+        if let Err(e) = cfg.check() {
+            panic!("simulate: {e}");
+        }
+        Self(swarm::Swarm::new(cfg))
+    }
+
+    /// Runs up to `events` more events; true once every node holds the whole
+    /// object (a finished run runs no more).
+    pub fn run(&mut self, events: u64) -> bool {
+        self.0.step(events)
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.0.progress()
+    }
+
+    /// The report (of a run that `run` finished: before, its figures are those
+    /// of the nodes done so far).
+    pub fn report(self) -> SimReport {
+        self.0.report()
+    }
+
+    /// Writes the run's state, with `note` (what the caller wants back on
+    /// `load`, e.g. the wall time spent so far).
+    pub fn save(&self, cfg: &SimConfig, note: &str, w: impl std::io::Write) -> Result<(), String> {
+        let saved = Saved { format: SAVE_FORMAT, config: format!("{cfg:?}"), note: note.to_owned(), swarm: &self.0 };
+        serde_json::to_writer(w, &saved).map_err(|e| format!("saving the simulation: {e}"))
+    }
+
+    /// A run saved by `save` under the same configuration, and its note.
+    pub fn load(cfg: &'a SimConfig, bytes: &[u8]) -> Result<(Self, String), String> {
+        if let Err(e) = cfg.check() {
+            return Err(format!("simulate: {e}"));
+        }
+        // The header first: a mismatch is told without reading the swarm.
+        #[derive(serde::Deserialize)]
+        struct Header {
+            format: u32,
+            config: String,
+        }
+        let h: Header = serde_json::from_slice(bytes).map_err(|e| format!("not a saved simulation: {e}"))?;
+        if h.format != SAVE_FORMAT {
+            return Err(format!("saved in format {}, this build reads {SAVE_FORMAT}", h.format));
+        }
+        let now = format!("{cfg:?}");
+        if h.config != now {
+            // The settings that differ, as `Debug` names them.
+            let differ: Vec<String> = (h.config.split(", ").zip(now.split(", ")))
+                .filter(|(a, b)| a != b)
+                .map(|(a, b)| format!("{} (now {})", a.trim_end_matches([' ', '}']), b.trim_end_matches([' ', '}'])))
+                .collect();
+            return Err(format!("saved with another configuration: {}", differ.join(", ")));
+        }
+        let saved: Saved<swarm::Swarm<'a>> = serde_json::from_slice(bytes).map_err(|e| format!("a damaged saved simulation: {e}"))?;
+        Ok((Self(saved.swarm.loaded(cfg)), saved.note))
+    }
+}
+
+/// A map saved as a list of pairs (JSON keys are strings; these are tuples).
+mod pairs {
+    use std::collections::HashMap;
+    use std::hash::Hash;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<K: Serialize, V: Serialize, S: Serializer>(m: &HashMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub(super) fn deserialize<'de, K, V, D>(d: D) -> Result<HashMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Eq + Hash,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! which pieces a poll may still ask for, so that a poll skips a peer with none
 //! of them in a few word operations instead of a scan of the pieces.
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Bits {
     words: Words,
     len: usize,
@@ -11,7 +11,7 @@ pub(super) struct Bits {
 /// The words of a set: one word (a chunk of up to 64 pieces, 16 MiB of 256 KiB
 /// pieces) is held inline, so the bitmaps a download makes and replaces at every
 /// have-announcement cost no allocation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Words {
     One(u64),
     Many(Vec<u64>),

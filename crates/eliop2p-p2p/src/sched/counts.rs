@@ -5,6 +5,7 @@ use super::bits::Bits;
 
 /// Copies of each piece in flight (one per peer asked for it), and their sum,
 /// which every poll (and the node-wide budget) reads.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct Copies {
     pub(super) per_piece: Vec<u8>,
     pub(super) total: usize,

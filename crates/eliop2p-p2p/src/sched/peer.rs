@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::Source;
 use super::bits::Bits;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct PeerState {
     pub(super) source: Source,
     /// For swarm peers (seeds have everything), and what a filling seed's
@@ -68,6 +68,8 @@ impl PeerState {
 /// simulation. A hash map from peer to index serves the calls that name a peer
 /// (a probe where the B-tree walked two or three nodes), and `sorted` walks the
 /// peers in their order where that order decides something.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound(deserialize = "P: serde::Deserialize<'de> + Eq + Hash"))]
 pub(super) struct Table<P> {
     index: HashMap<P, usize>,
     ids: Vec<P>,

@@ -16,6 +16,7 @@ use super::queue::{Queue, Time};
 use super::Ev;
 
 /// One piece on the wire.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct Flow {
     pub(super) from: usize,
     pub(super) to: usize,
@@ -33,6 +34,7 @@ pub(super) struct Flow {
 
 /// The flows of every link; node `origin` (one past the last node) is the origin,
 /// which only uploads.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct Links {
     /// Each node's NIC rate (each way), then the origin's.
     caps: Vec<f64>,

@@ -23,6 +23,7 @@ pub(super) type Time = u64; // microseconds
 /// (time, sequence, event).
 type Fifo<E> = VecDeque<(Time, u64, E)>;
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct Queue<E> {
     now: Time,
     seq: u64,
@@ -33,8 +34,15 @@ pub(super) struct Queue<E> {
     /// (delay, events pushed that far after the time they were pushed at).
     fifos: Vec<(Time, Fifo<E>)>,
     timers: Timers,
-    /// The event a timer's id stands for.
+    /// The event a timer's id stands for (not saved: `Queue::load` sets it).
+    #[serde(skip, default = "unset_timer_event")]
     timer_event: fn(usize) -> E,
+}
+
+/// A loaded queue's timer function until `Queue::set_timer_event` sets it:
+/// function pointers are not saved.
+fn unset_timer_event<E>() -> fn(usize) -> E {
+    |id| panic!("timer {id} of a loaded queue whose timer function was not set")
 }
 
 impl<E> Queue<E> {
@@ -54,6 +62,12 @@ impl<E> Queue<E> {
         }
     }
 
+    /// Sets the event a timer's id stands for (a queue loaded from a saved
+    /// simulation has none).
+    pub(super) fn set_timer_event(&mut self, timer_event: fn(usize) -> E) {
+        self.timer_event = timer_event;
+    }
+
     /// Sets timer `id` to `at` (its place among events at the same time is
     /// that of an event pushed now), moving it if it was set.
     pub(super) fn set_timer(&mut self, id: usize, at: Time) {
@@ -64,6 +78,11 @@ impl<E> Queue<E> {
 
     pub(super) fn cancel_timer(&mut self, id: usize) {
         self.timers.cancel(id);
+    }
+
+    /// The time of the last event popped.
+    pub(super) fn now(&self) -> Time {
+        self.now
     }
 
     /// The sequence number the next push would take (taken now: a caller that
@@ -144,7 +163,7 @@ const UNSET: usize = usize::MAX;
 
 /// A binary min-heap of (time, sequence, id) that knows where each id sits, so
 /// that a timer moves or goes in O(log n) and never leaves a stale entry.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Timers {
     heap: Vec<(Time, u64, usize)>,
     /// Per id, its index in `heap`, or `UNSET`.

@@ -12,7 +12,7 @@ use super::{ChunkState, Download, Downloads, Ev, Ids, SimConfig, SimReport, trac
 use crate::sched::{Failure, Scheduler, Source};
 
 /// The sizes of the object's chunks and pieces.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Shape {
     object: u64,
     chunk: u64,
@@ -38,8 +38,11 @@ impl Shape {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct Swarm<'a> {
-    cfg: &'a SimConfig,
+    /// Always set: by `new`, and by `load` (a configuration is not saved).
+    #[serde(skip)]
+    cfg: Option<&'a SimConfig>,
     shape: Shape,
     num_chunks: usize,
     /// The origin's index in the flow model (one past the last node).
@@ -75,7 +78,7 @@ impl<'a> Swarm<'a> {
         let lat = cfg.latency.as_micros() as Time;
         let slot_wait = cfg.slot_wait.as_micros() as Time;
         let mut s = Self {
-            cfg,
+            cfg: Some(cfg),
             shape,
             num_chunks,
             origin: n,
@@ -123,27 +126,23 @@ impl<'a> Swarm<'a> {
         s
     }
 
+    fn cfg(&self) -> &'a SimConfig {
+        self.cfg.expect("a swarm's configuration is set when it is made or loaded")
+    }
+
     fn rand(&mut self) -> u64 {
         xorshift(&mut self.rng)
     }
 
-    /// Runs every event until every node holds the whole object, calling `on`
-    /// after every `every` events.
-    pub(super) fn run(mut self, every: u64, on: &mut dyn FnMut(&super::Progress)) -> SimReport {
-        let mut countdown = every;
-        while let Some((now, ev)) = self.q.pop() {
-            self.report.events += 1;
-            countdown -= 1;
-            if countdown == 0 {
-                countdown = every;
-                on(&super::Progress {
-                    events: self.report.events,
-                    secs: now as f64 / 1e6,
-                    nodes_done: self.cfg.nodes - self.remaining_nodes,
-                    origin_bytes: self.report.origin_bytes,
-                    slowest_bytes: self.slowest_bytes(),
-                });
+    /// Runs up to `events` more events; true once every node holds the whole
+    /// object (then it runs none).
+    pub(super) fn step(&mut self, events: u64) -> bool {
+        for _ in 0..events {
+            if self.remaining_nodes == 0 {
+                return true;
             }
+            let Some((now, ev)) = self.q.pop() else { return true };
+            self.report.events += 1;
             self.report.kinds[ev.kind()] += 1;
             match ev {
                 Ev::OriginNext(c) => self.origin_next(now, c),
@@ -186,23 +185,48 @@ impl<'a> Swarm<'a> {
                 }
                 Ev::FlowDone(fi) => {
                     if self.flow_done(now, fi) {
-                        break;
+                        return true;
                     }
                 }
             }
         }
+        self.remaining_nodes == 0
+    }
+
+    /// Where the run is (a pass over every chunk's bitmaps: for progress lines,
+    /// millions of events apart).
+    pub(super) fn progress(&self) -> super::Progress {
+        super::Progress {
+            events: self.report.events,
+            secs: self.q.now() as f64 / 1e6,
+            nodes_done: self.cfg().nodes - self.remaining_nodes,
+            origin_bytes: self.report.origin_bytes,
+            slowest_bytes: self.slowest_bytes(),
+        }
+    }
+
+    /// The report of a run `step` has finished.
+    pub(super) fn report(self) -> SimReport {
+        let nodes = self.cfg().nodes;
         let mut r = self.report;
-        r.uploaded.truncate(self.cfg.nodes);
+        r.uploaded.truncate(nodes);
         r.requests = r.kinds[2];
         r.refused = r.kinds[3];
-        r.owned = (0..self.cfg.nodes).map(|i| self.chunks.iter().filter(|c| c.owner == i).count() as u32).collect();
+        r.owned = (0..nodes).map(|i| self.chunks.iter().filter(|c| c.owner == i).count() as u32).collect();
         r
     }
 
-    /// The fewest bytes of the object a node holds (a pass over every chunk's
-    /// bitmaps: for progress lines, millions of events apart).
+    /// A swarm saved by `serde` (its configuration is not saved): `cfg` is the
+    /// one it ran with, which the caller checks.
+    pub(super) fn loaded(mut self, cfg: &'a SimConfig) -> Self {
+        self.cfg = Some(cfg);
+        self.q.set_timer_event(Ev::timer);
+        self
+    }
+
+    /// The fewest bytes of the object a node holds.
     fn slowest_bytes(&self) -> u64 {
-        (0..self.cfg.nodes)
+        (0..self.cfg().nodes)
             .map(|node| {
                 (0..self.num_chunks)
                     .map(|c| {
@@ -221,14 +245,14 @@ impl<'a> Swarm<'a> {
         let ch = &self.chunks[c];
         // What the peer had one way ago (when it answered), with watched
         // bitmaps; a polled one is applied as of now.
-        let h = if self.cfg.sched.watch { ch.seen[peer] } else { ch.have[peer] };
+        let h = if self.cfg().sched.watch { ch.seen[peer] } else { ch.have[peer] };
         view(ch, self.shape.full(c), peer, h)
     }
 
     fn start_flow(&mut self, now: Time, from: usize, to: usize, chunk: usize, piece: u32) {
         let bytes = self.shape.piece_len(chunk, piece);
         // The origin has no upload slots.
-        let release = if from == self.origin { 0 } else { self.cfg.slot_release_bytes };
+        let release = if from == self.origin { 0 } else { self.cfg().slot_release_bytes };
         self.links.start(&mut self.q, now, from, to, chunk, piece, bytes, release);
     }
 
@@ -303,7 +327,7 @@ impl<'a> Swarm<'a> {
                 return;
             }
             let seed = self.rand();
-            let sched = Scheduler::new(self.shape.chunk_len(chunk), self.cfg.sched.clone(), seed, dur(now));
+            let sched = Scheduler::new(self.shape.chunk_len(chunk), self.cfg().sched.clone(), seed, dur(now));
             self.report.downloads += 1;
             let d = Download {
                 sched,
@@ -355,7 +379,7 @@ impl<'a> Swarm<'a> {
     /// A download's poll: its requests go out, its swarm peers are watched, the
     /// tracker is asked again when it is due, and its next timer is set.
     fn poll(&mut self, now: Time, node: usize, chunk: usize, at: Time) {
-        let (cfg, lat) = (self.cfg, self.lat);
+        let (cfg, lat) = (self.cfg(), self.lat);
         let Some(d) = self.downloads[node].get_mut(&chunk) else { return };
         if let Some(i) = d.pending.iter().position(|t| *t == at) {
             d.pending.swap_remove(i);
@@ -445,7 +469,7 @@ impl<'a> Swarm<'a> {
     /// A piece request reaches `to`: served, queued for a slot, awaited from the
     /// owner's origin fill, or refused.
     fn request(&mut self, now: Time, from: usize, to: usize, chunk: usize, piece: u32) {
-        let (cfg, lat, full) = (self.cfg, self.lat, self.shape.full(chunk));
+        let (cfg, lat, full) = (self.cfg(), self.lat, self.shape.full(chunk));
         let ch = &mut self.chunks[chunk];
         let has = ch.have[to] >> piece & 1 == 1;
         let is_seed = ch.have[to] == full || to == ch.owner;
@@ -515,12 +539,13 @@ impl<'a> Swarm<'a> {
         // Its budget is free now; for an owner whose origin fill just ended,
         // the node's budget is back to `node_pieces` as well.
         self.budget_freed(now, to, chunk);
+        let nodes = self.cfg().nodes;
         let ch = &mut self.chunks[chunk];
         ch.downloaders.retain(|x| *x != to);
         if !ch.complete.contains(&to) {
             ch.complete.push(to);
         }
-        if ch.complete.len() == self.cfg.nodes {
+        if ch.complete.len() == nodes {
             // Every node holds the chunk (the owner joined `complete` when its
             // origin fill ended): nothing asks for it again.
             ch.seed_sent = HashMap::new();
@@ -560,7 +585,7 @@ impl<'a> Swarm<'a> {
         let (ready, rest): (Vec<_>, Vec<_>) = ch.waiting.drain(..).partition(|(_, p)| *p == piece);
         ch.waiting = rest;
         for (asker, p) in ready {
-            if self.slots_used[to] >= self.cfg.upload_slots {
+            if self.slots_used[to] >= self.cfg().upload_slots {
                 self.wait_for_slot(now, to, asker, chunk, p);
             } else {
                 self.slots_used[to] += 1;
@@ -597,7 +622,7 @@ impl Swarm<'_> {
     /// (`node_pieces`, or `origin_fill_pieces` while the node reads the origin)
     /// less what its other downloads have asked, at least 1.
     fn download_total(&self, node: usize, chunk: usize) -> usize {
-        let cfg = self.cfg;
+        let cfg = self.cfg();
         if cfg.node_pieces == 0 {
             return cfg.sched.total;
         }
@@ -611,7 +636,7 @@ impl Swarm<'_> {
     /// has polled (its poll is queued first), the node's downloads held back by
     /// its budget look for room (`Ev::Budget`).
     fn budget_freed(&mut self, now: Time, node: usize, chunk: usize) {
-        if self.cfg.node_pieces > 0 && self.downloads[node].iter().any(|(c, d)| *c != chunk && d.held_back) {
+        if self.cfg().node_pieces > 0 && self.downloads[node].iter().any(|(c, d)| *c != chunk && d.held_back) {
             self.q.push(now, Ev::Budget(node));
         }
     }
@@ -631,7 +656,7 @@ impl Swarm<'_> {
 
     /// A piece reached `node`: its watchers hear of it one way later.
     fn announce(&mut self, now: Time, node: usize, chunk: usize, piece: u32) {
-        if self.cfg.sched.watch {
+        if self.cfg().sched.watch {
             self.q.push(now + self.lat, Ev::Seen { node, chunk, piece });
         }
     }

@@ -329,7 +329,8 @@ fn progress_reports_each_block_of_events_without_changing_the_run() {
     let cfg = sixteen_nodes_as_deployed();
     let mut seen = Vec::new();
     let r = simulate_with_progress(&cfg, 1000, &mut |p| seen.push(p.clone()));
-    assert_eq!(seen.len() as u64, r.events / 1000);
+    // After every block of 1,000 but the one the run ends in.
+    assert_eq!(seen.len() as u64, (r.events - 1) / 1000);
     for (i, p) in seen.iter().enumerate() {
         assert_eq!(p.events, (i as u64 + 1) * 1000);
         assert!(p.nodes_done <= cfg.nodes);
@@ -401,4 +402,43 @@ fn announcements_poll_only_downloads_that_can_use_them() {
     f.sort_by(f64::total_cmp);
     let p99 = f[f.len() * 99 / 100 - 1] / r.ideal;
     assert!(p99 < 1.6, "p99 {p99:.2}x of ideal");
+}
+
+/// A run saved mid-way and loaded again goes on exactly as it would have
+/// (saved and loaded many times over, through JSON), so a run of hours can be
+/// carried across processes; a save is only loaded under its own configuration.
+#[test]
+fn a_saved_run_goes_on_as_if_never_stopped() {
+    let mut cfg = sixteen_nodes_as_deployed();
+    cfg.nodes = 40;
+    cfg.slow_nodes = 4;
+    cfg.slow_rate = 6e6;
+    let whole = simulate(&cfg);
+    let mut sim = Sim::new(&cfg);
+    let mut saves = 0;
+    while !sim.run(7_919) {
+        let mut bytes = Vec::new();
+        sim.save(&cfg, &format!("save {saves}"), &mut bytes).expect("saved");
+        let (loaded, note) = Sim::load(&cfg, &bytes).expect("loaded");
+        assert_eq!(note, format!("save {saves}"));
+        sim = loaded;
+        saves += 1;
+    }
+    assert!(saves > 20, "{saves} saves");
+    let r = sim.report();
+    assert_eq!(format!("{r:?}"), format!("{whole:?}"), "a loaded run ended otherwise");
+    assert!(r.finish.iter().all(|t| *t > 0.0) && r.origin_bytes == cfg.object_bytes);
+
+    // Another configuration, another format, or no save at all: an error, no run.
+    let mut bytes = Vec::new();
+    Sim::new(&cfg).save(&cfg, "", &mut bytes).expect("saved");
+    let mut other = cfg.clone();
+    other.seed += 1;
+    let err = Sim::load(&other, &bytes).err().expect("another seed");
+    assert!(err.ends_with("another configuration: seed: 1 (now seed: 2)"), "{err}");
+    let old = String::from_utf8(bytes.clone()).expect("JSON").replacen("\"format\":1", "\"format\":0", 1);
+    let err = Sim::load(&cfg, old.as_bytes()).err().expect("an old format");
+    assert!(err.contains("format 0"), "{err}");
+    let err = Sim::load(&cfg, &bytes[..bytes.len() / 2]).err().expect("a cut save");
+    assert!(err.contains("saved simulation"), "{err}");
 }
