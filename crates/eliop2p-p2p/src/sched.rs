@@ -479,8 +479,22 @@ impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
         let mut paused = vec![0u32; avail.len()];
         for &p in &self.seeds {
             let s = &self.peers[p];
-            for (i, a) in avail.iter_mut().enumerate() {
-                *a += u32::from(s.has(i as u32, now));
+            if s.source == Source::Swarm {
+                for (i, a) in avail.iter_mut().enumerate() {
+                    *a += u32::from(s.has(i as u32, now));
+                }
+                continue;
+            }
+            // A seed has every piece but those it deferred (`PeerState::has`):
+            // one count each, then one off for each piece deferred now.
+            for a in avail.iter_mut() {
+                *a += 1;
+            }
+            for (k, &(piece, until)) in s.deferred.iter().enumerate() {
+                let again = s.deferred[..k].iter().any(|&(q, u)| q == piece && u > now);
+                if until > now && !again && let Some(a) = avail.get_mut(piece as usize) {
+                    *a -= 1;
+                }
             }
         }
         for &(p, until) in &self.paused {
@@ -623,16 +637,18 @@ impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
         // lists shrink as pieces are asked: each peer scans what is left, not
         // every wanted piece). Every wanted piece draws its tie-break, askable or
         // not, so that what follows draws the same numbers either way.
-        let mut order: Vec<(u32, u64, u32)> = Vec::with_capacity(wanted.len());
+        // Rarest first, ties broken at random: (copies, tie-break, piece) as one
+        // number, which sorts as the tuple does at a third of the cost.
+        let mut order: Vec<u128> = Vec::with_capacity(wanted.len());
         for &i in &wanted {
             let r = self.random();
             if self.copies.of(i) == 0 && avail[i as usize] > 0 {
-                order.push((avail[i as usize], r, i));
+                order.push(u128::from(avail[i as usize]) << 96 | u128::from(r) << 32 | u128::from(i));
             }
         }
         order.sort_unstable();
         let askable = |i: &u32| self.copies.of(*i) == 0 && avail[*i as usize] > 0;
-        let mut order: Vec<u32> = order.into_iter().map(|(_, _, i)| i).collect();
+        let mut order: Vec<u32> = order.into_iter().map(|k| k as u32).collect();
         let mut wanted: Vec<u32> = wanted.into_iter().filter(askable).collect();
         // The same pieces as a set: a swarm peer with none of them is passed over
         // without a scan (most of them, at hundreds of nodes).
@@ -653,15 +669,26 @@ impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
             return order.is_empty();
         }
         // Swarm peers first, then seeds; within each, the least loaded first.
-        let mut peers: Vec<(bool, usize, u64, P, usize)> = self
-            .peers
-            .in_order()
-            .map(|p| (p, &self.peers[p]))
-            .filter(|(_, s)| s.paused_until <= now)
-            .map(|(p, s)| (s.source != Source::Swarm, s.inflight.len(), 0, self.peers.id(p), p))
-            .collect();
-        for e in &mut peers {
-            e.2 = self.random();
+        // Every peer not paused draws its tie-break, but only those that could
+        // be asked now are sorted: one without room, or a swarm peer with none
+        // of the pieces left, stays so through this poll (`left` only shrinks,
+        // and only a peer asked gains pieces in flight), so leaving it out
+        // changes nothing but the cost (at 5,000 nodes a download knows
+        // hundreds of peers, and a handful can be asked).
+        let mut peers: Vec<(bool, usize, u64, P, usize)> = Vec::new();
+        for i in 0..self.peers.len() {
+            let p = self.peers.nth_in_order(i);
+            let s = &self.peers[p];
+            if s.paused_until > now {
+                continue;
+            }
+            let room = self.cfg.per_peer.saturating_sub(s.inflight.len());
+            let useful = room > 0 && (s.source != Source::Swarm || s.have.intersects(&left));
+            let key = (s.source != Source::Swarm, s.inflight.len());
+            let r = self.random();
+            if useful {
+                peers.push((key.0, key.1, r, self.peers.id(p), p));
+            }
         }
         peers.sort_unstable();
         // None askable: no peer is looked at (the usual case once a download's

@@ -128,6 +128,11 @@ impl<P: Copy + Ord + Hash> Table<P> {
         self.sorted.iter().copied()
     }
 
+    /// The `i`th index in the peers' order.
+    pub(super) fn nth_in_order(&self, i: usize) -> usize {
+        self.sorted[i]
+    }
+
     /// Every state, in index order.
     pub(super) fn states(&self) -> impl Iterator<Item = &PeerState> {
         self.states.iter()
