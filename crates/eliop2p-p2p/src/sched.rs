@@ -646,6 +646,19 @@ impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
                 order.push(u128::from(avail[i as usize]) << 96 | u128::from(r) << 32 | u128::from(i));
             }
         }
+        let mut total = self.inflight();
+        if order.is_empty() || total >= self.cfg.total {
+            // No peer is looked at (the usual case once a download's budget is
+            // out, or all it lacks is asked), and nothing is sorted. The
+            // tie-breaks the peers not paused would have drawn are drawn all
+            // the same: after the poll's pruning, `paused` lists exactly the
+            // peers paused now.
+            debug_assert_eq!(self.peers.len() - self.paused.len(), self.peers.states().filter(|s| s.paused_until <= now).count());
+            for _ in 0..self.peers.len() - self.paused.len() {
+                self.random();
+            }
+            return order.is_empty();
+        }
         order.sort_unstable();
         let askable = |i: &u32| self.copies.of(*i) == 0 && avail[*i as usize] > 0;
         let mut order: Vec<u32> = order.into_iter().map(|k| k as u32).collect();
@@ -655,18 +668,6 @@ impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
         let mut left = Bits::new(self.have.len());
         for &i in &order {
             left.set(i as usize);
-        }
-        let mut total = self.inflight();
-        if order.is_empty() || total >= self.cfg.total {
-            // No peer is looked at (the usual case once a download's budget is
-            // out, or all it lacks is asked). The tie-breaks the peers not
-            // paused would have drawn are drawn all the same: after the poll's
-            // pruning, `paused` lists exactly the peers paused now.
-            debug_assert_eq!(self.peers.len() - self.paused.len(), self.peers.states().filter(|s| s.paused_until <= now).count());
-            for _ in 0..self.peers.len() - self.paused.len() {
-                self.random();
-            }
-            return order.is_empty();
         }
         // Swarm peers first, then seeds; within each, the least loaded first.
         // Every peer not paused draws its tie-break, but only those that could

@@ -49,6 +49,12 @@ pub(super) struct Links {
     /// (node, downlink?, what the held flows leave of it, flows of `changed` on it).
     link_room: Vec<(usize, bool, f64, usize)>,
     rates: Vec<Option<f64>>,
+    /// Per node, for its uplink and downlink: the `reshare` that last listed
+    /// the link in `link_room`, and where (scratch, not saved: sized on use).
+    #[serde(skip)]
+    link_at: Vec<[(u64, u32); 2]>,
+    #[serde(skip)]
+    reshares: u64,
 }
 
 impl Links {
@@ -64,6 +70,8 @@ impl Links {
             changed: Vec::new(),
             link_room: Vec::new(),
             rates: Vec::new(),
+            link_at: Vec::new(),
+            reshares: 0,
         }
     }
 
@@ -143,15 +151,22 @@ impl Links {
         v.dedup();
         let mut links = std::mem::take(&mut self.link_room);
         links.clear();
+        // Each link's place in `links`, found without a search.
+        self.reshares += 1;
+        let mark = self.reshares;
+        if self.link_at.len() < self.caps.len() {
+            self.link_at.resize(self.caps.len(), [(0, 0); 2]);
+        }
         for &fi in &v {
             for l in [(self.flows[fi].from, false), (self.flows[fi].to, true)] {
-                match links.iter_mut().find(|x| (x.0, x.1) == l) {
-                    Some(x) => x.3 += 1,
-                    None => {
-                        let (on, cap) = if l.1 { (&self.down[l.0], self.cap(l.0)) } else { (&self.up[l.0], self.cap(l.0)) };
-                        let held: f64 = on.iter().filter(|g| v.binary_search(g).is_err()).map(|g| self.flows[*g].rate).sum();
-                        links.push((l.0, l.1, (cap - held).max(0.0), 1));
-                    }
+                let at = &mut self.link_at[l.0][usize::from(l.1)];
+                if at.0 == mark {
+                    links[at.1 as usize].3 += 1;
+                } else {
+                    *at = (mark, links.len() as u32);
+                    let on = if l.1 { &self.down[l.0] } else { &self.up[l.0] };
+                    let held: f64 = on.iter().filter(|g| v.binary_search(g).is_err()).map(|g| self.flows[*g].rate).sum();
+                    links.push((l.0, l.1, (self.caps[l.0] - held).max(0.0), 1));
                 }
             }
         }
@@ -171,11 +186,10 @@ impl Links {
                     continue;
                 }
                 rate[k] = Some(share);
-                for l in links.iter_mut() {
-                    if (l.0 == f.from && !l.1) || (l.0 == f.to && l.1) {
-                        l.2 = (l.2 - share).max(0.0);
-                        l.3 -= 1;
-                    }
+                for li in [self.link_at[f.from][0].1, self.link_at[f.to][1].1] {
+                    let l = &mut links[li as usize];
+                    l.2 = (l.2 - share).max(0.0);
+                    l.3 -= 1;
                 }
             }
         }
