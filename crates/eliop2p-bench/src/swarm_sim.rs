@@ -42,7 +42,7 @@ times are then the other nodes'; a line after it gives the slow nodes' own.
 (default: the nodes' rule, a quarter of --slots).
 --checkpoint=FILE: one run (one --nodes, one --sizes-gib) saved to FILE every
 --checkpoint-min minutes of wall time and when it ends; if FILE exists, the run
-goes on from it (it must have been saved with the same flags and build), and
+goes on from it (saved with the same flags, by a build with the same rules), and
 its wall time counts every process's. A run of more hours than a process
 lives is then run by several. A finished run's FILE prints its row again.
 SIM_TIMELINE=1 prints refusals by reason, events by kind, delivery per 500 ms,
@@ -260,7 +260,7 @@ fn drive(
         // saving leaves the last save whole.
         let tmp = c.path.with_extension("saving");
         let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-        sim.save(cfg, &format!("{wall}"), &mut w).map_err(|e| anyhow::anyhow!("--checkpoint={}: {e}", c.path.display()))?;
+        sim.save(&format!("{wall}"), &mut w).map_err(|e| anyhow::anyhow!("--checkpoint={}: {e}", c.path.display()))?;
         std::io::Write::flush(&mut w)?;
         std::fs::rename(&tmp, &c.path)?;
         Ok(())

@@ -449,8 +449,9 @@ impl<'a> Sim<'a> {
 
     /// Writes the run's state, with `note` (what the caller wants back on
     /// `load`, e.g. the wall time spent so far).
-    pub fn save(&self, cfg: &SimConfig, note: &str, w: impl std::io::Write) -> Result<(), String> {
-        let saved = Saved { format: SAVE_FORMAT, config: format!("{cfg:?}"), note: note.to_owned(), swarm: &self.0 };
+    pub fn save(&self, note: &str, w: impl std::io::Write) -> Result<(), String> {
+        let config = format!("{:?}", self.0.cfg());
+        let saved = Saved { format: SAVE_FORMAT, config, note: note.to_owned(), swarm: &self.0 };
         serde_json::to_writer(w, &saved).map_err(|e| format!("saving the simulation: {e}"))
     }
 

@@ -126,7 +126,8 @@ impl<'a> Swarm<'a> {
         s
     }
 
-    fn cfg(&self) -> &'a SimConfig {
+    /// The configuration it runs.
+    pub(super) fn cfg(&self) -> &'a SimConfig {
         self.cfg.expect("a swarm's configuration is set when it is made or loaded")
     }
 

@@ -418,7 +418,7 @@ fn a_saved_run_goes_on_as_if_never_stopped() {
     let mut saves = 0;
     while !sim.run(7_919) {
         let mut bytes = Vec::new();
-        sim.save(&cfg, &format!("save {saves}"), &mut bytes).expect("saved");
+        sim.save(&format!("save {saves}"), &mut bytes).expect("saved");
         let (loaded, note) = Sim::load(&cfg, &bytes).expect("loaded");
         assert_eq!(note, format!("save {saves}"));
         sim = loaded;
@@ -431,7 +431,7 @@ fn a_saved_run_goes_on_as_if_never_stopped() {
 
     // Another configuration, another format, or no save at all: an error, no run.
     let mut bytes = Vec::new();
-    Sim::new(&cfg).save(&cfg, "", &mut bytes).expect("saved");
+    Sim::new(&cfg).save("", &mut bytes).expect("saved");
     let mut other = cfg.clone();
     other.seed += 1;
     let err = Sim::load(&other, &bytes).err().expect("another seed");
