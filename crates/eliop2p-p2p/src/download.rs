@@ -301,10 +301,8 @@ impl<'a> Download<'a> {
         // This download's share of the node's pieces in flight: what the others
         // leave, at least one piece so that every download moves.
         self.budget.sync(self.sched.inflight());
-        let node_budget = match shared.cfg.max_download_pieces_while_filling {
-            n if n > 0 && shared.origin_fills.load(Relaxed) > 0 => n.min(shared.cfg.max_download_pieces),
-            _ => shared.cfg.max_download_pieces,
-        };
+        let (max, filling) = (shared.cfg.max_download_pieces, shared.cfg.max_download_pieces_while_filling);
+        let node_budget = crate::download_budget(max, filling, shared.origin_fills.load(Relaxed));
         let room = node_budget.saturating_sub(self.budget.others()).clamp(1, self.per_download);
         self.sched.set_total(room);
         let acts = self.sched.poll(t);

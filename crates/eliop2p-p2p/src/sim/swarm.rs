@@ -627,8 +627,7 @@ impl Swarm<'_> {
         if cfg.node_pieces == 0 {
             return cfg.sched.total;
         }
-        let filling = self.origin_fills[node] > 0;
-        let budget = if filling && cfg.origin_fill_pieces > 0 { cfg.origin_fill_pieces } else { cfg.node_pieces };
+        let budget = crate::download_budget(cfg.node_pieces, cfg.origin_fill_pieces, self.origin_fills[node]);
         let others: usize = self.downloads[node].iter().filter(|(c, _)| **c != chunk).map(|(_, d)| d.sched.inflight()).sum();
         budget.saturating_sub(others).clamp(1, cfg.sched.total)
     }
