@@ -164,6 +164,10 @@ pub struct Report {
     /// bed runs every host on one machine, and near 1.0 its finish times measure
     /// the machine, not the network it models.
     pub cpu_busy: Option<f64>,
+    /// CPU seconds the node processes used while the clients read (every host
+    /// shares the machine's cores, so this over their number is a floor under
+    /// every finish time).
+    pub nodes_cpu: f64,
 }
 
 /// The machine's CPU time so far from `/proc/stat`: (busy, total), in ticks.
@@ -311,6 +315,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     let progress: Vec<Arc<AtomicU64>> = (0..n).map(|_| Default::default()).collect();
     let start = Instant::now();
     let cpu_start = cpu_ticks();
+    let nodes_cpu_start = nodes.cpu_seconds();
     let origin_done = diag::watch_origin(origin.bytes_counter(), before, spec.object_size as u64, start, progress.clone());
     let tcpstats = std::env::var_os("FANOUT_TCPSTATS").is_some();
     let sampler = tcpstats.then(|| diag::queue_sampler(bed.probe(), (1..=n.min(3)).collect()));
@@ -333,6 +338,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         nodes::kill_top_filler(&bed, &mut nodes, origin.bytes_sent() - before, &mut report).await;
     }
     collect_clients(&bed, spec, &mut clients, &expected, start, &mut report).await?;
+    report.nodes_cpu = nodes.cpu_seconds() - nodes_cpu_start;
     if let (Some((b0, t0)), Some((b1, t1))) = (cpu_start, cpu_ticks())
         && t1 > t0
     {

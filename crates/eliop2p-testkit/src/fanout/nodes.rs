@@ -27,6 +27,24 @@ impl Drop for Nodes {
     }
 }
 
+impl Nodes {
+    /// CPU seconds (user + system, every thread) the running node processes
+    /// have used so far, from `/proc/PID/stat`.
+    pub(super) fn cpu_seconds(&self) -> f64 {
+        // SAFETY: sysconf reads a constant of the system.
+        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let ticks = |pid: u32| -> Option<u64> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the command's closing parenthesis: state is field 3,
+            // utime 14 and stime 15.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        };
+        self.0.iter().flatten().filter_map(|c| ticks(c.id())).sum::<u64>() as f64 / tick
+    }
+}
+
 /// Starts a node on each node host (1..=n), in gossip mode or, with a control
 /// plane at `control`, hybrid; node 0 is every other node's gossip seed.
 pub(super) fn spawn_nodes(bed: &NetBed, spec: &Spec, origin_endpoint: &str, control: Option<SocketAddr>) -> anyhow::Result<Nodes> {
