@@ -205,6 +205,6 @@ fn per_node_notes(spec: &Spec, r: &fanout::Report, cpu: f64) -> Vec<String> {
             mib(sent), mib(received), mib(killed), mib(r.origin_bytes - sent)
         ));
     }
-    notes.push(format!("{n} nodes, {size} MiB, origin {orate} Mbit/s, {mode:?}: origin done at {od} x ideal; all uploads {:.2}x object; piece failures {:?}; bitmaps sent {} ({} answering standing queries); node processes' CPU {cpu:.1} s, {:.1} s of it while the clients read (over the machine's {cores} cores: a floor of {:.2} x ideal under every finish); per-node finish / ideal: {}", r.uploaded.iter().sum::<u64>() as f64 / spec.object_size as f64, r.piece_failures, r.bitmaps.0, r.bitmaps.1, r.nodes_cpu, r.nodes_cpu / cores as f64 / r.ideal, t.join(" ")));
+    notes.push(format!("{n} nodes, {size} MiB, origin {orate} Mbit/s, {mode:?}: origin done at {od} x ideal; all uploads {:.2}x object; piece failures {:?}; bitmaps sent {} ({} answering standing queries); node processes' CPU {cpu:.1} s, {:.1} s of it while the clients read (over the machine's {cores} cores: a floor of {:.2} x ideal under the last finish); per-node finish / ideal: {}", r.uploaded.iter().sum::<u64>() as f64 / spec.object_size as f64, r.piece_failures, r.bitmaps.0, r.bitmaps.1, r.nodes_cpu, r.nodes_cpu / cores as f64 / r.ideal, t.join(" ")));
     notes
 }

@@ -166,7 +166,7 @@ pub struct Report {
     pub cpu_busy: Option<f64>,
     /// CPU seconds the node processes used while the clients read (every host
     /// shares the machine's cores, so this over their number is a floor under
-    /// every finish time).
+    /// the last finish time).
     pub nodes_cpu: f64,
 }
 
