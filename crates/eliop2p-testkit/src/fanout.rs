@@ -164,9 +164,9 @@ pub struct Report {
     /// bed runs every host on one machine, and near 1.0 its finish times measure
     /// the machine, not the network it models.
     pub cpu_busy: Option<f64>,
-    /// CPU seconds the node processes used while the clients read (every host
-    /// shares the machine's cores, so this over their number is a floor under
-    /// the last finish time).
+    /// CPU seconds the node processes alive throughout used while the clients
+    /// read (every host shares the machine's cores, so this over their number
+    /// is a floor under the last finish time).
     pub nodes_cpu: f64,
 }
 
@@ -338,7 +338,9 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         nodes::kill_top_filler(&bed, &mut nodes, origin.bytes_sent() - before, &mut report).await;
     }
     collect_clients(&bed, spec, &mut clients, &expected, start, &mut report).await?;
-    report.nodes_cpu = nodes.cpu_seconds() - nodes_cpu_start;
+    // The nodes alive at both ends (a killed node's share is left out).
+    let nodes_cpu_end = nodes.cpu_seconds();
+    report.nodes_cpu = nodes_cpu_end.iter().filter_map(|(pid, t)| Some(t - nodes_cpu_start.get(pid)?)).sum();
     if let (Some((b0, t0)), Some((b1, t1))) = (cpu_start, cpu_ticks())
         && t1 > t0
     {

@@ -28,9 +28,9 @@ impl Drop for Nodes {
 }
 
 impl Nodes {
-    /// CPU seconds (user + system, every thread) the running node processes
-    /// have used so far, from `/proc/PID/stat`.
-    pub(super) fn cpu_seconds(&self) -> f64 {
+    /// CPU seconds (user + system, every thread) each running node process
+    /// has used so far, from `/proc/PID/stat`, by process id.
+    pub(super) fn cpu_seconds(&self) -> std::collections::HashMap<u32, f64> {
         // SAFETY: sysconf reads a constant of the system.
         let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         let ticks = |pid: u32| -> Option<u64> {
@@ -41,7 +41,7 @@ impl Nodes {
             let f: Vec<&str> = rest.split_whitespace().collect();
             Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
         };
-        self.0.iter().flatten().filter_map(|c| ticks(c.id())).sum::<u64>() as f64 / tick
+        self.0.iter().flatten().filter_map(|c| Some((c.id(), ticks(c.id())? as f64 / tick))).collect()
     }
 }
 
