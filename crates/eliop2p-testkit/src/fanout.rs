@@ -317,6 +317,10 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     let cpu_start = cpu_ticks();
     let nodes_cpu_start = nodes.cpu_seconds();
     let origin_done = diag::watch_origin(origin.bytes_counter(), before, spec.object_size as u64, start, progress.clone());
+    let clients_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let milestones = std::env::var_os("FANOUT_TIMELINE")
+        .is_some()
+        .then(|| diag::watch_clients(progress.clone(), spec.object_size as u64, start, clients_done.clone()));
     let tcpstats = std::env::var_os("FANOUT_TCPSTATS").is_some();
     let sampler = tcpstats.then(|| diag::queue_sampler(bed.probe(), (1..=n.min(3)).collect()));
     let mut clients = tokio::task::JoinSet::new();
@@ -362,6 +366,12 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     }
     origin_done.abort();
     report.origin_done = origin_done.await.ok().flatten();
+    clients_done.store(true, Relaxed);
+    if let Some(m) = milestones
+        && let Ok(line) = m.await
+    {
+        eprintln!("{line}");
+    }
     nodes::read_counters(&bed, &uploads_before, &mut report).await;
     if let Some(s) = sampler.and_then(diag::Sampler::finish) {
         eprintln!("{s}");

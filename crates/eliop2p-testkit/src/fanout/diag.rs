@@ -197,3 +197,43 @@ pub(super) fn print_requests(
         requests.join(" ")
     );
 }
+
+/// With `FANOUT_TIMELINE`: when each client's in-order bytes (`progress`)
+/// passed a quarter, a half, three quarters and all of `size`, as seconds since
+/// `start` (to 5 ms). The line it returns (once every client is done, or
+/// `stop` is set: a killed node's client never is) shows how much a client still had to read once its node held the
+/// object: a client reads in order, and a node gets its pieces in any order.
+pub(super) fn watch_clients(
+    progress: Vec<Arc<AtomicU64>>,
+    size: u64,
+    start: Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        const MARKS: [u64; 4] = [1, 2, 3, 4];
+        let mut at: Vec<[Option<f64>; 4]> = vec![[None; 4]; progress.len()];
+        while at.iter().any(|m| m[3].is_none()) && !stop.load(Relaxed) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let t = start.elapsed().as_secs_f64();
+            for (m, p) in at.iter_mut().zip(&progress) {
+                let got = p.load(Relaxed);
+                for (k, q) in MARKS.iter().enumerate() {
+                    if m[k].is_none() && got >= size * q / 4 {
+                        m[k] = Some(t);
+                    }
+                }
+            }
+        }
+        let cols: Vec<String> = MARKS
+            .iter()
+            .enumerate()
+            .map(|(k, q)| {
+                let v: Vec<f64> = at.iter().filter_map(|m| m[k]).collect();
+                let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+                let (lo, hi) = v.iter().fold((f64::MAX, 0.0f64), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+                format!("{}%: mean {mean:.2} s (first {lo:.2}, last {hi:.2})", q * 25)
+            })
+            .collect();
+        format!("clients' in-order bytes reached {}", cols.join("; "))
+    })
+}
