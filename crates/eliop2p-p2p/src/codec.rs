@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 pub const MAGIC: u32 = 0x4348_4B50; // "CHKP"
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Bytes before `chunk_id`.
 const PREFIX: usize = 16;
 /// Bytes after `data`.

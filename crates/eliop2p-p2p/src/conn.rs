@@ -468,11 +468,11 @@ impl PeerConn {
 
     /// The peer's bitmap of a chunk: at once, or with `watch = (known, wait)` once
     /// the peer has more than `known` pieces (or after `wait`).
-    pub async fn bitmap(&self, id: &ChunkId, watch: Option<(u32, Duration)>) -> Result<Frame, P2pError> {
+    pub async fn bitmap(&self, id: &ChunkId, watch: Option<&proto::Watch>) -> Result<Frame, P2pError> {
         let req = self.next_request.fetch_add(1, Ordering::Relaxed);
         let rx = self.register(Key::Bitmap(*id, req));
         let data = match watch {
-            Some((known, wait)) => proto::encode_watch(known, wait.as_millis().min(u128::from(u32::MAX)) as u32),
+            Some(w) => w.encode(),
             None => Bytes::new(),
         };
         self.send(Frame::new(

@@ -325,7 +325,11 @@ impl<'a> Download<'a> {
         // beyond what we know of it.
         for peer in acts.refresh {
             if self.probing.insert(peer) {
-                let watch = self.watching.then(|| (self.sched.known(&peer), WATCH_WAIT));
+                let watch = self.watching.then(|| proto::Watch {
+                    known: self.sched.known(&peer),
+                    wait: WATCH_WAIT,
+                    news: Some(self.sched.news_from(&peer)),
+                });
                 self.tasks.spawn(probe(shared.clone(), peer, id, watch, self.tx.clone()));
             }
         }
@@ -645,13 +649,13 @@ async fn probe(
     shared: Arc<P2pShared>,
     addr: SocketAddr,
     id: ChunkId,
-    watch: Option<(u32, Duration)>,
+    watch: Option<proto::Watch>,
     tx: mpsc::UnboundedSender<Event>,
 ) {
     let r = async {
         let conn = shared.conn(addr).await?;
-        let limit = shared.cfg.piece_timeout + watch.map_or(Duration::ZERO, |(_, w)| w);
-        let f = tokio::time::timeout(limit, conn.bitmap(&id, watch))
+        let limit = shared.cfg.piece_timeout + watch.as_ref().map_or(Duration::ZERO, |w| w.wait);
+        let f = tokio::time::timeout(limit, conn.bitmap(&id, watch.as_ref()))
             .await
             .map_err(|_| P2pError::Timeout)??;
         if f.message_type != MessageType::Bitmap {
@@ -662,7 +666,7 @@ async fn probe(
             // bound on them reached): it is polled at the old pace instead.
             tokio::time::sleep(POLL_FALLBACK).await;
         }
-        Bitmap::decode(&f.data, 1 << 16).ok_or_else(|| P2pError::Protocol("bad bitmap".into()))
+        Bitmap::decode(&f.data, proto::MAX_PIECES).ok_or_else(|| P2pError::Protocol("bad bitmap".into()))
     }
     .await;
     let _ = tx.send(Event::Bitmap(addr, r));

@@ -72,19 +72,7 @@ impl Bitmap {
         b.put_u32(self.piece_size);
         b.put_u8(if self.complete { 1 } else if self.swarm { 2 } else { 0 });
         b.put_slice(&self.sha256);
-        let mut byte = 0u8;
-        for (i, h) in self.have.iter().enumerate() {
-            if *h {
-                byte |= 0x80 >> (i % 8);
-            }
-            if i % 8 == 7 {
-                b.put_u8(byte);
-                byte = 0;
-            }
-        }
-        if !self.have.len().is_multiple_of(8) {
-            b.put_u8(byte);
-        }
+        put_bits(&mut b, &self.have);
         b.freeze()
     }
 
@@ -104,9 +92,7 @@ impl Bitmap {
         let complete = data[12] == 1;
         let swarm = data[12] == 2;
         let sha256 = data[13..45].try_into().ok()?;
-        let have = (0..n)
-            .map(|i| data[45 + i / 8] & (0x80 >> (i % 8)) != 0)
-            .collect();
+        let have = get_bits(&data[45..], n);
         Some(Self {
             chunk_len,
             piece_size,
@@ -118,31 +104,75 @@ impl Bitmap {
     }
 }
 
+/// The most pieces a chunk's bitmap or a standing query's news set may hold.
+pub const MAX_PIECES: usize = 1 << 16;
+
 /// The longest a standing `HaveQuery` is held before it is answered anyway.
 pub const MAX_WATCH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A standing `HaveQuery` (a have-announcement on request): the asker believes the
-/// holder has `known` verified pieces; the holder answers once it has more (or is
-/// no longer a swarm fill), or after `wait_ms`. `known u32 | wait_ms u32`.
-pub fn encode_watch(known: u32, wait_ms: u32) -> Bytes {
-    let mut b = BytesMut::with_capacity(8);
-    b.put_u32(known);
-    b.put_u32(wait_ms);
-    b.freeze()
+/// holder has `known` verified pieces; the holder answers once it has news for
+/// the asker (or is no longer a fill), or after `wait`. With `news` (a bit per
+/// piece: the pieces the asker lacks and does not know the holder to have), news
+/// is a piece of that set; without, any piece beyond `known`.
+/// `known u32 | wait_ms u32 [| news bits]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watch {
+    pub known: u32,
+    pub wait: std::time::Duration,
+    pub news: Option<Vec<bool>>,
+}
+
+impl Watch {
+    pub fn encode(&self) -> Bytes {
+        let bits = self.news.as_ref().map_or(0, |n| n.len().div_ceil(8));
+        let mut b = BytesMut::with_capacity(8 + bits);
+        b.put_u32(self.known);
+        b.put_u32(self.wait.as_millis().min(u128::from(u32::MAX)) as u32);
+        if let Some(n) = &self.news {
+            put_bits(&mut b, n);
+        }
+        b.freeze()
+    }
+
+    /// Whether a fill that has `have` holds news for the asker.
+    pub fn answered_by(&self, have: &[bool]) -> bool {
+        match &self.news {
+            Some(news) => have.iter().zip(news).any(|(h, n)| *h && *n),
+            None => have.iter().filter(|h| **h).count() as u32 > self.known,
+        }
+    }
 }
 
 /// A `HaveQuery`'s data: empty (answer now) or a standing query, its wait bounded
-/// by `MAX_WATCH`. `None` for any other length.
-pub fn decode_watch(data: &[u8]) -> Option<Option<(u32, std::time::Duration)>> {
-    match data.len() {
-        0 => Some(None),
-        8 => {
-            let known = u32::from_be_bytes(data[..4].try_into().ok()?);
-            let ms = u32::from_be_bytes(data[4..].try_into().ok()?);
-            Some(Some((known, std::time::Duration::from_millis(u64::from(ms)).min(MAX_WATCH))))
-        }
-        _ => None,
+/// by `MAX_WATCH` and its news set by `max_pieces` (its bits past the set's
+/// last whole byte are pieces that do not exist, and ignored). `None` for any
+/// other length.
+pub fn decode_watch(data: &[u8], max_pieces: usize) -> Option<Option<Watch>> {
+    if data.is_empty() {
+        return Some(None);
     }
+    if data.len() < 8 || data.len() - 8 > max_pieces.div_ceil(8) {
+        return None;
+    }
+    let known = u32::from_be_bytes(data[..4].try_into().ok()?);
+    let ms = u32::from_be_bytes(data[4..8].try_into().ok()?);
+    let rest = &data[8..];
+    let news = (!rest.is_empty()).then(|| get_bits(rest, rest.len() * 8));
+    let wait = std::time::Duration::from_millis(u64::from(ms)).min(MAX_WATCH);
+    Some(Some(Watch { known, wait, news }))
+}
+
+/// A bit per entry, the first in the high bit of the first byte (bitmaps, news).
+fn put_bits(b: &mut BytesMut, bits: &[bool]) {
+    for byte in bits.chunks(8) {
+        b.put_u8(byte.iter().enumerate().fold(0u8, |acc, (i, h)| if *h { acc | 0x80 >> i } else { acc }));
+    }
+}
+
+/// `n` bits of `data` as `put_bits` wrote them (`data` holds at least `n`).
+fn get_bits(data: &[u8], n: usize) -> Vec<bool> {
+    (0..n).map(|i| data[i / 8] & (0x80 >> (i % 8)) != 0).collect()
 }
 
 /// A list of piece indexes (`PieceRequest`, `Cancel`).
@@ -187,14 +217,36 @@ mod tests {
 
     #[test]
     fn standing_query_round_trip_and_bounds() {
-        assert_eq!(decode_watch(&[]), Some(None), "empty: answer now");
-        let w = encode_watch(5, 700);
-        assert_eq!(decode_watch(&w), Some(Some((5, std::time::Duration::from_millis(700)))));
-        let long = encode_watch(0, u32::MAX);
-        assert_eq!(decode_watch(&long), Some(Some((0, MAX_WATCH))), "a wait is bounded");
-        for n in [1usize, 4, 7, 9, 64] {
-            assert_eq!(decode_watch(&vec![0; n]), None, "{n} bytes is malformed");
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(decode_watch(&[], 64), Some(None), "empty: answer now");
+        let w = Watch { known: 5, wait: ms(700), news: None };
+        assert_eq!(decode_watch(&w.encode(), 64), Some(Some(w)));
+        let long = Watch { known: 0, wait: std::time::Duration::from_secs(3600), news: None };
+        assert_eq!(decode_watch(&long.encode(), 64).unwrap().unwrap().wait, MAX_WATCH, "a wait is bounded");
+        for n in [1usize, 4, 7] {
+            assert_eq!(decode_watch(&vec![0; n], 64), None, "{n} bytes is malformed");
         }
+        assert_eq!(decode_watch(&[0; 17], 64), None, "a news set longer than the chunk");
+        // A news set: its bits past the last piece read as pieces that do not exist.
+        let news: Vec<bool> = (0..11).map(|i| i % 4 == 1).collect();
+        let w = Watch { known: 3, wait: ms(100), news: Some(news.clone()) };
+        let back = decode_watch(&w.encode(), 64).unwrap().unwrap();
+        assert_eq!(back.news.as_deref().map(|n| &n[..11]), Some(&news[..]));
+        assert!(back.news.unwrap()[11..].iter().all(|b| !b));
+    }
+
+    #[test]
+    fn a_standing_query_is_answered_by_news_only() {
+        let ms = std::time::Duration::from_millis;
+        let have = [true, false, true, false];
+        // Without a news set: any piece beyond the known count.
+        assert!(Watch { known: 1, wait: ms(1), news: None }.answered_by(&have));
+        assert!(!Watch { known: 2, wait: ms(1), news: None }.answered_by(&have));
+        // With one: a piece of the set, however many the holder has.
+        let news = |v: [bool; 4]| Watch { known: 0, wait: ms(1), news: Some(v.to_vec()) };
+        assert!(!news([false, true, false, true]).answered_by(&have), "pieces the asker has are no news");
+        assert!(news([false, false, true, false]).answered_by(&have));
+        assert!(!news([false; 4]).answered_by(&have));
     }
 
     #[test]

@@ -265,6 +265,14 @@ impl<P: Copy + Ord + std::hash::Hash + std::fmt::Debug> Scheduler<P> {
         self.peers.find(p).map_or(0, |i| self.peers[i].have.count() as u32)
     }
 
+    /// What would be news from peer `p` (a standing query's news set): the
+    /// pieces this download lacks that `p` is not known to have. A piece `p`
+    /// gains that we have is of no use to us, so it need not be announced.
+    pub fn news_from(&self, p: &P) -> Vec<bool> {
+        let known = self.peers.find(p).map(|i| &self.peers[i].have);
+        (0..self.have.len()).map(|i| !self.have[i] && !known.is_some_and(|k| k.get(i))).collect()
+    }
+
     /// Time since the last verified piece arrived.
     pub fn idle_for(&self, now: Duration) -> Duration {
         now.saturating_sub(self.last_progress)

@@ -364,16 +364,16 @@ impl Conn {
     /// more than the asker knows.
     async fn on_have_query(&self, f: &Frame, id: ChunkId) {
         crate::introduce::on_query(&self.shared, &id, &self.peer_id);
-        match proto::decode_watch(&f.data) {
+        match proto::decode_watch(&f.data, proto::MAX_PIECES) {
             // A standing query waits on a task of its own (bounded per
             // connection); past the bound it is answered at once, without
             // `FLAG_WATCHED`, and the asker polls.
-            Some(Some((known, wait))) => match self.watches.clone().try_acquire_owned() {
+            Some(Some(watch)) => match self.watches.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let (shared, tx, seq) = (self.shared.clone(), self.tx.clone(), f.sequence_number);
                     tokio::spawn(async move {
                         let _permit = permit;
-                        let reply = watched_bitmap(&shared, &id, known, wait, seq).await;
+                        let reply = watched_bitmap(&shared, &id, &watch, seq).await;
                         send(&tx, reply).await;
                     });
                 }
@@ -385,7 +385,7 @@ impl Conn {
                 send(&self.tx, have_reply(&self.shared, &id, f.sequence_number, 0)).await;
             }
             None => {
-                let msg = "have query data must be empty or known u32 | wait_ms u32";
+                let msg = "have query data must be empty or known u32 | wait_ms u32 [| news bits]";
                 let payload = proto::error_payload(Reason::BadRequest, msg);
                 let reply = Frame::new(MessageType::Error, id.as_bytes(), payload, f.sequence_number, FLAG_FINAL);
                 send(&self.tx, reply).await;
@@ -541,17 +541,18 @@ fn have_reply(shared: &P2pShared, id: &ChunkId, seq: u32, flags: u8) -> Frame {
 }
 
 /// A standing have query: answered once this node's fill of the chunk (from
-/// peers or from the origin) has more than `known` pieces, once it is no fill any
-/// more (complete, failed, gone), or after `wait`. It never waits on a peer: the
-/// fill it watches moves on its own downloads or origin reads, so no wait cycle
-/// forms.
-async fn watched_bitmap(shared: &P2pShared, id: &ChunkId, known: u32, wait: std::time::Duration, seq: u32) -> Frame {
-    let until = tokio::time::Instant::now() + wait;
+/// peers or from the origin) has news for the asker (`Watch::answered_by`: a
+/// piece it lacks and does not know we have), once it is no fill any more
+/// (complete, failed, gone), or after the query's wait. It never waits on a
+/// peer: the fill it watches moves on its own downloads or origin reads, so no
+/// wait cycle forms.
+async fn watched_bitmap(shared: &P2pShared, id: &ChunkId, watch: &proto::Watch, seq: u32) -> Frame {
+    let until = tokio::time::Instant::now() + watch.wait;
     loop {
         let Some(Held::Filling(fill)) = shared.cache.peek(id) else { break };
-        // Subscribed before the count is read, so no piece slips in between.
+        // Subscribed before the pieces are read, so no piece slips in between.
         let mut changes = fill.changes();
-        if fill.piece_count() > known {
+        if watch.answered_by(&fill.have_pieces()) {
             break;
         }
         tokio::select! {

@@ -265,3 +265,20 @@ fn news_of_a_piece_is_of_use_only_when_a_poll_could_ask_for_it() {
     assert!(s.may_ask(2 * MS));
     assert!(s.could_ask(&1, 5, 2 * MS));
 }
+
+/// A standing query's news set: the pieces we lack that the peer is not known
+/// to have (pieces in flight count as lacked: an overdue one may be asked of a
+/// second holder).
+#[test]
+fn news_from_a_peer_is_what_we_lack_and_it_may_gain() {
+    let mut s = Scheduler::new(4 << 20, cfg(), 1, Duration::ZERO);
+    s.mark_have(0);
+    s.set_peer(1u8, Source::Swarm, &[false, true, false, false], Duration::ZERO);
+    assert_eq!(s.news_from(&1), vec![false, false, true, true]);
+    assert_eq!(s.news_from(&2), vec![false, true, true, true], "an unknown peer: all we lack");
+    let a = s.poll(Duration::ZERO);
+    assert_eq!(a.requests, vec![(1u8, vec![1])], "piece 1 is asked of peer 1");
+    assert_eq!(s.news_from(&2), vec![false, true, true, true], "piece 1, in flight, is still news");
+    assert!(s.on_piece(1, 1, MS));
+    assert_eq!(s.news_from(&2), vec![false, false, true, true]);
+}

@@ -666,7 +666,10 @@ impl Swarm<'_> {
     /// the piece now (it lacks it, nobody is fetching it, its budget has room,
     /// and the node is not paused and has room for a request) polls now. Polling every watcher at every announcement, as a node does, was
     /// some 80 events a piece delivered, most of them polls that could ask for
-    /// nothing; what each poll sees is the same.
+    /// nothing; what each poll sees is the same. (A node answers a standing
+    /// query only with news for the asker, a piece of its news set; here every
+    /// watcher hears of every piece, which changes no decision: a download acts
+    /// on the pieces it lacks only, and those are its news set.)
     fn piece_seen(&mut self, now: Time, node: usize, chunk: usize, piece: u32) {
         self.chunks[chunk].seen[node] |= 1 << piece;
         let Some(mut watchers) = self.chunks[chunk].watchers.remove(&node) else { return };
