@@ -712,6 +712,16 @@ impl Effective {
         })
     }
 
+    /// `node.worker_threads`: the runtime's worker threads, `None` for one per
+    /// CPU (0).
+    pub fn worker_threads(&self) -> anyhow::Result<Option<usize>> {
+        match self.int("node.worker_threads") {
+            0 => Ok(None),
+            n if n <= 1024 => Ok(Some(n as usize)),
+            n => bail!("config key node.worker_threads: {n} is more than 1024"),
+        }
+    }
+
     /// The node's configuration with its id resolved (and persisted if new).
     pub fn node_config(&self) -> anyhow::Result<NodeConfig> {
         let id = self.node_id()?;

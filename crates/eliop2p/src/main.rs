@@ -349,9 +349,17 @@ fn main() -> std::process::ExitCode {
 fn real_main() -> anyhow::Result<()> {
     let matches = cli().get_matches();
     eliop2p_cache::tune_allocator();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // A node's or a control plane's runtime as `node.worker_threads` says;
+    // one worker per CPU for the short-lived commands.
+    let workers = match matches.subcommand() {
+        Some(("node" | "control-plane", m)) => load(m, Vec::new())?.worker_threads()?,
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    let rt = builder.enable_all().build()?;
     match matches.subcommand() {
         Some(("node", m)) => {
             let eff = load(m, Vec::new())?;

@@ -505,6 +505,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "node",
+        "worker_threads",
+        Kind::Int,
+        "0",
+        "threads that run the node's (or control plane's) tasks; 0 = one per CPU this process may use. Set it lower where the node shares its host with other work (a training job, or many nodes on one machine as on the network bed)"
+    ),
+    key!(
+        "node",
         "id",
         Kind::Str,
         "",

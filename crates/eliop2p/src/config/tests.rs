@@ -625,3 +625,17 @@ fn origin_credentials_sources_are_checked_against_the_keys_and_the_kind() {
     let n = load(&[("ELIOP2P_ORIGIN_KIND", "oss"), ("ELIOP2P_ORIGIN_CREDENTIALS", "ecs-ram-role")]).unwrap();
     assert_eq!(n.origin.credentials.source, CredentialSource::EcsRamRole);
 }
+
+/// `node.worker_threads`: 0 (the default) is one worker per CPU, a number is
+/// that many, and more than 1,024 is an error naming the key.
+#[test]
+fn worker_threads_default_to_one_per_cpu_and_are_bounded() {
+    let load = |v: &[(&str, &str)]| Effective::load(None, &env(v), &[]);
+    assert_eq!(load(&[]).unwrap().worker_threads().unwrap(), None);
+    let one = load(&[("ELIOP2P_NODE_WORKER_THREADS", "1")]).unwrap();
+    assert_eq!(one.worker_threads().unwrap(), Some(1));
+    let e = load(&[("ELIOP2P_NODE_WORKER_THREADS", "5000")]).unwrap().worker_threads().unwrap_err();
+    assert!(format!("{e:#}").contains("node.worker_threads"), "{e:#}");
+    let Err(e) = load(&[("ELIOP2P_NODE_WORKER_THREADS", "two")]) else { panic!("a word accepted") };
+    assert!(format!("{e:#}").contains("node.worker_threads"), "{e:#}");
+}
