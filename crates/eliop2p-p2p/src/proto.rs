@@ -145,8 +145,8 @@ impl Watch {
 }
 
 /// A `HaveQuery`'s data: empty (answer now) or a standing query, its wait bounded
-/// by `MAX_WATCH` and its news set by `max_pieces` (its bits past the set's
-/// last whole byte are pieces that do not exist, and ignored). `None` for any
+/// by `MAX_WATCH` and its news set by `max_pieces` (bits past the chunk's last
+/// piece name pieces that do not exist, so they match nothing). `None` for any
 /// other length.
 pub fn decode_watch(data: &[u8], max_pieces: usize) -> Option<Option<Watch>> {
     if data.is_empty() {

@@ -361,7 +361,7 @@ impl Conn {
     }
 
     /// A bitmap query: answered now, or (a standing query) once this node has
-    /// more than the asker knows.
+    /// news for the asker (a piece of its news set).
     async fn on_have_query(&self, f: &Frame, id: ChunkId) {
         crate::introduce::on_query(&self.shared, &id, &self.peer_id);
         match proto::decode_watch(&f.data, proto::MAX_PIECES) {
