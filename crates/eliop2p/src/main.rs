@@ -349,20 +349,21 @@ fn main() -> std::process::ExitCode {
 fn real_main() -> anyhow::Result<()> {
     let matches = cli().get_matches();
     eliop2p_cache::tune_allocator();
-    // A node's or a control plane's runtime as `node.worker_threads` says;
-    // one worker per CPU for the short-lived commands.
-    let workers = match matches.subcommand() {
-        Some(("node" | "control-plane", m)) => load(m, Vec::new())?.worker_threads()?,
+    // A node's or a control plane's configuration is read before its runtime
+    // is built, with as many workers as `node.worker_threads` says; the
+    // short-lived commands get one per CPU.
+    let mut service = match matches.subcommand() {
+        Some(("node" | "control-plane", m)) => Some(load(m, Vec::new())?),
         _ => None,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
+    if let Some(n) = service.as_ref().map(Effective::worker_threads).transpose()?.flatten() {
         builder.worker_threads(n);
     }
     let rt = builder.enable_all().build()?;
     match matches.subcommand() {
         Some(("node", m)) => {
-            let eff = load(m, Vec::new())?;
+            let eff = service.take().expect("read above for node");
             if m.get_flag("print-config") {
                 print!("{}", eff.to_toml());
                 let (listen, trust) = eff.proxy_listen()?;
@@ -373,7 +374,7 @@ fn real_main() -> anyhow::Result<()> {
             rt.block_on(run_node(eff))
         }
         Some(("control-plane", m)) => {
-            let eff = load(m, Vec::new())?;
+            let eff = service.take().expect("read above for control-plane");
             if m.get_flag("print-config") {
                 print!("{}", eff.to_toml());
                 return Ok(());

@@ -200,9 +200,10 @@ pub(super) fn print_requests(
 
 /// With `FANOUT_TIMELINE`: when each client's in-order bytes (`progress`)
 /// passed a quarter, a half, three quarters and all of `size`, as seconds since
-/// `start` (to 5 ms). The line it returns (once every client is done, or
-/// `stop` is set: a killed node's client never is) shows how much a client still had to read once its node held the
-/// object: a client reads in order, and a node gets its pieces in any order.
+/// `start` (to 5 ms). The line it returns (once every client is done, or `stop`
+/// is set: a killed node's client never is) shows how much a client still had
+/// to read once its node held the object: a client reads in order, and a node
+/// gets its pieces in any order.
 pub(super) fn watch_clients(
     progress: Vec<Arc<AtomicU64>>,
     size: u64,
