@@ -18,7 +18,7 @@ use crate::flags;
 const USAGE: &str = "
 eliop2p-bench fanout [--nodes=16] [--sizes=64,512] [--rate=200] [--origin-rates=200,50]
     [--modes=gossip,hybrid] [--kill] [--first-byte-ms=30] [--stream-mbps=0] [--sha256]
-    [--mtu=9000] [--switch-buffer-kib=1024] [--no-direct] [--per-node] [--node-env=KEY=VALUE;KEY=VALUE]
+    [--mtu=9000] [--switch-buffer-kib=1024] [--host-cc=NAME] [--origin-cc=NAME] [--no-direct] [--per-node] [--node-env=KEY=VALUE;KEY=VALUE]
     [--repeat=1] [--slow=COUNT:MBIT] [--slow-not-owners]
 
 Sizes in MiB, rates in Mbit/s. --repeat=N runs every row N times, in rounds (each
@@ -26,11 +26,14 @@ row once, then again), and ends with a table of each row's p99 over its runs.
 --slow=COUNT:MBIT gives COUNT nodes a NIC of MBIT (degraded links): the row's
 times are then the other nodes', and a line after the table gives the slow
 nodes' own and which of them read the origin (owned chunks). --slow-not-owners
-runs the slow nodes with node.owner = false.
+runs the slow nodes with node.owner = false. --host-cc and --origin-cc set
+the default TCP congestion control (cubic, bbr, reno) of the nodes' (and the
+control plane's) hosts and of the origin's; unset, a host has this machine's
+(net.ipv4.tcp_congestion_control), which new namespaces inherit.
 Needs root and iproute2, and the eliop2p binary next to this one.";
 
 const VALUES: &[&str] = &[
-    "nodes", "sizes", "rate", "origin-rates", "modes", "first-byte-ms", "stream-mbps", "mtu", "switch-buffer-kib", "node-env", "repeat", "slow",
+    "nodes", "sizes", "rate", "origin-rates", "modes", "first-byte-ms", "stream-mbps", "mtu", "switch-buffer-kib", "host-cc", "origin-cc", "node-env", "repeat", "slow",
 ];
 
 pub async fn run() -> anyhow::Result<()> {
@@ -48,6 +51,17 @@ pub async fn run() -> anyhow::Result<()> {
     // Jumbo frames, as in most data centres; `--mtu=1500` for plain Ethernet
     // (the bed then costs the machine more per byte: see `netbed::Link::mtu`).
     let mtu: u32 = f.get_min("mtu", 9000, 576)?;
+    // Hosts' default congestion control: what new namespaces inherit unless set.
+    let cc = |key: &str| -> anyhow::Result<Option<&'static str>> {
+        Ok(match f.text(key) {
+            None => None,
+            Some("cubic") => Some("cubic"),
+            Some("bbr") => Some("bbr"),
+            Some("reno") => Some("reno"),
+            Some(other) => anyhow::bail!("--{key}: {other:?} is none of cubic, bbr, reno"),
+        })
+    };
+    let (host_cc, origin_cc) = (cc("host-cc")?, cc("origin-cc")?);
     let switch_buffer: u64 = f.get_min::<u64>("switch-buffer-kib", 1024, 1)? * 1024;
     let origin_rates: Vec<u64> = f.list_min("origin-rates", &[200, 50], 1)?;
     let modes = f
@@ -103,8 +117,8 @@ pub async fn run() -> anyhow::Result<()> {
                     specs.push(Spec {
                         bin: bin.clone(),
                         nodes: n,
-                        node_link: Link::mbit(rate).with_mtu(mtu).with_switch_buffer(switch_buffer),
-                        origin_link: Link::mbit(orate).with_mtu(mtu).with_switch_buffer(switch_buffer),
+                        node_link: Link::mbit(rate).with_mtu(mtu).with_switch_buffer(switch_buffer).with_congestion(host_cc),
+                        origin_link: Link::mbit(orate).with_mtu(mtu).with_switch_buffer(switch_buffer).with_congestion(origin_cc),
                         object_size: size << 20,
                         mode,
                         first_byte,

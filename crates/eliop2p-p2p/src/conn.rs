@@ -323,18 +323,19 @@ async fn connect_handshake(
     Ok(())
 }
 
-async fn tcp(addr: SocketAddr) -> Result<TcpStream, P2pError> {
+async fn tcp(addr: SocketAddr, shared: &P2pShared) -> Result<TcpStream, P2pError> {
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| P2pError::Timeout)??;
     stream.set_nodelay(true)?;
+    crate::sockopt::set_congestion(&stream, shared.cfg.tcp_congestion.as_deref());
     Ok(stream)
 }
 
 /// Opens a connection to a peer: TLS when the node has certificates (falling
 /// back to plain TCP for a peer without TLS only during a rollout), TCP otherwise.
 async fn dial(addr: SocketAddr, shared: &P2pShared) -> Result<(Rd, Wr), P2pError> {
-    let stream = tcp(addr).await?;
+    let stream = tcp(addr, shared).await?;
     let Some(tls) = &shared.tls else {
         return Ok(split_tcp(stream));
     };
@@ -354,7 +355,7 @@ async fn dial(addr: SocketAddr, shared: &P2pShared) -> Result<(Rd, Wr), P2pError
     };
     if tls.rollout() {
         tracing::debug!(peer = %addr, why, "TLS to the peer failed; plain TCP (p2p.tls_rollout)");
-        return Ok(split_tcp(tcp(addr).await?));
+        return Ok(split_tcp(tcp(addr, shared).await?));
     }
     shared.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(peer = %addr, why, "TLS handshake with a peer failed");

@@ -16,6 +16,7 @@ mod pace;
 pub mod proto;
 pub mod score;
 mod server;
+pub mod sockopt;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -34,7 +35,8 @@ use tokio_util::task::TaskTracker;
 
 pub use cluster::{ClusterConfig, Directory, FetchRefused, FetchRequest, Fetcher};
 pub use download::{Incomplete, OriginPiece, PieceOrigin};
-pub use server::{NOTSENT_LOWAT, SLOT_WAIT};
+pub use server::SLOT_WAIT;
+pub use sockopt::NOTSENT_LOWAT;
 pub use eliop2p_cluster::{NodeInfo, Status};
 
 #[derive(Clone, Debug)]
@@ -70,6 +72,9 @@ pub struct P2pConfig {
     pub max_download_pieces_while_filling: usize,
     /// Connections the P2P listener holds open at once.
     pub max_connections: usize,
+    /// TCP congestion control of every peer connection (`p2p.tcp_congestion`);
+    /// `None` = the host's default (`net.ipv4.tcp_congestion_control`).
+    pub tcp_congestion: Option<String>,
     /// A piece not received (or not filled, when serving) within this is given up.
     pub piece_timeout: Duration,
     /// Cluster membership and chunk locations; `None` = static peers only.
@@ -93,6 +98,7 @@ impl P2pConfig {
             max_download_pieces: 12,
             max_download_pieces_while_filling: 6,
             max_connections: 4096,
+            tcp_congestion: None,
             piece_timeout: Duration::from_secs(5),
             cluster: None,
             tls: None,

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::codec::{FLAG_FINAL, Frame, MessageType, Parts};
 use crate::conn::{FLAG_PIECE, FLAG_WATCHED, FrameReader, HANDSHAKE_TIMEOUT, Rd, Wr, accept_handshake, split_tcp, split_tls};
 use crate::proto::{self, Bitmap, Reason};
-use crate::{P2pError, P2pShared};
+use crate::{P2pError, P2pShared, sockopt};
 
 pub(crate) async fn run(
     listener: TcpListener,
@@ -134,33 +134,6 @@ impl Drop for ConnCount {
     }
 }
 
-/// Unsent bytes a peer connection may queue in the kernel. Without a bound the
-/// socket buffer grows to megabytes: an upload slot would be released long before
-/// its piece is on the wire, and every piece would crawl behind all the others. With
-/// it, the slots bound what this uplink is sending, and a piece takes one piece
-/// time per hop (what makes a swarm fast).
-/// (The simulator frees an upload slot with this much of its piece left.)
-pub const NOTSENT_LOWAT: u64 = 128 * 1024;
-
-fn bound_unsent(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let v = NOTSENT_LOWAT as libc::c_int;
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int, on a
-    // socket this function borrows.
-    let r = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "TCP_NOTSENT_LOWAT not set");
-    }
-}
-
 /// TLS first (when the node has certificates): the peer's certificate is of the
 /// cluster CA and valid, and the identities it names. During a rollout a peer
 /// whose first byte is not a TLS record speaks the plain protocol.
@@ -207,7 +180,8 @@ async fn accept_tls(stream: TcpStream, shared: &P2pShared) -> Result<(Rd, Wr, Op
 
 async fn serve_conn(stream: TcpStream, shared: Arc<P2pShared>) -> Result<(), P2pError> {
     stream.set_nodelay(true)?;
-    bound_unsent(&stream);
+    sockopt::bound_unsent(&stream);
+    sockopt::set_congestion(&stream, shared.cfg.tcp_congestion.as_deref());
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (mut reader, wr, peer_id) = accept_peer(stream, &shared).await?;
     let (tx, ctl_rx, data_rx) = Out::new();

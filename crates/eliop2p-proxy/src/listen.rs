@@ -59,6 +59,7 @@ pub(crate) async fn serve<H, Fut>(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        eliop2p_p2p::sockopt::unpace_local(&stream);
         let handler = handler.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {

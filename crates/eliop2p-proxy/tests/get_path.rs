@@ -540,3 +540,51 @@ async fn session_tokens_are_signed_into_origin_requests() {
     node.shutdown().await;
     origin.stop().await;
 }
+
+/// A client on the node's host is served without BBR's pacing, which over
+/// loopback halved what a connection carried (sockopt::unpace_local). The
+/// proxy's listener is given bbr, as a host whose default is bbr gives it to
+/// every socket; its accepted connections inherit it unless the node undoes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_the_nodes_host_is_not_paced_by_bbr() -> anyhow::Result<()> {
+    use eliop2p_p2p::sockopt;
+    if let Err(e) = sockopt::check_congestion("bbr") {
+        eprintln!("no bbr here ({e}): nothing to undo");
+        return Ok(());
+    }
+    let origin = TestOrigin::start().await?;
+    origin.create_bucket("data").await?;
+    let data = test_data(4 * MIB, 9);
+    origin.put("data", "k", data.clone()).await?;
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    sockopt::set_socket_congestion(&proxy, "bbr")?;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let node = eliop2p_proxy::spawn_node(eliop2p_testkit::node_config(origin.origin_config()), proxy, admin).await?;
+    // A raw connection, held open while its server side is looked at.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(node.proxy_addr).await?;
+    conn.write_all(b"GET /data/k HTTP/1.1\r\nhost: node\r\n\r\n").await?;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while got.len() < data.len() {
+        let n = conn.read(&mut buf).await?;
+        anyhow::ensure!(n > 0, "connection closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    while got.len() < head_end + data.len() {
+        let n = conn.read(&mut buf).await?;
+        anyhow::ensure!(n > 0, "body cut");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(sha256_hex(&got[head_end..]), sha256_hex(&data));
+    // The node's side of this connection, as the kernel reports it.
+    let client_port = conn.local_addr()?.port();
+    let out = std::process::Command::new("ss")
+        .args(["-tinH", "state", "established", &format!("( dport = :{client_port} )")])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!(":{}", node.proxy_addr.port())), "the node's side not found: {text}");
+    assert!(!text.contains(" bbr ") && text.contains(" reno "), "the node's side of a local client's connection: {text}");
+    Ok(())
+}

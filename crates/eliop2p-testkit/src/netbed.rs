@@ -33,6 +33,10 @@ pub struct Link {
     /// switch's packet buffer). When many peers send to one host at once
     /// (incast), what exceeds it is dropped; see `Link::mbit` for the default.
     pub switch_buffer: u64,
+    /// The host's default TCP congestion control (its namespace's
+    /// `net.ipv4.tcp_congestion_control`); `None` = what a new namespace
+    /// inherits, this machine's own default.
+    pub congestion: Option<&'static str>,
 }
 
 impl Link {
@@ -47,7 +51,12 @@ impl Link {
             // incast drops and retransmission timeouts made the bed's p99
             // (16 hosts at 50 Mbit/s) 1.34x ideal against 1.27-1.31x.
             switch_buffer: 1 << 20,
+            congestion: None,
         }
+    }
+
+    pub fn with_congestion(self, congestion: Option<&'static str>) -> Self {
+        Self { congestion, ..self }
     }
 
     pub fn with_mtu(self, mtu: u32) -> Self {
@@ -150,6 +159,10 @@ impl NetBed {
         for (i, link) in links.iter().enumerate() {
             let ns = format!("{tag}h{i}");
             run(&["ip", "netns", "add", &ns])?;
+            if let Some(cc) = link.congestion {
+                run(&["ip", "netns", "exec", &ns, "sysctl", "-qw", &format!("net.ipv4.tcp_congestion_control={cc}")])
+                    .with_context(|| format!("host {i}: congestion control {cc}"))?;
+            }
             let addr = Ipv4Addr::new(10, 77, (i / 250) as u8, (i % 250 + 2) as u8);
             bed.hosts.push(Host {
                 ns: ns.clone(),

@@ -94,6 +94,13 @@ impl Effective {
         pc.max_download_pieces = self.int("p2p.download_pieces").max(1) as usize;
         pc.max_download_pieces_while_filling = self.int("p2p.download_pieces_while_filling") as usize;
         pc.max_connections = self.int("p2p.max_connections").max(1) as usize;
+        pc.tcp_congestion = match self.str("p2p.tcp_congestion").as_str() {
+            "" => None,
+            name => {
+                eliop2p_p2p::sockopt::check_congestion(name).map_err(|e| anyhow::anyhow!("config key p2p.tcp_congestion: {e}"))?;
+                Some(name.to_owned())
+            }
+        };
         if mode != "static" {
             let seeds = self.addr_list("discovery.seeds")?;
             let advertise = match self.str("p2p.advertise_addr").as_str() {

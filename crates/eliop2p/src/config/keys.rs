@@ -491,6 +491,13 @@ pub const KEYS: &[KeyDef] = &[
     ),
     key!(
         "p2p",
+        "tcp_congestion",
+        Kind::Str,
+        "",
+        "TCP congestion control of the peer connections (a name from net.ipv4.tcp_available_congestion_control, e.g. cubic or bbr); empty = the host's default. Checked at start: a name the kernel lacks, or one this process may not use, is an error"
+    ),
+    key!(
+        "p2p",
         "advertise_addr",
         Kind::Str,
         "",

@@ -639,3 +639,24 @@ fn worker_threads_default_to_one_per_cpu_and_are_bounded() {
     let Err(e) = load(&[("ELIOP2P_NODE_WORKER_THREADS", "two")]) else { panic!("a word accepted") };
     assert!(format!("{e:#}").contains("node.worker_threads"), "{e:#}");
 }
+
+#[test]
+fn tcp_congestion_is_the_hosts_default_unless_named_and_a_name_is_checked() {
+    let load = |extra: &[(&str, &str)]| {
+        let mut v = vec![
+            ("ELIOP2P_ORIGIN_ENDPOINT", "http://127.0.0.1:1"),
+            ("ELIOP2P_P2P_CLUSTER_SECRET", "s"),
+            ("ELIOP2P_NODE_ID", "n1"),
+        ];
+        v.extend_from_slice(extra);
+        Effective::load(None, &env(&v), &[]).unwrap().node_config()
+    };
+    assert_eq!(load(&[]).unwrap().p2p.unwrap().tcp_congestion, None);
+    // reno is built into every Linux kernel and allowed to every process.
+    let n = load(&[("ELIOP2P_P2P_TCP_CONGESTION", "reno")]).unwrap();
+    assert_eq!(n.p2p.unwrap().tcp_congestion.as_deref(), Some("reno"));
+    for bad in ["nosuchcc", "cubic bbr"] {
+        let e = format!("{:#}", load(&[("ELIOP2P_P2P_TCP_CONGESTION", bad)]).unwrap_err());
+        assert!(e.contains("config key p2p.tcp_congestion") && e.contains(bad), "{e}");
+    }
+}
