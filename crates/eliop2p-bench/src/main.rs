@@ -415,9 +415,13 @@ async fn main() -> anyhow::Result<()> {
     let fresh_node = || start_node(&origin, |c| c.cache.memory_capacity = (o.large as u64) * 2);
     let nginx = start_nginx(&[("bench/large.bin", &large), ("small.bin", &small)]).await?;
 
+    // The host's TCP default: bbr paces loopback, so nodes and the test origin
+    // give their local connections reno then (sockopt::unpace_local); nginx keeps it.
+    let cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
     println!(
-        "eliop2p bench: loopback, {} cores, origin = in-process s3s-fs (SigV4 checked), release build",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "eliop2p bench: loopback, {} cores, origin = in-process testkit S3 (s3s, SigV4 checked, O(bytes) per request), release build, host TCP {cc}{}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if cc == "bbr" { " (reno between two ends on this host, nginx excepted)" } else { "" }
     );
     println!();
     println!(

@@ -77,6 +77,10 @@ pub(crate) async fn accept_loop(
             r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
         };
         let _ = stream.set_nodelay(true);
+        // As a node treats its local clients: on a host whose default is bbr,
+        // the loopback bench's direct baseline would otherwise run paced, at
+        // half of what the node's own connections carry.
+        eliop2p_p2p::sockopt::unpace_local(&stream);
         let (service, knobs, acceptor, cancel) = (service.clone(), knobs.clone(), acceptor.clone(), cancel.clone());
         conns.spawn(serve_conn(stream, service, knobs, acceptor, cancel));
     }
