@@ -81,6 +81,12 @@ pub fn set_socket_congestion(socket: &impl AsRawFd, name: &str) -> std::io::Resu
     set_congestion_fd(socket.as_raw_fd(), name)
 }
 
+#[cfg(not(target_os = "linux"))]
+fn set_congestion_fd(_fd: RawFd, _name: &str) -> std::io::Result<()> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "TCP_CONGESTION is Linux's"))
+}
+
+#[cfg(target_os = "linux")]
 fn set_congestion_fd(fd: RawFd, name: &str) -> std::io::Result<()> {
     // SAFETY: setsockopt reads `name.len()` bytes from a live string slice, on a
     // socket the caller holds open.
@@ -97,6 +103,13 @@ fn set_congestion_fd(fd: RawFd, name: &str) -> std::io::Result<()> {
 }
 
 /// The congestion control a connection uses.
+#[cfg(not(target_os = "linux"))]
+pub fn congestion(_stream: &impl AsRawFd) -> std::io::Result<String> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "TCP_CONGESTION is Linux's"))
+}
+
+/// The congestion control a connection uses.
+#[cfg(target_os = "linux")]
 pub fn congestion(stream: &impl AsRawFd) -> std::io::Result<String> {
     let mut buf = [0u8; NAME_MAX + 1];
     let mut len = buf.len() as libc::socklen_t;
@@ -138,7 +151,7 @@ pub fn check_congestion(name: &str) -> Result<(), String> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
