@@ -62,6 +62,8 @@ pub async fn run() -> anyhow::Result<()> {
         })
     };
     let (host_cc, origin_cc) = (cc("host-cc")?, cc("origin-cc")?);
+    let machine_cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
     let switch_buffer: u64 = f.get_min::<u64>("switch-buffer-kib", 1024, 1)? * 1024;
     let origin_rates: Vec<u64> = f.list_min("origin-rates", &[200, 50], 1)?;
     let modes = f
@@ -96,10 +98,12 @@ pub async fn run() -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<(String, String)>>>()?;
     println!(
-        "## fanout: N hosts in network namespaces, NICs capped by tc tbf both ways, MTU {mtu}, {} KiB of switch buffer a port; origin = testkit S3 (O(bytes) per request, {} ms first byte{}); every client reads one cold object at once; nodes' p2p.max_upload_rate = their NIC's rate unless --node-env sets it",
+        "## fanout: N hosts in network namespaces, NICs capped by tc tbf both ways, MTU {mtu}, {} KiB of switch buffer a port; origin = testkit S3 (O(bytes) per request, {} ms first byte{}); every client reads one cold object at once; nodes' p2p.max_upload_rate = their NIC's rate unless --node-env sets it; TCP: nodes' hosts {}, origin's {}",
         switch_buffer / 1024,
         first_byte.as_millis(),
-        if stream_rate > 0 { format!(", {} Mbit/s per stream", stream_rate * 8 / 1_000_000) } else { String::new() }
+        if stream_rate > 0 { format!(", {} Mbit/s per stream", stream_rate * 8 / 1_000_000) } else { String::new() },
+        host_cc.unwrap_or(&machine_cc),
+        origin_cc.unwrap_or(&machine_cc),
     );
     let repeat: usize = f.get_min("repeat", 1, 1)?;
     let slow = f.count_at_mbit("slow")?.map(|(k, mbit)| (k, (mbit * 1e6) as u64));
