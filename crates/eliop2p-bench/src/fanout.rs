@@ -62,8 +62,7 @@ pub async fn run() -> anyhow::Result<()> {
         })
     };
     let (host_cc, origin_cc) = (cc("host-cc")?, cc("origin-cc")?);
-    let machine_cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
-        .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
+    let machine_cc = eliop2p_p2p::sockopt::host_congestion();
     let switch_buffer: u64 = f.get_min::<u64>("switch-buffer-kib", 1024, 1)? * 1024;
     let origin_rates: Vec<u64> = f.list_min("origin-rates", &[200, 50], 1)?;
     let modes = f

@@ -417,7 +417,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The host's TCP default: bbr paces loopback, so nodes and the test origin
     // give their local connections reno then (sockopt::unpace_local); nginx keeps it.
-    let cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
+    let cc = eliop2p_p2p::sockopt::host_congestion();
     println!(
         "eliop2p bench: loopback, {} cores, origin = in-process testkit S3 (s3s, SigV4 checked, O(bytes) per request), release build, host TCP {cc}{}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),

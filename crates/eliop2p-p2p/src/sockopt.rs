@@ -125,6 +125,16 @@ pub fn congestion(stream: &impl AsRawFd) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&name[..end]).into_owned())
 }
 
+/// This host's default congestion control (`net.ipv4.tcp_congestion_control`
+/// of this process's network namespace), "unknown" where it cannot be read.
+pub fn host_congestion() -> String {
+    ipv4_sysctl("tcp_congestion_control").unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn ipv4_sysctl(key: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/{key}")).ok().map(|s| s.trim().to_owned())
+}
+
 /// Whether this process can give its peer connections the congestion control
 /// `name`: tried on a socket of its own, so that a name the kernel lacks, or one
 /// it keeps from unprivileged processes, is a config error at start rather than
@@ -133,9 +143,7 @@ pub fn check_congestion(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > NAME_MAX || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(format!("{name:?} is not a congestion control name (letters, digits and '_', at most {NAME_MAX})"));
     }
-    let sysctl = |key: &str| {
-        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{key}")).map_or_else(|_| "(unknown)".to_owned(), |s| s.trim().to_owned())
-    };
+    let sysctl = |key: &str| ipv4_sysctl(key).unwrap_or_else(|| "(unknown)".to_owned());
     let socket = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| format!("no socket to try {name:?} on: {e}"))?;
     match set_congestion_fd(socket.as_raw_fd(), name) {
         Ok(()) => Ok(()),
