@@ -321,9 +321,16 @@ fn host_mac(i: usize) -> String {
     format!("02:77:00:00:{:02x}:{:02x}", i / 256, i % 256)
 }
 
-/// Caps `dev` at the link's rate, with `queue` bytes of queue (a switch port),
-/// or 20 ms at the rate when `None` (a host's NIC: its own qdisc keeps the
-/// queue short).
+/// A host's NIC queue, in packets: the kernel's default `txqueuelen` for a
+/// device, and what `pfifo_fast` (this machine's `net.core.default_qdisc`) or
+/// netem hold by default.
+const HOST_QUEUE_PACKETS: u64 = 1000;
+
+/// Caps `dev` at the link's rate. A switch port (`queue` = its bytes of
+/// buffer) drops what overflows it, as a switch does: those packets were on
+/// the wire, and their senders recover them as losses. A host's NIC (`None`)
+/// holds `HOST_QUEUE_PACKETS`: its flows' own TCP small queues keep it short,
+/// as on a real host, and it never refuses a packet its own TCP hands it.
 fn shape(ns: &str, dev: &str, link: Link, queue: Option<u64>) -> anyhow::Result<()> {
     let rate = format!("{}bit", link.rate_bps);
     // Burst: at least one timer tick's worth at the rate, and more than one GSO
@@ -333,32 +340,24 @@ fn shape(ns: &str, dev: &str, link: Link, queue: Option<u64>) -> anyhow::Result<
     // and its finish times measured the machine (p99 1.55-2.23x ideal against
     // 1.33x with this bucket, same build).
     let burst = (link.rate_bps / 8 / 250).max(128 * 1024).to_string();
-    let (kind, size) = match queue {
-        Some(b) => ("limit", b.to_string()),
-        None => ("latency", "20ms".to_owned()),
-    };
+    let limit = queue.unwrap_or(HOST_QUEUE_PACKETS * u64::from(link.mtu)).to_string();
     run(&[
         "ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf",
-        "rate", &rate, "burst", &burst, kind, &size,
+        "rate", &rate, "burst", &burst, "limit", &limit,
     ])?;
+    // A host's queue was tbf's own, 20 ms at the rate (630 KB at 200 Mbit/s),
+    // and it dropped the packets its host's TCP tried to queue beyond that. A
+    // flow whose packet is dropped there, with none in flight, has nothing to
+    // recover it but its probe timer, which backs off while the queue stays
+    // full: with 16 flows on the origin's uplink (16 clients reading it
+    // directly), some sat for 10 s or more and were then reset ("Connection
+    // reset by peer"), and the bed's direct baseline failed.
     if link.delay_ms > 0 {
+        // netem's queue stands in for the port's or the NIC's, in packets.
+        let packets = queue.map_or(HOST_QUEUE_PACKETS, |b| (b / u64::from(link.mtu)).max(1)).to_string();
         run(&[
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            dev,
-            "parent",
-            "1:1",
-            "handle",
-            "10:",
-            "netem",
-            "delay",
-            &format!("{}ms", link.delay_ms),
+            "ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:",
+            "netem", "delay", &format!("{}ms", link.delay_ms), "limit", &packets,
         ])
         .context("link delay needs the kernel's sch_netem")?;
     }
@@ -430,5 +429,72 @@ mod tests {
         });
         drop(listeners);
         assert!(failed.is_empty(), "{n} hosts, {} of {} connections failed: {:?}", failed.len(), n * (n - 1), &failed[..failed.len().min(5)]);
+    }
+
+    /// A host's NIC queues what its own TCP hands it instead of dropping it: 16
+    /// flows leaving one host at once (16 clients reading one origin) all
+    /// finish, and its uplink's shaper drops nothing. With tbf's own queue of
+    /// 20 ms at the rate, the uplink dropped thousands of packets a run, and
+    /// flows sat on their probe timers until reset (the direct baseline of a
+    /// 16-node bed failed with "Connection reset by peer").
+    #[test]
+    fn a_hosts_nic_queues_its_own_flows_instead_of_dropping_them() {
+        use std::io::{Read, Write};
+        if let Err(e) = super::available() {
+            assert!(std::env::var("ELIOP2P_TEST_NETNS").is_err(), "ELIOP2P_TEST_NETNS is set but {e}");
+            eprintln!("skipping: {e}");
+            return;
+        }
+        const FLOWS: usize = 16;
+        const EACH: usize = 6 << 20;
+        let bed = NetBed::create(&vec![Link::mbit(200).with_mtu(9000); FLOWS + 1]).unwrap();
+        let listeners: Vec<TcpListener> =
+            (1..=FLOWS).map(|h| bed.within(h, || TcpListener::bind((bed.addr(h), 0))).unwrap().unwrap()).collect();
+        let senders: Vec<TcpStream> = listeners
+            .iter()
+            .map(|l| {
+                let to = l.local_addr().unwrap();
+                bed.within(0, move || TcpStream::connect_timeout(&to, Duration::from_secs(5))).unwrap().unwrap()
+            })
+            .collect();
+        let received: Vec<std::io::Result<usize>> = std::thread::scope(|sc| {
+            for mut s in senders {
+                sc.spawn(move || {
+                    let block = vec![7u8; 1 << 20];
+                    for _ in 0..EACH >> 20 {
+                        if s.write_all(&block).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            let readers: Vec<_> = listeners
+                .iter()
+                .map(|l| {
+                    sc.spawn(move || {
+                        let (mut c, _) = l.accept()?;
+                        c.set_read_timeout(Some(Duration::from_secs(60)))?;
+                        let (mut n, mut buf) = (0, vec![0u8; 1 << 16]);
+                        while n < EACH {
+                            match c.read(&mut buf)? {
+                                0 => break,
+                                k => n += k,
+                            }
+                        }
+                        Ok(n)
+                    })
+                })
+                .collect();
+            readers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let short: Vec<String> = received
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !matches!(r, Ok(n) if *n == EACH))
+            .map(|(i, r)| format!("flow {i}: {r:?}"))
+            .collect();
+        let (uplinks, _) = bed.qdisc_drops();
+        assert!(short.is_empty(), "flows cut short: {short:?}");
+        assert_eq!(uplinks, 0, "the hosts' own NICs dropped {uplinks} packets their TCP handed them");
     }
 }
