@@ -22,7 +22,8 @@ eliop2p-bench fanout [--nodes=16] [--sizes=64,512] [--rate=200] [--origin-rates=
     [--repeat=1] [--slow=COUNT:MBIT] [--slow-not-owners]
 
 Sizes in MiB, rates in Mbit/s. --repeat=N runs every row N times, in rounds (each
-row once, then again), and ends with a table of each row's p99 over its runs.
+row once, then again), and ends with a table of each row's p99 over its runs;
+the direct baseline runs in the first round only.
 --slow=COUNT:MBIT gives COUNT nodes a NIC of MBIT (degraded links): the row's
 times are then the other nodes', and a line after the table gives the slow
 nodes' own and which of them read the origin (owned chunks). --slow-not-owners
@@ -140,8 +141,11 @@ pub async fn run() -> anyhow::Result<()> {
     // Rounds of every row rather than a row's runs back to back, so that a
     // change in the machine's load over the run falls on every row alike.
     let mut runs: Vec<Vec<fanout::Report>> = specs.iter().map(|_| Vec::new()).collect();
-    for _ in 0..repeat {
+    for round in 0..repeat {
         for (spec, runs) in specs.iter().zip(&mut runs) {
+            // The direct baseline (16x ideal for 16 clients, and the same every
+            // time: 16.12-16.14x in three rounds) runs in the first round only.
+            let spec = &Spec { direct: spec.direct && round == 0, ..spec.clone() };
             let cpu0 = fanout::children_cpu_seconds();
             let r = fanout::run(spec).await?;
             let cpu = fanout::children_cpu_seconds() - cpu0;
