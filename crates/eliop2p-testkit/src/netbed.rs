@@ -340,11 +340,6 @@ fn shape(ns: &str, dev: &str, link: Link, queue: Option<u64>) -> anyhow::Result<
     // and its finish times measured the machine (p99 1.55-2.23x ideal against
     // 1.33x with this bucket, same build).
     let burst = (link.rate_bps / 8 / 250).max(128 * 1024).to_string();
-    let limit = queue.unwrap_or(HOST_QUEUE_PACKETS * u64::from(link.mtu)).to_string();
-    run(&[
-        "ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf",
-        "rate", &rate, "burst", &burst, "limit", &limit,
-    ])?;
     // A host's queue was tbf's own, 20 ms at the rate (630 KB at 200 Mbit/s),
     // and it dropped the packets its host's TCP tried to queue beyond that. A
     // flow whose packet is dropped there, with none in flight, has nothing to
@@ -352,6 +347,11 @@ fn shape(ns: &str, dev: &str, link: Link, queue: Option<u64>) -> anyhow::Result<
     // full: with 16 flows on the origin's uplink (16 clients reading it
     // directly), some sat for 10 s or more and were then reset ("Connection
     // reset by peer"), and the bed's direct baseline failed.
+    let limit = queue.unwrap_or(HOST_QUEUE_PACKETS * u64::from(link.mtu)).to_string();
+    run(&[
+        "ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf",
+        "rate", &rate, "burst", &burst, "limit", &limit,
+    ])?;
     if link.delay_ms > 0 {
         // netem's queue stands in for the port's or the NIC's, in packets.
         let packets = queue.map_or(HOST_QUEUE_PACKETS, |b| (b / u64::from(link.mtu)).max(1)).to_string();
@@ -478,6 +478,9 @@ mod tests {
                         while n < EACH {
                             match c.read(&mut buf)? {
                                 0 => break,
+                                k if buf[..k].iter().any(|&b| b != 7) => {
+                                    return Err(std::io::Error::other(format!("a wrong byte within {n}..{}", n + k)));
+                                }
                                 k => n += k,
                             }
                         }
