@@ -96,6 +96,20 @@ pub fn available() -> Result<(), String> {
     Ok(())
 }
 
+/// For a test: whether the bed can be built here. When it cannot, the test is
+/// skipped (this says why on stderr), unless `ELIOP2P_TEST_NETNS` is set (`scripts/test`
+/// sets it when run as root): then a missing capability fails the test.
+pub fn available_or_skip(what: &str) -> bool {
+    match available() {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(std::env::var("ELIOP2P_TEST_NETNS").is_err(), "ELIOP2P_TEST_NETNS is set but {e}");
+            eprintln!("skipping {what}: {e}");
+            false
+        }
+    }
+}
+
 fn run(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(args[0])
         .args(&args[1..])
@@ -391,9 +405,7 @@ mod tests {
     /// outside that count.
     #[test]
     fn every_host_reaches_every_other_beyond_the_neighbour_table() {
-        if let Err(e) = super::available() {
-            assert!(std::env::var("ELIOP2P_TEST_NETNS").is_err(), "ELIOP2P_TEST_NETNS is set but {e}");
-            eprintln!("skipping: {e}");
+        if !super::available_or_skip("the network bed") {
             return;
         }
         let thresh: usize = std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
@@ -440,9 +452,7 @@ mod tests {
     #[test]
     fn a_hosts_nic_queues_its_own_flows_instead_of_dropping_them() {
         use std::io::{Read, Write};
-        if let Err(e) = super::available() {
-            assert!(std::env::var("ELIOP2P_TEST_NETNS").is_err(), "ELIOP2P_TEST_NETNS is set but {e}");
-            eprintln!("skipping: {e}");
+        if !super::available_or_skip("the network bed") {
             return;
         }
         const FLOWS: usize = 16;

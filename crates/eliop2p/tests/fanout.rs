@@ -15,12 +15,7 @@ use eliop2p_testkit::fanout::{self, Mode, Spec};
 use eliop2p_testkit::netbed::{self, Link};
 
 fn spec(mode: Mode, kill: Option<f64>) -> Option<Spec> {
-    if let Err(e) = netbed::available() {
-        assert!(
-            std::env::var("ELIOP2P_TEST_NETNS").is_err(),
-            "ELIOP2P_TEST_NETNS is set but {e}"
-        );
-        eprintln!("skipping the network bed: {e}");
+    if !netbed::available_or_skip("the network bed") {
         return None;
     }
     Some(Spec {
